@@ -1,0 +1,97 @@
+"""Task metrics from gathered predictions (numpy, host side).
+
+Evaluation gathers every example's prediction anyway (they are saved per epoch for the intrinsic
+analysis), so metrics are exact over the whole split, with no per-batch averaging error. Each
+function takes `mask` (1 = label present) and ignores the rest. Checked against scikit-learn in
+tests/test_metrics.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def confusion_matrix(y_true, y_pred, num_classes: int, mask=None) -> np.ndarray:
+  y_true = np.asarray(y_true).astype(np.int64).ravel()
+  y_pred = np.asarray(y_pred).astype(np.int64).ravel()
+  if mask is not None:
+    keep = np.asarray(mask).ravel() > 0
+    y_true, y_pred = y_true[keep], y_pred[keep]
+  return np.bincount(y_true * num_classes + y_pred,
+                     minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+def _f1_from_counts(tp, fp, fn):
+  denom = 2 * tp + fp + fn
+  return np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0)
+
+
+def classification_metrics(y_true, probs, num_classes: int, mask=None) -> dict[str, float]:
+  """Single-label multiclass: micro-F1 (= accuracy), macro-F1 over the classes that occur, OA."""
+  pred = np.asarray(probs).argmax(-1)
+  cm = confusion_matrix(y_true, pred, num_classes, mask)
+  n = cm.sum()
+  tp = np.diag(cm).astype(np.float64)
+  fp = cm.sum(0) - tp
+  fn = cm.sum(1) - tp
+  present = (cm.sum(0) + cm.sum(1)) > 0
+  f1 = _f1_from_counts(tp, fp, fn)
+  micro = float(_f1_from_counts(tp.sum(), fp.sum(), fn.sum()))
+  return {
+      "f1_micro": micro,
+      "f1_macro": float(f1[present].mean()) if present.any() else 0.0,
+      "accuracy": float(tp.sum() / n) if n else 0.0,
+      "count": int(n),
+  }
+
+
+def multilabel_metrics(y_true, probs, mask=None, threshold: float = 0.5) -> dict[str, float]:
+  """Multi-label: micro- and macro-F1 of the thresholded probabilities."""
+  y_true = np.asarray(y_true) > 0.5
+  y_pred = np.asarray(probs) >= threshold
+  if mask is not None:
+    keep = np.asarray(mask).ravel() > 0
+    y_true, y_pred = y_true[keep], y_pred[keep]
+  tp = (y_true & y_pred).sum(0).astype(np.float64)
+  fp = (~y_true & y_pred).sum(0).astype(np.float64)
+  fn = (y_true & ~y_pred).sum(0).astype(np.float64)
+  f1 = _f1_from_counts(tp, fp, fn)
+  return {
+      "f1_micro": float(_f1_from_counts(tp.sum(), fp.sum(), fn.sum())),
+      "f1_macro": float(f1.mean()) if f1.size else 0.0,
+      "count": int(len(y_true)),
+  }
+
+
+def regression_metrics(y_true, y_pred, mask=None) -> dict[str, float]:
+  """MAE, RMSE and the coefficient of determination R² (1 − SS_res / SS_tot)."""
+  y_true = np.asarray(y_true, np.float64).ravel()
+  y_pred = np.asarray(y_pred, np.float64).ravel()
+  if mask is not None:
+    keep = np.asarray(mask).ravel() > 0
+    y_true, y_pred = y_true[keep], y_pred[keep]
+  if y_true.size == 0:
+    return {"mae": float("nan"), "rmse": float("nan"), "r2": float("nan"), "count": 0}
+  err = y_pred - y_true
+  ss_tot = np.sum((y_true - y_true.mean()) ** 2)
+  r2 = 1.0 - np.sum(err**2) / ss_tot if ss_tot > 0 else float("nan")
+  return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean())),
+          "r2": float(r2), "count": int(y_true.size)}
+
+
+# The metric each task kind is selected on, and whether larger is better.
+MAIN_METRIC = {
+    "classification": ("f1_micro", True),
+    "multilabel": ("f1_micro", True),
+    "regression": ("mae", False),
+}
+
+
+def task_metrics(kind: str, target, prediction, mask, num_classes: int | None = None):
+  if kind == "classification":
+    return classification_metrics(target, prediction, num_classes, mask)
+  if kind == "multilabel":
+    return multilabel_metrics(target, prediction, mask)
+  if kind == "regression":
+    return regression_metrics(target, prediction, mask)
+  raise ValueError(f"unknown task kind {kind!r}")
