@@ -1,0 +1,53 @@
+"""Datasets (readers, synthetic generators) and the grain input pipeline.
+
+``get_dataset(name)`` returns a small record with the dataset's source class, its synthetic
+generator and its splits; readers are imported lazily so ``import mtljax.data`` stays light.
+(``mtljax.data.build`` maps a run's config onto these.)
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """Where a dataset's pieces live (``module:attribute`` strings, resolved on access)."""
+
+    name: str
+    source: str  # "module:Class", called as Class(root, split, **kwargs)
+    synthetic: str  # "module:function", called as function(root, **kwargs) -> Path
+    splits: tuple[str, ...]
+
+    @staticmethod
+    def _load(ref: str) -> Any:
+        module, attr = ref.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+    @property
+    def source_cls(self) -> Callable[..., Any]:
+        return self._load(self.source)
+
+    @property
+    def write_synthetic(self) -> Callable[..., Any]:
+        return self._load(self.synthetic)
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    "treesat": DatasetSpec(
+        name="treesat",
+        source="mtljax.data.treesat:TreeSatAISource",
+        synthetic="mtljax.data.synthetic:write_synthetic_treesat",
+        splits=("train", "val", "test"),
+    ),
+}
+
+
+def get_dataset(name: str) -> DatasetSpec:
+    """The registered dataset ``name`` (see ``DATASETS``)."""
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise KeyError(f"unknown dataset {name!r}; registered: {sorted(DATASETS)}") from None

@@ -1,0 +1,87 @@
+"""Orbax checkpoints: resumable `latest/` (state + data-iterator position) and `best/` (state).
+
+Two managers rather than one with `best_fn`: with a best-metric policy, `max_to_keep` keeps the N
+*best* and may delete the latest checkpoint, which breaks resume (STACK_NOTES); and mid-epoch
+saves have no validation metric. `latest/` keeps the most recent `keep` steps with the grain
+iterator state; `best/` keeps the single checkpoint with the best main-task validation metric.
+Orbax writes into a temporary folder and renames it when complete, so a process killed during a
+save leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import grain
+import orbax.checkpoint as ocp
+
+
+class CheckpointMismatchError(ValueError):
+  """A checkpoint whose structure differs from the state the current config builds."""
+
+
+class Checkpointer:
+
+  def __init__(self, directory: str, keep: int = 2):
+    directory = os.path.abspath(directory)
+    self.directory = directory
+    self.latest = ocp.CheckpointManager(
+        os.path.join(directory, "latest"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    self.best = ocp.CheckpointManager(
+        os.path.join(directory, "best"),
+        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+
+  # ------------------------------------------------------------------ latest (resume)
+  def save_latest(self, step: int, state, data_iter, meta: dict[str, Any], force=False) -> None:
+    if self.latest.latest_step() == step:
+      return
+    self.latest.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data=grain.checkpoint.CheckpointSave(data_iter),
+        meta=ocp.args.JsonSave(meta)), force=force)
+
+  def latest_step(self) -> int | None:
+    return self.latest.latest_step()
+
+  def restore_latest(self, abstract_state, data_iter):
+    """Restores into `data_iter` in place; returns `(state, meta)` or None when there is none."""
+    step = self.latest.latest_step()
+    if step is None:
+      return None
+    try:
+      out = self.latest.restore(step, args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state),
+          data=grain.checkpoint.CheckpointRestore(data_iter),
+          meta=ocp.args.JsonRestore()))
+    except (ValueError, KeyError, TypeError) as e:
+      raise CheckpointMismatchError(
+          f"{self.directory}/latest/{step} does not match the train state this config builds "
+          f"(an optimizer, schedule, clipping or model change?): {str(e)[:500]}. Use a new "
+          "--workdir, or rerun with the config that wrote it.") from e
+    return out.state, out.meta
+
+  # ------------------------------------------------------------------ best (evaluation)
+  def save_best(self, step: int, state, meta: dict[str, Any]) -> None:
+    self.best.save(step, args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+
+  def best_step(self) -> int | None:
+    return self.best.latest_step()
+
+  def restore_best(self, abstract_state):
+    step = self.best.latest_step()
+    if step is None:
+      return None
+    out = self.best.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    return out.state, out.meta
+
+  def wait(self) -> None:
+    self.latest.wait_until_finished()
+    self.best.wait_until_finished()
+
+  def close(self) -> None:
+    self.latest.close()
+    self.best.close()

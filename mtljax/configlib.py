@@ -1,0 +1,122 @@
+"""Validation of a resolved config against the registries and the dataset's fields.
+
+Unknown or misspelt keys on the command line are already rejected by the locked ConfigDict that
+`config_flags` builds; this module checks what only makes sense with the whole picture: that every
+input is an input field of the dataset, every task a target field of the right kind, that names
+refer to registered encoders/heads/fusions, and so on. All problems are collected and reported in
+one `ConfigError`, each naming its key.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Mapping
+
+import ml_collections
+
+from mtljax.losses import LOSSES
+from mtljax.models.encoders import ENCODERS
+from mtljax.models.fusion import FUSIONS
+from mtljax.models.heads import HEADS
+
+_SCHEDULES = ("warmup_cosine", "constant", "plateau")
+_OPTIMIZERS = ("adamw", "adam", "sgd")
+_TASK_KEYS = {"kind", "num_classes", "weight", "head", "head_kwargs"}
+_INPUT_KEYS = {"encoder", "encoder_kwargs"}
+
+
+class ConfigError(ValueError):
+  """A config that cannot run; the message lists every problem with its key."""
+
+
+def validate(config: ml_collections.ConfigDict, input_fields: Mapping[str, dict],
+             target_fields: Mapping[str, dict]) -> None:
+  """`input_fields`/`target_fields`: the dataset's fields usable as inputs / targets, name → info
+  (`{"kind": ..., "num_classes": ...}`)."""
+  problems = []
+  inputs, tasks = config.inputs, config.tasks
+  for name, m in inputs.items():
+    key = f"config.inputs.{name}"
+    unknown = set(m.keys()) - _INPUT_KEYS
+    if unknown:
+      problems.append(f"{key}: unknown keys {sorted(unknown)} (allowed: {sorted(_INPUT_KEYS)})")
+    if name not in input_fields:
+      problems.append(f"{key}: the dataset {config.data.name!r} has no input modality {name!r} "
+                      f"(available: {sorted(input_fields)})")
+    if m.get("encoder") not in ENCODERS:
+      problems.append(f"{key}.encoder={m.get('encoder')!r} is not one of {sorted(ENCODERS)}")
+  if not inputs:
+    problems.append("config.inputs is empty: a model needs at least one input modality")
+  for name, t in tasks.items():
+    key = f"config.tasks.{name}"
+    unknown = set(t.keys()) - _TASK_KEYS
+    if unknown:
+      problems.append(f"{key}: unknown keys {sorted(unknown)} (allowed: {sorted(_TASK_KEYS)})")
+    kind = t.get("kind")
+    if kind not in LOSSES:
+      problems.append(f"{key}.kind={kind!r} is not one of {sorted(LOSSES)}")
+    if name in inputs:
+      problems.append(f"{key}: {name!r} is also an input; a modality is an input or a target, "
+                      "not both")
+    field = target_fields.get(name)
+    if field is None:
+      problems.append(f"{key}: the dataset {config.data.name!r} has no target {name!r} "
+                      f"(available: {sorted(target_fields)})")
+    else:
+      if field["kind"] != kind:
+        problems.append(f"{key}.kind={kind!r} but the dataset's {name!r} is {field['kind']!r}")
+      if kind in ("classification", "multilabel") and t.get("num_classes") != field.get(
+          "num_classes"):
+        problems.append(f"{key}.num_classes={t.get('num_classes')!r} but the dataset's {name!r} "
+                        f"has {field.get('num_classes')} classes")
+    if t.get("head") not in HEADS:
+      problems.append(f"{key}.head={t.get('head')!r} is not one of {sorted(HEADS)}")
+    w = t.get("weight")
+    if not isinstance(w, (int, float)) or w < 0:
+      problems.append(f"{key}.weight={w!r} must be a number >= 0")
+  if not tasks:
+    problems.append("config.tasks is empty: a model needs at least one task")
+  elif sum(float(t.get("weight", 0) or 0) for t in tasks.values()) <= 0:
+    problems.append("config.tasks: the loss weights must sum to a positive number")
+  if config.main_task not in tasks:
+    problems.append(f"config.main_task={config.main_task!r} is not one of the tasks "
+                    f"{sorted(tasks)}")
+  if config.model.fusion not in FUSIONS:
+    problems.append(f"config.model.fusion={config.model.fusion!r} is not one of {sorted(FUSIONS)}")
+  tr = config.train
+  if tr.schedule not in _SCHEDULES:
+    problems.append(f"config.train.schedule={tr.schedule!r} is not one of {_SCHEDULES}")
+  if tr.optimizer not in _OPTIMIZERS:
+    problems.append(f"config.train.optimizer={tr.optimizer!r} is not one of {_OPTIMIZERS}")
+  for key in ("batch_size", "num_epochs", "log_every_steps", "checkpoint_every_steps",
+              "keep_checkpoints"):
+    if int(tr[key]) < 1:
+      problems.append(f"config.train.{key}={tr[key]!r} must be >= 1")
+  if int(config.eval.batch_size) < 1:
+    problems.append(f"config.eval.batch_size={config.eval.batch_size!r} must be >= 1")
+  for split in config.eval.prediction_splits:
+    if split not in ("train", "val", "test"):
+      problems.append(f"config.eval.prediction_splits: unknown split {split!r}")
+  if problems:
+    raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+
+
+# Sections whose change makes an existing workdir's checkpoints meaningless.
+_STRUCTURAL = ("inputs", "tasks", "model", "data.name", "data.root", "main_task", "seed")
+
+
+def _get(d: dict, dotted: str):
+  for part in dotted.split("."):
+    d = d.get(part, {}) if isinstance(d, dict) else {}
+  return d
+
+
+def check_compatible(saved: dict, config: ml_collections.ConfigDict, path: str) -> None:
+  """Refuse to resume a workdir whose run was made with a structurally different config."""
+  current = json.loads(config.to_json())
+  diffs = [k for k in _STRUCTURAL if _get(saved, k) != _get(current, k)]
+  if diffs:
+    raise ConfigError(
+        f"{path} was written by a run with a different config (differs in: {', '.join(diffs)}); "
+        "its checkpoints cannot be resumed with this config. Use a new --workdir, or rerun with "
+        "the config that made it.")

@@ -1,0 +1,51 @@
+"""Config → data sources: the one place that maps `config.data` onto a dataset's reader.
+
+`make_sources(config, workdir)` returns `({split: source}, synthetic_root)`. With an empty
+`config.data.root`, the dataset's synthetic generator writes its real on-disk layout first
+(into `config.data.synthetic.dir`, default `<workdir>/synthetic_data`; skipped when already
+there with the same parameters) and `synthetic_root` is that folder; otherwise it is None.
+Each dataset contributes two small functions below: the reader's keyword arguments and the
+generator's, both read from the config.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Callable
+
+import ml_collections
+
+from mtljax.data import get_dataset
+
+
+def _treesat_source_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  d = config.data
+  return dict(resolution=d.resolution, l2_source=d.l2_source, age_source=d.age_source,
+              side_csv=d.side_csv, multi_threshold=d.multi_threshold,
+              val_fraction=d.val_fraction, split_seed=d.split_seed,
+              # Only the image modalities the model uses are opened.
+              modalities=tuple(m for m in ("aerial", "s1", "s2") if m in config.inputs),
+              aerial_size=d.aerial_size)
+
+
+def _treesat_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  s = config.data.synthetic
+  return dict(num_train=s.num_train, num_test=s.num_test, seed=s.seed,
+              aerial_size=config.data.aerial_size)
+
+
+_ADAPTERS: dict[str, tuple[Callable, Callable]] = {
+    "treesat": (_treesat_source_kwargs, _treesat_synthetic_kwargs),
+}
+
+
+def make_sources(config: ml_collections.ConfigDict, workdir: str):
+  spec = get_dataset(config.data.name)
+  source_kwargs, synthetic_kwargs = _ADAPTERS[spec.name]
+  root, synthetic_root = config.data.root, None
+  if not root:
+    root = config.data.synthetic.dir or os.path.join(workdir, "synthetic_data")
+    synthetic_root = str(spec.write_synthetic(root, **synthetic_kwargs(config)))
+    root = synthetic_root
+  kwargs = source_kwargs(config)
+  return {split: spec.source_cls(root, split, **kwargs) for split in spec.splits}, synthetic_root

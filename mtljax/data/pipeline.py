@@ -1,0 +1,426 @@
+"""Dataset-agnostic grain input pipeline: statistics, normalisation, augmentation, batching.
+
+Works on any random-access *source* (``__len__``, ``__getitem__``) whose examples follow the
+contract::
+
+    {"inputs": {name: array}, "targets": {task: array}, "mask": {task: float32},
+     "meta": {"index": int32 []}}
+
+Batches are nested dicts of numpy arrays with a leading batch axis ``B``::
+
+    {"inputs": {name: float32 [B, ...]}, "targets": {task: [B, ...]}, "mask": {task: float32 [B, ...]},
+     "meta": {"index": int32 [B]}, "valid": float32 [B]}
+
+``valid`` is 1 for real examples and 0 for padding (only the last ``eval_batches`` batch pads).
+
+Training order: shard -> seeded shuffle -> repeat. grain's ``MapDataset.shuffle().repeat()``
+draws a *new* permutation for every epoch (the shuffle derives its per-epoch seed from
+``index // len``), so each epoch has a different order, reproducible from ``seed``. Batches are
+formed on the repeated stream, so one batch may straddle an epoch boundary; an "epoch" of steps is
+``num_batches_per_epoch(...)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "augment",
+    "compute_stats",
+    "default_read_options",
+    "eval_batches",
+    "normalize",
+    "num_batches_per_epoch",
+    "select",
+    "train_dataset",
+    "train_iterator",
+]
+
+Example = dict[str, Any]
+Stats = Mapping[str, Mapping[str, Sequence[float]]]
+
+
+def _grain():
+    import grain
+
+    return grain
+
+
+def default_read_options(num_threads: int | None = None, prefetch_buffer_size: int | None = None):
+    """``grain.ReadOptions`` sized for this machine: one thread per core (at most 16).
+
+    The pipelines here prefetch after ``batch``, so each thread builds a whole batch and the buffer
+    counts batches: it must be >= the thread count to keep every thread busy, and is capped at 16
+    because one batch of 32 aerial patches (304x304x4 float32) is 47 MB.
+    """
+    threads = num_threads or max(1, min(16, os.cpu_count() or 1))
+    buffer = prefetch_buffer_size or min(max(2 * threads, 4), 16)
+    return _grain().ReadOptions(num_threads=threads, prefetch_buffer_size=max(buffer, 1))
+
+
+def _tree_map(fn: Callable[..., Any], tree: Any, *rest: Any) -> Any:
+    """Map over nested dicts (leaves: arrays / scalars)."""
+    if isinstance(tree, Mapping):
+        return {k: _tree_map(fn, tree[k], *(r[k] for r in rest)) for k in tree}
+    return fn(tree, *rest)
+
+
+# --------------------------------------------------------------------------------------------------
+# Statistics
+# --------------------------------------------------------------------------------------------------
+def _moments(example: Example, input_names: tuple[str, ...]) -> dict[str, tuple[np.ndarray, ...]]:
+    """Per-channel (count, mean, M2) of each input of one example, NaN ignored (float64 [C] each)."""
+    out = {}
+    for name in input_names:
+        x = np.asarray(example["inputs"][name])
+        x = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
+        if x.dtype.kind == "f" and np.isnan(x).any():  # slow path, float64 throughout
+            x = x.astype(np.float64)
+            ok = ~np.isnan(x)
+            count = ok.sum(axis=0).astype(np.float64)
+            total = np.where(ok, x, 0.0).sum(axis=0)
+            mean = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+            m2 = np.where(ok, (x - mean) ** 2, 0.0).sum(axis=0)
+        else:  # fast path: float32 deviations, float64 accumulation, exact shift correction
+            x = x.astype(np.float32, copy=False)
+            count = np.full(x.shape[1], float(x.shape[0]))
+            mean = x.mean(axis=0, dtype=np.float64)
+            shift = mean.astype(np.float32)
+            d = x - shift
+            m2 = np.einsum("ij,ij->j", d, d, dtype=np.float64) - count * (mean - shift) ** 2
+        out[name] = (count, mean, m2)
+    return out
+
+
+def _combine(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """Chan et al.'s pairwise update of (count, mean, M2)."""
+    na, ma, m2a = a
+    nb, mb, m2b = b
+    n = na + nb
+    safe = np.maximum(n, 1.0)
+    delta = mb - ma
+    mean = ma + delta * nb / safe
+    m2 = m2a + m2b + delta**2 * na * nb / safe
+    return n, mean, m2
+
+
+def compute_stats(
+    source: Any,
+    input_names: Sequence[str],
+    *,
+    max_examples: int = 2048,
+    seed: int = 0,
+    read_options: Any = None,
+    progress: bool = True,
+) -> dict[str, dict[str, list[float]]]:
+    """Per-channel mean / std of inputs over a seeded subsample of a (training) source.
+
+    Channels are the last axis; all other axes and the examples are reduced. NaN (nodata) is
+    ignored, as ``np.nanmean`` / ``np.nanstd`` (population std) over the stacked subsample would.
+    Accumulation is streaming (float64, pairwise-stable), so large images need no big buffer.
+
+    Args:
+      source: random-access source following the example contract.
+      input_names: inputs to describe.
+      max_examples: subsample size; the first ``max_examples`` of a permutation seeded by ``seed``
+        (everything when the source is smaller).
+      seed: subsample seed.
+      read_options: ``grain.ReadOptions`` for parallel reading (default: ``default_read_options()``).
+      progress: show a tqdm bar when more than 200 examples are read.
+
+    Returns:
+      JSON-serialisable ``{name: {"mean": [C floats], "std": [C floats]}}``; std floored at 1e-6. A
+      channel that is NaN everywhere gets mean 0, std 1 (and a warning).
+    """
+    grain = _grain()
+    names = tuple(input_names)
+    n = min(len(source), int(max_examples))
+    if n <= 0:
+        raise ValueError("compute_stats needs a non-empty source")
+    ds = grain.MapDataset.source(source)
+    if n < len(source):
+        ds = ds.seed(seed).shuffle()[:n]
+    ds = ds.map(functools.partial(_moments, input_names=names))
+    it: Any = ds.to_iter_dataset(read_options or default_read_options(prefetch_buffer_size=64))
+    if progress and n > 200:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, total=n, desc="input statistics", unit="ex")
+    acc: dict[str, tuple[np.ndarray, ...]] = {}
+    for moments in it:
+        for name, m in moments.items():
+            acc[name] = _combine(acc[name], m) if name in acc else m
+    stats = {}
+    for name in names:
+        count, mean, m2 = acc[name]
+        std = np.sqrt(np.divide(m2, count, out=np.zeros_like(m2), where=count > 0))
+        empty = count == 0
+        if empty.any():
+            log.warning("compute_stats: input %r has all-NaN channels %s", name, np.flatnonzero(empty).tolist())
+        mean = np.where(empty, 0.0, mean)
+        std = np.where(empty, 1.0, np.maximum(std, 1e-6))
+        stats[name] = {"mean": [float(v) for v in mean], "std": [float(v) for v in std]}
+    return stats
+
+
+# --------------------------------------------------------------------------------------------------
+# Per-example transforms
+# --------------------------------------------------------------------------------------------------
+def select(example: Example, input_names: Sequence[str], task_names: Sequence[str]) -> Example:
+    """Keep only the requested inputs and tasks (targets and masks); keep ``meta``.
+
+    A task without a mask entry gets mask 1.0.
+
+    Raises:
+      KeyError: a requested input or task is not in the example (the message lists what is).
+    """
+    inputs, targets, masks = example["inputs"], example["targets"], example.get("mask", {})
+    missing_in = [k for k in input_names if k not in inputs]
+    missing_t = [k for k in task_names if k not in targets]
+    if missing_in or missing_t:
+        raise KeyError(
+            f"requested inputs {missing_in} / tasks {missing_t} not in the example; "
+            f"inputs: {sorted(inputs)}, targets: {sorted(targets)}"
+        )
+    return {
+        "inputs": {k: inputs[k] for k in input_names},
+        "targets": {k: targets[k] for k in task_names},
+        "mask": {k: masks[k] if k in masks else np.float32(1.0) for k in task_names},
+        "meta": dict(example.get("meta", {})),
+    }
+
+
+def _stats_arrays(stats: Stats | None) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """JSON stats -> {name: (mean float32 [C], std float32 [C])}; already-converted entries pass."""
+    out = {}
+    for k, v in (stats or {}).items():
+        out[k] = v if isinstance(v, tuple) else (np.asarray(v["mean"], np.float32), np.asarray(v["std"], np.float32))
+    return out
+
+
+def normalize(example: Example, stats: Stats, input_names: Sequence[str] | None = None) -> Example:
+    """Standardise inputs per channel and replace NaN (nodata) by 0.0.
+
+    Each input named in ``stats`` becomes ``(x - mean) / std`` (float32, channels = last axis), so
+    the NaN fill 0.0 equals the channel mean. Inputs not in ``stats`` pass through as float32 (their
+    NaN also become 0.0, and so do infinities anywhere, so no non-finite value leaves this
+    function). If ``input_names`` is given, other inputs are dropped. Targets, masks and meta are
+    passed through. ``stats`` is ``compute_stats``' JSON form.
+    """
+    arrays = _stats_arrays(stats)
+    names = list(example["inputs"]) if input_names is None else list(input_names)
+    inputs = {}
+    for k in names:
+        x = np.asarray(example["inputs"][k], np.float32)
+        if k in arrays:
+            mean, std = arrays[k]
+            x = x - mean  # a new array: the source's arrays are never modified
+            x /= std
+        bad = ~np.isfinite(x)
+        if bad.any():
+            x = np.where(bad, np.float32(0.0), x)
+        inputs[k] = x
+    return {**example, "inputs": inputs}
+
+
+def _is_image(x: np.ndarray) -> bool:
+    return x.ndim == 3 and x.shape[0] == x.shape[1]
+
+
+def _geometric(x: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    if k:
+        x = np.rot90(x, k, axes=(0, 1))
+    if flip:
+        x = x[:, ::-1]
+    return np.ascontiguousarray(x)
+
+
+def augment(example: Example, rng: np.random.Generator, *, flip: bool = True, rot90: bool = True) -> Example:
+    """One random dihedral transform (rot90 by k*90 deg, then optional left-right flip) for a whole example.
+
+    The same transform applies to every image-like input (ndim 3, H == W, [H, W, C]) — co-registered
+    modalities of different resolutions stay aligned — and to every target / mask with ndim >= 2
+    whose leading two axes are square and match the side of a transformed input (dense targets).
+    Other arrays are untouched. Usable as ``MapDataset.random_map(functools.partial(augment, ...))``.
+    """
+    k = int(rng.integers(4)) if rot90 else 0
+    f = bool(rng.integers(2)) if flip else False
+    if k == 0 and not f:
+        return example
+    inputs = dict(example["inputs"])
+    sides = set()
+    for name, x in inputs.items():
+        x = np.asarray(x)
+        if _is_image(x):
+            inputs[name] = _geometric(x, k, f)
+            sides.add(x.shape[0])
+
+    def dense(tree: Mapping[str, Any]) -> dict[str, Any]:
+        out = dict(tree)
+        for name, y in tree.items():
+            y = np.asarray(y)
+            if y.ndim >= 2 and y.shape[0] == y.shape[1] and y.shape[0] in sides:
+                out[name] = _geometric(y, k, f)
+        return out
+
+    out = {**example, "inputs": inputs}
+    if "targets" in example:
+        out["targets"] = dense(example["targets"])
+    if "mask" in example:
+        out["mask"] = dense(example["mask"])
+    return out
+
+
+class _Prepare:
+    """select -> normalize -> add ``valid``; picklable (grain may run it in worker processes)."""
+
+    def __init__(self, input_names: Sequence[str], task_names: Sequence[str], stats: Stats | None):
+        self.input_names = tuple(input_names)
+        self.task_names = tuple(task_names)
+        self.stats = _stats_arrays(stats)
+
+    def __call__(self, example: Example) -> Example:
+        ex = normalize(select(example, self.input_names, self.task_names), self.stats)
+        ex["targets"] = {k: np.asarray(v) for k, v in ex["targets"].items()}
+        ex["mask"] = {k: np.asarray(v, np.float32) for k, v in ex["mask"].items()}
+        ex["valid"] = np.float32(1.0)
+        return ex
+
+
+def _augment_kwargs(augment_cfg: Any) -> dict[str, bool] | None:
+    """None/False -> None; True -> defaults; a mapping / ConfigDict -> its flip/rot90 (``enabled`` may turn it off)."""
+    if augment_cfg is None or augment_cfg is False:
+        return None
+    if augment_cfg is True:
+        return {"flip": True, "rot90": True}
+    cfg = augment_cfg.to_dict() if hasattr(augment_cfg, "to_dict") else dict(augment_cfg)
+    if not cfg.pop("enabled", True):
+        return None
+    unknown = set(cfg) - {"flip", "rot90"}
+    if unknown:
+        raise ValueError(f"unknown augmentation options {sorted(unknown)}; known: flip, rot90, enabled")
+    kw = {"flip": bool(cfg.get("flip", True)), "rot90": bool(cfg.get("rot90", True))}
+    return kw if any(kw.values()) else None
+
+
+# --------------------------------------------------------------------------------------------------
+# Datasets and iterators
+# --------------------------------------------------------------------------------------------------
+def train_dataset(
+    source: Any,
+    *,
+    input_names: Sequence[str],
+    task_names: Sequence[str],
+    stats: Stats | None,
+    batch_size: int,
+    seed: int,
+    augment_cfg: Any = None,
+    shard_index: int = 0,
+    shard_count: int = 1,
+):
+    """The infinite training ``grain.MapDataset`` of batches (see ``train_iterator``)."""
+    grain = _grain()
+    if not 0 <= shard_index < shard_count:
+        raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
+    prepare = _Prepare(input_names, task_names, stats)
+    prepare(source[shard_index])  # fail early, in this thread, on bad names or a bad first file
+    ds = grain.MapDataset.source(source)
+    if shard_count > 1:
+        ds = ds[shard_index::shard_count]
+    if len(ds) < batch_size:
+        raise ValueError(f"shard has {len(ds)} examples, fewer than batch_size {batch_size}")
+    ds = ds.seed(seed).shuffle().repeat()  # new permutation every epoch
+    ds = ds.map(prepare)
+    kw = _augment_kwargs(augment_cfg)
+    if kw is not None:
+        ds = ds.random_map(functools.partial(augment, **kw))
+    return ds.batch(batch_size, drop_remainder=True)
+
+
+def train_iterator(
+    source: Any,
+    *,
+    input_names: Sequence[str],
+    task_names: Sequence[str],
+    stats: Stats | None,
+    batch_size: int,
+    seed: int,
+    augment_cfg: Any = None,
+    shard_index: int = 0,
+    shard_count: int = 1,
+    read_options: Any = None,
+):
+    """Infinite, deterministic, checkpointable iterator of training batches.
+
+    Pipeline: ``MapDataset.source`` -> shard (every ``shard_count``-th example from
+    ``shard_index``) -> seeded shuffle, new permutation per epoch -> repeat -> select + normalise
+    -> seeded random augmentation (if ``augment_cfg``) -> batch (drop remainder) ->
+    ``to_iter_dataset(read_options)``.
+
+    Args:
+      source: random-access source (example contract in the module docstring).
+      input_names, task_names: what to keep.
+      stats: ``compute_stats`` output (inputs not in it are not standardised); None for none.
+      batch_size: per-shard batch size.
+      seed: shuffle and augmentation seed.
+      augment_cfg: None/False (off), True (flip + rot90), or a mapping with ``flip``, ``rot90``,
+        ``enabled``.
+      shard_index, shard_count: this process' shard (e.g. ``jax.process_index()``, ``jax.process_count()``).
+      read_options: ``grain.ReadOptions`` (default ``default_read_options()``).
+
+    Returns:
+      a ``grain.DatasetIterator`` yielding batches (see module docstring; ``valid`` all ones).
+      ``it.get_state()`` / ``it.set_state(state)`` resume exactly, and
+      ``grain.checkpoint.CheckpointSave(it)`` / ``CheckpointRestore(it)`` work inside orbax.
+    """
+    ds = train_dataset(
+        source, input_names=input_names, task_names=task_names, stats=stats, batch_size=batch_size,
+        seed=seed, augment_cfg=augment_cfg, shard_index=shard_index, shard_count=shard_count,
+    )  # fmt: skip
+    return iter(ds.to_iter_dataset(read_options or default_read_options()))
+
+
+def eval_batches(
+    source: Any,
+    *,
+    input_names: Sequence[str],
+    task_names: Sequence[str],
+    stats: Stats | None,
+    batch_size: int,
+    read_options: Any = None,
+) -> Iterator[Example]:
+    """One in-order pass over ``source`` in fixed-size batches, no augmentation.
+
+    The last batch is padded to ``batch_size`` by repeating its last example, with ``valid`` = 0
+    for the padding, so every example is seen exactly once (weight metrics by ``valid``) and
+    batch shapes never change. Yields ``ceil(len(source) / batch_size)`` batches.
+    """
+    grain = _grain()
+    if len(source) == 0:
+        return
+    ds = grain.MapDataset.source(source).map(_Prepare(input_names, task_names, stats))
+    ds = ds.batch(batch_size, drop_remainder=False)
+    for batch in ds.to_iter_dataset(read_options or default_read_options()):
+        n = batch["valid"].shape[0]
+        if n < batch_size:
+            pad = batch_size - n
+            batch = _tree_map(lambda x: np.concatenate([x, np.repeat(x[-1:], pad, axis=0)], axis=0), batch)
+            batch["valid"][n:] = 0.0
+        yield batch
+
+
+def num_batches_per_epoch(source: Any, batch_size: int, *, drop_remainder: bool = True, shard_count: int = 1) -> int:
+    """Batches in one pass: ``floor`` (training, remainder dropped) or ``ceil`` (``eval_batches``).
+
+    With ``shard_count > 1`` this is per shard, using the smallest shard.
+    """
+    n = len(source) // shard_count
+    return n // batch_size if drop_remainder else -(-n // batch_size)

@@ -1,0 +1,49 @@
+r"""Entry point. Deliberately thin: parses flags and hands the config to the library.
+
+  python -m mtljax.main --config=configs/treesat.py --workdir=/tmp/treesat
+  python -m mtljax.main --config=configs/treesat.py:exp=3 --workdir=W --config.train.batch_size=8
+  python -m mtljax.main --config=configs/treesat.py --workdir=W --mode=eval
+
+`--config.a.b=value` overrides any key of the config file (types are checked, unknown keys are
+rejected). The same command rerun in the same workdir continues from the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file, e.g. configs/treesat.py[:variant].", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Where the run writes everything.")
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
+                          "train: train (or resume) and evaluate; eval: evaluate the best "
+                          "checkpoint of --workdir on val and test.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  # Imported here so that `--help` and flag errors are fast and jax sees XLA_FLAGS set by users.
+  from mtljax import configlib, train
+  from mtljax.checkpoint import CheckpointMismatchError
+  from mtljax.data.treesat import DataError
+  logging.set_verbosity(logging.WARNING)
+  try:
+    if _MODE.value == "train":
+      train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    else:
+      train.evaluate_workdir(_CONFIG.value, _WORKDIR.value)
+  except (configlib.ConfigError, DataError, CheckpointMismatchError,
+          train.NonFiniteLossError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+  app.run(main)

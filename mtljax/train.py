@@ -1,0 +1,581 @@
+"""Multitask training and evaluation, in reading order (after flax `examples/imagenet/train.py`).
+
+  create_optimizer → init_state → make_train_step / make_eval_step (pure, not jitted here)
+  → evaluate → train_and_evaluate (the loop: mesh, data, checkpoints, logging, resume).
+
+The train state is a plain dict `{"step", "params", "batch_stats", "opt_state"}` and the step a
+pure function `(state, batch, rng) -> (state, measurements)`, so an ensemble is `jax.vmap` of the
+same step over stacked states, and data parallelism is `jax.jit` with shardings over a mesh,
+applied where the step is called.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import time
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+from tqdm import tqdm
+
+from mtljax import configlib, losses as losses_lib, metrics as metrics_lib
+from mtljax import parallel
+from mtljax.checkpoint import Checkpointer
+from mtljax.data import build as data_build, pipeline
+from mtljax.models.multitask import build_model
+from mtljax.writers import MetricWriter
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+# ============================================================================ optimizer
+def create_learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int):
+  tr = config.train
+  total = max(1, int(tr.num_epochs * steps_per_epoch))
+  if tr.schedule == "warmup_cosine":
+    warmup = min(total - 1, int(tr.warmup_epochs * steps_per_epoch))
+    # Starts at lr/10 rather than 0: with 0 the first update would be a no-op (STACK_NOTES).
+    return optax.warmup_cosine_decay_schedule(tr.learning_rate / 10, tr.learning_rate,
+                                              max(warmup, 1), total, end_value=0.0)
+  return optax.constant_schedule(tr.learning_rate)
+
+
+def create_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
+  tr = config.train
+  lr = create_learning_rate(config, steps_per_epoch)
+  if tr.optimizer == "adamw":
+    opt = optax.adamw(lr, weight_decay=tr.weight_decay)
+  elif tr.optimizer == "adam":
+    opt = optax.adam(lr)
+  else:
+    opt = optax.sgd(lr, momentum=0.9)
+  parts = []
+  if tr.grad_clip_norm:
+    parts.append(optax.clip_by_global_norm(tr.grad_clip_norm))
+  parts.append(opt)
+  if tr.schedule == "plateau":
+    # Scales the updates when the (epoch-averaged) training loss stops improving; the train step
+    # passes `value=loss` to every update.
+    parts.append(optax.contrib.reduce_on_plateau(
+        factor=tr.plateau_factor, patience=tr.plateau_patience,
+        accumulation_size=max(1, steps_per_epoch)))
+  return optax.chain(*parts), lr
+
+
+# ============================================================================ state
+def init_state(model, tx, example_inputs: Mapping[str, Any], rng) -> dict:
+  variables = model.init({"params": rng, "dropout": rng}, example_inputs, train=False)
+  params = variables["params"]
+  return {
+      "step": jnp.zeros((), jnp.int32),
+      "params": params,
+      "batch_stats": variables.get("batch_stats", {}),
+      "opt_state": tx.init(params),
+  }
+
+
+def _target_transform(tasks, target_stats):
+  """Regression targets are standardised for the loss; returns (to_model, from_model) maps."""
+
+  def to_model(targets):
+    out = dict(targets)
+    for t, (mean, std) in target_stats.items():
+      out[t] = (targets[t] - mean) / std
+    return out
+
+  def from_model(outputs):
+    out = dict(outputs)
+    for t, (mean, std) in target_stats.items():
+      out[t] = outputs[t] * std + mean
+    return out
+
+  del tasks
+  return to_model, from_model
+
+
+# ============================================================================ steps
+def make_loss_fn(model, config: ml_collections.ConfigDict,
+                 target_stats: Mapping[str, tuple[float, float]]) -> Callable:
+  """Pure `(params, batch_stats, batch, rng) -> (loss, (per_task_losses, new_batch_stats))`."""
+  kinds = {t: c.kind for t, c in config.tasks.items()}
+  weights = losses_lib.normalized_weights({t: c.weight for t, c in config.tasks.items()})
+  to_model, _ = _target_transform(config.tasks, target_stats)
+
+  def loss_fn(params, batch_stats, batch, rng):
+    valid = batch["valid"]
+    masks = {t: batch["mask"][t] * valid for t in kinds}
+    targets = to_model({t: batch["targets"][t] for t in kinds})
+    variables = {"params": params, "batch_stats": batch_stats}
+    (outputs, _), updates = model.apply(variables, batch["inputs"], train=True,
+                                        rngs={"dropout": rng}, mutable=["batch_stats"])
+    total, per_task = losses_lib.multitask_loss(outputs, targets, masks, kinds, weights)
+    return total, (per_task, updates.get("batch_stats", batch_stats))
+
+  return loss_fn
+
+
+def make_train_step(model, tx, config: ml_collections.ConfigDict,
+                    target_stats: Mapping[str, tuple[float, float]]) -> Callable:
+  """Pure `(state, batch, rng) -> (state, measurements)`; jit/shard/vmap it where it is called."""
+  loss_fn = make_loss_fn(model, config, target_stats)
+
+  def train_step(state, batch, rng):
+    rng = jax.random.fold_in(rng, state["step"])
+    (loss, (per_task, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        state["params"], state["batch_stats"], batch, rng)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"], value=loss)
+    params = optax.apply_updates(state["params"], updates)
+    new_state = {"step": state["step"] + 1, "params": params, "batch_stats": batch_stats,
+                 "opt_state": opt_state}
+    measurements = {"loss": loss, "grad_norm": optax.tree.norm(grads),
+                    "param_norm": optax.tree.norm(params)}
+    measurements.update({f"loss_{t}": v for t, v in per_task.items()})
+    return new_state, measurements
+
+  return train_step
+
+
+def make_eval_step(model, config: ml_collections.ConfigDict,
+                   target_stats: Mapping[str, tuple[float, float]]) -> Callable:
+  """Pure `(state, batch) -> {task: prediction}`: class probabilities, label probabilities or
+  regression values in the target's original units."""
+  kinds = {t: c.kind for t, c in config.tasks.items()}
+  _, from_model = _target_transform(config.tasks, target_stats)
+
+  def eval_step(state, batch):
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    outputs, _ = model.apply(variables, batch["inputs"], train=False)
+    outputs = from_model(outputs)
+    preds = {}
+    for t, kind in kinds.items():
+      if kind == "classification":
+        preds[t] = jax.nn.softmax(outputs[t], axis=-1)
+      elif kind == "multilabel":
+        preds[t] = jax.nn.sigmoid(outputs[t])
+      else:
+        preds[t] = outputs[t]
+    return preds
+
+  return eval_step
+
+
+# ============================================================================ evaluation
+def evaluate(eval_fn, state, batches, config: ml_collections.ConfigDict, mesh,
+             desc: str = "eval") -> tuple[dict[str, float], dict[str, np.ndarray]]:
+  """One pass over `batches`; returns `(metrics, predictions)` with every real example once.
+
+  predictions: `index`, and per task `target/<t>`, `mask/<t>`, `prob/<t>` (classification,
+  multilabel) or `pred/<t>` (regression; classification also gets the argmax as `pred/<t>`).
+  """
+  chunks: dict[str, list] = {}
+  for batch in tqdm(batches, desc=desc, leave=False, disable=jax.process_index() != 0,
+                    mininterval=2.0):
+    valid = np.asarray(batch["valid"]) > 0
+    preds = parallel.to_host(eval_fn(state, parallel.shard_batch(batch, mesh)))
+    chunks.setdefault("index", []).append(np.asarray(batch["meta"]["index"])[valid])
+    for t in config.tasks:
+      chunks.setdefault(f"target/{t}", []).append(np.asarray(batch["targets"][t])[valid])
+      chunks.setdefault(f"mask/{t}", []).append(np.asarray(batch["mask"][t])[valid])
+      key = "pred" if config.tasks[t].kind == "regression" else "prob"
+      chunks.setdefault(f"{key}/{t}", []).append(preds[t][valid])
+  out = {k: np.concatenate(v) for k, v in chunks.items()}
+  metrics = {}
+  for t, tcfg in config.tasks.items():
+    kind = tcfg.kind
+    pred = out[f"pred/{t}"] if kind == "regression" else out[f"prob/{t}"]
+    if kind == "classification":
+      out[f"pred/{t}"] = out[f"prob/{t}"].argmax(-1).astype(np.int32)
+    m = metrics_lib.task_metrics(kind, out[f"target/{t}"], pred, out[f"mask/{t}"],
+                                 tcfg.get("num_classes"))
+    metrics.update({f"{t}/{k}": v for k, v in m.items()})
+  return metrics, out
+
+
+def save_predictions(workdir: str, split: str, epoch: int, preds: Mapping[str, np.ndarray],
+                     names) -> str:
+  """`<workdir>/predictions/<split>/epoch_<NNN>.npz` (+ the example names of the split)."""
+  if jax.process_index() != 0:
+    return ""
+  folder = os.path.join(workdir, "predictions", split)
+  os.makedirs(folder, exist_ok=True)
+  path = os.path.join(folder, f"epoch_{epoch:03d}.npz")
+  names = np.asarray(names)
+  tmp = path + ".tmp.npz"
+  np.savez_compressed(tmp, name=names[preds["index"]], epoch=np.int32(epoch), **preds)
+  os.replace(tmp, path)
+  return path
+
+
+# ============================================================================ data
+def regression_target_stats(source, config) -> dict[str, tuple[float, float]]:
+  """Mean and std of each regression target over the training split (labels only, no images)."""
+  reg = [t for t, c in config.tasks.items() if c.kind == "regression"]
+  if not reg or not config.train.normalize_regression_targets:
+    return {}
+  labels = source.label_arrays()
+  out = {}
+  for t in reg:
+    vals = np.asarray(labels["targets"][t], np.float64)[np.asarray(labels["mask"][t]) > 0]
+    if vals.size == 0:
+      raise ValueError(f"regression task {t!r}: no training example has a label")
+    out[t] = (float(vals.mean()), float(max(vals.std(), 1e-6)))
+  return out
+
+
+def _load_or_compute_stats(path, compute):
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  stats = compute()
+  if jax.process_index() == 0:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(stats, f, indent=1)
+    os.replace(tmp, path)
+  return stats
+
+
+# ============================================================================ the loop
+class _Preemption:
+  """SIGTERM (cluster pre-emption, TPU maintenance) → checkpoint at the next step, then exit."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    def handler(signum, frame):
+      del frame
+      logging.warning("received signal %d: will checkpoint and stop after this step", signum)
+      self.requested = True
+    try:
+      self._previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread (e.g. some test runners): no handler
+      self._previous = None
+    return self
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+class Preempted(SystemExit):
+  """Raised after a SIGTERM-triggered checkpoint; exit status 143 (= 128 + SIGTERM)."""
+
+  def __init__(self):
+    super().__init__(143)
+
+
+def _banner(lines):
+  width = max(len(s) for s in lines) + 4
+  print("\n" + "#" * width)
+  for s in lines:
+    print(f"# {s.ljust(width - 4)} #")
+  print("#" * width + "\n", flush=True)
+
+
+@dataclasses.dataclass
+class Setup:
+  """Everything a run derives from (config, workdir) before training or evaluating."""
+  config: ml_collections.ConfigDict
+  workdir: str
+  sources: dict
+  stats: dict
+  target_stats: dict
+  mesh: Any
+  model: Any
+  tx: Any
+  lr_fn: Any
+  steps_per_epoch: int
+  example_inputs: dict
+  abstract_state: Any
+  state_shardings: Any
+  p_eval_step: Any
+  main_key: str
+  larger_better: bool
+  input_names: tuple
+  task_names: tuple
+
+  def eval_iter(self, split):
+    return pipeline.eval_batches(
+        self.sources[split], input_names=self.input_names, task_names=self.task_names,
+        stats=self.stats["inputs"], batch_size=int(self.config.eval.batch_size),
+        read_options=pipeline.default_read_options(self.config.data.num_threads,
+                                                   self.config.data.prefetch))
+
+  def train_iter(self):
+    config = self.config
+    return pipeline.train_iterator(
+        self.sources["train"], input_names=self.input_names, task_names=self.task_names,
+        stats=self.stats["inputs"], batch_size=int(config.train.batch_size) // jax.process_count(),
+        seed=config.seed, augment_cfg=config.data.augment.to_dict(),
+        shard_index=jax.process_index(), shard_count=jax.process_count(),
+        read_options=pipeline.default_read_options(config.data.num_threads, config.data.prefetch))
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str, *, write_config: bool = True) -> Setup:
+  """Data sources (writing the synthetic dataset when no root is given), validation, statistics,
+  mesh, model, optimizer and the abstract (shape-only) train state."""
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+
+  # ------------------------------------------------------------------ data sources
+  sources, synthetic_root = data_build.make_sources(config, workdir)
+  train_src = sources["train"]
+  if synthetic_root and is_main:
+    _banner([
+        "NO DATA ROOT GIVEN: training on the BUILT-IN SYNTHETIC dataset",
+        f"(planted truth, real {config.data.name} layout) written to {synthetic_root}",
+        "Pass --config.data.root=/path/to/the/real/archive to train on real data.",
+    ])
+  configlib.validate(config, train_src.input_fields, train_src.target_fields)
+
+  # ------------------------------------------------------------------ workdir config
+  config_path = os.path.join(workdir, "config.json")
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      configlib.check_compatible(json.load(f), config, config_path)
+  elif is_main and write_config:
+    with open(config_path, "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+  input_names = tuple(sorted(config.inputs))
+  task_names = tuple(sorted(config.tasks))
+  stats = _load_or_compute_stats(
+      os.path.join(workdir, "normalization.json"),
+      lambda: {
+          "inputs": pipeline.compute_stats(train_src, input_names,
+                                           max_examples=config.data.stats_examples,
+                                           seed=config.seed),
+          "targets": {t: list(v) for t, v in regression_target_stats(train_src, config).items()},
+      })
+  target_stats = {t: tuple(v) for t, v in stats["targets"].items() if t in config.tasks}
+
+  # ------------------------------------------------------------------ mesh, model, optimizer
+  mesh = parallel.make_mesh()
+  batch_size = int(config.train.batch_size)
+  parallel.check_batch_size(batch_size, mesh)
+  parallel.check_batch_size(int(config.eval.batch_size), mesh, "config.eval.batch_size")
+  steps_per_epoch = len(train_src) // batch_size
+  if steps_per_epoch < 1:
+    raise ValueError(f"the training split has {len(train_src)} examples, fewer than "
+                     f"config.train.batch_size={batch_size}")
+  model = build_model(config)
+  tx, lr_fn = create_optimizer(config, steps_per_epoch)
+
+  first = next(pipeline.eval_batches(train_src, input_names=input_names, task_names=task_names,
+                                     stats=stats["inputs"], batch_size=1))
+  example_inputs = jax.tree.map(jnp.zeros_like, first["inputs"])
+
+  repl = parallel.replicated(mesh)
+  abstract_state = jax.eval_shape(lambda r: init_state(model, tx, example_inputs, r),
+                                  jax.random.key(0))
+  state_shardings = jax.tree.map(lambda _: repl, abstract_state)
+  abstract_state = jax.tree.map(
+      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state,
+      state_shardings)
+  p_eval_step = jax.jit(make_eval_step(model, config, target_stats),
+                        in_shardings=(state_shardings, parallel.data_sharded(mesh)),
+                        out_shardings=parallel.data_sharded(mesh))
+  main_metric, larger_better = metrics_lib.MAIN_METRIC[config.tasks[config.main_task].kind]
+  return Setup(config=config, workdir=workdir, sources=sources, stats=stats,
+               target_stats=target_stats, mesh=mesh, model=model, tx=tx, lr_fn=lr_fn,
+               steps_per_epoch=steps_per_epoch, example_inputs=example_inputs,
+               abstract_state=abstract_state, state_shardings=state_shardings,
+               p_eval_step=p_eval_step, main_key=f"{config.main_task}/{main_metric}",
+               larger_better=larger_better, input_names=input_names, task_names=task_names)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Train, evaluate every epoch, checkpoint, resume; returns the final test metrics."""
+  s = setup(config, workdir)
+  workdir, mesh, sources = s.workdir, s.mesh, s.sources
+  is_main = jax.process_index() == 0
+  train_src = sources["train"]
+  steps_per_epoch, batch_size = s.steps_per_epoch, int(config.train.batch_size)
+  model, tx, lr_fn, target_stats = s.model, s.tx, s.lr_fn, s.target_stats
+  abstract_state, state_shardings = s.abstract_state, s.state_shardings
+  example_inputs, input_names, task_names = s.example_inputs, s.input_names, s.task_names
+  p_eval_step, eval_iter = s.p_eval_step, s.eval_iter
+  main_task, main_key, larger_better = config.main_task, s.main_key, s.larger_better
+  repl = parallel.replicated(mesh)
+  init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
+  data_it = s.train_iter()
+
+  ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+  writer = MetricWriter(workdir)
+
+  restored = ckpt.restore_latest(abstract_state, data_it)
+  if restored is None:
+    state = jax.jit(lambda r: init_state(model, tx, example_inputs, r),
+                    out_shardings=state_shardings)(init_rng)
+    meta = {"step": 0, "best": None, "best_epoch": None, "epoch_done": 0}
+    writer.truncate_after(0)
+  else:
+    state, meta = restored
+    logging.info("resumed from step %d", meta["step"])
+    print(f"Resuming from {ckpt.directory}/latest at step {meta['step']} "
+          f"(epoch {meta['epoch_done']} of {config.train.num_epochs} done).", flush=True)
+    writer.truncate_after(int(meta["step"]))
+
+  n_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"]))
+  if is_main:
+    print(f"Model: {n_params / 1e6:.2f}M parameters; inputs {list(input_names)} → tasks "
+          f"{ {t: config.tasks[t].weight for t in task_names} } (main: {main_task}); "
+          f"{len(train_src)} train / {len(sources['val'])} val / {len(sources['test'])} test "
+          f"examples; {steps_per_epoch} steps/epoch × {config.train.num_epochs} epochs; "
+          f"mesh {dict(mesh.shape)} on {jax.devices()[0].platform}.", flush=True)
+
+  data_sh = parallel.data_sharded(mesh)
+  p_train_step = jax.jit(make_train_step(model, tx, config, target_stats),
+                         in_shardings=(state_shardings, data_sh, repl),
+                         out_shardings=(state_shardings, repl), donate_argnums=(0,))
+
+  # Training measurements since the last log record; saved with each checkpoint so that the log
+  # of a resumed run is identical to that of an uninterrupted one.
+  window = meta.pop("log_window", None) or {"sums": {}, "count": 0}
+
+  def meta_now(step):
+    return {**meta, "step": int(step), "log_window": window}
+
+  step = int(meta["step"])
+  last_good_step = step
+  with _Preemption() as preemption:
+    try:
+      while meta["epoch_done"] < config.train.num_epochs:
+        epoch = meta["epoch_done"] + 1
+        epoch_end = epoch * steps_per_epoch
+        bar = tqdm(total=steps_per_epoch, initial=step - (epoch - 1) * steps_per_epoch,
+                   desc=f"epoch {epoch}/{config.train.num_epochs}", disable=not is_main,
+                   mininterval=1.0, dynamic_ncols=True)
+        t0, n0 = time.perf_counter(), step
+        while step < epoch_end:
+          batch = next(data_it)
+          state, m = p_train_step(state, parallel.shard_batch(batch, mesh), train_rng)
+          step += 1
+          m = {k: float(v) for k, v in m.items()}
+          window["count"] += 1
+          for k, v in m.items():
+            window["sums"][k] = window["sums"].get(k, 0.0) + v
+          loss, param_norm = m["loss"], m["param_norm"]
+          if not (np.isfinite(loss) and np.isfinite(param_norm)):
+            what = f"loss {loss}" if not np.isfinite(loss) else f"parameter norm {param_norm}"
+            raise NonFiniteLossError(
+                f"training diverged: {what} at step {step} (epoch {epoch}); stopping. "
+                f"The last good checkpoint (step {last_good_step}) is kept in "
+                f"{ckpt.directory}/latest. Lower config.train.learning_rate or check the data.")
+          bar.update(1)
+          if step % config.train.log_every_steps == 0 or step == epoch_end:
+            dt = time.perf_counter() - t0
+            ex_s = (step - n0) * batch_size / max(dt, 1e-9)
+            avg = {k: v / window["count"] for k, v in window["sums"].items()}
+            avg.update(lr=float(lr_fn(step)), examples_per_sec=ex_s, epoch=epoch)
+            writer.write(step, "train", avg)
+            bar.set_postfix(loss=f"{avg['loss']:.4f}", ex_s=f"{ex_s:.1f}")
+            window = {"sums": {}, "count": 0}
+            t0, n0 = time.perf_counter(), step
+          if preemption.requested:
+            ckpt.save_latest(step, state, data_it, meta_now(step), force=True)
+            ckpt.wait()
+            print(f"Stopped by SIGTERM at step {step}; checkpoint saved in {ckpt.directory}. "
+                  "Rerun the same command to resume.", flush=True)
+            raise Preempted()
+          if step % config.train.checkpoint_every_steps == 0 and step < epoch_end:
+            ckpt.save_latest(step, state, data_it, meta_now(step))
+            last_good_step = step
+        bar.close()
+
+        # -------------------------------------------------------------- end of epoch
+        val_metrics, val_preds = evaluate(p_eval_step, state, eval_iter("val"), config, mesh,
+                                          desc=f"val {epoch}")
+        writer.write(step, "val", {**val_metrics, "epoch": epoch})
+        if "val" in config.eval.prediction_splits:
+          save_predictions(workdir, "val", epoch, val_preds, sources["val"].names)
+        for split in config.eval.prediction_splits:
+          if split != "val":
+            _, preds = evaluate(p_eval_step, state, eval_iter(split), config, mesh,
+                                desc=f"{split} {epoch}")
+            save_predictions(workdir, split, epoch, preds, sources[split].names)
+        score = val_metrics[main_key]
+        improved = meta["best"] is None or (score > meta["best"] if larger_better
+                                            else score < meta["best"])
+        meta["epoch_done"] = epoch
+        if improved:
+          meta["best"], meta["best_epoch"] = float(score), epoch
+          ckpt.save_best(step, state, {**meta_now(step), "val": val_metrics})
+        ckpt.save_latest(step, state, data_it, meta_now(step))
+        last_good_step = step
+        if is_main:
+          summary = ", ".join(f"{k}={v:.4f}" for k, v in sorted(val_metrics.items())
+                              if not k.endswith("/count"))
+          print(f"epoch {epoch}: val {summary}" + ("  (best)" if improved else ""), flush=True)
+      ckpt.wait()
+    finally:
+      ckpt.wait()
+
+  # ------------------------------------------------------------------ final test on the best
+  best = ckpt.restore_best(abstract_state)
+  best_state, best_meta = best
+  results = {"best_epoch": best_meta["best_epoch"], "best_step": best_meta["step"],
+             "main_metric": main_key}
+  for split in ("val", "test"):
+    m, _ = evaluate(p_eval_step, best_state, eval_iter(split), config, mesh, desc=f"{split} best")
+    results[split] = m
+    writer.write(step, f"{split}_best", m)
+  if is_main:
+    with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
+      json.dump(results, f, indent=1)
+  writer.close()
+  ckpt.close()
+  if is_main:
+    test = results["test"]
+    lines = [f"Done. Best epoch {results['best_epoch']} (val {main_key} = "
+             f"{results['val'][main_key]:.4f}). Test metrics (best checkpoint):"]
+    lines += [f"  {k:28s} {v:.4f}" for k, v in sorted(test.items()) if not k.endswith("/count")]
+    lines += [
+        f"Workdir {workdir}:",
+        "  config.json           the resolved config",
+        "  metrics.jsonl         train/val/test scalars, one JSON record per line",
+        "  tensorboard/          TensorBoard events (tensorboard --logdir ...)",
+        "  checkpoints/latest/   resumable checkpoints (rerun the command to continue)",
+        "  checkpoints/best/     best checkpoint by the main task's validation metric",
+        "  predictions/<split>/  per-epoch predictions (npz) for the intrinsic analysis",
+        "  final_metrics.json    val/test metrics of the best checkpoint",
+    ]
+    print("\n".join(lines), flush=True)
+  return results
+
+
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Evaluate the best checkpoint of an existing workdir on val and test (`--mode=eval`)."""
+  if not os.path.isdir(os.path.join(workdir, "checkpoints", "best")):
+    raise configlib.ConfigError(f"{workdir}: no checkpoints/best to evaluate; train first")
+  s = setup(config, workdir, write_config=False)
+  ckpt = Checkpointer(os.path.join(s.workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+  restored = ckpt.restore_best(s.abstract_state)
+  if restored is None:
+    raise configlib.ConfigError(f"{workdir}/checkpoints/best holds no checkpoint; train first")
+  state, meta = restored
+  results = {"best_epoch": meta["best_epoch"], "best_step": meta["step"], "main_metric": s.main_key}
+  for split in ("val", "test"):
+    results[split], _ = evaluate(s.p_eval_step, state, s.eval_iter(split), config, s.mesh,
+                                 desc=split)
+  ckpt.close()
+  if jax.process_index() == 0:
+    with open(os.path.join(s.workdir, "eval_metrics.json"), "w") as f:
+      json.dump(results, f, indent=1)
+    for split in ("val", "test"):
+      print(f"{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(results[split].items())
+                                     if not k.endswith("/count")))
+  return results

@@ -1,0 +1,108 @@
+"""Config files, command-line overrides and validation errors."""
+
+import os
+
+import pytest
+from absl import flags
+from ml_collections import config_flags
+
+from configs import treesat as treesat_config
+from mtljax import configlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs", "treesat.py")
+
+# Minimal field descriptions of the TreeSAT dataset (as the reader reports them).
+INPUT_FIELDS = {"aerial": {"kind": "image"}, "s1": {"kind": "small_image"},
+                "s2": {"kind": "small_image"}, "age": {"kind": "tabular"}}
+TARGET_FIELDS = {"l3": {"kind": "classification", "num_classes": 15},
+                 "l2": {"kind": "classification", "num_classes": 9},
+                 "l1": {"kind": "classification", "num_classes": 3},
+                 "age": {"kind": "regression"},
+                 "l3_multi": {"kind": "multilabel", "num_classes": 15}}
+
+
+def _parse(*args):
+  """Parses a command line exactly as `mtljax.main` does (absl + config_flags, locked)."""
+  argv = ["prog", *args]
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, flag_values=fv, lock_config=True,
+                                  sys_argv=argv)
+  fv(argv)
+  return fv.config
+
+
+def test_overrides_with_types():
+  c = _parse(f"--config={CONFIG}:exp=3,tiny", "--config.train.batch_size=8",
+             "--config.tasks.l3.weight=2.5", "--config.data.root=/data/ts",
+             "--config.eval.prediction_splits=('test',)")
+  assert c.train.batch_size == 8
+  assert c.tasks.l3.weight == 2.5
+  assert c.data.root == "/data/ts"
+  assert tuple(c.eval.prediction_splits) == ("test",)
+  assert set(c.tasks) == {"l3", "l2"}
+
+
+def test_misspelt_key_is_rejected():
+  with pytest.raises(AttributeError, match='batch_sise(.|\n)*Did you mean "batch_size"'):
+    _parse(f"--config={CONFIG}", "--config.train.batch_sise=8")
+
+
+def test_wrong_type_is_rejected():
+  with pytest.raises(flags.IllegalFlagValueError):
+    _parse(f"--config={CONFIG}", "--config.train.batch_size=eight")
+
+
+def test_unknown_variant_is_rejected():
+  with pytest.raises(ValueError, match="unknown variant 'exp7'"):
+    treesat_config.get_config("exp7")
+  with pytest.raises(ValueError, match="not a Table 3 row"):
+    treesat_config.get_config("exp=9")
+
+
+@pytest.mark.parametrize("exp", range(1, 9))
+def test_table3_experiments_validate(exp):
+  c = treesat_config.get_config(f"exp={exp}")
+  configlib.validate(c, INPUT_FIELDS, TARGET_FIELDS)
+  aux_in, aux_out = treesat_config.EXPERIMENTS[exp]
+  assert set(c.inputs) == {"aerial", "s1", "s2", *aux_in}
+  assert set(c.tasks) == {"l3", *aux_out}
+  assert c.tasks.l3.weight == 4.0 and all(c.tasks[t].weight == 1.0 for t in aux_out)
+
+
+def test_task_naming_a_missing_modality():
+  c = treesat_config.get_config()
+  c.tasks.dem = {"kind": "regression", "weight": 1.0, "head": "linear"}
+  with pytest.raises(configlib.ConfigError, match=r"config.tasks.dem: the dataset 'treesat' has "
+                                                  r"no target 'dem'"):
+    configlib.validate(c, INPUT_FIELDS, TARGET_FIELDS)
+
+
+def test_all_problems_reported_at_once():
+  c = treesat_config.get_config()
+  c.inputs.l2 = {"encoder": "transformerx"}
+  c.tasks.l2.num_classes = 7
+  c.main_task = "l9"
+  c.tasks.age.kind = "classification"
+  with pytest.raises(configlib.ConfigError) as e:
+    configlib.validate(c, INPUT_FIELDS, TARGET_FIELDS)
+  msg = str(e.value)
+  assert "config.inputs.l2: the dataset 'treesat' has no input modality 'l2'" in msg
+  assert "config.inputs.l2.encoder='transformerx'" in msg
+  assert "config.inputs.l2" in msg and "is also an input" in msg
+  assert "config.tasks.l2.num_classes=7 but the dataset's 'l2' has 9 classes" in msg
+  assert "config.main_task='l9'" in msg
+  assert "config.tasks.age.kind='classification' but the dataset's 'age' is 'regression'" in msg
+
+
+def test_incompatible_workdir_config_is_refused():
+  a = treesat_config.get_config("exp=7")
+  b = treesat_config.get_config("exp=3")
+  import json
+  saved = json.loads(a.to_json())
+  configlib.check_compatible(saved, a, "W/config.json")  # same: fine
+  b2 = treesat_config.get_config("exp=7")
+  b2.train.num_epochs = 50  # training length may change on resume
+  configlib.check_compatible(saved, b2, "W/config.json")
+  with pytest.raises(configlib.ConfigError, match="differs in: tasks"):
+    configlib.check_compatible(saved, b, "W/config.json")
