@@ -1,9 +1,13 @@
-"""Orbax checkpoints: resumable `latest/` (state + data-iterator position) and `best/` (state).
+"""Orbax checkpoints: resumable `latest/` (state + metadata) and `best/` (state).
+
+The data-iterator position is the global step (the training stream is a pure function of the
+seed and the step, see `mtljax.data.pipeline.train_iterator`), so a checkpoint resumes exactly
+with any number of processes, e.g. one written by 2 hosts restored on 1. Every process takes
+part in saving and restoring (orbax coordinates multi-host writes).
 
 Two managers rather than one with `best_fn`: with a best-metric policy, `max_to_keep` keeps the N
 *best* and may delete the latest checkpoint, which breaks resume (STACK_NOTES); and mid-epoch
-saves have no validation metric. `latest/` keeps the most recent `keep` steps with the grain
-iterator state; `best/` keeps the single checkpoint with the best main-task validation metric.
+saves have no validation metric. `latest/` keeps the most recent `keep` steps; `best/` keeps the single checkpoint with the best main-task validation metric.
 Orbax writes into a temporary folder and renames it when complete, so a process killed during a
 save leaves the previous checkpoint intact.
 """
@@ -13,7 +17,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import grain
 import orbax.checkpoint as ocp
 
 
@@ -34,27 +37,23 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
 
   # ------------------------------------------------------------------ latest (resume)
-  def save_latest(self, step: int, state, data_iter, meta: dict[str, Any], force=False) -> None:
+  def save_latest(self, step: int, state, meta: dict[str, Any], force=False) -> None:
     if self.latest.latest_step() == step:
       return
     self.latest.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data=grain.checkpoint.CheckpointSave(data_iter),
-        meta=ocp.args.JsonSave(meta)), force=force)
+        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
 
-  def restore_latest(self, abstract_state, data_iter):
-    """Restores into `data_iter` in place; returns `(state, meta)` or None when there is none."""
+  def restore_latest(self, abstract_state):
+    """Returns `(state, meta)`, or None when there is no checkpoint."""
     step = self.latest.latest_step()
     if step is None:
       return None
     try:
       out = self.latest.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state),
-          data=grain.checkpoint.CheckpointRestore(data_iter),
-          meta=ocp.args.JsonRestore()))
+          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
     except (ValueError, KeyError, TypeError) as e:
       raise CheckpointMismatchError(
           f"{self.directory}/latest/{step} does not match the train state this config builds "

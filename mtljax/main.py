@@ -6,6 +6,8 @@ r"""Entry point. Deliberately thin: parses flags and hands the config to the lib
 
 `--config.a.b=value` overrides any key of the config file (types are checked, unknown keys are
 rejected). The same command rerun in the same workdir continues from the last checkpoint.
+The same command runs on every host of a multi-host job (see launch/): add --distributed on a TPU
+pod or SLURM, or --coordinator_address/--num_processes/--process_id for explicit processes.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where the run writes everything
 _MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
                           "train: train (or resume) and evaluate; eval: evaluate the best "
                           "checkpoint of --workdir on val and test.")
+_DISTRIBUTED = flags.DEFINE_bool(
+    "distributed", False, "Start JAX's multi-controller runtime with cluster auto-detection "
+    "(TPU pod slices, SLURM, Open MPI). Not needed on one host.")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0 for an explicit multi-process run "
+    "(or env JAX_COORDINATOR_ADDRESS).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's id, 0..num_processes-1.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -29,10 +39,12 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   # Imported here so that `--help` and flag errors are fast and jax sees XLA_FLAGS set by users.
-  from mtljax import configlib, train
+  from mtljax import configlib, parallel, train
   from mtljax.checkpoint import CheckpointMismatchError
   from mtljax.data.treesat import DataError
   logging.set_verbosity(logging.WARNING)
+  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
+                                  auto=_DISTRIBUTED.value)
   try:
     if _MODE.value == "train":
       train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)

@@ -8,8 +8,11 @@ so the result does not depend on the number of devices.
 
 from __future__ import annotations
 
+import os
+
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
@@ -47,6 +50,40 @@ def shard_batch(batch, mesh):
       lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
 
 
-def to_host(tree):
-  """Fully materialise (possibly sharded) arrays as numpy on this host."""
-  return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+def gather(tree):
+  """Global (data-sharded) arrays → full numpy arrays on every host.
+
+  One process: a device-to-host copy. Several: each host holds only its rows, so the rows are
+  all-gathered across processes (`multihost_utils.process_allgather`)."""
+  if jax.process_count() == 1:
+    return jax.tree.map(lambda x: np.asarray(jax.device_get(x)), tree)
+  return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
+
+
+def initialize_distributed(coordinator_address: str | None = None,
+                           num_processes: int | None = None, process_id: int | None = None,
+                           auto: bool = False) -> bool:
+  """Starts JAX's multi-controller runtime (`jax.distributed.initialize`) when asked to.
+
+  - explicitly: a coordinator `host:port` with the number of processes and this process's id
+    (flags, or the environment variables `JAX_COORDINATOR_ADDRESS`, `JAX_NUM_PROCESSES`,
+    `JAX_PROCESS_ID`, which `launch/local_multiprocess.sh` and `launch/slurm.sbatch` set);
+  - `auto=True`: let JAX detect the cluster (Cloud TPU pod slices, SLURM, Open MPI, ...).
+  Returns whether the runtime was started. Must run before anything touches a device.
+  """
+  coordinator_address = coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS")
+  if coordinator_address:
+    num_processes = num_processes or int(os.environ.get("JAX_NUM_PROCESSES", "0")) or None
+    if process_id is None and "JAX_PROCESS_ID" in os.environ:
+      process_id = int(os.environ["JAX_PROCESS_ID"])
+    if num_processes is None or process_id is None:
+      raise ValueError(f"coordinator {coordinator_address} given but the number of processes "
+                       f"({num_processes}) or this process's id ({process_id}) is missing: set "
+                       "--num_processes/--process_id or JAX_NUM_PROCESSES/JAX_PROCESS_ID")
+    jax.distributed.initialize(coordinator_address=coordinator_address,
+                               num_processes=num_processes, process_id=process_id)
+    return True
+  if auto:
+    jax.distributed.initialize()
+    return True
+  return False

@@ -24,6 +24,7 @@ import ml_collections
 import numpy as np
 import optax
 from absl import logging
+from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from mtljax import configlib, losses as losses_lib, metrics as metrics_lib
@@ -147,8 +148,9 @@ def make_train_step(model, tx, config: ml_collections.ConfigDict,
 
 def make_eval_step(model, config: ml_collections.ConfigDict,
                    target_stats: Mapping[str, tuple[float, float]]) -> Callable:
-  """Pure `(state, batch) -> {task: prediction}`: class probabilities, label probabilities or
-  regression values in the target's original units."""
+  """Pure `(state, batch) -> {"pred": {task: prediction}, "targets", "mask", "index", "valid"}`;
+  predictions are class probabilities, label probabilities or regression values in the
+  target's original units."""
   kinds = {t: c.kind for t, c in config.tasks.items()}
   _, from_model = _target_transform(config.tasks, target_stats)
 
@@ -164,7 +166,11 @@ def make_eval_step(model, config: ml_collections.ConfigDict,
         preds[t] = jax.nn.sigmoid(outputs[t])
       else:
         preds[t] = outputs[t]
-    return preds
+    # The labels travel with the predictions so that one gather assembles the global batch on
+    # every host (each process only read its own rows).
+    return {"pred": preds, "targets": {t: batch["targets"][t] for t in kinds},
+            "mask": {t: batch["mask"][t] for t in kinds}, "index": batch["meta"]["index"],
+            "valid": batch["valid"]}
 
   return eval_step
 
@@ -180,14 +186,14 @@ def evaluate(eval_fn, state, batches, config: ml_collections.ConfigDict, mesh,
   chunks: dict[str, list] = {}
   for batch in tqdm(batches, desc=desc, leave=False, disable=jax.process_index() != 0,
                     mininterval=2.0):
-    valid = np.asarray(batch["valid"]) > 0
-    preds = parallel.to_host(eval_fn(state, parallel.shard_batch(batch, mesh)))
-    chunks.setdefault("index", []).append(np.asarray(batch["meta"]["index"])[valid])
+    out = parallel.gather(eval_fn(state, parallel.shard_batch(batch, mesh)))
+    valid = out["valid"] > 0
+    chunks.setdefault("index", []).append(out["index"][valid])
     for t in config.tasks:
-      chunks.setdefault(f"target/{t}", []).append(np.asarray(batch["targets"][t])[valid])
-      chunks.setdefault(f"mask/{t}", []).append(np.asarray(batch["mask"][t])[valid])
+      chunks.setdefault(f"target/{t}", []).append(out["targets"][t][valid])
+      chunks.setdefault(f"mask/{t}", []).append(out["mask"][t][valid])
       key = "pred" if config.tasks[t].kind == "regression" else "prob"
-      chunks.setdefault(f"{key}/{t}", []).append(preds[t][valid])
+      chunks.setdefault(f"{key}/{t}", []).append(out["pred"][t][valid])
   out = {k: np.concatenate(v) for k, v in chunks.items()}
   metrics = {}
   for t, tcfg in config.tasks.items():
@@ -268,6 +274,14 @@ class _Preemption:
     if self._previous is not None:
       signal.signal(signal.SIGTERM, self._previous)
 
+  def agreed(self) -> bool:
+    """True on every process once any process got the signal: all must checkpoint the same step
+    (orbax saves collectively), so the flag is combined across processes at each step."""
+    if jax.process_count() == 1:
+      return self.requested
+    flags = multihost_utils.process_allgather(np.int32(self.requested))
+    return bool(np.any(flags))
+
 
 class Preempted(SystemExit):
   """Raised after a SIGTERM-triggered checkpoint; exit status 143 (= 128 + SIGTERM)."""
@@ -307,19 +321,22 @@ class Setup:
   task_names: tuple
 
   def eval_iter(self, split):
+    """This process's rows of the global eval batches of `split`."""
     return pipeline.eval_batches(
         self.sources[split], input_names=self.input_names, task_names=self.task_names,
         stats=self.stats["inputs"], batch_size=int(self.config.eval.batch_size),
+        shard_index=jax.process_index(), shard_count=jax.process_count(),
         read_options=pipeline.default_read_options(self.config.data.num_threads,
                                                    self.config.data.prefetch))
 
-  def train_iter(self):
+  def train_iter(self, start_step: int = 0):
+    """This process's rows of the global training batches, from global step `start_step`."""
     config = self.config
     return pipeline.train_iterator(
         self.sources["train"], input_names=self.input_names, task_names=self.task_names,
         stats=self.stats["inputs"], batch_size=int(config.train.batch_size) // jax.process_count(),
         seed=config.seed, augment_cfg=config.data.augment.to_dict(),
-        shard_index=jax.process_index(), shard_count=jax.process_count(),
+        shard_index=jax.process_index(), shard_count=jax.process_count(), start_step=start_step,
         read_options=pipeline.default_read_options(config.data.num_threads, config.data.prefetch))
 
 
@@ -347,8 +364,9 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, write_config: bool
     with open(config_path) as f:
       configlib.check_compatible(json.load(f), config, config_path)
   elif is_main and write_config:
-    with open(config_path, "w") as f:
+    with open(config_path + ".tmp", "w") as f:
       f.write(config.to_json_best_effort(indent=2))
+    os.replace(config_path + ".tmp", config_path)  # other processes may be reading it
 
   input_names = tuple(sorted(config.inputs))
   task_names = tuple(sorted(config.tasks))
@@ -411,12 +429,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   main_task, main_key, larger_better = config.main_task, s.main_key, s.larger_better
   repl = parallel.replicated(mesh)
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
-  data_it = s.train_iter()
 
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
   writer = MetricWriter(workdir)
 
-  restored = ckpt.restore_latest(abstract_state, data_it)
+  restored = ckpt.restore_latest(abstract_state)
   if restored is None:
     state = jax.jit(lambda r: init_state(model, tx, example_inputs, r),
                     out_shardings=state_shardings)(init_rng)
@@ -425,8 +442,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   else:
     state, meta = restored
     logging.info("resumed from step %d", meta["step"])
-    print(f"Resuming from {ckpt.directory}/latest at step {meta['step']} "
-          f"(epoch {meta['epoch_done']} of {config.train.num_epochs} done).", flush=True)
+    if is_main:
+        print(f"Resuming from {ckpt.directory}/latest at step {meta['step']} "
+            f"(epoch {meta['epoch_done']} of {config.train.num_epochs} done).", flush=True)
     writer.truncate_after(int(meta["step"]))
 
   n_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"]))
@@ -451,6 +469,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   step = int(meta["step"])
   last_good_step = step
+  data_it = s.train_iter(start_step=step)
   with _Preemption() as preemption:
     try:
       while meta["epoch_done"] < config.train.num_epochs:
@@ -485,14 +504,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             bar.set_postfix(loss=f"{avg['loss']:.4f}", ex_s=f"{ex_s:.1f}")
             window = {"sums": {}, "count": 0}
             t0, n0 = time.perf_counter(), step
-          if preemption.requested:
-            ckpt.save_latest(step, state, data_it, meta_now(step), force=True)
+          if preemption.agreed():
+            ckpt.save_latest(step, state, meta_now(step), force=True)
             ckpt.wait()
             print(f"Stopped by SIGTERM at step {step}; checkpoint saved in {ckpt.directory}. "
                   "Rerun the same command to resume.", flush=True)
             raise Preempted()
           if step % config.train.checkpoint_every_steps == 0 and step < epoch_end:
-            ckpt.save_latest(step, state, data_it, meta_now(step))
+            ckpt.save_latest(step, state, meta_now(step))
             last_good_step = step
         bar.close()
 
@@ -514,7 +533,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if improved:
           meta["best"], meta["best_epoch"] = float(score), epoch
           ckpt.save_best(step, state, {**meta_now(step), "val": val_metrics})
-        ckpt.save_latest(step, state, data_it, meta_now(step))
+        ckpt.save_latest(step, state, meta_now(step))
         last_good_step = step
         if is_main:
           summary = ", ".join(f"{k}={v:.4f}" for k, v in sorted(val_metrics.items())

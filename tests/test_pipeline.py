@@ -192,15 +192,44 @@ def test_orbax_checkpoint_of_iterator(train, stats, tmp_path):
     mngr.close()
 
 
-def test_sharding_partitions_the_data(train, stats):
-    seen = []
-    for shard in range(3):
-        it = make_iter(train, stats, shard_index=shard, shard_count=3, batch_size=4)
-        idx = np.concatenate([b["meta"]["index"] for b in take(it, 4)])  # 16 = one shard epoch
-        assert sorted(idx) == list(range(shard, len(train), 3))
-        seen.extend(idx)
-    assert sorted(seen) == list(range(len(train)))
-    assert P.num_batches_per_epoch(train, 4, shard_count=3) == 4
+def _concat_rows(batches):
+    return P._tree_map(lambda *xs: np.concatenate(xs, axis=0), *batches)
+
+
+def test_process_rows_assemble_the_single_process_global_batch(train, stats):
+    """3 processes × 4 rows = the 12-example global batch of one process, batch for batch; each
+    process reads disjoint rows (augmentation included: it is keyed by the global element)."""
+    whole = take(make_iter(train, stats, batch_size=12, augment_cfg=True), 5)
+    parts = [take(make_iter(train, stats, shard_index=p, shard_count=3, batch_size=4,
+                            augment_cfg=True), 5) for p in range(3)]
+    for k in range(5):
+        idx = [parts[p][k]["meta"]["index"] for p in range(3)]
+        assert len(set(np.concatenate(idx).tolist())) == 12  # disjoint rows
+        assert_batches_equal([_concat_rows([parts[p][k] for p in range(3)])], [whole[k]])
+
+
+def test_start_step_resumes_the_stream(train, stats):
+    """The stream is a function of the step: starting at step 3 gives batches 3, 4, ... also
+    when the process count differs from the run that wrote the checkpoint."""
+    whole = take(make_iter(train, stats, batch_size=8, augment_cfg=True), 7)
+    assert_batches_equal(take(make_iter(train, stats, batch_size=8, augment_cfg=True, start_step=3), 4),
+                         whole[3:])
+    halves = [take(make_iter(train, stats, shard_index=p, shard_count=2, batch_size=4, augment_cfg=True,
+                             start_step=5), 2) for p in range(2)]
+    assert_batches_equal([_concat_rows([halves[0][k], halves[1][k]]) for k in range(2)], whole[5:7])
+
+
+def test_eval_batches_split_across_processes(train, stats):
+    kw = dict(input_names=["s2"], task_names=["l3"], stats=stats, batch_size=12, read_options=RO)
+    whole = list(P.eval_batches(train, **kw))
+    parts = [list(P.eval_batches(train, shard_index=p, shard_count=3, **kw)) for p in range(3)]
+    assert all(len(x) == len(whole) for x in parts)
+    for k in range(len(whole)):
+        joined = _concat_rows([parts[p][k] for p in range(3)])
+        np.testing.assert_array_equal(joined["meta"]["index"], whole[k]["meta"]["index"])
+        np.testing.assert_array_equal(joined["valid"], whole[k]["valid"])
+    valid_idx = np.concatenate([b["meta"]["index"][b["valid"] > 0] for part in parts for b in part])
+    assert sorted(valid_idx.tolist()) == list(range(len(train)))
 
 
 def test_num_batches_per_epoch(train):

@@ -314,6 +314,29 @@ def _augment_kwargs(augment_cfg: Any) -> dict[str, bool] | None:
 # --------------------------------------------------------------------------------------------------
 # Datasets and iterators
 # --------------------------------------------------------------------------------------------------
+class _ProcessRows:
+    """Random-access view of an (infinite) global example stream for one process.
+
+    Global batch ``b`` holds global elements ``b*B .. b*B+B-1`` with ``B = L * shard_count``;
+    process ``p`` owns rows ``p*L .. p*L+L-1`` of it. Local element ``i`` maps to global element
+    ``(start_batch + i // L) * B + p * L + i % L``: every process reads only its own rows, and the
+    global batch (hence the training trajectory) is the same whatever the number of processes.
+    ``start_batch`` starts the stream at a given step, so a resumed run needs only the step.
+    """
+
+    def __init__(self, parent, local_batch: int, shard_index: int, shard_count: int, start_batch: int):
+        self.parent, self.local_batch = parent, int(local_batch)
+        self.shard_index, self.shard_count, self.start_batch = int(shard_index), int(shard_count), int(start_batch)
+
+    def __len__(self) -> int:
+        return len(self.parent)  # infinite (repeated) stream: sys.maxsize
+
+    def __getitem__(self, i: int):
+        b, r = divmod(int(i), self.local_batch)
+        g = (self.start_batch + b) * self.local_batch * self.shard_count + self.shard_index * self.local_batch + r
+        return self.parent[g]
+
+
 def train_dataset(
     source: Any,
     *,
@@ -325,23 +348,25 @@ def train_dataset(
     augment_cfg: Any = None,
     shard_index: int = 0,
     shard_count: int = 1,
+    start_step: int = 0,
 ):
-    """The infinite training ``grain.MapDataset`` of batches (see ``train_iterator``)."""
+    """The infinite training ``grain.MapDataset`` of this process's batches (see ``train_iterator``)."""
     grain = _grain()
     if not 0 <= shard_index < shard_count:
         raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
+    if len(source) < batch_size * shard_count:
+        raise ValueError(f"{len(source)} examples, fewer than the global batch {batch_size * shard_count}")
     prepare = _Prepare(input_names, task_names, stats)
-    prepare(source[shard_index])  # fail early, in this thread, on bad names or a bad first file
-    ds = grain.MapDataset.source(source)
-    if shard_count > 1:
-        ds = ds[shard_index::shard_count]
-    if len(ds) < batch_size:
-        raise ValueError(f"shard has {len(ds)} examples, fewer than batch_size {batch_size}")
-    ds = ds.seed(seed).shuffle().repeat()  # new permutation every epoch
+    prepare(source[0])  # fail early, in this thread, on bad names or a bad first file
+    # The global stream, identical on every process: a new permutation every epoch, then
+    # per-element preparation and augmentation seeded by the *global* element index.
+    ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
     ds = ds.map(prepare)
     kw = _augment_kwargs(augment_cfg)
     if kw is not None:
         ds = ds.random_map(functools.partial(augment, **kw))
+    if shard_count > 1 or start_step:
+        ds = grain.MapDataset.source(_ProcessRows(ds, batch_size, shard_index, shard_count, start_step))
     return ds.batch(batch_size, drop_remainder=True)
 
 
@@ -356,24 +381,29 @@ def train_iterator(
     augment_cfg: Any = None,
     shard_index: int = 0,
     shard_count: int = 1,
+    start_step: int = 0,
     read_options: Any = None,
 ):
     """Infinite, deterministic, checkpointable iterator of training batches.
 
-    Pipeline: ``MapDataset.source`` -> shard (every ``shard_count``-th example from
-    ``shard_index``) -> seeded shuffle, new permutation per epoch -> repeat -> select + normalise
-    -> seeded random augmentation (if ``augment_cfg``) -> batch (drop remainder) ->
-    ``to_iter_dataset(read_options)``.
+    Pipeline: ``MapDataset.source`` -> seeded shuffle, new permutation per epoch -> repeat ->
+    select + normalise -> seeded random augmentation (if ``augment_cfg``) -> this process's rows
+    of each global batch of ``batch_size * shard_count`` examples, from global batch
+    ``start_step`` on -> batch (drop remainder) -> ``to_iter_dataset(read_options)``.
+    The stream is a pure function of (seed, step): resuming needs only the step, and the global
+    batches are the same for any number of processes.
 
     Args:
       source: random-access source (example contract in the module docstring).
       input_names, task_names: what to keep.
       stats: ``compute_stats`` output (inputs not in it are not standardised); None for none.
-      batch_size: per-shard batch size.
+      batch_size: per-process batch size (the global batch is ``batch_size * shard_count``).
       seed: shuffle and augmentation seed.
       augment_cfg: None/False (off), True (flip + rot90), or a mapping with ``flip``, ``rot90``,
         ``enabled``.
-      shard_index, shard_count: this process' shard (e.g. ``jax.process_index()``, ``jax.process_count()``).
+      shard_index, shard_count: this process and the number of processes (e.g.
+        ``jax.process_index()``, ``jax.process_count()``).
+      start_step: the first global batch to yield (resume).
       read_options: ``grain.ReadOptions`` (default ``default_read_options()``).
 
     Returns:
@@ -384,8 +414,24 @@ def train_iterator(
     ds = train_dataset(
         source, input_names=input_names, task_names=task_names, stats=stats, batch_size=batch_size,
         seed=seed, augment_cfg=augment_cfg, shard_index=shard_index, shard_count=shard_count,
+        start_step=start_step,
     )  # fmt: skip
     return iter(ds.to_iter_dataset(read_options or default_read_options()))
+
+
+class _IndexView:
+    """``view[i] = source[indices[i]]`` with ``valid`` = ``valid[i]`` (picklable)."""
+
+    def __init__(self, source: Any, indices: np.ndarray, valid: np.ndarray, prepare: "_Prepare"):
+        self.source, self.indices, self.valid, self.prepare = source, indices, valid, prepare
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int) -> Example:
+        ex = self.prepare(self.source[int(self.indices[i])])
+        ex["valid"] = np.float32(self.valid[i])
+        return ex
 
 
 def eval_batches(
@@ -396,25 +442,31 @@ def eval_batches(
     stats: Stats | None,
     batch_size: int,
     read_options: Any = None,
+    shard_index: int = 0,
+    shard_count: int = 1,
 ) -> Iterator[Example]:
-    """One in-order pass over ``source`` in fixed-size batches, no augmentation.
+    """One in-order pass over ``source`` in fixed-size global batches, no augmentation.
 
-    The last batch is padded to ``batch_size`` by repeating its last example, with ``valid`` = 0
-    for the padding, so every example is seen exactly once (weight metrics by ``valid``) and
-    batch shapes never change. Yields ``ceil(len(source) / batch_size)`` batches.
+    The split is padded up to a multiple of ``batch_size`` (global) by repeating its last
+    example, with ``valid`` = 0 for the padding, so every example is seen exactly once (weight
+    metrics by ``valid``) and batch shapes never change. Process ``shard_index`` of
+    ``shard_count`` reads and yields only its rows of each global batch (``batch_size //
+    shard_count`` of them). Yields ``ceil(len(source) / batch_size)`` batches.
     """
     grain = _grain()
-    if len(source) == 0:
+    n = len(source)
+    if n == 0:
         return
-    ds = grain.MapDataset.source(source).map(_Prepare(input_names, task_names, stats))
-    ds = ds.batch(batch_size, drop_remainder=False)
-    for batch in ds.to_iter_dataset(read_options or default_read_options()):
-        n = batch["valid"].shape[0]
-        if n < batch_size:
-            pad = batch_size - n
-            batch = _tree_map(lambda x: np.concatenate([x, np.repeat(x[-1:], pad, axis=0)], axis=0), batch)
-            batch["valid"][n:] = 0.0
-        yield batch
+    if batch_size % shard_count:
+        raise ValueError(f"eval batch size {batch_size} is not divisible by {shard_count} processes")
+    local = batch_size // shard_count
+    num_batches = -(-n // batch_size)
+    padded = np.arange(num_batches * batch_size)
+    rows = lambda a: a.reshape(num_batches, shard_count, local)[:, shard_index].ravel()
+    view = _IndexView(source, rows(np.minimum(padded, n - 1)), rows(padded < n).astype(np.float32),
+                      _Prepare(input_names, task_names, stats))
+    ds = grain.MapDataset.source(view).batch(local, drop_remainder=False)
+    yield from ds.to_iter_dataset(read_options or default_read_options())
 
 
 def num_batches_per_epoch(source: Any, batch_size: int, *, drop_remainder: bool = True, shard_count: int = 1) -> int:
