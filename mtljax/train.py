@@ -85,7 +85,7 @@ def init_state(model, tx, example_inputs: Mapping[str, Any], rng) -> dict:
   }
 
 
-def _target_transform(tasks, target_stats):
+def _target_transform(target_stats):
   """Regression targets are standardised for the loss; returns (to_model, from_model) maps."""
 
   def to_model(targets):
@@ -100,7 +100,6 @@ def _target_transform(tasks, target_stats):
       out[t] = outputs[t] * std + mean
     return out
 
-  del tasks
   return to_model, from_model
 
 
@@ -110,7 +109,7 @@ def make_loss_fn(model, config: ml_collections.ConfigDict,
   """Pure `(params, batch_stats, batch, rng) -> (loss, (per_task_losses, new_batch_stats))`."""
   kinds = {t: c.kind for t, c in config.tasks.items()}
   weights = losses_lib.normalized_weights({t: c.weight for t, c in config.tasks.items()})
-  to_model, _ = _target_transform(config.tasks, target_stats)
+  to_model, _ = _target_transform(target_stats)
 
   def loss_fn(params, batch_stats, batch, rng):
     valid = batch["valid"]
@@ -152,7 +151,7 @@ def make_eval_step(model, config: ml_collections.ConfigDict,
   predictions are class probabilities, label probabilities or regression values in the
   target's original units."""
   kinds = {t: c.kind for t, c in config.tasks.items()}
-  _, from_model = _target_transform(config.tasks, target_stats)
+  _, from_model = _target_transform(target_stats)
 
   def eval_step(state, batch):
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
@@ -443,7 +442,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     state, meta = restored
     logging.info("resumed from step %d", meta["step"])
     if is_main:
-        print(f"Resuming from {ckpt.directory}/latest at step {meta['step']} "
+      print(f"Resuming from {ckpt.directory}/latest at step {meta['step']} "
             f"(epoch {meta['epoch_done']} of {config.train.num_epochs} done).", flush=True)
     writer.truncate_after(int(meta["step"]))
 
