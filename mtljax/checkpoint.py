@@ -29,12 +29,18 @@ class Checkpointer:
   def __init__(self, directory: str, keep: int = 2):
     directory = os.path.abspath(directory)
     self.directory = directory
-    self.latest = ocp.CheckpointManager(
-        os.path.join(directory, "latest"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
-    self.best = ocp.CheckpointManager(
-        os.path.join(directory, "best"),
-        options=ocp.CheckpointManagerOptions(max_to_keep=1, create=True))
+    # Each manager needs its own barrier prefix: both save the epoch-end step, and orbax names
+    # its multi-host barriers after the step alone (`_async_write_complete.<step>`), so two
+    # managers saving step N at once collide ("Barrier ... is already ongoing") and abort.
+    def options(name, max_to_keep):
+      return ocp.CheckpointManagerOptions(
+          max_to_keep=max_to_keep, create=True,
+          multiprocessing_options=ocp.options.MultiprocessingOptions(
+              barrier_sync_key_prefix=name))
+
+    self.latest = ocp.CheckpointManager(os.path.join(directory, "latest"),
+                                        options=options("latest", keep))
+    self.best = ocp.CheckpointManager(os.path.join(directory, "best"), options=options("best", 1))
 
   # ------------------------------------------------------------------ latest (resume)
   def save_latest(self, step: int, state, meta: dict[str, Any], force=False) -> None:

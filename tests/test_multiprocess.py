@@ -54,13 +54,21 @@ def _wait(procs, workdir, timeout=420):
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
   codes = [p.returncode for p in procs]
-  logs = "".join(open(str(workdir) + f".proc{i}.log").read()[-3000:] for i in range(len(procs)))
-  return codes, logs
+  return codes, "".join(open(str(workdir) + f".proc{i}.log").read() for i in range(len(procs)))
+
+
+def _summary(logs):
+  """The first error lines (the cause: later ones are usually the other processes' fallout)
+  and the end of the logs, for an assertion message."""
+  text = logs
+  errors = [l for l in text.splitlines() if l.startswith(("E1", "E0", "Traceback"))
+            or "Error" in l][:20]
+  return "\n".join(errors) + "\n...\n" + text[-3000:]
 
 
 def _run(n, workdir, root, *overrides):
   codes, logs = _wait(_launch(n, workdir, root, *overrides), workdir)
-  assert codes == [0] * n, logs
+  assert codes == [0] * n, _summary(logs)
   return logs
 
 
@@ -110,12 +118,12 @@ def test_sigterm_all_then_resume_on_2_then_on_1(reference, tiny_treesat_root, tm
   deadline = time.time() + 300
   while time.time() < deadline and not (folder.is_dir() and any(
       d.isdigit() and int(d) >= 4 for d in os.listdir(folder))):
-    assert all(p.poll() is None for p in procs), _wait(procs, work)[1]
+    assert all(p.poll() is None for p in procs), _summary(_wait(procs, work)[1])
     time.sleep(0.2)
   for p in procs:  # pre-emption: every process gets the signal, as from a cluster scheduler
     p.send_signal(signal.SIGTERM)
   codes, logs = _wait(procs, work)
-  assert codes == [143, 143], logs
+  assert codes == [143, 143], _summary(logs)
   assert "Stopped by SIGTERM" in logs
   # Resume on 2 processes for the second epoch, then finish on 1 process: a checkpoint written
   # by 2 processes is restored by 2 and by 1.
