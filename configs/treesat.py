@@ -24,6 +24,8 @@ Commands:
 
 import ml_collections
 
+from mtljax import configlib
+
 # Table 3 of the paper: (auxiliary inputs, auxiliary targets) besides the images and L3.
 EXPERIMENTS = {
     1: ((), ()),
@@ -162,6 +164,10 @@ def get_config(arg=None):
   c.train.checkpoint_every_steps = 20
   # How many recent resumable checkpoints to keep (the best one is kept separately).
   c.train.keep_checkpoints = 2
+
+  # ---------------------------------------------------------------- ensemble
+  # E members trained together (vmapped); size 1 = a single model. See configlib.ensemble_config.
+  c.ensemble = configlib.ensemble_config(size=1)
 
   # ---------------------------------------------------------------- evaluation
   c.eval = ml_collections.ConfigDict()

@@ -20,6 +20,7 @@ from mtljax.models.fusion import FUSIONS
 from mtljax.models.heads import HEADS
 
 _SCHEDULES = ("warmup_cosine", "constant", "plateau")
+ENSEMBLE_STRATEGIES = ("seeds", "bagging", "leave_one_bucket_out")
 _OPTIMIZERS = ("adamw", "adam", "sgd")
 _TASK_KEYS = {"kind", "num_classes", "weight", "head", "head_kwargs"}
 _INPUT_KEYS = {"encoder", "encoder_kwargs"}
@@ -27,6 +28,15 @@ _INPUT_KEYS = {"encoder", "encoder_kwargs"}
 
 class ConfigError(ValueError):
   """A config that cannot run; the message lists every problem with its key."""
+
+
+def ensemble_config(size: int = 1, strategy: str = "seeds") -> ml_collections.ConfigDict:
+  """`config.ensemble`: E members trained together in one vmapped step (ensembles paper §3.1).
+
+  strategy: "seeds" (different random initialisation and dropout), "bagging" (bootstrap
+  sample weights) or "leave_one_bucket_out" (member k never sees bucket k of E).
+  """
+  return ml_collections.ConfigDict({"size": size, "strategy": strategy})
 
 
 def validate(config: ml_collections.ConfigDict, input_fields: Mapping[str, dict],
@@ -97,12 +107,23 @@ def validate(config: ml_collections.ConfigDict, input_fields: Mapping[str, dict]
   for split in config.eval.prediction_splits:
     if split not in ("train", "val", "test"):
       problems.append(f"config.eval.prediction_splits: unknown split {split!r}")
+  if "ensemble" in config:
+    ens = config.ensemble
+    if not isinstance(ens.size, int) or ens.size < 1:
+      problems.append(f"config.ensemble.size={ens.size!r} must be an integer >= 1")
+    if ens.strategy not in ENSEMBLE_STRATEGIES:
+      problems.append(f"config.ensemble.strategy={ens.strategy!r} is not one of "
+                      f"{ENSEMBLE_STRATEGIES}")
+    elif ens.strategy == "leave_one_bucket_out" and isinstance(ens.size, int) and ens.size < 2:
+      problems.append("config.ensemble.strategy='leave_one_bucket_out' needs "
+                      "config.ensemble.size >= 2 (member k leaves out bucket k of E)")
   if problems:
     raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
 
 
 # Sections whose change makes an existing workdir's checkpoints meaningless.
-_STRUCTURAL = ("inputs", "tasks", "model", "data.name", "data.root", "main_task", "seed")
+_STRUCTURAL = ("inputs", "tasks", "model", "data.name", "data.root", "main_task", "seed",
+               "ensemble.size", "ensemble.strategy")
 
 
 def _get(d: dict, dotted: str):

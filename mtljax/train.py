@@ -85,6 +85,58 @@ def init_state(model, tx, example_inputs: Mapping[str, Any], rng) -> dict:
   }
 
 
+# ============================================================================ ensembles
+def ensemble_size(config: ml_collections.ConfigDict) -> int:
+  return int(config.ensemble.size) if "ensemble" in config else 1
+
+
+def member_map(fn: Callable, size: int, in_axes: tuple) -> Callable:
+  """`jax.vmap(fn, in_axes)` over the leading member axis of the arguments whose axis is 0.
+
+  With one member the function is applied to that member and the result re-stacked, without
+  vmap: a vmapped convolution *kernel* lowers to a grouped convolution, which XLA:CPU runs far
+  more slowly than the plain one.
+  """
+  if size > 1:
+    return jax.vmap(fn, in_axes=in_axes)
+
+  def single(*args):
+    args = [a if ax is None else jax.tree.map(lambda x: x[0], a) for a, ax in zip(args, in_axes)]
+    return jax.tree.map(lambda x: x[None], fn(*args))
+
+  return single
+
+
+def init_ensemble(model, tx, example_inputs: Mapping[str, Any], rng, size: int) -> dict:
+  """E train states stacked on a leading axis; member k is initialised from `fold_in(rng, k)`
+  (the "different random weights" ensemble of the ensembles paper, §3.1), so member 0 of any
+  ensemble is the single model of the same seed."""
+  rngs = jax.vmap(lambda k: jax.random.fold_in(rng, k))(jnp.arange(size))
+  return member_map(lambda r: init_state(model, tx, example_inputs, r), size, (0,))(rngs)
+
+
+def member_sample_weights(config: ml_collections.ConfigDict, num_train: int) -> np.ndarray:
+  """Per-member weights of each training example, `[E, N]` (ensembles paper §3.1).
+
+  `seeds`: all ones (members differ by initialisation and dropout). `bagging`: bootstrap counts,
+  member k sees N draws with replacement. `leave_one_bucket_out`: the examples are dealt into E
+  buckets by a seeded permutation; member k gets weight 0 on bucket k and 1 elsewhere. The
+  weights multiply each example's loss mask, so a weighted loss is a weighted mean.
+  """
+  size, strategy = ensemble_size(config), config.ensemble.strategy
+  rng = np.random.default_rng([int(config.seed), 7919])
+  if strategy == "seeds":
+    return np.ones((size, num_train), np.float32)
+  if strategy == "bagging":
+    draws = rng.integers(0, num_train, size=(size, num_train))
+    return np.stack([np.bincount(d, minlength=num_train) for d in draws]).astype(np.float32)
+  if strategy == "leave_one_bucket_out":
+    bucket = rng.permutation(num_train) % size
+    return (bucket[None, :] != np.arange(size)[:, None]).astype(np.float32)
+  raise configlib.ConfigError(
+      f"config.ensemble.strategy={strategy!r} is not one of {configlib.ENSEMBLE_STRATEGIES}")
+
+
 def _target_transform(target_stats):
   """Regression targets are standardised for the loss; returns (to_model, from_model) maps."""
 
@@ -145,15 +197,44 @@ def make_train_step(model, tx, config: ml_collections.ConfigDict,
   return train_step
 
 
+def make_ensemble_train_step(model, tx, config: ml_collections.ConfigDict,
+                             target_stats: Mapping[str, tuple[float, float]]) -> Callable:
+  """Pure `(stacked_state, batch, rng, sample_weights [E, N]) -> (stacked_state, measurements)`.
+
+  All E members take one step on the same batch in one program, vmapped over their stacked
+  params, optimizer states and RNGs (member k's dropout RNG is `fold_in(rng, k)`); member k
+  weighs example i by `sample_weights[k, i]` (bagging, leave-one-bucket-out). Measurements are
+  averaged over members (a non-finite member makes the average non-finite).
+  """
+  size = ensemble_size(config)
+  step = make_train_step(model, tx, config, target_stats)
+
+  def member_step(state, weights, rng, batch):
+    batch = {**batch, "valid": batch["valid"] * weights[batch["meta"]["index"]]}
+    return step(state, batch, rng)
+
+  def ensemble_step(state, batch, rng, sample_weights):
+    rngs = jax.vmap(lambda k: jax.random.fold_in(rng, k))(jnp.arange(size))
+    state, m = member_map(member_step, size, (0, 0, 0, None))(state, sample_weights, rngs, batch)
+    return state, jax.tree.map(jnp.mean, m)
+
+  return ensemble_step
+
+
 def make_eval_step(model, config: ml_collections.ConfigDict,
                    target_stats: Mapping[str, tuple[float, float]]) -> Callable:
-  """Pure `(state, batch) -> {"pred": {task: prediction}, "targets", "mask", "index", "valid"}`;
-  predictions are class probabilities, label probabilities or regression values in the
-  target's original units."""
+  """Pure `(stacked_state, batch) -> {"pred": {task: prediction}, "targets", "mask", "index",
+  "valid"}` (+ `"member_pred": {task: [B, E, ...]}` for an ensemble of E > 1).
+
+  Predictions are class probabilities, label probabilities or regression values in the
+  target's original units; an ensemble's prediction is the mean over its members (averaged
+  probabilities).
+  """
+  size = ensemble_size(config)
   kinds = {t: c.kind for t, c in config.tasks.items()}
   _, from_model = _target_transform(target_stats)
 
-  def eval_step(state, batch):
+  def member_preds(state, batch):
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
     outputs, _ = model.apply(variables, batch["inputs"], train=False)
     outputs = from_model(outputs)
@@ -165,9 +246,16 @@ def make_eval_step(model, config: ml_collections.ConfigDict,
         preds[t] = jax.nn.sigmoid(outputs[t])
       else:
         preds[t] = outputs[t]
+    return preds
+
+  def eval_step(state, batch):
+    members = member_map(member_preds, size, (0, None))(state, batch)  # {task: [E, B, ...]}
+    out = {"pred": jax.tree.map(lambda x: jnp.mean(x, axis=0), members)}
+    if size > 1:
+      out["member_pred"] = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), members)
     # The labels travel with the predictions so that one gather assembles the global batch on
     # every host (each process only read its own rows).
-    return {"pred": preds, "targets": {t: batch["targets"][t] for t in kinds},
+    return {**out, "targets": {t: batch["targets"][t] for t in kinds},
             "mask": {t: batch["mask"][t] for t in kinds}, "index": batch["meta"]["index"],
             "valid": batch["valid"]}
 
@@ -175,13 +263,27 @@ def make_eval_step(model, config: ml_collections.ConfigDict,
 
 
 # ============================================================================ evaluation
+def _task_metrics(config, out, pred_of) -> dict[str, float]:
+  """Metrics of every task, `pred_of(task)` giving the probabilities or regression values."""
+  metrics = {}
+  for t, tcfg in config.tasks.items():
+    m = metrics_lib.task_metrics(tcfg.kind, out[f"target/{t}"], pred_of(t), out[f"mask/{t}"],
+                                 tcfg.get("num_classes"))
+    metrics.update({f"{t}/{k}": v for k, v in m.items()})
+  return metrics
+
+
 def evaluate(eval_fn, state, batches, config: ml_collections.ConfigDict, mesh,
              desc: str = "eval") -> tuple[dict[str, float], dict[str, np.ndarray]]:
   """One pass over `batches`; returns `(metrics, predictions)` with every real example once.
 
   predictions: `index`, and per task `target/<t>`, `mask/<t>`, `prob/<t>` (classification,
   multilabel) or `pred/<t>` (regression; classification also gets the argmax as `pred/<t>`).
+  An ensemble (E > 1) adds each member's `member_prob/<t>` / `member_pred/<t>` `[N, E, ...]`;
+  its metrics are the ensemble's (averaged probabilities), each member's as `member<k>/...` and
+  their mean over members as `members_mean/...` (the paper's Ind-Avg).
   """
+  size = ensemble_size(config)
   chunks: dict[str, list] = {}
   for batch in tqdm(batches, desc=desc, leave=False, disable=jax.process_index() != 0,
                     mininterval=2.0):
@@ -193,16 +295,27 @@ def evaluate(eval_fn, state, batches, config: ml_collections.ConfigDict, mesh,
       chunks.setdefault(f"mask/{t}", []).append(out["mask"][t][valid])
       key = "pred" if config.tasks[t].kind == "regression" else "prob"
       chunks.setdefault(f"{key}/{t}", []).append(out["pred"][t][valid])
+      if size > 1:
+        chunks.setdefault(f"member_{key}/{t}", []).append(out["member_pred"][t][valid])
   out = {k: np.concatenate(v) for k, v in chunks.items()}
-  metrics = {}
+
+  def score(prefix, member=None):
+    def pred_of(t):
+      kind = config.tasks[t].kind
+      key = f"{prefix}pred/{t}" if kind == "regression" else f"{prefix}prob/{t}"
+      return out[key] if member is None else out[key][:, member]
+    return _task_metrics(config, out, pred_of)
+
+  metrics = score("")
   for t, tcfg in config.tasks.items():
-    kind = tcfg.kind
-    pred = out[f"pred/{t}"] if kind == "regression" else out[f"prob/{t}"]
-    if kind == "classification":
+    if tcfg.kind == "classification":
       out[f"pred/{t}"] = out[f"prob/{t}"].argmax(-1).astype(np.int32)
-    m = metrics_lib.task_metrics(kind, out[f"target/{t}"], pred, out[f"mask/{t}"],
-                                 tcfg.get("num_classes"))
-    metrics.update({f"{t}/{k}": v for k, v in m.items()})
+  if size > 1:
+    members = [score("member_", k) for k in range(size)]
+    for k, m in enumerate(members):
+      metrics.update({f"member{k}/{name}": v for name, v in m.items()})
+    metrics.update({f"members_mean/{name}": float(np.mean([m[name] for m in members]))
+                    for name in members[0]})
   return metrics, out
 
 
@@ -287,6 +400,12 @@ class Preempted(SystemExit):
 
   def __init__(self):
     super().__init__(143)
+
+
+def _summary_keys(metrics: Mapping[str, float]) -> list[str]:
+  """Metric names worth printing: not counts, not each ensemble member's own (in metrics.jsonl)."""
+  return sorted(k for k in metrics if not k.endswith("/count")
+                and not (k.startswith("member") and k[6:7].isdigit()))
 
 
 def _banner(lines):
@@ -396,7 +515,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, write_config: bool
   example_inputs = jax.tree.map(jnp.zeros_like, first["inputs"])
 
   repl = parallel.replicated(mesh)
-  abstract_state = jax.eval_shape(lambda r: init_state(model, tx, example_inputs, r),
+  size = ensemble_size(config)
+  abstract_state = jax.eval_shape(lambda r: init_ensemble(model, tx, example_inputs, r, size),
                                   jax.random.key(0))
   state_shardings = jax.tree.map(lambda _: repl, abstract_state)
   abstract_state = jax.tree.map(
@@ -427,6 +547,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   p_eval_step, eval_iter = s.p_eval_step, s.eval_iter
   main_task, main_key, larger_better = config.main_task, s.main_key, s.larger_better
   repl = parallel.replicated(mesh)
+  size = ensemble_size(config)
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
 
   ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.train.keep_checkpoints)
@@ -434,7 +555,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   restored = ckpt.restore_latest(abstract_state)
   if restored is None:
-    state = jax.jit(lambda r: init_state(model, tx, example_inputs, r),
+    state = jax.jit(lambda r: init_ensemble(model, tx, example_inputs, r, size),
                     out_shardings=state_shardings)(init_rng)
     meta = {"step": 0, "best": None, "best_epoch": None, "epoch_done": 0}
     writer.truncate_after(0)
@@ -446,18 +567,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             f"(epoch {meta['epoch_done']} of {config.train.num_epochs} done).", flush=True)
     writer.truncate_after(int(meta["step"]))
 
-  n_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"]))
+  n_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"])) // size
   if is_main:
-    print(f"Model: {n_params / 1e6:.2f}M parameters; inputs {list(input_names)} → tasks "
+    members = (f"ensemble of {size} ({config.ensemble.strategy}) × " if size > 1 else "")
+    print(f"Model: {members}{n_params / 1e6:.2f}M parameters; inputs {list(input_names)} → tasks "
           f"{ {t: config.tasks[t].weight for t in task_names} } (main: {main_task}); "
           f"{len(train_src)} train / {len(sources['val'])} val / {len(sources['test'])} test "
           f"examples; {steps_per_epoch} steps/epoch × {config.train.num_epochs} epochs; "
           f"mesh {dict(mesh.shape)} on {jax.devices()[0].platform}.", flush=True)
 
   data_sh = parallel.data_sharded(mesh)
-  p_train_step = jax.jit(make_train_step(model, tx, config, target_stats),
-                         in_shardings=(state_shardings, data_sh, repl),
+  p_train_step = jax.jit(make_ensemble_train_step(model, tx, config, target_stats),
+                         in_shardings=(state_shardings, data_sh, repl, repl),
                          out_shardings=(state_shardings, repl), donate_argnums=(0,))
+  sample_weights = jax.device_put(member_sample_weights(config, len(train_src)), repl)
 
   # Training measurements since the last log record; saved with each checkpoint so that the log
   # of a resumed run is identical to that of an uninterrupted one.
@@ -480,7 +603,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         t0, n0 = time.perf_counter(), step
         while step < epoch_end:
           batch = next(data_it)
-          state, m = p_train_step(state, parallel.shard_batch(batch, mesh), train_rng)
+          state, m = p_train_step(state, parallel.shard_batch(batch, mesh), train_rng,
+                                  sample_weights)
           step += 1
           m = {k: float(v) for k, v in m.items()}
           window["count"] += 1
@@ -535,8 +659,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         ckpt.save_latest(step, state, meta_now(step))
         last_good_step = step
         if is_main:
-          summary = ", ".join(f"{k}={v:.4f}" for k, v in sorted(val_metrics.items())
-                              if not k.endswith("/count"))
+          summary = ", ".join(f"{k}={val_metrics[k]:.4f}" for k in _summary_keys(val_metrics))
           print(f"epoch {epoch}: val {summary}" + ("  (best)" if improved else ""), flush=True)
       ckpt.wait()
     finally:
@@ -560,7 +683,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     test = results["test"]
     lines = [f"Done. Best epoch {results['best_epoch']} (val {main_key} = "
              f"{results['val'][main_key]:.4f}). Test metrics (best checkpoint):"]
-    lines += [f"  {k:28s} {v:.4f}" for k, v in sorted(test.items()) if not k.endswith("/count")]
+    lines += [f"  {k:28s} {test[k]:.4f}" for k in _summary_keys(test)]
     lines += [
         f"Workdir {workdir}:",
         "  config.json           the resolved config",
@@ -594,6 +717,6 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[st
     with open(os.path.join(s.workdir, "eval_metrics.json"), "w") as f:
       json.dump(results, f, indent=1)
     for split in ("val", "test"):
-      print(f"{split}: " + ", ".join(f"{k}={v:.4f}" for k, v in sorted(results[split].items())
-                                     if not k.endswith("/count")))
+      print(f"{split}: " + ", ".join(f"{k}={results[split][k]:.4f}"
+                                     for k in _summary_keys(results[split])))
   return results

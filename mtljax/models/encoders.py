@@ -16,6 +16,8 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mtljax.models import activations
+
 ModuleDef = Callable[..., nn.Module]
 
 
@@ -32,7 +34,7 @@ class BasicBlock(nn.Module):
     y = nn.Conv(self.features, (3, 3), (self.strides, self.strides), padding=((1, 1), (1, 1)),
                 use_bias=False, name="conv1")(x)
     y = self.norm(name="bn1")(y)
-    y = nn.relu(y)
+    y = activations.relu(y)
     y = nn.Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="conv2")(y)
     # Zero-init the last BN scale of each block: the block starts as the identity (Goyal et al.).
     y = self.norm(scale_init=nn.initializers.zeros, name="bn2")(y)
@@ -40,7 +42,7 @@ class BasicBlock(nn.Module):
       residual = nn.Conv(self.features, (1, 1), (self.strides, self.strides), use_bias=False,
                          name="proj_conv")(residual)
       residual = self.norm(name="proj_bn")(residual)
-    return nn.relu(residual + y)
+    return activations.relu(residual + y)
 
 
 class ResNet(nn.Module):
@@ -65,7 +67,7 @@ class ResNet(nn.Module):
     x = nn.Conv(self.width, (k, k), (2, 2), padding=[(k // 2, k // 2)] * 2, use_bias=False,
                 dtype=self.dtype, name="stem_conv")(x)
     x = norm(name="stem_bn")(x)
-    x = nn.relu(x)
+    x = activations.relu(x)
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
@@ -89,7 +91,7 @@ class MLPEncoder(nn.Module):
     x = x.reshape((x.shape[0], -1)).astype(jnp.float32)
     for i, h in enumerate(self.hidden):
       x = nn.Dense(h, name=f"dense{i + 1}")(x)
-      x = nn.relu(x)
+      x = activations.relu(x)
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
     return x
 

@@ -12,6 +12,8 @@ from typing import Sequence
 
 import flax.linen as nn
 
+from mtljax.models import activations
+
 
 class LinearHead(nn.Module):
   out_dim: int
@@ -36,7 +38,7 @@ class MLPHead(nn.Module):
   def __call__(self, x, *, train: bool):
     for i, h in enumerate(self.hidden):
       x = nn.Dense(h, name=f"dense{i + 1}")(x)
-      x = nn.relu(x)
+      x = activations.relu(x)
       x = nn.Dropout(self.dropout, deterministic=not train)(x)
     y = nn.Dense(self.out_dim, name="out")(x)
     return y[..., 0] if self.squeeze else y
