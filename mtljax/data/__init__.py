@@ -42,6 +42,18 @@ DATASETS: dict[str, DatasetSpec] = {
         synthetic="mtljax.data.synthetic:write_synthetic_treesat",
         splits=("train", "val", "test"),
     ),
+    "cub": DatasetSpec(
+        name="cub",
+        source="mtljax.data.cub:CUB200Source",
+        synthetic="mtljax.data.synthetic_attributes:write_synthetic_cub",
+        splits=("train", "val", "test"),
+    ),
+    "isic2018": DatasetSpec(
+        name="isic2018",
+        source="mtljax.data.isic:ISIC2018Source",
+        synthetic="mtljax.data.synthetic_attributes:write_synthetic_isic",
+        splits=("train", "val", "test"),
+    ),
 }
 
 

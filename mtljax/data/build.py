@@ -34,8 +34,30 @@ def _treesat_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, An
               aerial_size=config.data.aerial_size)
 
 
+def _attribute_source_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  d = config.data
+  kwargs = dict(image_size=d.image_size, val_fraction=d.val_fraction, split_seed=d.split_seed)
+  if d.attributes:
+    kwargs["attributes"] = tuple(d.attributes)
+  return kwargs
+
+
+def _cub_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  s = config.data.synthetic
+  return dict(num_train=s.num_train, num_test=s.num_test, seed=s.seed,
+              image_size=config.data.image_size)
+
+
+def _isic_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  s = config.data.synthetic
+  return dict(num_train=s.num_train, num_val=s.num_val, num_test=s.num_test, seed=s.seed,
+              image_size=config.data.image_size)
+
+
 _ADAPTERS: dict[str, tuple[Callable, Callable]] = {
     "treesat": (_treesat_source_kwargs, _treesat_synthetic_kwargs),
+    "cub": (_attribute_source_kwargs, _cub_synthetic_kwargs),
+    "isic2018": (_attribute_source_kwargs, _isic_synthetic_kwargs),
 }
 
 

@@ -32,7 +32,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -265,6 +265,61 @@ def _marker_params(path: Path) -> dict[str, Any] | None:
     return None
 
 
+def write_once(root: Path, params: dict[str, Any], generate: Callable[[Path, dict[str, Any]], None], *,
+               overwrite: bool = False) -> Path:
+    """Write a synthetic dataset folder ``root`` with ``generate(tmp, params)`` unless it is there.
+
+    ``generate`` must write ``MARKER`` last, with a ``parameters: <json>`` line (see
+    ``marker_text``). A folder whose marker holds the same parameters is kept as is (cheap to call
+    on every start); one with other parameters is replaced as a whole; a non-empty folder without
+    the marker is never touched. The new folder is built beside ``root`` and swapped in with
+    renames, so readers (and other processes calling this concurrently, e.g. several local jax
+    processes) never see a half-written dataset.
+
+    Raises:
+      FileExistsError: ``root`` is a non-empty folder that was not written by a generator.
+    """
+    root = Path(root).expanduser()
+    if root.exists():
+        old = _marker_params(root)
+        if old is None and any(root.iterdir()):
+            raise FileExistsError(f"{root} is not empty and has no {MARKER}: refusing to write synthetic data there")
+        if old == params and not overwrite:
+            return root
+    tmp = root.with_name(f".{root.name}.tmp{os.getpid()}")
+    trash = root.with_name(f".{root.name}.old{os.getpid()}")
+    for p in (tmp, trash):
+        if p.exists():
+            shutil.rmtree(p)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        generate(tmp, params)
+        if root.exists():
+            old = _marker_params(root)
+            if old == params and not overwrite:  # another process finished first
+                return root
+            if old is None and any(root.iterdir()):
+                raise FileExistsError(f"{root} is not empty and has no {MARKER}: refusing to replace it")
+            root.rename(trash)  # ours (marker present) or empty
+        try:
+            tmp.rename(root)
+        except OSError:
+            if _marker_params(root) == params:  # lost a race to an identical dataset
+                return root
+            raise
+    finally:
+        for p in (tmp, trash):
+            if p.exists():
+                shutil.rmtree(p, ignore_errors=True)
+    return root
+
+
+def marker_text(description: str, params: dict[str, Any], seconds: float) -> str:
+    """The content of ``MARKER``: what the folder is, and the parameters ``write_once`` compares."""
+    return (f"{description}\ngenerated in {seconds:.1f} s\n"
+            "parameters: " + json.dumps(params, sort_keys=True) + "\n")
+
+
 def write_synthetic_treesat(
     root: str | os.PathLike,
     *,
@@ -306,41 +361,7 @@ def write_synthetic_treesat(
         "num_train": int(num_train), "num_test": int(num_test), "seed": int(seed),
         "aerial_size": int(aerial_size), "s_size": int(s_size), "planar": planar,
     }  # fmt: skip
-    if root.exists():
-        old = _marker_params(root)
-        if old is None and any(root.iterdir()):
-            raise FileExistsError(f"{root} is not empty and has no {MARKER}: refusing to write synthetic data there")
-        if old == params and not overwrite:
-            return root
-
-    # Build in a sibling temp folder, then swap it in with renames, so readers (and other processes
-    # calling this concurrently, e.g. several local jax processes) never see a half-written archive.
-    tmp = root.with_name(f".{root.name}.tmp{os.getpid()}")
-    trash = root.with_name(f".{root.name}.old{os.getpid()}")
-    for p in (tmp, trash):
-        if p.exists():
-            shutil.rmtree(p)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        _generate(tmp, params)
-        if root.exists():
-            old = _marker_params(root)
-            if old == params and not overwrite:  # another process finished first
-                return root
-            if old is None and any(root.iterdir()):
-                raise FileExistsError(f"{root} is not empty and has no {MARKER}: refusing to replace it")
-            root.rename(trash)  # ours (marker present) or empty
-        try:
-            tmp.rename(root)
-        except OSError:
-            if _marker_params(root) == params:  # lost a race to an identical archive
-                return root
-            raise
-    finally:
-        for p in (tmp, trash):
-            if p.exists():
-                shutil.rmtree(p, ignore_errors=True)
-    return root
+    return write_once(root, params, _generate, overwrite=overwrite)
 
 
 def _generate(out: Path, params: dict[str, Any]) -> None:
