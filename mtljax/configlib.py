@@ -30,13 +30,58 @@ class ConfigError(ValueError):
   """A config that cannot run; the message lists every problem with its key."""
 
 
-def ensemble_config(size: int = 1, strategy: str = "seeds") -> ml_collections.ConfigDict:
+def ensemble_config(size: int = 1, strategy: str = "seeds", devices: int = 1) -> ml_collections.ConfigDict:
   """`config.ensemble`: E members trained together in one vmapped step (ensembles paper §3.1).
 
   strategy: "seeds" (different random initialisation and dropout), "bagging" (bootstrap
   sample weights) or "leave_one_bucket_out" (member k never sees bucket k of E).
+  devices: spread the members over this many devices (an `ensemble` mesh axis; 1 = every device
+  holds every member and the batch is split over all of them). Must divide E and the devices
+  per process.
   """
-  return ml_collections.ConfigDict({"size": size, "strategy": strategy})
+  return ml_collections.ConfigDict({"size": size, "strategy": strategy, "devices": devices})
+
+
+def explain_config(*, task: str, modality: str, layer: str,
+                   methods=("saliency", "integrated_gradients", "grad_cam"),
+                   max_examples: int = 128) -> ml_collections.ConfigDict:
+  """`config.explain`: what `--mode=explain` attributes, with which methods and settings."""
+  return ml_collections.ConfigDict({
+      # Split, checkpoint ("best" or "latest") and how many of the split's examples to explain.
+      "split": "test", "checkpoint": "best", "max_examples": max_examples,
+      # Task whose output is explained; target -1 = every present label of a multilabel task,
+      # the true class of a classification task (or a fixed output index for every example).
+      "task": task, "target": -1,
+      # Image input whose attributions are drawn and scored; Grad-CAM's layer (module path).
+      "modality": modality, "layer": layer,
+      # Any of mtljax.explain.attributions.METHODS.
+      "methods": tuple(methods),
+      # Ensemble strategy of mtljax.explain.ensemble.ensemble_attribute ("auto", "vmap",
+      # "loop", "map") and targets per attribution batch.
+      "strategy": "auto", "batch_size": 16,
+      # Integrated Gradients: steps, rule ("riemann_left/right/middle/trapezoid",
+      # "gausslegendre"), steps per gradient batch (0 = all at once).
+      "ig_steps": 32, "ig_method": "riemann_middle", "ig_batch_steps": 0,
+      # SmoothGrad / Gradient SHAP: samples and noise (fraction of the input's value range).
+      "samples": 16, "noise": 0.15,
+      # Occlusion window and stride (pixels); LIME samples and segments ("grid" or "slic").
+      "occlusion_window": 8, "occlusion_stride": 4,
+      "lime_samples": 256, "lime_segments": "grid", "lime_grid": (8, 8), "lime_superpixels": 50,
+      # Explanation metrics (ensembles paper §3.2): IoU threshold, Pearson grid.
+      "iou_threshold": 0.3, "pearson_size": 14,
+      # Examples drawn as member panels and labelled-arrow pictures.
+      "num_pictures": 8,
+  })
+
+
+def resolve_from_data(config: ml_collections.ConfigDict, target_fields: Mapping[str, dict]) -> None:
+  """Fill what the dataset decides: a classification/multilabel task with `num_classes = 0` gets
+  the dataset's class count (e.g. CUB's 200 classes, or the attributes selected by
+  `config.data.attributes`), so one config serves the synthetic and the real archive."""
+  for name, t in config.tasks.items():
+    field = target_fields.get(name)
+    if field and t.get("num_classes") == 0 and field.get("num_classes"):
+      t.num_classes = int(field["num_classes"])
 
 
 def validate(config: ml_collections.ConfigDict, input_fields: Mapping[str, dict],
@@ -111,6 +156,12 @@ def validate(config: ml_collections.ConfigDict, input_fields: Mapping[str, dict]
     ens = config.ensemble
     if not isinstance(ens.size, int) or ens.size < 1:
       problems.append(f"config.ensemble.size={ens.size!r} must be an integer >= 1")
+    devices = ens.get("devices", 1)
+    if not isinstance(devices, int) or devices < 1:
+      problems.append(f"config.ensemble.devices={devices!r} must be an integer >= 1")
+    elif isinstance(ens.size, int) and ens.size % devices:
+      problems.append(f"config.ensemble.devices={devices} must divide config.ensemble.size="
+                      f"{ens.size}")
     if ens.strategy not in ENSEMBLE_STRATEGIES:
       problems.append(f"config.ensemble.strategy={ens.strategy!r} is not one of "
                       f"{ENSEMBLE_STRATEGIES}")

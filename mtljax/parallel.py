@@ -3,7 +3,8 @@
 Data parallelism is expressed with `jax.jit` over a `Mesh` with a `data` axis (the modern form of
 pmap): the batch is sharded along its leading axis, parameters and optimizer state are replicated,
 and XLA inserts the gradient all-reduce. BatchNorm statistics are means over the *global* batch,
-so the result does not depend on the number of devices.
+so the result does not depend on the number of devices. An ensemble may add an `ensemble` axis
+that spreads its stacked members over devices (`config.ensemble.devices`).
 """
 
 from __future__ import annotations
@@ -16,17 +17,31 @@ from jax.experimental import multihost_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+ENSEMBLE_AXIS = "ensemble"
 
 
-def make_mesh(num_devices: int | None = None) -> jax.sharding.Mesh:
-  """A 1-D mesh over the first `num_devices` global devices (all by default)."""
+def make_mesh(num_devices: int | None = None, ensemble: int = 1) -> jax.sharding.Mesh:
+  """A mesh over the first `num_devices` global devices (all by default).
+
+  `ensemble = 1`: one `data` axis. `ensemble = k > 1`: a `(data, ensemble)` mesh of shape
+  `(n / k, k)` whose `ensemble` axis spreads the stacked members of an ensemble over k devices
+  (each holds E / k members and computes only those), while the batch is split along `data`. The
+  k devices of an `ensemble` row are consecutive, so they sit on one host: every process still
+  reads distinct rows of the batch.
+  """
   devices = jax.devices()
   n = len(devices) if num_devices is None else num_devices
   if n > len(devices):
     raise ValueError(f"asked for a mesh of {n} devices but only {len(devices)} exist")
-  # Auto axis types: the classic sharding propagation (jax >= 0.8 defaults to Explicit).
-  return jax.make_mesh((n,), (DATA_AXIS,), axis_types=(jax.sharding.AxisType.Auto,),
-                       devices=devices[:n])
+  auto = jax.sharding.AxisType.Auto  # the classic sharding propagation (jax >= 0.8: Explicit)
+  if ensemble <= 1:
+    return jax.make_mesh((n,), (DATA_AXIS,), axis_types=(auto,), devices=devices[:n])
+  local = jax.local_device_count()
+  if n % ensemble or local % ensemble:
+    raise ValueError(f"config.ensemble.devices={ensemble} must divide the number of devices ({n}) "
+                     f"and the devices per process ({local})")
+  grid = np.asarray(devices[:n], dtype=object).reshape(n // ensemble, ensemble)
+  return jax.sharding.Mesh(grid, (DATA_AXIS, ENSEMBLE_AXIS), axis_types=(auto, auto))
 
 
 def replicated(mesh) -> NamedSharding:
@@ -37,10 +52,21 @@ def data_sharded(mesh) -> NamedSharding:
   return NamedSharding(mesh, P(DATA_AXIS))
 
 
+def ensemble_sharded(mesh) -> NamedSharding:
+  """Arrays with a leading member axis: split over `ensemble` (replicated without that axis)."""
+  return NamedSharding(mesh, P(ENSEMBLE_AXIS) if ENSEMBLE_AXIS in mesh.axis_names else P())
+
+
+def data_size(mesh) -> int:
+  """Devices the batch is split over."""
+  return int(mesh.shape[DATA_AXIS])
+
+
 def check_batch_size(batch_size: int, mesh, what: str = "config.train.batch_size") -> None:
-  n = mesh.devices.size
+  n = data_size(mesh)
   if batch_size % n:
-    raise ValueError(f"{what}={batch_size} must be divisible by the number of devices ({n})")
+    raise ValueError(f"{what}={batch_size} must be divisible by the number of devices along the "
+                     f"data axis ({n})")
 
 
 def shard_batch(batch, mesh):

@@ -3,6 +3,9 @@ leave-one-bucket-out weights; an ensemble run end to end (per-member and ensembl
 averaged probabilities, one stacked checkpoint)."""
 
 import json
+import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +16,8 @@ from sklearn import metrics as skm
 
 from configs import treesat as treesat_config
 from mtljax import configlib, train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tiny(root, size, strategy="seeds", **train_overrides):
@@ -121,3 +126,21 @@ def test_ensemble_config_errors():
                        {"l3": {"kind": "classification", "num_classes": 15},
                         "l2": {"kind": "classification", "num_classes": 9},
                         "age": {"kind": "regression"}})
+
+
+def test_members_spread_over_an_ensemble_mesh_axis(tiny_treesat_root, tmp_path):
+  """`config.ensemble.devices=2` on 4 (simulated) devices: a (data=2, ensemble=2) mesh where each
+  device holds one member, and the step gives what the plain data-parallel mesh gives."""
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", PYTHONPATH=ROOT)
+  res = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "helpers", "ensemble_mesh_check.py"),
+                        tiny_treesat_root, str(tmp_path)], cwd=ROOT, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+  out = json.loads(res.stdout.split("RESULT ", 1)[1])
+  plain, spread = out["1"], out["2"]
+  assert plain["mesh"] == {"data": 4} and spread["mesh"] == {"data": 2, "ensemble": 2}
+  assert plain["shard_shapes"] == [plain["leaf_shape"]]  # replicated: every device has both
+  assert spread["shard_shapes"] == [[1] + spread["leaf_shape"][1:]]  # one member per device
+  np.testing.assert_allclose(spread["loss"], plain["loss"], rtol=1e-5)
+  for a, b in zip(plain["params"], spread["params"]):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-4, atol=1e-6)
