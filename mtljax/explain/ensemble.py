@@ -1,0 +1,113 @@
+"""Ensemble explanations: one attribution per member, averaged (Eq. 1 of the ensembles paper).
+
+`stacked_params` is the ensemble: the params pytree with a leading member axis E on every leaf.
+Every member gets the same inputs and the same rng, so members differ only in their weights.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+STRATEGIES = ("auto", "vmap", "loop", "map")
+REDUCTIONS = ("abs_sum", "sum", "max_abs")
+
+
+def to_heatmap(attr, *, reduce: str = "abs_sum", batch_dims: int = 1):
+  """Collapse the channels of an image attribution `[*batch, H, W, C]` to a map `[*batch, H, W]`.
+
+  Args:
+    attr: attribution with `batch_dims` leading axes (1 for `[B, H, W, C]`, 2 for
+      `[E, B, H, W, C]`); maps without a channel axis (`[*batch, H, W]`) pass through.
+    reduce: "abs_sum" (sum of |a| over channels, ≥ 0), "sum" (signed) or "max_abs" (≥ 0).
+  """
+  if reduce not in REDUCTIONS:
+    raise ValueError(f"unknown channel reduction {reduce!r}; known: {', '.join(REDUCTIONS)}")
+  attr = jnp.asarray(attr)
+  if attr.ndim == batch_dims + 2:
+    return attr
+  if attr.ndim != batch_dims + 3:
+    raise ValueError(f"expected [*batch, H, W(, C)] with {batch_dims} batch axes, got {attr.shape}")
+  if reduce == "abs_sum":
+    return jnp.sum(jnp.abs(attr), axis=-1)
+  if reduce == "sum":
+    return jnp.sum(attr, axis=-1)
+  return jnp.max(jnp.abs(attr), axis=-1)
+
+
+def normalize(maps, *, signed: bool, eps: float = 1e-12):
+  """Normalise each map `[..., H, W]` over its last two axes (Section 3.2 of the paper).
+
+  Unsigned maps (≥ 0) are divided by their maximum → [0, 1]; signed maps by their maximum absolute
+  value → [-1, 1], so zero stays zero and the sign is kept. An all-zero map stays zero (the divisor
+  is at least `eps`). For maps ≥ 0 both modes give the same result. numpy in → numpy out (float64
+  kept, for the metrics); anything else goes through jnp.
+  """
+  xp = np if isinstance(maps, np.ndarray) else jnp
+  scale = xp.abs(maps) if signed else maps
+  return maps / xp.maximum(xp.max(scale, axis=(-2, -1), keepdims=True), eps)
+
+
+def _has_conv(stacked_params) -> bool:
+  """Whether any member's parameter leaf is a conv kernel (ndim ≥ 4, so ≥ 5 when stacked)."""
+  return any(jnp.ndim(p) >= 5 for p in jax.tree.leaves(stacked_params))
+
+
+def ensemble_attribute(attribute_fn: Callable[[Any, Any], Any], stacked_params, inputs, *,
+                       strategy: str = "auto", member_chunk: int | None = None):
+  """Attribute with every member and average the attributions (Eq. 1).
+
+  Args:
+    attribute_fn: `(params, inputs) -> pytree`, a method closed over its options and rng (e.g.
+      `lambda p, x: integrated_gradients(f, p, x, steps=16)`); jit-able.
+    stacked_params: params with a leading member axis E on every leaf.
+    inputs: the inputs pytree (shared by all members).
+    strategy: "vmap" (`jax.vmap` over members; with `member_chunk`, `jax.lax.map` over chunks of
+      that many vmapped members), "map" (`jax.lax.map`, one member at a time inside one program),
+      "loop" (a Python loop over a jitted single-member function), or "auto": "loop" on CPU when
+      the params hold a conv kernel (vmapped conv weights become grouped convolutions, slow on
+      XLA:CPU), else "vmap".
+    member_chunk: members per vectorised call for "vmap"; None = all.
+
+  Returns:
+    `(per_member, mean)`: per_member has a leading axis E on every leaf; mean is the average over
+    members, shaped like one member's attribution.
+  """
+  if strategy not in STRATEGIES:
+    raise ValueError(f"unknown ensemble strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+  if strategy == "auto":
+    strategy = "loop" if jax.default_backend() == "cpu" and _has_conv(stacked_params) else "vmap"
+  if strategy == "loop":
+    single = jax.jit(attribute_fn)
+    num = jax.tree.leaves(stacked_params)[0].shape[0]
+    members = [single(jax.tree.map(lambda p, i=i: p[i], stacked_params), inputs)
+               for i in range(num)]
+    per_member = jax.tree.map(lambda *a: jnp.stack(a), *members)
+  elif strategy == "map" or member_chunk is not None:
+    batch_size = member_chunk if strategy == "vmap" else None
+    per_member = jax.jit(lambda ps, x: jax.lax.map(lambda p: attribute_fn(p, x), ps,
+                                                   batch_size=batch_size))(stacked_params, inputs)
+  else:
+    per_member = jax.jit(jax.vmap(attribute_fn, in_axes=(0, None)))(stacked_params, inputs)
+  return per_member, jax.tree.map(lambda a: jnp.mean(a, axis=0), per_member)
+
+
+def ensemble_heatmaps(per_member_attr, *, reduce: str = "abs_sum", signed: bool = False):
+  """Normalised per-member maps and their renormalised mean.
+
+  Args:
+    per_member_attr: one image leaf of the per-member attributions `[E, B, H, W, C]`, or maps
+      `[E, B, H, W]` (Grad-CAM, LIME).
+    reduce: channel reduction, see `to_heatmap`.
+    signed: normalise to [-1, 1] (True) or [0, 1] (False), see `normalize`. Use True with
+      reduce="sum" on signed methods.
+
+  Returns:
+    `(member_maps [E, B, H, W], ensemble_map [B, H, W])`: each member's normalised map, and the
+    mean of those normalised maps normalised again (Eq. 1 on comparable scales).
+  """
+  maps = normalize(to_heatmap(per_member_attr, reduce=reduce, batch_dims=2), signed=signed)
+  return maps, normalize(jnp.mean(maps, axis=0), signed=signed)

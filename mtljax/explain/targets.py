@@ -1,0 +1,87 @@
+"""Score functions `f(params, inputs) -> [B]` that select one target from a model's outputs.
+
+`apply_fn(params, inputs) -> {task: output}` is the model (eval mode, examples independent). The
+score is what attribution methods explain:
+
+| kind               | output shape             | score per example                              |
+| ------------------ | ------------------------ | ---------------------------------------------- |
+| `classification`   | `[B, C]` logits          | logit of class `index`                          |
+| `multilabel`       | `[B, A]` logits          | logit of attribute `index`                      |
+| `regression`       | `[B]` or `[B, K]`        | output `index` (0 for `[B]`)                    |
+| `segmentation`     | `[B, H, W, C]` logits    | class-`index` logit summed over `region` pixels |
+| `dense_regression` | `[B, H, W]` or `[B,H,W,K]` | output `index` summed over `region` pixels    |
+
+`region` is a pixel weight mask `[B, H, W]` or `[H, W]` (bool or float); None = the whole image.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+
+KINDS = ("classification", "multilabel", "regression", "segmentation", "dense_regression")
+_DENSE = ("segmentation", "dense_regression")
+
+
+def make_score_fn(apply_fn: Callable[[Any, Any], Mapping[str, jax.Array]], task: str, kind: str,
+                  index: int, *, num_outputs: int, region=None) -> Callable[[Any, Any], jax.Array]:
+  """Score function of target `index` of `task` (see the module docstring for the kinds).
+
+  Args:
+    apply_fn: `(params, inputs) -> {task: output}`.
+    task: the task's name in the output dict.
+    kind: one of `KINDS`.
+    index: class / attribute / output channel, in `[0, num_outputs)`.
+    num_outputs: the task's number of classes or outputs (1 for `[B]` or `[B, H, W]` outputs).
+    region: for dense kinds, pixel weights `[B, H, W]` or `[H, W]`; None = all pixels.
+
+  Returns:
+    `f(params, inputs) -> scores [B]`.
+
+  Raises:
+    ValueError: unknown kind, `index` outside `[0, num_outputs)`, a region for a non-dense kind;
+      when `f` is called (traced): an unknown task, or an output whose shape does not fit.
+  """
+  if kind not in KINDS:
+    raise ValueError(f"task {task!r}: unknown kind {kind!r}; known: {', '.join(KINDS)}")
+  if not 0 <= index < num_outputs:
+    raise ValueError(f"task {task!r}: target index {index} is outside the valid range "
+                     f"[0, {num_outputs - 1}] ({num_outputs} outputs)")
+  if region is not None and kind not in _DENSE:
+    raise ValueError(f"task {task!r}: a region applies only to {' and '.join(_DENSE)}, not {kind}")
+
+  def bad_shape(shape, expected):
+    return ValueError(f"task {task!r} ({kind}, index {index}, valid range [0, {num_outputs - 1}]): "
+                      f"output shape {tuple(shape)} is not {expected}")
+
+  def select(out):
+    """The `[B]` (dense: `[B, H, W]`) output channel `index`."""
+    channel_ndim = 4 if kind in _DENSE else 2
+    if out.ndim == channel_ndim - 1 and kind in ("regression", "dense_regression"):
+      if num_outputs != 1:
+        raise bad_shape(out.shape, f"[B, ..., {num_outputs}]")
+      return out
+    if out.ndim != channel_ndim or out.shape[-1] != num_outputs:
+      dims = "B, H, W" if kind in _DENSE else "B"
+      raise bad_shape(out.shape, f"[{dims}, {num_outputs}]")
+    return out[..., index]
+
+  def score_fn(params, inputs):
+    outputs = apply_fn(params, inputs)
+    if task not in outputs:
+      raise ValueError(f"unknown task {task!r} (target index {index}, valid range "
+                       f"[0, {num_outputs - 1}]); the model outputs {sorted(outputs)}")
+    out = select(outputs[task])
+    if kind not in _DENSE:
+      return out
+    if region is None:
+      return jnp.sum(out, axis=(1, 2))
+    weights = jnp.asarray(region, out.dtype)
+    if weights.shape[-2:] != out.shape[1:3] or weights.ndim not in (2, 3):
+      raise ValueError(f"task {task!r}: region shape {weights.shape} does not match the output's "
+                       f"spatial shape {out.shape[1:3]} (expected [B, H, W] or [H, W])")
+    return jnp.sum(out * weights, axis=(1, 2))
+
+  return score_fn
