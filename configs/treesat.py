@@ -13,6 +13,7 @@ Variants come after a colon, comma-separated (big_vision style):
             4 images → L3 + L1                8 images → L3 + L2 + L1 + age
   multilabel  train L3 on the archive's native multi-labels (genera with share > 0.07, BCE)
   tiny      a tiny ResNet and small synthetic data, for tests and smoke runs (seconds on CPU)
+  size=E    an ensemble of E members trained together (different seeds; see config.ensemble)
 
 Commands:
   python -m mtljax.main --config=configs/treesat.py --workdir=/tmp/treesat
@@ -20,6 +21,8 @@ Commands:
   python -m mtljax.main --config=configs/treesat.py --workdir=/tmp/ts \
       --config.data.root=/data/TreeSatAI --config.train.num_epochs=100 --config.train.batch_size=64
   python -m mtljax.main --config=configs/treesat.py:tiny --workdir=/tmp/ts_tiny
+  python -m mtljax.main --config=configs/treesat.py:tiny,size=3 --workdir=/tmp/ts_ens
+  python -m mtljax.main --config=configs/treesat.py:tiny,size=3 --workdir=/tmp/ts_ens --mode=explain
 """
 
 import ml_collections
@@ -40,16 +43,16 @@ EXPERIMENTS = {
 
 
 def _parse(arg):
-  opts = {"exp": 7, "tiny": False, "multilabel": False}
+  opts = {"exp": 7, "tiny": False, "multilabel": False, "size": 1}
   for tok in filter(None, (arg or "").split(",")):
     key, _, val = tok.partition("=")
-    if key == "exp":
-      opts["exp"] = int(val)
+    if key in ("exp", "size") and val.isdigit():
+      opts[key] = int(val)
     elif key in ("tiny", "multilabel") and not val:
       opts[key] = True
     else:
       raise ValueError(f"configs/treesat.py: unknown variant {tok!r}; "
-                       "expected exp=N (1..8), tiny or multilabel")
+                       "expected exp=N (1..8), size=E (ensemble), tiny or multilabel")
   if opts["exp"] not in EXPERIMENTS:
     raise ValueError(f"configs/treesat.py: exp={opts['exp']} is not a Table 3 row (1..8)")
   return opts
@@ -167,7 +170,14 @@ def get_config(arg=None):
 
   # ---------------------------------------------------------------- ensemble
   # E members trained together (vmapped); size 1 = a single model. See configlib.ensemble_config.
-  c.ensemble = configlib.ensemble_config(size=1)
+  c.ensemble = configlib.ensemble_config(size=opts["size"])
+
+  # ---------------------------------------------------------------- explanations (--mode=explain)
+  # One attribution per input modality; maps, pictures and Grad-CAM on the aerial ResNet.
+  c.explain = configlib.explain_config(
+      task=c.main_task, modality="aerial",
+      layer="encoders_aerial/" + ("stage2_block1" if tiny else "stage4_block2"),
+      max_examples=16 if tiny else 64)
 
   # ---------------------------------------------------------------- evaluation
   c.eval = ml_collections.ConfigDict()

@@ -3,6 +3,8 @@ r"""Entry point. Deliberately thin: parses flags and hands the config to the lib
   python -m mtljax.main --config=configs/treesat.py --workdir=/tmp/treesat
   python -m mtljax.main --config=configs/treesat.py:exp=3 --workdir=W --config.train.batch_size=8
   python -m mtljax.main --config=configs/treesat.py --workdir=W --mode=eval
+  python -m mtljax.main --config=configs/attributes.py --workdir=W             # an ensemble
+  python -m mtljax.main --config=configs/attributes.py --workdir=W --mode=explain
 
 `--config.a.b=value` overrides any key of the config file (types are checked, unknown keys are
 rejected). The same command rerun in the same workdir continues from the last checkpoint.
@@ -21,9 +23,10 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/treesat.py[:variant].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the run writes everything.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval"],
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "explain"],
                           "train: train (or resume) and evaluate; eval: evaluate the best "
-                          "checkpoint of --workdir on val and test.")
+                          "checkpoint of --workdir on val and test; explain: ensemble "
+                          "explanations of the best checkpoint (config.explain).")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Start JAX's multi-controller runtime with cluster auto-detection "
     "(TPU pod slices, SLURM, Open MPI). Not needed on one host.")
@@ -48,8 +51,11 @@ def main(argv):
   try:
     if _MODE.value == "train":
       train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    else:
+    elif _MODE.value == "eval":
       train.evaluate_workdir(_CONFIG.value, _WORKDIR.value)
+    else:
+      from mtljax.explain import run as explain_run
+      explain_run.explain_workdir(_CONFIG.value, _WORKDIR.value)
   except (configlib.ConfigError, DataError, CheckpointMismatchError,
           train.NonFiniteLossError) as e:
     print(f"error: {e}", file=sys.stderr)
