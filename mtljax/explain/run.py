@@ -271,8 +271,9 @@ def _table(results: Mapping[str, Any]) -> str:
   lines = ["| method | metric | Ind-Avg | Ens-Avg | t | p | n |", "|---|---|---|---|---|---|---|"]
   for method, r in results.items():
     for metric, c in r["compare"].items():
-      stars = "****" if c["p"] < 1e-4 else "**" if c["p"] < 0.01 else ""
-      best = lambda v, mine: f"**{v:.4f}{stars}**" if mine else f"{v:.4f}"
+      # Bold: the better of the two; stars (escaped for markdown): p < 0.01 (**), p < 1e-4 (****).
+      stars = "\\*" * (4 if c["p"] < 1e-4 else 2 if c["p"] < 0.01 else 0)
+      best = lambda v, mine: f"**{v:.4f}** {stars}".rstrip() if mine else f"{v:.4f}"
       lines.append(f"| {method} | {metric} | {best(c['ind_avg'], not c['ens_better'])} | "
                    f"{best(c['ens_avg'], c['ens_better'])} | {c['t']:.2f} | {c['p']:.2g} | "
                    f"{c['n']} |")
