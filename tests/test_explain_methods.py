@@ -344,6 +344,12 @@ def test_make_score_fn_kinds():
   np.testing.assert_allclose(call("dem", "dense_regression", 0, num_outputs=1,
                                   region=np.stack([region, ~region])),
                              [out["dem"][0][region].sum(), out["dem"][1][~region].sum()], rtol=1e-6)
+  # One index per example (the explain run's true labels), also for dense outputs.
+  np.testing.assert_allclose(call("cls", "classification", jnp.array([3, 1]), num_outputs=4),
+                             [out["cls"][0, 3], out["cls"][1, 1]], rtol=1e-6)
+  np.testing.assert_allclose(call("seg", "segmentation", jnp.array([0, 2]), num_outputs=3),
+                             [out["seg"][0, ..., 0].sum(), out["seg"][1, ..., 2].sum()],
+                             rtol=1e-5, atol=1e-6)  # float32 sums of 25 pixels
 
 
 def test_make_score_fn_errors():

@@ -28,7 +28,8 @@ from tqdm import tqdm
 from mtljax import configlib, train
 from mtljax.checkpoint import Checkpointer
 from mtljax.data import pipeline
-from mtljax.explain import attributions, ensemble as ens_lib, flax_utils, metrics as xm, render
+from mtljax.explain import (attributions, ensemble as ens_lib, flax_utils, metrics as xm, render,
+                            targets as targets_lib)
 from mtljax.models import activations
 
 #: (metric, lower is better) in the order of the report.
@@ -41,13 +42,6 @@ class ExplainError(configlib.ConfigError):
 
 
 # ============================================================================ targets
-def _select(output, idx):
-  """Score of each example's target: `output [B, K]` at `idx [B]`, or `output [B]` itself."""
-  if output.ndim == 1:
-    return output
-  return jnp.take_along_axis(output, idx[:, None].astype(jnp.int32), axis=1)[:, 0]
-
-
 def explained_targets(task_cfg, targets: np.ndarray, mask: np.ndarray, target: int):
   """Pairs `(example, target index)` to explain.
 
@@ -88,8 +82,11 @@ def make_attribute_fn(model, config: ml_collections.ConfigDict, name: str,
   def outputs(variables, x):
     return model.apply(variables, x, train=False)[0]
 
+  task_cfg = config.tasks[task]
+  num_outputs = int(task_cfg.get("num_classes") or 1)
+
   def attribute_member(variables, x, idx, segments):
-    f = lambda v, xx: _select(outputs(v, xx)[task], idx)
+    f = targets_lib.make_score_fn(outputs, task, task_cfg.kind, idx, num_outputs=num_outputs)
 
     def guided_f(v, xx):
       with activations.guided_relus():  # traced here, so the guided ReLU is used

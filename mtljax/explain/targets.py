@@ -20,6 +20,7 @@ from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 KINDS = ("classification", "multilabel", "regression", "segmentation", "dense_regression")
 _DENSE = ("segmentation", "dense_regression")
@@ -33,7 +34,8 @@ def make_score_fn(apply_fn: Callable[[Any, Any], Mapping[str, jax.Array]], task:
     apply_fn: `(params, inputs) -> {task: output}`.
     task: the task's name in the output dict.
     kind: one of `KINDS`.
-    index: class / attribute / output channel, in `[0, num_outputs)`.
+    index: class / attribute / output channel, in `[0, num_outputs)`; or an integer array `[B]`,
+      one index per example (checked by the caller: it may be traced).
     num_outputs: the task's number of classes or outputs (1 for `[B]` or `[B, H, W]` outputs).
     region: for dense kinds, pixel weights `[B, H, W]` or `[H, W]`; None = all pixels.
 
@@ -46,7 +48,8 @@ def make_score_fn(apply_fn: Callable[[Any, Any], Mapping[str, jax.Array]], task:
   """
   if kind not in KINDS:
     raise ValueError(f"task {task!r}: unknown kind {kind!r}; known: {', '.join(KINDS)}")
-  if not 0 <= index < num_outputs:
+  per_example = not isinstance(index, (int, np.integer))
+  if not per_example and not 0 <= index < num_outputs:
     raise ValueError(f"task {task!r}: target index {index} is outside the valid range "
                      f"[0, {num_outputs - 1}] ({num_outputs} outputs)")
   if region is not None and kind not in _DENSE:
@@ -66,7 +69,10 @@ def make_score_fn(apply_fn: Callable[[Any, Any], Mapping[str, jax.Array]], task:
     if out.ndim != channel_ndim or out.shape[-1] != num_outputs:
       dims = "B, H, W" if kind in _DENSE else "B"
       raise bad_shape(out.shape, f"[{dims}, {num_outputs}]")
-    return out[..., index]
+    if not per_example:
+      return out[..., index]
+    idx = jnp.asarray(index, jnp.int32).reshape((-1,) + (1,) * (out.ndim - 1))
+    return jnp.take_along_axis(out, jnp.broadcast_to(idx, out.shape[:-1] + (1,)), axis=-1)[..., 0]
 
   def score_fn(params, inputs):
     outputs = apply_fn(params, inputs)
