@@ -105,21 +105,9 @@ def get_config(arg=None):
     c.main_task = "class"
 
   # ---------------------------------------------------------------- training
-  c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 32
-  c.train.num_epochs = 20 if tiny else 8
-  c.train.optimizer = "adamw"
-  c.train.learning_rate = 1e-2 if tiny else 3e-3
-  c.train.weight_decay = 1e-4
-  c.train.schedule = "warmup_cosine"
-  c.train.warmup_epochs = 0.5
-  c.train.plateau_patience = 3
-  c.train.plateau_factor = 0.5
-  c.train.grad_clip_norm = 1.0
-  c.train.normalize_regression_targets = True
-  c.train.log_every_steps = 10
-  c.train.checkpoint_every_steps = 50
-  c.train.keep_checkpoints = 2
+  c.train = configlib.train_config(batch_size=32, num_epochs=20 if tiny else 8,
+                                   learning_rate=1e-2 if tiny else 3e-3,
+                                   log_every_steps=10, checkpoint_every_steps=50)
 
   # ---------------------------------------------------------------- ensemble
   c.ensemble = configlib.ensemble_config(size=opts["size"], strategy=opts["strategy"])

@@ -148,25 +148,8 @@ def get_config(arg=None):
     c.tasks.age = {"kind": "regression", "weight": 1.0, "head": "linear"}
 
   # ---------------------------------------------------------------- training
-  c.train = ml_collections.ConfigDict()
-  c.train.batch_size = 16
-  c.train.num_epochs = 4 if tiny else 3
-  c.train.optimizer = "adamw"
-  c.train.learning_rate = 1e-3
-  c.train.weight_decay = 1e-4
-  # "warmup_cosine", "constant" or "plateau" (reduce on plateau of the training loss).
-  c.train.schedule = "warmup_cosine"
-  c.train.warmup_epochs = 0.5
-  c.train.plateau_patience = 3
-  c.train.plateau_factor = 0.5
-  c.train.grad_clip_norm = 1.0
-  # Standardise regression targets with training statistics (metrics stay in original units).
-  c.train.normalize_regression_targets = True
-  # Log every N steps (metrics.jsonl, TensorBoard); save a resumable checkpoint every N steps.
-  c.train.log_every_steps = 5
-  c.train.checkpoint_every_steps = 20
-  # How many recent resumable checkpoints to keep (the best one is kept separately).
-  c.train.keep_checkpoints = 2
+  c.train = configlib.train_config(batch_size=16, num_epochs=4 if tiny else 3, learning_rate=1e-3,
+                                   log_every_steps=5, checkpoint_every_steps=20)
 
   # ---------------------------------------------------------------- ensemble
   # E members trained together (vmapped); size 1 = a single model. See configlib.ensemble_config.

@@ -30,6 +30,25 @@ class ConfigError(ValueError):
   """A config that cannot run; the message lists every problem with its key."""
 
 
+def train_config(*, batch_size: int, num_epochs: int, learning_rate: float,
+                 log_every_steps: int, checkpoint_every_steps: int) -> ml_collections.ConfigDict:
+  """`config.train`: the optimisation settings every config shares, and the ones it chooses."""
+  return ml_collections.ConfigDict({
+      "batch_size": batch_size, "num_epochs": num_epochs,
+      "optimizer": "adamw", "learning_rate": learning_rate, "weight_decay": 1e-4,
+      # "warmup_cosine", "constant" or "plateau" (reduce on plateau of the training loss).
+      "schedule": "warmup_cosine", "warmup_epochs": 0.5,
+      "plateau_patience": 3, "plateau_factor": 0.5,
+      "grad_clip_norm": 1.0,
+      # Standardise regression targets with training statistics (metrics stay in original units).
+      "normalize_regression_targets": True,
+      # Log every N steps (metrics.jsonl, TensorBoard); save a resumable checkpoint every N steps.
+      "log_every_steps": log_every_steps, "checkpoint_every_steps": checkpoint_every_steps,
+      # How many recent resumable checkpoints to keep (the best one is kept separately).
+      "keep_checkpoints": 2,
+  })
+
+
 def ensemble_config(size: int = 1, strategy: str = "seeds", devices: int = 1) -> ml_collections.ConfigDict:
   """`config.ensemble`: E members trained together in one vmapped step (ensembles paper §3.1).
 
