@@ -390,7 +390,7 @@ def test_ensemble_strategies_agree():
     return explain.gradient_shap(_score, p, x, rng, samples=2)
 
   results = {s: ensemble.ensemble_attribute(attribute, stacked, inputs, strategy=s)
-             for s in ("vmap", "map", "loop")}
+             for s in ("vmap", "map", "loop", "tune")}
   results["chunked"] = ensemble.ensemble_attribute(attribute, stacked, inputs, strategy="vmap",
                                                    member_chunk=2)
   per_member, mean = results["loop"]
@@ -404,6 +404,18 @@ def test_ensemble_strategies_agree():
       np.testing.assert_allclose(m[leaf], mean[leaf], rtol=1e-5, atol=1e-6)
   with pytest.raises(ValueError, match="unknown ensemble strategy 'pmap'"):
     ensemble.ensemble_attribute(attribute, stacked, inputs, strategy="pmap")
+  # "tune" timed the candidates once for these shapes and remembers its pick.
+  tuned = [k for k in ensemble._COMPILED[attribute] if k[0] == "tuned"]
+  assert len(tuned) == 1 and ensemble._COMPILED[attribute][tuned[0]] in ("loop", "vmap")
+
+
+def test_auto_strategy_per_backend():
+  dense = {"w": jnp.zeros((4, 8, 3))}
+  conv = {"k": jnp.zeros((4, 3, 3, 2, 5)), "w": jnp.zeros((4, 8, 3))}
+  assert ensemble.resolve_strategy("auto", conv, backend="cpu") == "loop"
+  assert ensemble.resolve_strategy("auto", dense, backend="cpu") == "vmap"
+  assert ensemble.resolve_strategy("auto", conv, backend="gpu") == "vmap"
+  assert ensemble.resolve_strategy("map", conv, backend="cpu") == "map"
 
 
 def test_heatmaps_and_normalisation():

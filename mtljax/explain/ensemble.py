@@ -6,13 +6,15 @@ Every member gets the same inputs and the same rng, so members differ only in th
 
 from __future__ import annotations
 
+import time
+import weakref
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-STRATEGIES = ("auto", "vmap", "loop", "map")
+STRATEGIES = ("auto", "vmap", "loop", "map", "tune")
 REDUCTIONS = ("abs_sum", "sum", "max_abs")
 
 
@@ -56,43 +58,105 @@ def _has_conv(stacked_params) -> bool:
   return any(jnp.ndim(p) >= 5 for p in jax.tree.leaves(stacked_params))
 
 
+def resolve_strategy(strategy: str, stacked_params, backend: str | None = None) -> str:
+  """The strategy "auto" stands for on `backend` (default: JAX's default backend).
+
+  Measured (profiling/attribution_bench.py): on CPU, vmapped conv weights become grouped
+  convolutions that XLA:CPU runs several times slower than E ordinary ones, so conv models loop
+  over members there; dense models (MLPs) vectorise well on CPU (batched matmuls, and the first
+  layer of members sharing one input becomes a single wider matmul). On GPU and TPU the vectorised
+  program fills the device better than E small ones.
+  """
+  if strategy not in STRATEGIES:
+    raise ValueError(f"unknown ensemble strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
+  if strategy != "auto":
+    return strategy
+  backend = backend or jax.default_backend()
+  return "loop" if backend == "cpu" and _has_conv(stacked_params) else "vmap"
+
+
+# Compiled programs per attribution function, so that repeated calls (one per batch) reuse them
+# instead of re-tracing a fresh `jax.vmap` / `jax.jit` wrapper each time. Weak keys: a closure that
+# goes away takes its programs with it.
+_COMPILED: "weakref.WeakKeyDictionary[Callable, dict]" = weakref.WeakKeyDictionary()
+
+
+def _program(attribute_fn: Callable, strategy: str, member_chunk: int | None) -> Callable:
+  """`(stacked_params, inputs[, member]) -> per-member attributions` for a resolved strategy."""
+  cache = _COMPILED.setdefault(attribute_fn, {})
+  key = (strategy, member_chunk)
+  if key not in cache:
+    if strategy == "loop":
+      # One dispatch per member: the member is sliced inside the jitted program (a traced index,
+      # so one compilation serves every member).
+      cache[key] = jax.jit(lambda ps, x, i: attribute_fn(
+          jax.tree.map(lambda p: jax.lax.dynamic_index_in_dim(p, i, keepdims=False), ps), x))
+    elif strategy == "map" or member_chunk is not None:
+      batch_size = member_chunk if strategy == "vmap" else None
+      cache[key] = jax.jit(lambda ps, x: jax.lax.map(lambda p: attribute_fn(p, x), ps,
+                                                     batch_size=batch_size))
+    else:
+      cache[key] = jax.jit(jax.vmap(attribute_fn, in_axes=(0, None)))
+  return cache[key]
+
+
+def _run(attribute_fn, strategy, member_chunk, stacked_params, inputs):
+  program = _program(attribute_fn, strategy, member_chunk)
+  if strategy != "loop":
+    return program(stacked_params, inputs)
+  num = jax.tree.leaves(stacked_params)[0].shape[0]
+  members = [program(stacked_params, inputs, np.int32(i)) for i in range(num)]
+  return jax.tree.map(lambda *a: jnp.stack(a), *members)
+
+
 def ensemble_attribute(attribute_fn: Callable[[Any, Any], Any], stacked_params, inputs, *,
                        strategy: str = "auto", member_chunk: int | None = None):
   """Attribute with every member and average the attributions (Eq. 1).
 
   Args:
     attribute_fn: `(params, inputs) -> pytree`, a method closed over its options and rng (e.g.
-      `lambda p, x: integrated_gradients(f, p, x, steps=16)`); jit-able.
+      `lambda p, x: integrated_gradients(f, p, x, steps=16)`); jit-able. Keep the same function
+      object across calls: its compiled programs are cached on it.
     stacked_params: params with a leading member axis E on every leaf.
     inputs: the inputs pytree (shared by all members).
     strategy: "vmap" (`jax.vmap` over members; with `member_chunk`, `jax.lax.map` over chunks of
-      that many vmapped members), "map" (`jax.lax.map`, one member at a time inside one program),
-      "loop" (a Python loop over a jitted single-member function), or "auto": "loop" on CPU when
-      the params hold a conv kernel (vmapped conv weights become grouped convolutions, slow on
-      XLA:CPU), else "vmap".
+      that many vmapped members, bounding memory), "map" (`jax.lax.map`, one member at a time inside
+      one program), "loop" (a Python loop over a jitted single-member function), "auto" (the
+      backend's best, see `resolve_strategy`) or "tune" (time vmap and loop once on these shapes
+      and keep the faster: never slower than the loop, at the cost of one extra run per shape).
+      Inside an outer `jax.jit` the choice still applies ("loop" unrolls into one program).
     member_chunk: members per vectorised call for "vmap"; None = all.
 
   Returns:
     `(per_member, mean)`: per_member has a leading axis E on every leaf; mean is the average over
     members, shaped like one member's attribution.
   """
-  if strategy not in STRATEGIES:
-    raise ValueError(f"unknown ensemble strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
-  if strategy == "auto":
-    strategy = "loop" if jax.default_backend() == "cpu" and _has_conv(stacked_params) else "vmap"
-  if strategy == "loop":
-    single = jax.jit(attribute_fn)
-    num = jax.tree.leaves(stacked_params)[0].shape[0]
-    members = [single(jax.tree.map(lambda p, i=i: p[i], stacked_params), inputs)
-               for i in range(num)]
-    per_member = jax.tree.map(lambda *a: jnp.stack(a), *members)
-  elif strategy == "map" or member_chunk is not None:
-    batch_size = member_chunk if strategy == "vmap" else None
-    per_member = jax.jit(lambda ps, x: jax.lax.map(lambda p: attribute_fn(p, x), ps,
-                                                   batch_size=batch_size))(stacked_params, inputs)
+  if strategy == "tune":
+    strategy = _tuned(attribute_fn, stacked_params, inputs, member_chunk)
   else:
-    per_member = jax.jit(jax.vmap(attribute_fn, in_axes=(0, None)))(stacked_params, inputs)
+    strategy = resolve_strategy(strategy, stacked_params)
+  per_member = _run(attribute_fn, strategy, member_chunk, stacked_params, inputs)
   return per_member, jax.tree.map(lambda a: jnp.mean(a, axis=0), per_member)
+
+
+def _signature(tree) -> tuple:
+  return tuple((tuple(jnp.shape(x)), str(jnp.result_type(x))) for x in jax.tree.leaves(tree))
+
+
+def _tuned(attribute_fn, stacked_params, inputs, member_chunk) -> str:
+  cache = _COMPILED.setdefault(attribute_fn, {})
+  key = ("tuned", _signature(stacked_params), _signature(inputs), member_chunk)
+  if key not in cache:
+    if isinstance(jax.tree.leaves(inputs)[0], jax.core.Tracer):
+      return resolve_strategy("auto", stacked_params)  # cannot time inside a trace
+    seconds = {}
+    for s in ("loop", "vmap"):
+      jax.block_until_ready(_run(attribute_fn, s, member_chunk, stacked_params, inputs))
+      t0 = time.perf_counter()
+      jax.block_until_ready(_run(attribute_fn, s, member_chunk, stacked_params, inputs))
+      seconds[s] = time.perf_counter() - t0
+    cache[key] = min(seconds, key=seconds.get)
+  return cache[key]
 
 
 def ensemble_heatmaps(per_member_attr, *, reduce: str = "abs_sum", signed: bool = False):

@@ -1,0 +1,192 @@
+r"""Ensemble attribution throughput: mtljax (every strategy) against Captum looping over the same
+PyTorch models, side by side in one process.
+
+    python profiling/attribution_bench.py                          # cnn, mlp, resnet18 at 64 px
+    python profiling/attribution_bench.py --models resnet18 --size 304 --batch 4   # TreeSAT size
+    python profiling/attribution_bench.py --models cnn --methods ig --members 11 --repeats 5
+
+For each model (see profiling/common.py: the issue's 3-conv CNN, the TreeSAT aerial ResNet-18,
+the TreeSAT Sentinel MLP) E members are initialised with different seeds in JAX and copied into
+E identical torch modules. Each method explains the logit of one class per example:
+  ig          Integrated Gradients, riemann_middle, `--ig-steps` steps evaluated `--ig-chunk` at a
+              time on both sides (Captum's internal_batch_size = chunk × batch)
+  saliency    |gradient|
+  gradcam     Grad-CAM on the last conv block (no upsampling on either side)
+  smoothgrad  NoiseTunnel(Saliency) with `--sg-samples` samples, all in one batch on both sides
+The JAX columns are `mtljax.explain.ensemble.ensemble_attribute` with strategy auto (what the
+explain run uses), vmap (all members in one vectorised program), loop (Python loop over a jitted
+single-member function: the baseline that auto must never lose to) and map (`lax.map` over
+members). Every row checks that JAX and Captum agree (mean attributions, relative max error) and
+reports throughput as explained example-members per second and ratios against Captum and the
+loop. Results also go to JSON (`--out`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402
+from mtljax.explain import attributions as attr_lib  # noqa: E402
+from mtljax.explain import ensemble as ens_lib  # noqa: E402
+from mtljax.explain import flax_utils  # noqa: E402
+
+METHODS = ("ig", "saliency", "gradcam", "smoothgrad")
+STRATEGIES = ("auto", "vmap", "loop", "map")
+
+
+def jax_attribute_fn(model, name, method, targets, a):
+  """`(variables, x) -> attribution` of one member, closed over the method's settings."""
+
+  def score(v, x):
+    return jnp.take_along_axis(model.apply(v, x), targets[:, None], axis=1)[:, 0]
+
+  if method == "ig":
+    return lambda v, x: attr_lib.integrated_gradients(score, v, x, steps=a.ig_steps,
+                                                      batch_steps=a.ig_chunk)
+  if method == "saliency":
+    return lambda v, x: attr_lib.saliency(score, v, x)
+  if method == "gradcam":
+    layer_fn = flax_utils.flax_layer_fn(score, common.GRAD_CAM_LAYER[name])
+    return lambda v, x: attr_lib.grad_cam(layer_fn, v, x)
+  if method == "smoothgrad":
+    key = jax.random.key(0)
+    # PAIR's relative noise level: stdev · (max − min) of each example; Captum gets the same
+    # absolute level (computed below), so both add noise of equal size.
+    return lambda v, x: attr_lib.smoothgrad(attr_lib.saliency, score, v, x, key,
+                                            samples=a.sg_samples, stdev=a.sg_stdev)
+  raise ValueError(method)
+
+
+def captum_fn(torch_models, name, method, x_np, targets_np, a):
+  import torch
+  from captum import attr as cattr
+  x = torch.from_numpy(common.to_nchw(x_np))
+  t = torch.from_numpy(targets_np.astype(np.int64))
+  b = x.shape[0]
+  spread = float(np.mean(x_np.reshape(b, -1).max(1) - x_np.reshape(b, -1).min(1)))
+
+  def one(m):
+    if method == "ig":
+      return cattr.IntegratedGradients(m).attribute(
+          x, target=t, n_steps=a.ig_steps, method="riemann_middle",
+          internal_batch_size=(a.ig_chunk or a.ig_steps) * b)
+    if method == "saliency":
+      return cattr.Saliency(m).attribute(x, target=t, abs=True)
+    if method == "gradcam":
+      return cattr.LayerGradCam(m, common.torch_grad_cam_layer(name, m)).attribute(
+          x, target=t, relu_attributions=True)[:, 0]
+    return cattr.NoiseTunnel(cattr.Saliency(m)).attribute(
+        x, nt_type="smoothgrad", nt_samples=a.sg_samples, stdevs=a.sg_stdev * spread, target=t)
+
+  def run():
+    outs = [one(m).detach() for m in torch_models]
+    return torch.stack(outs).mean(0)
+
+  return run
+
+
+def to_nhwc_map(t):
+  a = t.numpy()  # [B, C, H, W] attributions → NHWC; Grad-CAM maps [B, h, w] pass through
+  return np.moveaxis(a, 1, -1) if a.ndim == 4 else a
+
+
+def bench_model(name, a, rows, payload):
+  import torch
+  size = a.size if name != "mlp" else 0
+  batch = a.mlp_batch if name == "mlp" else a.batch
+  model, stacked = common.init_ensemble(name, size, a.members)
+  rng = np.random.default_rng(0)
+  x_np = rng.normal(size=(batch, *common.input_shape(name, size))).astype(np.float32)
+  targets_np = (np.arange(batch) % common.NUM_CLASSES[name]).astype(np.int32)
+  x, targets = jnp.asarray(x_np), jnp.asarray(targets_np)
+  torch_models = [common.torch_model(name, common.member(stacked, i)) for i in range(a.members)]
+  for p in (p for m in torch_models for p in m.parameters()):
+    p.requires_grad_(False)
+  for method in a.methods:
+    if method == "gradcam" and name == "mlp":
+      continue
+    fn = jax_attribute_fn(model, name, method, targets, a)
+    fns = {"captum": captum_fn(torch_models, name, method, x_np, targets_np, a)}
+    for s in a.strategies:
+      fns[s] = functools.partial(
+          lambda s: ens_lib.ensemble_attribute(fn, stacked, x, strategy=s,
+                                               member_chunk=a.member_chunk)[1], s)
+    block = lambda r: r if isinstance(r, torch.Tensor) else jax.block_until_ready(r)
+    print(f"\n{name} {method}: E={a.members}, batch {batch}, input {x_np.shape[1:]} ...",
+          flush=True)
+    times = common.time_side_by_side(fns, a.repeats, block=block)
+    ref = to_nhwc_map(fns["captum"]())
+    ours = np.asarray(fns[a.strategies[0]]())
+    err = float(np.max(np.abs(ours - ref)) / max(float(np.max(np.abs(ref))), 1e-12))
+    work = a.members * batch
+    row = {"model": name, "method": method, "members": a.members, "batch": batch,
+           "input": "x".join(map(str, x_np.shape[1:])), "max_rel_diff_vs_captum": err,
+           "auto_picks": ens_lib.resolve_strategy("auto", stacked)}
+    for k, t in times.items():
+      row[f"{k}_s"] = t["median_s"]
+      row[f"{k}_per_s"] = work / t["median_s"]
+      row[f"{k}_first_call_s"] = t["first_call_s"]
+    for s in a.strategies:
+      row[f"{s}_vs_captum"] = times["captum"]["median_s"] / times[s]["median_s"]
+      if "loop" in times:
+        row[f"{s}_vs_loop"] = times["loop"]["median_s"] / times[s]["median_s"]
+    rows.append(row)
+    payload["rows"] = rows
+    print(f"  captum {times['captum']['median_s']:.3f} s | " + " | ".join(
+        f"{s} {times[s]['median_s']:.3f} s ({row[f'{s}_vs_captum']:.2f}x captum)"
+        for s in a.strategies) + f" | max rel diff {err:.1e}", flush=True)
+
+
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  ap.add_argument("--models", nargs="+", default=["cnn", "mlp", "resnet18"],
+                  choices=list(common.NUM_CLASSES))
+  ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+  ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
+  ap.add_argument("--members", type=int, default=11)
+  ap.add_argument("--member-chunk", type=int, default=None)
+  ap.add_argument("--size", type=int, default=64, help="image side (cnn, resnet18)")
+  ap.add_argument("--batch", type=int, default=16)
+  ap.add_argument("--mlp-batch", type=int, default=256)
+  ap.add_argument("--ig-steps", type=int, default=32)
+  ap.add_argument("--ig-chunk", type=int, default=8, help="IG steps per vectorised call")
+  ap.add_argument("--sg-samples", type=int, default=16)
+  ap.add_argument("--sg-stdev", type=float, default=0.15)
+  ap.add_argument("--repeats", type=int, default=3)
+  ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+  ap.add_argument("--out", default="profiling/results/attribution_bench.json")
+  a = ap.parse_args()
+  import torch
+  if a.threads:
+    torch.set_num_threads(a.threads)
+  payload = {"device": common.device_description(), "args": vars(a), "rows": []}
+  print(payload["device"], flush=True)
+  t0 = time.perf_counter()
+  rows = []
+  for name in a.models:
+    bench_model(name, a, rows, payload)
+    common.write_json(a.out, payload)
+  cols = [("model", "model"), ("method", "method"), ("input", "input"),
+          ("captum_per_s", "Captum /s")]
+  cols += [(f"{s}_per_s", f"{s} /s") for s in a.strategies]
+  cols += [(f"{s}_vs_captum", f"{s} ÷ Captum") for s in a.strategies if s in ("auto", "vmap")]
+  if "loop" in a.strategies:
+    cols += [(f"{s}_vs_loop", f"{s} ÷ loop") for s in a.strategies if s != "loop"]
+  cols += [("auto_picks", "auto picks"), ("max_rel_diff_vs_captum", "rel. diff")]
+  print(f"\nthroughput in explained example·members per second; {payload['device']['device']} "
+        f"({payload['device']['backend']}), total {time.perf_counter() - t0:.0f} s")
+  payload["table"] = common.print_table(rows, cols)
+  common.write_json(a.out, payload)
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,51 @@
+"""The benchmarks compare like with like: the PyTorch mirrors in profiling/common.py compute the
+same function as the JAX models they are built from (same weights, layouts converted), and the
+ensemble strategies give the same attributions as Captum on them."""
+
+import os
+import sys
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch", reason="the benchmark mirrors need PyTorch")
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "profiling"))
+import common  # noqa: E402
+
+
+@pytest.mark.parametrize("name,size", [("cnn", 16), ("mlp", 0), ("resnet18", 32)])
+def test_torch_mirror_computes_the_same_function(name, size):
+  model, stacked = common.init_ensemble(name, size, members=2)
+  x = np.random.default_rng(0).normal(size=(3, *common.input_shape(name, size))).astype(np.float32)
+  outs = []
+  for k in range(2):
+    variables = common.member(stacked, k)
+    ours = np.asarray(model.apply(variables, jnp.asarray(x)))
+    with torch.no_grad():
+      theirs = common.torch_model(name, variables)(torch.from_numpy(common.to_nchw(x))).numpy()
+    np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-4 * np.abs(ours).max())
+    outs.append(ours)
+  # The members differ (independent seeds), so the comparison above is not vacuous.
+  assert np.abs(outs[0] - outs[1]).max() > 1e-2
+
+
+def test_attribution_bench_agrees_with_captum(tmp_path):
+  pytest.importorskip("captum")
+  import attribution_bench
+  out = tmp_path / "bench.json"
+  sys_argv = sys.argv
+  sys.argv = ["attribution_bench.py", "--models", "cnn", "--members", "2", "--batch", "2",
+              "--size", "16", "--ig-steps", "4", "--ig-chunk", "2", "--repeats", "1",
+              "--methods", "ig", "gradcam", "--strategies", "auto", "loop", "--out", str(out)]
+  try:
+    attribution_bench.main()
+  finally:
+    sys.argv = sys_argv
+  import json
+  rows = json.loads(out.read_text())["rows"]
+  assert [r["method"] for r in rows] == ["ig", "gradcam"]
+  for r in rows:
+    assert r["max_rel_diff_vs_captum"] < 1e-4, r
+    assert r["auto_picks"] == "loop" and r["captum_s"] > 0 and r["auto_per_s"] > 0
