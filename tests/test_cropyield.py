@@ -156,22 +156,22 @@ def test_transformer_shapes_and_padding_does_not_change_the_output():
   assert ENCODERS["transformer"] is TimeSeriesTransformer
   model = TimeSeriesTransformer(d_model=16, num_layers=2, mlp_dim=32, dropout=0.0)
   x = _series()
-  variables = model.init(jax.random.key(0), x, train=False)
-  y = model.apply(variables, x, train=False)
+  variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(x)
+  apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
+  y = apply(variables, x)
   assert y.shape == (3, 16) and np.isfinite(np.asarray(y)).all()
   # Perturb the padded steps (values and dates): identical output.
   pad = np.asarray(x["mask"]) == 0
   x2 = {"values": jnp.where(pad[..., None], 1e3 * jax.random.normal(jax.random.key(1), x["values"].shape),
                             x["values"]),
         "days": jnp.where(pad, 999, x["days"]), "mask": x["mask"]}
-  np.testing.assert_array_equal(np.asarray(model.apply(variables, x2, train=False)), np.asarray(y))
+  np.testing.assert_array_equal(np.asarray(apply(variables, x2)), np.asarray(y))
   # Longer padding (a different max length) gives the same output too.
   x3 = {k: jnp.pad(v, [(0, 0), (0, 4)] + [(0, 0)] * (v.ndim - 2)) for k, v in x.items()}
-  np.testing.assert_allclose(np.asarray(model.apply(variables, x3, train=False)), np.asarray(y),
-                             atol=1e-5)
+  np.testing.assert_allclose(np.asarray(apply(variables, x3)), np.asarray(y), atol=1e-5)
   # A real step does change it.
   x4 = dict(x, values=x["values"].at[0, 0].add(1.0))
-  assert not np.allclose(np.asarray(model.apply(variables, x4, train=False))[0], np.asarray(y)[0])
+  assert not np.allclose(np.asarray(apply(variables, x4))[0], np.asarray(y)[0])
 
 
 def test_date_encoding_differs_for_different_dates():
@@ -184,10 +184,10 @@ def test_date_encoding_differs_for_different_dates():
   # The same values observed on other dates give another encoding.
   model = TimeSeriesTransformer(d_model=16, num_layers=1, mlp_dim=16, dropout=0.0)
   x = _series(lengths=(12, 12, 12))
-  variables = model.init(jax.random.key(0), x, train=False)
+  variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(x)
+  apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
   shifted = dict(x, days=x["days"] + 30)
-  assert np.abs(np.asarray(model.apply(variables, x, train=False))
-                - np.asarray(model.apply(variables, shifted, train=False))).max() > 1e-3
+  assert np.abs(np.asarray(apply(variables, x)) - np.asarray(apply(variables, shifted))).max() > 1e-3
 
 
 # ------------------------------------------------------------------------------------ metrics
