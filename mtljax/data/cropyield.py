@@ -464,6 +464,9 @@ def _generate(out: Path, params: dict[str, Any]) -> None:
     truth = {
         "s2_relevant_features": list(_VIGOUR_BANDS),
         "s2_relevant_indices": [S2_FEATURES.index(b) for b in _VIGOUR_BANDS],
+        # The crop (hence the crop's base yield) shows in the phenology of all bands and in a
+        # crop-specific SWIR offset: these bands matter for the yield through the crop.
+        "s2_crop_features": ["B11", "B12"],
         "critical_window_days_since_seeding": {c: list(v["window"]) for c, v in _CROP_TRUTH.items()},
         "weather_relevant_features": ["tmax", "precipitation"],
         "dem_relevant_features": ["slope", "twi"],

@@ -50,7 +50,7 @@ def draw_field(field_id: str, crop: str, x, y, target, pred, crop_wrong=None, ti
         if cmap == "viridis":
             kw = dict(vmin=lo, vmax=hi)
         elif cmap == "RdBu":
-            r = max(float(np.nanmax(np.abs(grid))), 1e-3)
+            r = max(float(np.nanpercentile(np.abs(grid), 98)), 1e-3)  # one outlier pixel would wash it out
             kw = dict(vmin=-r, vmax=r)
         else:
             kw = dict(vmin=0, vmax=1)
