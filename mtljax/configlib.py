@@ -22,7 +22,8 @@ from mtljax.models.heads import HEADS
 _SCHEDULES = ("warmup_cosine", "constant", "plateau")
 ENSEMBLE_STRATEGIES = ("seeds", "bagging", "leave_one_bucket_out")
 _OPTIMIZERS = ("adamw", "adam", "sgd")
-_TASK_KEYS = {"kind", "num_classes", "weight", "head", "head_kwargs"}
+_TASK_KEYS = {"kind", "num_classes", "weight", "head", "head_kwargs",
+              "num_outputs"}  # num_outputs: width of a vector regression target (default 1)
 _INPUT_KEYS = {"encoder", "encoder_kwargs"}
 
 

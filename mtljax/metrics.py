@@ -65,10 +65,14 @@ def multilabel_metrics(y_true, probs, mask=None, threshold: float = 0.5) -> dict
 
 def regression_metrics(y_true, y_pred, mask=None) -> dict[str, float]:
   """MAE, RMSE and the coefficient of determination R² (1 − SS_res / SS_tot)."""
-  y_true = np.asarray(y_true, np.float64).ravel()
+  y_true = np.asarray(y_true, np.float64)
   y_pred = np.asarray(y_pred, np.float64).ravel()
+  if mask is not None:  # a per-example mask [N] also covers a vector target [N, D]
+    mask = np.asarray(mask)
+    keep = np.broadcast_to(mask.reshape(mask.shape + (1,) * (y_true.ndim - mask.ndim)),
+                           y_true.shape).ravel() > 0
+  y_true = y_true.ravel()
   if mask is not None:
-    keep = np.asarray(mask).ravel() > 0
     y_true, y_pred = y_true[keep], y_pred[keep]
   if y_true.size == 0:
     return {"mae": float("nan"), "rmse": float("nan"), "r2": float("nan"), "count": 0}

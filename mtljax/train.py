@@ -141,6 +141,10 @@ def member_sample_weights(config: ml_collections.ConfigDict, num_train: int) -> 
 def _target_transform(target_stats):
   """Regression targets are standardised for the loss; returns (to_model, from_model) maps."""
 
+  # Statistics are scalars, or per-column lists for a vector target.
+  target_stats = {t: (np.asarray(m, np.float32), np.asarray(s, np.float32))
+                  for t, (m, s) in target_stats.items()}
+
   def to_model(targets):
     out = dict(targets)
     for t, (mean, std) in target_stats.items():
@@ -275,7 +279,7 @@ def _task_metrics(config, out, pred_of) -> dict[str, float]:
 
 
 def evaluate(eval_fn, state, batches, config: ml_collections.ConfigDict, mesh,
-             desc: str = "eval") -> tuple[dict[str, float], dict[str, np.ndarray]]:
+             desc: str = "eval", source=None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
   """One pass over `batches`; returns `(metrics, predictions)` with every real example once.
 
   predictions: `index`, and per task `target/<t>`, `mask/<t>`, `prob/<t>` (classification,
@@ -283,6 +287,7 @@ def evaluate(eval_fn, state, batches, config: ml_collections.ConfigDict, mesh,
   An ensemble (E > 1) adds each member's `member_prob/<t>` / `member_pred/<t>` `[N, E, ...]`;
   its metrics are the ensemble's (averaged probabilities), each member's as `member<k>/...` and
   their mean over members as `members_mean/...` (the paper's Ind-Avg).
+  With the split's `source`, its optional per-example context is added (`_source_context`).
   """
   size = ensemble_size(config)
   chunks: dict[str, list] = {}
@@ -317,7 +322,32 @@ def evaluate(eval_fn, state, batches, config: ml_collections.ConfigDict, mesh,
       metrics.update({f"member{k}/{name}": v for name, v in m.items()})
     metrics.update({f"members_mean/{name}": float(np.mean([m[name] for m in members]))
                     for name in members[0]})
+  if source is not None:
+    _source_context(config, source, out, metrics)
   return metrics, out
+
+
+def _source_context(config, source, out, metrics) -> None:
+  """Optional per-example context a source offers (all indexed by `out["index"]`): `groups`
+  (e.g. CropYield's field id) → `out["group"]`; `prediction_meta()` → `out["meta/<key>"]`;
+  `metric_strata()` `{prefix: labels [N]}` → every regression task's metrics per label value,
+  `<task>/<metric>_<prefix><value>` (e.g. `yield/r2_corn`, Table 6 of the paper)."""
+  idx = out["index"]
+  if getattr(source, "groups", None) is not None:
+    out["group"] = np.asarray(source.groups)[idx]
+  if hasattr(source, "prediction_meta"):
+    out.update({f"meta/{k}": np.asarray(v)[idx] for k, v in source.prediction_meta().items()})
+  if hasattr(source, "metric_strata"):
+    for prefix, labels in source.metric_strata().items():
+      labels = np.asarray(labels)[idx]
+      for t, tcfg in config.tasks.items():
+        if tcfg.kind != "regression":
+          continue
+        for value in np.unique(labels):
+          sel = labels == value
+          m = metrics_lib.regression_metrics(out[f"target/{t}"][sel], out[f"pred/{t}"][sel],
+                                             out[f"mask/{t}"][sel])
+          metrics.update({f"{t}/{k}_{prefix}{value}": v for k, v in m.items() if k != "count"})
 
 
 def save_predictions(workdir: str, split: str, epoch: int, preds: Mapping[str, np.ndarray],
@@ -347,8 +377,22 @@ def regression_target_stats(source, config) -> dict[str, tuple[float, float]]:
     vals = np.asarray(labels["targets"][t], np.float64)[np.asarray(labels["mask"][t]) > 0]
     if vals.size == 0:
       raise ValueError(f"regression task {t!r}: no training example has a label")
+    if vals.ndim > 1:  # a vector target [N, D] (CropYield's DEM): per-column statistics
+      out[t] = (vals.mean(0).tolist(), np.maximum(vals.std(0), 1e-6).tolist())
+      continue
     out[t] = (float(vals.mean()), float(max(vals.std(), 1e-6)))
   return out
+
+
+def _dataset_pictures(config, workdir, split, preds, source, writer, step) -> None:
+  """The dataset's own pictures of `preds` (its `DatasetSpec.pictures`, e.g. CropYield's yield
+  maps), written under `<workdir>/report/<split>/` and as TensorBoard images."""
+  from mtljax.data import get_dataset
+  fn = get_dataset(config.data.name).pictures_fn
+  if fn is None:
+    return
+  for tag, image in fn(preds, source, os.path.join(workdir, "report", split)):
+    writer.image(step, f"{split}/{tag}", image)
 
 
 def _load_or_compute_stats(path, compute):
@@ -642,14 +686,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
         # -------------------------------------------------------------- end of epoch
         val_metrics, val_preds = evaluate(p_eval_step, state, eval_iter("val"), config, mesh,
-                                          desc=f"val {epoch}")
+                                          desc=f"val {epoch}", source=sources["val"])
         writer.write(step, "val", {**val_metrics, "epoch": epoch})
         if "val" in config.eval.prediction_splits:
           save_predictions(workdir, "val", epoch, val_preds, sources["val"].names)
         for split in config.eval.prediction_splits:
           if split != "val":
             _, preds = evaluate(p_eval_step, state, eval_iter(split), config, mesh,
-                                desc=f"{split} {epoch}")
+                                desc=f"{split} {epoch}", source=sources[split])
             save_predictions(workdir, split, epoch, preds, sources[split].names)
         score = val_metrics[main_key]
         improved = meta["best"] is None or (score > meta["best"] if larger_better
@@ -673,9 +717,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   results = {"best_epoch": best_meta["best_epoch"], "best_step": best_meta["step"],
              "main_metric": main_key}
   for split in ("val", "test"):
-    m, _ = evaluate(p_eval_step, best_state, eval_iter(split), config, mesh, desc=f"{split} best")
+    m, preds = evaluate(p_eval_step, best_state, eval_iter(split), config, mesh,
+                        desc=f"{split} best", source=sources[split])
     results[split] = m
     writer.write(step, f"{split}_best", m)
+    if split == "test" and is_main:  # dataset-specific pictures of the best model (DatasetSpec)
+      _dataset_pictures(config, workdir, split, preds, sources[split], writer, step)
   if is_main:
     with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
       json.dump(results, f, indent=1)
@@ -713,7 +760,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[st
   results = {"best_epoch": meta["best_epoch"], "best_step": meta["step"], "main_metric": s.main_key}
   for split in ("val", "test"):
     results[split], _ = evaluate(s.p_eval_step, state, s.eval_iter(split), config, s.mesh,
-                                 desc=split)
+                                 desc=split, source=s.sources[split])
   ckpt.close()
   if jax.process_index() == 0:
     with open(os.path.join(s.workdir, "eval_metrics.json"), "w") as f:

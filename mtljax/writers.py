@@ -50,6 +50,12 @@ class MetricWriter:
         self._tb.add_scalar(f"{split}/{k}", record[k], global_step=int(step))
     self._tb.flush()
 
+  def image(self, step: int, tag: str, image) -> None:
+    """One picture (`[H, W, 3]` uint8 or float in [0, 1]) as a TensorBoard image."""
+    if self.enabled:
+      self._tb.add_image(tag, image, global_step=int(step), dataformats="HWC")
+      self._tb.flush()
+
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()

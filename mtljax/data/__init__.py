@@ -20,6 +20,9 @@ class DatasetSpec:
     source: str  # "module:Class", called as Class(root, split, **kwargs)
     synthetic: str  # "module:function", called as function(root, **kwargs) -> Path
     splits: tuple[str, ...]
+    # Optional "module:function" drawing a split's predictions at the end of training, called as
+    # function(preds, source, out_dir) -> [(tag, image [H, W, 3])] (written as PNGs in out_dir).
+    pictures: str = ""
 
     @staticmethod
     def _load(ref: str) -> Any:
@@ -33,6 +36,10 @@ class DatasetSpec:
     @property
     def write_synthetic(self) -> Callable[..., Any]:
         return self._load(self.synthetic)
+
+    @property
+    def pictures_fn(self) -> Callable[..., Any] | None:
+        return self._load(self.pictures) if self.pictures else None
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -53,6 +60,13 @@ DATASETS: dict[str, DatasetSpec] = {
         source="mtljax.data.isic:ISIC2018Source",
         synthetic="mtljax.data.synthetic_attributes:write_synthetic_isic",
         splits=("train", "val", "test"),
+    ),
+    "cropyield": DatasetSpec(
+        name="cropyield",
+        source="mtljax.data.cropyield:CropYieldSource",
+        synthetic="mtljax.data.cropyield:write_synthetic_cropyield",
+        splits=("train", "val", "test"),
+        pictures="mtljax.data.cropyield_maps:yield_maps",
     ),
 }
 

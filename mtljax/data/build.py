@@ -54,10 +54,23 @@ def _isic_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
               image_size=config.data.image_size)
 
 
+def _cropyield_source_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  d = config.data
+  return dict(s2_max_steps=d.s2_max_steps, weather_max_steps=d.weather_max_steps,
+              day_reference=d.day_reference, crops=tuple(d.crops), fractions=tuple(d.fractions),
+              split_seed=d.split_seed)
+
+
+def _cropyield_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  s = config.data.synthetic
+  return dict(num_fields=s.num_fields, years=tuple(s.years), num_farms=s.num_farms, seed=s.seed)
+
+
 _ADAPTERS: dict[str, tuple[Callable, Callable]] = {
     "treesat": (_treesat_source_kwargs, _treesat_synthetic_kwargs),
     "cub": (_attribute_source_kwargs, _cub_synthetic_kwargs),
     "isic2018": (_attribute_source_kwargs, _isic_synthetic_kwargs),
+    "cropyield": (_cropyield_source_kwargs, _cropyield_synthetic_kwargs),
 }
 
 

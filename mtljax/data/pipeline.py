@@ -6,6 +6,10 @@ contract::
     {"inputs": {name: array}, "targets": {task: array}, "mask": {task: float32},
      "meta": {"index": int32 []}}
 
+An input may also be a padded time series, a dict ``{"values": [T, F], "days": [T], "mask": [T]}``
+(mask 1 = real step): its statistics cover the real steps only, ``values`` is standardised per
+feature with padding set to 0, and ``days``/``mask`` pass through as int32.
+
 Batches are nested dicts of numpy arrays with a leading batch axis ``B``::
 
     {"inputs": {name: float32 [B, ...]}, "targets": {task: [B, ...]}, "mask": {task: float32 [B, ...]},
@@ -80,7 +84,10 @@ def _moments(example: Example, input_names: tuple[str, ...]) -> dict[str, tuple[
     """Per-channel (count, mean, M2) of each input of one example, NaN ignored (float64 [C] each)."""
     out = {}
     for name in input_names:
-        x = np.asarray(example["inputs"][name])
+        x = example["inputs"][name]
+        if isinstance(x, Mapping):  # time series {"values", "days", "mask"}: real steps only
+            x = np.asarray(x["values"])[np.asarray(x["mask"]) > 0]
+        x = np.asarray(x)
         x = x.reshape(-1, x.shape[-1]) if x.ndim else x.reshape(1, 1)
         if x.dtype.kind == "f" and np.isnan(x).any():  # slow path, float64 throughout
             x = x.astype(np.float64)
@@ -219,6 +226,9 @@ def normalize(example: Example, stats: Stats, input_names: Sequence[str] | None 
     names = list(example["inputs"]) if input_names is None else list(input_names)
     inputs = {}
     for k in names:
+        if isinstance(example["inputs"][k], Mapping):
+            inputs[k] = _normalize_series(example["inputs"][k], arrays.get(k))
+            continue
         x = np.asarray(example["inputs"][k], np.float32)
         if k in arrays:
             mean, std = arrays[k]
@@ -229,6 +239,19 @@ def normalize(example: Example, stats: Stats, input_names: Sequence[str] | None 
             x = np.where(bad, np.float32(0.0), x)
         inputs[k] = x
     return {**example, "inputs": inputs}
+
+
+def _normalize_series(series: Mapping[str, Any], stats: tuple[np.ndarray, np.ndarray] | None) -> dict[str, np.ndarray]:
+    """A padded time series ``{"values": [T, F], "days": [T], "mask": [T]}`` (mask 1 = real step):
+    ``values`` standardised per feature (statistics over real steps, see ``compute_stats``), with
+    NaN and padded steps set to 0.0; ``days`` and ``mask`` stay int32 (attribution methods hold
+    integer leaves fixed)."""
+    mask = np.asarray(series["mask"]).astype(np.int32)
+    x = np.asarray(series["values"], np.float32)
+    if stats is not None:
+        x = (x - stats[0]) / stats[1]
+    x = np.where(np.isfinite(x) & (mask[:, None] > 0), x, np.float32(0.0)).astype(np.float32)
+    return {"values": x, "days": np.asarray(series["days"]).astype(np.int32), "mask": mask}
 
 
 def _is_image(x: np.ndarray) -> bool:
@@ -258,6 +281,8 @@ def augment(example: Example, rng: np.random.Generator, *, flip: bool = True, ro
     inputs = dict(example["inputs"])
     sides = set()
     for name, x in inputs.items():
+        if isinstance(x, Mapping):  # time series: nothing to rotate
+            continue
         x = np.asarray(x)
         if _is_image(x):
             inputs[name] = _geometric(x, k, f)

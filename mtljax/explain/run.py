@@ -279,6 +279,9 @@ def _table(results: Mapping[str, Any]) -> str:
 
 def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Explain the ensemble of a trained workdir (see the module docstring)."""
+  if config.explain.get("kind") == "time_series":  # CropYield: importance over steps/features
+    from mtljax.explain import timeseries
+    return timeseries.explain_workdir(config, workdir)
   s = train.setup(config, workdir, write_config=False)
   ex = config.explain
   state, meta = _restore(config, s, workdir)

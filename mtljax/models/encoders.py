@@ -109,8 +109,62 @@ class Embedding(nn.Module):
     return nn.Embed(self.num_embeddings, self.features, name="embed")(x)
 
 
+def date_encoding(days, features: int, max_period: float = 10000.0):
+  """Sinusoidal encoding of each step's *date* (Vaswani et al. 2017 with the day value as the
+  position): `days [..., T]` (days since seeding or to harvest; any real numbers, irregular
+  steps) → `[..., T, features]`, sin on the first half of the channels, cos on the second."""
+  half = features // 2
+  freqs = jnp.exp(-jnp.log(max_period) * jnp.arange(half, dtype=jnp.float32) / max(half, 1))
+  angles = jnp.asarray(days, jnp.float32)[..., None] * freqs
+  enc = jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+  if features % 2:
+    enc = jnp.pad(enc, [(0, 0)] * (enc.ndim - 1) + [(0, 1)])
+  return enc
+
+
+class TimeSeriesTransformer(nn.Module):
+  """Transformer encoder of a padded, irregular time series (CropYield, Appendix B.1).
+
+  Input `{"values": [B, T, F], "days": [B, T], "mask": [B, T]}` (mask 1 = real step). Each step
+  is projected to `d_model` and gets the sinusoidal encoding of its day value (the paper uses
+  the days to harvest), then `num_layers` pre-norm blocks of masked self-attention (padded steps
+  are never attended to) and an MLP; the output is the mean over the real steps `[B, d_model]`.
+  Padded steps do not change the output: their values are zeroed, no real step attends to them
+  and the pooling skips them. Paper: 1 head, 4 layers, 32 features.
+  """
+
+  d_model: int = 32
+  num_heads: int = 1
+  num_layers: int = 4
+  mlp_dim: int = 64
+  dropout: float = 0.1
+  max_period: float = 10000.0
+
+  @nn.compact
+  def __call__(self, x, *, train: bool):
+    mask = jnp.asarray(x["mask"]) > 0  # [B, T]
+    values = jnp.where(mask[..., None], jnp.asarray(x["values"], jnp.float32), 0.0)
+    h = nn.Dense(self.d_model, name="embed")(values)
+    h = h + date_encoding(x["days"], self.d_model, self.max_period)
+    attn_mask = nn.make_attention_mask(mask, mask)  # [B, 1, T, T]
+    for i in range(self.num_layers):
+      y = nn.LayerNorm(name=f"block{i + 1}_ln1")(h)
+      y = nn.MultiHeadDotProductAttention(
+          num_heads=self.num_heads, qkv_features=self.d_model, dropout_rate=self.dropout,
+          deterministic=not train, name=f"block{i + 1}_attn")(y, y, mask=attn_mask)
+      h = h + nn.Dropout(self.dropout, deterministic=not train)(y)
+      y = nn.LayerNorm(name=f"block{i + 1}_ln2")(h)
+      y = activations.relu(nn.Dense(self.mlp_dim, name=f"block{i + 1}_mlp1")(y))
+      y = nn.Dense(self.d_model, name=f"block{i + 1}_mlp2")(y)
+      h = h + nn.Dropout(self.dropout, deterministic=not train)(y)
+    h = nn.LayerNorm(name="ln_out")(h)
+    w = mask.astype(h.dtype)[..., None]
+    return jnp.sum(h * w, axis=1) / jnp.maximum(jnp.sum(w, axis=1), 1.0)
+
+
 ENCODERS: dict[str, type[nn.Module]] = {
     "resnet": ResNet,
     "mlp": MLPEncoder,
     "embedding": Embedding,
+    "transformer": TimeSeriesTransformer,  # CropYield time series (issue 5)
 }

@@ -54,7 +54,7 @@ def task_out_dim(task_cfg: ml_collections.ConfigDict) -> int:
   if task_cfg.kind in ("classification", "multilabel"):
     return int(task_cfg.num_classes)
   if task_cfg.kind in _REGRESSION_KINDS:
-    return 1
+    return int(task_cfg.get("num_outputs", 1))  # > 1: a vector target, e.g. CropYield's 5 DEM features
   raise ValueError(f"unknown task kind {task_cfg.kind!r}")
 
 
@@ -66,7 +66,7 @@ def build_model(config: ml_collections.ConfigDict) -> MultitaskModel:
   heads = {}
   for name, tcfg in config.tasks.items():
     kwargs = _kwargs(tcfg.get("head_kwargs"))
-    if tcfg.kind in _REGRESSION_KINDS:
+    if tcfg.kind in _REGRESSION_KINDS and task_out_dim(tcfg) == 1:
       kwargs["squeeze"] = True
     heads[name] = HEADS[tcfg.head](out_dim=task_out_dim(tcfg), **kwargs)
   fusion = FUSIONS[config.model.fusion]()
