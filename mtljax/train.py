@@ -11,6 +11,7 @@ applied where the step is called.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -633,7 +634,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   window = meta.pop("log_window", None) or {"sums": {}, "count": 0}
 
   def meta_now(step):
-    return {**meta, "step": int(step), "log_window": window}
+    # A deep copy: orbax writes the JSON asynchronously while the loop keeps adding to `window`.
+    return copy.deepcopy({**meta, "step": int(step), "log_window": window})
 
   step = int(meta["step"])
   last_good_step = step

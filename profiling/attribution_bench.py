@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import resource
 import sys
 import time
 
@@ -100,7 +101,6 @@ def to_nhwc_map(t):
 
 
 def bench_model(name, a, rows, payload):
-  import torch
   size = a.size if name != "mlp" else 0
   batch = a.mlp_batch if name == "mlp" else a.batch
   model, stacked = common.init_ensemble(name, size, a.members)
@@ -108,25 +108,30 @@ def bench_model(name, a, rows, payload):
   x_np = rng.normal(size=(batch, *common.input_shape(name, size))).astype(np.float32)
   targets_np = (np.arange(batch) % common.NUM_CLASSES[name]).astype(np.int32)
   x, targets = jnp.asarray(x_np), jnp.asarray(targets_np)
-  torch_models = [common.torch_model(name, common.member(stacked, i)) for i in range(a.members)]
-  for p in (p for m in torch_models for p in m.parameters()):
-    p.requires_grad_(False)
+  torch_models = []
+  if not a.skip_captum:
+    torch_models = [common.torch_model(name, common.member(stacked, i)) for i in range(a.members)]
+    for p in (p for m in torch_models for p in m.parameters()):
+      p.requires_grad_(False)
   for method in a.methods:
     if method == "gradcam" and name == "mlp":
       continue
     fn = jax_attribute_fn(model, name, method, targets, a)
-    fns = {"captum": captum_fn(torch_models, name, method, x_np, targets_np, a)}
+    fns = {} if a.skip_captum else {
+        "captum": captum_fn(torch_models, name, method, x_np, targets_np, a)}
     for s in a.strategies:
       fns[s] = functools.partial(
           lambda s: ens_lib.ensemble_attribute(fn, stacked, x, strategy=s,
                                                member_chunk=a.member_chunk)[1], s)
-    block = lambda r: r if isinstance(r, torch.Tensor) else jax.block_until_ready(r)
+    block = lambda r: jax.block_until_ready(r) if isinstance(r, jax.Array) else r
     print(f"\n{name} {method}: E={a.members}, batch {batch}, input {x_np.shape[1:]} ...",
           flush=True)
     times = common.time_side_by_side(fns, a.repeats, block=block)
-    ref = to_nhwc_map(fns["captum"]())
-    ours = np.asarray(fns[a.strategies[0]]())
-    err = float(np.max(np.abs(ours - ref)) / max(float(np.max(np.abs(ref))), 1e-12))
+    err = None
+    if "captum" in fns:
+      ref = to_nhwc_map(fns["captum"]())
+      ours = np.asarray(fns[a.strategies[0]]())
+      err = float(np.max(np.abs(ours - ref)) / max(float(np.max(np.abs(ref))), 1e-12))
     work = a.members * batch
     row = {"model": name, "method": method, "members": a.members, "batch": batch,
            "input": "x".join(map(str, x_np.shape[1:])), "max_rel_diff_vs_captum": err,
@@ -135,15 +140,19 @@ def bench_model(name, a, rows, payload):
       row[f"{k}_s"] = t["median_s"]
       row[f"{k}_per_s"] = work / t["median_s"]
       row[f"{k}_first_call_s"] = t["first_call_s"]
+    row["peak_rss_gib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     for s in a.strategies:
-      row[f"{s}_vs_captum"] = times["captum"]["median_s"] / times[s]["median_s"]
+      if "captum" in times:
+        row[f"{s}_vs_captum"] = times["captum"]["median_s"] / times[s]["median_s"]
       if "loop" in times:
         row[f"{s}_vs_loop"] = times["loop"]["median_s"] / times[s]["median_s"]
     rows.append(row)
     payload["rows"] = rows
-    print(f"  captum {times['captum']['median_s']:.3f} s | " + " | ".join(
-        f"{s} {times[s]['median_s']:.3f} s ({row[f'{s}_vs_captum']:.2f}x captum)"
-        for s in a.strategies) + f" | max rel diff {err:.1e}", flush=True)
+    print("  " + " | ".join(f"{k} {t['median_s']:.3f} s" for k, t in times.items())
+          + "".join(f" | {s} {row[f'{s}_vs_captum']:.2f}x captum" for s in a.strategies
+                    if f"{s}_vs_captum" in row)
+          + (f" | max rel diff {err:.1e}" if err is not None else "")
+          + f" | peak RSS {row['peak_rss_gib']:.2f} GiB", flush=True)
 
 
 def main():
@@ -163,10 +172,12 @@ def main():
   ap.add_argument("--sg-stdev", type=float, default=0.15)
   ap.add_argument("--repeats", type=int, default=3)
   ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+  ap.add_argument("--skip-captum", action="store_true",
+                  help="JAX only (e.g. to read the peak memory of the JAX side alone)")
   ap.add_argument("--out", default="profiling/results/attribution_bench.json")
   a = ap.parse_args()
-  import torch
-  if a.threads:
+  if a.threads and not a.skip_captum:
+    import torch
     torch.set_num_threads(a.threads)
   payload = {"device": common.device_description(), "args": vars(a), "rows": []}
   print(payload["device"], flush=True)
@@ -175,13 +186,16 @@ def main():
   for name in a.models:
     bench_model(name, a, rows, payload)
     common.write_json(a.out, payload)
-  cols = [("model", "model"), ("method", "method"), ("input", "input"),
-          ("captum_per_s", "Captum /s")]
+  cols = [("model", "model"), ("method", "method"), ("input", "input")]
+  if not a.skip_captum:
+    cols.append(("captum_per_s", "Captum /s"))
   cols += [(f"{s}_per_s", f"{s} /s") for s in a.strategies]
-  cols += [(f"{s}_vs_captum", f"{s} ÷ Captum") for s in a.strategies if s in ("auto", "vmap")]
+  if not a.skip_captum:
+    cols += [(f"{s}_vs_captum", f"{s} ÷ Captum") for s in a.strategies if s in ("auto", "vmap")]
   if "loop" in a.strategies:
     cols += [(f"{s}_vs_loop", f"{s} ÷ loop") for s in a.strategies if s != "loop"]
-  cols += [("auto_picks", "auto picks"), ("max_rel_diff_vs_captum", "rel. diff")]
+  cols += [("auto_picks", "auto picks"), ("max_rel_diff_vs_captum", "rel. diff"),
+           ("peak_rss_gib", "peak RSS GiB")]
   print(f"\nthroughput in explained example·members per second; {payload['device']['device']} "
         f"({payload['device']['backend']}), total {time.perf_counter() - t0:.0f} s")
   payload["table"] = common.print_table(rows, cols)

@@ -255,8 +255,8 @@ def time_side_by_side(fns: dict[str, Callable[[], Any]], repeats: int = 3,
       t0 = time.perf_counter()
       block(fn())
       out[name]["runs_s"].append(time.perf_counter() - t0)
-  for r in out.values():
-    r["median_s"] = statistics.median(r["runs_s"])
+  for r in out.values():  # repeats=0: the first call (compilation included) is all there is
+    r["median_s"] = statistics.median(r["runs_s"] or [r["first_call_s"]])
   return out
 
 
