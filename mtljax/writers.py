@@ -50,6 +50,12 @@ class MetricWriter:
         self._tb.add_scalar(f"{split}/{k}", record[k], global_step=int(step))
     self._tb.flush()
 
+  def add_image(self, tag: str, image, step: int) -> None:
+    """A `[H, W, 3]` uint8 image as a TensorBoard image (e.g. prediction pictures)."""
+    if self.enabled:
+      self._tb.add_image(tag, image, global_step=int(step), dataformats="HWC")
+      self._tb.flush()
+
   def close(self) -> None:
     if self._tb is not None:
       self._tb.close()

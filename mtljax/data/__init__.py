@@ -54,6 +54,12 @@ DATASETS: dict[str, DatasetSpec] = {
         synthetic="mtljax.data.synthetic_attributes:write_synthetic_isic",
         splits=("train", "val", "test"),
     ),
+    "benge": DatasetSpec(
+        name="benge",
+        source="mtljax.data.benge:BenGeSource",
+        synthetic="mtljax.data.synthetic_benge:write_synthetic_benge",
+        splits=("train", "val", "test"),
+    ),
 }
 
 

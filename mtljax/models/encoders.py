@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mtljax.models import activations
+from mtljax.models.spatial import UNet
 
 ModuleDef = Callable[..., nn.Module]
 
@@ -113,4 +114,5 @@ ENCODERS: dict[str, type[nn.Module]] = {
     "resnet": ResNet,
     "mlp": MLPEncoder,
     "embedding": Embedding,
+    "unet": UNet,  # returns a feature map [B, H, W, C] (segmentation; models/spatial.py)
 }
