@@ -233,3 +233,23 @@ def test_tiny_config_learns_above_majority_baseline(root, tmp_path):
   assert test["elevation/mae"] == pytest.approx(np.abs(e[em] - best["pred/elevation"][em]).mean(),
                                                 rel=1e-4)
   assert len(glob.glob(str(tmp_path / "pictures" / "test_dense_*.png"))) == 4
+
+
+def test_explain_targets_and_annotations_for_segmentation(root):
+  from mtljax.explain.run import explained_targets
+  import ml_collections
+  y = np.zeros((3, 4, 4), np.int32)
+  y[0, :3] = 5  # 12 pixels of class 5, 4 of class 0
+  y[1, :, :1] = 2
+  y[1, :, 1:] = 7
+  m = np.ones((3, 4, 4), np.float32)
+  m[0, :3] = 0  # class 5 unlabelled: class 0 is the most frequent labelled one
+  m[2] = 0  # no labelled pixel: not explained
+  cfg = ml_collections.ConfigDict({"kind": "segmentation", "num_classes": 11})
+  np.testing.assert_array_equal(explained_targets(cfg, y, m, -1), [[0, 0], [1, 7]])
+  np.testing.assert_array_equal(explained_targets(cfg, y, m, 3), [[0, 3], [1, 3]])
+  src = benge.BenGeSource(root, "test", image_size=12)
+  ann = src.explain_annotations(0)
+  cls, ok = src.read_lulc(0)
+  for k in np.unique(cls[ok > 0]):
+    np.testing.assert_array_equal(ann["masks"][benge.LULC_NAMES[k]], (cls == k) & (ok > 0))

@@ -297,6 +297,18 @@ class BenGeSource:
         ex_t, ex_m = self._scalar_targets(i)
         return ex_t[task], ex_m[task]
 
+    def explain_annotations(self, index: int) -> dict[str, dict[str, np.ndarray]]:
+        """Each land cover class's pixels (bool ``[S, S]``) and centroid, by class name: the regions
+        an attribution of that class's score is compared with (``--mode=explain``)."""
+        cls, ok = self.read_lulc(int(index))
+        yy, xx = np.mgrid[0:self.image_size, 0:self.image_size]
+        masks, keypoints = {}, {}
+        for k in np.unique(cls[ok > 0]):
+            m = (cls == k) & (ok > 0)
+            masks[LULC_NAMES[k]] = m
+            keypoints[LULC_NAMES[k]] = np.array([yy[m].mean(), xx[m].mean()], np.float32)
+        return {"masks": masks, "keypoints": keypoints}
+
     # ------------------------------------------------------------------------------------ contract
     @property
     def input_fields(self) -> dict[str, dict[str, Any]]:

@@ -224,6 +224,8 @@ def _display_images(x: np.ndarray, stats: Mapping[str, Any]) -> np.ndarray:
   mean = np.asarray(stats["mean"], np.float32)
   std = np.asarray(stats["std"], np.float32)
   raw = (x * std + mean)[..., :3]
+  if raw.shape[-1] == 2:  # e.g. Sentinel-1 VV/VH: show the first band (grey)
+    raw = raw[..., :1]
   lo = raw.min(axis=(1, 2, 3), keepdims=True)
   hi = raw.max(axis=(1, 2, 3), keepdims=True)
   return (raw - lo) / np.maximum(hi - lo, 1e-6)
