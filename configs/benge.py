@@ -168,7 +168,7 @@ def get_config(arg=None):
                        "head_kwargs": {"conv_features": 16, "hidden": (16,), "dropout": 0.2}}
 
   # ---------------------------------------------------------------- training
-  c.train = configlib.train_config(batch_size=8, num_epochs=3 if tiny else 6,
+  c.train = configlib.train_config(batch_size=8, num_epochs=3 if tiny else 10,
                                    learning_rate=3e-3, log_every_steps=10,
                                    checkpoint_every_steps=50)
 

@@ -49,10 +49,7 @@ def _figure(rows, title):
       mae = float(np.abs(err).mean()) if err.count() else float("nan")
       axes[r, 2].set_title(f"{task}: error (MAE {mae:.3g})")
     axes[r, 0].set_title(f"{task}: ground truth")
-    if kind == "segmentation":
-      axes[r, 1].set_title(f"{task}: prediction")
-    else:
-      axes[r, 1].set_title(f"{task}: prediction")
+    axes[r, 1].set_title(f"{task}: prediction")
     for a in axes[r]:
       a.set_xticks([])
       a.set_yticks([])

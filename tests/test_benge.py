@@ -208,6 +208,7 @@ def test_augmentation_moves_dense_targets_with_images():
 
 
 # ------------------------------------------------------------------------------------ training
+@pytest.mark.slow
 def test_tiny_config_learns_above_majority_baseline(root, tmp_path):
   c = benge_config.get_config("tiny,exp=9")  # LULC + elevation (segmentation + dense regression)
   c.data.root = str(root)
