@@ -22,8 +22,9 @@ from mtljax.models.heads import HEADS
 _SCHEDULES = ("warmup_cosine", "constant", "plateau")
 ENSEMBLE_STRATEGIES = ("seeds", "bagging", "leave_one_bucket_out")
 _OPTIMIZERS = ("adamw", "adam", "sgd")
-_TASK_KEYS = {"kind", "num_classes", "weight", "head", "head_kwargs",
-              "num_outputs"}  # num_outputs: width of a vector regression target (default 1)
+# num_outputs: width of a regression target (default 1); normalize: False keeps a regression
+# target in its own units for the loss (e.g. a sigmoid head's [0, 1] target).
+_TASK_KEYS = {"kind", "num_classes", "weight", "head", "head_kwargs", "num_outputs", "normalize"}
 _INPUT_KEYS = {"encoder", "encoder_kwargs"}
 
 
@@ -140,7 +141,7 @@ def validate(config: ml_collections.ConfigDict, input_fields: Mapping[str, dict]
     else:
       if field["kind"] != kind:
         problems.append(f"{key}.kind={kind!r} but the dataset's {name!r} is {field['kind']!r}")
-      if kind in ("classification", "multilabel") and t.get("num_classes") != field.get(
+      if kind in ("classification", "multilabel", "segmentation") and t.get("num_classes") != field.get(
           "num_classes"):
         problems.append(f"{key}.num_classes={t.get('num_classes')!r} but the dataset's {name!r} "
                         f"has {field.get('num_classes')} classes")

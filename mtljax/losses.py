@@ -42,10 +42,25 @@ def regression_loss(pred, target, mask):
   return _masked_mean(per_example, mask)
 
 
+def segmentation_loss(logits, labels, mask):
+  """Per-pixel softmax cross entropy; `logits [B, H, W, K]`, integer `labels [B, H, W]`, `mask
+  [B, H, W]` (0 = no-data pixel or padding). The mean over every labelled pixel of the batch."""
+  labels = jnp.where(mask > 0, labels, 0).astype(jnp.int32)
+  per_pixel = optax.losses.softmax_cross_entropy_with_integer_labels(logits, labels)
+  return _masked_mean(per_pixel, mask)
+
+
+def dense_regression_loss(pred, target, mask):
+  """Per-pixel squared error; `pred`/`target`/`mask` `[B, H, W]`; mean over labelled pixels."""
+  return _masked_mean(jnp.square(pred - jnp.where(mask > 0, target, 0.0)), mask)
+
+
 LOSSES = {
     "classification": classification_loss,
     "multilabel": multilabel_loss,
     "regression": regression_loss,
+    "segmentation": segmentation_loss,
+    "dense_regression": dense_regression_loss,
 }
 
 

@@ -66,12 +66,13 @@ def multilabel_metrics(y_true, probs, mask=None, threshold: float = 0.5) -> dict
 def regression_metrics(y_true, y_pred, mask=None) -> dict[str, float]:
   """MAE, RMSE and the coefficient of determination R² (1 − SS_res / SS_tot)."""
   y_true = np.asarray(y_true, np.float64)
-  y_pred = np.asarray(y_pred, np.float64).ravel()
-  if mask is not None:  # a per-example mask [N] also covers a vector target [N, D]
+  y_pred = np.asarray(y_pred, np.float64).reshape(y_true.shape)
+  if mask is not None:
+    # A per-example mask [N] covers every output of a target [N, D] (e.g. BEN-GE weather).
     mask = np.asarray(mask)
     keep = np.broadcast_to(mask.reshape(mask.shape + (1,) * (y_true.ndim - mask.ndim)),
                            y_true.shape).ravel() > 0
-  y_true = y_true.ravel()
+  y_true, y_pred = y_true.ravel(), y_pred.ravel()
   if mask is not None:
     y_true, y_pred = y_true[keep], y_pred[keep]
   if y_true.size == 0:
@@ -83,11 +84,32 @@ def regression_metrics(y_true, y_pred, mask=None) -> dict[str, float]:
           "r2": float(r2), "count": int(y_true.size)}
 
 
+def segmentation_metrics(y_true, y_pred, num_classes: int, mask=None) -> dict[str, float]:
+  """Per-pixel multiclass labels `[N, H, W]` (predicted: argmax labels), no-data pixels masked.
+
+  Pixel accuracy, mean IoU over the classes that occur in the truth or the prediction (as
+  scikit-learn's `jaccard_score(average="macro")`), and each class's IoU as `iou/<k>` (NaN for a
+  class that occurs in neither).
+  """
+  cm = confusion_matrix(y_true, y_pred, num_classes, mask)
+  tp = np.diag(cm).astype(np.float64)
+  union = cm.sum(0) + cm.sum(1) - tp
+  present = union > 0
+  iou = np.where(present, tp / np.maximum(union, 1), np.nan)
+  n = cm.sum()
+  out = {"pixel_accuracy": float(tp.sum() / n) if n else 0.0,
+         "miou": float(iou[present].mean()) if present.any() else 0.0, "count": int(n)}
+  out.update({f"iou/{k}": float(iou[k]) for k in range(num_classes)})
+  return out
+
+
 # The metric each task kind is selected on, and whether larger is better.
 MAIN_METRIC = {
     "classification": ("f1_micro", True),
     "multilabel": ("f1_micro", True),
     "regression": ("mae", False),
+    "segmentation": ("miou", True),
+    "dense_regression": ("mae", False),
 }
 
 
@@ -96,6 +118,8 @@ def task_metrics(kind: str, target, prediction, mask, num_classes: int | None = 
     return classification_metrics(target, prediction, num_classes, mask)
   if kind == "multilabel":
     return multilabel_metrics(target, prediction, mask)
-  if kind == "regression":
+  if kind in ("regression", "dense_regression"):  # dense: every labelled pixel counts once
     return regression_metrics(target, prediction, mask)
+  if kind == "segmentation":  # `prediction`: argmax labels [N, H, W]
+    return segmentation_metrics(target, prediction, num_classes, mask)
   raise ValueError(f"unknown task kind {kind!r}")

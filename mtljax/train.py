@@ -29,7 +29,7 @@ from jax.experimental import multihost_utils
 from tqdm import tqdm
 
 from mtljax import configlib, losses as losses_lib, metrics as metrics_lib
-from mtljax import parallel
+from mtljax import dense_pictures, parallel
 from mtljax.checkpoint import Checkpointer
 from mtljax.data import build as data_build, pipeline
 from mtljax.models.multitask import build_model
@@ -142,20 +142,17 @@ def member_sample_weights(config: ml_collections.ConfigDict, num_train: int) -> 
 def _target_transform(target_stats):
   """Regression targets are standardised for the loss; returns (to_model, from_model) maps."""
 
-  # Statistics are scalars, or per-column lists for a vector target.
-  target_stats = {t: (np.asarray(m, np.float32), np.asarray(s, np.float32))
-                  for t, (m, s) in target_stats.items()}
-
+  # mean/std may be per-output lists (a regression target [D]); jnp.asarray broadcasts either.
   def to_model(targets):
     out = dict(targets)
     for t, (mean, std) in target_stats.items():
-      out[t] = (targets[t] - mean) / std
+      out[t] = (targets[t] - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
     return out
 
   def from_model(outputs):
     out = dict(outputs)
     for t, (mean, std) in target_stats.items():
-      out[t] = outputs[t] * std + mean
+      out[t] = outputs[t] * jnp.asarray(std, jnp.float32) + jnp.asarray(mean, jnp.float32)
     return out
 
   return to_model, from_model
@@ -171,7 +168,9 @@ def make_loss_fn(model, config: ml_collections.ConfigDict,
 
   def loss_fn(params, batch_stats, batch, rng):
     valid = batch["valid"]
-    masks = {t: batch["mask"][t] * valid for t in kinds}
+    # `valid` [B] broadcast over a dense (per-pixel) mask [B, H, W].
+    masks = {t: batch["mask"][t] * valid.reshape(valid.shape + (1,) * (batch["mask"][t].ndim - 1))
+             for t in kinds}
     targets = to_model({t: batch["targets"][t] for t in kinds})
     variables = {"params": params, "batch_stats": batch_stats}
     (outputs, _), updates = model.apply(variables, batch["inputs"], train=True,
@@ -246,7 +245,7 @@ def make_eval_step(model, config: ml_collections.ConfigDict,
     outputs = from_model(outputs)
     preds = {}
     for t, kind in kinds.items():
-      if kind == "classification":
+      if kind in ("classification", "segmentation"):
         preds[t] = jax.nn.softmax(outputs[t], axis=-1)
       elif kind == "multilabel":
         preds[t] = jax.nn.sigmoid(outputs[t])
@@ -257,6 +256,11 @@ def make_eval_step(model, config: ml_collections.ConfigDict,
   def eval_step(state, batch):
     members = member_map(member_preds, size, (0, None))(state, batch)  # {task: [E, B, ...]}
     out = {"pred": jax.tree.map(lambda x: jnp.mean(x, axis=0), members)}
+    # Segmentation: only the argmax of the (averaged) probabilities leaves the device.
+    seg = [t for t, kind in kinds.items() if kind == "segmentation"]
+    for t in seg:
+      out["pred"][t] = jnp.argmax(out["pred"][t], axis=-1).astype(jnp.int32)
+      members[t] = jnp.argmax(members[t], axis=-1).astype(jnp.int32)
     if size > 1:
       out["member_pred"] = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), members)
     # The labels travel with the predictions so that one gather assembles the global batch on
@@ -277,6 +281,10 @@ def _task_metrics(config, out, pred_of) -> dict[str, float]:
                                  tcfg.get("num_classes"))
     metrics.update({f"{t}/{k}": v for k, v in m.items()})
   return metrics
+
+
+# Task kinds whose prediction is saved as `pred/<t>` only (values or argmax labels, no `prob/<t>`).
+_PRED_KINDS = ("regression", "dense_regression", "segmentation")
 
 
 def evaluate(eval_fn, state, batches, config: ml_collections.ConfigDict, mesh,
@@ -300,7 +308,7 @@ def evaluate(eval_fn, state, batches, config: ml_collections.ConfigDict, mesh,
     for t in config.tasks:
       chunks.setdefault(f"target/{t}", []).append(out["targets"][t][valid])
       chunks.setdefault(f"mask/{t}", []).append(out["mask"][t][valid])
-      key = "pred" if config.tasks[t].kind == "regression" else "prob"
+      key = "pred" if config.tasks[t].kind in _PRED_KINDS else "prob"
       chunks.setdefault(f"{key}/{t}", []).append(out["pred"][t][valid])
       if size > 1:
         chunks.setdefault(f"member_{key}/{t}", []).append(out["member_pred"][t][valid])
@@ -309,7 +317,7 @@ def evaluate(eval_fn, state, batches, config: ml_collections.ConfigDict, mesh,
   def score(prefix, member=None):
     def pred_of(t):
       kind = config.tasks[t].kind
-      key = f"{prefix}pred/{t}" if kind == "regression" else f"{prefix}prob/{t}"
+      key = f"{prefix}pred/{t}" if kind in _PRED_KINDS else f"{prefix}prob/{t}"
       return out[key] if member is None else out[key][:, member]
     return _task_metrics(config, out, pred_of)
 
@@ -367,15 +375,30 @@ def save_predictions(workdir: str, split: str, epoch: int, preds: Mapping[str, n
 
 
 # ============================================================================ data
-def regression_target_stats(source, config) -> dict[str, tuple[float, float]]:
-  """Mean and std of each regression target over the training split (labels only, no images)."""
-  reg = [t for t, c in config.tasks.items() if c.kind == "regression"]
-  if not reg or not config.train.normalize_regression_targets:
+def regression_target_stats(source, config) -> dict[str, tuple]:
+  """Mean and std of each regression target over the training split (labels only, no images).
+
+  A target `[N, D]` gets per-output lists (e.g. weather in K, %, hPa); a `dense_regression`
+  target one mean/std over the labelled pixels of up to `config.data.stats_examples` training
+  examples (read with `source.read_target(task, i)` when the source has it). A task with
+  `normalize=False` is left in its own units.
+  """
+  if not config.train.normalize_regression_targets:
     return {}
-  labels = source.label_arrays()
+  reg = [t for t, c in config.tasks.items()
+         if c.kind in ("regression", "dense_regression") and c.get("normalize", True)]
   out = {}
+  labels = source.label_arrays() if any(config.tasks[t].kind == "regression" for t in reg) else None
   for t in reg:
-    vals = np.asarray(labels["targets"][t], np.float64)[np.asarray(labels["mask"][t]) > 0]
+    if config.tasks[t].kind == "regression":
+      vals = np.asarray(labels["targets"][t], np.float64)[np.asarray(labels["mask"][t]) > 0]
+    else:
+      n = min(len(source), int(config.data.get("stats_examples", 2048)))
+      rows = np.random.default_rng(int(config.seed)).permutation(len(source))[:n]
+      read = getattr(source, "read_target", None)
+      pairs = [read(t, int(i)) if read else (source[int(i)]["targets"][t], source[int(i)]["mask"][t])
+               for i in rows]
+      vals = np.concatenate([np.asarray(y, np.float64)[np.asarray(m) > 0] for y, m in pairs])
     if vals.size == 0:
       raise ValueError(f"regression task {t!r}: no training example has a label")
     if vals.ndim > 1:  # a vector target [N, D] (CropYield's DEM): per-column statistics
@@ -538,7 +561,10 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, write_config: bool
   stats = _load_or_compute_stats(
       os.path.join(workdir, "normalization.json"),
       lambda: {
-          "inputs": pipeline.compute_stats(train_src, input_names,
+          # Categorical inputs (embedding indices) are not standardised.
+          "inputs": pipeline.compute_stats(train_src, [
+              m for m in input_names
+              if train_src.input_fields.get(m, {}).get("kind") != "categorical"],
                                            max_examples=config.data.stats_examples,
                                            seed=config.seed),
           "targets": {t: list(v) for t, v in regression_target_stats(train_src, config).items()},
@@ -723,7 +749,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                         desc=f"{split} best", source=sources[split])
     results[split] = m
     writer.write(step, f"{split}_best", m)
-    if split == "test" and is_main:  # dataset-specific pictures of the best model (DatasetSpec)
+    if split == "test" and is_main:
+      # Segmentation / dense regression: truth, prediction and error maps; then the dataset's own
+      # pictures of the best model (DatasetSpec.pictures, e.g. CropYield's yield maps).
+      dense_pictures.write_dense_pictures(workdir, preds, config, names=sources[split].names,
+                                          tb_writer=writer, step=step)
       _dataset_pictures(config, workdir, split, preds, sources[split], writer, step)
   if is_main:
     with open(os.path.join(workdir, "final_metrics.json"), "w") as f:

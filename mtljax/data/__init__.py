@@ -68,6 +68,12 @@ DATASETS: dict[str, DatasetSpec] = {
         splits=("train", "val", "test"),
         pictures="mtljax.data.cropyield_maps:yield_maps",
     ),
+    "benge": DatasetSpec(
+        name="benge",
+        source="mtljax.data.benge:BenGeSource",
+        synthetic="mtljax.data.synthetic_benge:write_synthetic_benge",
+        splits=("train", "val", "test"),
+    ),
 }
 
 

@@ -66,11 +66,27 @@ def _cropyield_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, 
   return dict(num_fields=s.num_fields, years=tuple(s.years), num_farms=s.num_farms, seed=s.seed)
 
 
+def _benge_source_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  d = config.data
+  return dict(prefix=d.prefix, image_size=d.image_size, weather_time=d.weather_time,
+              climate_zones=tuple(d.climate_zones), split_fallback=d.split_fallback,
+              split_seed=d.split_seed, stack_elevation=d.stack_elevation,
+              # Only the rasters the run uses are opened.
+              modalities=tuple(m for m in ("s1", "s2", "elevation") if m in config.inputs),
+              dense_targets=tuple(t for t in ("lulc", "elevation") if t in config.tasks))
+
+
+def _benge_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  s = config.data.synthetic
+  return dict(num_patches=s.num_patches, seed=s.seed, size=s.size, prefix=config.data.prefix)
+
+
 _ADAPTERS: dict[str, tuple[Callable, Callable]] = {
     "treesat": (_treesat_source_kwargs, _treesat_synthetic_kwargs),
     "cub": (_attribute_source_kwargs, _cub_synthetic_kwargs),
     "isic2018": (_attribute_source_kwargs, _isic_synthetic_kwargs),
     "cropyield": (_cropyield_source_kwargs, _cropyield_synthetic_kwargs),
+    "benge": (_benge_source_kwargs, _benge_synthetic_kwargs),
 }
 
 

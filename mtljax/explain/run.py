@@ -46,7 +46,9 @@ def explained_targets(task_cfg, targets: np.ndarray, mask: np.ndarray, target: i
   """Pairs `(example, target index)` to explain.
 
   `target = -1`: every present label of a multilabel task, the true class of a classification
-  task, output 0 of a regression; otherwise that index for every example with a label.
+  task, the most frequent labelled class of a segmentation example (its score: the class logit
+  summed over the image, explain/targets.py), output 0 of a regression; otherwise that index for
+  every example with a label.
   """
   kind, n = task_cfg.kind, int(task_cfg.get("num_classes") or 1)
   if target != -1 and not 0 <= target < n:
@@ -54,10 +56,12 @@ def explained_targets(task_cfg, targets: np.ndarray, mask: np.ndarray, target: i
                        f"{kind} with {n} outputs: use 0..{n - 1}, or -1 for the true labels")
   pairs = []
   for i in range(len(targets)):
-    if mask[i] <= 0:
+    if np.max(mask[i]) <= 0:  # a dense (per-pixel) mask: some pixel labelled
       continue
     if target != -1:
       pairs.append((i, target))
+    elif kind == "segmentation":  # the example's most frequent labelled class (whole image)
+      pairs.append((i, int(np.bincount(np.asarray(targets[i])[np.asarray(mask[i]) > 0]).argmax())))
     elif kind == "multilabel":
       pairs += [(i, int(a)) for a in np.flatnonzero(targets[i] > 0.5)]
     elif kind == "classification":
@@ -220,6 +224,8 @@ def _display_images(x: np.ndarray, stats: Mapping[str, Any]) -> np.ndarray:
   mean = np.asarray(stats["mean"], np.float32)
   std = np.asarray(stats["std"], np.float32)
   raw = (x * std + mean)[..., :3]
+  if raw.shape[-1] == 2:  # e.g. Sentinel-1 VV/VH: show the first band (grey)
+    raw = raw[..., :1]
   lo = raw.min(axis=(1, 2, 3), keepdims=True)
   hi = raw.max(axis=(1, 2, 3), keepdims=True)
   return (raw - lo) / np.maximum(hi - lo, 1e-6)

@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mtljax.models import activations
+from mtljax.models.spatial import UNet
 
 ModuleDef = Callable[..., nn.Module]
 
@@ -167,4 +168,5 @@ ENCODERS: dict[str, type[nn.Module]] = {
     "mlp": MLPEncoder,
     "embedding": Embedding,
     "transformer": TimeSeriesTransformer,  # CropYield time series (issue 5)
+    "unet": UNet,  # returns a feature map [B, H, W, C] (segmentation; models/spatial.py)
 }

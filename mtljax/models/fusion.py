@@ -10,6 +10,8 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mtljax.models.spatial import SpatialFusion
+
 
 class ConcatFusion(nn.Module):
   """Concatenate feature vectors `{m: [B, D_m]}` → `[B, Σ D_m]`."""
@@ -22,4 +24,5 @@ class ConcatFusion(nn.Module):
 
 FUSIONS: dict[str, type[nn.Module]] = {
     "concat": ConcatFusion,
+    "spatial": SpatialFusion,  # vectors broadcast to H×W, concatenated with maps, convs
 }

@@ -13,6 +13,7 @@ from typing import Sequence
 import flax.linen as nn
 
 from mtljax.models import activations
+from mtljax.models.spatial import DenseRegressionHead, PooledHead, SegmentationHead
 
 
 class LinearHead(nn.Module):
@@ -47,4 +48,8 @@ class MLPHead(nn.Module):
 HEADS: dict[str, type[nn.Module]] = {
     "linear": LinearHead,
     "mlp": MLPHead,
+    # Heads on a fused feature map [B, H, W, C] (models/spatial.py, Appendix B.2).
+    "segmentation": SegmentationHead,
+    "dense": DenseRegressionHead,
+    "pooled": PooledHead,
 }

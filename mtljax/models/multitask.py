@@ -20,7 +20,7 @@ from mtljax.models.fusion import FUSIONS
 from mtljax.models.heads import HEADS
 
 # Output width of each task kind, given the task's config (and the dataset's field description).
-_REGRESSION_KINDS = ("regression",)
+_REGRESSION_KINDS = ("regression", "dense_regression")
 
 
 class MultitaskModel(nn.Module):
@@ -51,10 +51,10 @@ def _kwargs(cfg: ml_collections.ConfigDict | None) -> dict:
 
 def task_out_dim(task_cfg: ml_collections.ConfigDict) -> int:
   """Number of output units of a task's head."""
-  if task_cfg.kind in ("classification", "multilabel"):
+  if task_cfg.kind in ("classification", "multilabel", "segmentation"):
     return int(task_cfg.num_classes)
   if task_cfg.kind in _REGRESSION_KINDS:
-    return int(task_cfg.get("num_outputs", 1))  # > 1: a vector target, e.g. CropYield's 5 DEM features
+    return int(task_cfg.get("num_outputs", 1))  # > 1: a vector target (CropYield DEM, BEN-GE weather)
   raise ValueError(f"unknown task kind {task_cfg.kind!r}")
 
 
@@ -69,5 +69,5 @@ def build_model(config: ml_collections.ConfigDict) -> MultitaskModel:
     if tcfg.kind in _REGRESSION_KINDS and task_out_dim(tcfg) == 1:
       kwargs["squeeze"] = True
     heads[name] = HEADS[tcfg.head](out_dim=task_out_dim(tcfg), **kwargs)
-  fusion = FUSIONS[config.model.fusion]()
+  fusion = FUSIONS[config.model.fusion](**_kwargs(config.model.get("fusion_kwargs")))
   return MultitaskModel(encoders=encoders, fusion=fusion, heads=heads)
