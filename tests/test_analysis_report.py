@@ -320,3 +320,12 @@ def test_tiny_treesat_run_then_analyze_command(tiny_treesat_root, tmp_path):
   bad = subprocess.run(cmd + ["--config.analysis.pair=('l2', 'age')"], cwd=ROOT,
                        capture_output=True, text=True, timeout=300)
   assert bad.returncode == 2 and "'age' is a regression task" in bad.stderr, bad.stderr[-2000:]
+
+
+def test_treesat_label_hierarchy_reads_the_readers_maps():
+  from mtljax.data import treesat as ts
+  l3_l2 = label_hierarchy("l3", "l2")
+  assert [ts.STAND_TYPES[p] for p in l3_l2] == [ts.GENUS_TO_L2[g] for g in ts.GENERA]
+  l2_l1 = label_hierarchy("l2", "l1")
+  np.testing.assert_array_equal(l2_l1[l3_l2], label_hierarchy("l3", "l1"))
+  assert label_hierarchy("l2", "l3") is None and label_hierarchy("l3", "species") is None
