@@ -161,6 +161,9 @@ def test_planted_counts_hierarchy_age_correlation_and_page(tmp_path):
     for c in ("CF", "FF"):
       for s in ("in", "out"):
         assert int(hrow[f"{c}-{s}"]) == plan[f"{c}-{s}"], (epoch, c, s)
+    n_cf = plan["CF-in"] + plan["CF-out"]
+    assert float(hrow["CF-in_fraction"]) == pytest.approx(plan["CF-in"] / n_cf, rel=1e-5)
+    assert float(hrow["CF-in_chance"]) == pytest.approx(1 / 14, rel=1e-5)  # Abies: 1 sibling
   # Of the 7 examples FF at epoch 1, planted in order: epoch 3 has them at positions 11..17.
   trans = _csv(out / "ff_transitions.csv")
   assert trans[0]["FF"] == "1" and int(trans[0]["n_ff_first"]) == 7

@@ -92,6 +92,9 @@ def test_combinations_transitions_and_hierarchy_by_hand():
   counts = st.hierarchy_counts(hl)
   assert counts["FF-in"] == 1 and counts["FF-out"] == 1 and counts["CF-out"] == 1
   assert sum(counts.values()) == 5
+  # True child 0 has one sibling (1) of 2 other classes; child 2 has none.
+  assert st.sibling_chance(np.array([0, 0, 2]), c2p) == pytest.approx((0.5 + 0.5 + 0) / 3)
+  assert np.isnan(st.sibling_chance(np.array([], int), c2p))
 
 
 def test_group_means_split_and_per_group_match_numpy_and_scipy():

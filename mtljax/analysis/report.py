@@ -293,7 +293,13 @@ def analyze_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
                                  arrays[f"pred/{parent}"][valid], c2p)
         counts = st.hierarchy_counts(hl)
         hier_by_epoch[epoch] = counts
-        hier_rows.append({"epoch": epoch, **counts})
+        pc = "CF" if child == b else "FC"  # parent right, child wrong
+        cf = labels[valid] == pc
+        n_cf = counts[f"{pc}-in"] + counts[f"{pc}-out"]
+        hier_rows.append({"epoch": epoch, **counts,
+                          "CF-in_fraction": counts[f"{pc}-in"] / n_cf if n_cf else float("nan"),
+                          "CF-in_chance": st.sibling_chance(
+                              arrays[f"target/{child}"][valid][cf], c2p)})
       if plan.regression:
         e_r, v_r = st.task_error("regression", arrays, plan.regression)
         sel = valid & v_r
@@ -394,7 +400,9 @@ def analyze_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
           "Hierarchy adherence (Fig. 7)",
           f"Hierarchy {html.escape(plan.hierarchy_desc)}: '-in' when the predicted "
           f"{html.escape(child)} class belongs to the predicted {html.escape(parent)} class, "
-          "'-out' otherwise. Pies at the epochs " + ", ".join(map(str, show)) + ".",
+          "'-out' otherwise. Pies at the epochs " + ", ".join(map(str, show)) + ". "
+          "CF-in_chance: the CF-in fraction expected if the wrong child class were drawn "
+          "uniformly from the other classes (siblings of the true class / (K − 1)).",
           ["hierarchy.png"], hier_rows, ["hierarchy.csv"]))
     if reg_rows:
       rt = plan.regression

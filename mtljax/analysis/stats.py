@@ -128,6 +128,18 @@ def hierarchy_labels(labels: np.ndarray, pred_child: np.ndarray, pred_parent: np
   return np.char.add(np.asarray(labels).astype(str), np.where(inside, "-in", "-out"))
 
 
+def sibling_chance(true_child: np.ndarray, child_to_parent: np.ndarray) -> float:
+  """Expected fraction of "-in" among CF examples if the wrong child class were drawn uniformly
+  from the other classes: the mean over examples of (siblings of the true child) / (K - 1).
+  The baseline that CF-in / (CF-in + CF-out) is compared with (NaN without examples)."""
+  c2p = np.asarray(child_to_parent)
+  true_child = np.asarray(true_child, np.int64)
+  if not len(true_child) or len(c2p) < 2:
+    return float("nan")
+  siblings = np.bincount(c2p)[c2p[true_child]] - 1
+  return float(np.mean(siblings / (len(c2p) - 1)))
+
+
 def hierarchy_counts(labels: np.ndarray) -> dict[str, int]:
   """Counts of the eight `<combination>-in|out` labels."""
   labels = np.asarray(labels)
