@@ -143,16 +143,17 @@ def group_scatter(path: str, panels: Mapping[str, tuple[np.ndarray, np.ndarray, 
 
 def map_grid(path: str, rows: Sequence[Sequence[tuple[np.ndarray, str, str]]], *,
              title: str) -> str:
-  """A grid of maps: each row a list of `(map [H, W], caption, colormap)`, NaN drawn grey
-  (Figs. 5, 10: target, prediction and error of each dense task side by side)."""
+  """A grid of maps: each row a list of `(map [H, W], caption, colormap[, (vmin, vmax)])`, NaN
+  drawn grey (Figs. 5, 10: target, prediction and error of each dense task side by side)."""
   ncols = max(len(r) for r in rows)
   fig = _figure(2.2 * ncols, 2.3 * len(rows) + 0.4)
   for i, row in enumerate(rows):
-    for j, (m, caption, cmap) in enumerate(row):
+    for j, (m, caption, cmap, *lim) in enumerate(row):
+      vmin, vmax = lim[0] if lim else (None, None)
       ax = fig.add_subplot(len(rows), ncols, i * ncols + j + 1)
       cm = matplotlib.colormaps[cmap].with_extremes(bad="lightgrey")
       im = ax.imshow(np.ma.masked_invalid(np.asarray(m, np.float64)), cmap=cm,
-                     interpolation="nearest")
+                     interpolation="nearest", vmin=vmin, vmax=vmax)
       ax.set_title(caption, fontsize=7)
       ax.set_axis_off()
       fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)

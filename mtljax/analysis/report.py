@@ -502,7 +502,9 @@ def _error_maps(path, arrays, dense, kinds, main, num, seed, epoch):
                                         if k.endswith(f"/{t}") and not k.startswith("member")}, t)
       cmap = "tab20" if kinds[t] == "segmentation" else "viridis"
       name = str(arrays["name"][i]) if "name" in arrays else str(arrays["index"][i])
-      row += [(tgt, f"{name}\n{t} target", cmap), (prd, f"{t} prediction", cmap),
+      both = np.concatenate([tgt[np.isfinite(tgt)].ravel(), prd.ravel()])
+      lim = (float(both.min()), float(both.max())) if both.size else (None, None)
+      row += [(tgt, f"{name}\n{t} target", cmap, lim), (prd, f"{t} prediction", cmap, lim),
               (np.where(m, err[0], np.nan), f"{t} error", "magma")]
     rows.append(row)
   return figures.map_grid(path, rows, title=f"Dense tasks at epoch {epoch}")
