@@ -119,6 +119,10 @@ def get_config(arg=None):
       max_examples=48 if tiny else 40)
   c.explain.ig_steps = 16
 
+  # ---------------------------------------------------------------- analysis (--mode=analyze)
+  # Error correlation of the main task with the other task across epochs (configlib.analysis_config).
+  c.analysis = configlib.analysis_config()
+
   # ---------------------------------------------------------------- evaluation
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 64

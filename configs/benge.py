@@ -186,4 +186,8 @@ def get_config(arg=None):
   c.eval = ml_collections.ConfigDict()
   c.eval.batch_size = 8
   c.eval.prediction_splits = ("val", "test")
+
+  # ---------------------------------------------------------------- analysis (--mode=analyze)
+  # LULC error correlation with the auxiliary tasks over epochs; dense error maps (App. C).
+  c.analysis = configlib.analysis_config()
   return c

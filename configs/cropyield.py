@@ -164,4 +164,8 @@ def get_config(arg=None):
   c.eval.batch_size = 256
   # Splits whose per-epoch predictions are written to <workdir>/predictions for the analysis.
   c.eval.prediction_splits = ("val", "test")
+
+  # ---------------------------------------------------------------- analysis (--mode=analyze)
+  # Yield error by crop correctness and per field (group_scatter), error correlation over epochs.
+  c.analysis = configlib.analysis_config()
   return c

@@ -21,6 +21,7 @@ Commands:
   python -m mtljax.main --config=configs/treesat.py --workdir=/tmp/ts \
       --config.data.root=/data/TreeSatAI --config.train.num_epochs=100 --config.train.batch_size=64
   python -m mtljax.main --config=configs/treesat.py:tiny --workdir=/tmp/ts_tiny
+  python -m mtljax.main --config=configs/treesat.py --workdir=/tmp/treesat --mode=analyze
   python -m mtljax.main --config=configs/treesat.py:tiny,size=3 --workdir=/tmp/ts_ens
   python -m mtljax.main --config=configs/treesat.py:tiny,size=3 --workdir=/tmp/ts_ens --mode=explain
 """
@@ -161,6 +162,11 @@ def get_config(arg=None):
       task=c.main_task, modality="aerial",
       layer="encoders_aerial/" + ("stage2_block1" if tiny else "stage4_block2"),
       max_examples=16 if tiny else 64)
+
+  # ---------------------------------------------------------------- analysis (--mode=analyze)
+  # Intrinsic multitask analysis of the per-epoch test predictions (paper §4.2): L2-L3
+  # combinations and hierarchy adherence, age error per combination, error correlations.
+  c.analysis = configlib.analysis_config()
 
   # ---------------------------------------------------------------- evaluation
   c.eval = ml_collections.ConfigDict()

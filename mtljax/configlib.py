@@ -95,6 +95,45 @@ def explain_config(*, task: str, modality: str, layer: str,
   })
 
 
+def analysis_config(**overrides) -> ml_collections.ConfigDict:
+  """`config.analysis`: what `--mode=analyze` reads and shows (mtl-explainability paper §4.2, App. C).
+
+  Empty strings / tuples mean "choose from the run" (see mtljax/analysis/report.py)."""
+  c = ml_collections.ConfigDict({
+      # Split whose per-epoch predictions are analysed (<workdir>/predictions/<split>/).
+      "split": "test",
+      # Main task (empty = config.main_task).
+      "main_task": "",
+      # Two classification tasks whose correct/false combinations are counted, first letter = first
+      # task (Figs. 6, 7, 12); empty = (first classification auxiliary, main task) when both exist.
+      "pair": ("", ""),
+      # Hierarchy adherence of the pair (Fig. 7): "auto" (when the dataset defines one between the
+      # pair's tasks), "on" (an error when it does not), "off".
+      "hierarchy": "auto",
+      # Regression auxiliary whose error is averaged per combination (Fig. 12); empty = the first.
+      "regression_task": "",
+      # Epochs drawn as pie charts (Fig. 7), scatter panels (Fig. 8) and error maps (Figs. 5, 10);
+      # empty = the first, the middle and the best (by final_metrics.json) epoch.
+      "epochs": (),
+      # Fraction of the split's examples (seeded draw, the same every epoch) used for the error
+      # correlation (Fig. 4; the paper uses 0.1 of a large test set).
+      "correlation_fraction": 1.0,
+      "seed": 0,
+      # Classification error per example: "prob" (1 - p(true class)) or "zero_one".
+      "classification_error": "prob",
+      # Regression error in the correlation: "absolute" or "relative" (|e| / |target|).
+      "regression_error": "absolute",
+      # Main-task error split by auxiliary correctness (Figs. 2, 8): "relative" or "absolute".
+      "split_error": "relative",
+      # Points per side (correct / wrong) and epoch drawn in Fig. 2.
+      "max_points": 300,
+      # Examples drawn as error maps of dense tasks (Figs. 5, 10).
+      "num_maps": 4,
+  })
+  c.update(overrides)
+  return c
+
+
 def resolve_from_data(config: ml_collections.ConfigDict, target_fields: Mapping[str, dict]) -> None:
   """Fill what the dataset decides: a classification/multilabel task with `num_classes = 0` gets
   the dataset's class count (e.g. CUB's 200 classes, or the attributes selected by

@@ -5,6 +5,7 @@ r"""Entry point. Deliberately thin: parses flags and hands the config to the lib
   python -m mtljax.main --config=configs/treesat.py --workdir=W --mode=eval
   python -m mtljax.main --config=configs/attributes.py --workdir=W             # an ensemble
   python -m mtljax.main --config=configs/attributes.py --workdir=W --mode=explain
+  python -m mtljax.main --config=configs/treesat.py --workdir=W --mode=analyze  # report/index.html
 
 `--config.a.b=value` overrides any key of the config file (types are checked, unknown keys are
 rejected). The same command rerun in the same workdir continues from the last checkpoint.
@@ -23,10 +24,12 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file, e.g. configs/treesat.py[:variant].", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the run writes everything.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "explain"],
+_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "explain", "analyze"],
                           "train: train (or resume) and evaluate; eval: evaluate the best "
                           "checkpoint of --workdir on val and test; explain: ensemble "
-                          "explanations of the best checkpoint (config.explain).")
+                          "explanations of the best checkpoint (config.explain); analyze: "
+                          "intrinsic multitask analysis of the per-epoch predictions "
+                          "(config.analysis) into <workdir>/report/.")
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Start JAX's multi-controller runtime with cluster auto-detection "
     "(TPU pod slices, SLURM, Open MPI). Not needed on one host.")
@@ -45,6 +48,7 @@ def main(argv):
   from mtljax import configlib, parallel, train
   from mtljax.checkpoint import CheckpointMismatchError
   from mtljax.data.treesat import DataError
+  from mtljax.analysis import AnalysisError
   logging.set_verbosity(logging.WARNING)
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
                                   auto=_DISTRIBUTED.value)
@@ -53,11 +57,14 @@ def main(argv):
       train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     elif _MODE.value == "eval":
       train.evaluate_workdir(_CONFIG.value, _WORKDIR.value)
+    elif _MODE.value == "analyze":  # reads the workdir's files only; no model, no data
+      from mtljax.analysis import report
+      report.analyze_workdir(_CONFIG.value, _WORKDIR.value)
     else:
       from mtljax.explain import run as explain_run
       explain_run.explain_workdir(_CONFIG.value, _WORKDIR.value)
   except (configlib.ConfigError, DataError, CheckpointMismatchError,
-          train.NonFiniteLossError) as e:
+          train.NonFiniteLossError, AnalysisError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 

@@ -71,6 +71,7 @@ __all__ = [
     "TARGETS",
     "TreeSatAISource",
     "hierarchy",
+    "label_hierarchy",
     "parse_name",
     "read_image",
     "split_test_list",
@@ -200,6 +201,18 @@ def hierarchy() -> dict[str, dict[str, np.ndarray]]:
       the leaf-type index of stand type ``s``.
     """
     return {"l2": {"parent_of_l3": _GENUS_L2.copy()}, "l1": {"parent_of_l2": _L2_L1.copy()}}
+
+
+def label_hierarchy(child: str, parent: str) -> np.ndarray | None:
+    """``child -> parent`` class-index map between two hierarchy levels, by task name.
+
+    ``label_hierarchy("l3", "l2")`` is int32 [15] (genus -> stand type), ``("l2", "l1")`` [9] and
+    ``("l3", "l1")`` [15]; ``None`` when ``parent`` is not an ancestor level of ``child``. Read by
+    the intrinsic analysis (``mtljax.analysis``) for the hierarchy adherence of Fig. 7.
+    """
+    maps = {("l3", "l2"): _GENUS_L2, ("l2", "l1"): _L2_L1, ("l3", "l1"): _GENUS_L1}
+    m = maps.get((child, parent))
+    return None if m is None else m.copy()
 
 
 # --------------------------------------------------------------------------------------------------
