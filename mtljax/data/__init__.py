@@ -54,6 +54,13 @@ DATASETS: dict[str, DatasetSpec] = {
         synthetic="mtljax.data.synthetic_attributes:write_synthetic_isic",
         splits=("train", "val", "test"),
     ),
+    # Street-level façades, five interdependent classification tasks (MTC-LIM paper).
+    "facades": DatasetSpec(
+        name="facades",
+        source="mtljax.data.facades:FacadesSource",
+        synthetic="mtljax.data.facades:write_synthetic_facades",
+        splits=("train", "val", "test"),
+    ),
 }
 
 

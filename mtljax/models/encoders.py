@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mtljax.models import activations
+from mtljax.models.cnn import SmallCNN
 
 ModuleDef = Callable[..., nn.Module]
 
@@ -113,4 +114,5 @@ ENCODERS: dict[str, type[nn.Module]] = {
     "resnet": ResNet,
     "mlp": MLPEncoder,
     "embedding": Embedding,
+    "small_cnn": SmallCNN,  # MTC-LIM's shared CNN at synthetic scale (models/cnn.py)
 }
