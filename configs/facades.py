@@ -90,7 +90,7 @@ def get_config(arg=None):
 
   # ---------------------------------------------------------------- training
   # Adam, as the paper (§3); a larger learning rate than its 1e-4 for training from scratch.
-  c.train = configlib.train_config(batch_size=32, num_epochs=3 if tiny else 25,
+  c.train = configlib.train_config(batch_size=32, num_epochs=3 if tiny else 10,
                                    learning_rate=3e-3, log_every_steps=50,
                                    checkpoint_every_steps=1000)
   c.train.optimizer = "adam"
