@@ -113,9 +113,28 @@ def write_cooccurrence(data_root: str, workdir: str) -> str:
   return plot_cooccurrence(mat, names, os.path.join(workdir, "cooccurrence.png"))
 
 
+def _child(cfg, run_dir):
+  from mtljax import train
+  train.train_and_evaluate(cfg, run_dir)
+
+
+def _train_in_child(cfg, run_dir: str) -> dict:
+  """One variant's run in a fresh (spawned) process: in one long process the fourth run of a
+  sweep was seen to stall with every thread asleep (left for investigation); a child per run also
+  returns its memory."""
+  import multiprocessing
+
+  proc = multiprocessing.get_context("spawn").Process(target=_child, args=(cfg, run_dir))
+  proc.start()
+  proc.join()
+  if proc.exitcode != 0:
+    raise RuntimeError(f"training {run_dir} failed (exit code {proc.exitcode}); see its output")
+  with open(os.path.join(run_dir, "final_metrics.json")) as f:
+    return json.load(f)
+
+
 def run_sweep(config, workdir: str, variants, realisations: int) -> dict:
   """Train every variant (R realisations each) and write the table; returns the summary."""
-  from mtljax import train
   from mtljax.models.lim import VARIANTS, parse_variant
 
   workdir = os.path.abspath(workdir)
@@ -143,7 +162,7 @@ def run_sweep(config, workdir: str, variants, realisations: int) -> dict:
         results = json.load(f)
     else:
       print(f"=== {v}: {realisations} realisation(s) in {run_dir}", flush=True)
-      results = train.train_and_evaluate(cfg, run_dir)
+      results = _train_in_child(cfg, run_dir)
     seconds[v] = time.perf_counter() - t0
     per_variant[v] = realisation_metrics(results, tasks, int(realisations))
   rows = build_table(per_variant, tasks)
