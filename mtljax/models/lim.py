@@ -15,7 +15,7 @@ Four modules, each supervised by its own loss (Fig. 5):
   of CLIM / TLIM) → one softmax layer per task: the final outputs.
 
 GRUs are flax's ``nn.GRUCell`` in ``nn.RNN`` / ``nn.Bidirectional`` with Glorot-uniform input
-kernels (paper §3; recurrent kernels orthogonal, as Keras' default); fully connected layers are He
+and recurrent kernels (paper §3); fully connected layers are He
 normal (§3). Variants (``VARIANTS``): STC, BL, BL-MS, CLIM, CLIM-MS_BL, CLIM-MS_ALL, TLIM,
 TLIM-MS_BL, TLIM-MS_ALL, LIM, LIM-MS_BL, LIM-MS_ALL. STC (single-task classification) is one
 independent CNN + softmax head per task inside one module: their losses are summed and nothing is
@@ -71,7 +71,11 @@ class StackedGRU(nn.Module):
 
   @nn.compact
   def __call__(self, z):
-    cell = lambda name: nn.GRUCell(self.units, kernel_init=nn.initializers.glorot_uniform(),
+    # Glorot-uniform input AND recurrent kernels (paper §3). Not flax's orthogonal recurrent
+    # default: its QR, batched over ensemble members × tasks, hung jax's CPU LAPACK kernel
+    # (ParallelBatchMap, all threads waiting) in the vmapped ensemble init here.
+    glorot = nn.initializers.glorot_uniform()
+    cell = lambda name: nn.GRUCell(self.units, kernel_init=glorot, recurrent_kernel_init=glorot,
                                    name=name)
     rnn = lambda cell_name, **kw: nn.RNN(cell(cell_name), unroll=self.unroll, **kw)
     h = nn.Bidirectional(rnn("fwd_cell"), rnn("bwd_cell"), name="bigru")(z)  # [B, S, 2 units]
