@@ -77,3 +77,19 @@ def multitask_loss(outputs, targets, masks, kinds: Mapping[str, str],
   per_task = {t: LOSSES[kinds[t]](outputs[t], targets[t], masks[t]) for t in kinds}
   total = sum(weights[t] * per_task[t] for t in kinds)
   return total, per_task
+
+
+def auxiliary_loss(intermediates, targets, masks, kinds: Mapping[str, str],
+                   weights: Mapping[str, float]):
+  """Losses of a model's auxiliary supervised outputs: `(Σ_m L_m, {module: L_m})`.
+
+  `intermediates["aux_outputs"] = {module: {task: output}}` (e.g. MTC-LIM's interim BL, CLIM and
+  TLIM heads, each supervised by its own loss, paper §2.3.6); each module's loss is the same
+  weighted multitask loss over the tasks it predicts. A model without them gives `(0.0, {})`.
+  """
+  aux = intermediates.get("aux_outputs") if isinstance(intermediates, Mapping) else None
+  per_module = {}
+  for module, outs in (aux or {}).items():
+    per_task = {t: LOSSES[kinds[t]](outs[t], targets[t], masks[t]) for t in outs if t in kinds}
+    per_module[module] = sum(weights[t] * v for t, v in per_task.items())
+  return sum(per_module.values(), 0.0), per_module

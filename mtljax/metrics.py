@@ -27,7 +27,8 @@ def _f1_from_counts(tp, fp, fn):
 
 
 def classification_metrics(y_true, probs, num_classes: int, mask=None) -> dict[str, float]:
-  """Single-label multiclass: micro-F1 (= accuracy), macro-F1 over the classes that occur, OA."""
+  """Single-label multiclass: micro-F1 (= accuracy), macro-F1 over the classes that occur, OA,
+  Cohen's kappa."""
   pred = np.asarray(probs).argmax(-1)
   cm = confusion_matrix(y_true, pred, num_classes, mask)
   n = cm.sum()
@@ -37,10 +38,14 @@ def classification_metrics(y_true, probs, num_classes: int, mask=None) -> dict[s
   present = (cm.sum(0) + cm.sum(1)) > 0
   f1 = _f1_from_counts(tp, fp, fn)
   micro = float(_f1_from_counts(tp.sum(), fp.sum(), fn.sum()))
+  # Cohen's kappa (MTC-LIM paper §3): (p_o - p_e) / (1 - p_e), p_e from the confusion marginals.
+  p_o = tp.sum() / n if n else 0.0
+  p_e = float(cm.sum(0) @ cm.sum(1)) / n**2 if n else 0.0
   return {
       "f1_micro": micro,
       "f1_macro": float(f1[present].mean()) if present.any() else 0.0,
       "accuracy": float(tp.sum() / n) if n else 0.0,
+      "kappa": float((p_o - p_e) / (1.0 - p_e)) if p_e < 1.0 else 0.0,
       "count": int(n),
   }
 

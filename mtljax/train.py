@@ -173,9 +173,14 @@ def make_loss_fn(model, config: ml_collections.ConfigDict,
              for t in kinds}
     targets = to_model({t: batch["targets"][t] for t in kinds})
     variables = {"params": params, "batch_stats": batch_stats}
-    (outputs, _), updates = model.apply(variables, batch["inputs"], train=True,
-                                        rngs={"dropout": rng}, mutable=["batch_stats"])
+    (outputs, inter), updates = model.apply(variables, batch["inputs"], train=True,
+                                            rngs={"dropout": rng}, mutable=["batch_stats"])
     total, per_task = losses_lib.multitask_loss(outputs, targets, masks, kinds, weights)
+    # Auxiliary supervised outputs (intermediates["aux_outputs"], e.g. MTC-LIM's interim
+    # modules) add their own losses; logged as loss_aux_<module>. Nothing for other models.
+    aux_total, aux = losses_lib.auxiliary_loss(inter, targets, masks, kinds, weights)
+    total = total + aux_total
+    per_task = {**per_task, **{f"aux_{m}": v for m, v in aux.items()}}
     return total, (per_task, updates.get("batch_stats", batch_stats))
 
   return loss_fn

@@ -74,6 +74,13 @@ DATASETS: dict[str, DatasetSpec] = {
         synthetic="mtljax.data.synthetic_benge:write_synthetic_benge",
         splits=("train", "val", "test"),
     ),
+    # Street-level façades, five interdependent classification tasks (MTC-LIM paper).
+    "facades": DatasetSpec(
+        name="facades",
+        source="mtljax.data.facades:FacadesSource",
+        synthetic="mtljax.data.facades:write_synthetic_facades",
+        splits=("train", "val", "test"),
+    ),
 }
 
 

@@ -81,12 +81,25 @@ def _benge_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]
   return dict(num_patches=s.num_patches, seed=s.seed, size=s.size, prefix=config.data.prefix)
 
 
+def _facades_source_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  d = config.data
+  return dict(image_size=d.image_size, lprus_keep=d.lprus_keep, fractions=tuple(d.fractions),
+              split_seed=d.split_seed)
+
+
+def _facades_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+  s = config.data.synthetic
+  return dict(num_images=s.num_images, num_blocks=s.num_blocks, image_size=config.data.image_size,
+              cue_noise=s.cue_noise, label_noise=s.label_noise, seed=s.seed)
+
+
 _ADAPTERS: dict[str, tuple[Callable, Callable]] = {
     "treesat": (_treesat_source_kwargs, _treesat_synthetic_kwargs),
     "cub": (_attribute_source_kwargs, _cub_synthetic_kwargs),
     "isic2018": (_attribute_source_kwargs, _isic_synthetic_kwargs),
     "cropyield": (_cropyield_source_kwargs, _cropyield_synthetic_kwargs),
     "benge": (_benge_source_kwargs, _benge_synthetic_kwargs),
+    "facades": (_facades_source_kwargs, _facades_synthetic_kwargs),
 }
 
 

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 
 from mtljax.models import activations
 from mtljax.models.spatial import UNet
+from mtljax.models.cnn import SmallCNN
 
 ModuleDef = Callable[..., nn.Module]
 
@@ -169,4 +170,5 @@ ENCODERS: dict[str, type[nn.Module]] = {
     "embedding": Embedding,
     "transformer": TimeSeriesTransformer,  # CropYield time series (issue 5)
     "unet": UNet,  # returns a feature map [B, H, W, C] (segmentation; models/spatial.py)
+    "small_cnn": SmallCNN,  # MTC-LIM's shared CNN at synthetic scale (models/cnn.py)
 }

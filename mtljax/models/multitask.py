@@ -60,6 +60,11 @@ def task_out_dim(task_cfg: ml_collections.ConfigDict) -> int:
 
 def build_model(config: ml_collections.ConfigDict) -> MultitaskModel:
   """Build the model from `config.inputs`, `config.model.fusion` and `config.tasks` by name."""
+  # A non-empty config.model.variant selects a label-interdependency (MTC-LIM) configuration
+  # instead (issue 7, mtljax/models/lim.py).
+  if config.model.get("variant"):
+    from mtljax.models import lim
+    return lim.build_lim_model(config)
   encoders = {}
   for name, mcfg in config.inputs.items():
     encoders[name] = ENCODERS[mcfg.encoder](**_kwargs(mcfg.get("encoder_kwargs")))
