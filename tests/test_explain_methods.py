@@ -413,7 +413,8 @@ def test_auto_strategy_per_backend():
   dense = {"w": jnp.zeros((4, 8, 3))}
   conv = {"k": jnp.zeros((4, 3, 3, 2, 5)), "w": jnp.zeros((4, 8, 3))}
   assert ensemble.resolve_strategy("auto", conv, backend="cpu") == "loop"
-  assert ensemble.resolve_strategy("auto", dense, backend="cpu") == "vmap"
+  assert ensemble.resolve_strategy("auto", dense, backend="cpu") == "map"
+  assert ensemble.resolve_strategy("auto", dense, backend="tpu") == "vmap"
   assert ensemble.resolve_strategy("auto", conv, backend="gpu") == "vmap"
   assert ensemble.resolve_strategy("map", conv, backend="cpu") == "map"
 
