@@ -13,7 +13,7 @@ reads `W/config.json` (the run's tasks; falls back to the passed config), `W/met
     hierarchy.csv, hierarchy.png   -in/-out per combination per epoch; pies at chosen epochs (Fig. 7)
     regression_by_combination.csv/.png   a regression auxiliary's MAE per combination (Fig. 12)
     main_error_by_aux.csv, main_error_by_aux_<aux>.png   main error, aux correct vs wrong (Fig. 2)
-    group_scatter_<aux>.png        per-group (e.g. field) main error vs aux accuracy (Fig. 8)
+    group_scatter_<aux>.png, group_scatter.csv   per-group (e.g. field) main error vs aux accuracy (Fig. 8)
     error_maps.png                 dense tasks: target, prediction, error side by side (Figs. 5, 10)
     combinations_members.csv       an ensemble's per-member combination counts
     val_metrics.png                each task's validation metric per epoch (metrics.jsonl)
@@ -247,6 +247,7 @@ def analyze_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
   notes = list(plan.notes)
 
   corr_rows, combo_rows, member_rows, hier_rows, reg_rows, split_rows = [], [], [], [], [], []
+  group_rows: list[dict] = []
   first_labels, labels_by_epoch, hier_by_epoch = None, {}, {}
   strips: dict[str, list] = {t: [] for t in plan.aux}
   scatter: dict[str, dict] = {t: {} for t in plan.aux}
@@ -329,15 +330,18 @@ def analyze_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
         acc, av = st.per_example(ok.astype(np.float64), okv)
         keep = v1 & av
         g = arrays["group"][keep]
-        ids, mean_err, _ = st.per_group(e1[keep], g)
+        ids, mean_err, counts = st.per_group(e1[keep], g)
         _, mean_acc, _ = st.per_group(acc[keep], g)
         cat_key = next((k for k in sorted(arrays) if k.startswith("meta/")
                         and len(np.unique(arrays[k])) <= 12), None)
-        if cat_key:
-          cats = np.array([arrays[cat_key][keep][g == i][0] for i in ids]).astype(str)
+        if cat_key:  # "crop=1": the group's first example's value, named for the legend
+          cats = np.array([f"{cat_key[5:]}={arrays[cat_key][keep][g == i][0]}" for i in ids])
         else:
           cats = np.full(len(ids), "all")
         scatter[t][f"epoch {epoch}"] = (mean_acc, mean_err, cats)
+        group_rows += [{"epoch": epoch, "aux": t, "group": str(i), "n": int(k),
+                        "aux_accuracy": float(x), "main_error": float(y), "category": str(c)}
+                       for i, k, x, y, c in zip(ids, counts, mean_acc, mean_err, cats)]
     if epoch == map_epoch:
       map_arrays = arrays
   # ------------------------------------------------------------------ figures and tables
@@ -442,10 +446,13 @@ def analyze_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
                               xlabel=f"{t} accuracy", ylabel=f"mean {main} error")
         imgs.append(rel(path))
     if imgs:
+      _write_csv(os.path.join(out, "group_scatter.csv"), group_rows)
       sections.append(("Per-group scatter (Fig. 8)",
-                       "One point per group (the predictions' <code>group</code>, e.g. a field), "
+                       "One point per group (the predictions' <code>group</code>, e.g. a field): "
+                       f"mean {html.escape(main)} error "
+                       f"({_error_name(kinds[main], acfg.split_error)}) vs auxiliary accuracy, "
                        "coloured by the first low-cardinality <code>meta/</code> key.", imgs, [],
-                       []))
+                       ["group_scatter.csv"]))
   else:
     notes.append("Per-group scatter (Fig. 8) skipped: the predictions have no 'group' array.")
 

@@ -10,7 +10,8 @@ Per-example errors (`task_error`), by task kind:
   error `pred != target` (`"zero_one"`, also used when no probabilities were saved).
 * multilabel: mean over labels of `|p - y|`.
 * regression: `|pred - target|` (`regression_error="absolute"`) or the relative error
-  `|pred - target| / max(|target|, eps)` (`"relative"`, Fig. 2 of the paper).
+  `|pred - target| / max(|target|, eps)` (`"relative"`, Fig. 2 of the paper); a regression with
+  several outputs (`[N, K]`, e.g. BEN-GE's weather) gets the mean over its valid outputs.
 * segmentation: per pixel 0/1 error `pred != target`, `[N, H, W]`.
 * dense_regression: per pixel `|pred - target|` (or relative), `[N, H, W]`.
 
@@ -54,6 +55,13 @@ def task_error(kind: str, arrays: Mapping[str, np.ndarray], task: str, *,
     err = np.abs(pred - target)
     if regression_error == "relative":
       err = err / np.maximum(np.abs(target), _EPS)
+    if kind == "regression" and err.ndim > 1:  # several outputs per example: their mean error
+      e = err.reshape(len(err), -1)
+      m = mask.reshape(len(mask), -1) if mask.ndim > 1 else np.repeat(mask[:, None], e.shape[1], 1)
+      m = m & np.isfinite(e)
+      n = m.sum(-1)
+      err = np.where(n > 0, np.where(m, e, 0.0).sum(-1) / np.maximum(n, 1), np.nan)
+      mask = n > 0
   elif kind == "segmentation":
     err = (np.asarray(arrays[f"pred/{task}"]) != target).astype(np.float64)
   else:

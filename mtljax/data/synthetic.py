@@ -11,16 +11,23 @@ plus two files the real archive does not have:
 
 Planted structure (class prototypes are fixed, independent of ``seed``; ``seed`` draws the patches):
 
+* hierarchy: as in the real archive, genera of one forest stand type (the L2 parent, e.g. Acer,
+  Fraxinus, Tilia and Prunus in ``valuable_broadleaf``) look alike. Every genus prototype (colour,
+  texture, spectrum, radar) is its stand type's prototype plus a weaker genus-specific part
+  (``CHILD_*`` constants), so a model's genus confusions fall mostly inside the parent.
 * genus: mild imbalance (most/least frequent about 3.8:1); about 20 % of patches have a second
   genus with share in [0.08, 0.45] occupying a strip of that width along one side of the patch,
   and about 10 % carry a small third share below the 0.07 threshold (so the JSON looks real).
-* aerial (uint8 IR, G, B, R): per-genus mean colour plus a per-genus oriented sinusoidal texture
-  (4 orientations x 4 periods, periods 1/18 .. 1/6 of the patch, so the signal survives 4x average
-  pooling), with per-patch illumination / colour jitter and pixel noise.
-* s2 (uint16, archive band order): per-genus spectrum (leaf-type base profile times a per-genus band
-  profile), per-patch illumination and per-band jitter, pixel noise; NIR bands dim slightly with age.
-* s1 (float32 dB, VV, VH, VV/VH): weak genus signal (small mean offsets, per-genus speckle strength),
-  noise, 2 % pixels -9999, 1 % pixels NaN, 1 % patches entirely -9999.
+* aerial (uint8 IR, G, B, R): mean colour (leaf-type base + stand-type offset, std 15 per band, +
+  genus offset, std 4) plus an oriented sinusoidal texture (4 orientations x 3 periods per stand
+  type, periods 1/13 .. 1/6 of the patch, so the signal survives 4x average pooling; siblings
+  differ by up to +-9 degrees and +-12 % period), with per-patch illumination / colour jitter and
+  pixel noise.
+* s2 (uint16, archive band order): spectrum = leaf-type base profile x stand-type band profile (9 %)
+  x genus band profile (3 %), per-patch illumination and per-band jitter, pixel noise; NIR bands dim
+  slightly with age.
+* s1 (float32 dB, VV, VH, VV/VH): weak signal (mean offsets and speckle strength per stand type,
+  smaller genus offsets), noise, 2 % pixels -9999, 1 % pixels NaN, 1 % patches entirely -9999.
 * L2/L1 follow from the genus (``GENUS_TO_L2``, ``GENUS_TO_L1``); age class 1..12 drawn per genus
   around its own mean, written both as the name token and in the side CSV (4 % of CSV age cells empty).
 """
@@ -46,12 +53,18 @@ from mtljax.data.treesat import (
     S2_BANDS,
     SPECIES,
     SIDE_CSV,
+    STAND_TYPES,
 )
 
 __all__ = ["write_synthetic_treesat", "write_tiny_treesat", "load_truth", "MARKER", "TRUTH_FILE"]
 
 #: Bump when the generated content changes, so cached synthetic folders are regenerated.
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2  # 2: genera share their stand type's signal (hierarchical prototypes)
+#: Strength of the genus-specific signal on top of the shared stand-type (L2) signal.
+CHILD_COLOUR_STD = 4.0  # aerial mean colour offset per band (the stand-type offset: 15)
+CHILD_ANGLE_DEG = 9.0  # texture orientation offset of the outermost siblings (stand types: 45 apart)
+CHILD_PERIOD_SCALE = 0.12  # texture period scale of the outermost siblings
+CHILD_SPECTRUM_STD = 0.03  # S2 band profile per genus (the stand-type profile: 0.09)
 MARKER = "SYNTHETIC.txt"
 TRUTH_FILE = "SYNTHETIC_TRUTH.json"
 _RESOLUTION = "60m"
@@ -67,32 +80,46 @@ def _prototypes() -> dict[str, np.ndarray]:
     r = np.random.default_rng(20230611)
     leaf = np.array([GENUS_TO_L1[g] for g in GENERA])
     conifer, cleared = leaf == "conifer", leaf == "none"
+    # Hierarchy: every genus inherits its stand type's (L2 parent's) signal and adds a weaker
+    # child-specific one, as real TreeSAT siblings (e.g. Acer / Fraxinus / Tilia / Prunus) look alike.
+    parent = np.array([STAND_TYPES.index(GENUS_TO_L2[g]) for g in GENERA])
+    num_p = len(STAND_TYPES)
+    sib_rank = np.array([np.sum(parent[:i] == parent[i]) for i in range(_NUM_G)])  # 0, 1, ... among siblings
+    sib_count = np.bincount(parent, minlength=num_p)[parent]
+    sib_pos = np.where(sib_count > 1, sib_rank / np.maximum(sib_count - 1, 1) * 2.0 - 1.0, 0.0)  # in [-1, 1]
 
     # Genus frequencies: 1 / (1 + 0.2 rank) over a fixed random ranking.
     rank = r.permutation(_NUM_G)
     p = 1.0 / (1.0 + 0.2 * rank)
 
-    # Aerial mean colour per genus, bands IR, G, B, R (colour-infrared: vegetation bright in IR).
+    # Aerial mean colour, bands IR, G, B, R (colour-infrared: vegetation bright in IR): leaf-type
+    # base + a stand-type offset (std 15) + a weaker genus offset (std CHILD_COLOUR_STD).
     base = np.where(conifer[:, None], [[125, 85, 68, 70]], [[165, 95, 72, 78]]).astype(np.float64)
     base[cleared] = [95, 110, 100, 115]
-    colour = base + r.normal(0.0, 12.0, (_NUM_G, 4))
+    colour = base + r.normal(0.0, 15.0, (num_p, 4))[parent] + r.normal(0.0, CHILD_COLOUR_STD, (_NUM_G, 4))
 
-    # Texture: orientation x period, distinct per genus.
-    angle = np.deg2rad((np.arange(_NUM_G) % 4) * 45.0 + r.uniform(-5, 5, _NUM_G))
-    period_frac = np.array([1 / 6, 1 / 9, 1 / 13, 1 / 18])[np.arange(_NUM_G) // 4]
+    # Texture: orientation x period per stand type (9 distinct pairs); siblings differ by a small
+    # orientation offset (up to +-CHILD_ANGLE_DEG) and period scale (up to +-CHILD_PERIOD_SCALE).
+    p_angle = (np.arange(num_p) % 4) * 45.0 + r.uniform(-5, 5, num_p)
+    angle = np.deg2rad(p_angle[parent] + CHILD_ANGLE_DEG * sib_pos)
+    period_frac = np.array([1 / 6, 1 / 9, 1 / 13])[np.arange(num_p) // 4][parent]
+    period_frac = period_frac * (1.0 - CHILD_PERIOD_SCALE * sib_pos)
     band_amp = np.array([22.0, 12.0, 9.0, 11.0])  # texture strongest in IR
 
-    # S2 spectra in archive band order B02 B03 B04 B08 B05 B06 B07 B8A B11 B12 B01 B09.
+    # S2 spectra in archive band order B02 B03 B04 B08 B05 B06 B07 B8A B11 B12 B01 B09: leaf-type
+    # profile x stand-type band profile (9 %) x weaker genus band profile (CHILD_SPECTRUM_STD).
     broad = np.array([350, 650, 400, 3300, 950, 2400, 3000, 3400, 1700, 800, 300, 3200], np.float64)
     conif = np.array([250, 450, 270, 2200, 650, 1600, 2000, 2300, 1100, 500, 220, 2100], np.float64)
     clear = np.array([600, 850, 900, 2200, 1200, 1800, 2000, 2300, 2500, 1700, 500, 2100], np.float64)
     spec = np.where(conifer[:, None], conif, broad)
     spec[cleared] = clear
-    spec = spec * (1.0 + r.normal(0.0, 0.07, (_NUM_G, 12)))
+    spec = spec * (1.0 + r.normal(0.0, 0.09, (num_p, 12)))[parent]
+    spec = spec * (1.0 + r.normal(0.0, CHILD_SPECTRUM_STD, (_NUM_G, 12)))
 
-    # S1: weak mean offsets (dB) and per-genus speckle strength.
-    s1_mean = np.stack([-9.0 + r.normal(0, 0.8, _NUM_G), -15.5 + r.normal(0, 0.8, _NUM_G)], axis=1)
-    s1_speckle = r.uniform(1.0, 2.5, _NUM_G)
+    # S1: weak mean offsets (dB) and speckle strength per stand type, smaller genus offsets.
+    s1_mean = np.stack([-9.0 + r.normal(0, 0.8, num_p), -15.5 + r.normal(0, 0.8, num_p)], axis=1)[parent]
+    s1_mean = s1_mean + r.normal(0, 0.25, (_NUM_G, 2))
+    s1_speckle = r.uniform(1.0, 2.5, num_p)[parent] * (1.0 + r.normal(0, 0.05, _NUM_G))
 
     # Age class mean per genus (Cleared young).
     age_mean = r.uniform(2.5, 10.0, _NUM_G)
@@ -449,6 +476,8 @@ def _generate(out: Path, params: dict[str, Any]) -> None:
     (out / MARKER).write_text(
         "SYNTHETIC data in the TreeSatAI archive layout, written by mtljax.data.synthetic.\n"
         "This is NOT the real TreeSatAI archive. Planted truth per file: " + TRUTH_FILE + "\n"
+        "Planted hierarchy: each genus = its stand type's (L2) colour/texture/spectrum/radar signal "
+        "plus a weaker genus-specific one, so genus confusions fall mostly inside the stand type.\n"
         f"bands: aerial {AERIAL_BANDS}, s1 {S1_BANDS}, s2 {S2_BANDS}\n"
         f"generated in {time.perf_counter() - t0:.1f} s\n"
         "parameters: " + json.dumps(params, sort_keys=True) + "\n"
