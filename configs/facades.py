@@ -95,6 +95,9 @@ def get_config(arg=None):
                                    checkpoint_every_steps=1000)
   c.train.optimizer = "adam"
   c.train.warmup_epochs = 1.0
+  # The best checkpoint is the epoch of the best mean validation κ over the five tasks (not the
+  # main task's alone, which picked early epochs where the other tasks were still learning).
+  c.train.select_task_mean = "kappa"
 
   # ---------------------------------------------------------------- realisations
   c.ensemble = configlib.ensemble_config(size=opts["size"], strategy="seeds")

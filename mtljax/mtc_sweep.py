@@ -135,13 +135,16 @@ def _train_in_child(cfg, run_dir: str) -> dict:
 
 def run_sweep(config, workdir: str, variants, realisations: int) -> dict:
   """Train every variant (R realisations each) and write the table; returns the summary."""
+  from mtljax import configlib
   from mtljax.models.lim import VARIANTS, parse_variant
 
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
   variants = list(variants or VARIANTS)
   for v in variants:
-    parse_variant(v)  # unknown names fail before any training
+    parse_variant(v)  # unknown names fail before anything is written or trained
+  if int(realisations) < 1:
+    raise configlib.ConfigError(f"--realisations={realisations}: expected at least 1")
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
   tasks = sorted(config.tasks)
   per_variant, seconds = {}, {}
   t_all = time.perf_counter()
