@@ -7,7 +7,9 @@ r"""Train the MTC-LIM table (paper Table 3) over R independent realisations and 
 Each variant is one `train.train_and_evaluate` run in `W/<variant>/` whose R realisations (seeds)
 are trained together as a vmapped ensemble (`config.ensemble.size = R`, strategy "seeds"); the
 test metrics of each member (`member<k>/<task>/accuracy|kappa`, best checkpoint by the ensemble's
-validation score of the main task) are the realisations. A variant whose `final_metrics.json`
+validation score: the main task's, or with `config.train.select_task_mean` (configs/facades.py:
+"kappa") the mean over tasks) are the realisations. An unknown name in `--variants` is an error
+before anything is written. A variant whose `final_metrics.json`
 exists is not retrained (rerun the command to finish an interrupted sweep). Writes:
 
   W/table3.csv, W/table3.md, W/table3.json   per task OA and κ, their mean over tasks, Δm (Eq. 15)
@@ -135,13 +137,16 @@ def _train_in_child(cfg, run_dir: str) -> dict:
 
 def run_sweep(config, workdir: str, variants, realisations: int) -> dict:
   """Train every variant (R realisations each) and write the table; returns the summary."""
+  from mtljax import configlib
   from mtljax.models.lim import VARIANTS, parse_variant
 
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
   variants = list(variants or VARIANTS)
   for v in variants:
-    parse_variant(v)  # unknown names fail before any training
+    parse_variant(v)  # unknown names fail before anything is written or trained
+  if int(realisations) < 1:
+    raise configlib.ConfigError(f"--realisations={realisations}: expected at least 1")
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
   tasks = sorted(config.tasks)
   per_variant, seconds = {}, {}
   t_all = time.perf_counter()

@@ -324,7 +324,13 @@ def evaluate(eval_fn, state, batches, config: ml_collections.ConfigDict, mesh,
       kind = config.tasks[t].kind
       key = f"{prefix}pred/{t}" if kind in _PRED_KINDS else f"{prefix}prob/{t}"
       return out[key] if member is None else out[key][:, member]
-    return _task_metrics(config, out, pred_of)
+    m = _task_metrics(config, out, pred_of)
+    # Optional `config.train.select_task_mean` (issue 7, multitask tables): that metric's mean
+    # over all tasks as `task_mean/<metric>`, the best-checkpoint score instead of the main task's.
+    name = config.train.get("select_task_mean", "")
+    if name:
+      m[f"task_mean/{name}"] = float(np.mean([m[f"{t}/{name}"] for t in config.tasks]))
+    return m
 
   metrics = score("")
   for t, tcfg in config.tasks.items():
@@ -535,6 +541,9 @@ class Setup:
 def setup(config: ml_collections.ConfigDict, workdir: str, *, write_config: bool = True) -> Setup:
   """Data sources (writing the synthetic dataset when no root is given), validation, statistics,
   mesh, model, optimizer and the abstract (shape-only) train state."""
+  if config.model.get("variant"):  # an unknown MTC-LIM variant fails before anything is written
+    from mtljax.models import lim
+    lim.parse_variant(config.model.variant)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
@@ -604,11 +613,14 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, write_config: bool
                         in_shardings=(state_shardings, parallel.data_sharded(mesh)),
                         out_shardings=parallel.data_sharded(mesh))
   main_metric, larger_better = metrics_lib.MAIN_METRIC[config.tasks[config.main_task].kind]
+  main_key = f"{config.main_task}/{main_metric}"
+  if config.train.get("select_task_mean", ""):  # see evaluate(); e.g. "kappa": larger is better
+    main_key, larger_better = f"task_mean/{config.train.select_task_mean}", True
   return Setup(config=config, workdir=workdir, sources=sources, stats=stats,
                target_stats=target_stats, mesh=mesh, model=model, tx=tx, lr_fn=lr_fn,
                steps_per_epoch=steps_per_epoch, example_inputs=example_inputs,
                abstract_state=abstract_state, state_shardings=state_shardings,
-               p_eval_step=p_eval_step, main_key=f"{config.main_task}/{main_metric}",
+               p_eval_step=p_eval_step, main_key=main_key,
                larger_better=larger_better, input_names=input_names, task_names=task_names)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mtljax.data import build, get_dataset
-from mtljax.data import labelsets
+from mtljax.data import facades, labelsets
 from mtljax.data.facades import DEFAULT_TASKS, FacadesSource, read_table, write_synthetic_facades
 from mtljax.data.treesat import DataError
 
@@ -58,6 +58,24 @@ def test_planted_cooccurrence_is_strong_and_asymmetric(facade_root):
   p_flat_given_ind = np.mean(roof[sbst == ind] == flat)
   p_ind_given_flat = np.mean(sbst[roof == flat] == ind)
   assert p_flat_given_ind > 0.8 and p_ind_given_flat < 0.5
+
+
+def test_planted_cues_mark_count_and_zigzag(facade_root):
+  """sbst's image cue is the number of 4 × 4 marks in the blue channel (1 + its level rank, with
+  rounding noise), and the roof classes zig-zag along that count (FLT, GBL, HIP, FLT, GBL)."""
+  from mtljax.data.attributes import read_rgb
+  t = read_table(facade_root)
+  names = list(t["tasks"])
+  sbst, roof = t["labels"][:, names.index("sbst")], t["labels"][:, names.index("roof")]
+  blue = np.stack([read_rgb(p, 16)[..., 2] for p in t["paths"]])  # [N, 16, 16]
+  cells = blue.reshape(-1, 4, 4, 4, 4).mean(axis=(2, 4))  # [N, 4, 4] mean of each 4 × 4 cell
+  count = (cells > 128 + 30).sum(axis=(1, 2))
+  rank = np.argsort(facades._LEVEL_ORDER["sbst"])[sbst]
+  assert np.mean(count == 1 + rank) > 0.8
+  assert np.mean(np.abs(count - 1 - rank) <= 1) > 0.98
+  flat, gable, hip = (DEFAULT_TASKS["roof"].index(c) for c in ("FLT", "GBL", "HIP"))
+  modes = [np.bincount(roof[count == n], minlength=3).argmax() for n in range(1, 6)]
+  assert modes == [flat, gable, hip, flat, gable]
 
 
 def test_bad_class_names_file_row_column(facade_root, tmp_path):
