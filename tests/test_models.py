@@ -91,3 +91,26 @@ def test_paper_fused_width_is_1536():
   v = jax.eval_shape(lambda: model.init(jax.random.key(0), inputs, train=False))
   assert v["params"]["heads_l3"]["out"]["kernel"].shape == (1536, 15)
   assert v["params"]["heads_l2"]["dense1"]["kernel"].shape[0] == 1536
+
+
+@pytest.mark.parametrize("shape,kernel,stride,padding", [
+    ((2, 2, 2, 8), (3, 3), 1, ((1, 1), (1, 1))),   # ResNet-18's last stage at 64 px: im2col path
+    ((2, 4, 4, 8), (3, 3), 2, ((1, 1), (1, 1))),   # strided, 2×2 output
+    ((2, 4, 4, 8), (1, 1), 2, "SAME"),             # projection shortcut
+    ((2, 9, 9, 3), (3, 3), 1, ((1, 1), (1, 1))),   # 81 output pixels: plain lax path
+])
+def test_small_output_conv_matches_lax(shape, kernel, stride, padding):
+  """`encoders.conv_general_dilated` (im2col for tiny outputs) equals lax's convolution, values
+  and gradients with respect to input and kernel."""
+  from jax import lax
+  from mtljax.models import encoders
+  x = jax.random.normal(jax.random.key(0), shape)
+  w = jax.random.normal(jax.random.key(1), (*kernel, shape[-1], 5))
+  dn = lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
+  ref = lambda x, w: lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=dn)
+  ours = lambda x, w: encoders.conv_general_dilated(x, w, (stride, stride), padding,
+                                                    dimension_numbers=dn)
+  np.testing.assert_allclose(ours(x, w), ref(x, w), rtol=1e-5, atol=1e-5)
+  loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
+  for a, b in zip(jax.grad(loss(ours), (0, 1))(x, w), jax.grad(loss(ref), (0, 1))(x, w)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
