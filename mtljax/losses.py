@@ -90,6 +90,6 @@ def auxiliary_loss(intermediates, targets, masks, kinds: Mapping[str, str],
   aux = intermediates.get("aux_outputs") if isinstance(intermediates, Mapping) else None
   per_module = {}
   for module, outs in (aux or {}).items():
-    per_task = {t: LOSSES[kinds[t]](outs[t], targets[t], masks[t]) for t in outs if t in kinds}
-    per_module[module] = sum(weights[t] * v for t, v in per_task.items())
+    module_kinds = {t: kinds[t] for t in outs if t in kinds}
+    per_module[module], _ = multitask_loss(outs, targets, masks, module_kinds, weights)
   return sum(per_module.values(), 0.0), per_module
