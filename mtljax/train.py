@@ -406,9 +406,12 @@ def regression_target_stats(source, config) -> dict[str, tuple]:
     else:
       n = min(len(source), int(config.data.get("stats_examples", 2048)))
       rows = np.random.default_rng(int(config.seed)).permutation(len(source))[:n]
-      read = getattr(source, "read_target", None)
-      pairs = [read(t, int(i)) if read else (source[int(i)]["targets"][t], source[int(i)]["mask"][t])
-               for i in rows]
+      def read(i):
+        if hasattr(source, "read_target"):  # the target alone, without the input rasters
+          return source.read_target(t, i)
+        example = source[i]
+        return example["targets"][t], example["mask"][t]
+      pairs = [read(int(i)) for i in rows]
       vals = np.concatenate([np.asarray(y, np.float64)[np.asarray(m) > 0] for y, m in pairs])
     if vals.size == 0:
       raise ValueError(f"regression task {t!r}: no training example has a label")
