@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mtljax.data.treesat import DataError
+from mtljax.data.treesat import DataError, example_index
 
 __all__ = ["AttributeImageSource", "read_rgb", "read_mask", "image_size_of", "scale_points",
            "disc_mask"]
@@ -186,9 +186,7 @@ class AttributeImageSource:
         return len(self._paths)
 
     def __getitem__(self, index: int) -> dict[str, dict[str, np.ndarray]]:
-        i = int(index)
-        if not 0 <= i < len(self._paths):
-            raise IndexError(f"index {index} out of range for {len(self._paths)} examples")
+        i = example_index(index, len(self._paths))
         targets, masks = self._target_arrays()
         return {
             "inputs": {"image": self.read_image(i)},

@@ -47,7 +47,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mtljax.data.treesat import DataError
+from mtljax.data.treesat import DataError, example_index
 
 log = logging.getLogger(__name__)
 
@@ -357,9 +357,7 @@ class BenGeSource:
         return len(self.names)
 
     def __getitem__(self, index: int) -> dict[str, dict[str, np.ndarray]]:
-        i = int(index)
-        if not 0 <= i < len(self.names):
-            raise IndexError(f"index {index} out of range for {len(self.names)} examples")
+        i = example_index(index, len(self.names))
         inputs: dict[str, np.ndarray] = {}
         targets, mask = self._scalar_targets(i)
         if "s1" in self.modalities:

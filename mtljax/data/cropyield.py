@@ -70,7 +70,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mtljax.data.treesat import DataError
+from mtljax.data.treesat import DataError, example_index
 
 __all__ = [
     "CROPS", "DEM_FEATURES", "S2_FEATURES", "WEATHER_FEATURES", "CropYieldSource", "split_fields",
@@ -350,9 +350,7 @@ class CropYieldSource:
         return len(self.pixel)
 
     def __getitem__(self, index: int) -> dict[str, dict[str, Any]]:
-        i = int(index)
-        if not 0 <= i < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} examples")
+        i = example_index(index, len(self))
         f, p = int(self.field_index[i]), int(self.pixel[i])
         a, series = self._arrays[f], self._field_series(f)
         crop = int(self._crop[i])

@@ -53,7 +53,7 @@ import numpy as np
 
 from mtljax.data import labelsets
 from mtljax.data.attributes import read_rgb
-from mtljax.data.treesat import DataError
+from mtljax.data.treesat import DataError, example_index
 
 __all__ = ["FacadesSource", "write_synthetic_facades", "read_table", "DEFAULT_TASKS", "SPLITS"]
 
@@ -205,9 +205,7 @@ class FacadesSource:
         return len(self.names)
 
     def __getitem__(self, index: int) -> dict[str, dict[str, np.ndarray]]:
-        i = int(index)
-        if not 0 <= i < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} examples")
+        i = example_index(index, len(self))
         return {
             "inputs": {"image": self._images[i]},
             "targets": {t: np.asarray(self._labels[i, k], np.int32)

@@ -75,11 +75,20 @@ __all__ = [
     "parse_name",
     "read_image",
     "split_test_list",
+    "example_index",
 ]
 
 
 class DataError(ValueError):
     """A dataset on disk does not match what the reader expects (missing/odd file, bad label)."""
+
+
+def example_index(index, size: int) -> int:
+    """`index` as an int in `[0, size)` (the bounds check of every source's `__getitem__`)."""
+    i = int(index)
+    if not 0 <= i < size:
+        raise IndexError(f"index {index} out of range for {size} examples")
+    return i
 
 
 # --------------------------------------------------------------------------------------------------
@@ -665,9 +674,7 @@ class TreeSatAISource:
 
     def __getitem__(self, index: int) -> dict[str, dict[str, np.ndarray]]:
         """One example, see the module docstring for keys, shapes and dtypes."""
-        i = int(index)
-        if not 0 <= i < len(self.names):
-            raise IndexError(f"index {index} out of range for {len(self.names)} examples")
+        i = example_index(index, len(self.names))
         inputs = {m: self.read_modality(m, i) for m in self.modalities}
         age_ok = self._masks["age"][i] > 0
         inputs["age"] = np.array([self._targets["age"][i] if age_ok else np.nan], np.float32)
