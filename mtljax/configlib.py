@@ -51,7 +51,8 @@ def train_config(*, batch_size: int, num_epochs: int, learning_rate: float,
   })
 
 
-def ensemble_config(size: int = 1, strategy: str = "seeds", devices: int = 1) -> ml_collections.ConfigDict:
+def ensemble_config(size: int = 1, strategy: str = "seeds", devices: int = 1,
+                    augment_per_member: bool = False) -> ml_collections.ConfigDict:
   """`config.ensemble`: E members trained together in one vmapped step (ensembles paper §3.1).
 
   strategy: "seeds" (different random initialisation and dropout), "bagging" (bootstrap
@@ -59,8 +60,14 @@ def ensemble_config(size: int = 1, strategy: str = "seeds", devices: int = 1) ->
   devices: spread the members over this many devices (an `ensemble` mesh axis; 1 = every device
   holds every member and the batch is split over all of them). Must divide E and the devices
   per process.
+  augment_per_member: each member draws its own random flips/rotations of the shared batch (the
+  options of `config.data.augment`), as separately trained networks would; without it, members
+  of a seeds ensemble differ only in initialisation and dropout. Off by default: on the planted
+  attribute data it lowered the members' Grad-CAM agreement only slightly (map correlation 0.90
+  → 0.88) and changed no explanation result (issue 3 note).
   """
-  return ml_collections.ConfigDict({"size": size, "strategy": strategy, "devices": devices})
+  return ml_collections.ConfigDict({"size": size, "strategy": strategy, "devices": devices,
+                                    "augment_per_member": augment_per_member})
 
 
 def explain_config(*, task: str, modality: str, layer: str,

@@ -213,14 +213,22 @@ def make_ensemble_train_step(model, tx, config: ml_collections.ConfigDict,
 
   All E members take one step on the same batch in one program, vmapped over their stacked
   params, optimizer states and RNGs (member k's dropout RNG is `fold_in(rng, k)`); member k
-  weighs example i by `sample_weights[k, i]` (bagging, leave-one-bucket-out). Measurements are
+  weighs example i by `sample_weights[k, i]` (bagging, leave-one-bucket-out). With
+  `config.ensemble.augment_per_member` (and `config.data.augment` on), member k also applies its
+  own random flips/rotations to the batch (`pipeline.augment_batch`, from `fold_in(rng, k)`), so
+  members see independently augmented data, as separately trained networks do. Measurements are
   averaged over members (a non-finite member makes the average non-finite).
   """
   size = ensemble_size(config)
   step = make_train_step(model, tx, config, target_stats)
+  augment = (pipeline.augment_options(config.data.get("augment"))
+             if size > 1 and config.ensemble.get("augment_per_member", False) else None)
 
   def member_step(state, weights, rng, batch):
     batch = {**batch, "valid": batch["valid"] * weights[batch["meta"]["index"]]}
+    if augment:  # the member's own transform of the shared (already augmented) batch
+      aug_rng = jax.random.fold_in(jax.random.fold_in(rng, state["step"]), 1)
+      batch = pipeline.augment_batch(batch, aug_rng, **augment)
     return step(state, batch, rng)
 
   def ensemble_step(state, batch, rng, sample_weights):

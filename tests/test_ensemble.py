@@ -16,6 +16,7 @@ from sklearn import metrics as skm
 
 from configs import treesat as treesat_config
 from mtljax import configlib, train
+from mtljax.data import pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -51,6 +52,8 @@ def test_vmapped_ensemble_step_equals_each_member_alone(tiny_treesat_root, tmp_p
   """The vmapped E-member step against an independent computation: each member's own step with
   its own RNG (`fold_in(rng, k)`) on the batch re-weighted by its bagging counts."""
   config = _tiny(tiny_treesat_root, 3, "bagging")
+  config.ensemble.augment_per_member = True
+  assert pipeline.augment_options(config.data.augment)
   s = train.setup(config, str(tmp_path), write_config=False)
   weights = train.member_sample_weights(config, len(s.sources["train"]))
   batch = jax.tree.map(jnp.asarray, next(s.train_iter()))
@@ -64,7 +67,11 @@ def test_vmapped_ensemble_step_equals_each_member_alone(tiny_treesat_root, tmp_p
   for k in range(3):
     member = jax.tree.map(lambda x: x[k], stacked)
     b = dict(batch, valid=batch["valid"] * weights[k][np.asarray(batch["meta"]["index"])])
-    alone, mk = single(member, b, jax.random.fold_in(rng, k))
+    # The member's own flips/rotations of the batch (augment_per_member), from its own RNG.
+    member_rng = jax.random.fold_in(rng, k)
+    b = pipeline.augment_batch(b, jax.random.fold_in(jax.random.fold_in(member_rng, 0), 1),
+                               **pipeline.augment_options(config.data.augment))
+    alone, mk = single(member, b, member_rng)
     losses.append(float(mk["loss"]))
     for a, e in zip(jax.tree.leaves(alone), jax.tree.leaves(jax.tree.map(lambda x: x[k], new))):
       np.testing.assert_allclose(np.asarray(e), np.asarray(a), rtol=2e-4, atol=2e-6)

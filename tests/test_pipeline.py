@@ -316,6 +316,38 @@ def test_augment_in_train_iterator_keeps_modalities_aligned():
     assert changed > 10
 
 
+def test_augment_batch_on_device_matches_the_host_rules():
+    import jax
+
+    src = PatternSource()
+    batch = {part: {k: np.stack([src[i][part][k] for i in range(len(src))]) for k in src[0][part]}
+             for part in ("inputs", "targets", "mask")}
+    batch["valid"] = np.ones(len(src), np.float32)
+    seen = set()
+    for seed in range(4):
+        out = jax.tree.map(np.asarray, P.augment_batch(batch, jax.random.key(seed)))
+        np.testing.assert_array_equal(out["inputs"]["vec"], batch["inputs"]["vec"])
+        np.testing.assert_array_equal(out["targets"]["cls"], batch["targets"]["cls"])
+        for j in range(len(src)):
+            ex = {part: {k: v[j] for k, v in out[part].items()} for part in ("inputs", "targets")}
+            _consistent(ex)  # the same transform for both resolutions and the dense target
+            cands = [np.rot90(src.base[j], k, axes=(0, 1)) for k in range(4)]
+            cands += [c[:, ::-1] for c in cands]
+            hits = [t for t, c in enumerate(cands) if np.array_equal(ex["inputs"]["small"], c)]
+            assert len(hits) == 1
+            seen.add(hits[0])
+    assert seen == set(range(8))  # every dihedral transform occurs
+    # Flips only: the identity or the left-right flip of each example, never a rotation.
+    flips = jax.tree.map(np.asarray, P.augment_batch(batch, jax.random.key(0), rot90=False))
+    for j in range(len(src)):
+        assert any(np.array_equal(flips["inputs"]["small"][j], c)
+                   for c in (src.base[j], src.base[j][:, ::-1]))
+    # vmapped over keys (ensemble members): each member draws its own transforms.
+    keys = jax.random.split(jax.random.key(1), 3)
+    per_member = jax.vmap(lambda k: P.augment_batch(batch, k)["inputs"]["small"])(keys)
+    assert not np.array_equal(per_member[0], per_member[1])
+
+
 def test_pipeline_objects_pickle(train, stats):
     prep = P._Prepare(INPUTS, TASKS, stats)
     again = pickle.loads(pickle.dumps(prep))

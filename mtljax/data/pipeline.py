@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "augment",
+    "augment_batch",
+    "augment_options",
     "compute_stats",
     "default_read_options",
     "eval_batches",
@@ -304,6 +306,51 @@ def augment(example: Example, rng: np.random.Generator, *, flip: bool = True, ro
     return out
 
 
+def augment_batch(batch: Example, rng, *, flip: bool = True, rot90: bool = True) -> Example:
+    """``augment`` for a whole batch on device (jax): one random dihedral transform per example.
+
+    The same rules as ``augment``: every image-like input ``[B, H, W, C]`` (H == W; time series and
+    vectors untouched) and every target / mask ``[B, H, W, ...]`` whose side matches a transformed
+    input get example b's transform. Jittable and vmappable: an ensemble member can draw its own
+    transforms of a shared batch from its own ``rng`` (``train.make_ensemble_train_step``).
+    Composed with the host pipeline's ``augment`` of the same options, each member sees each
+    example under an independent, uniformly random transform, as separately trained members would.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    if not (flip or rot90):
+        return batch
+    inputs = batch["inputs"]
+    sides = {x.shape[1] for x in inputs.values()
+             if not isinstance(x, Mapping) and x.ndim == 4 and x.shape[1] == x.shape[2]}
+    if not sides:
+        return batch
+    size = next(iter(jax.tree.leaves(inputs))).shape[0]
+    k_rng, f_rng = jax.random.split(rng)
+    k = jax.random.randint(k_rng, (size,), 0, 4) if rot90 else jnp.zeros((size,), jnp.int32)
+    f = jax.random.bernoulli(f_rng, 0.5, (size,)) if flip else jnp.zeros((size,), bool)
+
+    def transform(x):
+        def one(xi, ki, fi):  # xi [H, W, ...]: rot90 by ki quarter turns, then a left-right flip
+            if rot90:
+                xi = jax.lax.switch(ki, [functools.partial(jnp.rot90, k=r, axes=(0, 1)) for r in range(4)], xi)
+            return jnp.where(fi, xi[:, ::-1], xi) if flip else xi
+
+        return jax.vmap(one)(x, k, f)
+
+    def dense(tree):
+        return {name: transform(y) if y.ndim >= 3 and y.shape[1] == y.shape[2] and y.shape[1] in sides
+                else y for name, y in tree.items()}
+
+    out = {**batch, "inputs": {name: x if isinstance(x, Mapping) or not (x.ndim == 4 and x.shape[1] == x.shape[2])
+                               else transform(x) for name, x in inputs.items()}}
+    for key in ("targets", "mask"):
+        if key in batch:
+            out[key] = dense(batch[key])
+    return out
+
+
 class _Prepare:
     """select -> normalize -> add ``valid``; picklable (grain may run it in worker processes)."""
 
@@ -320,7 +367,7 @@ class _Prepare:
         return ex
 
 
-def _augment_kwargs(augment_cfg: Any) -> dict[str, bool] | None:
+def augment_options(augment_cfg: Any) -> dict[str, bool] | None:
     """None/False -> None; True -> defaults; a mapping / ConfigDict -> its flip/rot90 (``enabled`` may turn it off)."""
     if augment_cfg is None or augment_cfg is False:
         return None
@@ -387,7 +434,7 @@ def train_dataset(
     # per-element preparation and augmentation seeded by the *global* element index.
     ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
     ds = ds.map(prepare)
-    kw = _augment_kwargs(augment_cfg)
+    kw = augment_options(augment_cfg)
     if kw is not None:
         ds = ds.random_map(functools.partial(augment, **kw))
     if shard_count > 1 or start_step:
