@@ -9,7 +9,11 @@ For each model (see profiling/common.py: the issue's 3-conv CNN, the TreeSAT aer
 the TreeSAT Sentinel MLP) E members are initialised with different seeds in JAX and copied into
 E identical torch modules. Each method explains the logit of one class per example:
   ig          Integrated Gradients, riemann_middle, `--ig-steps` steps evaluated `--ig-chunk` at a
-              time on both sides (Captum's internal_batch_size = chunk × batch)
+              time on both sides (Captum's internal_batch_size = chunk × batch); for the MLP the
+              JAX side splits after the encoder's first Dense, as the explain run does
+              (`integrated_gradients(split=...)`: same attributions, the first layer runs twice
+              instead of once per step)
+  ig_plain    the same without the split (MLP only; for the conv models it is `ig`)
   saliency    |gradient|
   gradcam     Grad-CAM on the last conv block (no upsampling on either side)
   smoothgrad  NoiseTunnel(Saliency) with `--sg-samples` samples, all in one batch on both sides
@@ -40,7 +44,8 @@ from mtljax.explain import attributions as attr_lib  # noqa: E402
 from mtljax.explain import ensemble as ens_lib  # noqa: E402
 from mtljax.explain import flax_utils  # noqa: E402
 
-METHODS = ("ig", "saliency", "gradcam", "smoothgrad")
+METHODS = ("ig", "saliency", "gradcam", "smoothgrad", "ig_plain")
+DEFAULT_METHODS = ("ig", "saliency", "gradcam", "smoothgrad")
 STRATEGIES = ("auto", "vmap", "loop", "map")
 
 
@@ -50,9 +55,12 @@ def jax_attribute_fn(model, name, method, targets, a):
   def score(v, x):
     return jnp.take_along_axis(model.apply(v, x), targets[:, None], axis=1)[:, 0]
 
-  if method == "ig":
+  if method in ("ig", "ig_plain"):
+    split = None
+    if method == "ig" and name == "mlp":
+      split = flax_utils.affine_split(score, "encoder/dense1")
     return lambda v, x: attr_lib.integrated_gradients(score, v, x, steps=a.ig_steps,
-                                                      batch_steps=a.ig_chunk)
+                                                      batch_steps=a.ig_chunk, split=split)
   if method == "saliency":
     return lambda v, x: attr_lib.saliency(score, v, x)
   if method == "gradcam":
@@ -76,7 +84,7 @@ def captum_fn(torch_models, name, method, x_np, targets_np, a):
   spread = float(np.mean(x_np.reshape(b, -1).max(1) - x_np.reshape(b, -1).min(1)))
 
   def one(m):
-    if method == "ig":
+    if method in ("ig", "ig_plain"):
       return cattr.IntegratedGradients(m).attribute(
           x, target=t, n_steps=a.ig_steps, method="riemann_middle",
           internal_batch_size=(a.ig_chunk or a.ig_steps) * b)
@@ -114,7 +122,7 @@ def bench_model(name, a, rows, payload):
     for p in (p for m in torch_models for p in m.parameters()):
       p.requires_grad_(False)
   for method in a.methods:
-    if method == "gradcam" and name == "mlp":
+    if (method == "gradcam" and name == "mlp") or (method == "ig_plain" and name != "mlp"):
       continue
     fn = jax_attribute_fn(model, name, method, targets, a)
     fns = {} if a.skip_captum else {
@@ -159,7 +167,7 @@ def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--models", nargs="+", default=["cnn", "mlp", "resnet18"],
                   choices=list(common.NUM_CLASSES))
-  ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+  ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS)
   ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
   ap.add_argument("--members", type=int, default=11)
   ap.add_argument("--member-chunk", type=int, default=None)

@@ -318,6 +318,49 @@ def test_flax_layer_fn_grad_cam_matches_a_split_model():
     explain.grad_cam(flax_utils.flax_layer_fn(score, "conv9"), params, inputs)
 
 
+class _TwoBranch(nn.Module):
+  """An MLP encoder on "tab" [B, 2, 3] (its first Dense is affine in the input) beside a conv
+  branch on "img", fused by concatenation."""
+
+  @nn.compact
+  def __call__(self, inputs):
+    from mtljax.models import encoders
+    t = encoders.MLPEncoder(hidden=(6, 5), dropout=0.0, name="mlp")(inputs["tab"], train=False)
+    h = nn.relu(nn.Conv(3, (3, 3), name="conv")(inputs["img"])).mean(axis=(1, 2))
+    return nn.Dense(3, name="head")(jnp.concatenate([t, h], axis=-1))
+
+
+def test_integrated_gradients_split_after_an_affine_layer_is_exact():
+  model = _TwoBranch()
+  with jax.enable_x64(True):
+    ks = jax.random.split(jax.random.key(30), 3)
+    inputs = {"img": jax.random.normal(ks[0], (3, 8, 8, 2), jnp.float64),
+              "tab": jax.random.normal(ks[1], (3, 2, 3), jnp.float64)}
+    params = jax.tree.map(lambda a: a.astype(jnp.float64), model.init(ks[2], inputs))
+    score = targets.make_score_fn(lambda p, inp: {"cls": model.apply(p, inp)}, "cls",
+                                  "classification", 2, num_outputs=3)
+    split = flax_utils.affine_split(score, "mlp/dense1")
+    z = jax.jit(split[0])(params, inputs)["mlp/dense1"]
+    assert z.shape == (3, 6)
+    np.testing.assert_allclose(jax.jit(split[1])(params, inputs, {"mlp/dense1": z}),
+                               score(params, inputs), rtol=1e-6)
+    baseline = {"img": 0.25, "tab": -0.5}
+    for method, steps, chunk in (("riemann_middle", 9, None), ("gausslegendre", 7, 3)):
+      options = dict(baseline=baseline, steps=steps, method=method, batch_steps=chunk)
+      plain = _jit(explain.integrated_gradients, score, **options)(params, inputs)
+      fast = _jit(explain.integrated_gradients, score, split=split, **options)(params, inputs)
+      for leaf in ("img", "tab"):
+        assert float(jnp.max(jnp.abs(plain[leaf]))) > 1e-3
+        # MLPEncoder computes in float32, so the two orders of summation agree to float32.
+        np.testing.assert_allclose(fast[leaf], plain[leaf], rtol=1e-5, atol=1e-8)
+    # The split skips the first Dense at every node: one program with fewer flops.
+    flops = [jax.jit(functools.partial(explain.integrated_gradients, score, steps=16, split=s))
+             .lower(params, inputs).compile().cost_analysis()["flops"] for s in (None, split)]
+    assert flops[1] < flops[0], flops
+  with pytest.raises(ValueError, match=r"'mlp/dense9'.*mlp/dense1"):
+    flax_utils.affine_split(score, ["mlp/dense9"])[0](params, inputs)
+
+
 # --- Score functions ----------------------------------------------------------------------------
 
 

@@ -113,13 +113,16 @@ def test_treesat_ensemble_explains_every_modality(tmp_path):
   config = "--config=configs/treesat.py:tiny,size=2"
   res = _main(tmp_path, config=config)
   assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-  res = _main(tmp_path, "--mode=explain", "--config.explain.methods=('saliency','grad_cam')",
-              "--config.explain.max_examples=8", config=config)
+  res = _main(tmp_path, "--mode=explain",
+              "--config.explain.methods=('saliency','grad_cam','integrated_gradients')",
+              "--config.explain.max_examples=8", "--config.explain.ig_steps=8", config=config)
   assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
   out = tmp_path / "explanations" / "test"
   summary = json.loads((out / "results.json").read_text())
-  share = summary["methods"]["saliency"]["modality_share"]
-  assert set(share) == {"aerial", "s1", "s2"} and abs(sum(share.values()) - 1) < 1e-4
+  for method in ("saliency", "integrated_gradients"):  # IG: S1/S2 split after their first Dense
+    share = summary["methods"][method]["modality_share"]
+    assert set(share) == {"aerial", "s1", "s2"} and abs(sum(share.values()) - 1) < 1e-4, share
+    assert min(share.values()) > 0, (method, share)
   maps = np.load(out / "maps_saliency.npz")
   n = len(maps["pairs"])
   assert maps["ensemble"].shape == (n, 32, 32)  # the tiny aerial side
