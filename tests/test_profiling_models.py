@@ -49,3 +49,22 @@ def test_attribution_bench_agrees_with_captum(tmp_path):
   for r in rows:
     assert r["max_rel_diff_vs_captum"] < 1e-4, r
     assert r["auto_picks"] == "loop" and r["captum_s"] > 0 and r["auto_per_s"] > 0
+
+
+@pytest.mark.parametrize("k,stride", [(3, 1), (7, 2)])
+def test_conv_bench_kernel_gradient_forms_equal_xla(k, stride):
+  """conv_bench's two matmul forms of a convolution's kernel gradient are the kernel gradient."""
+  import jax
+  import conv_bench
+  x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))
+  w = jax.random.normal(jax.random.key(1), (k, k, 3, 4))
+
+  def conv(w):
+    return jax.lax.conv_general_dilated(x, w, (stride, stride), [(k // 2, k // 2)] * 2,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  y, vjp = jax.vjp(conv, w)
+  g = jax.random.normal(jax.random.key(2), y.shape)
+  ref = vjp(g)[0]
+  for form in (conv_bench._dw_shift, conv_bench._dw_patches):
+    np.testing.assert_allclose(form(x, g, k, stride), ref, rtol=1e-4, atol=1e-4)
