@@ -357,8 +357,8 @@ def test_integrated_gradients_split_after_an_affine_layer_is_exact():
     flops = [jax.jit(functools.partial(explain.integrated_gradients, score, steps=16, split=s))
              .lower(params, inputs).compile().cost_analysis()["flops"] for s in (None, split)]
     assert flops[1] < flops[0], flops
-  with pytest.raises(ValueError, match=r"'mlp/dense9'.*mlp/dense1"):
-    flax_utils.affine_split(score, ["mlp/dense9"])[0](params, inputs)
+    with pytest.raises(ValueError, match=r"'mlp/dense9'.*mlp/dense1"):
+      flax_utils.affine_split(score, ["mlp/dense9"])[0](params, inputs)
 
 
 # --- Score functions ----------------------------------------------------------------------------
