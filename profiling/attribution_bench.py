@@ -184,11 +184,7 @@ def main():
                   help="JAX only (e.g. to read the peak memory of the JAX side alone)")
   ap.add_argument("--out", default="profiling/results/attribution_bench.json")
   a = ap.parse_args()
-  if a.threads and not a.skip_captum:
-    import torch
-    torch.set_num_threads(a.threads)
-  payload = {"device": common.device_description(), "args": vars(a), "rows": []}
-  print(payload["device"], flush=True)
+  payload = common.start_run(a, torch_threads=0 if a.skip_captum else a.threads)
   t0 = time.perf_counter()
   rows = []
   for name in a.models:

@@ -241,6 +241,17 @@ def device_description() -> dict[str, Any]:
   return info
 
 
+def start_run(args, *, torch_threads: int = 0) -> dict[str, Any]:
+  """A benchmark's JSON payload `{"device", "args", "rows"}`, with the device printed; sets
+  PyTorch's thread count first when `torch_threads` > 0 (so the payload records it)."""
+  if torch_threads:
+    import torch
+    torch.set_num_threads(torch_threads)
+  payload = {"device": device_description(), "args": vars(args), "rows": []}
+  print(payload["device"], flush=True)
+  return payload
+
+
 def time_side_by_side(fns: dict[str, Callable[[], Any]], repeats: int = 3,
                       block: Callable[[Any], Any] = jax.block_until_ready) -> dict[str, dict]:
   """Warm every function once (compilation), then run them interleaved `repeats` times (A B C A B

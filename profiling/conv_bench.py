@@ -5,23 +5,23 @@ alternative kernel-gradient formulations) against PyTorch's oneDNN, side by side
     python profiling/conv_bench.py --batch 4 --repeats 10
 
 Shapes (NHWC, HWIO): the stem (7×7 stride 2, 3 → 64 on 304×304) and one 3×3 conv of each stage
-(76², 38², 19², 10²). Columns, in milliseconds (medians): JAX forward, input gradient `dx`, kernel
-gradient `dw` (what XLA emits for `jax.vjp`), `dw` as nine shifted matmuls (`shift`), `dw` as one
-matmul of im2col patches (`patches`; both checked against XLA's `dw`), and PyTorch forward and
-forward + both gradients. The train step needs forward + dw for every conv and dx for all but the
-first (XLA skips the stem's dx: the input is not differentiated). Results go to JSON (`--out`).
+(76², 38², 19², 10²). Columns, in milliseconds (medians of interleaved runs,
+`common.time_side_by_side`): JAX forward, input gradient `dx`, kernel gradient `dw` (what XLA emits
+for `jax.vjp`), `dw` as nine shifted matmuls (`shift`), `dw` as one matmul of im2col patches
+(`patches`; both checked against XLA's `dw`), and PyTorch forward and forward + both gradients.
+The train step needs forward + dw for every conv and dx for all but the first (XLA skips the
+stem's dx: the input is not differentiated). Results go to JSON (`--out`).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
-import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -31,16 +31,6 @@ import common  # noqa: E402
 SHAPES = ((304, 3, 64, 7, 2), (76, 64, 64, 3, 1), (38, 128, 128, 3, 1), (19, 256, 256, 3, 1),
           (10, 512, 512, 3, 1))
 _DN = ("NHWC", "HWIO", "NHWC")
-
-
-def _median_ms(fn, repeats):
-  fn()
-  times = []
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    fn()
-    times.append(time.perf_counter() - t0)
-  return 1e3 * float(np.median(times))
 
 
 def _dw_shift(x, g, k, stride):
@@ -78,16 +68,13 @@ def bench_shape(side, cin, cout, k, stride, a):
       "dw_shift": jax.jit(lambda x, w, g: _dw_shift(x, g, k, stride)),
       "dw_patches": jax.jit(lambda x, w, g: _dw_patches(x, g, k, stride)),
   }
-  args = {"fwd": (x, w)}
   row = {"shape": f"{a.batch}×{side}²×{cin}→{cout} {k}×{k}/{stride}"}
   ref = fns["dw"](x, w, g)
   for name in ("dw_shift", "dw_patches"):
     alt = fns[name](x, w, g)
     row[f"{name}_rel_err"] = float(jnp.max(jnp.abs(alt - ref)) / jnp.max(jnp.abs(ref)))
-  for name, fn in fns.items():
-    call_args = args.get(name, (x, w, g))
-    row[f"jax_{name}_ms"] = _median_ms(lambda: jax.block_until_ready(fn(*call_args)), a.repeats)
-  row["jax_train_ms"] = row["jax_fwd_ms"] + row["jax_dw_ms"] + (row["jax_dx_ms"] if cin > 3 else 0)
+  calls = {f"jax_{name}": functools.partial(fn, x, w) if name == "fwd" else
+           functools.partial(fn, x, w, g) for name, fn in fns.items()}
   if not a.skip_torch:
     import torch
     tx = torch.randn(a.batch, cin, side, side, requires_grad=True)
@@ -98,12 +85,17 @@ def bench_shape(side, cin, cout, k, stride, a):
 
     tg = torch.ones_like(tfwd())
 
-    def tboth():
-      torch.autograd.grad(tfwd(), (tx, tw) if cin > 3 else (tw,), tg)
+    def tfwd_no_grad():
+      with torch.no_grad():
+        return tfwd()
 
-    with torch.no_grad():
-      row["torch_fwd_ms"] = _median_ms(tfwd, a.repeats)
-    row["torch_train_ms"] = _median_ms(tboth, a.repeats)
+    calls["torch_fwd"] = tfwd_no_grad
+    calls["torch_train"] = lambda: torch.autograd.grad(tfwd(), (tx, tw) if cin > 3 else (tw,), tg)
+  times = common.time_side_by_side(
+      calls, a.repeats, block=lambda r: jax.block_until_ready(r) if isinstance(r, jax.Array) else r)
+  row.update({f"{name}_ms": 1e3 * t["median_s"] for name, t in times.items()})
+  row["jax_train_ms"] = row["jax_fwd_ms"] + row["jax_dw_ms"] + (row["jax_dx_ms"] if cin > 3 else 0)
+  if not a.skip_torch:
     row["jax_vs_torch_train"] = row["torch_train_ms"] / row["jax_train_ms"]
   return row
 
@@ -116,11 +108,7 @@ def main():
   ap.add_argument("--skip-torch", action="store_true")
   ap.add_argument("--out", default="profiling/results/conv_bench.json")
   a = ap.parse_args()
-  if a.threads and not a.skip_torch:
-    import torch
-    torch.set_num_threads(a.threads)
-  payload = {"device": common.device_description(), "args": vars(a), "rows": []}
-  print(payload["device"], flush=True)
+  payload = common.start_run(a, torch_threads=0 if a.skip_torch else a.threads)
   for shape in SHAPES:
     payload["rows"].append(bench_shape(*shape, a))
     print("  " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"

@@ -265,8 +265,7 @@ def main():
   ap.add_argument("--data-dir", default="/tmp/mtljax_bench_data")
   ap.add_argument("--out", default="profiling/results/train_bench.json")
   a = ap.parse_args()
-  payload = {"device": common.device_description(), "args": vars(a), "rows": []}
-  print(payload["device"], flush=True)
+  payload = common.start_run(a)
   if "ensemble" in a.parts:
     payload["rows"].append(bench_ensemble(a))
     common.write_json(a.out, payload)
