@@ -256,8 +256,16 @@ def _normalize_series(series: Mapping[str, Any], stats: tuple[np.ndarray, np.nda
     return {"values": x, "days": np.asarray(series["days"]).astype(np.int32), "mask": mask}
 
 
-def _is_image(x: np.ndarray) -> bool:
-    return x.ndim == 3 and x.shape[0] == x.shape[1]
+def _is_image(x, batched: bool = False) -> bool:
+    """An image-like array ``[H, W, C]`` with H == W (``[B, H, W, C]`` when ``batched``)."""
+    a = int(batched)
+    return x.ndim == 3 + a and x.shape[a] == x.shape[a + 1]
+
+
+def _is_dense(y, sides: set[int], batched: bool = False) -> bool:
+    """A dense target / mask ``[H, W, ...]`` (``[B, H, W, ...]``) whose square side is in ``sides``."""
+    a = int(batched)
+    return y.ndim >= 2 + a and y.shape[a] == y.shape[a + 1] and y.shape[a] in sides
 
 
 def _geometric(x: np.ndarray, k: int, flip: bool) -> np.ndarray:
@@ -294,7 +302,7 @@ def augment(example: Example, rng: np.random.Generator, *, flip: bool = True, ro
         out = dict(tree)
         for name, y in tree.items():
             y = np.asarray(y)
-            if y.ndim >= 2 and y.shape[0] == y.shape[1] and y.shape[0] in sides:
+            if _is_dense(y, sides):
                 out[name] = _geometric(y, k, f)
         return out
 
@@ -322,10 +330,11 @@ def augment_batch(batch: Example, rng, *, flip: bool = True, rot90: bool = True)
     if not (flip or rot90):
         return batch
     inputs = batch["inputs"]
-    sides = {x.shape[1] for x in inputs.values()
-             if not isinstance(x, Mapping) and x.ndim == 4 and x.shape[1] == x.shape[2]}
-    if not sides:
+    images = [name for name, x in inputs.items()
+              if not isinstance(x, Mapping) and _is_image(x, batched=True)]
+    if not images:
         return batch
+    sides = {inputs[name].shape[1] for name in images}
     size = next(iter(jax.tree.leaves(inputs))).shape[0]
     k_rng, f_rng = jax.random.split(rng)
     k = jax.random.randint(k_rng, (size,), 0, 4) if rot90 else jnp.zeros((size,), jnp.int32)
@@ -340,11 +349,11 @@ def augment_batch(batch: Example, rng, *, flip: bool = True, rot90: bool = True)
         return jax.vmap(one)(x, k, f)
 
     def dense(tree):
-        return {name: transform(y) if y.ndim >= 3 and y.shape[1] == y.shape[2] and y.shape[1] in sides
-                else y for name, y in tree.items()}
+        return {name: transform(y) if _is_dense(y, sides, batched=True) else y
+                for name, y in tree.items()}
 
-    out = {**batch, "inputs": {name: x if isinstance(x, Mapping) or not (x.ndim == 4 and x.shape[1] == x.shape[2])
-                               else transform(x) for name, x in inputs.items()}}
+    out = {**batch, "inputs": {name: transform(x) if name in images else x
+                               for name, x in inputs.items()}}
     for key in ("targets", "mask"):
         if key in batch:
             out[key] = dense(batch[key])
