@@ -1,5 +1,6 @@
-r"""Per-layer convolution timings: XLA:CPU (forward, input gradient, kernel gradient, and two
-alternative kernel-gradient formulations) against PyTorch's oneDNN, side by side in one process.
+r"""Per-layer convolution timings: XLA:CPU (forward, input gradient, kernel gradient, two
+alternative kernel-gradient formulations and a Winograd convolution) against PyTorch's oneDNN, side
+by side in one process.
 
     python profiling/conv_bench.py                  # ResNet-18's conv shapes at 304 px, batch 16
     python profiling/conv_bench.py --batch 4 --repeats 10
@@ -8,7 +9,10 @@ Shapes (NHWC, HWIO): the stem (7×7 stride 2, 3 → 64 on 304×304) and one 3×3
 (76², 38², 19², 10²). Columns, in milliseconds (medians of interleaved runs,
 `common.time_side_by_side`): JAX forward, input gradient `dx`, kernel gradient `dw` (what XLA emits
 for `jax.vjp`), `dw` as nine shifted matmuls (`shift`), `dw` as one matmul of im2col patches
-(`patches`; both checked against XLA's `dw`), and PyTorch forward and forward + both gradients.
+(`patches`; both checked against XLA's `dw`), forward + both gradients of a Winograd F(2×2, 3×3)
+convolution (3×3 stride-1 layers only; gradients by autodiff, checked against XLA's, and timed
+against XLA's convolution with its gradients in one program as well), and
+PyTorch forward and forward + both gradients.
 The train step needs forward + dw for every conv and dx for all but the first (XLA skips the
 stem's dx: the input is not differentiated). Results go to JSON (`--out`).
 """
@@ -52,6 +56,42 @@ def _dw_patches(x, g, k, stride):
   return d.reshape(x.shape[3], k, k, g.shape[3]).transpose(1, 2, 0, 3)
 
 
+# Winograd F(2×2, 3×3) (Lavin & Gray, 2016): each 2×2 output tile is A^T [(G w G^T) ⊙ (B^T d B)] A
+# of its 4×4 input tile d, so the 9 multiply-adds per output pixel and channel pair become 4, done as
+# 16 batched matmuls over (tiles × in channels) @ (in × out channels).
+_WINO_G = ((1.0, 0.0, 0.0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0.0, 0.0, 1.0))
+
+
+def _wino_bt(r0, r1, r2, r3):
+  """B^T applied along one axis of the 4×4 input tiles."""
+  return r0 - r2, r1 + r2, r2 - r1, r1 - r3
+
+
+def _wino_at(m0, m1, m2, m3):
+  """A^T applied along one axis of the 4×4 products."""
+  return m0 + m1 + m2, m1 - m2 - m3
+
+
+def winograd_conv3x3(x, w):
+  """3×3 stride-1 SAME convolution (NHWC, HWIO) by Winograd F(2×2, 3×3)."""
+  n, h, wd, c = x.shape
+  nh, nw = -(-h // 2), -(-wd // 2)  # output tiles per axis
+  # Tile i covers padded rows 2i .. 2i + 3: blocks i and i + 1 of a reshape into row pairs.
+  xp = jnp.pad(x, ((0, 0), (1, 2 * nh + 1 - h), (1, 2 * nw + 1 - wd), (0, 0)))
+  xr = xp.reshape(n, nh + 1, 2, 2 * (nw + 1), c)
+  tiles = []
+  for v in _wino_bt(*(xr[:, a // 2:a // 2 + nh, a % 2] for a in range(4))):
+    vr = v.reshape(n, nh, nw + 1, 2, c)
+    tiles.extend(_wino_bt(*(vr[:, :, b // 2:b // 2 + nw, b % 2] for b in range(4))))
+  g = jnp.asarray(_WINO_G, x.dtype)
+  u = jnp.einsum("ak,klco,bl->abco", g, w, g).reshape(16, c, w.shape[3])
+  m = jnp.einsum("tpc,tco->tpo", jnp.stack(tiles).reshape(16, n * nh * nw, c), u)
+  m = m.reshape(4, 4, n, nh, nw, w.shape[3])
+  rows = [jnp.stack(_wino_at(*r), axis=3) for r in _wino_at(*m)]  # 2 × [n, nh, nw, 2, o]
+  y = jnp.stack(rows, axis=2)  # [n, nh, 2, nw, 2, o]
+  return y.reshape(n, 2 * nh, 2 * nw, w.shape[3])[:, :h, :wd]
+
+
 def bench_shape(side, cin, cout, k, stride, a):
   p = k // 2
   x = jax.random.normal(jax.random.key(0), (a.batch, side, side, cin))
@@ -68,7 +108,18 @@ def bench_shape(side, cin, cout, k, stride, a):
       "dw_shift": jax.jit(lambda x, w, g: _dw_shift(x, g, k, stride)),
       "dw_patches": jax.jit(lambda x, w, g: _dw_patches(x, g, k, stride)),
   }
+  def train(conv_fn, x, w, g):  # forward and both gradients in one program
+    y, vjp = jax.vjp(conv_fn, x, w)
+    return y, *vjp(g)
+
+  if (k, stride) == (3, 1):
+    fns["xla_train"] = jax.jit(functools.partial(train, conv))
+    fns["wino_train"] = jax.jit(functools.partial(train, winograd_conv3x3))
   row = {"shape": f"{a.batch}×{side}²×{cin}→{cout} {k}×{k}/{stride}"}
+  if "wino_train" in fns:
+    ref = fns["xla_train"](x, w, g)
+    row["wino_rel_err"] = max(float(jnp.max(jnp.abs(u - r)) / jnp.max(jnp.abs(r)))
+                              for u, r in zip(fns["wino_train"](x, w, g), ref))
   ref = fns["dw"](x, w, g)
   for name in ("dw_shift", "dw_patches"):
     alt = fns[name](x, w, g)
@@ -91,10 +142,11 @@ def bench_shape(side, cin, cout, k, stride, a):
 
     calls["torch_fwd"] = tfwd_no_grad
     calls["torch_train"] = lambda: torch.autograd.grad(tfwd(), (tx, tw) if cin > 3 else (tw,), tg)
-  times = common.time_side_by_side(
-      calls, a.repeats, block=lambda r: jax.block_until_ready(r) if isinstance(r, jax.Array) else r)
+  times = common.time_side_by_side(calls, a.repeats)  # blocks on every jax array it returns
   row.update({f"{name}_ms": 1e3 * t["median_s"] for name, t in times.items()})
   row["jax_train_ms"] = row["jax_fwd_ms"] + row["jax_dw_ms"] + (row["jax_dx_ms"] if cin > 3 else 0)
+  if "jax_wino_train_ms" in row:
+    row["wino_vs_xla_train"] = row["jax_xla_train_ms"] / row["jax_wino_train_ms"]
   if not a.skip_torch:
     row["jax_vs_torch_train"] = row["torch_train_ms"] / row["jax_train_ms"]
   return row
@@ -115,7 +167,9 @@ def main():
                            for k, v in payload["rows"][-1].items()), flush=True)
   cols = [("shape", "conv"), ("jax_fwd_ms", "fwd ms"), ("jax_dx_ms", "dx ms"), ("jax_dw_ms", "dw ms"),
           ("jax_dw_shift_ms", "dw shift ms"), ("jax_dw_patches_ms", "dw patches ms"),
-          ("jax_train_ms", "JAX fwd+grads ms")]
+          ("jax_train_ms", "JAX fwd+grads ms"), ("jax_xla_train_ms", "one program ms"),
+          ("jax_wino_train_ms", "Winograd fwd+grads ms"),
+          ("wino_vs_xla_train", "XLA ÷ Winograd")]
   if not a.skip_torch:
     cols += [("torch_fwd_ms", "torch fwd ms"), ("torch_train_ms", "torch fwd+grads ms"),
              ("jax_vs_torch_train", "torch ÷ JAX")]

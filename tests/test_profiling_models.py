@@ -68,3 +68,23 @@ def test_conv_bench_kernel_gradient_forms_equal_xla(k, stride):
   ref = vjp(g)[0]
   for form in (conv_bench._dw_shift, conv_bench._dw_patches):
     np.testing.assert_allclose(form(x, g, k, stride), ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("h,w", [(8, 6), (7, 9)])
+def test_conv_bench_winograd_convolution_equals_xla(h, w):
+  """conv_bench's Winograd F(2×2, 3×3) is the 3×3 SAME convolution, forward and both gradients,
+  also when a side is odd (the last tile is cropped)."""
+  import jax
+  import conv_bench
+  x = jax.random.normal(jax.random.key(0), (2, h, w, 5))
+  k = jax.random.normal(jax.random.key(1), (3, 3, 5, 4))
+
+  def xla(x, k):
+    return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  g = jax.random.normal(jax.random.key(2), (2, h, w, 4))
+  want = [xla(x, k), *jax.vjp(xla, x, k)[1](g)]
+  got = [conv_bench.winograd_conv3x3(x, k), *jax.vjp(conv_bench.winograd_conv3x3, x, k)[1](g)]
+  for a, b in zip(got, want):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
