@@ -9,11 +9,12 @@ For each model (see profiling/common.py: the issue's 3-conv CNN, the TreeSAT aer
 the TreeSAT Sentinel MLP) E members are initialised with different seeds in JAX and copied into
 E identical torch modules. Each method explains the logit of one class per example:
   ig          Integrated Gradients, riemann_middle, `--ig-steps` steps evaluated `--ig-chunk` at a
-              time on both sides (Captum's internal_batch_size = chunk × batch); for the MLP the
-              JAX side splits after the encoder's first Dense, as the explain run does
-              (`integrated_gradients(split=...)`: same attributions, the first layer runs twice
-              instead of once per step)
-  ig_plain    the same without the split (MLP only; for the conv models it is `ig`)
+              time on both sides (Captum's internal_batch_size = chunk × batch); the JAX side
+              splits after the model's first layer, affine in the input (the MLP's first Dense,
+              the CNN's first conv, ResNet-18's stem conv), as the explain run does
+              (`integrated_gradients(split=...)`: same attributions, that layer runs twice
+              instead of once per step and its transpose once)
+  ig_plain    the same without the split
   saliency    |gradient|
   gradcam     Grad-CAM on the last conv block (no upsampling on either side)
   smoothgrad  NoiseTunnel(Saliency) with `--sg-samples` samples, all in one batch on both sides
@@ -57,8 +58,8 @@ def jax_attribute_fn(model, name, method, targets, a):
 
   if method in ("ig", "ig_plain"):
     split = None
-    if method == "ig" and name == "mlp":
-      split = flax_utils.affine_split(score, "encoder/dense1")
+    if method == "ig":
+      split = flax_utils.affine_split(score, common.AFFINE_FIRST_LAYER[name])
     return lambda v, x: attr_lib.integrated_gradients(score, v, x, steps=a.ig_steps,
                                                       batch_steps=a.ig_chunk, split=split)
   if method == "saliency":
@@ -122,7 +123,7 @@ def bench_model(name, a, rows, payload):
     for p in (p for m in torch_models for p in m.parameters()):
       p.requires_grad_(False)
   for method in a.methods:
-    if (method == "gradcam" and name == "mlp") or (method == "ig_plain" and name != "mlp"):
+    if method == "gradcam" and name == "mlp":
       continue
     fn = jax_attribute_fn(model, name, method, targets, a)
     fns = {} if a.skip_captum else {

@@ -32,6 +32,8 @@ from mtljax.models import activations, encoders  # noqa: E402
 
 NUM_CLASSES = {"cnn": 10, "resnet18": 15, "mlp": 15}
 GRAD_CAM_LAYER = {"cnn": "conv3", "resnet18": "encoder/stage4_block2"}
+# The first layer of each model, affine in the input: Integrated Gradients splits after it.
+AFFINE_FIRST_LAYER = {"cnn": "conv1", "resnet18": "encoder/stem_conv", "mlp": "encoder/dense1"}
 
 
 # ============================================================================ JAX models

@@ -110,8 +110,9 @@ def affine_split(score_fn: Callable[[Any, Any], jax.Array], layer_paths):
   the part of the model that computes them runs); `rest(params, inputs, z)` runs `score_fn` with
   those modules' outputs replaced by `z[path]` (the modules themselves are skipped). Each module's
   output must be an affine function of the inputs — e.g. "encoders_s2/dense1", the first Dense of
-  an `MLPEncoder`, whose input is the flattened modality — otherwise Integrated Gradients with this
-  split is wrong; `tests/test_explain_methods.py` checks it against the plain computation.
+  an `MLPEncoder`, whose input is the flattened modality, or "encoders_aerial/stem_conv", a
+  `ResNet`'s first convolution — otherwise Integrated Gradients with this split is wrong;
+  `tests/test_explain_methods.py` checks both against the plain computation.
   """
   paths = (layer_paths,) if isinstance(layer_paths, str) else tuple(layer_paths)
 

@@ -88,11 +88,14 @@ def make_attribute_fn(model, config: ml_collections.ConfigDict, name: str,
 
   task_cfg = config.tasks[task]
   num_outputs = int(task_cfg.get("num_classes") or 1)
-  # The first Dense of an MLP encoder is affine in its modality: Integrated Gradients runs it
-  # twice instead of once per step (exact; `attributions.integrated_gradients(split=...)`).
+  # The first Dense of an MLP encoder and a ResNet's stem convolution are affine in their
+  # modality: Integrated Gradients runs them twice instead of once per step, and their transpose
+  # once (exact; `attributions.integrated_gradients(split=...)`).
   affine = [f"encoders_{m}/dense1" for m in sorted(config.inputs)
             if config.inputs[m].get("encoder") == "mlp"
             and tuple((config.inputs[m].get("encoder_kwargs") or {}).get("hidden", (1,)))]
+  affine += [f"encoders_{m}/stem_conv" for m in sorted(config.inputs)
+             if config.inputs[m].get("encoder") == "resnet"]
 
   def attribute_member(variables, x, idx, segments):
     f = targets_lib.make_score_fn(outputs, task, task_cfg.kind, idx, num_outputs=num_outputs)
