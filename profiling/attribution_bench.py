@@ -132,15 +132,12 @@ def bench_model(name, a, rows, payload):
       fns[s] = functools.partial(
           lambda s: ens_lib.ensemble_attribute(fn, stacked, x, strategy=s,
                                                member_chunk=a.member_chunk)[1], s)
-    block = lambda r: jax.block_until_ready(r) if isinstance(r, jax.Array) else r
     print(f"\n{name} {method}: E={a.members}, batch {batch}, input {x_np.shape[1:]} ...",
           flush=True)
-    times = common.time_side_by_side(fns, a.repeats, block=block)
+    times = common.time_side_by_side(fns, a.repeats)
     err = None
     if "captum" in fns:
-      ref = to_nhwc_map(fns["captum"]())
-      ours = np.asarray(fns[a.strategies[0]]())
-      err = float(np.max(np.abs(ours - ref)) / max(float(np.max(np.abs(ref))), 1e-12))
+      err = common.max_rel_diff(fns[a.strategies[0]](), to_nhwc_map(fns["captum"]()))
     work = a.members * batch
     row = {"model": name, "method": method, "members": a.members, "batch": batch,
            "input": "x".join(map(str, x_np.shape[1:])), "max_rel_diff_vs_captum": err,

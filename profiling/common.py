@@ -257,7 +257,9 @@ def start_run(args, *, torch_threads: int = 0) -> dict[str, Any]:
 def time_side_by_side(fns: dict[str, Callable[[], Any]], repeats: int = 3,
                       block: Callable[[Any], Any] = jax.block_until_ready) -> dict[str, dict]:
   """Warm every function once (compilation), then run them interleaved `repeats` times (A B C A B
-  C ...) so that a slow phase of a shared machine hits all alike; report the median seconds."""
+  C ...) so that a slow phase of a shared machine hits all alike; report the median seconds.
+  `block` waits for a result: `jax.block_until_ready` waits for every jax array in a returned
+  pytree and passes anything else (torch tensors, already computed) through."""
   out = {}
   for name, fn in fns.items():
     t0 = time.perf_counter()
@@ -271,6 +273,12 @@ def time_side_by_side(fns: dict[str, Callable[[], Any]], repeats: int = 3,
   for r in out.values():  # repeats=0: the first call (compilation included) is all there is
     r["median_s"] = statistics.median(r["runs_s"] or [r["first_call_s"]])
   return out
+
+
+def max_rel_diff(a, ref) -> float:
+  """max |a − ref| relative to max |ref| (guarded against an all-zero reference)."""
+  a, ref = np.asarray(a), np.asarray(ref)
+  return float(np.max(np.abs(a - ref)) / max(float(np.max(np.abs(ref))), 1e-12))
 
 
 def print_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:

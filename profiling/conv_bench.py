@@ -108,6 +108,7 @@ def bench_shape(side, cin, cout, k, stride, a):
       "dw_shift": jax.jit(lambda x, w, g: _dw_shift(x, g, k, stride)),
       "dw_patches": jax.jit(lambda x, w, g: _dw_patches(x, g, k, stride)),
   }
+
   def train(conv_fn, x, w, g):  # forward and both gradients in one program
     y, vjp = jax.vjp(conv_fn, x, w)
     return y, *vjp(g)
@@ -118,12 +119,11 @@ def bench_shape(side, cin, cout, k, stride, a):
   row = {"shape": f"{a.batch}×{side}²×{cin}→{cout} {k}×{k}/{stride}"}
   if "wino_train" in fns:
     ref = fns["xla_train"](x, w, g)
-    row["wino_rel_err"] = max(float(jnp.max(jnp.abs(u - r)) / jnp.max(jnp.abs(r)))
+    row["wino_rel_err"] = max(common.max_rel_diff(u, r)
                               for u, r in zip(fns["wino_train"](x, w, g), ref))
   ref = fns["dw"](x, w, g)
   for name in ("dw_shift", "dw_patches"):
-    alt = fns[name](x, w, g)
-    row[f"{name}_rel_err"] = float(jnp.max(jnp.abs(alt - ref)) / jnp.max(jnp.abs(ref)))
+    row[f"{name}_rel_err"] = common.max_rel_diff(fns[name](x, w, g), ref)
   calls = {f"jax_{name}": functools.partial(fn, x, w) if name == "fwd" else
            functools.partial(fn, x, w, g) for name, fn in fns.items()}
   if not a.skip_torch:
@@ -142,7 +142,7 @@ def bench_shape(side, cin, cout, k, stride, a):
 
     calls["torch_fwd"] = tfwd_no_grad
     calls["torch_train"] = lambda: torch.autograd.grad(tfwd(), (tx, tw) if cin > 3 else (tw,), tg)
-  times = common.time_side_by_side(calls, a.repeats)  # blocks on every jax array it returns
+  times = common.time_side_by_side(calls, a.repeats)
   row.update({f"{name}_ms": 1e3 * t["median_s"] for name, t in times.items()})
   row["jax_train_ms"] = row["jax_fwd_ms"] + row["jax_dw_ms"] + (row["jax_dx_ms"] if cin > 3 else 0)
   if "jax_wino_train_ms" in row:

@@ -178,8 +178,7 @@ def bench_treesat(a, with_flops: bool):
                torch.from_numpy(batch["targets"]["l2"].astype(np.int64)),
                torch.from_numpy(batch["targets"]["age"]))
   times = common.time_side_by_side(
-      {"jax": jax_step, "pytorch": lambda: torch_step(t_inputs, t_targets)}, a.repeats,
-      block=lambda r: r if isinstance(r, torch.Tensor) else jax.block_until_ready(r))
+      {"jax": jax_step, "pytorch": lambda: torch_step(t_inputs, t_targets)}, a.repeats)
   row = {"part": "treesat", "batch": a.batch, "aerial": a.size,
          "jax_s": times["jax"]["median_s"], "pytorch_s": times["pytorch"]["median_s"],
          "jax_first_call_s": times["jax"]["first_call_s"]}
