@@ -339,6 +339,9 @@ def test_integrated_gradients_split_after_an_affine_layer_is_exact():
     params = jax.tree.map(lambda a: a.astype(jnp.float64), model.init(ks[2], inputs))
     score = targets.make_score_fn(lambda p, inp: {"cls": model.apply(p, inp)}, "cls",
                                   "classification", 2, num_outputs=3)
+    from mtljax.models import encoders
+    assert encoders.affine_input_layer("mlp", {"hidden": (6, 5)}) == "dense1"  # the run's split
+    assert encoders.affine_input_layer("mlp", {"hidden": ()}) is None  # no Dense, no split
     split = flax_utils.affine_split(score, "mlp/dense1")
     z = jax.jit(split[0])(params, inputs)["mlp/dense1"]
     assert z.shape == (3, 6)
@@ -389,7 +392,9 @@ def test_integrated_gradients_split_after_a_resnet_stem_is_exact():
     options = dict(baseline=0.2, steps=8, method="riemann_middle")
     plain = _jit(explain.integrated_gradients, score, **options)(variables, x)
     assert float(jnp.max(jnp.abs(plain))) > 1e-3
-    split = flax_utils.affine_split(score, "resnet/stem_conv")
+    from mtljax.models import encoders
+    # The layer the explain run splits a ResNet-encoded modality at.
+    split = flax_utils.affine_split(score, "resnet/" + encoders.affine_input_layer("resnet"))
     fast = _jit(explain.integrated_gradients, score, split=split, **options)(variables, x)
     np.testing.assert_allclose(fast, plain, rtol=1e-9, atol=1e-12)
     wrong = _jit(explain.integrated_gradients, score, **options,

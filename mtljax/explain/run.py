@@ -30,7 +30,7 @@ from mtljax.checkpoint import Checkpointer
 from mtljax.data import pipeline
 from mtljax.explain import (attributions, ensemble as ens_lib, flax_utils, metrics as xm, render,
                             targets as targets_lib)
-from mtljax.models import activations
+from mtljax.models import activations, encoders
 
 #: (metric, lower is better) in the order of the report.
 METRICS = (("iou", False), ("intersection", False), ("union", True), ("pearson", False),
@@ -88,14 +88,15 @@ def make_attribute_fn(model, config: ml_collections.ConfigDict, name: str,
 
   task_cfg = config.tasks[task]
   num_outputs = int(task_cfg.get("num_classes") or 1)
-  # The first Dense of an MLP encoder and a ResNet's stem convolution are affine in their
-  # modality: Integrated Gradients runs them twice instead of once per step, and their transpose
-  # once (exact; `attributions.integrated_gradients(split=...)`).
-  affine = [f"encoders_{m}/dense1" for m in sorted(config.inputs)
-            if config.inputs[m].get("encoder") == "mlp"
-            and tuple((config.inputs[m].get("encoder_kwargs") or {}).get("hidden", (1,)))]
-  affine += [f"encoders_{m}/stem_conv" for m in sorted(config.inputs)
-             if config.inputs[m].get("encoder") == "resnet"]
+  # Each encoder's first layer that is affine in its modality: Integrated Gradients runs it
+  # twice instead of once per step, and its transpose once (exact;
+  # `attributions.integrated_gradients(split=...)`).
+  affine = []
+  for m in sorted(config.inputs):
+    layer = encoders.affine_input_layer(config.inputs[m].get("encoder"),
+                                        config.inputs[m].get("encoder_kwargs"))
+    if layer:
+      affine.append(f"encoders_{m}/{layer}")
 
   def attribute_member(variables, x, idx, segments):
     f = targets_lib.make_score_fn(outputs, task, task_cfg.kind, idx, num_outputs=num_outputs)

@@ -216,3 +216,14 @@ ENCODERS: dict[str, type[nn.Module]] = {
     "unet": UNet,  # returns a feature map [B, H, W, C] (segmentation; models/spatial.py)
     "small_cnn": SmallCNN,  # MTC-LIM's shared CNN at synthetic scale (models/cnn.py)
 }
+
+
+def affine_input_layer(encoder: str, kwargs=None) -> str | None:
+  """The submodule of an `ENCODERS[encoder]` built with `kwargs` whose output is an affine
+  function of the encoder's input — an MLP's first Dense, a ResNet's stem convolution — or None.
+  Integrated Gradients splits there (`explain.flax_utils.affine_split`)."""
+  if encoder == "resnet":
+    return "stem_conv"
+  if encoder == "mlp" and tuple((kwargs or {}).get("hidden", MLPEncoder.hidden)):
+    return "dense1"
+  return None
