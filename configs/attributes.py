@@ -44,8 +44,10 @@ def _parse(arg):
     elif key == "strategy" and val in configlib.ENSEMBLE_STRATEGIES:
       opts["strategy"] = val
     else:
-      raise ValueError(f"configs/attributes.py: unknown variant {tok!r}; expected cub, isic, "
-                       f"tiny, size=E or strategy=one of {configlib.ENSEMBLE_STRATEGIES}")
+      raise ValueError(
+        f"configs/attributes.py: unknown variant {tok!r}; expected cub, isic, "
+        f"tiny, size=E or strategy=one of {configlib.ENSEMBLE_STRATEGIES}"
+      )
   return opts
 
 
@@ -72,21 +74,25 @@ def get_config(arg=None):
   c.data.stats_examples = 1024
   c.data.num_threads = 2
   c.data.prefetch = 4
-  c.data.synthetic = ml_collections.ConfigDict({
+  c.data.synthetic = ml_collections.ConfigDict(
+    {
       "num_train": 256 if tiny else 1200,
       "num_val": 64 if tiny else 150,  # ISIC layout only (CUB's validation comes from train)
       "num_test": 96 if tiny else 600,
       "seed": 0,
       "dir": "",
-  })
+    }
+  )
 
   # ---------------------------------------------------------------- model
-  resnet = ml_collections.ConfigDict({
+  resnet = ml_collections.ConfigDict(
+    {
       "stage_sizes": (1, 1, 1) if tiny else (2, 2, 2, 2),  # ResNet-18 (paper §3.1)
       "width": 16 if tiny else 64,
       "stem_kernel": 3 if tiny else 7,
       "dtype": "float32",
-  })
+    }
+  )
   c.inputs = ml_collections.ConfigDict({"image": {"encoder": "resnet", "encoder_kwargs": resnet}})
   c.model = ml_collections.ConfigDict({"fusion": "concat"})
 
@@ -99,24 +105,34 @@ def get_config(arg=None):
   else:
     # The class is a function of the attributes: an MLP head (its dropout also makes the
     # members of a seeds ensemble differ beyond their initialisation).
-    c.tasks["class"] = {"kind": "classification", "num_classes": 0, "weight": 1.0,
-                        "head": "mlp", "head_kwargs": {"hidden": (64,) if tiny else (256,),
-                                                       "dropout": 0.25}}
+    c.tasks["class"] = {
+      "kind": "classification",
+      "num_classes": 0,
+      "weight": 1.0,
+      "head": "mlp",
+      "head_kwargs": {"hidden": (64,) if tiny else (256,), "dropout": 0.25},
+    }
     c.main_task = "class"
 
   # ---------------------------------------------------------------- training
-  c.train = configlib.train_config(batch_size=32, num_epochs=20 if tiny else 8,
-                                   learning_rate=1e-2 if tiny else 3e-3,
-                                   log_every_steps=10, checkpoint_every_steps=50)
+  c.train = configlib.train_config(
+    batch_size=32,
+    num_epochs=20 if tiny else 8,
+    learning_rate=1e-2 if tiny else 3e-3,
+    log_every_steps=10,
+    checkpoint_every_steps=50,
+  )
 
   # ---------------------------------------------------------------- ensemble
   c.ensemble = configlib.ensemble_config(size=opts["size"], strategy=opts["strategy"])
 
   # ---------------------------------------------------------------- explanations
   c.explain = configlib.explain_config(
-      task="attributes", modality="image",
-      layer="encoders_image/" + ("stage2_block1" if tiny else "stage3_block2"),
-      max_examples=48 if tiny else 40)
+    task="attributes",
+    modality="image",
+    layer="encoders_image/" + ("stage2_block1" if tiny else "stage3_block2"),
+    max_examples=48 if tiny else 40,
+  )
   c.explain.ig_steps = 16
 
   # ---------------------------------------------------------------- analysis (--mode=analyze)

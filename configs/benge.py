@@ -43,21 +43,21 @@ AUX = ("elevation", "climate_zone", "season", "weather")
 _E, _C, _S, _W = AUX
 # Table 2 / Table 7: (auxiliary inputs, auxiliary targets) besides S1 + S2 → LULC.
 EXPERIMENTS = {
-    1: ((), ()),
-    2: ((_E,), ()),
-    3: ((_C,), ()),
-    4: ((_S,), ()),
-    5: ((_W,), ()),
-    6: ((_E, _S), ()),
-    7: ((_E, _W), ()),
-    8: ((_E, _C, _S, _W), ()),
-    9: ((), (_E,)),
-    10: ((), (_C,)),
-    11: ((), (_S,)),
-    12: ((), (_W,)),
-    13: ((), (_E, _S)),
-    14: ((), (_E, _W)),
-    15: ((), (_E, _C, _S, _W)),
+  1: ((), ()),
+  2: ((_E,), ()),
+  3: ((_C,), ()),
+  4: ((_S,), ()),
+  5: ((_W,), ()),
+  6: ((_E, _S), ()),
+  7: ((_E, _W), ()),
+  8: ((_E, _C, _S, _W), ()),
+  9: ((), (_E,)),
+  10: ((), (_C,)),
+  11: ((), (_S,)),
+  12: ((), (_W,)),
+  13: ((), (_E, _S)),
+  14: ((), (_E, _W)),
+  15: ((), (_E, _C, _S, _W)),
 }
 
 
@@ -70,8 +70,10 @@ def _parse(arg):
     elif key in ("tiny", "stack") and not val:
       opts[key] = True
     else:
-      raise ValueError(f"configs/benge.py: unknown variant {tok!r}; "
-                       "expected exp=N (1..15), size=E (ensemble), tiny or stack")
+      raise ValueError(
+        f"configs/benge.py: unknown variant {tok!r}; "
+        "expected exp=N (1..15), size=E (ensemble), tiny or stack"
+      )
   if opts["exp"] not in EXPERIMENTS:
     raise ValueError(f"configs/benge.py: exp={opts['exp']} is not a Table 2 row (1..15)")
   return opts
@@ -112,29 +114,39 @@ def get_config(arg=None):
   c.data.prefetch = 4
   # Built-in synthetic dataset (used when root is empty): patches (split 80/10/10), 10 m raster
   # side, seed and folder (empty dir = <workdir>/synthetic_data).
-  c.data.synthetic = ml_collections.ConfigDict({
+  c.data.synthetic = ml_collections.ConfigDict(
+    {
       "num_patches": 80 if tiny else 400,
       "size": 24 if tiny else 120,
       "seed": 0,
       "dir": "",
-  })
+    }
+  )
 
   # ---------------------------------------------------------------- inputs (modality encoders)
   # B.2: U-Net backbones with four down- and upsampling steps, mapped to 64 channels.
-  unet = ml_collections.ConfigDict({
+  unet = ml_collections.ConfigDict(
+    {
       "features": (8, 16) if tiny else (16, 32, 64, 128, 256),
       "out_features": 16 if tiny else 64,
-  })
-  c.inputs = ml_collections.ConfigDict({
+    }
+  )
+  c.inputs = ml_collections.ConfigDict(
+    {
       "s1": {"encoder": "unet", "encoder_kwargs": unet},
       "s2": {"encoder": "unet", "encoder_kwargs": unet.copy_and_resolve_references()},
-  })
+    }
+  )
   if _E in aux_inputs and not c.data.stack_elevation:
-    c.inputs.elevation = {"encoder": "unet", "encoder_kwargs": {
-        "features": (8, 16) if tiny else (8, 16, 32, 64, 128), "out_features": 16}}
+    c.inputs.elevation = {
+      "encoder": "unet",
+      "encoder_kwargs": {"features": (8, 16) if tiny else (8, 16, 32, 64, 128), "out_features": 16},
+    }
   if _C in aux_inputs:
-    c.inputs.climate_zone = {"encoder": "embedding",
-                             "encoder_kwargs": {"num_embeddings": 12, "features": 16}}
+    c.inputs.climate_zone = {
+      "encoder": "embedding",
+      "encoder_kwargs": {"num_embeddings": 12, "features": 16},
+    }
   if _S in aux_inputs:
     c.inputs.season = {"encoder": "mlp", "encoder_kwargs": {"hidden": (16,), "dropout": 0.0}}
   if _W in aux_inputs:
@@ -145,7 +157,8 @@ def get_config(arg=None):
   # Maps and broadcast vectors concatenated on channels, then two 1×1 convs with ReLU (B.2).
   c.model.fusion = "spatial"
   c.model.fusion_kwargs = ml_collections.ConfigDict(
-      {"features": 16 if tiny else 64, "num_convs": 2, "kernel": 1})
+    {"features": 16 if tiny else 64, "num_convs": 2, "kernel": 1}
+  )
 
   # ---------------------------------------------------------------- tasks (heads and losses)
   c.tasks = ml_collections.ConfigDict()
@@ -153,24 +166,45 @@ def get_config(arg=None):
   c.tasks.lulc = {"kind": "segmentation", "num_classes": 11, "weight": 9.0, "head": "segmentation"}
   c.main_task = "lulc"
   if _E in aux_targets:  # two 3×3 convs + 1×1 conv, MSE per pixel, MAE
-    c.tasks.elevation = {"kind": "dense_regression", "weight": 1.0, "head": "dense",
-                         "head_kwargs": {"features": 16 if tiny else 32}}
+    c.tasks.elevation = {
+      "kind": "dense_regression",
+      "weight": 1.0,
+      "head": "dense",
+      "head_kwargs": {"features": 16 if tiny else 32},
+    }
   if _C in aux_targets:  # 1×1 conv, FC with dropout 0.5
-    c.tasks.climate_zone = {"kind": "classification", "num_classes": 12, "weight": 1.0,
-                            "head": "pooled",
-                            "head_kwargs": {"conv_features": 32, "hidden": (), "dropout": 0.5}}
+    c.tasks.climate_zone = {
+      "kind": "classification",
+      "num_classes": 12,
+      "weight": 1.0,
+      "head": "pooled",
+      "head_kwargs": {"conv_features": 32, "hidden": (), "dropout": 0.5},
+    }
   if _S in aux_targets:  # 1×1 conv to 16, two FC with ReLU and dropout 0.2, sigmoid; [0, 1] target
-    c.tasks.season = {"kind": "regression", "weight": 1.0, "head": "pooled", "normalize": False,
-                      "head_kwargs": {"conv_features": 16, "hidden": (16,), "dropout": 0.2,
-                                      "sigmoid": True}}
+    c.tasks.season = {
+      "kind": "regression",
+      "weight": 1.0,
+      "head": "pooled",
+      "normalize": False,
+      "head_kwargs": {"conv_features": 16, "hidden": (16,), "dropout": 0.2, "sigmoid": True},
+    }
   if _W in aux_targets:  # the same without the sigmoid: temperature, humidity, pressure
-    c.tasks.weather = {"kind": "regression", "num_outputs": 3, "weight": 1.0, "head": "pooled",
-                       "head_kwargs": {"conv_features": 16, "hidden": (16,), "dropout": 0.2}}
+    c.tasks.weather = {
+      "kind": "regression",
+      "num_outputs": 3,
+      "weight": 1.0,
+      "head": "pooled",
+      "head_kwargs": {"conv_features": 16, "hidden": (16,), "dropout": 0.2},
+    }
 
   # ---------------------------------------------------------------- training
-  c.train = configlib.train_config(batch_size=8, num_epochs=3 if tiny else 10,
-                                   learning_rate=3e-3, log_every_steps=10,
-                                   checkpoint_every_steps=50)
+  c.train = configlib.train_config(
+    batch_size=8,
+    num_epochs=3 if tiny else 10,
+    learning_rate=3e-3,
+    log_every_steps=10,
+    checkpoint_every_steps=50,
+  )
 
   # ---------------------------------------------------------------- ensemble
   c.ensemble = configlib.ensemble_config(size=opts["size"])
@@ -178,9 +212,12 @@ def get_config(arg=None):
   # ---------------------------------------------------------------- explanations (--mode=explain)
   # The LULC score of each example's most frequent labelled class, summed over the image.
   c.explain = configlib.explain_config(
-      task="lulc", modality="s2", layer="encoders_s2/up0",
-      methods=("saliency", "integrated_gradients", "grad_cam"),
-      max_examples=8 if tiny else 32)
+    task="lulc",
+    modality="s2",
+    layer="encoders_s2/up0",
+    methods=("saliency", "integrated_gradients", "grad_cam"),
+    max_examples=8 if tiny else 32,
+  )
 
   # ---------------------------------------------------------------- evaluation
   c.eval = ml_collections.ConfigDict()

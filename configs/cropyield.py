@@ -34,19 +34,19 @@ from mtljax import configlib
 
 # Table 1: (auxiliary inputs, auxiliary targets, crops) besides S2 → yield.
 EXPERIMENTS = {
-    "1": ((), (), ()),
-    "1a": ((), (), ("soybean",)),
-    "1b": ((), (), ("wheat",)),
-    "1c": ((), (), ("corn",)),
-    "2": (("crop",), (), ()),
-    "3": (("weather",), (), ()),
-    "4": (("crop", "weather"), (), ()),
-    "5": (("weather", "dem"), (), ()),
-    "6": (("crop", "weather", "dem"), (), ()),
-    "7": ((), ("crop",), ()),
-    "8": (("weather",), ("crop",), ()),
-    "9": (("weather", "dem"), ("crop",), ()),
-    "10": (("weather",), ("crop", "dem"), ()),
+  "1": ((), (), ()),
+  "1a": ((), (), ("soybean",)),
+  "1b": ((), (), ("wheat",)),
+  "1c": ((), (), ("corn",)),
+  "2": (("crop",), (), ()),
+  "3": (("weather",), (), ()),
+  "4": (("crop", "weather"), (), ()),
+  "5": (("weather", "dem"), (), ()),
+  "6": (("crop", "weather", "dem"), (), ()),
+  "7": ((), ("crop",), ()),
+  "8": (("weather",), ("crop",), ()),
+  "9": (("weather", "dem"), ("crop",), ()),
+  "10": (("weather",), ("crop", "dem"), ()),
 }
 
 
@@ -59,15 +59,24 @@ def _parse(arg):
     elif key == "tiny" and not val:
       opts["tiny"] = True
     else:
-      raise ValueError(f"configs/cropyield.py: unknown variant {tok!r}; expected exp=N "
-                       f"(one of {', '.join(EXPERIMENTS)}) or tiny")
+      raise ValueError(
+        f"configs/cropyield.py: unknown variant {tok!r}; expected exp=N "
+        f"(one of {', '.join(EXPERIMENTS)}) or tiny"
+      )
   return opts
 
 
 def _transformer(tiny, layers):
-  return ml_collections.ConfigDict({
-      "d_model": 16 if tiny else 32, "num_heads": 1, "num_layers": 1 if tiny else layers,
-      "mlp_dim": 32 if tiny else 64, "dropout": 0.0 if tiny else 0.1, "max_period": 10000.0})
+  return ml_collections.ConfigDict(
+    {
+      "d_model": 16 if tiny else 32,
+      "num_heads": 1,
+      "num_layers": 1 if tiny else layers,
+      "mlp_dim": 32 if tiny else 64,
+      "dropout": 0.0 if tiny else 0.1,
+      "max_period": 10000.0,
+    }
+  )
 
 
 def get_config(arg=None):
@@ -104,18 +113,22 @@ def get_config(arg=None):
   c.data.num_threads = 2
   c.data.prefetch = 4
   # Built-in synthetic dataset (when root is empty); empty dir = <workdir>/synthetic_data.
-  c.data.synthetic = ml_collections.ConfigDict({
+  c.data.synthetic = ml_collections.ConfigDict(
+    {
       "num_fields": 24 if tiny else 60,
       "years": (2019, 2020, 2021, 2022),
       "num_farms": 6 if tiny else 12,
       "seed": 0,
       "dir": "",
-  })
+    }
+  )
 
   # ---------------------------------------------------------------- inputs (modality encoders)
-  c.inputs = ml_collections.ConfigDict({
+  c.inputs = ml_collections.ConfigDict(
+    {
       "s2": {"encoder": "transformer", "encoder_kwargs": _transformer(tiny, 4)},
-  })
+    }
+  )
   if "weather" in aux_inputs:
     c.inputs.weather = {"encoder": "transformer", "encoder_kwargs": _transformer(tiny, 2)}
   if "dem" in aux_inputs:
@@ -133,26 +146,44 @@ def get_config(arg=None):
   c.tasks = ml_collections.ConfigDict()
   c.tasks["yield"] = {"kind": "regression", "weight": 0.67, "head": "mlp", "head_kwargs": head}
   if "crop" in aux_targets:
-    c.tasks.crop = {"kind": "classification", "num_classes": 3, "weight": 0.33, "head": "mlp",
-                    "head_kwargs": dict(head)}
+    c.tasks.crop = {
+      "kind": "classification",
+      "num_classes": 3,
+      "weight": 0.33,
+      "head": "mlp",
+      "head_kwargs": dict(head),
+    }
   if "dem" in aux_targets:  # the 5 DEM features as a vector regression target (MSE, MAE)
-    c.tasks.dem = {"kind": "regression", "num_outputs": 5, "weight": 0.33, "head": "mlp",
-                   "head_kwargs": dict(head)}
+    c.tasks.dem = {
+      "kind": "regression",
+      "num_outputs": 5,
+      "weight": 0.33,
+      "head": "mlp",
+      "head_kwargs": dict(head),
+    }
   c.main_task = "yield"
 
   # ---------------------------------------------------------------- training
-  c.train = configlib.train_config(batch_size=64, num_epochs=6 if tiny else 12,
-                                   learning_rate=3e-3 if tiny else 2e-3,
-                                   log_every_steps=20, checkpoint_every_steps=200)
+  c.train = configlib.train_config(
+    batch_size=64,
+    num_epochs=6 if tiny else 12,
+    learning_rate=3e-3 if tiny else 2e-3,
+    log_every_steps=20,
+    checkpoint_every_steps=200,
+  )
 
   # ---------------------------------------------------------------- ensemble
   c.ensemble = configlib.ensemble_config(size=1)
 
   # ---------------------------------------------------------------- explanations (--mode=explain)
   # Per-time-step and per-feature importance of the time-series inputs for the yield.
-  c.explain = configlib.explain_config(task="yield", modality="s2", layer="",
-                                       methods=("saliency", "integrated_gradients"),
-                                       max_examples=64 if tiny else 256)
+  c.explain = configlib.explain_config(
+    task="yield",
+    modality="s2",
+    layer="",
+    methods=("saliency", "integrated_gradients"),
+    max_examples=64 if tiny else 256,
+  )
   # "time_series": mtljax.explain.timeseries (importance over steps and features, not maps).
   c.explain.kind = "time_series"
   # Width (days) of the bins over which per-time-step importance is summarised.

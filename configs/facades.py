@@ -59,7 +59,8 @@ def get_config(arg=None):
   c.data.stats_examples = 1024
   c.data.num_threads = 2
   c.data.prefetch = 4
-  c.data.synthetic = ml_collections.ConfigDict({
+  c.data.synthetic = ml_collections.ConfigDict(
+    {
       "num_images": 600 if tiny else 4000,
       "num_blocks": 40 if tiny else 200,
       # Per-image noise of each texture cue, in units of its class-level spacing.
@@ -68,32 +69,49 @@ def get_config(arg=None):
       "label_noise": 0.1,
       "seed": 0,
       "dir": "",
-  })
+    }
+  )
 
   # ---------------------------------------------------------------- model
-  c.inputs = ml_collections.ConfigDict({"image": {
-      "encoder": "small_cnn",
-      "encoder_kwargs": {"features": (8, 16) if tiny else (16, 32, 64)}}})
-  c.model = ml_collections.ConfigDict({
+  c.inputs = ml_collections.ConfigDict(
+    {
+      "image": {
+        "encoder": "small_cnn",
+        "encoder_kwargs": {"features": (8, 16) if tiny else (16, 32, 64)},
+      }
+    }
+  )
+  c.model = ml_collections.ConfigDict(
+    {
       "fusion": "concat",  # unused by the MTC-LIM model (one image input)
       # One of mtljax.models.lim.VARIANTS (the paper's Table 2).
       "variant": "LIM-MS_ALL",
       # GRU units of the CLIM and TLIM modules (paper §3: 32 and 12).
-      "clim_units": 32, "tlim_units": 12,
-  })
+      "clim_units": 32,
+      "tlim_units": 12,
+    }
+  )
 
   # ---------------------------------------------------------------- tasks
   c.tasks = ml_collections.ConfigDict()
   for t, classes in DEFAULT_TASKS.items():
-    c.tasks[t] = {"kind": "classification", "num_classes": len(classes), "weight": 1.0,
-                  "head": "linear"}
+    c.tasks[t] = {
+      "kind": "classification",
+      "num_classes": len(classes),
+      "weight": 1.0,
+      "head": "linear",
+    }
   c.main_task = "height"
 
   # ---------------------------------------------------------------- training
   # Adam, as the paper (§3); a larger learning rate than its 1e-4 for training from scratch.
-  c.train = configlib.train_config(batch_size=32, num_epochs=3 if tiny else 8,
-                                   learning_rate=3e-3, log_every_steps=50,
-                                   checkpoint_every_steps=1000)
+  c.train = configlib.train_config(
+    batch_size=32,
+    num_epochs=3 if tiny else 8,
+    learning_rate=3e-3,
+    log_every_steps=50,
+    checkpoint_every_steps=1000,
+  )
   c.train.optimizer = "adam"
   c.train.warmup_epochs = 1.0
   # The best checkpoint is the epoch of the best mean validation κ over the five tasks (not the

@@ -32,14 +32,14 @@ from mtljax import configlib
 
 # Table 3 of the paper: (auxiliary inputs, auxiliary targets) besides the images and L3.
 EXPERIMENTS = {
-    1: ((), ()),
-    2: (("age",), ()),
-    3: ((), ("l2",)),
-    4: ((), ("l1",)),
-    5: ((), ("age",)),
-    6: ((), ("l2", "l1")),
-    7: ((), ("l2", "age")),
-    8: ((), ("l2", "l1", "age")),
+  1: ((), ()),
+  2: (("age",), ()),
+  3: ((), ("l2",)),
+  4: ((), ("l1",)),
+  5: ((), ("age",)),
+  6: ((), ("l2", "l1")),
+  7: ((), ("l2", "age")),
+  8: ((), ("l2", "l1", "age")),
 }
 
 
@@ -52,8 +52,10 @@ def _parse(arg):
     elif key in ("tiny", "multilabel") and not val:
       opts[key] = True
     else:
-      raise ValueError(f"configs/treesat.py: unknown variant {tok!r}; "
-                       "expected exp=N (1..8), size=E (ensemble), tiny or multilabel")
+      raise ValueError(
+        f"configs/treesat.py: unknown variant {tok!r}; "
+        "expected exp=N (1..8), size=E (ensemble), tiny or multilabel"
+      )
   if opts["exp"] not in EXPERIMENTS:
     raise ValueError(f"configs/treesat.py: exp={opts['exp']} is not a Table 3 row (1..8)")
   return opts
@@ -102,26 +104,32 @@ def get_config(arg=None):
   c.data.prefetch = 4
   # Built-in synthetic dataset (used when root is empty): size and where it is written
   # (empty dir = <workdir>/synthetic_data).
-  c.data.synthetic = ml_collections.ConfigDict({
+  c.data.synthetic = ml_collections.ConfigDict(
+    {
       "num_train": 96 if tiny else 480,
       "num_test": 64 if tiny else 160,
       "seed": 0,
       "dir": "",
-  })
+    }
+  )
 
   # ---------------------------------------------------------------- inputs (modality encoders)
-  resnet = ml_collections.ConfigDict({
+  resnet = ml_collections.ConfigDict(
+    {
       "stage_sizes": (1, 1) if tiny else (2, 2, 2, 2),  # ResNet-18
       "width": 8 if tiny else 64,
       "stem_kernel": 3 if tiny else 7,
       "dtype": "float32",
-  })
+    }
+  )
   sat_mlp = _mlp((32, 32, 32) if tiny else (512, 512, 512), 0.3)
-  c.inputs = ml_collections.ConfigDict({
+  c.inputs = ml_collections.ConfigDict(
+    {
       "aerial": {"encoder": "resnet", "encoder_kwargs": resnet},
       "s1": {"encoder": "mlp", "encoder_kwargs": sat_mlp},
       "s2": {"encoder": "mlp", "encoder_kwargs": sat_mlp.copy_and_resolve_references()},
-  })
+    }
+  )
   if "age" in aux_inputs:
     c.inputs.age = {"encoder": "mlp", "encoder_kwargs": _mlp((32,), 0.0)}
 
@@ -140,17 +148,32 @@ def get_config(arg=None):
     c.main_task = "l3"
   mlp_head = {"hidden": (64,) if tiny else (256,), "dropout": 0.25}
   if "l2" in aux_targets:
-    c.tasks.l2 = {"kind": "classification", "num_classes": 9, "weight": 1.0, "head": "mlp",
-                  "head_kwargs": mlp_head}
+    c.tasks.l2 = {
+      "kind": "classification",
+      "num_classes": 9,
+      "weight": 1.0,
+      "head": "mlp",
+      "head_kwargs": mlp_head,
+    }
   if "l1" in aux_targets:
-    c.tasks.l1 = {"kind": "classification", "num_classes": 3, "weight": 1.0, "head": "mlp",
-                  "head_kwargs": dict(mlp_head)}
+    c.tasks.l1 = {
+      "kind": "classification",
+      "num_classes": 3,
+      "weight": 1.0,
+      "head": "mlp",
+      "head_kwargs": dict(mlp_head),
+    }
   if "age" in aux_targets:
     c.tasks.age = {"kind": "regression", "weight": 1.0, "head": "linear"}
 
   # ---------------------------------------------------------------- training
-  c.train = configlib.train_config(batch_size=16, num_epochs=4 if tiny else 3, learning_rate=1e-3,
-                                   log_every_steps=5, checkpoint_every_steps=20)
+  c.train = configlib.train_config(
+    batch_size=16,
+    num_epochs=4 if tiny else 3,
+    learning_rate=1e-3,
+    log_every_steps=5,
+    checkpoint_every_steps=20,
+  )
 
   # ---------------------------------------------------------------- ensemble
   # E members trained together (vmapped); size 1 = a single model. See configlib.ensemble_config.
@@ -159,9 +182,11 @@ def get_config(arg=None):
   # ---------------------------------------------------------------- explanations (--mode=explain)
   # One attribution per input modality; maps, pictures and Grad-CAM on the aerial ResNet.
   c.explain = configlib.explain_config(
-      task=c.main_task, modality="aerial",
-      layer="encoders_aerial/" + ("stage2_block1" if tiny else "stage4_block2"),
-      max_examples=16 if tiny else 64)
+    task=c.main_task,
+    modality="aerial",
+    layer="encoders_aerial/" + ("stage2_block1" if tiny else "stage4_block2"),
+    max_examples=16 if tiny else 64,
+  )
 
   # ---------------------------------------------------------------- analysis (--mode=analyze)
   # Intrinsic multitask analysis of the per-epoch test predictions (paper §4.2): L2-L3

@@ -25,29 +25,34 @@ class CheckpointMismatchError(ValueError):
 
 
 class Checkpointer:
-
   def __init__(self, directory: str, keep: int = 2):
     directory = os.path.abspath(directory)
     self.directory = directory
+
     # Each manager needs its own barrier prefix: both save the epoch-end step, and orbax names
     # its multi-host barriers after the step alone (`_async_write_complete.<step>`), so two
     # managers saving step N at once collide ("Barrier ... is already ongoing") and abort.
     def options(name, max_to_keep):
       return ocp.CheckpointManagerOptions(
-          max_to_keep=max_to_keep, create=True,
-          multiprocessing_options=ocp.options.MultiprocessingOptions(
-              barrier_sync_key_prefix=name))
+        max_to_keep=max_to_keep,
+        create=True,
+        multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name),
+      )
 
-    self.latest = ocp.CheckpointManager(os.path.join(directory, "latest"),
-                                        options=options("latest", keep))
+    self.latest = ocp.CheckpointManager(
+      os.path.join(directory, "latest"), options=options("latest", keep)
+    )
     self.best = ocp.CheckpointManager(os.path.join(directory, "best"), options=options("best", 1))
 
   # ------------------------------------------------------------------ latest (resume)
   def save_latest(self, step: int, state, meta: dict[str, Any], force=False) -> None:
     if self.latest.latest_step() == step:
       return
-    self.latest.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=force)
+    self.latest.save(
+      step,
+      args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+      force=force,
+    )
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
@@ -58,19 +63,27 @@ class Checkpointer:
     if step is None:
       return None
     try:
-      out = self.latest.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+      out = self.latest.restore(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+        ),
+      )
     except (ValueError, KeyError, TypeError) as e:
       raise CheckpointMismatchError(
-          f"{self.directory}/latest/{step} does not match the train state this config builds "
-          f"(an optimizer, schedule, clipping or model change?): {str(e)[:500]}. Use a new "
-          "--workdir, or rerun with the config that wrote it.") from e
+        f"{self.directory}/latest/{step} does not match the train state this config builds "
+        f"(an optimizer, schedule, clipping or model change?): {str(e)[:500]}. Use a new "
+        "--workdir, or rerun with the config that wrote it."
+      ) from e
     return out.state, out.meta
 
   # ------------------------------------------------------------------ best (evaluation)
   def save_best(self, step: int, state, meta: dict[str, Any]) -> None:
-    self.best.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)), force=True)
+    self.best.save(
+      step,
+      args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+      force=True,
+    )
 
   def best_step(self) -> int | None:
     return self.best.latest_step()
@@ -79,8 +92,12 @@ class Checkpointer:
     step = self.best.latest_step()
     if step is None:
       return None
-    out = self.best.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()))
+    out = self.best.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+      ),
+    )
     return out.state, out.meta
 
   def wait(self) -> None:

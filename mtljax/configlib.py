@@ -32,27 +32,42 @@ class ConfigError(ValueError):
   """A config that cannot run; the message lists every problem with its key."""
 
 
-def train_config(*, batch_size: int, num_epochs: int, learning_rate: float,
-                 log_every_steps: int, checkpoint_every_steps: int) -> ml_collections.ConfigDict:
+def train_config(
+  *,
+  batch_size: int,
+  num_epochs: int,
+  learning_rate: float,
+  log_every_steps: int,
+  checkpoint_every_steps: int,
+) -> ml_collections.ConfigDict:
   """`config.train`: the optimisation settings every config shares, and the ones it chooses."""
-  return ml_collections.ConfigDict({
-      "batch_size": batch_size, "num_epochs": num_epochs,
-      "optimizer": "adamw", "learning_rate": learning_rate, "weight_decay": 1e-4,
+  return ml_collections.ConfigDict(
+    {
+      "batch_size": batch_size,
+      "num_epochs": num_epochs,
+      "optimizer": "adamw",
+      "learning_rate": learning_rate,
+      "weight_decay": 1e-4,
       # "warmup_cosine", "constant" or "plateau" (reduce on plateau of the training loss).
-      "schedule": "warmup_cosine", "warmup_epochs": 0.5,
-      "plateau_patience": 3, "plateau_factor": 0.5,
+      "schedule": "warmup_cosine",
+      "warmup_epochs": 0.5,
+      "plateau_patience": 3,
+      "plateau_factor": 0.5,
       "grad_clip_norm": 1.0,
       # Standardise regression targets with training statistics (metrics stay in original units).
       "normalize_regression_targets": True,
       # Log every N steps (metrics.jsonl, TensorBoard); save a resumable checkpoint every N steps.
-      "log_every_steps": log_every_steps, "checkpoint_every_steps": checkpoint_every_steps,
+      "log_every_steps": log_every_steps,
+      "checkpoint_every_steps": checkpoint_every_steps,
       # How many recent resumable checkpoints to keep (the best one is kept separately).
       "keep_checkpoints": 2,
-  })
+    }
+  )
 
 
-def ensemble_config(size: int = 1, strategy: str = "seeds", devices: int = 1,
-                    augment_per_member: bool = False) -> ml_collections.ConfigDict:
+def ensemble_config(
+  size: int = 1, strategy: str = "seeds", devices: int = 1, augment_per_member: bool = False
+) -> ml_collections.ConfigDict:
   """`config.ensemble`: E members trained together in one vmapped step (ensembles paper §3.1).
 
   strategy: "seeds" (different random initialisation and dropout), "bagging" (bootstrap
@@ -66,47 +81,74 @@ def ensemble_config(size: int = 1, strategy: str = "seeds", devices: int = 1,
   attribute data it lowered the members' Grad-CAM agreement only slightly (map correlation 0.90
   → 0.88) and changed no explanation result (issue 3 note).
   """
-  return ml_collections.ConfigDict({"size": size, "strategy": strategy, "devices": devices,
-                                    "augment_per_member": augment_per_member})
+  return ml_collections.ConfigDict(
+    {
+      "size": size,
+      "strategy": strategy,
+      "devices": devices,
+      "augment_per_member": augment_per_member,
+    }
+  )
 
 
-def explain_config(*, task: str, modality: str, layer: str,
-                   methods=("saliency", "integrated_gradients", "grad_cam"),
-                   max_examples: int = 128) -> ml_collections.ConfigDict:
+def explain_config(
+  *,
+  task: str,
+  modality: str,
+  layer: str,
+  methods=("saliency", "integrated_gradients", "grad_cam"),
+  max_examples: int = 128,
+) -> ml_collections.ConfigDict:
   """`config.explain`: what `--mode=explain` attributes, with which methods and settings."""
-  return ml_collections.ConfigDict({
+  return ml_collections.ConfigDict(
+    {
       # Split, checkpoint ("best" or "latest") and how many of the split's examples to explain.
-      "split": "test", "checkpoint": "best", "max_examples": max_examples,
+      "split": "test",
+      "checkpoint": "best",
+      "max_examples": max_examples,
       # Task whose output is explained; target -1 = every present label of a multilabel task,
       # the true class of a classification task (or a fixed output index for every example).
-      "task": task, "target": -1,
+      "task": task,
+      "target": -1,
       # Image input whose attributions are drawn and scored; Grad-CAM's layer (module path).
-      "modality": modality, "layer": layer,
+      "modality": modality,
+      "layer": layer,
       # Any of mtljax.explain.attributions.METHODS.
       "methods": tuple(methods),
       # Ensemble strategy of mtljax.explain.ensemble.ensemble_attribute ("auto", "vmap",
       # "loop", "map") and targets per attribution batch.
-      "strategy": "auto", "batch_size": 16,
+      "strategy": "auto",
+      "batch_size": 16,
       # Integrated Gradients: steps, rule ("riemann_left/right/middle/trapezoid",
       # "gausslegendre"), steps per gradient batch (0 = all at once).
-      "ig_steps": 32, "ig_method": "riemann_middle", "ig_batch_steps": 0,
+      "ig_steps": 32,
+      "ig_method": "riemann_middle",
+      "ig_batch_steps": 0,
       # SmoothGrad / Gradient SHAP: samples and noise (fraction of the input's value range).
-      "samples": 16, "noise": 0.15,
+      "samples": 16,
+      "noise": 0.15,
       # Occlusion window and stride (pixels); LIME samples and segments ("grid" or "slic").
-      "occlusion_window": 8, "occlusion_stride": 4,
-      "lime_samples": 256, "lime_segments": "grid", "lime_grid": (8, 8), "lime_superpixels": 50,
+      "occlusion_window": 8,
+      "occlusion_stride": 4,
+      "lime_samples": 256,
+      "lime_segments": "grid",
+      "lime_grid": (8, 8),
+      "lime_superpixels": 50,
       # Explanation metrics (ensembles paper §3.2): IoU threshold, Pearson grid.
-      "iou_threshold": 0.3, "pearson_size": 14,
+      "iou_threshold": 0.3,
+      "pearson_size": 14,
       # Examples drawn as member panels and labelled-arrow pictures.
       "num_pictures": 8,
-  })
+    }
+  )
 
 
 def analysis_config(**overrides) -> ml_collections.ConfigDict:
   """`config.analysis`: what `--mode=analyze` reads and shows (mtl-explainability paper §4.2, App. C).
 
   Empty strings / tuples mean "choose from the run" (see mtljax/analysis/report.py)."""
-  c = ml_collections.ConfigDict({
+  c = ml_collections.ConfigDict(
+    {
       # Split whose per-epoch predictions are analysed (<workdir>/predictions/<split>/).
       "split": "test",
       # Main task (empty = config.main_task).
@@ -136,7 +178,8 @@ def analysis_config(**overrides) -> ml_collections.ConfigDict:
       "max_points": 300,
       # Examples drawn as error maps of dense tasks (Figs. 5, 10).
       "num_maps": 4,
-  })
+    }
+  )
   c.update(overrides)
   return c
 
@@ -151,8 +194,11 @@ def resolve_from_data(config: ml_collections.ConfigDict, target_fields: Mapping[
       t.num_classes = int(field["num_classes"])
 
 
-def validate(config: ml_collections.ConfigDict, input_fields: Mapping[str, dict],
-             target_fields: Mapping[str, dict]) -> None:
+def validate(
+  config: ml_collections.ConfigDict,
+  input_fields: Mapping[str, dict],
+  target_fields: Mapping[str, dict],
+) -> None:
   """`input_fields`/`target_fields`: the dataset's fields usable as inputs / targets, name → info
   (`{"kind": ..., "num_classes": ...}`)."""
   problems = []
@@ -163,8 +209,10 @@ def validate(config: ml_collections.ConfigDict, input_fields: Mapping[str, dict]
     if unknown:
       problems.append(f"{key}: unknown keys {sorted(unknown)} (allowed: {sorted(_INPUT_KEYS)})")
     if name not in input_fields:
-      problems.append(f"{key}: the dataset {config.data.name!r} has no input modality {name!r} "
-                      f"(available: {sorted(input_fields)})")
+      problems.append(
+        f"{key}: the dataset {config.data.name!r} has no input modality {name!r} "
+        f"(available: {sorted(input_fields)})"
+      )
     if m.get("encoder") not in ENCODERS:
       problems.append(f"{key}.encoder={m.get('encoder')!r} is not one of {sorted(ENCODERS)}")
   if not inputs:
@@ -178,19 +226,25 @@ def validate(config: ml_collections.ConfigDict, input_fields: Mapping[str, dict]
     if kind not in LOSSES:
       problems.append(f"{key}.kind={kind!r} is not one of {sorted(LOSSES)}")
     if name in inputs:
-      problems.append(f"{key}: {name!r} is also an input; a modality is an input or a target, "
-                      "not both")
+      problems.append(
+        f"{key}: {name!r} is also an input; a modality is an input or a target, not both"
+      )
     field = target_fields.get(name)
     if field is None:
-      problems.append(f"{key}: the dataset {config.data.name!r} has no target {name!r} "
-                      f"(available: {sorted(target_fields)})")
+      problems.append(
+        f"{key}: the dataset {config.data.name!r} has no target {name!r} "
+        f"(available: {sorted(target_fields)})"
+      )
     else:
       if field["kind"] != kind:
         problems.append(f"{key}.kind={kind!r} but the dataset's {name!r} is {field['kind']!r}")
-      if kind in ("classification", "multilabel", "segmentation") and t.get("num_classes") != field.get(
-          "num_classes"):
-        problems.append(f"{key}.num_classes={t.get('num_classes')!r} but the dataset's {name!r} "
-                        f"has {field.get('num_classes')} classes")
+      if kind in ("classification", "multilabel", "segmentation") and t.get(
+        "num_classes"
+      ) != field.get("num_classes"):
+        problems.append(
+          f"{key}.num_classes={t.get('num_classes')!r} but the dataset's {name!r} "
+          f"has {field.get('num_classes')} classes"
+        )
     if t.get("head") not in HEADS:
       problems.append(f"{key}.head={t.get('head')!r} is not one of {sorted(HEADS)}")
     w = t.get("weight")
@@ -201,8 +255,9 @@ def validate(config: ml_collections.ConfigDict, input_fields: Mapping[str, dict]
   elif sum(float(t.get("weight", 0) or 0) for t in tasks.values()) <= 0:
     problems.append("config.tasks: the loss weights must sum to a positive number")
   if config.main_task not in tasks:
-    problems.append(f"config.main_task={config.main_task!r} is not one of the tasks "
-                    f"{sorted(tasks)}")
+    problems.append(
+      f"config.main_task={config.main_task!r} is not one of the tasks {sorted(tasks)}"
+    )
   if config.model.fusion not in FUSIONS:
     problems.append(f"config.model.fusion={config.model.fusion!r} is not one of {sorted(FUSIONS)}")
   tr = config.train
@@ -210,8 +265,13 @@ def validate(config: ml_collections.ConfigDict, input_fields: Mapping[str, dict]
     problems.append(f"config.train.schedule={tr.schedule!r} is not one of {_SCHEDULES}")
   if tr.optimizer not in _OPTIMIZERS:
     problems.append(f"config.train.optimizer={tr.optimizer!r} is not one of {_OPTIMIZERS}")
-  for key in ("batch_size", "num_epochs", "log_every_steps", "checkpoint_every_steps",
-              "keep_checkpoints"):
+  for key in (
+    "batch_size",
+    "num_epochs",
+    "log_every_steps",
+    "checkpoint_every_steps",
+    "keep_checkpoints",
+  ):
     if int(tr[key]) < 1:
       problems.append(f"config.train.{key}={tr[key]!r} must be >= 1")
   if int(config.eval.batch_size) < 1:
@@ -227,21 +287,34 @@ def validate(config: ml_collections.ConfigDict, input_fields: Mapping[str, dict]
     if not isinstance(devices, int) or devices < 1:
       problems.append(f"config.ensemble.devices={devices!r} must be an integer >= 1")
     elif isinstance(ens.size, int) and ens.size % devices:
-      problems.append(f"config.ensemble.devices={devices} must divide config.ensemble.size="
-                      f"{ens.size}")
+      problems.append(
+        f"config.ensemble.devices={devices} must divide config.ensemble.size={ens.size}"
+      )
     if ens.strategy not in ENSEMBLE_STRATEGIES:
-      problems.append(f"config.ensemble.strategy={ens.strategy!r} is not one of "
-                      f"{ENSEMBLE_STRATEGIES}")
+      problems.append(
+        f"config.ensemble.strategy={ens.strategy!r} is not one of {ENSEMBLE_STRATEGIES}"
+      )
     elif ens.strategy == "leave_one_bucket_out" and isinstance(ens.size, int) and ens.size < 2:
-      problems.append("config.ensemble.strategy='leave_one_bucket_out' needs "
-                      "config.ensemble.size >= 2 (member k leaves out bucket k of E)")
+      problems.append(
+        "config.ensemble.strategy='leave_one_bucket_out' needs "
+        "config.ensemble.size >= 2 (member k leaves out bucket k of E)"
+      )
   if problems:
     raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
 
 
 # Sections whose change makes an existing workdir's checkpoints meaningless.
-_STRUCTURAL = ("inputs", "tasks", "model", "data.name", "data.root", "main_task", "seed",
-               "ensemble.size", "ensemble.strategy")
+_STRUCTURAL = (
+  "inputs",
+  "tasks",
+  "model",
+  "data.name",
+  "data.root",
+  "main_task",
+  "seed",
+  "ensemble.size",
+  "ensemble.strategy",
+)
 
 
 def _get(d: dict, dotted: str):
@@ -256,6 +329,7 @@ def check_compatible(saved: dict, config: ml_collections.ConfigDict, path: str) 
   diffs = [k for k in _STRUCTURAL if _get(saved, k) != _get(current, k)]
   if diffs:
     raise ConfigError(
-        f"{path} was written by a run with a different config (differs in: {', '.join(diffs)}); "
-        "its checkpoints cannot be resumed with this config. Use a new --workdir, or rerun with "
-        "the config that made it.")
+      f"{path} was written by a run with a different config (differs in: {', '.join(diffs)}); "
+      "its checkpoints cannot be resumed with this config. Use a new --workdir, or rerun with "
+      "the config that made it."
+    )

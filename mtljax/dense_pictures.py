@@ -19,6 +19,7 @@ DENSE_KINDS = ("segmentation", "dense_regression")
 
 def _figure(rows, title):
   import matplotlib
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
 
@@ -58,9 +59,17 @@ def _figure(rows, title):
   return fig
 
 
-def write_dense_pictures(workdir: str, preds: Mapping[str, np.ndarray], config, *, split: str = "test",
-                         names: Sequence[str] | None = None, num_examples: int = 4, tb_writer=None,
-                         step: int = 0) -> list[str]:
+def write_dense_pictures(
+  workdir: str,
+  preds: Mapping[str, np.ndarray],
+  config,
+  *,
+  split: str = "test",
+  names: Sequence[str] | None = None,
+  num_examples: int = 4,
+  tb_writer=None,
+  step: int = 0,
+) -> list[str]:
   """PNG (and TensorBoard) pictures of the first `num_examples` examples; returns the PNG paths.
 
   `tb_writer`: an object with `image(step, tag, img [H, W, 3] uint8)` (`MetricWriter`), or None.
@@ -75,9 +84,17 @@ def write_dense_pictures(workdir: str, preds: Mapping[str, np.ndarray], config, 
   paths = []
   n = min(num_examples, len(preds["index"]))
   for k in range(n):
-    rows = [(t, config.tasks[t].kind, np.asarray(preds[f"target/{t}"][k]),
-             np.asarray(preds[f"pred/{t}"][k]), np.asarray(preds[f"mask/{t}"][k]),
-             int(config.tasks[t].get("num_classes") or 0)) for t in tasks]
+    rows = [
+      (
+        t,
+        config.tasks[t].kind,
+        np.asarray(preds[f"target/{t}"][k]),
+        np.asarray(preds[f"pred/{t}"][k]),
+        np.asarray(preds[f"mask/{t}"][k]),
+        int(config.tasks[t].get("num_classes") or 0),
+      )
+      for t in tasks
+    ]
     idx = int(preds["index"][k])
     name = str(names[idx]) if names is not None else str(idx)
     fig = _figure(rows, f"{split} example {name}")

@@ -36,8 +36,9 @@ def multilabel_loss(logits, labels, mask):
 
 def regression_loss(pred, target, mask):
   """Mean squared error; `pred`/`target` `[B]` or `[B, D]` (averaged over D)."""
-  err = jnp.square(pred - jnp.where(mask.reshape(mask.shape + (1,) * (target.ndim - 1)) > 0,
-                                    target, 0.0))
+  err = jnp.square(
+    pred - jnp.where(mask.reshape(mask.shape + (1,) * (target.ndim - 1)) > 0, target, 0.0)
+  )
   per_example = err.reshape(err.shape[0], -1).mean(axis=-1)
   return _masked_mean(per_example, mask)
 
@@ -56,11 +57,11 @@ def dense_regression_loss(pred, target, mask):
 
 
 LOSSES = {
-    "classification": classification_loss,
-    "multilabel": multilabel_loss,
-    "regression": regression_loss,
-    "segmentation": segmentation_loss,
-    "dense_regression": dense_regression_loss,
+  "classification": classification_loss,
+  "multilabel": multilabel_loss,
+  "regression": regression_loss,
+  "segmentation": segmentation_loss,
+  "dense_regression": dense_regression_loss,
 }
 
 
@@ -71,16 +72,16 @@ def normalized_weights(weights: Mapping[str, float]) -> dict[str, float]:
   return {k: float(v) / total for k, v in weights.items()}
 
 
-def multitask_loss(outputs, targets, masks, kinds: Mapping[str, str],
-                   weights: Mapping[str, float]):
+def multitask_loss(outputs, targets, masks, kinds: Mapping[str, str], weights: Mapping[str, float]):
   """Returns `(total, {task: loss_t})`; `weights` must already be normalised."""
   per_task = {t: LOSSES[kinds[t]](outputs[t], targets[t], masks[t]) for t in kinds}
   total = sum(weights[t] * per_task[t] for t in kinds)
   return total, per_task
 
 
-def auxiliary_loss(intermediates, targets, masks, kinds: Mapping[str, str],
-                   weights: Mapping[str, float]):
+def auxiliary_loss(
+  intermediates, targets, masks, kinds: Mapping[str, str], weights: Mapping[str, float]
+):
   """Losses of a model's auxiliary supervised outputs: `(Σ_m L_m, {module: L_m})`.
 
   `intermediates["aux_outputs"] = {module: {task: output}}` (e.g. MTC-LIM's interim BL, CLIM and

@@ -22,20 +22,30 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file, e.g. configs/treesat.py[:variant].", lock_config=True)
+  "config", None, "Experiment config file, e.g. configs/treesat.py[:variant].", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the run writes everything.")
-_MODE = flags.DEFINE_enum("mode", "train", ["train", "eval", "explain", "analyze"],
-                          "train: train (or resume) and evaluate; eval: evaluate the best "
-                          "checkpoint of --workdir on val and test; explain: ensemble "
-                          "explanations of the best checkpoint (config.explain); analyze: "
-                          "intrinsic multitask analysis of the per-epoch predictions "
-                          "(config.analysis) into <workdir>/report/.")
+_MODE = flags.DEFINE_enum(
+  "mode",
+  "train",
+  ["train", "eval", "explain", "analyze"],
+  "train: train (or resume) and evaluate; eval: evaluate the best "
+  "checkpoint of --workdir on val and test; explain: ensemble "
+  "explanations of the best checkpoint (config.explain); analyze: "
+  "intrinsic multitask analysis of the per-epoch predictions "
+  "(config.analysis) into <workdir>/report/.",
+)
 _DISTRIBUTED = flags.DEFINE_bool(
-    "distributed", False, "Start JAX's multi-controller runtime with cluster auto-detection "
-    "(TPU pod slices, SLURM, Open MPI). Not needed on one host.")
+  "distributed",
+  False,
+  "Start JAX's multi-controller runtime with cluster auto-detection "
+  "(TPU pod slices, SLURM, Open MPI). Not needed on one host.",
+)
 _COORDINATOR = flags.DEFINE_string(
-    "coordinator_address", None, "host:port of process 0 for an explicit multi-process run "
-    "(or env JAX_COORDINATOR_ADDRESS).")
+  "coordinator_address",
+  None,
+  "host:port of process 0 for an explicit multi-process run (or env JAX_COORDINATOR_ADDRESS).",
+)
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's id, 0..num_processes-1.")
 flags.mark_flags_as_required(["config", "workdir"])
@@ -46,12 +56,14 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   # Imported here so that `--help` and flag errors are fast and jax sees XLA_FLAGS set by users.
   from mtljax import configlib, parallel, train
+  from mtljax.analysis import AnalysisError
   from mtljax.checkpoint import CheckpointMismatchError
   from mtljax.data.treesat import DataError
-  from mtljax.analysis import AnalysisError
+
   logging.set_verbosity(logging.WARNING)
-  parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value,
-                                  auto=_DISTRIBUTED.value)
+  parallel.initialize_distributed(
+    _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_DISTRIBUTED.value
+  )
   try:
     if _MODE.value == "train":
       train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
@@ -59,12 +71,19 @@ def main(argv):
       train.evaluate_workdir(_CONFIG.value, _WORKDIR.value)
     elif _MODE.value == "analyze":  # reads the workdir's files only; no model, no data
       from mtljax.analysis import report
+
       report.analyze_workdir(_CONFIG.value, _WORKDIR.value)
     else:
       from mtljax.explain import run as explain_run
+
       explain_run.explain_workdir(_CONFIG.value, _WORKDIR.value)
-  except (configlib.ConfigError, DataError, CheckpointMismatchError,
-          train.NonFiniteLossError, AnalysisError) as e:
+  except (
+    configlib.ConfigError,
+    DataError,
+    CheckpointMismatchError,
+    train.NonFiniteLossError,
+    AnalysisError,
+  ) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
 

@@ -17,8 +17,9 @@ def confusion_matrix(y_true, y_pred, num_classes: int, mask=None) -> np.ndarray:
   if mask is not None:
     keep = np.asarray(mask).ravel() > 0
     y_true, y_pred = y_true[keep], y_pred[keep]
-  return np.bincount(y_true * num_classes + y_pred,
-                     minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+  return np.bincount(y_true * num_classes + y_pred, minlength=num_classes * num_classes).reshape(
+    num_classes, num_classes
+  )
 
 
 def _f1_from_counts(tp, fp, fn):
@@ -42,11 +43,11 @@ def classification_metrics(y_true, probs, num_classes: int, mask=None) -> dict[s
   p_o = tp.sum() / n if n else 0.0
   p_e = float(cm.sum(0) @ cm.sum(1)) / n**2 if n else 0.0
   return {
-      "f1_micro": micro,
-      "f1_macro": float(f1[present].mean()) if present.any() else 0.0,
-      "accuracy": float(tp.sum() / n) if n else 0.0,
-      "kappa": float((p_o - p_e) / (1.0 - p_e)) if p_e < 1.0 else 0.0,
-      "count": int(n),
+    "f1_micro": micro,
+    "f1_macro": float(f1[present].mean()) if present.any() else 0.0,
+    "accuracy": float(tp.sum() / n) if n else 0.0,
+    "kappa": float((p_o - p_e) / (1.0 - p_e)) if p_e < 1.0 else 0.0,
+    "count": int(n),
   }
 
 
@@ -62,9 +63,9 @@ def multilabel_metrics(y_true, probs, mask=None, threshold: float = 0.5) -> dict
   fn = (y_true & ~y_pred).sum(0).astype(np.float64)
   f1 = _f1_from_counts(tp, fp, fn)
   return {
-      "f1_micro": float(_f1_from_counts(tp.sum(), fp.sum(), fn.sum())),
-      "f1_macro": float(f1.mean()) if f1.size else 0.0,
-      "count": int(len(y_true)),
+    "f1_micro": float(_f1_from_counts(tp.sum(), fp.sum(), fn.sum())),
+    "f1_macro": float(f1.mean()) if f1.size else 0.0,
+    "count": int(len(y_true)),
   }
 
 
@@ -75,8 +76,12 @@ def regression_metrics(y_true, y_pred, mask=None) -> dict[str, float]:
   if mask is not None:
     # A per-example mask [N] covers every output of a target [N, D] (e.g. BEN-GE weather).
     mask = np.asarray(mask)
-    keep = np.broadcast_to(mask.reshape(mask.shape + (1,) * (y_true.ndim - mask.ndim)),
-                           y_true.shape).ravel() > 0
+    keep = (
+      np.broadcast_to(
+        mask.reshape(mask.shape + (1,) * (y_true.ndim - mask.ndim)), y_true.shape
+      ).ravel()
+      > 0
+    )
   y_true, y_pred = y_true.ravel(), y_pred.ravel()
   if mask is not None:
     y_true, y_pred = y_true[keep], y_pred[keep]
@@ -85,8 +90,12 @@ def regression_metrics(y_true, y_pred, mask=None) -> dict[str, float]:
   err = y_pred - y_true
   ss_tot = np.sum((y_true - y_true.mean()) ** 2)
   r2 = 1.0 - np.sum(err**2) / ss_tot if ss_tot > 0 else float("nan")
-  return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err**2).mean())),
-          "r2": float(r2), "count": int(y_true.size)}
+  return {
+    "mae": float(np.abs(err).mean()),
+    "rmse": float(np.sqrt((err**2).mean())),
+    "r2": float(r2),
+    "count": int(y_true.size),
+  }
 
 
 def segmentation_metrics(y_true, y_pred, num_classes: int, mask=None) -> dict[str, float]:
@@ -102,19 +111,22 @@ def segmentation_metrics(y_true, y_pred, num_classes: int, mask=None) -> dict[st
   present = union > 0
   iou = np.where(present, tp / np.maximum(union, 1), np.nan)
   n = cm.sum()
-  out = {"pixel_accuracy": float(tp.sum() / n) if n else 0.0,
-         "miou": float(iou[present].mean()) if present.any() else 0.0, "count": int(n)}
+  out = {
+    "pixel_accuracy": float(tp.sum() / n) if n else 0.0,
+    "miou": float(iou[present].mean()) if present.any() else 0.0,
+    "count": int(n),
+  }
   out.update({f"iou/{k}": float(iou[k]) for k in range(num_classes)})
   return out
 
 
 # The metric each task kind is selected on, and whether larger is better.
 MAIN_METRIC = {
-    "classification": ("f1_micro", True),
-    "multilabel": ("f1_micro", True),
-    "regression": ("mae", False),
-    "segmentation": ("miou", True),
-    "dense_regression": ("mae", False),
+  "classification": ("f1_micro", True),
+  "multilabel": ("f1_micro", True),
+  "regression": ("mae", False),
+  "segmentation": ("miou", True),
+  "dense_regression": ("mae", False),
 }
 
 

@@ -87,8 +87,15 @@ def plot_cooccurrence(matrix: np.ndarray, names: Sequence[str], path: str, title
   ax.set_ylabel("given label i")
   for i in range(s):
     for j in range(s):
-      ax.text(j, i, f"{matrix[i, j]:.2f}".lstrip("0"), ha="center", va="center", fontsize=5,
-              color="white" if matrix[i, j] < 0.6 else "black")
+      ax.text(
+        j,
+        i,
+        f"{matrix[i, j]:.2f}".lstrip("0"),
+        ha="center",
+        va="center",
+        fontsize=5,
+        color="white" if matrix[i, j] < 0.6 else "black",
+      )
   fig.colorbar(im, ax=ax, fraction=0.04, label="P(j | i)")
   ax.set_title(title or "Label co-occurrence P(label j | label i)", fontsize=9)
   fig.tight_layout()

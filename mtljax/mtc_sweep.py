@@ -30,8 +30,9 @@ import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "configs/facades.py[:variant]",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file(
+  "config", None, "configs/facades.py[:variant]", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Where the sweep writes everything.")
 _VARIANTS = flags.DEFINE_string("variants", "", "Comma-separated variants (default: all 12).")
 _REALISATIONS = flags.DEFINE_integer("realisations", 3, "Independent realisations (seeds).")
@@ -42,8 +43,13 @@ def realisation_metrics(results: dict, tasks, size: int) -> list[dict[str, dict[
   """Per realisation k: ``{task: {"oa", "kappa"}}`` from a run's test metrics."""
   test = results["test"]
   prefix = (lambda k: f"member{k}/") if size > 1 else (lambda k: "")
-  return [{t: {"oa": test[f"{prefix(k)}{t}/accuracy"], "kappa": test[f"{prefix(k)}{t}/kappa"]}
-           for t in tasks} for k in range(size)]
+  return [
+    {
+      t: {"oa": test[f"{prefix(k)}{t}/accuracy"], "kappa": test[f"{prefix(k)}{t}/kappa"]}
+      for t in tasks
+    }
+    for k in range(size)
+  ]
 
 
 def build_table(per_variant: dict[str, list], tasks, baseline: str = "STC") -> list[dict]:
@@ -55,8 +61,9 @@ def build_table(per_variant: dict[str, list], tasks, baseline: str = "STC") -> l
   base_means = None
   if baseline in per_variant:
     reals = per_variant[baseline]
-    base_means = {m: {t: float(np.mean([r[t][m] for r in reals])) for t in tasks}
-                  for m in ("oa", "kappa")}
+    base_means = {
+      m: {t: float(np.mean([r[t][m] for r in reals])) for t in tasks} for m in ("oa", "kappa")
+    }
   for v, reals in per_variant.items():
     row = {"variant": v, "realisations": len(reals)}
     for m in ("oa", "kappa"):
@@ -117,6 +124,7 @@ def write_cooccurrence(data_root: str, workdir: str) -> str:
 
 def _child(cfg, run_dir):
   from mtljax import train
+
   train.train_and_evaluate(cfg, run_dir)
 
 
@@ -150,7 +158,9 @@ def run_sweep(config, workdir: str, variants, realisations: int) -> dict:
   tasks = sorted(config.tasks)
   per_variant, seconds = {}, {}
   t_all = time.perf_counter()
-  data_dir = config.data.root or config.data.synthetic.dir or os.path.join(workdir, "synthetic_data")
+  data_dir = (
+    config.data.root or config.data.synthetic.dir or os.path.join(workdir, "synthetic_data")
+  )
   for v in variants:
     cfg = copy.deepcopy(config)
     with cfg.unlocked():
@@ -178,8 +188,16 @@ def run_sweep(config, workdir: str, variants, realisations: int) -> dict:
   total = time.perf_counter() - t_all
   summary = {"seconds": total, "table": paths, "cooccurrence": png}
   with open(os.path.join(workdir, "sweep.json"), "w") as f:
-    json.dump({**summary, "variants": variants, "realisations": realisations,
-               "seconds_per_variant": seconds}, f, indent=1)
+    json.dump(
+      {
+        **summary,
+        "variants": variants,
+        "realisations": realisations,
+        "seconds_per_variant": seconds,
+      },
+      f,
+      indent=1,
+    )
   return summary
 
 
@@ -190,6 +208,7 @@ def main(argv):
 
   from mtljax import configlib
   from mtljax.data.treesat import DataError
+
   logging.set_verbosity(logging.WARNING)
   variants = [v.strip() for v in _VARIANTS.value.split(",") if v.strip()]
   try:
@@ -199,8 +218,11 @@ def main(argv):
     sys.exit(2)
   with open(summary["table"]["md"]) as f:
     print(f.read())
-  print(f"Sweep done in {summary['seconds']:.0f} s: {summary['table']['md']} (+ .csv, .json), "
-        f"{summary['cooccurrence']}", flush=True)
+  print(
+    f"Sweep done in {summary['seconds']:.0f} s: {summary['table']['md']} (+ .csv, .json), "
+    f"{summary['cooccurrence']}",
+    flush=True,
+  )
 
 
 if __name__ == "__main__":

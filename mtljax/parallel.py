@@ -14,7 +14,8 @@ import os
 import jax
 import numpy as np
 from jax.experimental import multihost_utils
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 DATA_AXIS = "data"
 ENSEMBLE_AXIS = "ensemble"
@@ -38,8 +39,10 @@ def make_mesh(num_devices: int | None = None, ensemble: int = 1) -> jax.sharding
     return jax.make_mesh((n,), (DATA_AXIS,), axis_types=(auto,), devices=devices[:n])
   local = jax.local_device_count()
   if n % ensemble or local % ensemble:
-    raise ValueError(f"config.ensemble.devices={ensemble} must divide the number of devices ({n}) "
-                     f"and the devices per process ({local})")
+    raise ValueError(
+      f"config.ensemble.devices={ensemble} must divide the number of devices ({n}) "
+      f"and the devices per process ({local})"
+    )
   grid = np.asarray(devices[:n], dtype=object).reshape(n // ensemble, ensemble)
   return jax.sharding.Mesh(grid, (DATA_AXIS, ENSEMBLE_AXIS), axis_types=(auto, auto))
 
@@ -65,15 +68,17 @@ def data_size(mesh) -> int:
 def check_batch_size(batch_size: int, mesh, what: str = "config.train.batch_size") -> None:
   n = data_size(mesh)
   if batch_size % n:
-    raise ValueError(f"{what}={batch_size} must be divisible by the number of devices along the "
-                     f"data axis ({n})")
+    raise ValueError(
+      f"{what}={batch_size} must be divisible by the number of devices along the data axis ({n})"
+    )
 
 
 def shard_batch(batch, mesh):
   """Host batch (this process's rows, numpy) → global jax arrays sharded along `data`."""
   sharding = data_sharded(mesh)
   return jax.tree.map(
-      lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch)
+    lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), batch
+  )
 
 
 def gather(tree):
@@ -86,9 +91,12 @@ def gather(tree):
   return jax.tree.map(np.asarray, multihost_utils.process_allgather(tree, tiled=True))
 
 
-def initialize_distributed(coordinator_address: str | None = None,
-                           num_processes: int | None = None, process_id: int | None = None,
-                           auto: bool = False) -> bool:
+def initialize_distributed(
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  auto: bool = False,
+) -> bool:
   """Starts JAX's multi-controller runtime (`jax.distributed.initialize`) when asked to.
 
   - explicitly: a coordinator `host:port` with the number of processes and this process's id
@@ -103,11 +111,14 @@ def initialize_distributed(coordinator_address: str | None = None,
     if process_id is None and "JAX_PROCESS_ID" in os.environ:
       process_id = int(os.environ["JAX_PROCESS_ID"])
     if num_processes is None or process_id is None:
-      raise ValueError(f"coordinator {coordinator_address} given but the number of processes "
-                       f"({num_processes}) or this process's id ({process_id}) is missing: set "
-                       "--num_processes/--process_id or JAX_NUM_PROCESSES/JAX_PROCESS_ID")
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id)
+      raise ValueError(
+        f"coordinator {coordinator_address} given but the number of processes "
+        f"({num_processes}) or this process's id ({process_id}) is missing: set "
+        "--num_processes/--process_id or JAX_NUM_PROCESSES/JAX_PROCESS_ID"
+      )
+    jax.distributed.initialize(
+      coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+    )
     return True
   if auto:
     jax.distributed.initialize()

@@ -28,10 +28,12 @@ from absl import logging
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from mtljax import configlib, losses as losses_lib, metrics as metrics_lib
-from mtljax import dense_pictures, parallel
+from mtljax import configlib, dense_pictures, parallel
+from mtljax import losses as losses_lib
+from mtljax import metrics as metrics_lib
 from mtljax.checkpoint import Checkpointer
-from mtljax.data import build as data_build, pipeline
+from mtljax.data import build as data_build
+from mtljax.data import pipeline
 from mtljax.models.multitask import build_model
 from mtljax.writers import MetricWriter
 
@@ -47,8 +49,9 @@ def create_learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int
   if tr.schedule == "warmup_cosine":
     warmup = min(total - 1, int(tr.warmup_epochs * steps_per_epoch))
     # Starts at lr/10 rather than 0: with 0 the first update would be a no-op (STACK_NOTES).
-    return optax.warmup_cosine_decay_schedule(tr.learning_rate / 10, tr.learning_rate,
-                                              max(warmup, 1), total, end_value=0.0)
+    return optax.warmup_cosine_decay_schedule(
+      tr.learning_rate / 10, tr.learning_rate, max(warmup, 1), total, end_value=0.0
+    )
   return optax.constant_schedule(tr.learning_rate)
 
 
@@ -68,9 +71,13 @@ def create_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
   if tr.schedule == "plateau":
     # Scales the updates when the (epoch-averaged) training loss stops improving; the train step
     # passes `value=loss` to every update.
-    parts.append(optax.contrib.reduce_on_plateau(
-        factor=tr.plateau_factor, patience=tr.plateau_patience,
-        accumulation_size=max(1, steps_per_epoch)))
+    parts.append(
+      optax.contrib.reduce_on_plateau(
+        factor=tr.plateau_factor,
+        patience=tr.plateau_patience,
+        accumulation_size=max(1, steps_per_epoch),
+      )
+    )
   return optax.chain(*parts), lr
 
 
@@ -79,10 +86,10 @@ def init_state(model, tx, example_inputs: Mapping[str, Any], rng) -> dict:
   variables = model.init({"params": rng, "dropout": rng}, example_inputs, train=False)
   params = variables["params"]
   return {
-      "step": jnp.zeros((), jnp.int32),
-      "params": params,
-      "batch_stats": variables.get("batch_stats", {}),
-      "opt_state": tx.init(params),
+    "step": jnp.zeros((), jnp.int32),
+    "params": params,
+    "batch_stats": variables.get("batch_stats", {}),
+    "opt_state": tx.init(params),
   }
 
 
@@ -136,7 +143,8 @@ def member_sample_weights(config: ml_collections.ConfigDict, num_train: int) -> 
     bucket = rng.permutation(num_train) % size
     return (bucket[None, :] != np.arange(size)[:, None]).astype(np.float32)
   raise configlib.ConfigError(
-      f"config.ensemble.strategy={strategy!r} is not one of {configlib.ENSEMBLE_STRATEGIES}")
+    f"config.ensemble.strategy={strategy!r} is not one of {configlib.ENSEMBLE_STRATEGIES}"
+  )
 
 
 def _target_transform(target_stats):
@@ -159,8 +167,9 @@ def _target_transform(target_stats):
 
 
 # ============================================================================ steps
-def make_loss_fn(model, config: ml_collections.ConfigDict,
-                 target_stats: Mapping[str, tuple[float, float]]) -> Callable:
+def make_loss_fn(
+  model, config: ml_collections.ConfigDict, target_stats: Mapping[str, tuple[float, float]]
+) -> Callable:
   """Pure `(params, batch_stats, batch, rng) -> (loss, (per_task_losses, new_batch_stats))`."""
   kinds = {t: c.kind for t, c in config.tasks.items()}
   weights = losses_lib.normalized_weights({t: c.weight for t, c in config.tasks.items()})
@@ -169,12 +178,15 @@ def make_loss_fn(model, config: ml_collections.ConfigDict,
   def loss_fn(params, batch_stats, batch, rng):
     valid = batch["valid"]
     # `valid` [B] broadcast over a dense (per-pixel) mask [B, H, W].
-    masks = {t: batch["mask"][t] * valid.reshape(valid.shape + (1,) * (batch["mask"][t].ndim - 1))
-             for t in kinds}
+    masks = {
+      t: batch["mask"][t] * valid.reshape(valid.shape + (1,) * (batch["mask"][t].ndim - 1))
+      for t in kinds
+    }
     targets = to_model({t: batch["targets"][t] for t in kinds})
     variables = {"params": params, "batch_stats": batch_stats}
-    (outputs, inter), updates = model.apply(variables, batch["inputs"], train=True,
-                                            rngs={"dropout": rng}, mutable=["batch_stats"])
+    (outputs, inter), updates = model.apply(
+      variables, batch["inputs"], train=True, rngs={"dropout": rng}, mutable=["batch_stats"]
+    )
     total, per_task = losses_lib.multitask_loss(outputs, targets, masks, kinds, weights)
     # Auxiliary supervised outputs (intermediates["aux_outputs"], e.g. MTC-LIM's interim
     # modules) add their own losses; logged as loss_aux_<module>. Nothing for other models.
@@ -186,29 +198,39 @@ def make_loss_fn(model, config: ml_collections.ConfigDict,
   return loss_fn
 
 
-def make_train_step(model, tx, config: ml_collections.ConfigDict,
-                    target_stats: Mapping[str, tuple[float, float]]) -> Callable:
+def make_train_step(
+  model, tx, config: ml_collections.ConfigDict, target_stats: Mapping[str, tuple[float, float]]
+) -> Callable:
   """Pure `(state, batch, rng) -> (state, measurements)`; jit/shard/vmap it where it is called."""
   loss_fn = make_loss_fn(model, config, target_stats)
 
   def train_step(state, batch, rng):
     rng = jax.random.fold_in(rng, state["step"])
     (loss, (per_task, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state["params"], state["batch_stats"], batch, rng)
+      state["params"], state["batch_stats"], batch, rng
+    )
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"], value=loss)
     params = optax.apply_updates(state["params"], updates)
-    new_state = {"step": state["step"] + 1, "params": params, "batch_stats": batch_stats,
-                 "opt_state": opt_state}
-    measurements = {"loss": loss, "grad_norm": optax.tree.norm(grads),
-                    "param_norm": optax.tree.norm(params)}
+    new_state = {
+      "step": state["step"] + 1,
+      "params": params,
+      "batch_stats": batch_stats,
+      "opt_state": opt_state,
+    }
+    measurements = {
+      "loss": loss,
+      "grad_norm": optax.tree.norm(grads),
+      "param_norm": optax.tree.norm(params),
+    }
     measurements.update({f"loss_{t}": v for t, v in per_task.items()})
     return new_state, measurements
 
   return train_step
 
 
-def make_ensemble_train_step(model, tx, config: ml_collections.ConfigDict,
-                             target_stats: Mapping[str, tuple[float, float]]) -> Callable:
+def make_ensemble_train_step(
+  model, tx, config: ml_collections.ConfigDict, target_stats: Mapping[str, tuple[float, float]]
+) -> Callable:
   """Pure `(stacked_state, batch, rng, sample_weights [E, N]) -> (stacked_state, measurements)`.
 
   All E members take one step on the same batch in one program, vmapped over their stacked
@@ -221,8 +243,11 @@ def make_ensemble_train_step(model, tx, config: ml_collections.ConfigDict,
   """
   size = ensemble_size(config)
   step = make_train_step(model, tx, config, target_stats)
-  augment = (pipeline.augment_options(config.data.get("augment"))
-             if size > 1 and config.ensemble.get("augment_per_member", False) else None)
+  augment = (
+    pipeline.augment_options(config.data.get("augment"))
+    if size > 1 and config.ensemble.get("augment_per_member", False)
+    else None
+  )
 
   def member_step(state, weights, rng, batch):
     batch = {**batch, "valid": batch["valid"] * weights[batch["meta"]["index"]]}
@@ -239,8 +264,9 @@ def make_ensemble_train_step(model, tx, config: ml_collections.ConfigDict,
   return ensemble_step
 
 
-def make_eval_step(model, config: ml_collections.ConfigDict,
-                   target_stats: Mapping[str, tuple[float, float]]) -> Callable:
+def make_eval_step(
+  model, config: ml_collections.ConfigDict, target_stats: Mapping[str, tuple[float, float]]
+) -> Callable:
   """Pure `(stacked_state, batch) -> {"pred": {task: prediction}, "targets", "mask", "index",
   "valid"}` (+ `"member_pred": {task: [B, E, ...]}` for an ensemble of E > 1).
 
@@ -278,9 +304,13 @@ def make_eval_step(model, config: ml_collections.ConfigDict,
       out["member_pred"] = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), members)
     # The labels travel with the predictions so that one gather assembles the global batch on
     # every host (each process only read its own rows).
-    return {**out, "targets": {t: batch["targets"][t] for t in kinds},
-            "mask": {t: batch["mask"][t] for t in kinds}, "index": batch["meta"]["index"],
-            "valid": batch["valid"]}
+    return {
+      **out,
+      "targets": {t: batch["targets"][t] for t in kinds},
+      "mask": {t: batch["mask"][t] for t in kinds},
+      "index": batch["meta"]["index"],
+      "valid": batch["valid"],
+    }
 
   return eval_step
 
@@ -290,8 +320,9 @@ def _task_metrics(config, out, pred_of) -> dict[str, float]:
   """Metrics of every task, `pred_of(task)` giving the probabilities or regression values."""
   metrics = {}
   for t, tcfg in config.tasks.items():
-    m = metrics_lib.task_metrics(tcfg.kind, out[f"target/{t}"], pred_of(t), out[f"mask/{t}"],
-                                 tcfg.get("num_classes"))
+    m = metrics_lib.task_metrics(
+      tcfg.kind, out[f"target/{t}"], pred_of(t), out[f"mask/{t}"], tcfg.get("num_classes")
+    )
     metrics.update({f"{t}/{k}": v for k, v in m.items()})
   return metrics
 
@@ -300,8 +331,9 @@ def _task_metrics(config, out, pred_of) -> dict[str, float]:
 _PRED_KINDS = ("regression", "dense_regression", "segmentation")
 
 
-def evaluate(eval_fn, state, batches, config: ml_collections.ConfigDict, mesh,
-             desc: str = "eval", source=None) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+def evaluate(
+  eval_fn, state, batches, config: ml_collections.ConfigDict, mesh, desc: str = "eval", source=None
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
   """One pass over `batches`; returns `(metrics, predictions)` with every real example once.
 
   predictions: `index`, and per task `target/<t>`, `mask/<t>`, `prob/<t>` (classification,
@@ -313,8 +345,9 @@ def evaluate(eval_fn, state, batches, config: ml_collections.ConfigDict, mesh,
   """
   size = ensemble_size(config)
   chunks: dict[str, list] = {}
-  for batch in tqdm(batches, desc=desc, leave=False, disable=jax.process_index() != 0,
-                    mininterval=2.0):
+  for batch in tqdm(
+    batches, desc=desc, leave=False, disable=jax.process_index() != 0, mininterval=2.0
+  ):
     out = parallel.gather(eval_fn(state, parallel.shard_batch(batch, mesh)))
     valid = out["valid"] > 0
     chunks.setdefault("index", []).append(out["index"][valid])
@@ -332,6 +365,7 @@ def evaluate(eval_fn, state, batches, config: ml_collections.ConfigDict, mesh,
       kind = config.tasks[t].kind
       key = f"{prefix}pred/{t}" if kind in _PRED_KINDS else f"{prefix}prob/{t}"
       return out[key] if member is None else out[key][:, member]
+
     m = _task_metrics(config, out, pred_of)
     # Optional `config.train.select_task_mean` (issue 7, multitask tables): that metric's mean
     # over all tasks as `task_mean/<metric>`, the best-checkpoint score instead of the main task's.
@@ -348,8 +382,9 @@ def evaluate(eval_fn, state, batches, config: ml_collections.ConfigDict, mesh,
     members = [score("member_", k) for k in range(size)]
     for k, m in enumerate(members):
       metrics.update({f"member{k}/{name}": v for name, v in m.items()})
-    metrics.update({f"members_mean/{name}": float(np.mean([m[name] for m in members]))
-                    for name in members[0]})
+    metrics.update(
+      {f"members_mean/{name}": float(np.mean([m[name] for m in members])) for name in members[0]}
+    )
   if source is not None:
     _source_context(config, source, out, metrics)
   return metrics, out
@@ -373,13 +408,15 @@ def _source_context(config, source, out, metrics) -> None:
           continue
         for value in np.unique(labels):
           sel = labels == value
-          m = metrics_lib.regression_metrics(out[f"target/{t}"][sel], out[f"pred/{t}"][sel],
-                                             out[f"mask/{t}"][sel])
+          m = metrics_lib.regression_metrics(
+            out[f"target/{t}"][sel], out[f"pred/{t}"][sel], out[f"mask/{t}"][sel]
+          )
           metrics.update({f"{t}/{k}_{prefix}{value}": v for k, v in m.items() if k != "count"})
 
 
-def save_predictions(workdir: str, split: str, epoch: int, preds: Mapping[str, np.ndarray],
-                     names) -> str:
+def save_predictions(
+  workdir: str, split: str, epoch: int, preds: Mapping[str, np.ndarray], names
+) -> str:
   """`<workdir>/predictions/<split>/epoch_<NNN>.npz` (+ the example names of the split)."""
   if jax.process_index() != 0:
     return ""
@@ -404,8 +441,11 @@ def regression_target_stats(source, config) -> dict[str, tuple]:
   """
   if not config.train.normalize_regression_targets:
     return {}
-  reg = [t for t, c in config.tasks.items()
-         if c.kind in ("regression", "dense_regression") and c.get("normalize", True)]
+  reg = [
+    t
+    for t, c in config.tasks.items()
+    if c.kind in ("regression", "dense_regression") and c.get("normalize", True)
+  ]
   out = {}
   labels = source.label_arrays() if any(config.tasks[t].kind == "regression" for t in reg) else None
   for t in reg:
@@ -414,11 +454,13 @@ def regression_target_stats(source, config) -> dict[str, tuple]:
     else:
       n = min(len(source), int(config.data.get("stats_examples", 2048)))
       rows = np.random.default_rng(int(config.seed)).permutation(len(source))[:n]
+
       def read(i):
         if hasattr(source, "read_target"):  # the target alone, without the input rasters
           return source.read_target(t, i)
         example = source[i]
         return example["targets"][t], example["mask"][t]
+
       pairs = [read(int(i)) for i in rows]
       vals = np.concatenate([np.asarray(y, np.float64)[np.asarray(m) > 0] for y, m in pairs])
     if vals.size == 0:
@@ -434,6 +476,7 @@ def _dataset_pictures(config, workdir, split, preds, source, writer, step) -> No
   """The dataset's own pictures of `preds` (its `DatasetSpec.pictures`, e.g. CropYield's yield
   maps), written under `<workdir>/report/<split>/` and as TensorBoard images."""
   from mtljax.data import get_dataset
+
   fn = get_dataset(config.data.name).pictures_fn
   if fn is None:
     return
@@ -467,6 +510,7 @@ class _Preemption:
       del frame
       logging.warning("received signal %d: will checkpoint and stop after this step", signum)
       self.requested = True
+
     try:
       self._previous = signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not in the main thread (e.g. some test runners): no handler
@@ -495,8 +539,11 @@ class Preempted(SystemExit):
 
 def _summary_keys(metrics: Mapping[str, float]) -> list[str]:
   """Metric names worth printing: not counts, not each ensemble member's own (in metrics.jsonl)."""
-  return sorted(k for k in metrics if not k.endswith("/count")
-                and not (k.startswith("member") and k[6:7].isdigit()))
+  return sorted(
+    k
+    for k in metrics
+    if not k.endswith("/count") and not (k.startswith("member") and k[6:7].isdigit())
+  )
 
 
 def _banner(lines):
@@ -510,6 +557,7 @@ def _banner(lines):
 @dataclasses.dataclass
 class Setup:
   """Everything a run derives from (config, workdir) before training or evaluating."""
+
   config: ml_collections.ConfigDict
   workdir: str
   sources: dict
@@ -532,21 +580,34 @@ class Setup:
   def eval_iter(self, split):
     """This process's rows of the global eval batches of `split`."""
     return pipeline.eval_batches(
-        self.sources[split], input_names=self.input_names, task_names=self.task_names,
-        stats=self.stats["inputs"], batch_size=int(self.config.eval.batch_size),
-        shard_index=jax.process_index(), shard_count=jax.process_count(),
-        read_options=pipeline.default_read_options(self.config.data.num_threads,
-                                                   self.config.data.prefetch))
+      self.sources[split],
+      input_names=self.input_names,
+      task_names=self.task_names,
+      stats=self.stats["inputs"],
+      batch_size=int(self.config.eval.batch_size),
+      shard_index=jax.process_index(),
+      shard_count=jax.process_count(),
+      read_options=pipeline.default_read_options(
+        self.config.data.num_threads, self.config.data.prefetch
+      ),
+    )
 
   def train_iter(self, start_step: int = 0):
     """This process's rows of the global training batches, from global step `start_step`."""
     config = self.config
     return pipeline.train_iterator(
-        self.sources["train"], input_names=self.input_names, task_names=self.task_names,
-        stats=self.stats["inputs"], batch_size=int(config.train.batch_size) // jax.process_count(),
-        seed=config.seed, augment_cfg=config.data.augment.to_dict(),
-        shard_index=jax.process_index(), shard_count=jax.process_count(), start_step=start_step,
-        read_options=pipeline.default_read_options(config.data.num_threads, config.data.prefetch))
+      self.sources["train"],
+      input_names=self.input_names,
+      task_names=self.task_names,
+      stats=self.stats["inputs"],
+      batch_size=int(config.train.batch_size) // jax.process_count(),
+      seed=config.seed,
+      augment_cfg=config.data.augment.to_dict(),
+      shard_index=jax.process_index(),
+      shard_count=jax.process_count(),
+      start_step=start_step,
+      read_options=pipeline.default_read_options(config.data.num_threads, config.data.prefetch),
+    )
 
 
 def setup(config: ml_collections.ConfigDict, workdir: str, *, write_config: bool = True) -> Setup:
@@ -554,6 +615,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, write_config: bool
   mesh, model, optimizer and the abstract (shape-only) train state."""
   if config.model.get("variant"):  # an unknown MTC-LIM variant fails before anything is written
     from mtljax.models import lim
+
     lim.parse_variant(config.model.variant)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
@@ -563,11 +625,13 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, write_config: bool
   sources, synthetic_root = data_build.make_sources(config, workdir)
   train_src = sources["train"]
   if synthetic_root and is_main:
-    _banner([
+    _banner(
+      [
         "NO DATA ROOT GIVEN: using the BUILT-IN SYNTHETIC dataset",
         f"(planted truth, real {config.data.name} layout) written to {synthetic_root}",
         "Pass --config.data.root=/path/to/the/real/archive to train on real data.",
-    ])
+      ]
+    )
   configlib.resolve_from_data(config, train_src.target_fields)
   configlib.validate(config, train_src.input_fields, train_src.target_fields)
 
@@ -584,16 +648,18 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, write_config: bool
   input_names = tuple(sorted(config.inputs))
   task_names = tuple(sorted(config.tasks))
   stats = _load_or_compute_stats(
-      os.path.join(workdir, "normalization.json"),
-      lambda: {
-          # Categorical inputs (embedding indices) are not standardised.
-          "inputs": pipeline.compute_stats(train_src, [
-              m for m in input_names
-              if train_src.input_fields.get(m, {}).get("kind") != "categorical"],
-                                           max_examples=config.data.stats_examples,
-                                           seed=config.seed),
-          "targets": {t: list(v) for t, v in regression_target_stats(train_src, config).items()},
-      })
+    os.path.join(workdir, "normalization.json"),
+    lambda: {
+      # Categorical inputs (embedding indices) are not standardised.
+      "inputs": pipeline.compute_stats(
+        train_src,
+        [m for m in input_names if train_src.input_fields.get(m, {}).get("kind") != "categorical"],
+        max_examples=config.data.stats_examples,
+        seed=config.seed,
+      ),
+      "targets": {t: list(v) for t, v in regression_target_stats(train_src, config).items()},
+    },
+  )
   target_stats = {t: tuple(v) for t, v in stats["targets"].items() if t in config.tasks}
 
   # ------------------------------------------------------------------ mesh, model, optimizer
@@ -604,35 +670,57 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, write_config: bool
   parallel.check_batch_size(int(config.eval.batch_size), mesh, "config.eval.batch_size")
   steps_per_epoch = len(train_src) // batch_size
   if steps_per_epoch < 1:
-    raise ValueError(f"the training split has {len(train_src)} examples, fewer than "
-                     f"config.train.batch_size={batch_size}")
+    raise ValueError(
+      f"the training split has {len(train_src)} examples, fewer than "
+      f"config.train.batch_size={batch_size}"
+    )
   model = build_model(config)
   tx, lr_fn = create_optimizer(config, steps_per_epoch)
 
-  first = next(pipeline.eval_batches(train_src, input_names=input_names, task_names=task_names,
-                                     stats=stats["inputs"], batch_size=1))
+  first = next(
+    pipeline.eval_batches(
+      train_src, input_names=input_names, task_names=task_names, stats=stats["inputs"], batch_size=1
+    )
+  )
   example_inputs = jax.tree.map(jnp.zeros_like, first["inputs"])
 
   members = parallel.ensemble_sharded(mesh)  # replicated unless members are spread over devices
-  abstract_state = jax.eval_shape(lambda r: init_ensemble(model, tx, example_inputs, r, size),
-                                  jax.random.key(0))
+  abstract_state = jax.eval_shape(
+    lambda r: init_ensemble(model, tx, example_inputs, r, size), jax.random.key(0)
+  )
   state_shardings = jax.tree.map(lambda _: members, abstract_state)
   abstract_state = jax.tree.map(
-      lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state,
-      state_shardings)
-  p_eval_step = jax.jit(make_eval_step(model, config, target_stats),
-                        in_shardings=(state_shardings, parallel.data_sharded(mesh)),
-                        out_shardings=parallel.data_sharded(mesh))
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, state_shardings
+  )
+  p_eval_step = jax.jit(
+    make_eval_step(model, config, target_stats),
+    in_shardings=(state_shardings, parallel.data_sharded(mesh)),
+    out_shardings=parallel.data_sharded(mesh),
+  )
   main_metric, larger_better = metrics_lib.MAIN_METRIC[config.tasks[config.main_task].kind]
   main_key = f"{config.main_task}/{main_metric}"
   if config.train.get("select_task_mean", ""):  # see evaluate(); e.g. "kappa": larger is better
     main_key, larger_better = f"task_mean/{config.train.select_task_mean}", True
-  return Setup(config=config, workdir=workdir, sources=sources, stats=stats,
-               target_stats=target_stats, mesh=mesh, model=model, tx=tx, lr_fn=lr_fn,
-               steps_per_epoch=steps_per_epoch, example_inputs=example_inputs,
-               abstract_state=abstract_state, state_shardings=state_shardings,
-               p_eval_step=p_eval_step, main_key=main_key,
-               larger_better=larger_better, input_names=input_names, task_names=task_names)
+  return Setup(
+    config=config,
+    workdir=workdir,
+    sources=sources,
+    stats=stats,
+    target_stats=target_stats,
+    mesh=mesh,
+    model=model,
+    tx=tx,
+    lr_fn=lr_fn,
+    steps_per_epoch=steps_per_epoch,
+    example_inputs=example_inputs,
+    abstract_state=abstract_state,
+    state_shardings=state_shardings,
+    p_eval_step=p_eval_step,
+    main_key=main_key,
+    larger_better=larger_better,
+    input_names=input_names,
+    task_names=task_names,
+  )
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
@@ -656,31 +744,41 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
   restored = ckpt.restore_latest(abstract_state)
   if restored is None:
-    state = jax.jit(lambda r: init_ensemble(model, tx, example_inputs, r, size),
-                    out_shardings=state_shardings)(init_rng)
+    state = jax.jit(
+      lambda r: init_ensemble(model, tx, example_inputs, r, size), out_shardings=state_shardings
+    )(init_rng)
     meta = {"step": 0, "best": None, "best_epoch": None, "epoch_done": 0}
     writer.truncate_after(0)
   else:
     state, meta = restored
     logging.info("resumed from step %d", meta["step"])
     if is_main:
-      print(f"Resuming from {ckpt.directory}/latest at step {meta['step']} "
-            f"(epoch {meta['epoch_done']} of {config.train.num_epochs} done).", flush=True)
+      print(
+        f"Resuming from {ckpt.directory}/latest at step {meta['step']} "
+        f"(epoch {meta['epoch_done']} of {config.train.num_epochs} done).",
+        flush=True,
+      )
     writer.truncate_after(int(meta["step"]))
 
   n_params = sum(x.size for x in jax.tree.leaves(abstract_state["params"])) // size
   if is_main:
-    members = (f"ensemble of {size} ({config.ensemble.strategy}) × " if size > 1 else "")
-    print(f"Model: {members}{n_params / 1e6:.2f}M parameters; inputs {list(input_names)} → tasks "
-          f"{ {t: config.tasks[t].weight for t in task_names} } (main: {main_task}); "
-          f"{len(train_src)} train / {len(sources['val'])} val / {len(sources['test'])} test "
-          f"examples; {steps_per_epoch} steps/epoch × {config.train.num_epochs} epochs; "
-          f"mesh {dict(mesh.shape)} on {jax.devices()[0].platform}.", flush=True)
+    members = f"ensemble of {size} ({config.ensemble.strategy}) × " if size > 1 else ""
+    print(
+      f"Model: {members}{n_params / 1e6:.2f}M parameters; inputs {list(input_names)} → tasks "
+      f"{ {t: config.tasks[t].weight for t in task_names} } (main: {main_task}); "
+      f"{len(train_src)} train / {len(sources['val'])} val / {len(sources['test'])} test "
+      f"examples; {steps_per_epoch} steps/epoch × {config.train.num_epochs} epochs; "
+      f"mesh {dict(mesh.shape)} on {jax.devices()[0].platform}.",
+      flush=True,
+    )
 
   data_sh = parallel.data_sharded(mesh)
-  p_train_step = jax.jit(make_ensemble_train_step(model, tx, config, target_stats),
-                         in_shardings=(state_shardings, data_sh, repl, repl),
-                         out_shardings=(state_shardings, repl), donate_argnums=(0,))
+  p_train_step = jax.jit(
+    make_ensemble_train_step(model, tx, config, target_stats),
+    in_shardings=(state_shardings, data_sh, repl, repl),
+    out_shardings=(state_shardings, repl),
+    donate_argnums=(0,),
+  )
   sample_weights = jax.device_put(member_sample_weights(config, len(train_src)), repl)
 
   # Training measurements since the last log record; saved with each checkpoint so that the log
@@ -699,14 +797,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       while meta["epoch_done"] < config.train.num_epochs:
         epoch = meta["epoch_done"] + 1
         epoch_end = epoch * steps_per_epoch
-        bar = tqdm(total=steps_per_epoch, initial=step - (epoch - 1) * steps_per_epoch,
-                   desc=f"epoch {epoch}/{config.train.num_epochs}", disable=not is_main,
-                   mininterval=1.0, dynamic_ncols=True)
+        bar = tqdm(
+          total=steps_per_epoch,
+          initial=step - (epoch - 1) * steps_per_epoch,
+          desc=f"epoch {epoch}/{config.train.num_epochs}",
+          disable=not is_main,
+          mininterval=1.0,
+          dynamic_ncols=True,
+        )
         t0, n0 = time.perf_counter(), step
         while step < epoch_end:
           batch = next(data_it)
-          state, m = p_train_step(state, parallel.shard_batch(batch, mesh), train_rng,
-                                  sample_weights)
+          state, m = p_train_step(
+            state, parallel.shard_batch(batch, mesh), train_rng, sample_weights
+          )
           step += 1
           m = {k: float(v) for k, v in m.items()}
           window["count"] += 1
@@ -716,9 +820,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           if not (np.isfinite(loss) and np.isfinite(param_norm)):
             what = f"loss {loss}" if not np.isfinite(loss) else f"parameter norm {param_norm}"
             raise NonFiniteLossError(
-                f"training diverged: {what} at step {step} (epoch {epoch}); stopping. "
-                f"The last good checkpoint (step {last_good_step}) is kept in "
-                f"{ckpt.directory}/latest. Lower config.train.learning_rate or check the data.")
+              f"training diverged: {what} at step {step} (epoch {epoch}); stopping. "
+              f"The last good checkpoint (step {last_good_step}) is kept in "
+              f"{ckpt.directory}/latest. Lower config.train.learning_rate or check the data."
+            )
           bar.update(1)
           if step % config.train.log_every_steps == 0 or step == epoch_end:
             dt = time.perf_counter() - t0
@@ -732,8 +837,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           if preemption.agreed():
             ckpt.save_latest(step, state, meta_now(step), force=True)
             ckpt.wait()
-            print(f"Stopped by SIGTERM at step {step}; checkpoint saved in {ckpt.directory}. "
-                  "Rerun the same command to resume.", flush=True)
+            print(
+              f"Stopped by SIGTERM at step {step}; checkpoint saved in {ckpt.directory}. "
+              "Rerun the same command to resume.",
+              flush=True,
+            )
             raise Preempted()
           if step % config.train.checkpoint_every_steps == 0 and step < epoch_end:
             ckpt.save_latest(step, state, meta_now(step))
@@ -741,19 +849,34 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         bar.close()
 
         # -------------------------------------------------------------- end of epoch
-        val_metrics, val_preds = evaluate(p_eval_step, state, eval_iter("val"), config, mesh,
-                                          desc=f"val {epoch}", source=sources["val"])
+        val_metrics, val_preds = evaluate(
+          p_eval_step,
+          state,
+          eval_iter("val"),
+          config,
+          mesh,
+          desc=f"val {epoch}",
+          source=sources["val"],
+        )
         writer.write(step, "val", {**val_metrics, "epoch": epoch})
         if "val" in config.eval.prediction_splits:
           save_predictions(workdir, "val", epoch, val_preds, sources["val"].names)
         for split in config.eval.prediction_splits:
           if split != "val":
-            _, preds = evaluate(p_eval_step, state, eval_iter(split), config, mesh,
-                                desc=f"{split} {epoch}", source=sources[split])
+            _, preds = evaluate(
+              p_eval_step,
+              state,
+              eval_iter(split),
+              config,
+              mesh,
+              desc=f"{split} {epoch}",
+              source=sources[split],
+            )
             save_predictions(workdir, split, epoch, preds, sources[split].names)
         score = val_metrics[main_key]
-        improved = meta["best"] is None or (score > meta["best"] if larger_better
-                                            else score < meta["best"])
+        improved = meta["best"] is None or (
+          score > meta["best"] if larger_better else score < meta["best"]
+        )
         meta["epoch_done"] = epoch
         if improved:
           meta["best"], meta["best_epoch"] = float(score), epoch
@@ -770,18 +893,29 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   # ------------------------------------------------------------------ final test on the best
   best = ckpt.restore_best(abstract_state)
   best_state, best_meta = best
-  results = {"best_epoch": best_meta["best_epoch"], "best_step": best_meta["step"],
-             "main_metric": main_key}
+  results = {
+    "best_epoch": best_meta["best_epoch"],
+    "best_step": best_meta["step"],
+    "main_metric": main_key,
+  }
   for split in ("val", "test"):
-    m, preds = evaluate(p_eval_step, best_state, eval_iter(split), config, mesh,
-                        desc=f"{split} best", source=sources[split])
+    m, preds = evaluate(
+      p_eval_step,
+      best_state,
+      eval_iter(split),
+      config,
+      mesh,
+      desc=f"{split} best",
+      source=sources[split],
+    )
     results[split] = m
     writer.write(step, f"{split}_best", m)
     if split == "test" and is_main:
       # Segmentation / dense regression: truth, prediction and error maps; then the dataset's own
       # pictures of the best model (DatasetSpec.pictures, e.g. CropYield's yield maps).
-      dense_pictures.write_dense_pictures(workdir, preds, config, names=sources[split].names,
-                                          tb_writer=writer, step=step)
+      dense_pictures.write_dense_pictures(
+        workdir, preds, config, names=sources[split].names, tb_writer=writer, step=step
+      )
       _dataset_pictures(config, workdir, split, preds, sources[split], writer, step)
   if is_main:
     with open(os.path.join(workdir, "final_metrics.json"), "w") as f:
@@ -790,18 +924,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   ckpt.close()
   if is_main:
     test = results["test"]
-    lines = [f"Done. Best epoch {results['best_epoch']} (val {main_key} = "
-             f"{results['val'][main_key]:.4f}). Test metrics (best checkpoint):"]
+    lines = [
+      f"Done. Best epoch {results['best_epoch']} (val {main_key} = "
+      f"{results['val'][main_key]:.4f}). Test metrics (best checkpoint):"
+    ]
     lines += [f"  {k:28s} {test[k]:.4f}" for k in _summary_keys(test)]
     lines += [
-        f"Workdir {workdir}:",
-        "  config.json           the resolved config",
-        "  metrics.jsonl         train/val/test scalars, one JSON record per line",
-        "  tensorboard/          TensorBoard events (tensorboard --logdir ...)",
-        "  checkpoints/latest/   resumable checkpoints (rerun the command to continue)",
-        "  checkpoints/best/     best checkpoint by the main task's validation metric",
-        "  predictions/<split>/  per-epoch predictions (npz) for the intrinsic analysis",
-        "  final_metrics.json    val/test metrics of the best checkpoint",
+      f"Workdir {workdir}:",
+      "  config.json           the resolved config",
+      "  metrics.jsonl         train/val/test scalars, one JSON record per line",
+      "  tensorboard/          TensorBoard events (tensorboard --logdir ...)",
+      "  checkpoints/latest/   resumable checkpoints (rerun the command to continue)",
+      "  checkpoints/best/     best checkpoint by the main task's validation metric",
+      "  predictions/<split>/  per-epoch predictions (npz) for the intrinsic analysis",
+      "  final_metrics.json    val/test metrics of the best checkpoint",
     ]
     print("\n".join(lines), flush=True)
   return results
@@ -819,13 +955,16 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[st
   state, meta = restored
   results = {"best_epoch": meta["best_epoch"], "best_step": meta["step"], "main_metric": s.main_key}
   for split in ("val", "test"):
-    results[split], _ = evaluate(s.p_eval_step, state, s.eval_iter(split), config, s.mesh,
-                                 desc=split, source=s.sources[split])
+    results[split], _ = evaluate(
+      s.p_eval_step, state, s.eval_iter(split), config, s.mesh, desc=split, source=s.sources[split]
+    )
   ckpt.close()
   if jax.process_index() == 0:
     with open(os.path.join(s.workdir, "eval_metrics.json"), "w") as f:
       json.dump(results, f, indent=1)
     for split in ("val", "test"):
-      print(f"{split}: " + ", ".join(f"{k}={results[split][k]:.4f}"
-                                     for k in _summary_keys(results[split])))
+      print(
+        f"{split}: "
+        + ", ".join(f"{k}={results[split][k]:.4f}" for k in _summary_keys(results[split]))
+      )
   return results

@@ -45,7 +45,7 @@ class MetricWriter:
     record = {"step": int(step), "split": split, **{k: _clean(v) for k, v in scalars.items()}}
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
-    for k, v in scalars.items():
+    for k in scalars:
       if isinstance(record[k], float):
         self._tb.add_scalar(f"{split}/{k}", record[k], global_step=int(step))
     self._tb.flush()

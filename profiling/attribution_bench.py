@@ -41,6 +41,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+
 from mtljax.explain import attributions as attr_lib  # noqa: E402
 from mtljax.explain import ensemble as ens_lib  # noqa: E402
 from mtljax.explain import flax_utils  # noqa: E402
@@ -60,8 +61,9 @@ def jax_attribute_fn(model, name, method, targets, a):
     split = None
     if method == "ig":
       split = flax_utils.affine_split(score, common.AFFINE_FIRST_LAYER[name])
-    return lambda v, x: attr_lib.integrated_gradients(score, v, x, steps=a.ig_steps,
-                                                      batch_steps=a.ig_chunk, split=split)
+    return lambda v, x: attr_lib.integrated_gradients(
+      score, v, x, steps=a.ig_steps, batch_steps=a.ig_chunk, split=split
+    )
   if method == "saliency":
     return lambda v, x: attr_lib.saliency(score, v, x)
   if method == "gradcam":
@@ -71,14 +73,16 @@ def jax_attribute_fn(model, name, method, targets, a):
     key = jax.random.key(0)
     # PAIR's relative noise level: stdev · (max − min) of each example; Captum gets the same
     # absolute level (computed below), so both add noise of equal size.
-    return lambda v, x: attr_lib.smoothgrad(attr_lib.saliency, score, v, x, key,
-                                            samples=a.sg_samples, stdev=a.sg_stdev)
+    return lambda v, x: attr_lib.smoothgrad(
+      attr_lib.saliency, score, v, x, key, samples=a.sg_samples, stdev=a.sg_stdev
+    )
   raise ValueError(method)
 
 
 def captum_fn(torch_models, name, method, x_np, targets_np, a):
   import torch
   from captum import attr as cattr
+
   x = torch.from_numpy(common.to_nchw(x_np))
   t = torch.from_numpy(targets_np.astype(np.int64))
   b = x.shape[0]
@@ -87,15 +91,21 @@ def captum_fn(torch_models, name, method, x_np, targets_np, a):
   def one(m):
     if method in ("ig", "ig_plain"):
       return cattr.IntegratedGradients(m).attribute(
-          x, target=t, n_steps=a.ig_steps, method="riemann_middle",
-          internal_batch_size=(a.ig_chunk or a.ig_steps) * b)
+        x,
+        target=t,
+        n_steps=a.ig_steps,
+        method="riemann_middle",
+        internal_batch_size=(a.ig_chunk or a.ig_steps) * b,
+      )
     if method == "saliency":
       return cattr.Saliency(m).attribute(x, target=t, abs=True)
     if method == "gradcam":
       return cattr.LayerGradCam(m, common.torch_grad_cam_layer(name, m)).attribute(
-          x, target=t, relu_attributions=True)[:, 0]
+        x, target=t, relu_attributions=True
+      )[:, 0]
     return cattr.NoiseTunnel(cattr.Saliency(m)).attribute(
-        x, nt_type="smoothgrad", nt_samples=a.sg_samples, stdevs=a.sg_stdev * spread, target=t)
+      x, nt_type="smoothgrad", nt_samples=a.sg_samples, stdevs=a.sg_stdev * spread, target=t
+    )
 
   def run():
     outs = [one(m).detach() for m in torch_models]
@@ -126,22 +136,35 @@ def bench_model(name, a, rows, payload):
     if method == "gradcam" and name == "mlp":
       continue
     fn = jax_attribute_fn(model, name, method, targets, a)
-    fns = {} if a.skip_captum else {
-        "captum": captum_fn(torch_models, name, method, x_np, targets_np, a)}
+    fns = (
+      {}
+      if a.skip_captum
+      else {"captum": captum_fn(torch_models, name, method, x_np, targets_np, a)}
+    )
     for s in a.strategies:
       fns[s] = functools.partial(
-          lambda s: ens_lib.ensemble_attribute(fn, stacked, x, strategy=s,
-                                               member_chunk=a.member_chunk)[1], s)
-    print(f"\n{name} {method}: E={a.members}, batch {batch}, input {x_np.shape[1:]} ...",
-          flush=True)
+        lambda s: ens_lib.ensemble_attribute(
+          fn, stacked, x, strategy=s, member_chunk=a.member_chunk
+        )[1],
+        s,
+      )
+    print(
+      f"\n{name} {method}: E={a.members}, batch {batch}, input {x_np.shape[1:]} ...", flush=True
+    )
     times = common.time_side_by_side(fns, a.repeats)
     err = None
     if "captum" in fns:
       err = common.max_rel_diff(fns[a.strategies[0]](), to_nhwc_map(fns["captum"]()))
     work = a.members * batch
-    row = {"model": name, "method": method, "members": a.members, "batch": batch,
-           "input": "x".join(map(str, x_np.shape[1:])), "max_rel_diff_vs_captum": err,
-           "auto_picks": ens_lib.resolve_strategy("auto", stacked)}
+    row = {
+      "model": name,
+      "method": method,
+      "members": a.members,
+      "batch": batch,
+      "input": "x".join(map(str, x_np.shape[1:])),
+      "max_rel_diff_vs_captum": err,
+      "auto_picks": ens_lib.resolve_strategy("auto", stacked),
+    }
     for k, t in times.items():
       row[f"{k}_s"] = t["median_s"]
       row[f"{k}_per_s"] = work / t["median_s"]
@@ -154,17 +177,25 @@ def bench_model(name, a, rows, payload):
         row[f"{s}_vs_loop"] = times["loop"]["median_s"] / times[s]["median_s"]
     rows.append(row)
     payload["rows"] = rows
-    print("  " + " | ".join(f"{k} {t['median_s']:.3f} s" for k, t in times.items())
-          + "".join(f" | {s} {row[f'{s}_vs_captum']:.2f}x captum" for s in a.strategies
-                    if f"{s}_vs_captum" in row)
-          + (f" | max rel diff {err:.1e}" if err is not None else "")
-          + f" | peak RSS {row['peak_rss_gib']:.2f} GiB", flush=True)
+    print(
+      "  "
+      + " | ".join(f"{k} {t['median_s']:.3f} s" for k, t in times.items())
+      + "".join(
+        f" | {s} {row[f'{s}_vs_captum']:.2f}x captum"
+        for s in a.strategies
+        if f"{s}_vs_captum" in row
+      )
+      + (f" | max rel diff {err:.1e}" if err is not None else "")
+      + f" | peak RSS {row['peak_rss_gib']:.2f} GiB",
+      flush=True,
+    )
 
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--models", nargs="+", default=["cnn", "mlp", "resnet18"],
-                  choices=list(common.NUM_CLASSES))
+  ap.add_argument(
+    "--models", nargs="+", default=["cnn", "mlp", "resnet18"], choices=list(common.NUM_CLASSES)
+  )
   ap.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS), choices=METHODS)
   ap.add_argument("--strategies", nargs="+", default=list(STRATEGIES), choices=STRATEGIES)
   ap.add_argument("--members", type=int, default=11)
@@ -178,8 +209,11 @@ def main():
   ap.add_argument("--sg-stdev", type=float, default=0.15)
   ap.add_argument("--repeats", type=int, default=3)
   ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
-  ap.add_argument("--skip-captum", action="store_true",
-                  help="JAX only (e.g. to read the peak memory of the JAX side alone)")
+  ap.add_argument(
+    "--skip-captum",
+    action="store_true",
+    help="JAX only (e.g. to read the peak memory of the JAX side alone)",
+  )
   ap.add_argument("--out", default="profiling/results/attribution_bench.json")
   a = ap.parse_args()
   payload = common.start_run(a, torch_threads=0 if a.skip_captum else a.threads)
@@ -196,10 +230,15 @@ def main():
     cols += [(f"{s}_vs_captum", f"{s} ÷ Captum") for s in a.strategies if s in ("auto", "vmap")]
   if "loop" in a.strategies:
     cols += [(f"{s}_vs_loop", f"{s} ÷ loop") for s in a.strategies if s != "loop"]
-  cols += [("auto_picks", "auto picks"), ("max_rel_diff_vs_captum", "rel. diff"),
-           ("peak_rss_gib", "peak RSS GiB")]
-  print(f"\nthroughput in explained example·members per second; {payload['device']['device']} "
-        f"({payload['device']['backend']}), total {time.perf_counter() - t0:.0f} s")
+  cols += [
+    ("auto_picks", "auto picks"),
+    ("max_rel_diff_vs_captum", "rel. diff"),
+    ("peak_rss_gib", "peak RSS GiB"),
+  ]
+  print(
+    f"\nthroughput in explained example·members per second; {payload['device']['device']} "
+    f"({payload['device']['backend']}), total {time.perf_counter() - t0:.0f} s"
+  )
   payload["table"] = common.print_table(rows, cols)
   common.write_json(a.out, payload)
 

@@ -109,14 +109,17 @@ def member(stacked, i: int):
 # ============================================================================ torch mirrors
 def _t(a):
   import torch
+
   return torch.from_numpy(np.array(a, np.float32))
 
 
 def _conv(w, stride, pad, bias=None):
   import torch
+
   k = _t(w["kernel"])  # HWIO → OIHW
-  m = torch.nn.Conv2d(k.shape[2], k.shape[3], k.shape[0], stride=stride, padding=pad,
-                      bias=bias is not None)
+  m = torch.nn.Conv2d(
+    k.shape[2], k.shape[3], k.shape[0], stride=stride, padding=pad, bias=bias is not None
+  )
   m.weight.data = k.permute(3, 2, 0, 1).contiguous()
   if bias is not None:
     m.bias.data = _t(bias)
@@ -125,6 +128,7 @@ def _conv(w, stride, pad, bias=None):
 
 def _dense(w):
   import torch
+
   m = torch.nn.Linear(*w["kernel"].shape)
   m.weight.data = _t(w["kernel"]).T.contiguous()
   m.bias.data = _t(w["bias"])
@@ -133,6 +137,7 @@ def _dense(w):
 
 def _bn(w, s):
   import torch
+
   m = torch.nn.BatchNorm2d(w["scale"].shape[0], eps=1e-5, momentum=0.1)  # = flax momentum 0.9
   m.weight.data, m.bias.data = _t(w["scale"]), _t(w["bias"])
   m.running_mean.data, m.running_var.data = _t(s["mean"]), _t(s["var"])
@@ -143,10 +148,10 @@ def torch_resnet(p, s):
   """`mtljax.models.encoders.ResNet` (ResNet-18) in torch: params `p` and batch_stats `s` of the
   encoder; returns the pooled features `[B, 512]` of NCHW inputs."""
   import torch
+
   tnn = torch.nn
 
   class Block(tnn.Module):
-
     def __init__(self, w, st, stride):
       super().__init__()
       self.conv1, self.bn1 = _conv(w["conv1"], stride, 1), _bn(w["bn1"], st["bn1"])
@@ -154,8 +159,9 @@ def torch_resnet(p, s):
       self.conv2, self.bn2 = _conv(w["conv2"], 1, 1), _bn(w["bn2"], st["bn2"])
       self.proj = None
       if "proj_conv" in w:
-        self.proj = tnn.Sequential(_conv(w["proj_conv"], stride, 0),
-                                   _bn(w["proj_bn"], st["proj_bn"]))
+        self.proj = tnn.Sequential(
+          _conv(w["proj_conv"], stride, 0), _bn(w["proj_bn"], st["proj_bn"])
+        )
       self.relu2 = tnn.ReLU()
 
     def forward(self, x):
@@ -163,14 +169,25 @@ def torch_resnet(p, s):
       return self.relu2((x if self.proj is None else self.proj(x)) + y)
 
   class ResNet(tnn.Module):
-
     def __init__(self):
       super().__init__()
-      self.stem = tnn.Sequential(_conv(p["stem_conv"], 2, 3), _bn(p["stem_bn"], s["stem_bn"]),
-                                 tnn.ReLU(), tnn.MaxPool2d(3, 2, 1))
-      self.blocks = tnn.Sequential(*[
-          Block(p[f"stage{i + 1}_block{j + 1}"], s[f"stage{i + 1}_block{j + 1}"],
-                2 if i > 0 and j == 0 else 1) for i in range(4) for j in range(2)])
+      self.stem = tnn.Sequential(
+        _conv(p["stem_conv"], 2, 3),
+        _bn(p["stem_bn"], s["stem_bn"]),
+        tnn.ReLU(),
+        tnn.MaxPool2d(3, 2, 1),
+      )
+      self.blocks = tnn.Sequential(
+        *[
+          Block(
+            p[f"stage{i + 1}_block{j + 1}"],
+            s[f"stage{i + 1}_block{j + 1}"],
+            2 if i > 0 and j == 0 else 1,
+          )
+          for i in range(4)
+          for j in range(2)
+        ]
+      )
 
     def forward(self, x):
       return self.blocks(self.stem(x)).mean(dim=(2, 3))
@@ -181,6 +198,7 @@ def torch_resnet(p, s):
 def torch_mlp(p, dropout: float = 0.0):
   """`MLPEncoder` (3 × Dense → ReLU → Dropout) in torch, flattening its input."""
   import torch
+
   layers = [torch.nn.Flatten()]
   for i in range(1, 4):
     layers += [_dense(p[f"dense{i}"]), torch.nn.ReLU(), torch.nn.Dropout(dropout)]
@@ -191,6 +209,7 @@ def torch_model(name: str, variables) -> Any:
   """The same network in PyTorch (NCHW), with the weights of one member's `variables`, in
   inference mode."""
   import torch
+
   tnn = torch.nn
   p = variables["params"]
   if name == "cnn":
@@ -224,9 +243,15 @@ def to_nchw(x: np.ndarray) -> np.ndarray:
 # ============================================================================ timing and output
 def device_description() -> dict[str, Any]:
   d = jax.devices()[0]
-  info = {"backend": jax.default_backend(), "device": d.device_kind, "jax": jax.__version__,
-          "devices": jax.device_count(), "cpus": os.cpu_count(), "machine": platform.machine(),
-          "xla_flags": os.environ.get("XLA_FLAGS", "")}
+  info = {
+    "backend": jax.default_backend(),
+    "device": d.device_kind,
+    "jax": jax.__version__,
+    "devices": jax.device_count(),
+    "cpus": os.cpu_count(),
+    "machine": platform.machine(),
+    "xla_flags": os.environ.get("XLA_FLAGS", ""),
+  }
   try:
     with open("/proc/cpuinfo") as f:
       names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
@@ -236,6 +261,7 @@ def device_description() -> dict[str, Any]:
     pass
   try:
     import torch
+
     info["torch"] = torch.__version__
     info["torch_threads"] = torch.get_num_threads()
   except ImportError:
@@ -248,14 +274,18 @@ def start_run(args, *, torch_threads: int = 0) -> dict[str, Any]:
   PyTorch's thread count first when `torch_threads` > 0 (so the payload records it)."""
   if torch_threads:
     import torch
+
     torch.set_num_threads(torch_threads)
   payload = {"device": device_description(), "args": vars(args), "rows": []}
   print(payload["device"], flush=True)
   return payload
 
 
-def time_side_by_side(fns: dict[str, Callable[[], Any]], repeats: int = 3,
-                      block: Callable[[Any], Any] = jax.block_until_ready) -> dict[str, dict]:
+def time_side_by_side(
+  fns: dict[str, Callable[[], Any]],
+  repeats: int = 3,
+  block: Callable[[Any], Any] = jax.block_until_ready,
+) -> dict[str, dict]:
   """Warm every function once (compilation), then run them interleaved `repeats` times (A B C A B
   C ...) so that a slow phase of a shared machine hits all alike; report the median seconds.
   `block` waits for a result: `jax.block_until_ready` waits for every jax array in a returned
@@ -283,12 +313,16 @@ def max_rel_diff(a, ref) -> float:
 
 def print_table(rows: list[dict], columns: list[tuple[str, str]]) -> str:
   """Markdown table of `rows` with `(key, header)` columns; floats printed with 3 significant."""
+
   def fmt(v):
     if isinstance(v, float):
       return f"{v:.3g}"
     return "–" if v is None else str(v)
-  lines = ["| " + " | ".join(h for _, h in columns) + " |",
-           "|" + "|".join("---" for _ in columns) + "|"]
+
+  lines = [
+    "| " + " | ".join(h for _, h in columns) + " |",
+    "|" + "|".join("---" for _ in columns) + "|",
+  ]
   lines += ["| " + " | ".join(fmt(r.get(k)) for k, _ in columns) + " |" for r in rows]
   text = "\n".join(lines)
   print(text, flush=True)

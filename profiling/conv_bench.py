@@ -32,8 +32,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 # (batch-free) input side, in channels, out channels, kernel, stride: ResNet-18 at 304 px.
-SHAPES = ((304, 3, 64, 7, 2), (76, 64, 64, 3, 1), (38, 128, 128, 3, 1), (19, 256, 256, 3, 1),
-          (10, 512, 512, 3, 1))
+SHAPES = (
+  (304, 3, 64, 7, 2),
+  (76, 64, 64, 3, 1),
+  (38, 128, 128, 3, 1),
+  (19, 256, 256, 3, 1),
+  (10, 512, 512, 3, 1),
+)
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
@@ -41,17 +46,29 @@ def _dw_shift(x, g, k, stride):
   """Kernel gradient as k² matmuls of strided input slices with the output gradient."""
   p, (b, ho, wo, _) = k // 2, g.shape
   xp = jnp.pad(x, ((0, 0), (p, p), (p, p), (0, 0)))
-  taps = [jnp.einsum("bhwc,bhwo->co", lax.slice(
-      xp, (0, i, j, 0), (b, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, x.shape[3]),
-      (1, stride, stride, 1)), g) for i in range(k) for j in range(k)]
+  taps = [
+    jnp.einsum(
+      "bhwc,bhwo->co",
+      lax.slice(
+        xp,
+        (0, i, j, 0),
+        (b, i + stride * (ho - 1) + 1, j + stride * (wo - 1) + 1, x.shape[3]),
+        (1, stride, stride, 1),
+      ),
+      g,
+    )
+    for i in range(k)
+    for j in range(k)
+  ]
   return jnp.stack(taps).reshape(k, k, x.shape[3], g.shape[3])
 
 
 def _dw_patches(x, g, k, stride):
   """Kernel gradient as one matmul of im2col patches (feature order: channel, row, column)."""
   p = k // 2
-  pt = lax.conv_general_dilated_patches(x, (k, k), (stride, stride), [(p, p)] * 2,
-                                        dimension_numbers=_DN)
+  pt = lax.conv_general_dilated_patches(
+    x, (k, k), (stride, stride), [(p, p)] * 2, dimension_numbers=_DN
+  )
   d = jnp.einsum("bhwp,bhwo->po", pt, g)
   return d.reshape(x.shape[3], k, k, g.shape[3]).transpose(1, 2, 0, 3)
 
@@ -80,9 +97,9 @@ def winograd_conv3x3(x, w):
   xp = jnp.pad(x, ((0, 0), (1, 2 * nh + 1 - h), (1, 2 * nw + 1 - wd), (0, 0)))
   xr = xp.reshape(n, nh + 1, 2, 2 * (nw + 1), c)
   tiles = []
-  for v in _wino_bt(*(xr[:, a // 2:a // 2 + nh, a % 2] for a in range(4))):
+  for v in _wino_bt(*(xr[:, a // 2 : a // 2 + nh, a % 2] for a in range(4))):
     vr = v.reshape(n, nh, nw + 1, 2, c)
-    tiles.extend(_wino_bt(*(vr[:, :, b // 2:b // 2 + nw, b % 2] for b in range(4))))
+    tiles.extend(_wino_bt(*(vr[:, :, b // 2 : b // 2 + nw, b % 2] for b in range(4))))
   g = jnp.asarray(_WINO_G, x.dtype)
   u = jnp.einsum("ak,klco,bl->abco", g, w, g).reshape(16, c, w.shape[3])
   m = jnp.einsum("tpc,tco->tpo", jnp.stack(tiles).reshape(16, n * nh * nw, c), u)
@@ -102,11 +119,11 @@ def bench_shape(side, cin, cout, k, stride, a):
 
   g = 0.01 * jnp.ones(jax.eval_shape(conv, x, w).shape)
   fns = {
-      "fwd": jax.jit(conv),
-      "dx": jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0]),
-      "dw": jax.jit(lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0]),
-      "dw_shift": jax.jit(lambda x, w, g: _dw_shift(x, g, k, stride)),
-      "dw_patches": jax.jit(lambda x, w, g: _dw_patches(x, g, k, stride)),
+    "fwd": jax.jit(conv),
+    "dx": jax.jit(lambda x, w, g: jax.vjp(lambda x: conv(x, w), x)[1](g)[0]),
+    "dw": jax.jit(lambda x, w, g: jax.vjp(lambda w: conv(x, w), w)[1](g)[0]),
+    "dw_shift": jax.jit(lambda x, w, g: _dw_shift(x, g, k, stride)),
+    "dw_patches": jax.jit(lambda x, w, g: _dw_patches(x, g, k, stride)),
   }
 
   def train(conv_fn, x, w, g):  # forward and both gradients in one program
@@ -119,15 +136,19 @@ def bench_shape(side, cin, cout, k, stride, a):
   row = {"shape": f"{a.batch}×{side}²×{cin}→{cout} {k}×{k}/{stride}"}
   if "wino_train" in fns:
     ref = fns["xla_train"](x, w, g)
-    row["wino_rel_err"] = max(common.max_rel_diff(u, r)
-                              for u, r in zip(fns["wino_train"](x, w, g), ref))
+    row["wino_rel_err"] = max(
+      common.max_rel_diff(u, r) for u, r in zip(fns["wino_train"](x, w, g), ref)
+    )
   ref = fns["dw"](x, w, g)
   for name in ("dw_shift", "dw_patches"):
     row[f"{name}_rel_err"] = common.max_rel_diff(fns[name](x, w, g), ref)
-  calls = {f"jax_{name}": functools.partial(fn, x, w) if name == "fwd" else
-           functools.partial(fn, x, w, g) for name, fn in fns.items()}
+  calls = {
+    f"jax_{name}": functools.partial(fn, x, w) if name == "fwd" else functools.partial(fn, x, w, g)
+    for name, fn in fns.items()
+  }
   if not a.skip_torch:
     import torch
+
     tx = torch.randn(a.batch, cin, side, side, requires_grad=True)
     tw = torch.randn(cout, cin, k, k, requires_grad=True)
 
@@ -163,16 +184,32 @@ def main():
   payload = common.start_run(a, torch_threads=0 if a.skip_torch else a.threads)
   for shape in SHAPES:
     payload["rows"].append(bench_shape(*shape, a))
-    print("  " + ", ".join(f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
-                           for k, v in payload["rows"][-1].items()), flush=True)
-  cols = [("shape", "conv"), ("jax_fwd_ms", "fwd ms"), ("jax_dx_ms", "dx ms"), ("jax_dw_ms", "dw ms"),
-          ("jax_dw_shift_ms", "dw shift ms"), ("jax_dw_patches_ms", "dw patches ms"),
-          ("jax_train_ms", "JAX fwd+grads ms"), ("jax_xla_train_ms", "one program ms"),
-          ("jax_wino_train_ms", "Winograd fwd+grads ms"),
-          ("wino_vs_xla_train", "XLA ÷ Winograd")]
+    print(
+      "  "
+      + ", ".join(
+        f"{k} {v:.3g}" if isinstance(v, float) else f"{k} {v}"
+        for k, v in payload["rows"][-1].items()
+      ),
+      flush=True,
+    )
+  cols = [
+    ("shape", "conv"),
+    ("jax_fwd_ms", "fwd ms"),
+    ("jax_dx_ms", "dx ms"),
+    ("jax_dw_ms", "dw ms"),
+    ("jax_dw_shift_ms", "dw shift ms"),
+    ("jax_dw_patches_ms", "dw patches ms"),
+    ("jax_train_ms", "JAX fwd+grads ms"),
+    ("jax_xla_train_ms", "one program ms"),
+    ("jax_wino_train_ms", "Winograd fwd+grads ms"),
+    ("wino_vs_xla_train", "XLA ÷ Winograd"),
+  ]
   if not a.skip_torch:
-    cols += [("torch_fwd_ms", "torch fwd ms"), ("torch_train_ms", "torch fwd+grads ms"),
-             ("jax_vs_torch_train", "torch ÷ JAX")]
+    cols += [
+      ("torch_fwd_ms", "torch fwd ms"),
+      ("torch_train_ms", "torch fwd+grads ms"),
+      ("jax_vs_torch_train", "torch ÷ JAX"),
+    ]
   payload["table"] = common.print_table(payload["rows"], cols)
   common.write_json(a.out, payload)
 

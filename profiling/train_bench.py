@@ -34,6 +34,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
+
 from configs import attributes, treesat  # noqa: E402
 from mtljax import train  # noqa: E402
 from mtljax.models.multitask import build_model  # noqa: E402
@@ -56,36 +57,59 @@ def bench_ensemble(a):
   tx, _ = train.create_optimizer(config, 100)
   rng = np.random.default_rng(0)
   b, s = a.ensemble_batch, a.ensemble_size
-  batch = {"inputs": {"image": jnp.asarray(rng.normal(size=(b, s, s, 3)), jnp.float32)},
-           "targets": {"attributes": jnp.asarray(rng.random((b, 7)) < 0.5, jnp.float32),
-                       "class": jnp.asarray(rng.integers(0, 10, b), jnp.int32)},
-           "mask": {"attributes": jnp.ones(b), "class": jnp.ones(b)},
-           "valid": jnp.ones(b), "meta": {"index": jnp.arange(b, dtype=jnp.int32)}}
-  state = train.init_ensemble(model, tx, {"image": batch["inputs"]["image"][:1]},
-                              jax.random.key(0), a.members)
+  batch = {
+    "inputs": {"image": jnp.asarray(rng.normal(size=(b, s, s, 3)), jnp.float32)},
+    "targets": {
+      "attributes": jnp.asarray(rng.random((b, 7)) < 0.5, jnp.float32),
+      "class": jnp.asarray(rng.integers(0, 10, b), jnp.int32),
+    },
+    "mask": {"attributes": jnp.ones(b), "class": jnp.ones(b)},
+    "valid": jnp.ones(b),
+    "meta": {"index": jnp.arange(b, dtype=jnp.int32)},
+  }
+  state = train.init_ensemble(
+    model, tx, {"image": batch["inputs"]["image"][:1]}, jax.random.key(0), a.members
+  )
   weights = jnp.ones((a.members, b))
   key = jax.random.key(1)
   ens_step = jax.jit(train.make_ensemble_train_step(model, tx, config, {}))
   one_step = jax.jit(train.make_train_step(model, tx, config, {}))
   members = [common.member(state, k) for k in range(a.members)]
   keys = [jax.random.fold_in(key, k) for k in range(a.members)]
-  times = common.time_side_by_side({
+  times = common.time_side_by_side(
+    {
       "vmapped": lambda: ens_step(state, batch, key, weights),
       "sequential": lambda: [one_step(m, batch, r) for m, r in zip(members, keys)],
-  }, a.repeats)
-  (ens_new, _), loop = ens_step(state, batch, key, weights), [
-      one_step(m, batch, r) for m, r in zip(members, keys)]
-  diff = max(float(jnp.max(jnp.abs(x[k] - y))) for k, (m, _) in enumerate(loop)
-             for x, y in zip(jax.tree.leaves(ens_new["params"]), jax.tree.leaves(m["params"])))
-  row = {"part": "ensemble", "members": a.members, "batch": b, "image": s,
-         "vmapped_s": times["vmapped"]["median_s"], "sequential_s": times["sequential"]["median_s"],
-         "max_param_diff": diff}
+    },
+    a.repeats,
+  )
+  (ens_new, _), loop = (
+    ens_step(state, batch, key, weights),
+    [one_step(m, batch, r) for m, r in zip(members, keys)],
+  )
+  diff = max(
+    float(jnp.max(jnp.abs(x[k] - y)))
+    for k, (m, _) in enumerate(loop)
+    for x, y in zip(jax.tree.leaves(ens_new["params"]), jax.tree.leaves(m["params"]))
+  )
+  row = {
+    "part": "ensemble",
+    "members": a.members,
+    "batch": b,
+    "image": s,
+    "vmapped_s": times["vmapped"]["median_s"],
+    "sequential_s": times["sequential"]["median_s"],
+    "max_param_diff": diff,
+  }
   row["vmapped_vs_sequential"] = row["sequential_s"] / row["vmapped_s"]
   row["member_images_per_s_vmapped"] = a.members * b / row["vmapped_s"]
   row["member_images_per_s_sequential"] = a.members * b / row["sequential_s"]
-  print(f"ensemble E={a.members} batch {b} at {s}px: vmapped {row['vmapped_s']:.3f} s, "
-        f"sequential {row['sequential_s']:.3f} s → vmapped is {row['vmapped_vs_sequential']:.2f}x "
-        f"(max |Δparam| {diff:.1e})", flush=True)
+  print(
+    f"ensemble E={a.members} batch {b} at {s}px: vmapped {row['vmapped_s']:.3f} s, "
+    f"sequential {row['sequential_s']:.3f} s → vmapped is {row['vmapped_vs_sequential']:.2f}x "
+    f"(max |Δparam| {diff:.1e})",
+    flush=True,
+  )
   return row
 
 
@@ -99,37 +123,46 @@ def _treesat_setup(a):
   rng = np.random.default_rng(0)
   b = a.batch
   batch = {
-      "inputs": {"aerial": rng.normal(size=(b, a.size, a.size, 4)).astype(np.float32),
-                 "s1": rng.normal(size=(b, 6, 6, 3)).astype(np.float32),
-                 "s2": rng.normal(size=(b, 6, 6, 12)).astype(np.float32)},
-      "targets": {"l3": rng.integers(0, 15, b).astype(np.int32),
-                  "l2": rng.integers(0, 9, b).astype(np.int32),
-                  "age": rng.normal(size=b).astype(np.float32)},
-      "mask": {t: np.ones(b, np.float32) for t in ("l3", "l2", "age")},
-      "valid": np.ones(b, np.float32)}
-  state = train.init_state(model, tx, {k: v[:1] for k, v in batch["inputs"].items()},
-                           jax.random.key(0))
+    "inputs": {
+      "aerial": rng.normal(size=(b, a.size, a.size, 4)).astype(np.float32),
+      "s1": rng.normal(size=(b, 6, 6, 3)).astype(np.float32),
+      "s2": rng.normal(size=(b, 6, 6, 12)).astype(np.float32),
+    },
+    "targets": {
+      "l3": rng.integers(0, 15, b).astype(np.int32),
+      "l2": rng.integers(0, 9, b).astype(np.int32),
+      "age": rng.normal(size=b).astype(np.float32),
+    },
+    "mask": {t: np.ones(b, np.float32) for t in ("l3", "l2", "age")},
+    "valid": np.ones(b, np.float32),
+  }
+  state = train.init_state(
+    model, tx, {k: v[:1] for k, v in batch["inputs"].items()}, jax.random.key(0)
+  )
   return config, model, tx, batch, state
 
 
 def _torch_treesat(state, config, a):
   """The Experiment 7 network, loss and optimiser in PyTorch, with the JAX initial weights."""
   import torch
+
   tnn = torch.nn
   p, s = state["params"], state["batch_stats"]
   heads = config.tasks
 
   class TreeSat(tnn.Module):
-
     def __init__(self):
       super().__init__()
       self.aerial = common.torch_resnet(p["encoders_aerial"], s["encoders_aerial"])
       self.s1 = common.torch_mlp(p["encoders_s1"], 0.3)
       self.s2 = common.torch_mlp(p["encoders_s2"], 0.3)
       self.l3 = common._dense(p["heads_l3"]["out"])
-      self.l2 = tnn.Sequential(common._dense(p["heads_l2"]["dense1"]), tnn.ReLU(),
-                               tnn.Dropout(heads.l2.head_kwargs.dropout),
-                               common._dense(p["heads_l2"]["out"]))
+      self.l2 = tnn.Sequential(
+        common._dense(p["heads_l2"]["dense1"]),
+        tnn.ReLU(),
+        tnn.Dropout(heads.l2.head_kwargs.dropout),
+        common._dense(p["heads_l2"]["out"]),
+      )
       self.age = common._dense(p["heads_age"]["out"])
 
     def forward(self, aerial, s1, s2):
@@ -139,8 +172,9 @@ def _torch_treesat(state, config, a):
 
   model = TreeSat().train()
   tr = config.train
-  opt = torch.optim.AdamW(model.parameters(), lr=tr.learning_rate, weight_decay=tr.weight_decay,
-                          eps=1e-8)
+  opt = torch.optim.AdamW(
+    model.parameters(), lr=tr.learning_rate, weight_decay=tr.weight_decay, eps=1e-8
+  )
   w = np.array([heads.l3.weight, heads.l2.weight, heads.age.weight], np.float64)
   w = w / w.sum()
   ce = tnn.CrossEntropyLoss()
@@ -148,8 +182,11 @@ def _torch_treesat(state, config, a):
   def step(inputs, targets):
     opt.zero_grad(set_to_none=True)
     l3, l2, age = model(*inputs)
-    loss = (w[0] * ce(l3, targets[0]) + w[1] * ce(l2, targets[1])
-            + w[2] * torch.mean((age - targets[2]) ** 2))
+    loss = (
+      w[0] * ce(l3, targets[0])
+      + w[1] * ce(l2, targets[1])
+      + w[2] * torch.mean((age - targets[2]) ** 2)
+    )
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), tr.grad_clip_norm)
     opt.step()
@@ -160,6 +197,7 @@ def _torch_treesat(state, config, a):
 
 def bench_treesat(a, with_flops: bool):
   import torch
+
   config, model, tx, batch, state = _treesat_setup(a)
   step = jax.jit(train.make_train_step(model, tx, config, {}), donate_argnums=(0,))
   jbatch = jax.tree.map(jnp.asarray, batch)
@@ -172,21 +210,35 @@ def bench_treesat(a, with_flops: bool):
 
   torch_step = _torch_treesat(state, config, a)
   tb = batch["inputs"]
-  t_inputs = (torch.from_numpy(common.to_nchw(tb["aerial"])), torch.from_numpy(tb["s1"]),
-              torch.from_numpy(tb["s2"]))
-  t_targets = (torch.from_numpy(batch["targets"]["l3"].astype(np.int64)),
-               torch.from_numpy(batch["targets"]["l2"].astype(np.int64)),
-               torch.from_numpy(batch["targets"]["age"]))
+  t_inputs = (
+    torch.from_numpy(common.to_nchw(tb["aerial"])),
+    torch.from_numpy(tb["s1"]),
+    torch.from_numpy(tb["s2"]),
+  )
+  t_targets = (
+    torch.from_numpy(batch["targets"]["l3"].astype(np.int64)),
+    torch.from_numpy(batch["targets"]["l2"].astype(np.int64)),
+    torch.from_numpy(batch["targets"]["age"]),
+  )
   times = common.time_side_by_side(
-      {"jax": jax_step, "pytorch": lambda: torch_step(t_inputs, t_targets)}, a.repeats)
-  row = {"part": "treesat", "batch": a.batch, "aerial": a.size,
-         "jax_s": times["jax"]["median_s"], "pytorch_s": times["pytorch"]["median_s"],
-         "jax_first_call_s": times["jax"]["first_call_s"]}
+    {"jax": jax_step, "pytorch": lambda: torch_step(t_inputs, t_targets)}, a.repeats
+  )
+  row = {
+    "part": "treesat",
+    "batch": a.batch,
+    "aerial": a.size,
+    "jax_s": times["jax"]["median_s"],
+    "pytorch_s": times["pytorch"]["median_s"],
+    "jax_first_call_s": times["jax"]["first_call_s"],
+  }
   row["jax_vs_pytorch"] = row["pytorch_s"] / row["jax_s"]
   row["jax_examples_per_s"] = a.batch / row["jax_s"]
   row["pytorch_examples_per_s"] = a.batch / row["pytorch_s"]
-  print(f"TreeSAT step, batch {a.batch} at {a.size}px: JAX {row['jax_s']:.3f} s, PyTorch "
-        f"{row['pytorch_s']:.3f} s → JAX is {row['jax_vs_pytorch']:.2f}x", flush=True)
+  print(
+    f"TreeSAT step, batch {a.batch} at {a.size}px: JAX {row['jax_s']:.3f} s, PyTorch "
+    f"{row['pytorch_s']:.3f} s → JAX is {row['jax_vs_pytorch']:.2f}x",
+    flush=True,
+  )
   rows = [row]
   if with_flops:
     compiled = step.lower(holder["state"], jbatch, key).compile()
@@ -195,13 +247,21 @@ def bench_treesat(a, with_flops: bool):
     flops = float(cost.get("flops", 0.0))
     peak = a.peak_gflops or _estimated_peak_gflops()
     achieved = flops / row["jax_s"] / 1e9
-    frow = {"part": "flops", "flops_per_step": flops, "step_s": row["jax_s"],
-            "achieved_gflops": achieved, "peak_gflops": peak,
-            "fraction_of_peak": achieved / peak if peak else None,
-            "peak_source": "--peak-gflops" if a.peak_gflops else "estimated"}
-    print(f"FLOP/s: {flops / 1e9:.1f} GFLOP per step (XLA cost analysis) / {row['jax_s']:.3f} s = "
-          f"{achieved:.1f} GFLOP/s; peak {peak:.0f} GFLOP/s ({frow['peak_source']}) → "
-          f"{100 * frow['fraction_of_peak']:.1f}% of peak (MFU)", flush=True)
+    frow = {
+      "part": "flops",
+      "flops_per_step": flops,
+      "step_s": row["jax_s"],
+      "achieved_gflops": achieved,
+      "peak_gflops": peak,
+      "fraction_of_peak": achieved / peak if peak else None,
+      "peak_source": "--peak-gflops" if a.peak_gflops else "estimated",
+    }
+    print(
+      f"FLOP/s: {flops / 1e9:.1f} GFLOP per step (XLA cost analysis) / {row['jax_s']:.3f} s = "
+      f"{achieved:.1f} GFLOP/s; peak {peak:.0f} GFLOP/s ({frow['peak_source']}) → "
+      f"{100 * frow['fraction_of_peak']:.1f}% of peak (MFU)",
+      flush=True,
+    )
     rows.append(frow)
   return rows
 
@@ -221,7 +281,9 @@ def _estimated_peak_gflops() -> float:
 
 # ============================================================================ input pipeline
 def bench_pipeline(a, step_examples_per_s):
-  from mtljax.data import build as data_build, pipeline
+  from mtljax.data import build as data_build
+  from mtljax.data import pipeline
+
   config = treesat.get_config()
   config.data.aerial_size = a.size
   config.data.synthetic.num_train = max(4 * a.batch, 64)
@@ -232,27 +294,45 @@ def bench_pipeline(a, step_examples_per_s):
   names = tuple(sorted(config.inputs))
   stats = pipeline.compute_stats(src, names, max_examples=64, seed=0)
   it = pipeline.train_iterator(
-      src, input_names=names, task_names=tuple(sorted(config.tasks)), stats=stats,
-      batch_size=a.batch, seed=0, augment_cfg=config.data.augment.to_dict(),
-      read_options=pipeline.default_read_options(config.data.num_threads, config.data.prefetch))
+    src,
+    input_names=names,
+    task_names=tuple(sorted(config.tasks)),
+    stats=stats,
+    batch_size=a.batch,
+    seed=0,
+    augment_cfg=config.data.augment.to_dict(),
+    read_options=pipeline.default_read_options(config.data.num_threads, config.data.prefetch),
+  )
   next(it)
   n = a.pipeline_batches
   t0 = time.perf_counter()
   for _ in range(n):
     next(it)
   ex_s = n * a.batch / (time.perf_counter() - t0)
-  row = {"part": "pipeline", "examples_per_s": ex_s, "step_consumes_examples_per_s":
-         step_examples_per_s, "headroom": ex_s / step_examples_per_s if step_examples_per_s
-         else None, "threads": config.data.num_threads, "aerial": a.size}
-  print(f"input pipeline: {ex_s:.1f} examples/s ({config.data.num_threads} threads) vs the train "
-        f"step's {step_examples_per_s:.1f} → {row['headroom']:.1f}x headroom", flush=True)
+  row = {
+    "part": "pipeline",
+    "examples_per_s": ex_s,
+    "step_consumes_examples_per_s": step_examples_per_s,
+    "headroom": ex_s / step_examples_per_s if step_examples_per_s else None,
+    "threads": config.data.num_threads,
+    "aerial": a.size,
+  }
+  print(
+    f"input pipeline: {ex_s:.1f} examples/s ({config.data.num_threads} threads) vs the train "
+    f"step's {step_examples_per_s:.1f} → {row['headroom']:.1f}x headroom",
+    flush=True,
+  )
   return row
 
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--parts", nargs="+", default=["ensemble", "treesat", "flops", "pipeline"],
-                  choices=["ensemble", "treesat", "flops", "pipeline"])
+  ap.add_argument(
+    "--parts",
+    nargs="+",
+    default=["ensemble", "treesat", "flops", "pipeline"],
+    choices=["ensemble", "treesat", "flops", "pipeline"],
+  )
   ap.add_argument("--size", type=int, default=304, help="TreeSAT aerial patch side")
   ap.add_argument("--batch", type=int, default=16)
   ap.add_argument("--members", type=int, default=5)

@@ -44,8 +44,9 @@ def _referenced_files_exist(index):
 
 def _workdir(wd, data, main, tasks, epochs):
   os.makedirs(wd / "predictions" / "test")
-  (wd / "config.json").write_text(json.dumps({"data": {"name": data}, "main_task": main,
-                                              "tasks": tasks}))
+  (wd / "config.json").write_text(
+    json.dumps({"data": {"name": data}, "main_task": main, "tasks": tasks})
+  )
   (wd / "final_metrics.json").write_text(json.dumps({"best_epoch": epochs[-1]}))
   return wd
 
@@ -57,11 +58,13 @@ def _onehot(idx, k, p=0.6):
 
 
 def test_benge_format_pixelwise_correlation_maps_and_multi_output_regression(tmp_path):
-  tasks = {"lulc": {"kind": "segmentation", "num_classes": 5},
-           "elevation": {"kind": "dense_regression"},
-           "climate_zone": {"kind": "classification", "num_classes": 4},
-           "season": {"kind": "regression"},
-           "weather": {"kind": "regression", "num_outputs": 3}}
+  tasks = {
+    "lulc": {"kind": "segmentation", "num_classes": 5},
+    "elevation": {"kind": "dense_regression"},
+    "climate_zone": {"kind": "classification", "num_classes": 4},
+    "season": {"kind": "regression"},
+    "weather": {"kind": "regression", "num_outputs": 3},
+  }
   wd = _workdir(tmp_path / "benge", "benge", "lulc", tasks, (1, 2))
   rng = np.random.default_rng(5)
   n, h = 10, 6
@@ -73,19 +76,26 @@ def test_benge_format_pixelwise_correlation_maps_and_multi_output_regression(tmp
   weather_mask[3] = 0  # one example without weather data
   for epoch in (1, 2):
     wrong = rng.random((n, h, h)) < 0.5 / epoch
-    a = {"index": np.arange(n, dtype=np.int32), "name": np.array([f"S2_{i}" for i in range(n)]),
-         "epoch": np.int32(epoch),
-         "target/lulc": lulc, "mask/lulc": lulc_mask,
-         "pred/lulc": np.where(wrong, (lulc + 1) % 5, lulc).astype(np.int32),
-         "target/elevation": dem, "mask/elevation": np.ones((n, h, h), np.float32),
-         "pred/elevation": (dem + 20 * wrong + rng.normal(0, 5, dem.shape)).astype(np.float32),
-         "target/climate_zone": (np.arange(n) % 4).astype(np.int32),
-         "mask/climate_zone": np.ones(n, np.float32),
-         "prob/climate_zone": _onehot(rng.integers(0, 4, n), 4),
-         "target/season": rng.random(n).astype(np.float32), "mask/season": np.ones(n, np.float32),
-         "pred/season": rng.random(n).astype(np.float32),
-         "target/weather": weather, "mask/weather": weather_mask,
-         "pred/weather": (weather + rng.normal(0, 2, weather.shape)).astype(np.float32)}
+    a = {
+      "index": np.arange(n, dtype=np.int32),
+      "name": np.array([f"S2_{i}" for i in range(n)]),
+      "epoch": np.int32(epoch),
+      "target/lulc": lulc,
+      "mask/lulc": lulc_mask,
+      "pred/lulc": np.where(wrong, (lulc + 1) % 5, lulc).astype(np.int32),
+      "target/elevation": dem,
+      "mask/elevation": np.ones((n, h, h), np.float32),
+      "pred/elevation": (dem + 20 * wrong + rng.normal(0, 5, dem.shape)).astype(np.float32),
+      "target/climate_zone": (np.arange(n) % 4).astype(np.int32),
+      "mask/climate_zone": np.ones(n, np.float32),
+      "prob/climate_zone": _onehot(rng.integers(0, 4, n), 4),
+      "target/season": rng.random(n).astype(np.float32),
+      "mask/season": np.ones(n, np.float32),
+      "pred/season": rng.random(n).astype(np.float32),
+      "target/weather": weather,
+      "mask/weather": weather_mask,
+      "pred/weather": (weather + rng.normal(0, 2, weather.shape)).astype(np.float32),
+    }
     a["pred/climate_zone"] = a["prob/climate_zone"].argmax(-1).astype(np.int32)
     np.savez(wd / "predictions" / "test" / f"epoch_{epoch:03d}.npz", **a)
 
@@ -113,7 +123,9 @@ def test_benge_format_pixelwise_correlation_maps_and_multi_output_regression(tmp
   err, valid = st.task_error("regression", z, "weather")
   assert err.shape == (n,) and valid.tolist() == keep.tolist()
   imgs = _referenced_files_exist(str(out / "index.html"))
-  assert {"error_maps.png", "error_correlation.png", "main_error_by_aux_climate_zone.png"} <= set(imgs)
+  assert {"error_maps.png", "error_correlation.png", "main_error_by_aux_climate_zone.png"} <= set(
+    imgs
+  )
 
 
 def test_cropyield_format_yield_error_by_crop_and_per_field(tmp_path):
@@ -129,12 +141,21 @@ def test_cropyield_format_yield_error_by_crop_and_per_field(tmp_path):
     pred_crop = np.where(crop_ok, crop, (crop + 1) % 3)
     # Wrongly classified crops come with larger yield errors.
     pred_yield = yld * (1 + np.where(crop_ok, 0.1, 0.4) * rng.standard_normal(n))
-    a = {"index": np.arange(n, dtype=np.int32), "name": np.array([f"{f}/{i}" for i, f in enumerate(field)]),
-         "epoch": np.int32(epoch), "target/yield": yld, "mask/yield": np.ones(n, np.float32),
-         "pred/yield": pred_yield.astype(np.float32), "target/crop": crop,
-         "mask/crop": np.ones(n, np.float32), "prob/crop": _onehot(pred_crop, 3),
-         "pred/crop": pred_crop.astype(np.int32), "group": field,
-         "meta/year": np.full(n, 2020, np.int32), "meta/crop": crop}
+    a = {
+      "index": np.arange(n, dtype=np.int32),
+      "name": np.array([f"{f}/{i}" for i, f in enumerate(field)]),
+      "epoch": np.int32(epoch),
+      "target/yield": yld,
+      "mask/yield": np.ones(n, np.float32),
+      "pred/yield": pred_yield.astype(np.float32),
+      "target/crop": crop,
+      "mask/crop": np.ones(n, np.float32),
+      "prob/crop": _onehot(pred_crop, 3),
+      "pred/crop": pred_crop.astype(np.int32),
+      "group": field,
+      "meta/year": np.full(n, 2020, np.int32),
+      "meta/crop": crop,
+    }
     np.savez(wd / "predictions" / "test" / f"epoch_{epoch:03d}.npz", **a)
 
   summary = report.analyze_workdir(cropyield_config.get_config("tiny"), str(wd))
@@ -144,13 +165,19 @@ def test_cropyield_format_yield_error_by_crop_and_per_field(tmp_path):
   rel = np.abs(z["pred/yield"].astype(float) - z["target/yield"]) / np.abs(z["target/yield"])
   ok = z["pred/crop"] == z["target/crop"]
   row = [r for r in _csv(out / "main_error_by_aux.csv") if r["epoch"] == "2"][0]
-  assert row["aux"] == "crop" and int(row["correct_n"]) == ok.sum() and int(row["wrong_n"]) == (~ok).sum()
+  assert (
+    row["aux"] == "crop"
+    and int(row["correct_n"]) == ok.sum()
+    and int(row["wrong_n"]) == (~ok).sum()
+  )
   assert float(row["correct_mean"]) == pytest.approx(rel[ok].mean(), rel=1e-5)
   assert float(row["wrong_mean"]) == pytest.approx(rel[~ok].mean(), rel=1e-5)
   assert float(row["t_pvalue"]) == pytest.approx(
-      sps.ttest_ind(rel[ok], rel[~ok], equal_var=False).pvalue, rel=1e-4)
+    sps.ttest_ind(rel[ok], rel[~ok], equal_var=False).pvalue, rel=1e-4
+  )
   assert float(row["u_pvalue"]) == pytest.approx(
-      sps.mannwhitneyu(rel[ok], rel[~ok], alternative="two-sided").pvalue, rel=1e-4)
+    sps.mannwhitneyu(rel[ok], rel[~ok], alternative="two-sided").pvalue, rel=1e-4
+  )
   # Per field: mean relative yield error and crop accuracy, labelled by the first meta key.
   groups = [r for r in _csv(out / "group_scatter.csv") if r["epoch"] == "2"]
   assert [g["group"] for g in groups] == [f"F{i:04d}" for i in range(5)]
@@ -160,4 +187,6 @@ def test_cropyield_format_yield_error_by_crop_and_per_field(tmp_path):
   assert float(g3["main_error"]) == pytest.approx(rel[sel].mean(), rel=1e-5)
   assert float(g3["aux_accuracy"]) == pytest.approx(ok[sel].mean(), rel=1e-6)
   imgs = _referenced_files_exist(str(out / "index.html"))
-  assert {"group_scatter_crop.png", "main_error_by_aux_crop.png", "error_correlation.png"} <= set(imgs)
+  assert {"group_scatter_crop.png", "main_error_by_aux_crop.png", "error_correlation.png"} <= set(
+    imgs
+  )

@@ -9,31 +9,47 @@ from mtljax.analysis import stats as st
 
 def test_task_errors_per_kind():
   prob = np.array([[0.7, 0.2, 0.1], [0.1, 0.3, 0.6], [0.5, 0.5, 0.0]])
-  a = {"target/c": np.array([0, 1, 2]), "mask/c": np.array([1.0, 1.0, 0.0]),
-       "prob/c": prob, "pred/c": prob.argmax(-1)}
+  a = {
+    "target/c": np.array([0, 1, 2]),
+    "mask/c": np.array([1.0, 1.0, 0.0]),
+    "prob/c": prob,
+    "pred/c": prob.argmax(-1),
+  }
   err, valid = st.task_error("classification", a, "c")
   np.testing.assert_allclose(err, [0.3, 0.7, 1.0])
   np.testing.assert_array_equal(valid, [True, True, False])
   err, _ = st.task_error("classification", a, "c", classification_error="zero_one")
   np.testing.assert_array_equal(err, [0, 1, 1])
 
-  r = {"target/y": np.array([2.0, -4.0, 0.0]), "pred/y": np.array([3.0, -3.0, 1.0]),
-       "mask/y": np.ones(3)}
+  r = {
+    "target/y": np.array([2.0, -4.0, 0.0]),
+    "pred/y": np.array([3.0, -3.0, 1.0]),
+    "mask/y": np.ones(3),
+  }
   np.testing.assert_allclose(st.task_error("regression", r, "y")[0], [1, 1, 1])
   rel, _ = st.task_error("regression", r, "y", regression_error="relative")
   np.testing.assert_allclose(rel[:2], [0.5, 0.25])
 
-  seg = {"target/s": np.array([[[0, 1], [2, 2]]]), "pred/s": np.array([[[0, 2], [2, 1]]]),
-         "mask/s": np.array([[[1, 1], [0, 1]]])}
+  seg = {
+    "target/s": np.array([[[0, 1], [2, 2]]]),
+    "pred/s": np.array([[[0, 2], [2, 1]]]),
+    "mask/s": np.array([[[1, 1], [0, 1]]]),
+  }
   err, valid = st.task_error("segmentation", seg, "s")
   np.testing.assert_array_equal(err, [[[0, 1], [0, 1]]])
   np.testing.assert_array_equal(valid, [[[True, True], [False, True]]])
-  dr = {"target/d": np.full((1, 2, 2), 2.0), "pred/d": np.array([[[1.0, 2.0], [4.0, 2.5]]]),
-        "mask/d": np.ones((1, 2, 2))}
+  dr = {
+    "target/d": np.full((1, 2, 2), 2.0),
+    "pred/d": np.array([[[1.0, 2.0], [4.0, 2.5]]]),
+    "mask/d": np.ones((1, 2, 2)),
+  }
   np.testing.assert_allclose(st.task_error("dense_regression", dr, "d")[0], [[[1, 0], [2, 0.5]]])
 
-  ml = {"target/m": np.array([[1.0, 0.0]]), "prob/m": np.array([[0.8, 0.4]]),
-        "mask/m": np.array([1.0])}
+  ml = {
+    "target/m": np.array([[1.0, 0.0]]),
+    "prob/m": np.array([[0.8, 0.4]]),
+    "mask/m": np.array([1.0]),
+  }
   np.testing.assert_allclose(st.task_error("multilabel", ml, "m")[0], [0.3])
   with pytest.raises(ValueError, match="kind 'ranking'"):
     st.task_error("ranking", r, "y")
@@ -81,7 +97,9 @@ def test_combinations_transitions_and_hierarchy_by_hand():
   later = np.array(["CC", "CC", "FC", "CC", "CF", "FF", "CC"])
   frac = st.transition_fractions(labels, later)
   assert frac == pytest.approx({"CC": 1 / 3, "CF": 1 / 3, "FC": 0.0, "FF": 1 / 3})
-  assert all(np.isnan(v) for v in st.transition_fractions(np.array(["CC"]), np.array(["CC"])).values())
+  assert all(
+    np.isnan(v) for v in st.transition_fractions(np.array(["CC"]), np.array(["CC"])).values()
+  )
 
   # child -> parent: children 0,1 in parent 0; child 2 in parent 1.
   c2p = np.array([0, 0, 1])

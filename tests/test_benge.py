@@ -45,10 +45,21 @@ def test_reader_real_layout_fields_and_split(root):
   assert srcs["train"].s1_path(0, "VV").parent.name.startswith("S1A_IW_GRDH_1SDV_")
   ex = srcs["train"][0]
   shapes = {g: {k: np.shape(v) for k, v in ex[g].items()} for g in ("inputs", "targets", "mask")}
-  assert shapes["inputs"] == {"s1": (12, 12, 2), "s2": (12, 12, 12), "elevation": (12, 12, 1),
-                              "climate_zone": (1,), "season": (1,), "weather": (5,)}
-  assert shapes["targets"] == {"lulc": (12, 12), "elevation": (12, 12), "climate_zone": (),
-                               "season": (), "weather": (3,)}
+  assert shapes["inputs"] == {
+    "s1": (12, 12, 2),
+    "s2": (12, 12, 12),
+    "elevation": (12, 12, 1),
+    "climate_zone": (1,),
+    "season": (1,),
+    "weather": (5,),
+  }
+  assert shapes["targets"] == {
+    "lulc": (12, 12),
+    "elevation": (12, 12),
+    "climate_zone": (),
+    "season": (),
+    "weather": (3,),
+  }
   assert shapes["mask"]["lulc"] == (12, 12) and ex["targets"]["lulc"].dtype == np.int32
   # Land cover: codes → class indices, code 0 → masked.
   codes = benge.read_raster(srcs["train"].lulc_path(0))
@@ -85,14 +96,16 @@ def test_bad_input_errors_name_the_file_and_field(root, tmp_path):
   meta = d / "ben-ge-8k_meta.csv"
   text = meta.read_text()
   _rewrite(meta, "climatezone", "climate")
-  with pytest.raises(benge.DataError, match=r"ben-ge-8k_meta.csv: missing columns \['climatezone'\]"):
+  with pytest.raises(
+    benge.DataError, match=r"ben-ge-8k_meta.csv: missing columns \['climatezone'\]"
+  ):
     benge.BenGeSource(d, "train")
   meta.write_text(text)
   lines = text.splitlines()
   first = benge.BenGeSource(d, "train").names[0]
   row = next(i for i, l in enumerate(lines) if f",{first}," in l)
   bad = lines[row].rsplit(",", 1)[0] + ",99"
-  meta.write_text("\n".join(lines[:row] + [bad] + lines[row + 1:]) + "\n")
+  meta.write_text("\n".join(lines[:row] + [bad] + lines[row + 1 :]) + "\n")
   with pytest.raises(benge.DataError, match=rf"line {row + 1}: climatezone 99 is not one of"):
     benge.BenGeSource(d, "train")
   meta.write_text(text)
@@ -101,7 +114,7 @@ def test_bad_input_errors_name_the_file_and_field(root, tmp_path):
   row = next(i for i, l in enumerate(lines) if f",{first}," in l)
   cells = lines[row].split(",")
   cells[5] = "warm"  # temperature_s2
-  era.write_text("\n".join(lines[:row] + [",".join(cells)] + lines[row + 1:]) + "\n")
+  era.write_text("\n".join(lines[:row] + [",".join(cells)] + lines[row + 1 :]) + "\n")
   with pytest.raises(benge.DataError, match="'temperature_s2' = 'warm' is not a number"):
     benge.BenGeSource(d, "train")
   era.write_text("\n".join(lines) + "\n")
@@ -117,36 +130,56 @@ def test_bad_input_errors_name_the_file_and_field(root, tmp_path):
 def _shapes(module, *args):
   """Output shapes of `module.init_with_output` without computing anything (jax.eval_shape)."""
   out, variables = jax.eval_shape(
-      lambda: module.init_with_output(jax.random.key(0), *args, train=False))
+    lambda: module.init_with_output(jax.random.key(0), *args, train=False)
+  )
   return jax.tree.map(lambda x: x.shape, out), variables
 
 
 def test_unet_fusion_and_heads_shapes():
   x = jnp.ones((2, 15, 15, 3))  # odd sizes: 15 → 7 → 3 and back
   assert _shapes(spatial.UNet(features=(4, 8, 8), out_features=6), x)[0] == (2, 15, 15, 6)
-  feats = {"s2": jnp.ones((2, 15, 15, 6)), "season": jnp.ones((2, 3)), "climate_zone": jnp.ones((2, 5))}
+  feats = {
+    "s2": jnp.ones((2, 15, 15, 6)),
+    "season": jnp.ones((2, 3)),
+    "climate_zone": jnp.ones((2, 5)),
+  }
   shape, fv = _shapes(spatial.SpatialFusion(features=7), feats)
   assert shape == (2, 15, 15, 7)
   assert fv["params"]["conv1"]["kernel"].shape == (1, 1, 6 + 3 + 5, 7)
   fused = jnp.ones((2, 15, 15, 7))
-  for head, shape in [(spatial.SegmentationHead(11), (2, 15, 15, 11)),
-                      (spatial.DenseRegressionHead(1, squeeze=True), (2, 15, 15)),
-                      (spatial.PooledHead(12, conv_features=8, dropout=0.5), (2, 12)),
-                      (spatial.PooledHead(1, hidden=(16,), sigmoid=True, squeeze=True), (2,))]:
+  for head, shape in [
+    (spatial.SegmentationHead(11), (2, 15, 15, 11)),
+    (spatial.DenseRegressionHead(1, squeeze=True), (2, 15, 15)),
+    (spatial.PooledHead(12, conv_features=8, dropout=0.5), (2, 12)),
+    (spatial.PooledHead(1, hidden=(16,), sigmoid=True, squeeze=True), (2,)),
+  ]:
     assert _shapes(head, fused)[0] == shape, head
   y, _ = head.init_with_output(jax.random.key(1), 10 * fused, train=False)
   assert float(y.min()) > 0 and float(y.max()) < 1  # the season head's sigmoid
 
   for exp in (8, 15):
     c = benge_config.get_config(f"tiny,exp={exp}")
-    inputs = {"s1": jnp.zeros((2, 12, 12, 2)), "s2": jnp.zeros((2, 12, 12, 12)),
-              "elevation": jnp.zeros((2, 12, 12, 1)), "climate_zone": jnp.zeros((2, 1)),
-              "season": jnp.zeros((2, 1)), "weather": jnp.zeros((2, 5))}
+    inputs = {
+      "s1": jnp.zeros((2, 12, 12, 2)),
+      "s2": jnp.zeros((2, 12, 12, 12)),
+      "elevation": jnp.zeros((2, 12, 12, 1)),
+      "climate_zone": jnp.zeros((2, 1)),
+      "season": jnp.zeros((2, 1)),
+      "weather": jnp.zeros((2, 5)),
+    }
     inputs = {k: v for k, v in inputs.items() if k in c.inputs}
     (out, inter), _ = _shapes(build_model(c), inputs)
-    want = {"lulc": (2, 12, 12, 11)} if exp == 8 else {
-        "lulc": (2, 12, 12, 11), "elevation": (2, 12, 12), "climate_zone": (2, 12), "season": (2,),
-        "weather": (2, 3)}
+    want = (
+      {"lulc": (2, 12, 12, 11)}
+      if exp == 8
+      else {
+        "lulc": (2, 12, 12, 11),
+        "elevation": (2, 12, 12),
+        "climate_zone": (2, 12),
+        "season": (2,),
+        "weather": (2, 3),
+      }
+    )
     assert out == want
     assert inter["fused"] == (2, 12, 12, 16)
 
@@ -198,9 +231,11 @@ def test_segmentation_and_dense_losses_and_metrics_match_sklearn():
 def test_augmentation_moves_dense_targets_with_images():
   rng = np.random.default_rng(0)
   lulc = rng.integers(0, 11, (8, 8)).astype(np.int32)
-  ex = {"inputs": {"s2": np.stack([lulc, lulc * 2], -1).astype(np.float32), "season": np.ones(1)},
-        "targets": {"lulc": lulc, "season": np.float32(0.5)},
-        "mask": {"lulc": (lulc > 2).astype(np.float32), "season": np.float32(1)}}
+  ex = {
+    "inputs": {"s2": np.stack([lulc, lulc * 2], -1).astype(np.float32), "season": np.ones(1)},
+    "targets": {"lulc": lulc, "season": np.float32(0.5)},
+    "mask": {"lulc": (lulc > 2).astype(np.float32), "season": np.float32(1)},
+  }
   for seed in range(6):
     out = pipeline.augment(ex, np.random.default_rng(seed))
     np.testing.assert_array_equal(out["inputs"]["s2"][..., 0], out["targets"]["lulc"])
@@ -229,16 +264,21 @@ def test_tiny_config_learns_above_majority_baseline(root, tmp_path):
   assert test["lulc/pixel_accuracy"] > majority + 0.15, (test, majority)
   # Elevation in metres: better than predicting the training mean everywhere.
   e, em = best["target/elevation"], best["mask/elevation"] > 0
-  mean = train.regression_target_stats(benge.BenGeSource(root, "train", image_size=12), c)["elevation"][0]
+  mean = train.regression_target_stats(benge.BenGeSource(root, "train", image_size=12), c)[
+    "elevation"
+  ][0]
   assert test["elevation/mae"] < np.abs(e[em] - mean).mean(), test
-  assert test["elevation/mae"] == pytest.approx(np.abs(e[em] - best["pred/elevation"][em]).mean(),
-                                                rel=1e-4)
+  assert test["elevation/mae"] == pytest.approx(
+    np.abs(e[em] - best["pred/elevation"][em]).mean(), rel=1e-4
+  )
   assert len(glob.glob(str(tmp_path / "pictures" / "test_dense_*.png"))) == 4
 
 
 def test_explain_targets_and_annotations_for_segmentation(root):
-  from mtljax.explain.run import explained_targets
   import ml_collections
+
+  from mtljax.explain.run import explained_targets
+
   y = np.zeros((3, 4, 4), np.int32)
   y[0, :3] = 5  # 12 pixels of class 5, 4 of class 0
   y[1, :, :1] = 2

@@ -50,7 +50,6 @@ class _JaxCNN(nn.Module):
 def _torch_cnn():
 
   class TorchCNN(torch.nn.Module):
-
     def __init__(self):
       super().__init__()
       self.conv1 = torch.nn.Conv2d(CIN, C1, 3, padding=1)
@@ -69,12 +68,17 @@ def _torch_cnn():
 @functools.lru_cache(maxsize=None)
 def _weights():
   rng = np.random.default_rng(0)
-  return {"conv1": {"kernel": rng.normal(size=(3, 3, CIN, C1)) / 3,  # HWIO
-                    "bias": 0.1 * rng.normal(size=(C1,))},
-          "conv2": {"kernel": rng.normal(size=(3, 3, C1, C2)) / 3,
-                    "bias": 0.1 * rng.normal(size=(C2,))},
-          "head": {"kernel": rng.normal(size=(C2, CLASSES)),  # [in, out]
-                   "bias": 0.1 * rng.normal(size=(CLASSES,))}}
+  return {
+    "conv1": {
+      "kernel": rng.normal(size=(3, 3, CIN, C1)) / 3,  # HWIO
+      "bias": 0.1 * rng.normal(size=(C1,)),
+    },
+    "conv2": {"kernel": rng.normal(size=(3, 3, C1, C2)) / 3, "bias": 0.1 * rng.normal(size=(C2,))},
+    "head": {
+      "kernel": rng.normal(size=(C2, CLASSES)),  # [in, out]
+      "bias": 0.1 * rng.normal(size=(CLASSES,)),
+    },
+  }
 
 
 def _images():
@@ -86,8 +90,13 @@ def _models():
   w = _weights()
   params = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), w)
   model = _JaxCNN()
-  score = targets.make_score_fn(lambda p, inp: model.apply({"params": p}, inp["img"]), "cls",
-                                "classification", TARGET, num_outputs=CLASSES)
+  score = targets.make_score_fn(
+    lambda p, inp: model.apply({"params": p}, inp["img"]),
+    "cls",
+    "classification",
+    TARGET,
+    num_outputs=CLASSES,
+  )
   net = _torch_cnn()
   with torch.no_grad():
     for name in ("conv1", "conv2"):
@@ -135,21 +144,27 @@ def test_integrated_gradients_riemann_middle():
   # 16 steps: Captum rounds its step sizes (and Riemann nodes) to float32; 1/16 and (k + ½)/16 are
   # exact in float32, so both sides use the same quadrature.
   steps = 16
-  ours = jax.jit(functools.partial(explain.integrated_gradients, score, steps=steps,
-                                   method="riemann_middle"))(params, inputs)["img"]
+  ours = jax.jit(
+    functools.partial(explain.integrated_gradients, score, steps=steps, method="riemann_middle")
+  )(params, inputs)["img"]
   ig = captum_attr.IntegratedGradients(net)
-  theirs = ig.attribute(x_t, baselines=torch.zeros_like(x_t), target=TARGET, n_steps=steps,
-                        method="riemann_middle")
+  theirs = ig.attribute(
+    x_t, baselines=torch.zeros_like(x_t), target=TARGET, n_steps=steps, method="riemann_middle"
+  )
   _assert_close(ours, _nhwc(theirs))
 
 
 def test_integrated_gradients_gausslegendre():
   score, params, inputs, net, x_t = _models()
   steps = 7
-  ours = jax.jit(functools.partial(explain.integrated_gradients, score, steps=steps,
-                                   method="gausslegendre"))(params, inputs)["img"]
-  theirs = _nhwc(captum_attr.IntegratedGradients(net).attribute(
-      x_t, baselines=torch.zeros_like(x_t), target=TARGET, n_steps=steps, method="gausslegendre"))
+  ours = jax.jit(
+    functools.partial(explain.integrated_gradients, score, steps=steps, method="gausslegendre")
+  )(params, inputs)["img"]
+  theirs = _nhwc(
+    captum_attr.IntegratedGradients(net).attribute(
+      x_t, baselines=torch.zeros_like(x_t), target=TARGET, n_steps=steps, method="gausslegendre"
+    )
+  )
   # Captum multiplies the gradients by `torch.tensor(step_sizes).float()`: the Gauss-Legendre
   # weights are rounded to float32 (relative error up to 2^-24 ≈ 6e-8), so the two agree only to
   # that level...
@@ -171,8 +186,9 @@ def test_grad_cam_on_the_second_conv():
   score, params, inputs, net, x_t = _models()
   layer_fn = flax_utils.flax_layer_fn(score, "conv2")
   cam = jax.jit(functools.partial(explain.grad_cam, layer_fn))(params, inputs)
-  up = jax.jit(functools.partial(explain.grad_cam, layer_fn, upsample_to=(SIZE, SIZE)))(params,
-                                                                                       inputs)
+  up = jax.jit(functools.partial(explain.grad_cam, layer_fn, upsample_to=(SIZE, SIZE)))(
+    params, inputs
+  )
   gc = captum_attr.LayerGradCam(net, net.conv2)
   raw = gc.attribute(x_t, target=TARGET)  # [B, 1, 4, 4], no ReLU (Captum's default)
   assert raw.shape == (BATCH, 1, SIZE // 2, SIZE // 2)
@@ -210,18 +226,24 @@ def test_guided_backprop_and_guided_grad_cam():
   # default interpolation is "nearest").
   layer_fn = flax_utils.flax_layer_fn(score, "conv2")
   ggc = jax.jit(functools.partial(explain.guided_grad_cam, guided_f, layer_fn, modality="img"))(
-      params, inputs)
-  theirs = captum_attr.GuidedGradCam(net, net.conv2).attribute(x_t, target=TARGET,
-                                                               interpolate_mode="bilinear")
+    params, inputs
+  )
+  theirs = captum_attr.GuidedGradCam(net, net.conv2).attribute(
+    x_t, target=TARGET, interpolate_mode="bilinear"
+  )
   _assert_close(ggc, _nhwc(theirs))
 
 
 @pytest.mark.parametrize("window,stride", [((3, 3), (2, 2)), ((4, 4), (4, 4)), ((2, 3), (1, 2))])
 def test_occlusion(window, stride):
   score, params, inputs, net, x_t = _models()
-  ours = np.asarray(jax.jit(functools.partial(
-      explain.occlusion, score, window=window, stride=stride, baseline=0.0, batch_windows=5))(
-          params, inputs)["img"])
+  ours = np.asarray(
+    jax.jit(
+      functools.partial(
+        explain.occlusion, score, window=window, stride=stride, baseline=0.0, batch_windows=5
+      )
+    )(params, inputs)["img"]
+  )
   # Captum slides over (C, H, W); a window spanning all channels occludes them together, as ours.
   options = dict(sliding_window_shapes=(CIN,) + window, strides=(CIN,) + stride, baselines=0.0)
   theirs = captum_attr.Occlusion(net).attribute(x_t, target=TARGET, **options)
@@ -229,6 +251,7 @@ def test_occlusion(window, stride):
   # float64 sums are rounded to float32 first, so its result is float32 (≤ 2 float32 ulps off).
   assert theirs.dtype == torch.float32
   _assert_close(ours, _nhwc(theirs).astype(np.float64), rtol=2.5e-7)
+
   # In float64: Captum's unnormalised sums (`use_weights=False`, the attribute Occlusion sets) and
   # the window counts from Captum too, as the sums for a score that is 1 unless something is
   # occluded (then 0): each window adds 1 to each pixel it covers.

@@ -13,29 +13,38 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "treesat.py")
 
 # Minimal field descriptions of the TreeSAT dataset (as the reader reports them).
-INPUT_FIELDS = {"aerial": {"kind": "image"}, "s1": {"kind": "small_image"},
-                "s2": {"kind": "small_image"}, "age": {"kind": "tabular"}}
-TARGET_FIELDS = {"l3": {"kind": "classification", "num_classes": 15},
-                 "l2": {"kind": "classification", "num_classes": 9},
-                 "l1": {"kind": "classification", "num_classes": 3},
-                 "age": {"kind": "regression"},
-                 "l3_multi": {"kind": "multilabel", "num_classes": 15}}
+INPUT_FIELDS = {
+  "aerial": {"kind": "image"},
+  "s1": {"kind": "small_image"},
+  "s2": {"kind": "small_image"},
+  "age": {"kind": "tabular"},
+}
+TARGET_FIELDS = {
+  "l3": {"kind": "classification", "num_classes": 15},
+  "l2": {"kind": "classification", "num_classes": 9},
+  "l1": {"kind": "classification", "num_classes": 3},
+  "age": {"kind": "regression"},
+  "l3_multi": {"kind": "multilabel", "num_classes": 15},
+}
 
 
 def _parse(*args):
   """Parses a command line exactly as `mtljax.main` does (absl + config_flags, locked)."""
   argv = ["prog", *args]
   fv = flags.FlagValues()
-  config_flags.DEFINE_config_file("config", None, flag_values=fv, lock_config=True,
-                                  sys_argv=argv)
+  config_flags.DEFINE_config_file("config", None, flag_values=fv, lock_config=True, sys_argv=argv)
   fv(argv)
   return fv.config
 
 
 def test_overrides_with_types():
-  c = _parse(f"--config={CONFIG}:exp=3,tiny", "--config.train.batch_size=8",
-             "--config.tasks.l3.weight=2.5", "--config.data.root=/data/ts",
-             "--config.eval.prediction_splits=('test',)")
+  c = _parse(
+    f"--config={CONFIG}:exp=3,tiny",
+    "--config.train.batch_size=8",
+    "--config.tasks.l3.weight=2.5",
+    "--config.data.root=/data/ts",
+    "--config.eval.prediction_splits=('test',)",
+  )
   assert c.train.batch_size == 8
   assert c.tasks.l3.weight == 2.5
   assert c.data.root == "/data/ts"
@@ -73,8 +82,11 @@ def test_table3_experiments_validate(exp):
 def test_task_naming_a_missing_modality():
   c = treesat_config.get_config()
   c.tasks.dem = {"kind": "regression", "weight": 1.0, "head": "linear"}
-  with pytest.raises(configlib.ConfigError, match=r"config.tasks.dem: the dataset 'treesat' has "
-                                                  r"no target 'dem'"):
+  with pytest.raises(
+    configlib.ConfigError,
+    match=r"config.tasks.dem: the dataset 'treesat' has "
+    r"no target 'dem'",
+  ):
     configlib.validate(c, INPUT_FIELDS, TARGET_FIELDS)
 
 
@@ -99,6 +111,7 @@ def test_incompatible_workdir_config_is_refused():
   a = treesat_config.get_config("exp=7")
   b = treesat_config.get_config("exp=3")
   import json
+
   saved = json.loads(a.to_json())
   configlib.check_compatible(saved, a, "W/config.json")  # same: fine
   b2 = treesat_config.get_config("exp=7")

@@ -18,9 +18,14 @@ from mtljax.models.encoders import ENCODERS, TimeSeriesTransformer, date_encodin
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-  return cy.write_synthetic_cropyield(tmp_path_factory.mktemp("cy") / "root", num_fields=15,
-                                      years=(2020, 2021, 2022), num_farms=4, min_side=4,
-                                      max_side=6)
+  return cy.write_synthetic_cropyield(
+    tmp_path_factory.mktemp("cy") / "root",
+    num_fields=15,
+    years=(2020, 2021, 2022),
+    num_farms=4,
+    min_side=4,
+    max_side=6,
+  )
 
 
 def _copy(root, tmp_path):
@@ -41,8 +46,9 @@ def _rewrite_csv(path, edit):
 
 # ------------------------------------------------------------------------------------ reader
 def test_reader_returns_the_files_pixels_padded_with_dates(root):
-  src = cy.CropYieldSource(root, "train", s2_max_steps=48, weather_max_steps=200,
-                           day_reference="seeding")
+  src = cy.CropYieldSource(
+    root, "train", s2_max_steps=48, weather_max_steps=200, day_reference="seeding"
+  )
   assert len(src) > 0 and len(src.names) == len(src) == len(src.groups)
   i = len(src) // 2
   ex = src[i]
@@ -90,7 +96,9 @@ def test_reader_errors_name_the_file_and_field(root, tmp_path):
   fid = "F0001"
   s2 = np.load(bad / "fields" / fid / "s2.npy")
   np.save(bad / "fields" / fid / "s2.npy", s2[..., :24])
-  with pytest.raises(DataError, match=rf"{fid}/s2.npy \(field '{fid}'\).*expected \[P=\d+, T, 25\]"):
+  with pytest.raises(
+    DataError, match=rf"{fid}/s2.npy \(field '{fid}'\).*expected \[P=\d+, T, 25\]"
+  ):
     for split in cy.SPLITS:
       cy.CropYieldSource(bad, split)
   (bad / "fields" / fid / "dem.npy").unlink()
@@ -108,7 +116,11 @@ def test_reader_errors_name_the_file_and_field(root, tmp_path):
 def test_split_is_grouped_by_field_and_stratified_by_year(root):
   srcs = {s: cy.CropYieldSource(root, s) for s in cy.SPLITS}
   ids = {s: {r["field_id"] for r in src.fields} for s, src in srcs.items()}
-  assert not ids["train"] & ids["val"] and not ids["train"] & ids["test"] and not ids["val"] & ids["test"]
+  assert (
+    not ids["train"] & ids["val"]
+    and not ids["train"] & ids["test"]
+    and not ids["val"] & ids["test"]
+  )
   assert len(ids["train"] | ids["val"] | ids["test"]) == 15
   for s, src in srcs.items():  # every split holds every year
     assert {r["year"] for r in src.fields} == {2020, 2021, 2022}, s
@@ -126,21 +138,30 @@ def test_split_is_grouped_by_field_and_stratified_by_year(root):
 def test_time_series_statistics_cover_real_steps_and_padding_stays_zero(root):
   src = cy.CropYieldSource(root, "train", s2_max_steps=48)
   stats = pipeline.compute_stats(src, ("s2", "dem"), progress=False)
-  real = np.concatenate([src[i]["inputs"]["s2"]["values"][src[i]["inputs"]["s2"]["mask"] > 0]
-                         for i in range(len(src))])
+  real = np.concatenate(
+    [src[i]["inputs"]["s2"]["values"][src[i]["inputs"]["s2"]["mask"] > 0] for i in range(len(src))]
+  )
   np.testing.assert_allclose(stats["s2"]["mean"], real.mean(0), rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(stats["s2"]["std"], np.maximum(real.std(0), 1e-6), rtol=1e-4, atol=1e-6)
-  batch = next(pipeline.eval_batches(src, input_names=("s2", "dem"), task_names=("yield", "crop"),
-                                     stats=stats, batch_size=8))
+  np.testing.assert_allclose(
+    stats["s2"]["std"], np.maximum(real.std(0), 1e-6), rtol=1e-4, atol=1e-6
+  )
+  batch = next(
+    pipeline.eval_batches(
+      src, input_names=("s2", "dem"), task_names=("yield", "crop"), stats=stats, batch_size=8
+    )
+  )
   s2 = batch["inputs"]["s2"]
   assert s2["values"].shape == (8, 48, 25) and s2["days"].dtype == np.int32
   assert s2["mask"].dtype == np.int32
   assert not s2["values"][s2["mask"] == 0].any()
   ex = src[0]["inputs"]["s2"]
   t = ex["mask"].sum()
-  np.testing.assert_allclose(s2["values"][0, :t],
-                             (ex["values"][:t] - stats["s2"]["mean"]) / np.asarray(stats["s2"]["std"]),
-                             rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(
+    s2["values"][0, :t],
+    (ex["values"][:t] - stats["s2"]["mean"]) / np.asarray(stats["s2"]["std"]),
+    rtol=1e-5,
+    atol=1e-5,
+  )
 
 
 # ------------------------------------------------------------------------------------ model
@@ -148,8 +169,11 @@ def _series(b=3, t=12, f=25, lengths=(5, 12, 1), seed=0):
   rng = np.random.default_rng(seed)
   mask = (np.arange(t)[None] < np.asarray(lengths)[:, None]).astype(np.int32)
   days = np.sort(rng.integers(0, 180, (b, t)), axis=1).astype(np.int32)
-  return {"values": jnp.asarray(rng.normal(size=(b, t, f)), jnp.float32),
-          "days": jnp.asarray(days), "mask": jnp.asarray(mask)}
+  return {
+    "values": jnp.asarray(rng.normal(size=(b, t, f)), jnp.float32),
+    "days": jnp.asarray(days),
+    "mask": jnp.asarray(mask),
+  }
 
 
 def test_transformer_shapes_and_padding_does_not_change_the_output():
@@ -162,9 +186,13 @@ def test_transformer_shapes_and_padding_does_not_change_the_output():
   assert y.shape == (3, 16) and np.isfinite(np.asarray(y)).all()
   # Perturb the padded steps (values and dates): identical output.
   pad = np.asarray(x["mask"]) == 0
-  x2 = {"values": jnp.where(pad[..., None], 1e3 * jax.random.normal(jax.random.key(1), x["values"].shape),
-                            x["values"]),
-        "days": jnp.where(pad, 999, x["days"]), "mask": x["mask"]}
+  x2 = {
+    "values": jnp.where(
+      pad[..., None], 1e3 * jax.random.normal(jax.random.key(1), x["values"].shape), x["values"]
+    ),
+    "days": jnp.where(pad, 999, x["days"]),
+    "mask": x["mask"],
+  }
   np.testing.assert_array_equal(np.asarray(apply(variables, x2)), np.asarray(y))
   # Longer padding (a different max length) gives the same output too.
   x3 = {k: jnp.pad(v, [(0, 0), (0, 4)] + [(0, 0)] * (v.ndim - 2)) for k, v in x.items()}
@@ -187,14 +215,17 @@ def test_date_encoding_differs_for_different_dates():
   variables = jax.jit(lambda x: model.init(jax.random.key(0), x, train=False))(x)
   apply = jax.jit(lambda v, x: model.apply(v, x, train=False))
   shifted = dict(x, days=x["days"] + 30)
-  assert np.abs(np.asarray(apply(variables, x)) - np.asarray(apply(variables, shifted))).max() > 1e-3
+  assert (
+    np.abs(np.asarray(apply(variables, x)) - np.asarray(apply(variables, shifted))).max() > 1e-3
+  )
 
 
 # ------------------------------------------------------------------------------------ metrics
 def test_per_crop_and_vector_regression_metrics_match_sklearn():
+  import ml_collections
+
   from mtljax import metrics as metrics_lib
   from mtljax import train
-  import ml_collections
 
   rng = np.random.default_rng(0)
   n = 60
@@ -214,15 +245,24 @@ def test_per_crop_and_vector_regression_metrics_match_sklearn():
 
   config = ml_collections.ConfigDict({"tasks": {"yield": {"kind": "regression"}}})
   order = rng.permutation(n)
-  out = {"index": order, "target/yield": y[order], "pred/yield": pred[order], "mask/yield": mask[order]}
+  out = {
+    "index": order,
+    "target/yield": y[order],
+    "pred/yield": pred[order],
+    "mask/yield": mask[order],
+  }
   metrics = {}
   train._source_context(config, Src(), out, metrics)
   np.testing.assert_array_equal(out["group"], Src.groups[order])
   np.testing.assert_array_equal(out["meta/crop"], crop[order])
   for k, name in enumerate(cy.CROPS):
     sel = (crop == k) & (mask > 0)
-    np.testing.assert_allclose(metrics[f"yield/r2_{name}"], skm.r2_score(y[sel], pred[sel]), rtol=1e-10)
-    np.testing.assert_allclose(metrics[f"yield/mae_{name}"], skm.mean_absolute_error(y[sel], pred[sel]))
+    np.testing.assert_allclose(
+      metrics[f"yield/r2_{name}"], skm.r2_score(y[sel], pred[sel]), rtol=1e-10
+    )
+    np.testing.assert_allclose(
+      metrics[f"yield/mae_{name}"], skm.mean_absolute_error(y[sel], pred[sel])
+    )
   # A vector target [N, 5] with a per-example mask.
   yv, pv = rng.normal(size=(n, 5)), rng.normal(size=(n, 5))
   m = metrics_lib.regression_metrics(yv, pv, mask)

@@ -5,7 +5,6 @@ per-step/per-feature importance; every Table 1 row builds a valid config."""
 import csv
 import glob
 import json
-import os
 
 import jax
 import numpy as np
@@ -86,12 +85,15 @@ def test_series_importance_reduces_over_features_and_real_steps():
   starts, imp, steps = timeseries.bin_by_day(per_step, days, mask, 10)
   np.testing.assert_array_equal(starts, [0, 10, 20])
   np.testing.assert_array_equal(steps, [4, 3, 2])
-  np.testing.assert_allclose(imp[0], np.mean([per_step[0, 0], per_step[0, 1], per_step[1, 0], per_step[1, 1]]))
+  np.testing.assert_allclose(
+    imp[0], np.mean([per_step[0, 0], per_step[0, 1], per_step[1, 0], per_step[1, 1]])
+  )
 
 
 def test_every_table_row_builds_a_valid_config_and_model(tmp_path):
-  root = cy.write_synthetic_cropyield(tmp_path / "d", num_fields=6, num_farms=2, min_side=3,
-                                      max_side=4)
+  root = cy.write_synthetic_cropyield(
+    tmp_path / "d", num_fields=6, num_farms=2, min_side=3, max_side=4
+  )
   src = cy.CropYieldSource(root, "train")
   for exp in cy_config.EXPERIMENTS:
     c = cy_config.get_config(f"exp={exp},tiny")
@@ -99,13 +101,19 @@ def test_every_table_row_builds_a_valid_config_and_model(tmp_path):
   # Row 10: DEM as a 5-feature regression target next to crop classification.
   from mtljax.data import pipeline
   from mtljax.models.multitask import build_model
+
   c = cy_config.get_config("exp=10,tiny")
   names = tuple(sorted(c.inputs))
-  batch = next(pipeline.eval_batches(src, input_names=names, task_names=tuple(sorted(c.tasks)),
-                                     stats=None, batch_size=4))
+  batch = next(
+    pipeline.eval_batches(
+      src, input_names=names, task_names=tuple(sorted(c.tasks)), stats=None, batch_size=4
+    )
+  )
   model = build_model(c)
-  shapes = jax.eval_shape(lambda x: model.apply(model.init(jax.random.key(0), x, train=False), x,
-                                                train=False), batch["inputs"])
+  shapes = jax.eval_shape(
+    lambda x: model.apply(model.init(jax.random.key(0), x, train=False), x, train=False),
+    batch["inputs"],
+  )
   out, inter = jax.tree.map(lambda a: a, shapes)
   assert out["yield"].shape == (4,) and out["crop"].shape == (4, 3) and out["dem"].shape == (4, 5)
   assert set(inter) == {"enc/s2", "enc/weather", "fused"}

@@ -22,14 +22,21 @@ S = 48
 
 @pytest.fixture(scope="module")
 def cub(tmp_path_factory) -> Path:
-  return write_synthetic_cub(tmp_path_factory.mktemp("cub") / "syn", num_train=40, num_test=16,
-                             image_size=S, seed=3)
+  return write_synthetic_cub(
+    tmp_path_factory.mktemp("cub") / "syn", num_train=40, num_test=16, image_size=S, seed=3
+  )
 
 
 @pytest.fixture(scope="module")
 def isic(tmp_path_factory) -> Path:
-  return write_synthetic_isic(tmp_path_factory.mktemp("isic") / "syn", num_train=24, num_val=6,
-                              num_test=8, image_size=S, seed=4)
+  return write_synthetic_isic(
+    tmp_path_factory.mktemp("isic") / "syn",
+    num_train=24,
+    num_val=6,
+    num_test=8,
+    image_size=S,
+    seed=4,
+  )
 
 
 def _table(path: Path) -> list[list[str]]:
@@ -39,9 +46,16 @@ def _table(path: Path) -> list[list[str]]:
 # ==================================================================================== CUB
 def test_cub_layout_and_labels_match_the_text_files(cub):
   base = cub / "CUB_200_2011"
-  for rel in ("images.txt", "image_class_labels.txt", "classes.txt", "train_test_split.txt",
-              "bounding_boxes.txt", "parts/parts.txt", "parts/part_locs.txt",
-              "attributes/image_attribute_labels.txt"):
+  for rel in (
+    "images.txt",
+    "image_class_labels.txt",
+    "classes.txt",
+    "train_test_split.txt",
+    "bounding_boxes.txt",
+    "parts/parts.txt",
+    "parts/part_locs.txt",
+    "attributes/image_attribute_labels.txt",
+  ):
     assert (base / rel).is_file(), rel
   assert (cub / "attributes.txt").is_file() and (cub / MARKER).is_file()
   assert len(_table(base / "parts/parts.txt")) == 15
@@ -55,7 +69,9 @@ def test_cub_layout_and_labels_match_the_text_files(cub):
   attr_ids = [int(r[0]) for r in _table(cub / "attributes.txt")]
   present = {(int(r[0]), int(r[1])): int(r[2]) for r in rows}
 
-  splits = {sp: CUB200Source(cub, sp, image_size=S, val_fraction=0.25) for sp in ("train", "val", "test")}
+  splits = {
+    sp: CUB200Source(cub, sp, image_size=S, val_fraction=0.25) for sp in ("train", "val", "test")
+  }
   assert len(splits["test"]) == sum(1 for t in is_train.values() if t == 0) == 16
   assert len(splits["train"]) + len(splits["val"]) == 40 and len(splits["val"]) == 10
   assert not set(splits["train"].names) & set(splits["val"].names)
@@ -66,8 +82,9 @@ def test_cub_layout_and_labels_match_the_text_files(cub):
       i = by_path[name]
       assert is_train[i] == (sp != "test")
       assert labels["targets"]["class"][k] == label[i]
-      np.testing.assert_array_equal(labels["targets"]["attributes"][k],
-                                    [present[(i, a)] for a in attr_ids])
+      np.testing.assert_array_equal(
+        labels["targets"]["attributes"][k], [present[(i, a)] for a in attr_ids]
+      )
   src = splits["train"]
   assert src.target_fields["attributes"]["class_names"] == tuple(p[1] for p in CUB_PLANTED)
   assert src.target_fields["class"]["num_classes"] == 10
@@ -79,8 +96,11 @@ def test_cub_layout_and_labels_match_the_text_files(cub):
 
 def test_cub_planted_attributes_are_drawn_where_their_masks_and_parts_are(cub):
   src = CUB200Source(cub, "train", image_size=S, val_fraction=0.0)
-  colour = {name: np.array(rgb, np.float32) for _, name, _, kind, rgb in CUB_PLANTED
-            if kind in ("disc", "wing", "belly")}
+  colour = {
+    name: np.array(rgb, np.float32)
+    for _, name, _, kind, rgb in CUB_PLANTED
+    if kind in ("disc", "wing", "belly")
+  }
   checked, near = 0, []
   for i in range(len(src)):
     img = src.read_image(i)
@@ -106,8 +126,10 @@ def test_cub_attribute_selection_and_part_mapping(cub):
   by_id = CUB200Source(cub, "test", image_size=S, attributes=(10, "292"))
   assert by_id.attribute_names == ("has_wing_color::blue", "has_bill_color::red")
   by_name = CUB200Source(cub, "test", image_size=S, attributes=("has_bill_color::red",))
-  np.testing.assert_array_equal(by_name.label_arrays()["targets"]["attributes"][:, 0],
-                                by_id.label_arrays()["targets"]["attributes"][:, 1])
+  np.testing.assert_array_equal(
+    by_name.label_arrays()["targets"]["attributes"][:, 0],
+    by_id.label_arrays()["targets"]["attributes"][:, 1],
+  )
   with pytest.raises(DataError, match="has_bill_colour::red"):
     CUB200Source(cub, "test", image_size=S, attributes=("has_bill_colour::red",))
   with pytest.raises(DataError, match="attribute id 999"):
@@ -126,23 +148,28 @@ def _write_real_cub(root: Path) -> Path:
   (base / "parts").mkdir()
   (base / "attributes").mkdir()
   for k, (h, w) in enumerate(((100, 200), (64, 64)), 1):
-    Image.new("RGB", (w, h), (10 * k, 20, 30)).save(base / "images" / "001.Black_footed_Albatross"
-                                                    / f"Black_Footed_Albatross_000{k}_{k}.jpg")
+    Image.new("RGB", (w, h), (10 * k, 20, 30)).save(
+      base / "images" / "001.Black_footed_Albatross" / f"Black_Footed_Albatross_000{k}_{k}.jpg"
+    )
   (base / "images.txt").write_text(
-      "1 001.Black_footed_Albatross/Black_Footed_Albatross_0001_1.jpg\n"
-      "2 001.Black_footed_Albatross/Black_Footed_Albatross_0002_2.jpg\n\n")
+    "1 001.Black_footed_Albatross/Black_Footed_Albatross_0001_1.jpg\n"
+    "2 001.Black_footed_Albatross/Black_Footed_Albatross_0002_2.jpg\n\n"
+  )
   (base / "image_class_labels.txt").write_text("1 1\n2 2\n")
   (base / "classes.txt").write_text("1 001.Black_footed_Albatross\n2 002.Laysan_Albatross\n")
   (base / "train_test_split.txt").write_text("1 0\n2 0\n")
   (base / "bounding_boxes.txt").write_text("1 20.0 10.0 100.0 64.0\n2 0.0 0.0 64.0 64.0\n")
   (base / "parts" / "parts.txt").write_text("1 back\n2 beak\n3 left wing\n4 right wing\n")
   (base / "parts" / "part_locs.txt").write_text(
-      "1 1 0.0 0.0 0\n1 2 100.0 50.0 1\n1 3 60.0 40.0 1\n1 4 80.0 60.0 1\n"
-      "2 1 0.0 0.0 0\n2 2 0.0 0.0 0\n2 3 10.0 10.0 1\n2 4 0.0 0.0 0\n")
+    "1 1 0.0 0.0 0\n1 2 100.0 50.0 1\n1 3 60.0 40.0 1\n1 4 80.0 60.0 1\n"
+    "2 1 0.0 0.0 0\n2 2 0.0 0.0 0\n2 3 10.0 10.0 1\n2 4 0.0 0.0 0\n"
+  )
   (base / "attributes" / "attributes.txt").write_text(
-      "1 has_bill_shape::curved_(up_or_down)\n10 has_wing_color::blue\n219 has_size::small_(5_-_9_in)\n")
+    "1 has_bill_shape::curved_(up_or_down)\n10 has_wing_color::blue\n219 has_size::small_(5_-_9_in)\n"
+  )
   (base / "attributes" / "image_attribute_labels.txt").write_text(
-      "1 1 1 3 12.5\n1 10 1 4 3.0 0\n1 219 0 1 1.0\n2 1 1 4 5.0\n2 10 0 2 2.0\n2 219 1 3 1.0\n")
+    "1 1 1 3 12.5\n1 10 1 4 3.0 0\n1 219 0 1 1.0\n2 1 1 4 5.0\n2 10 0 2 2.0\n2 219 1 3 1.0\n"
+  )
   return root
 
 
@@ -155,7 +182,9 @@ def test_cub_real_layout_keypoints_and_part_discs(tmp_path):
   # Beak at (x=100, y=50) in a 100×200 (h×w) image, resized to 50×50.
   beak = ((50 + 0.5) * 50 / 100 - 0.5, (100 + 0.5) * 50 / 200 - 0.5)
   np.testing.assert_allclose(ann["keypoints"]["has_bill_shape::curved_(up_or_down)"], beak)
-  wing = np.mean([[(40.5) * 0.5 - 0.5, 60.5 * 0.25 - 0.5], [60.5 * 0.5 - 0.5, 80.5 * 0.25 - 0.5]], 0)
+  wing = np.mean(
+    [[(40.5) * 0.5 - 0.5, 60.5 * 0.25 - 0.5], [60.5 * 0.5 - 0.5, 80.5 * 0.25 - 0.5]], 0
+  )
   np.testing.assert_allclose(ann["keypoints"]["has_wing_color::blue"], wing)
   assert "has_size::small_(5_-_9_in)" not in ann["keypoints"]  # whole-bird attribute: no part
   # No mask files: a disc of radius 0.1·√(100·64) px, scaled by 50/√(100·200), around the beak.

@@ -69,8 +69,11 @@ def test_vmapped_ensemble_step_equals_each_member_alone(tiny_treesat_root, tmp_p
     b = dict(batch, valid=batch["valid"] * weights[k][np.asarray(batch["meta"]["index"])])
     # The member's own flips/rotations of the batch (augment_per_member), from its own RNG.
     member_rng = jax.random.fold_in(rng, k)
-    b = pipeline.augment_batch(b, jax.random.fold_in(jax.random.fold_in(member_rng, 0), 1),
-                               **pipeline.augment_options(config.data.augment))
+    b = pipeline.augment_batch(
+      b,
+      jax.random.fold_in(jax.random.fold_in(member_rng, 0), 1),
+      **pipeline.augment_options(config.data.augment),
+    )
     alone, mk = single(member, b, member_rng)
     losses.append(float(mk["loss"]))
     for a, e in zip(jax.tree.leaves(alone), jax.tree.leaves(jax.tree.map(lambda x: x[k], new))):
@@ -85,14 +88,22 @@ def test_vmapped_ensemble_step_equals_each_member_alone(tiny_treesat_root, tmp_p
 
 @pytest.mark.slow
 def test_ensemble_run_reports_members_and_averages_probabilities(tiny_treesat_root, tmp_path):
-  config = _tiny(tiny_treesat_root, 3, "leave_one_bucket_out", num_epochs=6, batch_size=8,
-                 learning_rate=3e-3, checkpoint_every_steps=1000)
+  config = _tiny(
+    tiny_treesat_root,
+    3,
+    "leave_one_bucket_out",
+    num_epochs=6,
+    batch_size=8,
+    learning_rate=3e-3,
+    checkpoint_every_steps=1000,
+  )
   results = train.train_and_evaluate(config, str(tmp_path))
   test = results["test"]
   for k in range(3):
     assert f"member{k}/l3/f1_micro" in test
-  np.testing.assert_allclose(test["members_mean/l3/f1_micro"],
-                             np.mean([test[f"member{k}/l3/f1_micro"] for k in range(3)]))
+  np.testing.assert_allclose(
+    test["members_mean/l3/f1_micro"], np.mean([test[f"member{k}/l3/f1_micro"] for k in range(3)])
+  )
   assert test["l3/f1_micro"] > 0.3, test  # 15 genera: chance 1/15
 
   # Saved predictions: each member's probabilities and the ensemble's = their mean; the
@@ -106,15 +117,16 @@ def test_ensemble_run_reports_members_and_averages_probabilities(tiny_treesat_ro
   val = [r for r in val if r["split"] == "val" and r["epoch"] == 6][0]
   v6 = np.load(tmp_path / "predictions" / "val" / "epoch_006.npz")
   np.testing.assert_allclose(
-      val["l3/f1_micro"], skm.f1_score(v6["target/l3"], v6["prob/l3"].argmax(1), average="micro"),
-      rtol=1e-6)
+    val["l3/f1_micro"],
+    skm.f1_score(v6["target/l3"], v6["prob/l3"].argmax(1), average="micro"),
+    rtol=1e-6,
+  )
 
   # One stacked checkpoint: every leaf has the member axis first.
   best = tmp_path / "checkpoints" / "best"
   step = ocp.CheckpointManager(best).latest_step()
   meta = ocp.StandardCheckpointer().metadata(best / str(step) / "state")
-  leaves = jax.tree.leaves(meta.item_metadata.tree["params"],
-                           is_leaf=lambda x: hasattr(x, "shape"))
+  leaves = jax.tree.leaves(meta.item_metadata.tree["params"], is_leaf=lambda x: hasattr(x, "shape"))
   assert leaves and all(l.shape[0] == 3 for l in leaves)
 
 
@@ -123,25 +135,45 @@ def test_ensemble_config_errors():
   c.ensemble.strategy = "leave_one_bucket_out"
   c.ensemble.size = 1
   with pytest.raises(configlib.ConfigError, match="ensemble.size >= 2"):
-    configlib.validate(c, {"aerial": {}, "s1": {}, "s2": {}},
-                       {"l3": {"kind": "classification", "num_classes": 15},
-                        "l2": {"kind": "classification", "num_classes": 9},
-                        "age": {"kind": "regression"}})
+    configlib.validate(
+      c,
+      {"aerial": {}, "s1": {}, "s2": {}},
+      {
+        "l3": {"kind": "classification", "num_classes": 15},
+        "l2": {"kind": "classification", "num_classes": 9},
+        "age": {"kind": "regression"},
+      },
+    )
   c.ensemble.strategy = "boosting"
   with pytest.raises(configlib.ConfigError, match="config.ensemble.strategy='boosting'"):
-    configlib.validate(c, {"aerial": {}, "s1": {}, "s2": {}},
-                       {"l3": {"kind": "classification", "num_classes": 15},
-                        "l2": {"kind": "classification", "num_classes": 9},
-                        "age": {"kind": "regression"}})
+    configlib.validate(
+      c,
+      {"aerial": {}, "s1": {}, "s2": {}},
+      {
+        "l3": {"kind": "classification", "num_classes": 15},
+        "l2": {"kind": "classification", "num_classes": 9},
+        "age": {"kind": "regression"},
+      },
+    )
 
 
 def test_members_spread_over_an_ensemble_mesh_axis(tiny_treesat_root, tmp_path):
   """`config.ensemble.devices=2` on 4 (simulated) devices: a (data=2, ensemble=2) mesh where each
   device holds one member, and the step gives what the plain data-parallel mesh gives."""
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", PYTHONPATH=ROOT)
-  res = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "helpers", "ensemble_mesh_check.py"),
-                        tiny_treesat_root, str(tmp_path)], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=300)
+  res = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "tests", "helpers", "ensemble_mesh_check.py"),
+      tiny_treesat_root,
+      str(tmp_path),
+    ],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
   out = json.loads(res.stdout.split("RESULT ", 1)[1])
   plain, spread = out["1"], out["2"]

@@ -18,31 +18,39 @@ def _jit(method, /, *fixed, **options):
 
 
 def _conv(x, w):
-  return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  return jax.lax.conv_general_dilated(
+    x, w, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+  )
 
 
 def _init(key, dtype=jnp.float32):
   ks = jax.random.split(key, 5)
-  return {"conv": 0.5 * jax.random.normal(ks[0], (3, 3, 2, 4), dtype),
-          "bias": 0.1 * jax.random.normal(ks[1], (4,), dtype),
-          "head": jax.random.normal(ks[2], (4,), dtype),
-          "tab": jax.random.normal(ks[3], (3,), dtype),
-          "emb": jax.random.normal(ks[4], (5,), dtype)}
+  return {
+    "conv": 0.5 * jax.random.normal(ks[0], (3, 3, 2, 4), dtype),
+    "bias": 0.1 * jax.random.normal(ks[1], (4,), dtype),
+    "head": jax.random.normal(ks[2], (4,), dtype),
+    "tab": jax.random.normal(ks[3], (3,), dtype),
+    "emb": jax.random.normal(ks[4], (5,), dtype),
+  }
 
 
 def _score(params, inputs):
   """A smooth multimodal conv+dense model: `{"img" [B,8,8,2], "tab" [B,3], "cat" [B] int}` → [B]."""
   h = jnp.tanh(_conv(inputs["img"], params["conv"]) + params["bias"]).mean(axis=(1, 2))
-  return (jax.nn.softplus(h) @ params["head"] + jnp.tanh(inputs["tab"] @ params["tab"])
-          + params["emb"][inputs["cat"]])
+  return (
+    jax.nn.softplus(h) @ params["head"]
+    + jnp.tanh(inputs["tab"] @ params["tab"])
+    + params["emb"][inputs["cat"]]
+  )
 
 
 def _inputs(key, dtype=jnp.float32, batch=2):
   ki, kt = jax.random.split(key)
-  return {"img": jax.random.normal(ki, (batch, 8, 8, 2), dtype),
-          "tab": jax.random.normal(kt, (batch, 3), dtype),
-          "cat": jnp.arange(batch) % 5}
+  return {
+    "img": jax.random.normal(ki, (batch, 8, 8, 2), dtype),
+    "tab": jax.random.normal(kt, (batch, 3), dtype),
+    "cat": jnp.arange(batch) % 5,
+  }
 
 
 def _finite_difference(f, params, inputs, leaf, eps=1e-5):
@@ -82,13 +90,18 @@ def test_integrated_gradients_completeness_and_rules():
   with jax.enable_x64(True):
     params, inputs = _init(jax.random.key(2), jnp.float64), _inputs(jax.random.key(3), jnp.float64)
     baseline = {"img": 0.5, "tab": jnp.ones(3), "cat": 0}
-    x_base = {**inputs, "img": jnp.full_like(inputs["img"], 0.5), "tab": jnp.ones_like(inputs["tab"])}
+    x_base = {
+      **inputs,
+      "img": jnp.full_like(inputs["img"], 0.5),
+      "tab": jnp.ones_like(inputs["tab"]),
+    }
     target = _score(params, inputs) - _score(params, x_base)
     scale = float(jnp.max(jnp.abs(target)))
 
     def error(steps, method):
-      attr = _jit(explain.integrated_gradients, _score, baseline=baseline, steps=steps,
-                  method=method)(params, inputs)
+      attr = _jit(
+        explain.integrated_gradients, _score, baseline=baseline, steps=steps, method=method
+      )(params, inputs)
       return float(jnp.max(jnp.abs(_total(attr) - target)))
 
     for method in attributions.IG_METHODS:
@@ -96,7 +109,9 @@ def test_integrated_gradients_completeness_and_rules():
       assert errs[0] > errs[1] > errs[2], (method, errs)
       # First-order rules (left, right) shrink like 1/n, the others at least like 1/n².
       assert errs[2] < (2e-2 if method in ("riemann_left", "riemann_right") else 1e-3) * scale, (
-          method, errs)
+        method,
+        errs,
+      )
     assert error(8, "gausslegendre") < 1e-2 * error(8, "riemann_left")
 
 
@@ -104,8 +119,12 @@ def test_integrated_gradients_riemann_middle_is_the_explicit_formula():
   params, inputs = _init(jax.random.key(4)), _inputs(jax.random.key(5))
   n = 12
   saliency = _jit(explain.saliency, _score, absolute=False)
-  grads = [saliency(params, jax.tree.map(
-      lambda x: x * (k + 0.5) / n if x.dtype == jnp.float32 else x, inputs)) for k in range(n)]
+  grads = [
+    saliency(
+      params, jax.tree.map(lambda x: x * (k + 0.5) / n if x.dtype == jnp.float32 else x, inputs)
+    )
+    for k in range(n)
+  ]
   expected = jax.tree.map(lambda x, *g: x * jnp.mean(jnp.stack(g), axis=0), inputs, *grads)
   ig = _jit(explain.integrated_gradients, _score, steps=n, method="riemann_middle")(params, inputs)
   chunked = _jit(explain.integrated_gradients, _score, steps=n, batch_steps=5)(params, inputs)
@@ -120,8 +139,9 @@ def test_integration_points():
     assert alphas.shape == weights.shape == (7,)
     assert np.all((alphas >= 0) & (alphas <= 1))
     np.testing.assert_allclose(weights.sum(), 1.0)
-  np.testing.assert_allclose(explain.integration_points("riemann_middle", 4)[0],
-                             [0.125, 0.375, 0.625, 0.875])
+  np.testing.assert_allclose(
+    explain.integration_points("riemann_middle", 4)[0], [0.125, 0.375, 0.625, 0.875]
+  )
   with pytest.raises(ValueError, match="simpson"):
     explain.integration_points("simpson", 4)
 
@@ -132,15 +152,16 @@ def test_smoothgrad_without_noise_is_the_wrapped_method():
   plain = _jit(explain.input_x_gradient, _score)(params, inputs)
 
   def smooth_fn(**options):
-    return _jit(explain.smoothgrad, explain.input_x_gradient, _score, samples=3, stdev=0.0,
-                **options)(params, inputs, rng)
+    return _jit(
+      explain.smoothgrad, explain.input_x_gradient, _score, samples=3, stdev=0.0, **options
+    )(params, inputs, rng)
 
   smooth = smooth_fn()
   squared = smooth_fn(kind="smoothgrad_sq", batch_samples=2)
   var = smooth_fn(kind="vargrad")
   for leaf in ("img", "tab"):
     np.testing.assert_allclose(smooth[leaf], plain[leaf], rtol=1e-6, atol=1e-7)
-    np.testing.assert_allclose(squared[leaf], plain[leaf]**2, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(squared[leaf], plain[leaf] ** 2, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(var[leaf], 0.0, atol=1e-6)
   noisy = _jit(explain.smoothgrad, explain.input_x_gradient, _score, samples=4)(params, inputs, rng)
   assert not np.allclose(noisy["img"], plain["img"], rtol=1e-3)
@@ -154,12 +175,17 @@ def test_gradient_shap_converges_to_integrated_gradients():
     rel = jnp.linalg.norm(shap[leaf] - ig[leaf]) / jnp.linalg.norm(ig[leaf])
     assert rel < 0.05, (leaf, rel)
   # Several baselines: the expectation averages IG over them.
-  baselines = {"img": jnp.stack([jnp.zeros((8, 8, 2)), jnp.ones((8, 8, 2))]),
-               "tab": jnp.zeros((2, 3)), "cat": jnp.zeros((2,), int)}
+  baselines = {
+    "img": jnp.stack([jnp.zeros((8, 8, 2)), jnp.ones((8, 8, 2))]),
+    "tab": jnp.zeros((2, 3)),
+    "cat": jnp.zeros((2,), int),
+  }
   shap2 = _jit(explain.gradient_shap, _score, baselines=baselines, samples=4096)(
-      params, inputs, jax.random.key(12))
-  ig_ones = _jit(explain.integrated_gradients, _score, steps=64,
-                 baseline={"img": 1.0, "tab": 0.0, "cat": 0})(params, inputs)
+    params, inputs, jax.random.key(12)
+  )
+  ig_ones = _jit(
+    explain.integrated_gradients, _score, steps=64, baseline={"img": 1.0, "tab": 0.0, "cat": 0}
+  )(params, inputs)
   ig_mean = jax.tree.map(lambda a, b: (a + b) / 2, ig, ig_ones)
   rel = jnp.linalg.norm(shap2["img"] - ig_mean["img"]) / jnp.linalg.norm(ig_mean["img"])
   assert rel < 0.1, rel
@@ -168,8 +194,10 @@ def test_gradient_shap_converges_to_integrated_gradients():
 def test_occlusion_on_a_linear_model():
   rng = np.random.default_rng(0)
   w_img, w_tab = rng.normal(size=(6, 6, 2)), rng.normal(size=(3,))
-  inputs = {"img": jnp.asarray(rng.normal(size=(2, 6, 6, 2)), jnp.float32),
-            "tab": jnp.asarray(rng.normal(size=(2, 3)), jnp.float32)}
+  inputs = {
+    "img": jnp.asarray(rng.normal(size=(2, 6, 6, 2)), jnp.float32),
+    "tab": jnp.asarray(rng.normal(size=(2, 3)), jnp.float32),
+  }
 
   def f(params, x):
     return jnp.sum(x["img"] * params[0], axis=(1, 2, 3)) + x["tab"] @ params[1]
@@ -182,9 +210,9 @@ def test_occlusion_on_a_linear_model():
   counts = np.zeros((6, 6))
   for y0 in (0, 2, 4):
     for x0 in (0, 2, 4):
-      drop = contrib[:, y0:y0 + 3, x0:x0 + 3].sum(axis=(1, 2, 3))
-      expected[:, y0:y0 + 3, x0:x0 + 3] += drop[:, None, None]
-      counts[y0:y0 + 3, x0:x0 + 3] += 1
+      drop = contrib[:, y0 : y0 + 3, x0 : x0 + 3].sum(axis=(1, 2, 3))
+      expected[:, y0 : y0 + 3, x0 : x0 + 3] += drop[:, None, None]
+      counts[y0 : y0 + 3, x0 : x0 + 3] += 1
   expected = np.repeat((expected / counts)[..., None], 2, axis=-1)
   np.testing.assert_allclose(attr["img"], expected, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(attr["tab"], np.asarray(inputs["tab"]) * w_tab, rtol=1e-5, atol=1e-6)
@@ -210,7 +238,7 @@ def test_grad_cam_localises_a_hot_spot():
   assert np.unravel_index(np.argmax(cam[0]), (4, 4)) == (1, 2)
   # By hand: alpha_c = mean over 16 cells of d mean_hw tanh(A) / dA = v_c (1 - tanh²A) / 16 / 16.
   act = np.asarray(_hot_spot_layer_fn(params, inputs, None)[1])
-  alpha = (np.asarray(params) * (1 - np.tanh(act)**2) / 16).mean(axis=(1, 2))
+  alpha = (np.asarray(params) * (1 - np.tanh(act) ** 2) / 16).mean(axis=(1, 2))
   expected = np.maximum(np.einsum("bhwc,bc->bhw", act, alpha), 0)
   np.testing.assert_allclose(cam, expected, rtol=1e-5, atol=1e-7)
   up = _jit(explain.grad_cam, _hot_spot_layer_fn, upsample_to=(8, 8))(params, inputs)
@@ -233,6 +261,7 @@ def test_guided_backprop_and_guided_grad_cam():
     return _hot_spot_layer_fn(p, {"img": explain.guided_relu(x["img"])}, None)[0]
 
   inputs = {"img": jax.random.normal(jax.random.key(13), (2, 8, 8, 2))}
+
   def plain_f(p, x):
     return _hot_spot_layer_fn(p, {"img": jax.nn.relu(x["img"])}, None)[0]
 
@@ -255,8 +284,11 @@ def test_lime_finds_the_relevant_grid_cell():
     return params * inputs["img"][:, 4:8, 8:12].sum(axis=(1, 2, 3)) + inputs["tab"].sum(axis=1)
 
   inputs = {"img": x, "tab": jnp.ones((2, 3))}
-  run = jax.jit(lambda p, x, r: explain.lime(f, p, x, r, modality="img", grid=(4, 4),
-                                             num_samples=128, batch_size=32))
+  run = jax.jit(
+    lambda p, x, r: explain.lime(
+      f, p, x, r, modality="img", grid=(4, 4), num_samples=128, batch_size=32
+    )
+  )
   coef = run(2.0, inputs, jax.random.key(15))
   assert coef.shape == (2, 16, 16)
   segs = explain.grid_segments(16, 16, (4, 4))
@@ -268,7 +300,8 @@ def test_lime_finds_the_relevant_grid_cell():
   sp = explain.superpixel_segments(np.asarray(x), n_segments=8)
   assert sp.shape == (2, 16, 16) and sp.min() == 0
   coef_sp = _jit(explain.lime, f, modality="img", segments=sp, num_samples=64)(
-      2.0, inputs, jax.random.key(16))
+    2.0, inputs, jax.random.key(16)
+  )
   for b in range(2):
     for s in np.unique(sp[b]):
       assert np.ptp(np.asarray(coef_sp[b])[sp[b] == s]) == 0
@@ -285,7 +318,6 @@ def test_grid_segments():
 
 
 class _TinyCNN(nn.Module):
-
   @nn.compact
   def __call__(self, x):
     x = nn.relu(nn.Conv(3, (3, 3), name="conv1")(x))
@@ -297,8 +329,9 @@ def test_flax_layer_fn_grad_cam_matches_a_split_model():
   model = _TinyCNN()
   x = jax.random.normal(jax.random.key(17), (2, 8, 8, 2))
   params = model.init(jax.random.key(18), x)["params"]
-  score = targets.make_score_fn(lambda p, inp: model.apply({"params": p}, inp["img"]), "cls",
-                                "classification", 1, num_outputs=3)
+  score = targets.make_score_fn(
+    lambda p, inp: model.apply({"params": p}, inp["img"]), "cls", "classification", 1, num_outputs=3
+  )
   inputs = {"img": x}
   assert flax_utils.module_paths(score, params, inputs) == ["conv1", "conv2", "head"]
   layer_fn = flax_utils.flax_layer_fn(score, "conv2")
@@ -310,10 +343,12 @@ def test_flax_layer_fn_grad_cam_matches_a_split_model():
       act = act + delta
     return nn.Dense(3).apply({"params": p["head"]}, nn.relu(act).mean(axis=(1, 2)))[:, 1], act
 
-  cam = jax.jit(lambda p, inp: explain.grad_cam(layer_fn, p, inp, upsample_to=(8, 8)))(params,
-                                                                                       inputs)
-  np.testing.assert_allclose(cam, _jit(explain.grad_cam, manual, upsample_to=(8, 8))(params, inputs),
-                             rtol=1e-5, atol=1e-7)
+  cam = jax.jit(lambda p, inp: explain.grad_cam(layer_fn, p, inp, upsample_to=(8, 8)))(
+    params, inputs
+  )
+  np.testing.assert_allclose(
+    cam, _jit(explain.grad_cam, manual, upsample_to=(8, 8))(params, inputs), rtol=1e-5, atol=1e-7
+  )
   with pytest.raises(ValueError, match=r"'conv9'.*conv1, conv2, head"):
     explain.grad_cam(flax_utils.flax_layer_fn(score, "conv9"), params, inputs)
 
@@ -325,6 +360,7 @@ class _TwoBranch(nn.Module):
   @nn.compact
   def __call__(self, inputs):
     from mtljax.models import encoders
+
     t = encoders.MLPEncoder(hidden=(6, 5), dropout=0.0, name="mlp")(inputs["tab"], train=False)
     h = nn.relu(nn.Conv(3, (3, 3), name="conv")(inputs["img"])).mean(axis=(1, 2))
     return nn.Dense(3, name="head")(jnp.concatenate([t, h], axis=-1))
@@ -334,19 +370,24 @@ def test_integrated_gradients_split_after_an_affine_layer_is_exact():
   model = _TwoBranch()
   with jax.enable_x64(True):
     ks = jax.random.split(jax.random.key(30), 3)
-    inputs = {"img": jax.random.normal(ks[0], (3, 8, 8, 2), jnp.float64),
-              "tab": jax.random.normal(ks[1], (3, 2, 3), jnp.float64)}
+    inputs = {
+      "img": jax.random.normal(ks[0], (3, 8, 8, 2), jnp.float64),
+      "tab": jax.random.normal(ks[1], (3, 2, 3), jnp.float64),
+    }
     params = jax.tree.map(lambda a: a.astype(jnp.float64), model.init(ks[2], inputs))
-    score = targets.make_score_fn(lambda p, inp: {"cls": model.apply(p, inp)}, "cls",
-                                  "classification", 2, num_outputs=3)
+    score = targets.make_score_fn(
+      lambda p, inp: {"cls": model.apply(p, inp)}, "cls", "classification", 2, num_outputs=3
+    )
     from mtljax.models import encoders
+
     assert encoders.affine_input_layer("mlp", {"hidden": (6, 5)}) == "dense1"  # the run's split
     assert encoders.affine_input_layer("mlp", {"hidden": ()}) is None  # no Dense, no split
     split = flax_utils.affine_split(score, "mlp/dense1")
     z = jax.jit(split[0])(params, inputs)["mlp/dense1"]
     assert z.shape == (3, 6)
-    np.testing.assert_allclose(jax.jit(split[1])(params, inputs, {"mlp/dense1": z}),
-                               score(params, inputs), rtol=1e-6)
+    np.testing.assert_allclose(
+      jax.jit(split[1])(params, inputs, {"mlp/dense1": z}), score(params, inputs), rtol=1e-6
+    )
     baseline = {"img": 0.25, "tab": -0.5}
     for method, steps, chunk in (("riemann_middle", 9, None), ("gausslegendre", 7, 3)):
       options = dict(baseline=baseline, steps=steps, method=method, batch_steps=chunk)
@@ -357,8 +398,13 @@ def test_integrated_gradients_split_after_an_affine_layer_is_exact():
         # MLPEncoder computes in float32, so the two orders of summation agree to float32.
         np.testing.assert_allclose(fast[leaf], plain[leaf], rtol=1e-5, atol=1e-8)
     # The split skips the first Dense at every node: one program with fewer flops.
-    flops = [jax.jit(functools.partial(explain.integrated_gradients, score, steps=16, split=s))
-             .lower(params, inputs).compile().cost_analysis()["flops"] for s in (None, split)]
+    flops = [
+      jax.jit(functools.partial(explain.integrated_gradients, score, steps=16, split=s))
+      .lower(params, inputs)
+      .compile()
+      .cost_analysis()["flops"]
+      for s in (None, split)
+    ]
     assert flops[1] < flops[0], flops
     with pytest.raises(ValueError, match=r"'mlp/dense9'.*mlp/dense1"):
       flax_utils.affine_split(score, ["mlp/dense9"])[0](params, inputs)
@@ -370,8 +416,10 @@ class _ResNetClassifier(nn.Module):
   @nn.compact
   def __call__(self, x):
     from mtljax.models import encoders
-    h = encoders.ResNet(stage_sizes=(1, 1), width=4, stem_kernel=3, dtype="float64",
-                        name="resnet")(x, train=False)
+
+    h = encoders.ResNet(stage_sizes=(1, 1), width=4, stem_kernel=3, dtype="float64", name="resnet")(
+      x, train=False
+    )
     return nn.Dense(3, name="head", param_dtype=jnp.float64)(h)
 
 
@@ -387,21 +435,32 @@ def test_integrated_gradients_split_after_a_resnet_stem_is_exact():
     stats = variables["batch_stats"]["resnet"]["stem_bn"]  # eval-mode BN: a non-trivial affine
     stats["mean"] = 0.3 * jax.random.normal(ks[2], stats["mean"].shape, jnp.float64)
     stats["var"] = 0.5 + jax.random.uniform(ks[3], stats["var"].shape, jnp.float64)
-    score = targets.make_score_fn(lambda p, inp: {"cls": model.apply(p, inp)}, "cls",
-                                  "classification", 1, num_outputs=3)
+    score = targets.make_score_fn(
+      lambda p, inp: {"cls": model.apply(p, inp)}, "cls", "classification", 1, num_outputs=3
+    )
     options = dict(baseline=0.2, steps=8, method="riemann_middle")
     plain = _jit(explain.integrated_gradients, score, **options)(variables, x)
     assert float(jnp.max(jnp.abs(plain))) > 1e-3
     from mtljax.models import encoders
+
     # The layer the explain run splits a ResNet-encoded modality at.
     split = flax_utils.affine_split(score, "resnet/" + encoders.affine_input_layer("resnet"))
     fast = _jit(explain.integrated_gradients, score, split=split, **options)(variables, x)
     np.testing.assert_allclose(fast, plain, rtol=1e-9, atol=1e-12)
-    wrong = _jit(explain.integrated_gradients, score, **options,
-                 split=flax_utils.affine_split(score, "resnet/stage1_block1"))(variables, x)
+    wrong = _jit(
+      explain.integrated_gradients,
+      score,
+      **options,
+      split=flax_utils.affine_split(score, "resnet/stage1_block1"),
+    )(variables, x)
     assert float(jnp.max(jnp.abs(wrong - plain))) > 1e-3 * float(jnp.max(jnp.abs(plain)))
-    flops = [jax.jit(functools.partial(explain.integrated_gradients, score, split=s, **options))
-             .lower(variables, x).compile().cost_analysis()["flops"] for s in (None, split)]
+    flops = [
+      jax.jit(functools.partial(explain.integrated_gradients, score, split=s, **options))
+      .lower(variables, x)
+      .compile()
+      .cost_analysis()["flops"]
+      for s in (None, split)
+    ]
     assert flops[1] < flops[0], flops
 
 
@@ -410,33 +469,53 @@ def test_integrated_gradients_split_after_a_resnet_stem_is_exact():
 
 def test_make_score_fn_kinds():
   rng = np.random.default_rng(1)
-  out = {"cls": rng.normal(size=(2, 4)), "attr": rng.normal(size=(2, 3)),
-         "age": rng.normal(size=(2,)), "vec": rng.normal(size=(2, 2)),
-         "seg": rng.normal(size=(2, 5, 5, 3)), "dem": rng.normal(size=(2, 5, 5))}
+  out = {
+    "cls": rng.normal(size=(2, 4)),
+    "attr": rng.normal(size=(2, 3)),
+    "age": rng.normal(size=(2,)),
+    "vec": rng.normal(size=(2, 2)),
+    "seg": rng.normal(size=(2, 5, 5, 3)),
+    "dem": rng.normal(size=(2, 5, 5)),
+  }
   apply_fn = lambda p, x: {k: jnp.asarray(v, jnp.float32) for k, v in out.items()}  # noqa: E731
   call = lambda *a, **k: np.asarray(targets.make_score_fn(apply_fn, *a, **k)(None, None))  # noqa
-  np.testing.assert_allclose(call("cls", "classification", 2, num_outputs=4), out["cls"][:, 2],
-                             rtol=1e-6)
-  np.testing.assert_allclose(call("attr", "multilabel", 0, num_outputs=3), out["attr"][:, 0],
-                             rtol=1e-6)
+  np.testing.assert_allclose(
+    call("cls", "classification", 2, num_outputs=4), out["cls"][:, 2], rtol=1e-6
+  )
+  np.testing.assert_allclose(
+    call("attr", "multilabel", 0, num_outputs=3), out["attr"][:, 0], rtol=1e-6
+  )
   np.testing.assert_allclose(call("age", "regression", 0, num_outputs=1), out["age"], rtol=1e-6)
-  np.testing.assert_allclose(call("vec", "regression", 1, num_outputs=2), out["vec"][:, 1],
-                             rtol=1e-6)
-  np.testing.assert_allclose(call("seg", "segmentation", 1, num_outputs=3),
-                             out["seg"][..., 1].sum(axis=(1, 2)), rtol=1e-6)
+  np.testing.assert_allclose(
+    call("vec", "regression", 1, num_outputs=2), out["vec"][:, 1], rtol=1e-6
+  )
+  np.testing.assert_allclose(
+    call("seg", "segmentation", 1, num_outputs=3), out["seg"][..., 1].sum(axis=(1, 2)), rtol=1e-6
+  )
   region = np.zeros((5, 5), bool)
   region[1:3, 2:4] = True
-  np.testing.assert_allclose(call("seg", "segmentation", 2, num_outputs=3, region=region),
-                             out["seg"][:, 1:3, 2:4, 2].sum(axis=(1, 2)), rtol=1e-6)
-  np.testing.assert_allclose(call("dem", "dense_regression", 0, num_outputs=1,
-                                  region=np.stack([region, ~region])),
-                             [out["dem"][0][region].sum(), out["dem"][1][~region].sum()], rtol=1e-6)
+  np.testing.assert_allclose(
+    call("seg", "segmentation", 2, num_outputs=3, region=region),
+    out["seg"][:, 1:3, 2:4, 2].sum(axis=(1, 2)),
+    rtol=1e-6,
+  )
+  np.testing.assert_allclose(
+    call("dem", "dense_regression", 0, num_outputs=1, region=np.stack([region, ~region])),
+    [out["dem"][0][region].sum(), out["dem"][1][~region].sum()],
+    rtol=1e-6,
+  )
   # One index per example (the explain run's true labels), also for dense outputs.
-  np.testing.assert_allclose(call("cls", "classification", jnp.array([3, 1]), num_outputs=4),
-                             [out["cls"][0, 3], out["cls"][1, 1]], rtol=1e-6)
-  np.testing.assert_allclose(call("seg", "segmentation", jnp.array([0, 2]), num_outputs=3),
-                             [out["seg"][0, ..., 0].sum(), out["seg"][1, ..., 2].sum()],
-                             rtol=1e-5, atol=1e-6)  # float32 sums of 25 pixels
+  np.testing.assert_allclose(
+    call("cls", "classification", jnp.array([3, 1]), num_outputs=4),
+    [out["cls"][0, 3], out["cls"][1, 1]],
+    rtol=1e-6,
+  )
+  np.testing.assert_allclose(
+    call("seg", "segmentation", jnp.array([0, 2]), num_outputs=3),
+    [out["seg"][0, ..., 0].sum(), out["seg"][1, ..., 2].sum()],
+    rtol=1e-5,
+    atol=1e-6,
+  )  # float32 sums of 25 pixels
 
 
 def test_make_score_fn_errors():
@@ -458,8 +537,17 @@ def test_make_score_fn_errors():
 
 def test_registry_and_unknown_method():
   assert set(explain.METHODS) == {
-      "saliency", "input_x_gradient", "integrated_gradients", "smoothgrad", "gradient_shap",
-      "occlusion", "grad_cam", "guided_backprop", "guided_grad_cam", "lime"}
+    "saliency",
+    "input_x_gradient",
+    "integrated_gradients",
+    "smoothgrad",
+    "gradient_shap",
+    "occlusion",
+    "grad_cam",
+    "guided_backprop",
+    "guided_grad_cam",
+    "lime",
+  }
   assert explain.get_method("lime").needs_rng and explain.get_method("lime").needs_modality
   assert explain.get_method("grad_cam").needs_layer_fn and not explain.get_method("grad_cam").signed
   assert explain.get_method("integrated_gradients").fn is explain.integrated_gradients
@@ -476,15 +564,23 @@ def test_ensemble_strategies_agree():
   def attribute(p, x):
     return explain.gradient_shap(_score, p, x, rng, samples=2)
 
-  results = {s: ensemble.ensemble_attribute(attribute, stacked, inputs, strategy=s)
-             for s in ("vmap", "map", "loop", "tune")}
-  results["chunked"] = ensemble.ensemble_attribute(attribute, stacked, inputs, strategy="vmap",
-                                                   member_chunk=2)
+  results = {
+    s: ensemble.ensemble_attribute(attribute, stacked, inputs, strategy=s)
+    for s in ("vmap", "map", "loop", "tune")
+  }
+  results["chunked"] = ensemble.ensemble_attribute(
+    attribute, stacked, inputs, strategy="vmap", member_chunk=2
+  )
   per_member, mean = results["loop"]
   for leaf in ("img", "tab"):
     assert per_member[leaf].shape == (members,) + inputs[leaf].shape
-    manual = np.mean([jax.jit(attribute)(jax.tree.map(lambda a, i=i: a[i], stacked), inputs)[leaf]
-                      for i in range(members)], axis=0)
+    manual = np.mean(
+      [
+        jax.jit(attribute)(jax.tree.map(lambda a, i=i: a[i], stacked), inputs)[leaf]
+        for i in range(members)
+      ],
+      axis=0,
+    )
     np.testing.assert_allclose(mean[leaf], manual, rtol=1e-5, atol=1e-6)
     for pm, m in results.values():
       np.testing.assert_allclose(pm[leaf], per_member[leaf], rtol=1e-5, atol=1e-6)

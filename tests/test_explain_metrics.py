@@ -11,13 +11,12 @@ import scipy.stats
 from mtljax.explain import metrics
 from mtljax.explain.ensemble import normalize
 
-
 # --- IoU ----------------------------------------------------------------------------------------
 
 
 def _rect(shape, rows, cols, value=1.0):
   out = np.zeros(shape)
-  out[rows[0]:rows[1], cols[0]:cols[1]] = value
+  out[rows[0] : rows[1], cols[0] : cols[1]] = value
   return out
 
 
@@ -44,12 +43,14 @@ def test_iou_counts_on_hand_drawn_rectangles():
 def test_iou_batch_masks_and_edge_conventions():
   shape = (6, 6)
   full = _rect(shape, (1, 4), (1, 4))  # 9 pixels
-  maps = np.stack([
-      full,                          # identical to the mask: IoU 1
-      np.zeros(shape),               # nothing relevant, nonempty mask: 0 / 9 = 0
-      np.zeros(shape),               # nothing relevant, empty mask: union 0 -> NaN
+  maps = np.stack(
+    [
+      full,  # identical to the mask: IoU 1
+      np.zeros(shape),  # nothing relevant, nonempty mask: 0 / 9 = 0
+      np.zeros(shape),  # nothing relevant, empty mask: union 0 -> NaN
       _rect(shape, (0, 6), (0, 6)),  # everything relevant: 9 / 36
-  ])
+    ]
+  )
   # Masks need not be bool: any nonzero value (e.g. 255 in a PNG) is inside.
   masks = np.stack([full * 255, full * 255, np.zeros(shape), full * 255]).astype(np.uint8)
   out = metrics.iou(maps, masks)
@@ -80,15 +81,16 @@ def _block_means_loop(maps, size):
   for k in range(n):
     for i in range(size):
       for j in range(size):
-        out[k, i, j] = maps[k, i * bh:(i + 1) * bh, j * bw:(j + 1) * bw].mean()
+        out[k, i, j] = maps[k, i * bh : (i + 1) * bh, j * bw : (j + 1) * bw].mean()
   return out
 
 
 def test_area_downsample_by_hand_3_to_2():
   # Cells span 1.5 pixels: cell (0, 0) = (m00 + m01/2 + m10/2 + m11/4) / 2.25, etc.
   m = np.arange(9.0).reshape(1, 3, 3)
-  np.testing.assert_allclose(metrics.area_downsample(m, 2)[0], [[4 / 3, 8 / 3], [16 / 3, 20 / 3]],
-                             rtol=1e-13)
+  np.testing.assert_allclose(
+    metrics.area_downsample(m, 2)[0], [[4 / 3, 8 / 3], [16 / 3, 20 / 3]], rtol=1e-13
+  )
 
 
 def test_area_downsample_divisible_sizes_are_block_means():
@@ -110,8 +112,7 @@ def test_area_downsample_non_divisible_sizes(hw):
   cell_area = hw[0] * hw[1] / 14**2
   np.testing.assert_allclose(out.sum(axis=(1, 2)) * cell_area, maps.sum(axis=(1, 2)), rtol=1e-12)
   # A constant map stays constant.
-  np.testing.assert_allclose(metrics.area_downsample(np.full((1,) + hw, 0.7), 14), 0.7,
-                             rtol=1e-13)
+  np.testing.assert_allclose(metrics.area_downsample(np.full((1,) + hw, 0.7), 14), 0.7, rtol=1e-13)
 
 
 def test_area_downsample_20_to_14_by_hand_loop():
@@ -142,7 +143,7 @@ def test_pearson_matches_scipy_on_downsampled_maps(size_hw):
   masks = np.zeros((n, size_hw, size_hw), bool)
   for k in range(n):
     y, x = rng.integers(0, size_hw // 2, size=2)
-    masks[k, y:y + 7, x:x + 9] = True
+    masks[k, y : y + 7, x : x + 9] = True
   maps = 0.5 * masks + rng.uniform(size=masks.shape)
   ours = metrics.pearson(maps, masks, size=14)
   a = _downsample_by_replication(maps, 14)
@@ -193,9 +194,13 @@ def test_com_distance_is_normalised_by_image_size():
   h, w = 10, 20
   maps = np.zeros((3, h, w))
   maps[:, 1, 2] = 1.0  # centre of mass (1, 2)
-  keypoints = np.array([[7.0, 18.0],     # offset (6, 16) px -> (0.6, 0.8) -> 1.0
-                        [1.0, 2.0],      # on the keypoint -> 0
-                        [np.nan, np.nan]])  # not annotated -> NaN
+  keypoints = np.array(
+    [
+      [7.0, 18.0],  # offset (6, 16) px -> (0.6, 0.8) -> 1.0
+      [1.0, 2.0],  # on the keypoint -> 0
+      [np.nan, np.nan],
+    ]
+  )  # not annotated -> NaN
   d = metrics.com_distance(maps, keypoints)
   np.testing.assert_allclose(d[:2], [1.0, 0.0], rtol=1e-14, atol=1e-15)
   assert np.isnan(d[2])
@@ -206,8 +211,9 @@ def test_com_distance_is_normalised_by_image_size():
   # Opposite corners of a square image: (H - 1)/H * √2.
   corner = np.zeros((1, 8, 8))
   corner[0, 0, 0] = 1.0
-  np.testing.assert_allclose(metrics.com_distance(corner, [[7.0, 7.0]]), [7 / 8 * math.sqrt(2)],
-                             rtol=1e-14)
+  np.testing.assert_allclose(
+    metrics.com_distance(corner, [[7.0, 7.0]]), [7 / 8 * math.sqrt(2)], rtol=1e-14
+  )
   with pytest.raises(ValueError, match=r"keypoints of shape \(3, 2\)"):
     metrics.com_distance(maps, keypoints[:2])
 
@@ -236,12 +242,13 @@ def test_compare_matches_scipy_ttest_rel_with_nans():
   rng = np.random.default_rng(5)
   ind = rng.normal(size=(5, 30))
   ens = ind.mean(axis=0) + 0.5 + 0.5 * rng.normal(size=30)
-  ind[0, 3] = np.nan          # member mean over the other 4 members
-  ind[:, 7] = np.nan          # no member value: example dropped
-  ens[11] = np.nan            # no ensemble value: example dropped
+  ind[0, 3] = np.nan  # member mean over the other 4 members
+  ind[:, 7] = np.nan  # no member value: example dropped
+  ens[11] = np.nan  # no ensemble value: example dropped
   out = metrics.compare(ind, ens, lower_is_better=False)
-  member_mean = np.array([np.mean(ind[~np.isnan(ind[:, k]), k]) if k != 7 else np.nan
-                          for k in range(30)])
+  member_mean = np.array(
+    [np.mean(ind[~np.isnan(ind[:, k]), k]) if k != 7 else np.nan for k in range(30)]
+  )
   keep = np.ones(30, bool)
   keep[[7, 11]] = False
   ref = scipy.stats.ttest_rel(ens[keep], member_mean[keep])
@@ -266,11 +273,11 @@ def test_size_curve_on_noisy_copies_of_the_truth():
   masks = np.zeros((n, hw, hw), bool)
   for k in range(n):
     y, x = rng.integers(0, 14, size=2)
-    masks[k, y:y + 10, x:x + 12] = True
+    masks[k, y : y + 10, x : x + 12] = True
   truth = masks.astype(float)
   # Each member sees the truth under its own independent noise, and at its own scale (the curve
   # normalises each member first, so the scale must not matter).
-  per_member = (truth[None] + 1.5 * rng.normal(size=(members, n, hw, hw)))
+  per_member = truth[None] + 1.5 * rng.normal(size=(members, n, hw, hw))
   scales = np.arange(1, members + 1, dtype=float)[:, None, None, None]
   metric = lambda m: metrics.pearson(m, masks)  # noqa: E731
 

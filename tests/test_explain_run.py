@@ -18,8 +18,14 @@ CONFIG = "--config=configs/attributes.py:tiny,size=3"
 
 def _main(workdir, *args, config=CONFIG, timeout=600):
   cmd = [sys.executable, "-m", "mtljax.main", config, f"--workdir={workdir}", *args]
-  return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                        env=dict(os.environ, PYTHONUNBUFFERED="1"))
+  return subprocess.run(
+    cmd,
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+    env=dict(os.environ, PYTHONUNBUFFERED="1"),
+  )
 
 
 @pytest.fixture(scope="module")
@@ -48,12 +54,14 @@ def test_explain_writes_scored_maps_and_pictures(trained):
     # The report's Ens-Avg recomputed from the saved per-pair values, and its p-value with
     # scipy's paired t-test.
     from scipy import stats
+
     ind, en = maps["member_iou"], maps["ensemble_iou"]
     keep = np.isfinite(en) & np.isfinite(ind).all(0)
     assert compare["iou"]["n"] == keep.sum() > 10
     np.testing.assert_allclose(compare["iou"]["ens_avg"], en[keep].mean(), rtol=1e-6)
-    np.testing.assert_allclose(compare["iou"]["p"],
-                               stats.ttest_rel(en[keep], ind[:, keep].mean(0)).pvalue, rtol=1e-6)
+    np.testing.assert_allclose(
+      compare["iou"]["p"], stats.ttest_rel(en[keep], ind[:, keep].mean(0)).pvalue, rtol=1e-6
+    )
     # The ensemble's centre-of-mass distance recomputed from its saved maps (first pairs).
     curve = summary["methods"][name]["size_curve"]["iou"]
     assert curve["k"] == [1, 2, 3]
@@ -70,8 +78,12 @@ def test_the_model_looks_at_the_planted_regions(trained):
   """Grad-CAM of the trained ensemble points nearer the planted attributes than a guess: its
   centre of mass is closer to the keypoints than the image centre is (independent recomputation
   of the distance from the saved maps and keypoints)."""
-  res = _main(trained, "--mode=explain", "--config.explain.methods=('grad_cam',)",
-              "--config.explain.num_pictures=1")
+  res = _main(
+    trained,
+    "--mode=explain",
+    "--config.explain.methods=('grad_cam',)",
+    "--config.explain.num_pictures=1",
+  )
   assert res.returncode == 0, res.stderr[-3000:]
   maps = np.load(trained / "explanations" / "test" / "maps_grad_cam.npz")
   ens, kp = maps["ensemble"], maps["keypoints"]
@@ -88,12 +100,20 @@ def test_the_model_looks_at_the_planted_regions(trained):
   assert dist[ok].mean() < 0.8 * guess[ok].mean(), (dist[ok].mean(), guess[ok].mean())
 
 
-@pytest.mark.parametrize("args, expected", [
-    (("--config.explain.methods=('saliency','deeplift')",), "unknown attribution method 'deeplift'"),
-    (("--config.explain.methods=('grad_cam',)", "--config.explain.layer=encoders_image/nope"),
-     "encoders_image/stage2_block1"),
+@pytest.mark.parametrize(
+  "args, expected",
+  [
+    (
+      ("--config.explain.methods=('saliency','deeplift')",),
+      "unknown attribution method 'deeplift'",
+    ),
+    (
+      ("--config.explain.methods=('grad_cam',)", "--config.explain.layer=encoders_image/nope"),
+      "encoders_image/stage2_block1",
+    ),
     (("--config.explain.target=99",), "config.explain.target=99 is outside"),
-])
+  ],
+)
 def test_bad_explain_requests_are_clear(trained, args, expected):
   res = _main(trained, "--mode=explain", *args)
   assert res.returncode == 2, res.stdout[-2000:] + res.stderr[-2000:]
@@ -113,9 +133,14 @@ def test_treesat_ensemble_explains_every_modality(tmp_path):
   config = "--config=configs/treesat.py:tiny,size=2"
   res = _main(tmp_path, config=config)
   assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-  res = _main(tmp_path, "--mode=explain",
-              "--config.explain.methods=('saliency','grad_cam','integrated_gradients')",
-              "--config.explain.max_examples=8", "--config.explain.ig_steps=8", config=config)
+  res = _main(
+    tmp_path,
+    "--mode=explain",
+    "--config.explain.methods=('saliency','grad_cam','integrated_gradients')",
+    "--config.explain.max_examples=8",
+    "--config.explain.ig_steps=8",
+    config=config,
+  )
   assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
   out = tmp_path / "explanations" / "test"
   summary = json.loads((out / "results.json").read_text())

@@ -21,8 +21,10 @@ def test_classification_against_sklearn(seed):
   assert m["accuracy"] == pytest.approx(skm.accuracy_score(y[keep], pred[keep]))
   assert m["f1_macro"] == pytest.approx(skm.f1_score(y[keep], pred[keep], average="macro"))
   assert m["count"] == keep.sum()
-  np.testing.assert_array_equal(metrics.confusion_matrix(y, pred, k, mask),
-                                skm.confusion_matrix(y[keep], pred[keep], labels=range(k)))
+  np.testing.assert_array_equal(
+    metrics.confusion_matrix(y, pred, k, mask),
+    skm.confusion_matrix(y[keep], pred[keep], labels=range(k)),
+  )
 
 
 def test_multilabel_against_sklearn():
@@ -32,8 +34,7 @@ def test_multilabel_against_sklearn():
   m = metrics.multilabel_metrics(y, probs)
   pred = probs >= 0.5
   assert m["f1_micro"] == pytest.approx(skm.f1_score(y, pred, average="micro"))
-  assert m["f1_macro"] == pytest.approx(
-      skm.f1_score(y, pred, average="macro", zero_division=0.0))
+  assert m["f1_macro"] == pytest.approx(skm.f1_score(y, pred, average="macro", zero_division=0.0))
 
 
 def test_regression_against_sklearn():

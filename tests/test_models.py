@@ -13,8 +13,13 @@ from mtljax.models.multitask import build_model
 
 def _init_apply(module, x, train=False):
   v = module.init({"params": jax.random.key(0), "dropout": jax.random.key(1)}, x, train=False)
-  out = module.apply(v, x, train=train, rngs={"dropout": jax.random.key(2)},
-                     mutable=["batch_stats"] if train else False)
+  out = module.apply(
+    v,
+    x,
+    train=train,
+    rngs={"dropout": jax.random.key(2)},
+    mutable=["batch_stats"] if train else False,
+  )
   return v, out[0] if train else out
 
 
@@ -69,8 +74,12 @@ def test_embedding_and_heads():
 def test_treesat_experiments_build(exp):
   config = treesat_config.get_config(f"exp={exp},tiny")
   model = build_model(config)
-  inputs = {"aerial": jnp.zeros((2, 32, 32, 4)), "s1": jnp.zeros((2, 6, 6, 3)),
-            "s2": jnp.zeros((2, 6, 6, 12)), "age": jnp.zeros((2, 1))}
+  inputs = {
+    "aerial": jnp.zeros((2, 32, 32, 4)),
+    "s1": jnp.zeros((2, 6, 6, 3)),
+    "s2": jnp.zeros((2, 6, 6, 12)),
+    "age": jnp.zeros((2, 1)),
+  }
   inputs = {k: v for k, v in inputs.items() if k in config.inputs}
   v = model.init({"params": jax.random.key(0)}, inputs, train=False)
   outputs, inter = model.apply(v, inputs, train=False)
@@ -86,30 +95,39 @@ def test_paper_fused_width_is_1536():
   """Appendix B.3: the L3 head maps the 1536-d fused features (512 ResNet + 2 × 512 MLP)."""
   config = treesat_config.get_config("exp=7")
   model = build_model(config)
-  inputs = {"aerial": jnp.zeros((1, 64, 64, 4)), "s1": jnp.zeros((1, 6, 6, 3)),
-            "s2": jnp.zeros((1, 6, 6, 12))}
+  inputs = {
+    "aerial": jnp.zeros((1, 64, 64, 4)),
+    "s1": jnp.zeros((1, 6, 6, 3)),
+    "s2": jnp.zeros((1, 6, 6, 12)),
+  }
   v = jax.eval_shape(lambda: model.init(jax.random.key(0), inputs, train=False))
   assert v["params"]["heads_l3"]["out"]["kernel"].shape == (1536, 15)
   assert v["params"]["heads_l2"]["dense1"]["kernel"].shape[0] == 1536
 
 
-@pytest.mark.parametrize("shape,kernel,stride,padding", [
-    ((2, 2, 2, 8), (3, 3), 1, ((1, 1), (1, 1))),   # ResNet-18's last stage at 64 px: im2col path
-    ((2, 4, 4, 8), (3, 3), 2, ((1, 1), (1, 1))),   # strided, 2×2 output
-    ((2, 4, 4, 8), (1, 1), 2, "SAME"),             # projection shortcut
-    ((2, 9, 9, 3), (3, 3), 1, ((1, 1), (1, 1))),   # 81 output pixels: plain lax path
-])
+@pytest.mark.parametrize(
+  "shape,kernel,stride,padding",
+  [
+    ((2, 2, 2, 8), (3, 3), 1, ((1, 1), (1, 1))),  # ResNet-18's last stage at 64 px: im2col path
+    ((2, 4, 4, 8), (3, 3), 2, ((1, 1), (1, 1))),  # strided, 2×2 output
+    ((2, 4, 4, 8), (1, 1), 2, "SAME"),  # projection shortcut
+    ((2, 9, 9, 3), (3, 3), 1, ((1, 1), (1, 1))),  # 81 output pixels: plain lax path
+  ],
+)
 def test_small_output_conv_matches_lax(shape, kernel, stride, padding):
   """`encoders.conv_general_dilated` (im2col for tiny outputs) equals lax's convolution, values
   and gradients with respect to input and kernel."""
   from jax import lax
+
   from mtljax.models import encoders
+
   x = jax.random.normal(jax.random.key(0), shape)
   w = jax.random.normal(jax.random.key(1), (*kernel, shape[-1], 5))
   dn = lax.conv_dimension_numbers(x.shape, w.shape, ("NHWC", "HWIO", "NHWC"))
   ref = lambda x, w: lax.conv_general_dilated(x, w, (stride, stride), padding, dimension_numbers=dn)
-  ours = lambda x, w: encoders.conv_general_dilated(x, w, (stride, stride), padding,
-                                                    dimension_numbers=dn)
+  ours = lambda x, w: encoders.conv_general_dilated(
+    x, w, (stride, stride), padding, dimension_numbers=dn
+  )
   np.testing.assert_allclose(ours(x, w), ref(x, w), rtol=1e-5, atol=1e-5)
   loss = lambda f: lambda x, w: jnp.sum(jnp.sin(f(x, w)))
   for a, b in zip(jax.grad(loss(ours), (0, 1))(x, w), jax.grad(loss(ref), (0, 1))(x, w)):

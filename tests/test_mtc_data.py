@@ -5,21 +5,24 @@ import csv
 import numpy as np
 import pytest
 
-from mtljax.data import build, get_dataset
-from mtljax.data import facades, labelsets
+from mtljax.data import build, facades, get_dataset, labelsets
 from mtljax.data.facades import DEFAULT_TASKS, FacadesSource, read_table, write_synthetic_facades
 from mtljax.data.treesat import DataError
 
 
 @pytest.fixture(scope="module")
 def facade_root(tmp_path_factory):
-  return str(write_synthetic_facades(tmp_path_factory.mktemp("facades"), num_images=500,
-                                     num_blocks=40, image_size=16, seed=0))
+  return str(
+    write_synthetic_facades(
+      tmp_path_factory.mktemp("facades"), num_images=500, num_blocks=40, image_size=16, seed=0
+    )
+  )
 
 
 def _rewrite(root, tmp_path, edit):
   """A copy of the dataset's tables with `edit(rows)` applied to the CSV rows (images shared)."""
   import shutil
+
   new = tmp_path / "copy"
   new.mkdir()
   shutil.copy(f"{root}/tasks.json", new / "tasks.json")
@@ -39,8 +42,11 @@ def test_reader_splits_and_examples(facade_root):
   assert 0.8 * 500 <= total < 500  # LPRUS (keep 85 %) dropped some
   assert sizes["train"] / total == pytest.approx(0.65, abs=0.08)
   groups = {s: set(v.groups) for s, v in srcs.items()}
-  assert not (groups["train"] & groups["val"] or groups["train"] & groups["test"]
-              or groups["val"] & groups["test"])
+  assert not (
+    groups["train"] & groups["val"]
+    or groups["train"] & groups["test"]
+    or groups["val"] & groups["test"]
+  )
   ex = srcs["train"][0]
   assert ex["inputs"]["image"].shape == (16, 16, 3)
   assert set(ex["targets"]) == set(DEFAULT_TASKS)
@@ -64,6 +70,7 @@ def test_planted_cues_mark_count_and_zigzag(facade_root):
   """sbst's image cue is the number of 4 × 4 marks in the blue channel (1 + its level rank, with
   rounding noise), and the roof classes zig-zag along that count (FLT, GBL, HIP, FLT, GBL)."""
   from mtljax.data.attributes import read_rgb
+
   t = read_table(facade_root)
   names = list(t["tasks"])
   sbst, roof = t["labels"][:, names.index("sbst")], t["labels"][:, names.index("roof")]
@@ -81,6 +88,7 @@ def test_planted_cues_mark_count_and_zigzag(facade_root):
 def test_bad_class_names_file_row_column(facade_root, tmp_path):
   def edit(rows):
     rows[3][rows[0].index("roof")] = "DOME"
+
   root = _rewrite(facade_root, tmp_path, edit)
   with pytest.raises(DataError, match=r"labels.csv: row 3 .*column 'roof': class 'DOME'"):
     read_table(root)
@@ -89,6 +97,7 @@ def test_bad_class_names_file_row_column(facade_root, tmp_path):
 def test_missing_block_id(facade_root, tmp_path):
   def edit(rows):
     rows[5][rows[0].index("block")] = ""
+
   root = _rewrite(facade_root, tmp_path, edit)
   with pytest.raises(DataError, match=r"row 5 .*column 'block': missing group"):
     read_table(root)
@@ -97,6 +106,7 @@ def test_missing_block_id(facade_root, tmp_path):
 def test_missing_image(facade_root, tmp_path):
   def edit(rows):
     rows[2][0] = "no_such_image"
+
   root = _rewrite(facade_root, tmp_path, edit)
   with pytest.raises(DataError, match=r"no_such_image.png: image file missing \(row 2"):
     read_table(root)

@@ -20,8 +20,9 @@ def test_oa_kappa_f1_match_sklearn(seed):
   y, pred = _pair(seed)
   assert mm.overall_accuracy(y, pred, 4) == pytest.approx(accuracy_score(y, pred))
   assert mm.cohen_kappa(y, pred, 4) == pytest.approx(cohen_kappa_score(y, pred))
-  np.testing.assert_allclose(mm.classwise_f1(y, pred, 4),
-                             f1_score(y, pred, average=None, labels=range(4), zero_division=0))
+  np.testing.assert_allclose(
+    mm.classwise_f1(y, pred, 4), f1_score(y, pred, average=None, labels=range(4), zero_division=0)
+  )
   # The generic classification metrics carry kappa too (from probabilities' argmax).
   probs = np.eye(4)[pred]
   m = metrics_lib.classification_metrics(y, probs, 4)
@@ -35,9 +36,10 @@ def test_mask_and_absent_class():
   mask = (np.arange(len(y)) % 3 > 0).astype(np.float32)
   keep = mask > 0
   assert mm.cohen_kappa(y, pred, 5, mask) == pytest.approx(cohen_kappa_score(y[keep], pred[keep]))
-  np.testing.assert_allclose(mm.classwise_f1(y, pred, 5, mask),
-                             f1_score(y[keep], pred[keep], average=None, labels=range(5),
-                                      zero_division=0))
+  np.testing.assert_allclose(
+    mm.classwise_f1(y, pred, 5, mask),
+    f1_score(y[keep], pred[keep], average=None, labels=range(5), zero_division=0),
+  )
 
 
 def test_delta_m_eq15():
@@ -63,4 +65,5 @@ def test_cooccurrence_conditional_and_asymmetric(tmp_path):
   np.testing.assert_allclose(np.diag(c), 1.0)
   path = mm.plot_cooccurrence(c, ["a0", "a1", "a2", "b0", "b1"], str(tmp_path / "co.png"))
   from PIL import Image
+
   assert Image.open(path).size[0] > 100

@@ -17,8 +17,11 @@ import pytest
 from mtljax.writers import read_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-ARGS = ("--config.train.schedule=constant", "--config.train.checkpoint_every_steps=3",
-        "--config.train.log_every_steps=3")
+ARGS = (
+  "--config.train.schedule=constant",
+  "--config.train.checkpoint_every_steps=3",
+  "--config.train.log_every_steps=3",
+)
 
 
 def _free_port():
@@ -31,15 +34,33 @@ def _launch(n, workdir, root, *overrides):
   port = _free_port()
   procs = []
   for i in range(n):
-    cmd = [sys.executable, "-m", "mtljax.main", "--config=configs/treesat.py:tiny",
-           f"--workdir={workdir}", f"--config.data.root={root}", *ARGS, *overrides]
+    cmd = [
+      sys.executable,
+      "-m",
+      "mtljax.main",
+      "--config=configs/treesat.py:tiny",
+      f"--workdir={workdir}",
+      f"--config.data.root={root}",
+      *ARGS,
+      *overrides,
+    ]
     if n > 1:
-      cmd += [f"--coordinator_address=127.0.0.1:{port}", f"--num_processes={n}",
-              f"--process_id={i}"]
+      cmd += [
+        f"--coordinator_address=127.0.0.1:{port}",
+        f"--num_processes={n}",
+        f"--process_id={i}",
+      ]
     log = open(os.path.join(str(workdir) + f".proc{i}.log"), "w")
-    procs.append(subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                  env=dict(os.environ, PYTHONUNBUFFERED="1"),
-                                  start_new_session=True))
+    procs.append(
+      subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+        start_new_session=True,
+      )
+    )
   return procs
 
 
@@ -61,8 +82,9 @@ def _summary(logs):
   """The first error lines (the cause: later ones are usually the other processes' fallout)
   and the end of the logs, for an assertion message."""
   text = logs
-  errors = [l for l in text.splitlines() if l.startswith(("E1", "E0", "Traceback"))
-            or "Error" in l][:20]
+  errors = [
+    l for l in text.splitlines() if l.startswith(("E1", "E0", "Traceback")) or "Error" in l
+  ][:20]
   return "\n".join(errors) + "\n...\n" + text[-3000:]
 
 
@@ -124,8 +146,9 @@ def test_sigterm_all_then_resume_on_2_then_on_1(reference, tiny_treesat_root, tm
   procs = _launch(2, work, tiny_treesat_root, "--config.train.num_epochs=3")
   folder = work / "checkpoints" / "latest"
   deadline = time.time() + 300
-  while time.time() < deadline and not (folder.is_dir() and any(
-      d.isdigit() and int(d) >= 4 for d in os.listdir(folder))):
+  while time.time() < deadline and not (
+    folder.is_dir() and any(d.isdigit() and int(d) >= 4 for d in os.listdir(folder))
+  ):
     assert all(p.poll() is None for p in procs), _summary(_wait(procs, work)[1])
     time.sleep(0.2)
   for p in procs:  # pre-emption: every process gets the signal, as from a cluster scheduler

@@ -34,16 +34,40 @@ def test_torch_mirror_computes_the_same_function(name, size):
 def test_attribution_bench_agrees_with_captum(tmp_path):
   pytest.importorskip("captum")
   import attribution_bench
+
   out = tmp_path / "bench.json"
   sys_argv = sys.argv
-  sys.argv = ["attribution_bench.py", "--models", "cnn", "--members", "2", "--batch", "2",
-              "--size", "16", "--ig-steps", "4", "--ig-chunk", "2", "--repeats", "1",
-              "--methods", "ig", "gradcam", "--strategies", "auto", "loop", "--out", str(out)]
+  sys.argv = [
+    "attribution_bench.py",
+    "--models",
+    "cnn",
+    "--members",
+    "2",
+    "--batch",
+    "2",
+    "--size",
+    "16",
+    "--ig-steps",
+    "4",
+    "--ig-chunk",
+    "2",
+    "--repeats",
+    "1",
+    "--methods",
+    "ig",
+    "gradcam",
+    "--strategies",
+    "auto",
+    "loop",
+    "--out",
+    str(out),
+  ]
   try:
     attribution_bench.main()
   finally:
     sys.argv = sys_argv
   import json
+
   rows = json.loads(out.read_text())["rows"]
   assert [r["method"] for r in rows] == ["ig", "gradcam"]
   for r in rows:
@@ -54,14 +78,16 @@ def test_attribution_bench_agrees_with_captum(tmp_path):
 @pytest.mark.parametrize("k,stride", [(3, 1), (7, 2)])
 def test_conv_bench_kernel_gradient_forms_equal_xla(k, stride):
   """conv_bench's two matmul forms of a convolution's kernel gradient are the kernel gradient."""
-  import jax
   import conv_bench
+  import jax
+
   x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))
   w = jax.random.normal(jax.random.key(1), (k, k, 3, 4))
 
   def conv(w):
-    return jax.lax.conv_general_dilated(x, w, (stride, stride), [(k // 2, k // 2)] * 2,
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.lax.conv_general_dilated(
+      x, w, (stride, stride), [(k // 2, k // 2)] * 2, dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
   y, vjp = jax.vjp(conv, w)
   g = jax.random.normal(jax.random.key(2), y.shape)
@@ -74,14 +100,16 @@ def test_conv_bench_kernel_gradient_forms_equal_xla(k, stride):
 def test_conv_bench_winograd_convolution_equals_xla(h, w):
   """conv_bench's Winograd F(2×2, 3×3) is the 3×3 SAME convolution, forward and both gradients,
   also when a side is odd (the last tile is cropped)."""
-  import jax
   import conv_bench
+  import jax
+
   x = jax.random.normal(jax.random.key(0), (2, h, w, 5))
   k = jax.random.normal(jax.random.key(1), (3, 3, 5, 4))
 
   def xla(x, k):
-    return jax.lax.conv_general_dilated(x, k, (1, 1), "SAME",
-                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+    return jax.lax.conv_general_dilated(
+      x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
 
   g = jax.random.normal(jax.random.key(2), (2, h, w, 4))
   want = [xla(x, k), *jax.vjp(xla, x, k)[1](g)]

@@ -73,9 +73,16 @@ def test_overlay_signed_and_nan():
 def test_member_panels_png(tmp_path):
   path = tmp_path / "deep" / "er" / "panels.png"  # parents are created
   maps = _blobs(3, 24, 32)
-  out = render.save_member_panels(path, _grey(24, 32), maps, maps.mean(0), title="wing pattern",
-                                  member_scores=[0.1, 0.2, 0.3], ensemble_score=0.5,
-                                  score_name="IoU")
+  out = render.save_member_panels(
+    path,
+    _grey(24, 32),
+    maps,
+    maps.mean(0),
+    title="wing pattern",
+    member_scores=[0.1, 0.2, 0.3],
+    ensemble_score=0.5,
+    score_name="IoU",
+  )
   assert out == str(path)
   # 5 panels in one row: 5 * 2.5 in wide; (2.5 + 0.45) + 0.5 (title) in high, at 100 dpi.
   assert _read_png_shape(path) == (345, 1250)
@@ -96,8 +103,15 @@ def test_heatmap_grid_png(tmp_path):
 def test_size_curve_png(tmp_path):
   path = tmp_path / "size.png"
   sizes = [1, 2, 4, 8, 11]
-  render.save_size_curve(path, sizes, [0.30, 0.34, 0.37, 0.39, 0.40], [0.3] * 5,
-                         ens_std=[0.02] * 5, ind_std=[0.03] * 5, title="ISIC-2018")
+  render.save_size_curve(
+    path,
+    sizes,
+    [0.30, 0.34, 0.37, 0.39, 0.40],
+    [0.3] * 5,
+    ens_std=[0.02] * 5,
+    ind_std=[0.03] * 5,
+    title="ISIC-2018",
+  )
   assert _read_png_shape(path) == (350, 500)
   with pytest.raises(ValueError):
     render.save_size_curve(path, sizes, [0.3] * 4, [0.3] * 5)
@@ -128,13 +142,25 @@ def _is_red(px):
 
 def test_labelled_arrows_geometry_and_pixels(tmp_path):
   h, w, scale, (my, mx) = 48, 64, 4, (10, 40)
-  heads = [("long bill", (8.0, 58.0)), ("wingbars", (24.0, 30.0)), ("eye", (10.0, 52.0)),
-           ("missing", (np.nan, 3.0)), ("solid wing", (40.0, 6.0))]
+  heads = [
+    ("long bill", (8.0, 58.0)),
+    ("wingbars", (24.0, 30.0)),
+    ("eye", (10.0, 52.0)),
+    ("missing", (np.nan, 3.0)),
+    ("solid wing", (40.0, 6.0)),
+  ]
   members = {"wingbars": np.array([[22.0, 28.0], [27.0, 35.0], [np.nan, np.nan]])}
   path = tmp_path / "arrows.png"
-  drawn = render.save_labelled_arrows(path, _grey(h, w), heads, member_points=members,
-                                      title="western grebe", scale=scale, margin=(my, mx),
-                                      dpi=100)
+  drawn = render.save_labelled_arrows(
+    path,
+    _grey(h, w),
+    heads,
+    member_points=members,
+    title="western grebe",
+    scale=scale,
+    margin=(my, mx),
+    dpi=100,
+  )
   # NaN head skipped; the heads are the given points, in input order.
   assert [d[0] for d in drawn] == ["long bill", "wingbars", "eye", "solid wing"]
   for (label, head, _), (label_in, point) in zip(drawn, [x for x in heads if x[0] != "missing"]):
@@ -159,7 +185,7 @@ def test_labelled_arrows_geometry_and_pixels(tmp_path):
 
   def window(y, x, r=3):
     row, col = to_png(y, x)
-    return png[row - r:row + r + 1, col - r:col + r + 1].reshape(-1, 3)
+    return png[row - r : row + r + 1, col - r : col + r + 1].reshape(-1, 3)
 
   for _, (y, x), _ in drawn:  # red arrowheads at the heads
     assert any(_is_red(px) for px in window(y, x)), (y, x)
@@ -172,8 +198,9 @@ def test_labelled_arrows_geometry_and_pixels(tmp_path):
 def test_labelled_arrows_auto_layout_crowded(tmp_path):
   # Six labels at the same point, default scale and margin: distinct tails, nothing lost.
   arrows = [(f"attribute {i}", (20.0, 25.0)) for i in range(6)]
-  drawn = render.save_labelled_arrows(tmp_path / "a.png", _grey(32, 32), dict(arrows),
-                                      member_points={"elsewhere": [[5.0, 5.0]]})
+  drawn = render.save_labelled_arrows(
+    tmp_path / "a.png", _grey(32, 32), dict(arrows), member_points={"elsewhere": [[5.0, 5.0]]}
+  )
   assert len(drawn) == 6
   tails = np.array([t for _, _, t in drawn])
   assert len({tuple(np.round(t, 6)) for t in tails}) == 6
@@ -191,9 +218,9 @@ def _read_events(path):
   events, data = [], open(path, "rb").read()
   pos = 0
   while pos < len(data):
-    (n,) = struct.unpack("<Q", data[pos:pos + 8])
+    (n,) = struct.unpack("<Q", data[pos : pos + 8])
     event = event_pb2.Event()
-    event.ParseFromString(data[pos + 12:pos + 12 + n])
+    event.ParseFromString(data[pos + 12 : pos + 12 + n])
     events.append(event)
     pos += 12 + n + 4
   return events
@@ -208,20 +235,25 @@ def test_tensorboard_images(tmp_path):
   writer.close()
   (events_file,) = glob.glob(str(tmp_path / "tb" / "events.out.tfevents.*"))
   assert os.path.getsize(events_file) > 0
-  images = [(e.step, v) for e in _read_events(events_file) for v in e.summary.value
-            if v.HasField("image")]
+  images = [
+    (e.step, v) for e in _read_events(events_file) for v in e.summary.value if v.HasField("image")
+  ]
   assert [(s, v.tag) for s, v in images] == [(7, "explain/size_curve")]
   decoded = mpimg.imread(io.BytesIO(images[0][1].image.encoded_image_string), format="png")
   assert decoded.shape[:2] == (350, 500)
-  np.testing.assert_array_equal(render.png_to_array(io.BytesIO(
-      images[0][1].image.encoded_image_string)), fig)
+  np.testing.assert_array_equal(
+    render.png_to_array(io.BytesIO(images[0][1].image.encoded_image_string)), fig
+  )
 
 
 def test_no_pyplot_import(tmp_path):
-  code = ("import sys, numpy as np; from mtljax.explain import render; "
-          "render.save_heatmap_grid(sys.argv[1], np.zeros((1, 4, 4, 3)), np.zeros((1, 4, 4))); "
-          "assert 'matplotlib.pyplot' not in sys.modules")
+  code = (
+    "import sys, numpy as np; from mtljax.explain import render; "
+    "render.save_heatmap_grid(sys.argv[1], np.zeros((1, 4, 4, 3)), np.zeros((1, 4, 4))); "
+    "assert 'matplotlib.pyplot' not in sys.modules"
+  )
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  subprocess.run([sys.executable, "-c", code, str(tmp_path / "g.png")], cwd=root, check=True,
-                 timeout=60)
+  subprocess.run(
+    [sys.executable, "-c", code, str(tmp_path / "g.png")], cwd=root, check=True, timeout=60
+  )
   assert (tmp_path / "g.png").stat().st_size > 0

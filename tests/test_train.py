@@ -29,19 +29,28 @@ def _tiny(root, **train_overrides):
 
 
 def _main(workdir, root, *overrides, env=None, wait=True):
-  cmd = [sys.executable, "-m", "mtljax.main", "--config=configs/treesat.py:tiny",
-         f"--workdir={workdir}", f"--config.data.root={root}", *overrides]
+  cmd = [
+    sys.executable,
+    "-m",
+    "mtljax.main",
+    "--config=configs/treesat.py:tiny",
+    f"--workdir={workdir}",
+    f"--config.data.root={root}",
+    *overrides,
+  ]
   e = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
   if not wait:
-    return subprocess.Popen(cmd, cwd=ROOT, env=e, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+      cmd, cwd=ROOT, env=e, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
   return subprocess.run(cmd, cwd=ROOT, env=e, capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.slow
 def test_tiny_config_learns_above_chance_and_writes_everything(tiny_treesat_root, tmp_path):
-  config = _tiny(tiny_treesat_root, num_epochs=12, batch_size=8, learning_rate=3e-3,
-                 checkpoint_every_steps=1000)
+  config = _tiny(
+    tiny_treesat_root, num_epochs=12, batch_size=8, learning_rate=3e-3, checkpoint_every_steps=1000
+  )
   results = train.train_and_evaluate(config, str(tmp_path))  # 12 × 24 = 288 steps
   test = results["test"]
   # 15 genera: chance is 1/15, the majority class of the planted data about 0.15.
@@ -64,10 +73,14 @@ def test_tiny_config_learns_above_chance_and_writes_everything(tiny_treesat_root
   best = np.load(tmp_path / "predictions" / "test" / f"epoch_{results['best_epoch']:03d}.npz")
   assert len(best["index"]) == 32 and len(set(best["index"].tolist())) == 32  # half the test list
   assert best["name"][0].endswith(".tif")
-  np.testing.assert_allclose(skm.f1_score(best["target/l3"], best["pred/l3"], average="micro"),
-                             test["l3/f1_micro"], rtol=1e-6)
-  np.testing.assert_allclose(skm.r2_score(best["target/age"], best["pred/age"]), test["age/r2"],
-                             rtol=1e-4)
+  np.testing.assert_allclose(
+    skm.f1_score(best["target/l3"], best["pred/l3"], average="micro"),
+    test["l3/f1_micro"],
+    rtol=1e-6,
+  )
+  np.testing.assert_allclose(
+    skm.r2_score(best["target/age"], best["pred/age"]), test["age/r2"], rtol=1e-4
+  )
 
 
 def _wait_for_checkpoint(workdir, proc, min_step, timeout=240):
@@ -78,8 +91,9 @@ def _wait_for_checkpoint(workdir, proc, min_step, timeout=240):
     if steps and max(steps) >= min_step:
       return max(steps)
     if proc.poll() is not None:
-      raise AssertionError(f"run ended before a checkpoint at step >= {min_step}:\n"
-                           + proc.stdout.read())
+      raise AssertionError(
+        f"run ended before a checkpoint at step >= {min_step}:\n" + proc.stdout.read()
+      )
     time.sleep(0.2)
   proc.kill()
   raise AssertionError(f"no checkpoint at step >= {min_step} within {timeout}s")
@@ -134,11 +148,20 @@ def test_sigkill_and_sigterm_then_resume_matches_uninterrupted(tiny_treesat_root
 
 
 def test_mesh_of_4_devices_matches_1_device(tiny_treesat_root, tmp_path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4",
-             PYTHONPATH=ROOT)
-  res = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "helpers", "mesh_check.py"),
-                        tiny_treesat_root, str(tmp_path)], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=300)
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", PYTHONPATH=ROOT)
+  res = subprocess.run(
+    [
+      sys.executable,
+      os.path.join(ROOT, "tests", "helpers", "mesh_check.py"),
+      tiny_treesat_root,
+      str(tmp_path),
+    ],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert res.returncode == 0, res.stdout + res.stderr
   out = json.loads(res.stdout.split("RESULT ", 1)[1])
   one, four = out["1"], out["4"]
@@ -155,9 +178,13 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tiny_treesat_root, tmp_
   assert ok.returncode == 0, ok.stdout + ok.stderr
   latest = sorted(os.listdir(tmp_path / "checkpoints" / "latest"))
   # Continue for more epochs with an absurd learning rate: the run must stop with a clear message.
-  bad = _main(tmp_path, tiny_treesat_root, "--config.train.num_epochs=3",
-              "--config.train.learning_rate=1e30",
-              "--config.train.checkpoint_every_steps=1")
+  bad = _main(
+    tmp_path,
+    tiny_treesat_root,
+    "--config.train.num_epochs=3",
+    "--config.train.learning_rate=1e30",
+    "--config.train.checkpoint_every_steps=1",
+  )
   assert bad.returncode == 2, bad.stdout + bad.stderr
   assert "training diverged" in bad.stderr and "last good checkpoint" in bad.stderr
   # The checkpoint of the good epoch is still there; nothing non-finite was saved.
@@ -165,15 +192,24 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tiny_treesat_root, tmp_
   assert (tmp_path / "final_metrics.json").exists()
 
 
-@pytest.mark.parametrize("overrides, expected", [
+@pytest.mark.parametrize(
+  "overrides, expected",
+  [
     (("--config.train.batch_sise=8",), 'Did you mean "batch_size"'),
     (("--config.data.root=/nonexistent/TreeSatAI",), "/nonexistent/TreeSatAI does not exist"),
     (("--config.tasks.l3.num_classes=12",), "config.tasks.l3.num_classes=12"),
-])
+  ],
+)
 def test_command_line_errors_are_clear(tmp_path, overrides, expected):
   (tmp_path / "notes.txt").write_text("keep me")
-  cmd = [sys.executable, "-m", "mtljax.main", "--config=configs/treesat.py:tiny",
-         f"--workdir={tmp_path}", *overrides]
+  cmd = [
+    sys.executable,
+    "-m",
+    "mtljax.main",
+    "--config=configs/treesat.py:tiny",
+    f"--workdir={tmp_path}",
+    *overrides,
+  ]
   res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert res.returncode != 0
   assert expected in res.stderr, res.stderr[-3000:]

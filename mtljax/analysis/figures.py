@@ -13,10 +13,10 @@ import os
 from typing import Mapping, Sequence
 
 import matplotlib
+import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
-import numpy as np
 
 _COMBO_COLORS = {"CC": "tab:green", "CF": "tab:blue", "FC": "tab:orange", "FF": "tab:red"}
 
@@ -39,8 +39,15 @@ def save(fig: Figure, path: str) -> str:
   return path
 
 
-def curves(path: str, epochs: Sequence[int], series: Mapping[str, Sequence[float]], *,
-           title: str, ylabel: str, colors: Mapping[str, str] | None = None) -> str:
+def curves(
+  path: str,
+  epochs: Sequence[int],
+  series: Mapping[str, Sequence[float]],
+  *,
+  title: str,
+  ylabel: str,
+  colors: Mapping[str, str] | None = None,
+) -> str:
   """One line per series over epochs (Figs. 4, 6a, 12)."""
   fig = _figure(6.4, 3.8)
   ax = fig.add_subplot()
@@ -55,16 +62,16 @@ def curves(path: str, epochs: Sequence[int], series: Mapping[str, Sequence[float
   return save(fig, path)
 
 
-def stacked_fractions(path: str, epochs: Sequence[int], fractions: Mapping[str, Sequence[float]],
-                      *, title: str) -> str:
+def stacked_fractions(
+  path: str, epochs: Sequence[int], fractions: Mapping[str, Sequence[float]], *, title: str
+) -> str:
   """Stacked bars of fractions per epoch (Fig. 6b: what became of the first epoch's FF)."""
   fig = _figure(6.4, 3.8)
   ax = fig.add_subplot()
   bottom = np.zeros(len(epochs))
   for name, values in fractions.items():
     v = np.nan_to_num(np.asarray(values, np.float64))
-    ax.bar([str(e) for e in epochs], v, bottom=bottom, label=name,
-           color=_COMBO_COLORS.get(name))
+    ax.bar([str(e) for e in epochs], v, bottom=bottom, label=name, color=_COMBO_COLORS.get(name))
     bottom += v
   ax.set_xlabel("epoch")
   ax.set_ylabel("fraction")
@@ -87,9 +94,15 @@ def pies(path: str, panels: Mapping[str, Mapping[str, int]], *, title: str) -> s
     colors = [cmap.get(k, None) for k in labels]
     hatches = ["//" if k.endswith("-out") else "" for k in labels]
     if values:
-      wedges, *_ = ax.pie(values, labels=[f"{k}\n{counts[k]}" for k in labels], colors=colors,
-                          autopct="%1.0f%%", pctdistance=0.75, textprops={"fontsize": 7},
-                          wedgeprops={"edgecolor": "white"})
+      wedges, *_ = ax.pie(
+        values,
+        labels=[f"{k}\n{counts[k]}" for k in labels],
+        colors=colors,
+        autopct="%1.0f%%",
+        pctdistance=0.75,
+        textprops={"fontsize": 7},
+        wedgeprops={"edgecolor": "white"},
+      )
       for w, h in zip(wedges, hatches):
         w.set_hatch(h)
     ax.set_title(name, fontsize=9)
@@ -97,17 +110,25 @@ def pies(path: str, panels: Mapping[str, Mapping[str, int]], *, title: str) -> s
   return save(fig, path)
 
 
-def correct_wrong_strips(path: str, epochs: Sequence[int],
-                         points: Sequence[tuple[np.ndarray, np.ndarray]], *, title: str,
-                         ylabel: str, seed: int = 0) -> str:
+def correct_wrong_strips(
+  path: str,
+  epochs: Sequence[int],
+  points: Sequence[tuple[np.ndarray, np.ndarray]],
+  *,
+  title: str,
+  ylabel: str,
+  seed: int = 0,
+) -> str:
   """Per epoch, the main-task errors of examples whose auxiliary label is correct (blue) and
   wrong (orange), side by side with jitter (Fig. 2)."""
   rng = np.random.default_rng(seed)
   fig = _figure(max(6.4, 0.5 * len(epochs)), 3.8)
   ax = fig.add_subplot()
   for k, (e, (ok, bad)) in enumerate(zip(epochs, points)):
-    for off, v, color, label in ((-0.18, ok, "tab:blue", "aux correct"),
-                                 (0.18, bad, "tab:orange", "aux wrong")):
+    for off, v, color, label in (
+      (-0.18, ok, "tab:blue", "aux correct"),
+      (0.18, bad, "tab:orange", "aux wrong"),
+    ):
       if len(v):
         x = e + off + rng.uniform(-0.12, 0.12, len(v))
         ax.scatter(x, v, s=4, alpha=0.5, color=color, label=label if k == 0 else None)
@@ -120,8 +141,14 @@ def correct_wrong_strips(path: str, epochs: Sequence[int],
   return save(fig, path)
 
 
-def group_scatter(path: str, panels: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]], *,
-                  title: str, xlabel: str, ylabel: str) -> str:
+def group_scatter(
+  path: str,
+  panels: Mapping[str, tuple[np.ndarray, np.ndarray, np.ndarray]],
+  *,
+  title: str,
+  xlabel: str,
+  ylabel: str,
+) -> str:
   """One scatter panel per epoch: a point per group (x, y), coloured by a category (Fig. 8)."""
   n = max(1, len(panels))
   fig = _figure(4.0 * n, 3.6)
@@ -141,8 +168,9 @@ def group_scatter(path: str, panels: Mapping[str, tuple[np.ndarray, np.ndarray, 
   return save(fig, path)
 
 
-def map_grid(path: str, rows: Sequence[Sequence[tuple[np.ndarray, str, str]]], *,
-             title: str) -> str:
+def map_grid(
+  path: str, rows: Sequence[Sequence[tuple[np.ndarray, str, str]]], *, title: str
+) -> str:
   """A grid of maps: each row a list of `(map [H, W], caption, colormap[, (vmin, vmax)])`, NaN
   drawn grey (Figs. 5, 10: target, prediction and error of each dense task side by side)."""
   ncols = max(len(r) for r in rows)
@@ -152,8 +180,13 @@ def map_grid(path: str, rows: Sequence[Sequence[tuple[np.ndarray, str, str]]], *
       vmin, vmax = lim[0] if lim else (None, None)
       ax = fig.add_subplot(len(rows), ncols, i * ncols + j + 1)
       cm = matplotlib.colormaps[cmap].with_extremes(bad="lightgrey")
-      im = ax.imshow(np.ma.masked_invalid(np.asarray(m, np.float64)), cmap=cm,
-                     interpolation="nearest", vmin=vmin, vmax=vmax)
+      im = ax.imshow(
+        np.ma.masked_invalid(np.asarray(m, np.float64)),
+        cmap=cm,
+        interpolation="nearest",
+        vmin=vmin,
+        vmax=vmax,
+      )
       ax.set_title(caption, fontsize=7)
       ax.set_axis_off()
       fig.colorbar(im, ax=ax, fraction=0.046, pad=0.02).ax.tick_params(labelsize=6)

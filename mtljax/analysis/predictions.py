@@ -34,12 +34,19 @@ def epoch_files(workdir: str, split: str) -> dict[int, str]:
     if m:
       files[int(m.group(1))] = path
   if not files:
-    there = sorted(os.listdir(os.path.join(workdir, "predictions"))) if os.path.isdir(
-        os.path.join(workdir, "predictions")) else []
+    there = (
+      sorted(os.listdir(os.path.join(workdir, "predictions")))
+      if os.path.isdir(os.path.join(workdir, "predictions"))
+      else []
+    )
     raise AnalysisError(
-        f"{folder}: no per-epoch predictions (epoch_NNN.npz) to analyse"
-        + (f"; predictions/ holds the splits {there}, set config.analysis.split to one of them"
-           if there else "; train first (config.eval.prediction_splits names the splits saved)"))
+      f"{folder}: no per-epoch predictions (epoch_NNN.npz) to analyse"
+      + (
+        f"; predictions/ holds the splits {there}, set config.analysis.split to one of them"
+        if there
+        else "; train first (config.eval.prediction_splits names the splits saved)"
+      )
+    )
   return dict(sorted(files.items()))
 
 
@@ -59,20 +66,25 @@ def load_epoch(path: str, tasks: Mapping[str, str]) -> dict[str, np.ndarray]:
     need.append(f"prob/{t}" if kind == "multilabel" else f"pred/{t}")
     missing = [k for k in need if k not in arrays]
     if missing:
-      raise AnalysisError(f"{path}: task {t!r} ({kind}) lacks {missing}; the file has "
-                          f"{sorted(k for k in arrays if '/' in k)}")
+      raise AnalysisError(
+        f"{path}: task {t!r} ({kind}) lacks {missing}; the file has "
+        f"{sorted(k for k in arrays if '/' in k)}"
+      )
     for k in need:
       if len(arrays[k]) != n:
         raise AnalysisError(f"{path}: {k} has {len(arrays[k])} rows, 'index' has {n}")
     if kind in ("segmentation", "dense_regression") and arrays[f"pred/{t}"].ndim != 3:
-      raise AnalysisError(f"{path}: pred/{t} of the {kind} task has shape "
-                          f"{arrays[f'pred/{t}'].shape}, expected [N, H, W]")
+      raise AnalysisError(
+        f"{path}: pred/{t} of the {kind} task has shape "
+        f"{arrays[f'pred/{t}'].shape}, expected [N, H, W]"
+      )
   order = np.argsort(arrays["index"], kind="stable")
   return {k: (v[order] if v.ndim >= 1 and len(v) == n else v) for k, v in arrays.items()}
 
 
-def iter_epochs(workdir: str, split: str, tasks: Mapping[str, str]
-                ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+def iter_epochs(
+  workdir: str, split: str, tasks: Mapping[str, str]
+) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
   """`(epoch, arrays)` for every saved epoch of `split`, checking that all epochs hold the same
   examples."""
   first_index = None
@@ -81,8 +93,10 @@ def iter_epochs(workdir: str, split: str, tasks: Mapping[str, str]
     if first_index is None:
       first_index = arrays["index"]
     elif not np.array_equal(arrays["index"], first_index):
-      raise AnalysisError(f"{path}: holds other examples than the first epoch of {split!r} "
-                          "(the analysis follows the same examples across epochs)")
+      raise AnalysisError(
+        f"{path}: holds other examples than the first epoch of {split!r} "
+        "(the analysis follows the same examples across epochs)"
+      )
     yield epoch, arrays
 
 

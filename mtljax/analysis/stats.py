@@ -32,9 +32,14 @@ COMBINATIONS = ("CC", "CF", "FC", "FF")
 _EPS = 1e-6
 
 
-def task_error(kind: str, arrays: Mapping[str, np.ndarray], task: str, *,
-               classification_error: str = "prob",
-               regression_error: str = "absolute") -> tuple[np.ndarray, np.ndarray]:
+def task_error(
+  kind: str,
+  arrays: Mapping[str, np.ndarray],
+  task: str,
+  *,
+  classification_error: str = "prob",
+  regression_error: str = "absolute",
+) -> tuple[np.ndarray, np.ndarray]:
   """(error, valid) of `task` per example (`[N]`) or per pixel (`[N, H, W]`); see module doc."""
   target = np.asarray(arrays[f"target/{task}"])
   mask = np.asarray(arrays[f"mask/{task}"]) > 0
@@ -91,8 +96,9 @@ def pearson(x: np.ndarray, y: np.ndarray) -> tuple[float, float, int]:
   return float(res.statistic), float(res.pvalue), n
 
 
-def error_correlation(main: tuple[np.ndarray, np.ndarray],
-                      aux: tuple[np.ndarray, np.ndarray]) -> tuple[float, float, int]:
+def error_correlation(
+  main: tuple[np.ndarray, np.ndarray], aux: tuple[np.ndarray, np.ndarray]
+) -> tuple[float, float, int]:
   """Pearson correlation of two tasks' errors (Fig. 4), over what both have valid.
 
   `main`/`aux` are `(error, valid)` from `task_error`. Two dense errors of the same `[N, H, W]`
@@ -107,7 +113,7 @@ def error_correlation(main: tuple[np.ndarray, np.ndarray],
 
 
 def combinations(correct_first: np.ndarray, correct_second: np.ndarray) -> np.ndarray:
-  """"CC", "CF", "FC" or "FF" per example: the first letter is the first task's correctness."""
+  """ "CC", "CF", "FC" or "FF" per example: the first letter is the first task's correctness."""
   first = np.where(np.asarray(correct_first, bool), "C", "F")
   second = np.where(np.asarray(correct_second, bool), "C", "F")
   return np.char.add(first, second)
@@ -119,7 +125,9 @@ def combination_counts(labels: np.ndarray) -> dict[str, int]:
   return {c: int((labels == c).sum()) for c in COMBINATIONS}
 
 
-def transition_fractions(start: np.ndarray, now: np.ndarray, source: str = "FF") -> dict[str, float]:
+def transition_fractions(
+  start: np.ndarray, now: np.ndarray, source: str = "FF"
+) -> dict[str, float]:
   """Of the examples labelled `source` in `start`, the fraction in each combination in `now`
   (Fig. 6b; NaN when there are none)."""
   sel = np.asarray(start) == source
@@ -128,8 +136,9 @@ def transition_fractions(start: np.ndarray, now: np.ndarray, source: str = "FF")
   return {c: (counts[c] / n if n else float("nan")) for c in COMBINATIONS}
 
 
-def hierarchy_labels(labels: np.ndarray, pred_child: np.ndarray, pred_parent: np.ndarray,
-                     child_to_parent: np.ndarray) -> np.ndarray:
+def hierarchy_labels(
+  labels: np.ndarray, pred_child: np.ndarray, pred_parent: np.ndarray, child_to_parent: np.ndarray
+) -> np.ndarray:
   """Each combination label suffixed "-in" when the predicted child class belongs to the
   predicted parent class (`child_to_parent[pred_child] == pred_parent`), else "-out" (Fig. 7)."""
   inside = np.asarray(child_to_parent)[np.asarray(pred_child, np.int64)] == np.asarray(pred_parent)
@@ -151,12 +160,14 @@ def sibling_chance(true_child: np.ndarray, child_to_parent: np.ndarray) -> float
 def hierarchy_counts(labels: np.ndarray) -> dict[str, int]:
   """Counts of the eight `<combination>-in|out` labels."""
   labels = np.asarray(labels)
-  return {f"{c}-{s}": int((labels == f"{c}-{s}").sum()) for c in COMBINATIONS
-          for s in ("in", "out")}
+  return {
+    f"{c}-{s}": int((labels == f"{c}-{s}").sum()) for c in COMBINATIONS for s in ("in", "out")
+  }
 
 
-def group_means(values: np.ndarray, labels: np.ndarray,
-                groups: Sequence[str] = COMBINATIONS) -> dict[str, tuple[float, int]]:
+def group_means(
+  values: np.ndarray, labels: np.ndarray, groups: Sequence[str] = COMBINATIONS
+) -> dict[str, tuple[float, int]]:
   """(mean of `values`, count) per label in `groups` (NaN mean when empty), e.g. the age MAE per
   L2-L3 combination (Fig. 12)."""
   values, labels = np.asarray(values, np.float64), np.asarray(labels)

@@ -51,8 +51,17 @@ from mtljax.data.treesat import DataError, example_index
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BenGeSource", "LULC_CODES", "LULC_NAMES", "CLIMATE_ZONES", "S2_BANDS", "S1_BANDS",
-           "read_raster", "resample", "DataError"]
+__all__ = [
+  "BenGeSource",
+  "LULC_CODES",
+  "LULC_NAMES",
+  "CLIMATE_ZONES",
+  "S2_BANDS",
+  "S1_BANDS",
+  "read_raster",
+  "resample",
+  "DataError",
+]
 
 SPLITS = ("train", "val", "test")
 #: Sentinel-2 L2A bands in channel order (B10 is not in L2A products).
@@ -60,325 +69,410 @@ S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09"
 S1_BANDS = ("VV", "VH")
 #: ESA WorldCover codes → class index (position); any other code (0 = no data) is masked.
 LULC_CODES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
-LULC_NAMES = ("tree_cover", "shrubland", "grassland", "cropland", "built-up",
-              "bare/sparse_vegetation", "snow_and_ice", "permanent_water_bodies",
-              "herbaceous_wetland", "mangroves", "moss_and_lichen")
+LULC_NAMES = (
+  "tree_cover",
+  "shrubland",
+  "grassland",
+  "cropland",
+  "built-up",
+  "bare/sparse_vegetation",
+  "snow_and_ice",
+  "permanent_water_bodies",
+  "herbaceous_wetland",
+  "mangroves",
+  "moss_and_lichen",
+)
 #: Köppen–Geiger codes of ben-ge-8k (Beck et al. 2018), 0 = water-only patch: 12 classes (paper).
 CLIMATE_ZONES = (0, 7, 8, 9, 14, 15, 16, 18, 25, 26, 27, 29)
 #: ERA-5 columns (``{t}`` = s2 or s1) of the weather input (5) and target (3, no wind).
-WEATHER_INPUT = ("temperature_{t}", "wind-u_{t}", "wind-v_{t}", "relhumidity_{t}", "atmpressure_level")
+WEATHER_INPUT = (
+  "temperature_{t}",
+  "wind-u_{t}",
+  "wind-v_{t}",
+  "relhumidity_{t}",
+  "atmpressure_level",
+)
 WEATHER_TARGET = ("temperature_{t}", "relhumidity_{t}", "atmpressure_level")
 META_COLUMNS = ("patch_id", "patch_id_s1", "season_s2", "season_s1", "climatezone")
 DEM_NODATA = -32768
 
 
 def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
-    if not path.is_file():
-        raise DataError(f"BEN-GE table {path} does not exist")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.DictReader(f)
-        header = [h.strip() for h in (reader.fieldnames or [])]
-        missing = [c for c in required if c not in header]
-        if missing:
-            raise DataError(f"{path}: missing columns {missing} (header: {header})")
-        rows = []
-        for row in reader:
-            rows.append({(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None})
-    return rows
+  if not path.is_file():
+    raise DataError(f"BEN-GE table {path} does not exist")
+  with open(path, newline="", encoding="utf-8-sig") as f:
+    reader = csv.DictReader(f)
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    missing = [c for c in required if c not in header]
+    if missing:
+      raise DataError(f"{path}: missing columns {missing} (header: {header})")
+    rows = []
+    for row in reader:
+      rows.append({(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None})
+  return rows
 
 
 def _float(path: Path, row: dict[str, str], col: str, line: int) -> float:
-    try:
-        return float(row[col])
-    except (KeyError, ValueError):
-        raise DataError(f"{path} line {line}: column {col!r} = {row.get(col)!r} is not a number") from None
+  try:
+    return float(row[col])
+  except (KeyError, ValueError):
+    raise DataError(
+      f"{path} line {line}: column {col!r} = {row.get(col)!r} is not a number"
+    ) from None
 
 
 def _read_split(path: Path) -> list[str]:
-    if not path.is_file():
-        raise DataError(f"split file {path} does not exist (pass split_fallback=True to split the meta table 80/10/10)")
-    ids = []
-    with open(path, encoding="utf-8-sig") as f:
-        for line in f:
-            s = line.strip().split(",")[-1].strip()  # tolerate an index column
-            if s and s != "patch_id":
-                ids.append(s)
-    return ids
+  if not path.is_file():
+    raise DataError(
+      f"split file {path} does not exist (pass split_fallback=True to split the meta table 80/10/10)"
+    )
+  ids = []
+  with open(path, encoding="utf-8-sig") as f:
+    for line in f:
+      s = line.strip().split(",")[-1].strip()  # tolerate an index column
+      if s and s != "patch_id":
+        ids.append(s)
+  return ids
 
 
 def _fallback_split(ids: Sequence[str], seed: int) -> dict[str, list[str]]:
-    """80/10/10 by the rank of a seeded hash of each id: deterministic and order-independent."""
-    key = lambda s: hashlib.sha256(f"{seed}:{s}".encode()).digest()
-    order = sorted(ids, key=key)
-    n = len(order)
-    a, b = int(round(0.8 * n)), int(round(0.9 * n))
-    return {"train": order[:a], "val": order[a:b], "test": order[b:]}
+  """80/10/10 by the rank of a seeded hash of each id: deterministic and order-independent."""
+  key = lambda s: hashlib.sha256(f"{seed}:{s}".encode()).digest()
+  order = sorted(ids, key=key)
+  n = len(order)
+  a, b = int(round(0.8 * n)), int(round(0.9 * n))
+  return {"train": order[:a], "val": order[a:b], "test": order[b:]}
 
 
 def read_raster(path: Path) -> np.ndarray:
-    """A single-band GeoTIFF as a 2-D array (a trailing or leading singleton axis is dropped)."""
-    import tifffile
+  """A single-band GeoTIFF as a 2-D array (a trailing or leading singleton axis is dropped)."""
+  import tifffile
 
-    if not path.is_file():
-        raise DataError(f"raster {path} does not exist")
-    try:
-        arr = np.asarray(tifffile.imread(path))
-    except Exception as e:  # tifffile raises several types on a broken file
-        raise DataError(f"raster {path} cannot be read: {e}") from e
-    arr = np.squeeze(arr)
-    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
-        raise DataError(f"raster {path} has shape {arr.shape}; expected one square band [H, W]")
-    return arr
+  if not path.is_file():
+    raise DataError(f"raster {path} does not exist")
+  try:
+    arr = np.asarray(tifffile.imread(path))
+  except Exception as e:  # tifffile raises several types on a broken file
+    raise DataError(f"raster {path} cannot be read: {e}") from e
+  arr = np.squeeze(arr)
+  if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
+    raise DataError(f"raster {path} has shape {arr.shape}; expected one square band [H, W]")
+  return arr
 
 
 def resample(x: np.ndarray, size: int, *, categorical: bool = False) -> np.ndarray:
-    """Square 2-D array → ``[size, size]``: repeat (nearest) to upsample by an integer factor,
-    block mean (or the block's top-left value when ``categorical``) to downsample; otherwise
-    bilinear (nearest for categorical) interpolation."""
-    n = x.shape[0]
-    if n == size:
-        return x
-    if size % n == 0:
-        f = size // n
-        return np.repeat(np.repeat(x, f, axis=0), f, axis=1)
-    if n % size == 0:
-        f = n // size
-        if categorical:
-            return x[f // 2::f, f // 2::f]
-        return x.reshape(size, f, size, f).astype(np.float64).mean(axis=(1, 3)).astype(np.float32)
-    from scipy import ndimage
+  """Square 2-D array → ``[size, size]``: repeat (nearest) to upsample by an integer factor,
+  block mean (or the block's top-left value when ``categorical``) to downsample; otherwise
+  bilinear (nearest for categorical) interpolation."""
+  n = x.shape[0]
+  if n == size:
+    return x
+  if size % n == 0:
+    f = size // n
+    return np.repeat(np.repeat(x, f, axis=0), f, axis=1)
+  if n % size == 0:
+    f = n // size
+    if categorical:
+      return x[f // 2 :: f, f // 2 :: f]
+    return x.reshape(size, f, size, f).astype(np.float64).mean(axis=(1, 3)).astype(np.float32)
+  from scipy import ndimage
 
-    return ndimage.zoom(x, size / n, order=0 if categorical else 1, grid_mode=True, mode="nearest")
+  return ndimage.zoom(x, size / n, order=0 if categorical else 1, grid_mode=True, mode="nearest")
 
 
 class BenGeSource:
-    """Random-access BEN-GE split (usable by ``grain.MapDataset.source``; picklable).
+  """Random-access BEN-GE split (usable by ``grain.MapDataset.source``; picklable).
 
-    Args:
-      root: dataset root.
-      split: ``"train"``, ``"val"`` or ``"test"``.
-      prefix: release name used in the file names (``"ben-ge-8k"``, ``"ben-ge"``, ...).
-      image_size: side of every returned raster (120 = the native 10 m grid).
-      weather_time: ``"s2"`` or ``"s1"``: which acquisition's ERA-5 columns and season to use.
-      climate_zones: the climate zone codes, in class order; another code raises ``DataError``.
-      split_fallback: without ``splits/`` files, split the meta table 80/10/10 by ``split_seed``.
-      modalities: image inputs read by ``__getitem__`` (``s1``, ``s2``, ``elevation``); the land
-        cover map and DEM targets are read when ``dense_targets`` names them.
-      dense_targets: dense targets read by ``__getitem__`` (``lulc``, ``elevation``).
-      stack_elevation: append the elevation (m) to ``s2`` as a 13th channel, so one U-Net sees
-        both (the alternative to a second U-Net on the ``elevation`` input).
+  Args:
+    root: dataset root.
+    split: ``"train"``, ``"val"`` or ``"test"``.
+    prefix: release name used in the file names (``"ben-ge-8k"``, ``"ben-ge"``, ...).
+    image_size: side of every returned raster (120 = the native 10 m grid).
+    weather_time: ``"s2"`` or ``"s1"``: which acquisition's ERA-5 columns and season to use.
+    climate_zones: the climate zone codes, in class order; another code raises ``DataError``.
+    split_fallback: without ``splits/`` files, split the meta table 80/10/10 by ``split_seed``.
+    modalities: image inputs read by ``__getitem__`` (``s1``, ``s2``, ``elevation``); the land
+      cover map and DEM targets are read when ``dense_targets`` names them.
+    dense_targets: dense targets read by ``__getitem__`` (``lulc``, ``elevation``).
+    stack_elevation: append the elevation (m) to ``s2`` as a 13th channel, so one U-Net sees
+      both (the alternative to a second U-Net on the ``elevation`` input).
 
-    Raises:
-      DataError: a missing file or column, a bad number, an unknown climate zone (the message
-        names the file, line and field).
-    """
+  Raises:
+    DataError: a missing file or column, a bad number, an unknown climate zone (the message
+      names the file, line and field).
+  """
 
-    def __init__(self, root: str | os.PathLike, split: str, *, prefix: str = "ben-ge-8k",
-                 image_size: int = 120, weather_time: str = "s2",
-                 climate_zones: Sequence[int] = CLIMATE_ZONES, split_fallback: bool = False,
-                 split_seed: int = 0, stack_elevation: bool = False, modalities: Sequence[str] = ("s1", "s2", "elevation"),
-                 dense_targets: Sequence[str] = ("lulc", "elevation")):
-        self.root = Path(root).expanduser()
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if weather_time not in ("s1", "s2"):
-            raise ValueError(f"weather_time must be 's1' or 's2', got {weather_time!r}")
-        unknown = set(modalities) - {"s1", "s2", "elevation", "climate_zone", "season", "weather"}
-        if unknown:
-            raise ValueError(f"unknown BEN-GE modalities {sorted(unknown)}")
-        if not self.root.is_dir():
-            raise DataError(f"BEN-GE root {self.root} does not exist or is not a directory")
-        self.split, self.prefix, self.image_size = split, prefix, int(image_size)
-        self.weather_time = weather_time
-        self.climate_zones = tuple(int(c) for c in climate_zones)
-        self.modalities = tuple(m for m in modalities if m in ("s1", "s2", "elevation"))
-        self.dense_targets = tuple(dense_targets)
-        self.stack_elevation = bool(stack_elevation)
+  def __init__(
+    self,
+    root: str | os.PathLike,
+    split: str,
+    *,
+    prefix: str = "ben-ge-8k",
+    image_size: int = 120,
+    weather_time: str = "s2",
+    climate_zones: Sequence[int] = CLIMATE_ZONES,
+    split_fallback: bool = False,
+    split_seed: int = 0,
+    stack_elevation: bool = False,
+    modalities: Sequence[str] = ("s1", "s2", "elevation"),
+    dense_targets: Sequence[str] = ("lulc", "elevation"),
+  ):
+    self.root = Path(root).expanduser()
+    if split not in SPLITS:
+      raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if weather_time not in ("s1", "s2"):
+      raise ValueError(f"weather_time must be 's1' or 's2', got {weather_time!r}")
+    unknown = set(modalities) - {"s1", "s2", "elevation", "climate_zone", "season", "weather"}
+    if unknown:
+      raise ValueError(f"unknown BEN-GE modalities {sorted(unknown)}")
+    if not self.root.is_dir():
+      raise DataError(f"BEN-GE root {self.root} does not exist or is not a directory")
+    self.split, self.prefix, self.image_size = split, prefix, int(image_size)
+    self.weather_time = weather_time
+    self.climate_zones = tuple(int(c) for c in climate_zones)
+    self.modalities = tuple(m for m in modalities if m in ("s1", "s2", "elevation"))
+    self.dense_targets = tuple(dense_targets)
+    self.stack_elevation = bool(stack_elevation)
 
-        meta_path = self.root / f"{prefix}_meta.csv"
-        meta = _read_csv(meta_path, META_COLUMNS)
-        by_id = {r["patch_id"]: (i + 2, r) for i, r in enumerate(meta)}
-        split_dir = self.root / "splits"
-        split_path = split_dir / f"{prefix}_{split}.csv"
-        if split_path.is_file() or not split_fallback:
-            ids = _read_split(split_path)
-        else:
-            ids = _fallback_split(list(by_id), split_seed)[split]
-        missing = [p for p in ids if p not in by_id]
-        if missing:
-            raise DataError(f"{split_path}: {len(missing)} patch ids are not in {meta_path}, e.g. {missing[:3]}")
-        self.names: list[str] = ids
-        self.s1_names = [by_id[p][1]["patch_id_s1"] for p in ids]
+    meta_path = self.root / f"{prefix}_meta.csv"
+    meta = _read_csv(meta_path, META_COLUMNS)
+    by_id = {r["patch_id"]: (i + 2, r) for i, r in enumerate(meta)}
+    split_dir = self.root / "splits"
+    split_path = split_dir / f"{prefix}_{split}.csv"
+    if split_path.is_file() or not split_fallback:
+      ids = _read_split(split_path)
+    else:
+      ids = _fallback_split(list(by_id), split_seed)[split]
+    missing = [p for p in ids if p not in by_id]
+    if missing:
+      raise DataError(
+        f"{split_path}: {len(missing)} patch ids are not in {meta_path}, e.g. {missing[:3]}"
+      )
+    self.names: list[str] = ids
+    self.s1_names = [by_id[p][1]["patch_id_s1"] for p in ids]
 
-        t = weather_time
-        zone_index = {c: k for k, c in enumerate(self.climate_zones)}
-        n = len(ids)
-        self._zone = np.zeros(n, np.int32)
-        self._season = np.zeros(n, np.float32)
-        for i, p in enumerate(ids):
-            line, row = by_id[p]
-            code = int(round(_float(meta_path, row, "climatezone", line)))
-            if code not in zone_index:
-                raise DataError(f"{meta_path} line {line}: climatezone {code} is not one of the "
-                                f"configured zones {self.climate_zones} (config.data.climate_zones)")
-            self._zone[i] = zone_index[code]
-            self._season[i] = _float(meta_path, row, f"season_{t}", line)
+    t = weather_time
+    zone_index = {c: k for k, c in enumerate(self.climate_zones)}
+    n = len(ids)
+    self._zone = np.zeros(n, np.int32)
+    self._season = np.zeros(n, np.float32)
+    for i, p in enumerate(ids):
+      line, row = by_id[p]
+      code = int(round(_float(meta_path, row, "climatezone", line)))
+      if code not in zone_index:
+        raise DataError(
+          f"{meta_path} line {line}: climatezone {code} is not one of the "
+          f"configured zones {self.climate_zones} (config.data.climate_zones)"
+        )
+      self._zone[i] = zone_index[code]
+      self._season[i] = _float(meta_path, row, f"season_{t}", line)
 
-        era_path = self.root / f"{prefix}_era-5.csv"
-        cols_in = [c.format(t=t) for c in WEATHER_INPUT]
-        cols_out = [c.format(t=t) for c in WEATHER_TARGET]
-        era = _read_csv(era_path, ["patch_id"] + cols_in)
-        era_by_id = {r["patch_id"]: (i + 2, r) for i, r in enumerate(era)}
-        self._weather_in = np.zeros((n, len(cols_in)), np.float32)
-        self._weather_out = np.zeros((n, len(cols_out)), np.float32)
-        absent = [p for p in ids if p not in era_by_id]
-        if absent:
-            raise DataError(f"{era_path}: no row for {len(absent)} patch ids of the {split} split, e.g. {absent[:3]}")
-        for i, p in enumerate(ids):
-            line, row = era_by_id[p]
-            self._weather_in[i] = [_float(era_path, row, c, line) for c in cols_in]
-            self._weather_out[i] = [_float(era_path, row, c, line) for c in cols_out]
-        for m in self.modalities:
-            folder = self.root / {"s1": "sentinel-1", "s2": "sentinel-2", "elevation": "dem"}[m]
-            if not folder.is_dir():
-                raise DataError(f"image folder {folder} for modality {m!r} does not exist")
+    era_path = self.root / f"{prefix}_era-5.csv"
+    cols_in = [c.format(t=t) for c in WEATHER_INPUT]
+    cols_out = [c.format(t=t) for c in WEATHER_TARGET]
+    era = _read_csv(era_path, ["patch_id"] + cols_in)
+    era_by_id = {r["patch_id"]: (i + 2, r) for i, r in enumerate(era)}
+    self._weather_in = np.zeros((n, len(cols_in)), np.float32)
+    self._weather_out = np.zeros((n, len(cols_out)), np.float32)
+    absent = [p for p in ids if p not in era_by_id]
+    if absent:
+      raise DataError(
+        f"{era_path}: no row for {len(absent)} patch ids of the {split} split, e.g. {absent[:3]}"
+      )
+    for i, p in enumerate(ids):
+      line, row = era_by_id[p]
+      self._weather_in[i] = [_float(era_path, row, c, line) for c in cols_in]
+      self._weather_out[i] = [_float(era_path, row, c, line) for c in cols_out]
+    for m in self.modalities:
+      folder = self.root / {"s1": "sentinel-1", "s2": "sentinel-2", "elevation": "dem"}[m]
+      if not folder.is_dir():
+        raise DataError(f"image folder {folder} for modality {m!r} does not exist")
 
-    # ------------------------------------------------------------------------------------ files
-    def s2_path(self, i: int, band: str) -> Path:
-        p = self.names[i]
-        return self.root / "sentinel-2" / p / f"{p}_{band}.tif"
+  # ------------------------------------------------------------------------------------ files
+  def s2_path(self, i: int, band: str) -> Path:
+    p = self.names[i]
+    return self.root / "sentinel-2" / p / f"{p}_{band}.tif"
 
-    def s1_path(self, i: int, band: str) -> Path:
-        p = self.s1_names[i]
-        return self.root / "sentinel-1" / p / f"{p}_{band}.tif"
+  def s1_path(self, i: int, band: str) -> Path:
+    p = self.s1_names[i]
+    return self.root / "sentinel-1" / p / f"{p}_{band}.tif"
 
-    def lulc_path(self, i: int) -> Path:
-        return self.root / "esaworldcover" / f"{self.names[i]}_esaworldcover.tif"
+  def lulc_path(self, i: int) -> Path:
+    return self.root / "esaworldcover" / f"{self.names[i]}_esaworldcover.tif"
 
-    def dem_path(self, i: int) -> Path:
-        return self.root / "dem" / f"{self.names[i]}_dem.tif"
+  def dem_path(self, i: int) -> Path:
+    return self.root / "dem" / f"{self.names[i]}_dem.tif"
 
-    def read_s2(self, i: int) -> np.ndarray:
-        bands = [resample(read_raster(self.s2_path(i, b)).astype(np.float32), self.image_size) for b in S2_BANDS]
-        return np.stack(bands, axis=-1)
+  def read_s2(self, i: int) -> np.ndarray:
+    bands = [
+      resample(read_raster(self.s2_path(i, b)).astype(np.float32), self.image_size)
+      for b in S2_BANDS
+    ]
+    return np.stack(bands, axis=-1)
 
-    def read_s1(self, i: int) -> np.ndarray:
-        bands = []
-        for b in S1_BANDS:
-            x = read_raster(self.s1_path(i, b)).astype(np.float32)
-            x[~np.isfinite(x)] = np.nan
-            bands.append(resample(x, self.image_size))
-        return np.stack(bands, axis=-1)
+  def read_s1(self, i: int) -> np.ndarray:
+    bands = []
+    for b in S1_BANDS:
+      x = read_raster(self.s1_path(i, b)).astype(np.float32)
+      x[~np.isfinite(x)] = np.nan
+      bands.append(resample(x, self.image_size))
+    return np.stack(bands, axis=-1)
 
-    def read_dem(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Elevation in metres ``[S, S]`` and its mask (0 where nodata)."""
-        x = read_raster(self.dem_path(i)).astype(np.float32)
-        x[(x == DEM_NODATA) | ~np.isfinite(x)] = np.nan
-        x = resample(x, self.image_size)
-        ok = np.isfinite(x)
-        return np.where(ok, x, 0.0).astype(np.float32), ok.astype(np.float32)
+  def read_dem(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Elevation in metres ``[S, S]`` and its mask (0 where nodata)."""
+    x = read_raster(self.dem_path(i)).astype(np.float32)
+    x[(x == DEM_NODATA) | ~np.isfinite(x)] = np.nan
+    x = resample(x, self.image_size)
+    ok = np.isfinite(x)
+    return np.where(ok, x, 0.0).astype(np.float32), ok.astype(np.float32)
 
-    def read_lulc(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """Class indices ``[S, S]`` int32 and mask (0 where the code is not a WorldCover class)."""
-        codes = resample(read_raster(self.lulc_path(i)), self.image_size, categorical=True).astype(np.int64)
-        lut = np.full(256, -1, np.int64)
-        lut[list(LULC_CODES)] = np.arange(len(LULC_CODES))
-        cls = lut[np.clip(codes, 0, 255)]
-        cls[(codes < 0) | (codes > 255)] = -1
-        ok = cls >= 0
-        return np.where(ok, cls, 0).astype(np.int32), ok.astype(np.float32)
+  def read_lulc(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """Class indices ``[S, S]`` int32 and mask (0 where the code is not a WorldCover class)."""
+    codes = resample(read_raster(self.lulc_path(i)), self.image_size, categorical=True).astype(
+      np.int64
+    )
+    lut = np.full(256, -1, np.int64)
+    lut[list(LULC_CODES)] = np.arange(len(LULC_CODES))
+    cls = lut[np.clip(codes, 0, 255)]
+    cls[(codes < 0) | (codes > 255)] = -1
+    ok = cls >= 0
+    return np.where(ok, cls, 0).astype(np.int32), ok.astype(np.float32)
 
-    def read_target(self, task: str, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """One target and its mask without reading the images (regression target statistics)."""
-        if task == "lulc":
-            return self.read_lulc(i)
-        if task == "elevation":
-            return self.read_dem(i)
-        ex_t, ex_m = self._scalar_targets(i)
-        return ex_t[task], ex_m[task]
+  def read_target(self, task: str, i: int) -> tuple[np.ndarray, np.ndarray]:
+    """One target and its mask without reading the images (regression target statistics)."""
+    if task == "lulc":
+      return self.read_lulc(i)
+    if task == "elevation":
+      return self.read_dem(i)
+    ex_t, ex_m = self._scalar_targets(i)
+    return ex_t[task], ex_m[task]
 
-    def explain_annotations(self, index: int) -> dict[str, dict[str, np.ndarray]]:
-        """Each land cover class's pixels (bool ``[S, S]``) and centroid, by class name: the regions
-        an attribution of that class's score is compared with (``--mode=explain``)."""
-        cls, ok = self.read_lulc(int(index))
-        yy, xx = np.mgrid[0:self.image_size, 0:self.image_size]
-        masks, keypoints = {}, {}
-        for k in np.unique(cls[ok > 0]):
-            m = (cls == k) & (ok > 0)
-            masks[LULC_NAMES[k]] = m
-            keypoints[LULC_NAMES[k]] = np.array([yy[m].mean(), xx[m].mean()], np.float32)
-        return {"masks": masks, "keypoints": keypoints}
+  def explain_annotations(self, index: int) -> dict[str, dict[str, np.ndarray]]:
+    """Each land cover class's pixels (bool ``[S, S]``) and centroid, by class name: the regions
+    an attribution of that class's score is compared with (``--mode=explain``)."""
+    cls, ok = self.read_lulc(int(index))
+    yy, xx = np.mgrid[0 : self.image_size, 0 : self.image_size]
+    masks, keypoints = {}, {}
+    for k in np.unique(cls[ok > 0]):
+      m = (cls == k) & (ok > 0)
+      masks[LULC_NAMES[k]] = m
+      keypoints[LULC_NAMES[k]] = np.array([yy[m].mean(), xx[m].mean()], np.float32)
+    return {"masks": masks, "keypoints": keypoints}
 
-    # ------------------------------------------------------------------------------------ contract
-    @property
-    def input_fields(self) -> dict[str, dict[str, Any]]:
-        s = self.image_size
-        return {
-            "s1": {"kind": "image", "shape": (s, s, 2), "dtype": "float32", "channels": S1_BANDS},
-            "s2": {"kind": "image", "shape": (s, s, 12 + self.stack_elevation), "dtype": "float32",
-                   "channels": S2_BANDS + (("dem",) if self.stack_elevation else ())},
-            "elevation": {"kind": "image", "shape": (s, s, 1), "dtype": "float32", "channels": ("dem",)},
-            "climate_zone": {"kind": "categorical", "shape": (1,), "dtype": "float32",
-                             "num_classes": len(self.climate_zones)},
-            "season": {"kind": "tabular", "shape": (1,), "dtype": "float32", "channels": ("season",)},
-            "weather": {"kind": "tabular", "shape": (5,), "dtype": "float32",
-                        "channels": tuple(c.format(t=self.weather_time) for c in WEATHER_INPUT)},
-        }
+  # ------------------------------------------------------------------------------------ contract
+  @property
+  def input_fields(self) -> dict[str, dict[str, Any]]:
+    s = self.image_size
+    return {
+      "s1": {"kind": "image", "shape": (s, s, 2), "dtype": "float32", "channels": S1_BANDS},
+      "s2": {
+        "kind": "image",
+        "shape": (s, s, 12 + self.stack_elevation),
+        "dtype": "float32",
+        "channels": S2_BANDS + (("dem",) if self.stack_elevation else ()),
+      },
+      "elevation": {"kind": "image", "shape": (s, s, 1), "dtype": "float32", "channels": ("dem",)},
+      "climate_zone": {
+        "kind": "categorical",
+        "shape": (1,),
+        "dtype": "float32",
+        "num_classes": len(self.climate_zones),
+      },
+      "season": {"kind": "tabular", "shape": (1,), "dtype": "float32", "channels": ("season",)},
+      "weather": {
+        "kind": "tabular",
+        "shape": (5,),
+        "dtype": "float32",
+        "channels": tuple(c.format(t=self.weather_time) for c in WEATHER_INPUT),
+      },
+    }
 
-    @property
-    def target_fields(self) -> dict[str, dict[str, Any]]:
-        s = self.image_size
-        return {
-            "lulc": {"kind": "segmentation", "shape": (s, s), "dtype": "int32",
-                     "num_classes": len(LULC_CODES), "class_names": LULC_NAMES},
-            "elevation": {"kind": "dense_regression", "shape": (s, s), "dtype": "float32", "num_outputs": 1},
-            "climate_zone": {"kind": "classification", "shape": (), "dtype": "int32",
-                             "num_classes": len(self.climate_zones),
-                             "class_names": tuple(str(c) for c in self.climate_zones)},
-            "season": {"kind": "regression", "shape": (), "dtype": "float32", "num_outputs": 1},
-            "weather": {"kind": "regression", "shape": (3,), "dtype": "float32", "num_outputs": 3,
-                        "channels": tuple(c.format(t=self.weather_time) for c in WEATHER_TARGET)},
-        }
+  @property
+  def target_fields(self) -> dict[str, dict[str, Any]]:
+    s = self.image_size
+    return {
+      "lulc": {
+        "kind": "segmentation",
+        "shape": (s, s),
+        "dtype": "int32",
+        "num_classes": len(LULC_CODES),
+        "class_names": LULC_NAMES,
+      },
+      "elevation": {
+        "kind": "dense_regression",
+        "shape": (s, s),
+        "dtype": "float32",
+        "num_outputs": 1,
+      },
+      "climate_zone": {
+        "kind": "classification",
+        "shape": (),
+        "dtype": "int32",
+        "num_classes": len(self.climate_zones),
+        "class_names": tuple(str(c) for c in self.climate_zones),
+      },
+      "season": {"kind": "regression", "shape": (), "dtype": "float32", "num_outputs": 1},
+      "weather": {
+        "kind": "regression",
+        "shape": (3,),
+        "dtype": "float32",
+        "num_outputs": 3,
+        "channels": tuple(c.format(t=self.weather_time) for c in WEATHER_TARGET),
+      },
+    }
 
-    def label_arrays(self) -> dict[str, dict[str, np.ndarray]]:
-        """The scalar (per-patch) labels of the split without reading rasters."""
-        ones = np.ones(len(self.names), np.float32)
-        return {"targets": {"climate_zone": self._zone.copy(), "season": self._season.copy(),
-                            "weather": self._weather_out.copy()},
-                "mask": {"climate_zone": ones, "season": ones.copy(), "weather": ones.copy()}}
+  def label_arrays(self) -> dict[str, dict[str, np.ndarray]]:
+    """The scalar (per-patch) labels of the split without reading rasters."""
+    ones = np.ones(len(self.names), np.float32)
+    return {
+      "targets": {
+        "climate_zone": self._zone.copy(),
+        "season": self._season.copy(),
+        "weather": self._weather_out.copy(),
+      },
+      "mask": {"climate_zone": ones, "season": ones.copy(), "weather": ones.copy()},
+    }
 
-    def _scalar_targets(self, i: int):
-        targets = {"climate_zone": np.asarray(self._zone[i], np.int32),
-                   "season": np.asarray(self._season[i], np.float32),
-                   "weather": self._weather_out[i].copy()}
-        return targets, {k: np.float32(1.0) for k in targets}
+  def _scalar_targets(self, i: int):
+    targets = {
+      "climate_zone": np.asarray(self._zone[i], np.int32),
+      "season": np.asarray(self._season[i], np.float32),
+      "weather": self._weather_out[i].copy(),
+    }
+    return targets, {k: np.float32(1.0) for k in targets}
 
-    def __len__(self) -> int:
-        return len(self.names)
+  def __len__(self) -> int:
+    return len(self.names)
 
-    def __getitem__(self, index: int) -> dict[str, dict[str, np.ndarray]]:
-        i = example_index(index, len(self.names))
-        inputs: dict[str, np.ndarray] = {}
-        targets, mask = self._scalar_targets(i)
-        if "s1" in self.modalities:
-            inputs["s1"] = self.read_s1(i)
-        if "s2" in self.modalities:
-            inputs["s2"] = self.read_s2(i)
-        stack = self.stack_elevation and "s2" in inputs
-        if "elevation" in self.modalities or "elevation" in self.dense_targets or stack:
-            dem, ok = self.read_dem(i)
-            inputs["elevation"] = np.where(ok > 0, dem, np.nan)[..., None].astype(np.float32)
-            targets["elevation"], mask["elevation"] = dem, ok
-            if stack:
-                inputs["s2"] = np.concatenate([inputs["s2"], inputs["elevation"]], axis=-1)
-        if "lulc" in self.dense_targets:
-            targets["lulc"], mask["lulc"] = self.read_lulc(i)
-        inputs["climate_zone"] = np.array([self._zone[i]], np.float32)
-        inputs["season"] = np.array([self._season[i]], np.float32)
-        inputs["weather"] = self._weather_in[i].copy()
-        return {"inputs": inputs, "targets": targets, "mask": mask,
-                "meta": {"index": np.asarray(i, np.int32)}}
+  def __getitem__(self, index: int) -> dict[str, dict[str, np.ndarray]]:
+    i = example_index(index, len(self.names))
+    inputs: dict[str, np.ndarray] = {}
+    targets, mask = self._scalar_targets(i)
+    if "s1" in self.modalities:
+      inputs["s1"] = self.read_s1(i)
+    if "s2" in self.modalities:
+      inputs["s2"] = self.read_s2(i)
+    stack = self.stack_elevation and "s2" in inputs
+    if "elevation" in self.modalities or "elevation" in self.dense_targets or stack:
+      dem, ok = self.read_dem(i)
+      inputs["elevation"] = np.where(ok > 0, dem, np.nan)[..., None].astype(np.float32)
+      targets["elevation"], mask["elevation"] = dem, ok
+      if stack:
+        inputs["s2"] = np.concatenate([inputs["s2"], inputs["elevation"]], axis=-1)
+    if "lulc" in self.dense_targets:
+      targets["lulc"], mask["lulc"] = self.read_lulc(i)
+    inputs["climate_zone"] = np.array([self._zone[i]], np.float32)
+    inputs["season"] = np.array([self._season[i]], np.float32)
+    inputs["weather"] = self._weather_in[i].copy()
+    return {
+      "inputs": inputs,
+      "targets": targets,
+      "mask": mask,
+      "meta": {"index": np.asarray(i, np.int32)},
+    }
 
-    def __repr__(self) -> str:
-        return (f"BenGeSource(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, "
-                f"prefix={self.prefix!r}, image_size={self.image_size})")
+  def __repr__(self) -> str:
+    return (
+      f"BenGeSource(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, "
+      f"prefix={self.prefix!r}, image_size={self.image_size})"
+    )

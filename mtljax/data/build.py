@@ -20,18 +20,25 @@ from mtljax.data import get_dataset
 
 def _treesat_source_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
   d = config.data
-  return dict(resolution=d.resolution, l2_source=d.l2_source, age_source=d.age_source,
-              side_csv=d.side_csv, multi_threshold=d.multi_threshold,
-              val_fraction=d.val_fraction, split_seed=d.split_seed,
-              # Only the image modalities the model uses are opened.
-              modalities=tuple(m for m in ("aerial", "s1", "s2") if m in config.inputs),
-              aerial_size=d.aerial_size)
+  return dict(
+    resolution=d.resolution,
+    l2_source=d.l2_source,
+    age_source=d.age_source,
+    side_csv=d.side_csv,
+    multi_threshold=d.multi_threshold,
+    val_fraction=d.val_fraction,
+    split_seed=d.split_seed,
+    # Only the image modalities the model uses are opened.
+    modalities=tuple(m for m in ("aerial", "s1", "s2") if m in config.inputs),
+    aerial_size=d.aerial_size,
+  )
 
 
 def _treesat_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
   s = config.data.synthetic
-  return dict(num_train=s.num_train, num_test=s.num_test, seed=s.seed,
-              aerial_size=config.data.aerial_size)
+  return dict(
+    num_train=s.num_train, num_test=s.num_test, seed=s.seed, aerial_size=config.data.aerial_size
+  )
 
 
 def _attribute_source_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -44,21 +51,32 @@ def _attribute_source_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any
 
 def _cub_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
   s = config.data.synthetic
-  return dict(num_train=s.num_train, num_test=s.num_test, seed=s.seed,
-              image_size=config.data.image_size)
+  return dict(
+    num_train=s.num_train, num_test=s.num_test, seed=s.seed, image_size=config.data.image_size
+  )
 
 
 def _isic_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
   s = config.data.synthetic
-  return dict(num_train=s.num_train, num_val=s.num_val, num_test=s.num_test, seed=s.seed,
-              image_size=config.data.image_size)
+  return dict(
+    num_train=s.num_train,
+    num_val=s.num_val,
+    num_test=s.num_test,
+    seed=s.seed,
+    image_size=config.data.image_size,
+  )
 
 
 def _cropyield_source_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
   d = config.data
-  return dict(s2_max_steps=d.s2_max_steps, weather_max_steps=d.weather_max_steps,
-              day_reference=d.day_reference, crops=tuple(d.crops), fractions=tuple(d.fractions),
-              split_seed=d.split_seed)
+  return dict(
+    s2_max_steps=d.s2_max_steps,
+    weather_max_steps=d.weather_max_steps,
+    day_reference=d.day_reference,
+    crops=tuple(d.crops),
+    fractions=tuple(d.fractions),
+    split_seed=d.split_seed,
+  )
 
 
 def _cropyield_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -68,12 +86,18 @@ def _cropyield_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, 
 
 def _benge_source_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
   d = config.data
-  return dict(prefix=d.prefix, image_size=d.image_size, weather_time=d.weather_time,
-              climate_zones=tuple(d.climate_zones), split_fallback=d.split_fallback,
-              split_seed=d.split_seed, stack_elevation=d.stack_elevation,
-              # Only the rasters the run uses are opened.
-              modalities=tuple(m for m in ("s1", "s2", "elevation") if m in config.inputs),
-              dense_targets=tuple(t for t in ("lulc", "elevation") if t in config.tasks))
+  return dict(
+    prefix=d.prefix,
+    image_size=d.image_size,
+    weather_time=d.weather_time,
+    climate_zones=tuple(d.climate_zones),
+    split_fallback=d.split_fallback,
+    split_seed=d.split_seed,
+    stack_elevation=d.stack_elevation,
+    # Only the rasters the run uses are opened.
+    modalities=tuple(m for m in ("s1", "s2", "elevation") if m in config.inputs),
+    dense_targets=tuple(t for t in ("lulc", "elevation") if t in config.tasks),
+  )
 
 
 def _benge_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -83,23 +107,33 @@ def _benge_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]
 
 def _facades_source_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
   d = config.data
-  return dict(image_size=d.image_size, lprus_keep=d.lprus_keep, fractions=tuple(d.fractions),
-              split_seed=d.split_seed)
+  return dict(
+    image_size=d.image_size,
+    lprus_keep=d.lprus_keep,
+    fractions=tuple(d.fractions),
+    split_seed=d.split_seed,
+  )
 
 
 def _facades_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
   s = config.data.synthetic
-  return dict(num_images=s.num_images, num_blocks=s.num_blocks, image_size=config.data.image_size,
-              cue_noise=s.cue_noise, label_noise=s.label_noise, seed=s.seed)
+  return dict(
+    num_images=s.num_images,
+    num_blocks=s.num_blocks,
+    image_size=config.data.image_size,
+    cue_noise=s.cue_noise,
+    label_noise=s.label_noise,
+    seed=s.seed,
+  )
 
 
 _ADAPTERS: dict[str, tuple[Callable, Callable]] = {
-    "treesat": (_treesat_source_kwargs, _treesat_synthetic_kwargs),
-    "cub": (_attribute_source_kwargs, _cub_synthetic_kwargs),
-    "isic2018": (_attribute_source_kwargs, _isic_synthetic_kwargs),
-    "cropyield": (_cropyield_source_kwargs, _cropyield_synthetic_kwargs),
-    "benge": (_benge_source_kwargs, _benge_synthetic_kwargs),
-    "facades": (_facades_source_kwargs, _facades_synthetic_kwargs),
+  "treesat": (_treesat_source_kwargs, _treesat_synthetic_kwargs),
+  "cub": (_attribute_source_kwargs, _cub_synthetic_kwargs),
+  "isic2018": (_attribute_source_kwargs, _isic_synthetic_kwargs),
+  "cropyield": (_cropyield_source_kwargs, _cropyield_synthetic_kwargs),
+  "benge": (_benge_source_kwargs, _benge_synthetic_kwargs),
+  "facades": (_facades_source_kwargs, _facades_synthetic_kwargs),
 }
 
 

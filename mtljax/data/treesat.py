@@ -49,46 +49,46 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "AERIAL_BANDS",
-    "AERIAL_SIZES",
-    "DataError",
-    "GENERA",
-    "GENUS_TO_L1",
-    "GENUS_TO_L2",
-    "L2_TO_L1",
-    "LABELS_FILE",
-    "LEAF_TYPES",
-    "MODALITIES",
-    "S1_BANDS",
-    "S1_NODATA",
-    "S2_BANDS",
-    "SIDE_CSV",
-    "SPECIES",
-    "STAND_TYPES",
-    "SPLITS",
-    "SPLIT_LISTS",
-    "S_SIZES",
-    "TARGETS",
-    "TreeSatAISource",
-    "hierarchy",
-    "label_hierarchy",
-    "parse_name",
-    "read_image",
-    "split_test_list",
-    "example_index",
+  "AERIAL_BANDS",
+  "AERIAL_SIZES",
+  "DataError",
+  "GENERA",
+  "GENUS_TO_L1",
+  "GENUS_TO_L2",
+  "L2_TO_L1",
+  "LABELS_FILE",
+  "LEAF_TYPES",
+  "MODALITIES",
+  "S1_BANDS",
+  "S1_NODATA",
+  "S2_BANDS",
+  "SIDE_CSV",
+  "SPECIES",
+  "STAND_TYPES",
+  "SPLITS",
+  "SPLIT_LISTS",
+  "S_SIZES",
+  "TARGETS",
+  "TreeSatAISource",
+  "hierarchy",
+  "label_hierarchy",
+  "parse_name",
+  "read_image",
+  "split_test_list",
+  "example_index",
 ]
 
 
 class DataError(ValueError):
-    """A dataset on disk does not match what the reader expects (missing/odd file, bad label)."""
+  """A dataset on disk does not match what the reader expects (missing/odd file, bad label)."""
 
 
 def example_index(index, size: int) -> int:
-    """`index` as an int in `[0, size)` (the bounds check of every source's `__getitem__`)."""
-    i = int(index)
-    if not 0 <= i < size:
-        raise IndexError(f"index {index} out of range for {size} examples")
-    return i
+  """`index` as an int in `[0, size)` (the bounds check of every source's `__getitem__`)."""
+  i = int(index)
+  if not 0 <= i < size:
+    raise IndexError(f"index {index} out of range for {size} examples")
+  return i
 
 
 # --------------------------------------------------------------------------------------------------
@@ -116,7 +116,7 @@ _CONIFERS = frozenset({"Abies", "Larix", "Picea", "Pinus", "Pseudotsuga"})
 
 #: genus -> leaf type (conifer = Abies, Larix, Picea, Pinus, Pseudotsuga; none = Cleared; else broadleaf).
 GENUS_TO_L1: dict[str, str] = {
-    g: ("conifer" if g in _CONIFERS else "none" if g == "Cleared" else "broadleaf") for g in GENERA
+  g: ("conifer" if g in _CONIFERS else "none" if g == "Cleared" else "broadleaf") for g in GENERA
 }
 
 #: L2: forest stand types (9). The default (``l2_source="genus"``) derives them from the genus.
@@ -127,34 +127,34 @@ STAND_TYPES: tuple[str, ...] = (
 
 #: genus -> stand type. Together with ``L2_TO_L1`` this makes L1 > L2 > L3 a strict hierarchy.
 GENUS_TO_L2: dict[str, str] = {
-    "Abies": "spruce_fir",
-    "Picea": "spruce_fir",
-    "Pinus": "pine",
-    "Larix": "larch",
-    "Pseudotsuga": "douglas_fir",
-    "Fagus": "beech",
-    "Quercus": "oak",
-    "Acer": "valuable_broadleaf",
-    "Fraxinus": "valuable_broadleaf",
-    "Tilia": "valuable_broadleaf",
-    "Prunus": "valuable_broadleaf",
-    "Alnus": "softwood_broadleaf",
-    "Betula": "softwood_broadleaf",
-    "Populus": "softwood_broadleaf",
-    "Cleared": "cleared",
+  "Abies": "spruce_fir",
+  "Picea": "spruce_fir",
+  "Pinus": "pine",
+  "Larix": "larch",
+  "Pseudotsuga": "douglas_fir",
+  "Fagus": "beech",
+  "Quercus": "oak",
+  "Acer": "valuable_broadleaf",
+  "Fraxinus": "valuable_broadleaf",
+  "Tilia": "valuable_broadleaf",
+  "Prunus": "valuable_broadleaf",
+  "Alnus": "softwood_broadleaf",
+  "Betula": "softwood_broadleaf",
+  "Populus": "softwood_broadleaf",
+  "Cleared": "cleared",
 }
 
 #: stand type -> leaf type.
 L2_TO_L1: dict[str, str] = {
-    "spruce_fir": "conifer",
-    "pine": "conifer",
-    "larch": "conifer",
-    "douglas_fir": "conifer",
-    "beech": "broadleaf",
-    "oak": "broadleaf",
-    "valuable_broadleaf": "broadleaf",
-    "softwood_broadleaf": "broadleaf",
-    "cleared": "none",
+  "spruce_fir": "conifer",
+  "pine": "conifer",
+  "larch": "conifer",
+  "douglas_fir": "conifer",
+  "beech": "broadleaf",
+  "oak": "broadleaf",
+  "valuable_broadleaf": "broadleaf",
+  "softwood_broadleaf": "broadleaf",
+  "cleared": "none",
 }
 
 #: Sentinel-2 bands in the archive's (non-standard) order; B10 is absent.
@@ -170,9 +170,9 @@ S1_NODATA = -9999.0
 
 #: Image modalities: band names and on-disk dtype.
 MODALITIES: dict[str, dict[str, Any]] = {
-    "aerial": {"bands": AERIAL_BANDS, "dtype": np.dtype(np.uint8), "kind": "image"},
-    "s1": {"bands": S1_BANDS, "dtype": np.dtype(np.float32), "kind": "small_image"},
-    "s2": {"bands": S2_BANDS, "dtype": np.dtype(np.uint16), "kind": "small_image"},
+  "aerial": {"bands": AERIAL_BANDS, "dtype": np.dtype(np.uint8), "kind": "image"},
+  "s1": {"bands": S1_BANDS, "dtype": np.dtype(np.float32), "kind": "small_image"},
+  "s2": {"bands": S2_BANDS, "dtype": np.dtype(np.uint16), "kind": "small_image"},
 }
 #: Side length of the Sentinel patches per resolution folder.
 S_SIZES: dict[str, int] = {"60m": 6, "200m": 20}
@@ -182,9 +182,9 @@ AERIAL_SIZES: dict[str, int] = {"60m": 304}
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 #: split -> list file; ``val`` and ``test`` are the two halves of the archive's test list.
 SPLIT_LISTS: dict[str, str] = {
-    "train": "train_filenames.lst",
-    "val": "test_filenames.lst",
-    "test": "test_filenames.lst",
+  "train": "train_filenames.lst",
+  "val": "test_filenames.lst",
+  "test": "test_filenames.lst",
 }
 #: Labels JSON relative to the root; ``{resolution}`` is filled in.
 LABELS_FILE = "labels/TreeSatBA_v9_{resolution}_multi_labels.json"
@@ -198,30 +198,32 @@ _L1_INDEX = {s: i for i, s in enumerate(LEAF_TYPES)}
 _GENUS_L2 = np.array([_L2_INDEX[GENUS_TO_L2[g]] for g in GENERA], np.int32)
 _GENUS_L1 = np.array([_L1_INDEX[GENUS_TO_L1[g]] for g in GENERA], np.int32)
 _L2_L1 = np.array([_L1_INDEX[L2_TO_L1[s]] for s in STAND_TYPES], np.int32)
-assert np.array_equal(_L2_L1[_GENUS_L2], _GENUS_L1), "GENUS_TO_L2 / L2_TO_L1 disagree with GENUS_TO_L1"
+assert np.array_equal(_L2_L1[_GENUS_L2], _GENUS_L1), (
+  "GENUS_TO_L2 / L2_TO_L1 disagree with GENUS_TO_L1"
+)
 
 
 def hierarchy() -> dict[str, dict[str, np.ndarray]]:
-    """Parent indices of the default label hierarchy L1 > L2 > L3.
+  """Parent indices of the default label hierarchy L1 > L2 > L3.
 
-    Returns:
-      ``{"l2": {"parent_of_l3": int32 [15]}, "l1": {"parent_of_l2": int32 [9]}}``: entry ``g`` of
-      ``parent_of_l3`` is the stand-type index of genus ``g``; entry ``s`` of ``parent_of_l2`` is
-      the leaf-type index of stand type ``s``.
-    """
-    return {"l2": {"parent_of_l3": _GENUS_L2.copy()}, "l1": {"parent_of_l2": _L2_L1.copy()}}
+  Returns:
+    ``{"l2": {"parent_of_l3": int32 [15]}, "l1": {"parent_of_l2": int32 [9]}}``: entry ``g`` of
+    ``parent_of_l3`` is the stand-type index of genus ``g``; entry ``s`` of ``parent_of_l2`` is
+    the leaf-type index of stand type ``s``.
+  """
+  return {"l2": {"parent_of_l3": _GENUS_L2.copy()}, "l1": {"parent_of_l2": _L2_L1.copy()}}
 
 
 def label_hierarchy(child: str, parent: str) -> np.ndarray | None:
-    """``child -> parent`` class-index map between two hierarchy levels, by task name.
+  """``child -> parent`` class-index map between two hierarchy levels, by task name.
 
-    ``label_hierarchy("l3", "l2")`` is int32 [15] (genus -> stand type), ``("l2", "l1")`` [9] and
-    ``("l3", "l1")`` [15]; ``None`` when ``parent`` is not an ancestor level of ``child``. Read by
-    the intrinsic analysis (``mtljax.analysis``) for the hierarchy adherence of Fig. 7.
-    """
-    maps = {("l3", "l2"): _GENUS_L2, ("l2", "l1"): _L2_L1, ("l3", "l1"): _GENUS_L1}
-    m = maps.get((child, parent))
-    return None if m is None else m.copy()
+  ``label_hierarchy("l3", "l2")`` is int32 [15] (genus -> stand type), ``("l2", "l1")`` [9] and
+  ``("l3", "l1")`` [15]; ``None`` when ``parent`` is not an ancestor level of ``child``. Read by
+  the intrinsic analysis (``mtljax.analysis``) for the hierarchy adherence of Fig. 7.
+  """
+  maps = {("l3", "l2"): _GENUS_L2, ("l2", "l1"): _L2_L1, ("l3", "l1"): _GENUS_L1}
+  m = maps.get((child, parent))
+  return None if m is None else m.copy()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -230,53 +232,55 @@ def label_hierarchy(child: str, parent: str) -> np.ndarray | None:
 
 
 def parse_name(name: str) -> tuple[str, int | None]:
-    """Split a patch file name into its species prefix and its first integer token.
+  """Split a patch file name into its species prefix and its first integer token.
 
-    ``"Picea_abies_3_46636_WEFL_NLF.tif"`` -> ``("picea_abies", 3)``;
-    ``"Alnus_spec._5_13114_WEFL_NLF.tif"`` -> ``("alnus_spec", 5)``. The species prefix is every
-    token before the first all-digit token, lower-cased and with dots removed. The integer is
-    ``None`` when the name has no all-digit token.
-    """
-    stem = Path(name).name
-    if stem.lower().endswith((".tif", ".tiff")):
-        stem = stem[: stem.rfind(".")]
-    tokens = stem.split("_")
-    for i, tok in enumerate(tokens):
-        if tok.isdigit():
-            prefix = "_".join(tokens[:i])
-            return prefix.lower().replace(".", ""), int(tok)
-    return stem.lower().replace(".", ""), None
+  ``"Picea_abies_3_46636_WEFL_NLF.tif"`` -> ``("picea_abies", 3)``;
+  ``"Alnus_spec._5_13114_WEFL_NLF.tif"`` -> ``("alnus_spec", 5)``. The species prefix is every
+  token before the first all-digit token, lower-cased and with dots removed. The integer is
+  ``None`` when the name has no all-digit token.
+  """
+  stem = Path(name).name
+  if stem.lower().endswith((".tif", ".tiff")):
+    stem = stem[: stem.rfind(".")]
+  tokens = stem.split("_")
+  for i, tok in enumerate(tokens):
+    if tok.isdigit():
+      prefix = "_".join(tokens[:i])
+      return prefix.lower().replace(".", ""), int(tok)
+  return stem.lower().replace(".", ""), None
 
 
 def _read_list(path: Path) -> list[str]:
-    """Names in a ``*.lst`` file: one per line, whitespace stripped, blank lines skipped."""
-    names = []
-    for line in path.read_text().splitlines():
-        line = line.strip()
-        if line:
-            names.append(line if line.lower().endswith((".tif", ".tiff")) else line + ".tif")
-    return names
+  """Names in a ``*.lst`` file: one per line, whitespace stripped, blank lines skipped."""
+  names = []
+  for line in path.read_text().splitlines():
+    line = line.strip()
+    if line:
+      names.append(line if line.lower().endswith((".tif", ".tiff")) else line + ".tif")
+  return names
 
 
 def _split_rank(name: str, seed: int) -> bytes:
-    """Seeded, platform- and version-independent sort key used to halve the test list."""
-    return hashlib.blake2b(f"{seed}/{name}".encode(), digest_size=16).digest()
+  """Seeded, platform- and version-independent sort key used to halve the test list."""
+  return hashlib.blake2b(f"{seed}/{name}".encode(), digest_size=16).digest()
 
 
-def split_test_list(names: Sequence[str], val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Deterministically split the archive's test list into validation and test halves.
+def split_test_list(
+  names: Sequence[str], val_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+  """Deterministically split the archive's test list into validation and test halves.
 
-    Names are ranked by a seeded hash (the same on every machine and numpy version); the first
-    ``round(val_fraction * n)`` go to validation. Both halves keep the list's original order.
+  Names are ranked by a seeded hash (the same on every machine and numpy version); the first
+  ``round(val_fraction * n)`` go to validation. Both halves keep the list's original order.
 
-    Returns:
-      ``(val_positions, test_positions)``: sorted positions into ``names``.
-    """
-    if not 0.0 <= val_fraction <= 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
-    order = sorted(range(len(names)), key=lambda i: (_split_rank(names[i], seed), i))
-    n_val = int(round(val_fraction * len(names)))
-    return sorted(order[:n_val]), sorted(order[n_val:])
+  Returns:
+    ``(val_positions, test_positions)``: sorted positions into ``names``.
+  """
+  if not 0.0 <= val_fraction <= 1.0:
+    raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
+  order = sorted(range(len(names)), key=lambda i: (_split_rank(names[i], seed), i))
+  n_val = int(round(val_fraction * len(names)))
+  return sorted(order[:n_val]), sorted(order[n_val:])
 
 
 # --------------------------------------------------------------------------------------------------
@@ -285,68 +289,68 @@ def split_test_list(names: Sequence[str], val_fraction: float, seed: int) -> tup
 
 
 def _to_hwc(arr: np.ndarray, axes: str, bands: int, size: int) -> np.ndarray | None:
-    """Return ``arr`` as [H, W, C] if it is a (bands, size, size) or (size, size, bands) array."""
-    if arr.ndim == 2 and bands == 1 and arr.shape == (size, size):
-        return arr[:, :, None]
-    if arr.ndim != 3:
-        return None
-    hwc = arr.shape == (size, size, bands)
-    chw = arr.shape == (bands, size, size)
-    if hwc and chw:  # bands == size: let the TIFF layout decide ('YXS' = pixel-interleaved).
-        hwc = axes.endswith("S")
-        chw = not hwc
-    if hwc:
-        return arr
-    if chw:
-        return np.moveaxis(arr, 0, -1)
+  """Return ``arr`` as [H, W, C] if it is a (bands, size, size) or (size, size, bands) array."""
+  if arr.ndim == 2 and bands == 1 and arr.shape == (size, size):
+    return arr[:, :, None]
+  if arr.ndim != 3:
     return None
+  hwc = arr.shape == (size, size, bands)
+  chw = arr.shape == (bands, size, size)
+  if hwc and chw:  # bands == size: let the TIFF layout decide ('YXS' = pixel-interleaved).
+    hwc = axes.endswith("S")
+    chw = not hwc
+  if hwc:
+    return arr
+  if chw:
+    return np.moveaxis(arr, 0, -1)
+  return None
 
 
 def read_image(path: str | os.PathLike, *, bands: int, size: int, dtype: Any) -> np.ndarray:
-    """Read a square multi-band GeoTIFF as [H, W, C] with checks.
+  """Read a square multi-band GeoTIFF as [H, W, C] with checks.
 
-    Handles pixel-interleaved (H, W, C), band-interleaved (C, H, W) and one-page-per-band files;
-    when C == H == W the TIFF's planar configuration decides. Only the first series is read (GeoTIFF
-    overviews are ignored).
+  Handles pixel-interleaved (H, W, C), band-interleaved (C, H, W) and one-page-per-band files;
+  when C == H == W the TIFF's planar configuration decides. Only the first series is read (GeoTIFF
+  overviews are ignored).
 
-    Args:
-      path: the file.
-      bands: expected band count C.
-      size: expected side length (H = W = size).
-      dtype: expected on-disk dtype.
+  Args:
+    path: the file.
+    bands: expected band count C.
+    size: expected side length (H = W = size).
+    dtype: expected on-disk dtype.
 
-    Returns:
-      array [size, size, bands] of the file's dtype.
+  Returns:
+    array [size, size, bands] of the file's dtype.
 
-    Raises:
-      DataError: file missing or unreadable, or band count / size / dtype not as expected.
-    """
-    import tifffile  # local import: keeps `import mtljax.data` light
+  Raises:
+    DataError: file missing or unreadable, or band count / size / dtype not as expected.
+  """
+  import tifffile  # local import: keeps `import mtljax.data` light
 
-    path = Path(path)
-    dtype = np.dtype(dtype)
-    expected = f"expected {bands} bands of {size}×{size} {dtype.name}"
-    if not path.is_file():
-        raise DataError(f"{path}: image file missing ({expected})")
-    try:
-        with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            axes = series.axes
-            arr = series.asarray()
-            if arr.ndim == 2 and bands > 1:  # one page per band: stack same-shape pages (not overviews)
-                pages = [p for p in tif.pages if p.shape == arr.shape]
-                if len(pages) == bands:
-                    arr, axes = np.stack([p.asarray() for p in pages]), "Q" + axes
-    except KeyError as e:  # tifffile signals a missing codec with KeyError
-        raise DataError(
-            f"{path}: cannot decode ({e}); compressed GeoTIFFs (e.g. LZW) need `pip install imagecodecs`"
-        ) from e
-    except Exception as e:  # noqa: BLE001 - any reader failure becomes a DataError naming the file
-        raise DataError(f"{path}: not a readable TIFF ({type(e).__name__}: {e})") from e
-    out = _to_hwc(arr, axes, bands, size)
-    if out is None or arr.dtype != dtype:
-        raise DataError(f"{path}: {expected}, found {tuple(arr.shape)} {arr.dtype.name}")
-    return out
+  path = Path(path)
+  dtype = np.dtype(dtype)
+  expected = f"expected {bands} bands of {size}×{size} {dtype.name}"
+  if not path.is_file():
+    raise DataError(f"{path}: image file missing ({expected})")
+  try:
+    with tifffile.TiffFile(path) as tif:
+      series = tif.series[0]
+      axes = series.axes
+      arr = series.asarray()
+      if arr.ndim == 2 and bands > 1:  # one page per band: stack same-shape pages (not overviews)
+        pages = [p for p in tif.pages if p.shape == arr.shape]
+        if len(pages) == bands:
+          arr, axes = np.stack([p.asarray() for p in pages]), "Q" + axes
+  except KeyError as e:  # tifffile signals a missing codec with KeyError
+    raise DataError(
+      f"{path}: cannot decode ({e}); compressed GeoTIFFs (e.g. LZW) need `pip install imagecodecs`"
+    ) from e
+  except Exception as e:  # noqa: BLE001 - any reader failure becomes a DataError naming the file
+    raise DataError(f"{path}: not a readable TIFF ({type(e).__name__}: {e})") from e
+  out = _to_hwc(arr, axes, bands, size)
+  if out is None or arr.dtype != dtype:
+    raise DataError(f"{path}: {expected}, found {tuple(arr.shape)} {arr.dtype.name}")
+  return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -358,260 +362,270 @@ TARGETS: tuple[str, ...] = ("l3", "l2", "l1", "age", "species", "l3_multi")
 
 
 class TreeSatAISource:
-    """Random-access TreeSatAI split (usable by ``grain.MapDataset.source``).
+  """Random-access TreeSatAI split (usable by ``grain.MapDataset.source``).
 
-    Construction reads only the list files, the labels JSON and (if used) the side CSV, and checks
-    that every requested modality folder exists. Images are read lazily in ``__getitem__``. The
-    object is picklable (it holds paths and small numpy arrays only).
+  Construction reads only the list files, the labels JSON and (if used) the side CSV, and checks
+  that every requested modality folder exists. Images are read lazily in ``__getitem__``. The
+  object is picklable (it holds paths and small numpy arrays only).
 
-    Args:
-      root: archive root.
-      split: ``"train"`` (``train_filenames.lst``), or ``"val"`` / ``"test"``: the two halves of
-        ``test_filenames.lst`` (see ``split_test_list``).
-      resolution: resolution folder, ``"60m"`` or ``"200m"``.
-      l2_source: ``"genus"`` (stand type derived from the genus by ``GENUS_TO_L2``) or ``"csv"``
-        (``stand_type`` column of ``side_csv``; a missing row or empty cell gives mask 0).
-      age_source: ``"name"`` (first integer token of the file name after the species prefix;
-        unconfirmed that this is the age class) or ``"csv"`` (``age`` column of ``side_csv``;
-        a missing row or empty cell gives mask 0).
-      side_csv: CSV with header ``name,stand_type,age`` (relative to root, or absolute).
-      labels_file: labels JSON (relative to root, or absolute); ``{resolution}`` is filled in.
-      multi_threshold: a genus is positive in ``l3_multi`` if its share is > this. The dominant
-        genus is always positive, so no example has an all-zero multi-hot vector.
-      val_fraction: fraction of the test list that goes to ``val``.
-      split_seed: seed of the val/test split.
-      modalities: image modalities to read (``"aerial"``, ``"s1"``, ``"s2"``); others are never opened.
-      aerial_size: override of the aerial side length (default from ``AERIAL_SIZES``).
-      s_size: override of the Sentinel side length (default from ``S_SIZES``).
+  Args:
+    root: archive root.
+    split: ``"train"`` (``train_filenames.lst``), or ``"val"`` / ``"test"``: the two halves of
+      ``test_filenames.lst`` (see ``split_test_list``).
+    resolution: resolution folder, ``"60m"`` or ``"200m"``.
+    l2_source: ``"genus"`` (stand type derived from the genus by ``GENUS_TO_L2``) or ``"csv"``
+      (``stand_type`` column of ``side_csv``; a missing row or empty cell gives mask 0).
+    age_source: ``"name"`` (first integer token of the file name after the species prefix;
+      unconfirmed that this is the age class) or ``"csv"`` (``age`` column of ``side_csv``;
+      a missing row or empty cell gives mask 0).
+    side_csv: CSV with header ``name,stand_type,age`` (relative to root, or absolute).
+    labels_file: labels JSON (relative to root, or absolute); ``{resolution}`` is filled in.
+    multi_threshold: a genus is positive in ``l3_multi`` if its share is > this. The dominant
+      genus is always positive, so no example has an all-zero multi-hot vector.
+    val_fraction: fraction of the test list that goes to ``val``.
+    split_seed: seed of the val/test split.
+    modalities: image modalities to read (``"aerial"``, ``"s1"``, ``"s2"``); others are never opened.
+    aerial_size: override of the aerial side length (default from ``AERIAL_SIZES``).
+    s_size: override of the Sentinel side length (default from ``S_SIZES``).
 
-    Raises:
-      DataError: the archive does not look like TreeSatAI (see messages).
-    """
+  Raises:
+    DataError: the archive does not look like TreeSatAI (see messages).
+  """
 
-    def __init__(
-        self,
-        root: str | os.PathLike,
-        split: str,
-        *,
-        resolution: str = "60m",
-        l2_source: str = "genus",
-        age_source: str = "name",
-        side_csv: str | os.PathLike = SIDE_CSV,
-        labels_file: str | os.PathLike = LABELS_FILE,
-        multi_threshold: float = 0.07,
-        val_fraction: float = 0.5,
-        split_seed: int = 0,
-        modalities: Sequence[str] = ("aerial", "s1", "s2"),
-        aerial_size: int | None = None,
-        s_size: int | None = None,
-    ):
-        self.root = Path(root).expanduser()
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        if l2_source not in ("genus", "csv"):
-            raise ValueError(f"l2_source must be 'genus' or 'csv', got {l2_source!r}")
-        if age_source not in ("name", "csv"):
-            raise ValueError(f"age_source must be 'name' or 'csv', got {age_source!r}")
-        unknown = [m for m in modalities if m not in MODALITIES]
-        if unknown:
-            raise ValueError(f"unknown modalities {unknown}; known: {tuple(MODALITIES)}")
-        self.split = split
-        self.resolution = resolution
-        self.l2_source = l2_source
-        self.age_source = age_source
-        self.multi_threshold = float(multi_threshold)
-        self.modalities = tuple(dict.fromkeys(modalities))
+  def __init__(
+    self,
+    root: str | os.PathLike,
+    split: str,
+    *,
+    resolution: str = "60m",
+    l2_source: str = "genus",
+    age_source: str = "name",
+    side_csv: str | os.PathLike = SIDE_CSV,
+    labels_file: str | os.PathLike = LABELS_FILE,
+    multi_threshold: float = 0.07,
+    val_fraction: float = 0.5,
+    split_seed: int = 0,
+    modalities: Sequence[str] = ("aerial", "s1", "s2"),
+    aerial_size: int | None = None,
+    s_size: int | None = None,
+  ):
+    self.root = Path(root).expanduser()
+    if split not in SPLITS:
+      raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if l2_source not in ("genus", "csv"):
+      raise ValueError(f"l2_source must be 'genus' or 'csv', got {l2_source!r}")
+    if age_source not in ("name", "csv"):
+      raise ValueError(f"age_source must be 'name' or 'csv', got {age_source!r}")
+    unknown = [m for m in modalities if m not in MODALITIES]
+    if unknown:
+      raise ValueError(f"unknown modalities {unknown}; known: {tuple(MODALITIES)}")
+    self.split = split
+    self.resolution = resolution
+    self.l2_source = l2_source
+    self.age_source = age_source
+    self.multi_threshold = float(multi_threshold)
+    self.modalities = tuple(dict.fromkeys(modalities))
 
-        if not self.root.is_dir():
-            raise DataError(f"TreeSatAI root {self.root} does not exist or is not a directory")
+    if not self.root.is_dir():
+      raise DataError(f"TreeSatAI root {self.root} does not exist or is not a directory")
 
-        # Image geometry.
-        self.s_size = int(s_size) if s_size is not None else S_SIZES.get(resolution)
-        if self.s_size is None and ({"s1", "s2"} & set(self.modalities)):
-            raise DataError(f"unknown Sentinel patch size for resolution {resolution!r}: pass s_size")
-        self.aerial_size = int(aerial_size) if aerial_size is not None else AERIAL_SIZES.get(resolution)
-        if self.aerial_size is None and "aerial" in self.modalities:
-            raise DataError(f"unknown aerial patch size for resolution {resolution!r}: pass aerial_size")
-        for m in self.modalities:
-            folder = self.root / m / resolution
-            if not folder.is_dir():
-                raise DataError(f"image folder {folder} for modality {m!r} does not exist")
+    # Image geometry.
+    self.s_size = int(s_size) if s_size is not None else S_SIZES.get(resolution)
+    if self.s_size is None and ({"s1", "s2"} & set(self.modalities)):
+      raise DataError(f"unknown Sentinel patch size for resolution {resolution!r}: pass s_size")
+    self.aerial_size = int(aerial_size) if aerial_size is not None else AERIAL_SIZES.get(resolution)
+    if self.aerial_size is None and "aerial" in self.modalities:
+      raise DataError(f"unknown aerial patch size for resolution {resolution!r}: pass aerial_size")
+    for m in self.modalities:
+      folder = self.root / m / resolution
+      if not folder.is_dir():
+        raise DataError(f"image folder {folder} for modality {m!r} does not exist")
 
-        # Names of this split.
-        list_path = self.root / SPLIT_LISTS[split]
-        if not list_path.is_file():
-            raise DataError(f"split list {list_path} does not exist")
-        names = _read_list(list_path)
-        if split != "train":
-            val_pos, test_pos = split_test_list(names, val_fraction, split_seed)
-            names = [names[i] for i in (val_pos if split == "val" else test_pos)]
-        self.names: list[str] = names
+    # Names of this split.
+    list_path = self.root / SPLIT_LISTS[split]
+    if not list_path.is_file():
+      raise DataError(f"split list {list_path} does not exist")
+    names = _read_list(list_path)
+    if split != "train":
+      val_pos, test_pos = split_test_list(names, val_fraction, split_seed)
+      names = [names[i] for i in (val_pos if split == "val" else test_pos)]
+    self.names: list[str] = names
 
-        # Labels.
-        labels_path = self._resolve(str(labels_file).format(resolution=resolution))
-        self._labels_path = labels_path
-        self._labels = self._load_labels(labels_path, names)
-        if "csv" in (l2_source, age_source):
-            self._load_side_csv(self._resolve(side_csv))
-        else:
-            self._build_targets()
+    # Labels.
+    labels_path = self._resolve(str(labels_file).format(resolution=resolution))
+    self._labels_path = labels_path
+    self._labels = self._load_labels(labels_path, names)
+    if "csv" in (l2_source, age_source):
+      self._load_side_csv(self._resolve(side_csv))
+    else:
+      self._build_targets()
 
-    # ---------------------------------------------------------------------------------- labels
-    def _resolve(self, p: str | os.PathLike) -> Path:
-        p = Path(p).expanduser()
-        return p if p.is_absolute() else self.root / p
+  # ---------------------------------------------------------------------------------- labels
+  def _resolve(self, p: str | os.PathLike) -> Path:
+    p = Path(p).expanduser()
+    return p if p.is_absolute() else self.root / p
 
-    def _load_labels(self, path: Path, names: list[str]) -> dict[str, np.ndarray]:
-        if not path.is_file():
-            raise DataError(f"labels JSON {path} does not exist")
+  def _load_labels(self, path: Path, names: list[str]) -> dict[str, np.ndarray]:
+    if not path.is_file():
+      raise DataError(f"labels JSON {path} does not exist")
+    try:
+      table = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+      raise DataError(f"labels JSON {path} is not valid JSON: {e}") from e
+    n = len(names)
+    l3 = np.zeros(n, np.int32)
+    multi = np.zeros((n, len(GENERA)), np.float32)
+    shares_all = np.zeros((n, len(GENERA)), np.float32)
+    for i, name in enumerate(names):
+      entry = table.get(name)
+      if entry is None:
+        raise DataError(f"labels JSON {path} has no entry for {name}")
+      if not entry:
+        raise DataError(f"labels JSON {path}: empty label list for {name}")
+      for item in entry:
         try:
-            table = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise DataError(f"labels JSON {path} is not valid JSON: {e}") from e
-        n = len(names)
-        l3 = np.zeros(n, np.int32)
-        multi = np.zeros((n, len(GENERA)), np.float32)
-        shares_all = np.zeros((n, len(GENERA)), np.float32)
-        for i, name in enumerate(names):
-            entry = table.get(name)
-            if entry is None:
-                raise DataError(f"labels JSON {path} has no entry for {name}")
-            if not entry:
-                raise DataError(f"labels JSON {path}: empty label list for {name}")
-            for item in entry:
-                try:
-                    genus, share = item
-                    share = float(share)
-                except (TypeError, ValueError) as e:
-                    raise DataError(f"labels JSON {path}: malformed entry {item!r} for {name}") from e
-                g = _GENUS_INDEX.get(genus)
-                if g is None:
-                    raise DataError(f"labels JSON {path}: unknown genus {genus!r} for {name}; known: {GENERA}")
-                shares_all[i, g] += share
-            # Dominant genus; ties go to the first in GENERA order (np.argmax).
-            l3[i] = int(np.argmax(shares_all[i]))
-            multi[i] = shares_all[i] > self.multi_threshold
-            multi[i, l3[i]] = 1.0
-        #: float32 [N, 15]: genus area shares of every example, as in the labels JSON.
-        self.shares = shares_all
-        return {"l3": l3, "l3_multi": multi}
+          genus, share = item
+          share = float(share)
+        except (TypeError, ValueError) as e:
+          raise DataError(f"labels JSON {path}: malformed entry {item!r} for {name}") from e
+        g = _GENUS_INDEX.get(genus)
+        if g is None:
+          raise DataError(
+            f"labels JSON {path}: unknown genus {genus!r} for {name}; known: {GENERA}"
+          )
+        shares_all[i, g] += share
+      # Dominant genus; ties go to the first in GENERA order (np.argmax).
+      l3[i] = int(np.argmax(shares_all[i]))
+      multi[i] = shares_all[i] > self.multi_threshold
+      multi[i, l3[i]] = 1.0
+    #: float32 [N, 15]: genus area shares of every example, as in the labels JSON.
+    self.shares = shares_all
+    return {"l3": l3, "l3_multi": multi}
 
-    def _species(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        species = np.zeros(len(self.names), np.int32)
-        species_mask = np.zeros(len(self.names), np.float32)
-        age = np.zeros(len(self.names), np.float32)
-        age_mask = np.zeros(len(self.names), np.float32)
-        unknown: set[str] = set()
-        for i, name in enumerate(self.names):
-            prefix, token = parse_name(name)
-            s = _SPECIES_INDEX.get(prefix)
-            if s is None:
-                unknown.add(prefix)
-            else:
-                species[i], species_mask[i] = s, 1.0
-            if token is not None:
-                age[i], age_mask[i] = token, 1.0
-        if unknown:
-            log.warning("TreeSatAI %s: unknown species prefixes (masked): %s", self.split, sorted(unknown))
-        return species, species_mask, age, age_mask
+  def _species(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    species = np.zeros(len(self.names), np.int32)
+    species_mask = np.zeros(len(self.names), np.float32)
+    age = np.zeros(len(self.names), np.float32)
+    age_mask = np.zeros(len(self.names), np.float32)
+    unknown: set[str] = set()
+    for i, name in enumerate(self.names):
+      prefix, token = parse_name(name)
+      s = _SPECIES_INDEX.get(prefix)
+      if s is None:
+        unknown.add(prefix)
+      else:
+        species[i], species_mask[i] = s, 1.0
+      if token is not None:
+        age[i], age_mask[i] = token, 1.0
+    if unknown:
+      log.warning(
+        "TreeSatAI %s: unknown species prefixes (masked): %s", self.split, sorted(unknown)
+      )
+    return species, species_mask, age, age_mask
 
-    def _build_targets(self, csv_l2=None, csv_age=None) -> None:
-        """Fill ``self._targets`` / ``self._masks`` ({task: [N, ...]}) from the labels, the names
-        and, where given, the side CSV's (values, mask) pairs."""
-        l3 = self._labels["l3"]
-        species, species_mask, age, age_mask = self._species()
-        ones = np.ones(len(self.names), np.float32)
-        if csv_l2 is not None:
-            l2, l2_mask = csv_l2
-        else:
-            l2, l2_mask = _GENUS_L2[l3], ones
-        if csv_age is not None:
-            age, age_mask = csv_age
-        self._targets = {
-            "l3": l3,
-            "l2": l2.astype(np.int32),
-            "l1": _GENUS_L1[l3],
-            "age": age.astype(np.float32),
-            "species": species,
-            "l3_multi": self._labels["l3_multi"],
-        }
-        self._masks = {
-            "l3": ones,
-            "l2": l2_mask.astype(np.float32),
-            "l1": ones,
-            "age": age_mask.astype(np.float32),
-            "species": species_mask,
-            "l3_multi": ones,
-        }
+  def _build_targets(self, csv_l2=None, csv_age=None) -> None:
+    """Fill ``self._targets`` / ``self._masks`` ({task: [N, ...]}) from the labels, the names
+    and, where given, the side CSV's (values, mask) pairs."""
+    l3 = self._labels["l3"]
+    species, species_mask, age, age_mask = self._species()
+    ones = np.ones(len(self.names), np.float32)
+    if csv_l2 is not None:
+      l2, l2_mask = csv_l2
+    else:
+      l2, l2_mask = _GENUS_L2[l3], ones
+    if csv_age is not None:
+      age, age_mask = csv_age
+    self._targets = {
+      "l3": l3,
+      "l2": l2.astype(np.int32),
+      "l1": _GENUS_L1[l3],
+      "age": age.astype(np.float32),
+      "species": species,
+      "l3_multi": self._labels["l3_multi"],
+    }
+    self._masks = {
+      "l3": ones,
+      "l2": l2_mask.astype(np.float32),
+      "l1": ones,
+      "age": age_mask.astype(np.float32),
+      "species": species_mask,
+      "l3_multi": ones,
+    }
 
-    def _load_side_csv(self, path: Path) -> None:
-        if not path.is_file():
-            raise DataError(f"side CSV {path} does not exist (needed by l2_source/age_source='csv')")
-        rows: dict[str, tuple[str, str]] = {}
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            missing = {"name", "stand_type", "age"} - set(reader.fieldnames or ())
-            if missing:
-                raise DataError(f"side CSV {path}: header lacks columns {sorted(missing)} (found {reader.fieldnames})")
-            for row in reader:
-                name = (row["name"] or "").strip()
-                if not name:
-                    continue
-                if not name.lower().endswith((".tif", ".tiff")):
-                    name += ".tif"
-                rows[name] = ((row["stand_type"] or "").strip(), (row["age"] or "").strip())
-        n = len(self.names)
-        l2, l2_mask = np.zeros(n, np.int32), np.zeros(n, np.float32)
-        age, age_mask = np.zeros(n, np.float32), np.zeros(n, np.float32)
-        absent = 0
-        for i, name in enumerate(self.names):
-            row = rows.get(name)
-            if row is None:
-                absent += 1
-                continue
-            stand, age_s = row
-            if stand:
-                if stand not in _L2_INDEX:
-                    raise DataError(f"side CSV {path}: unknown stand_type {stand!r} for {name}; known: {STAND_TYPES}")
-                l2[i], l2_mask[i] = _L2_INDEX[stand], 1.0
-            if age_s:
-                try:
-                    age[i], age_mask[i] = float(age_s), 1.0
-                except ValueError as e:
-                    raise DataError(f"side CSV {path}: age {age_s!r} of {name} is not a number") from e
-        if absent:
-            log.warning("side CSV %s has no row for %d of %d %s names (masked)", path, absent, n, self.split)
-        self._build_targets(
-            csv_l2=(l2, l2_mask) if self.l2_source == "csv" else None,
-            csv_age=(age, age_mask) if self.age_source == "csv" else None,
+  def _load_side_csv(self, path: Path) -> None:
+    if not path.is_file():
+      raise DataError(f"side CSV {path} does not exist (needed by l2_source/age_source='csv')")
+    rows: dict[str, tuple[str, str]] = {}
+    with path.open(newline="") as f:
+      reader = csv.DictReader(f)
+      missing = {"name", "stand_type", "age"} - set(reader.fieldnames or ())
+      if missing:
+        raise DataError(
+          f"side CSV {path}: header lacks columns {sorted(missing)} (found {reader.fieldnames})"
         )
+      for row in reader:
+        name = (row["name"] or "").strip()
+        if not name:
+          continue
+        if not name.lower().endswith((".tif", ".tiff")):
+          name += ".tif"
+        rows[name] = ((row["stand_type"] or "").strip(), (row["age"] or "").strip())
+    n = len(self.names)
+    l2, l2_mask = np.zeros(n, np.int32), np.zeros(n, np.float32)
+    age, age_mask = np.zeros(n, np.float32), np.zeros(n, np.float32)
+    absent = 0
+    for i, name in enumerate(self.names):
+      row = rows.get(name)
+      if row is None:
+        absent += 1
+        continue
+      stand, age_s = row
+      if stand:
+        if stand not in _L2_INDEX:
+          raise DataError(
+            f"side CSV {path}: unknown stand_type {stand!r} for {name}; known: {STAND_TYPES}"
+          )
+        l2[i], l2_mask[i] = _L2_INDEX[stand], 1.0
+      if age_s:
+        try:
+          age[i], age_mask[i] = float(age_s), 1.0
+        except ValueError as e:
+          raise DataError(f"side CSV {path}: age {age_s!r} of {name} is not a number") from e
+    if absent:
+      log.warning(
+        "side CSV %s has no row for %d of %d %s names (masked)", path, absent, n, self.split
+      )
+    self._build_targets(
+      csv_l2=(l2, l2_mask) if self.l2_source == "csv" else None,
+      csv_age=(age, age_mask) if self.age_source == "csv" else None,
+    )
 
-    # -------------------------------------------------------------------------------- contract
-    @property
-    def input_fields(self) -> dict[str, dict[str, Any]]:
-        """Inputs an example carries: name -> {kind, shape, dtype, channels}."""
-        out: dict[str, dict[str, Any]] = {}
-        for m in self.modalities:
-            size = self.aerial_size if m == "aerial" else self.s_size
-            bands = MODALITIES[m]["bands"]
-            out[m] = {
-                "kind": MODALITIES[m]["kind"],
-                "shape": (size, size, len(bands)),
-                "dtype": "float32",
-                "channels": bands,
-            }
-        out["age"] = {"kind": "tabular", "shape": (1,), "dtype": "float32", "channels": ("age",)}
-        return out
+  # -------------------------------------------------------------------------------- contract
+  @property
+  def input_fields(self) -> dict[str, dict[str, Any]]:
+    """Inputs an example carries: name -> {kind, shape, dtype, channels}."""
+    out: dict[str, dict[str, Any]] = {}
+    for m in self.modalities:
+      size = self.aerial_size if m == "aerial" else self.s_size
+      bands = MODALITIES[m]["bands"]
+      out[m] = {
+        "kind": MODALITIES[m]["kind"],
+        "shape": (size, size, len(bands)),
+        "dtype": "float32",
+        "channels": bands,
+      }
+    out["age"] = {"kind": "tabular", "shape": (1,), "dtype": "float32", "channels": ("age",)}
+    return out
 
-    @property
-    def target_fields(self) -> dict[str, dict[str, Any]]:
-        """Targets an example carries: name -> {kind, shape, dtype, num_classes, class_names}."""
+  @property
+  def target_fields(self) -> dict[str, dict[str, Any]]:
+    """Targets an example carries: name -> {kind, shape, dtype, num_classes, class_names}."""
 
-        def cls(names):
-            return {"kind": "classification", "shape": (), "dtype": "int32",
+    def cls(names):
+      return {"kind": "classification", "shape": (), "dtype": "int32",
                     "num_classes": len(names), "class_names": tuple(names)}  # fmt: skip
 
-        return {
+    return {
             "l3": cls(GENERA),
             "l2": cls(STAND_TYPES),
             "l1": cls(LEAF_TYPES),
@@ -623,92 +637,93 @@ class TreeSatAISource:
             },
         }  # fmt: skip
 
-    @property
-    def fields(self) -> dict[str, dict[str, Any]]:
-        """Every field by name, each with ``role`` in {"input", "target", "both"}.
+  @property
+  def fields(self) -> dict[str, dict[str, Any]]:
+    """Every field by name, each with ``role`` in {"input", "target", "both"}.
 
-        A field that is both (``age``) is described as the target (``kind="regression"``, shape
-        ``()``) and carries its input description under ``"input"`` (``kind="tabular"``, shape
-        ``(1,)``). ``input_fields`` / ``target_fields`` give the per-role views.
-        """
-        inputs, targets = self.input_fields, self.target_fields
-        out: dict[str, dict[str, Any]] = {}
-        for k, v in inputs.items():
-            out[k] = {**v, "role": "input"}
-        for k, v in targets.items():
-            if k in out:
-                out[k] = {**v, "role": "both", "input": inputs[k]}
-            else:
-                out[k] = {**v, "role": "target"}
-        return out
+    A field that is both (``age``) is described as the target (``kind="regression"``, shape
+    ``()``) and carries its input description under ``"input"`` (``kind="tabular"``, shape
+    ``(1,)``). ``input_fields`` / ``target_fields`` give the per-role views.
+    """
+    inputs, targets = self.input_fields, self.target_fields
+    out: dict[str, dict[str, Any]] = {}
+    for k, v in inputs.items():
+      out[k] = {**v, "role": "input"}
+    for k, v in targets.items():
+      if k in out:
+        out[k] = {**v, "role": "both", "input": inputs[k]}
+      else:
+        out[k] = {**v, "role": "target"}
+    return out
 
-    def label_arrays(self) -> dict[str, dict[str, np.ndarray]]:
-        """All labels of the split without reading images.
+  def label_arrays(self) -> dict[str, dict[str, np.ndarray]]:
+    """All labels of the split without reading images.
 
-        Returns:
-          ``{"targets": {task: [N, ...]}, "mask": {task: float32 [N]}}`` (copies).
-        """
-        return {
-            "targets": {k: v.copy() for k, v in self._targets.items()},
-            "mask": {k: v.copy() for k, v in self._masks.items()},
-        }
+    Returns:
+      ``{"targets": {task: [N, ...]}, "mask": {task: float32 [N]}}`` (copies).
+    """
+    return {
+      "targets": {k: v.copy() for k, v in self._targets.items()},
+      "mask": {k: v.copy() for k, v in self._masks.items()},
+    }
 
-    def image_path(self, modality: str, index_or_name: int | str) -> Path:
-        """Path of one image file."""
-        name = self.names[index_or_name] if isinstance(index_or_name, (int, np.integer)) else index_or_name
-        return self.root / modality / self.resolution / name
+  def image_path(self, modality: str, index_or_name: int | str) -> Path:
+    """Path of one image file."""
+    name = (
+      self.names[index_or_name] if isinstance(index_or_name, (int, np.integer)) else index_or_name
+    )
+    return self.root / modality / self.resolution / name
 
-    def read_modality(self, modality: str, index: int) -> np.ndarray:
-        """One image as float32 [H, W, C]; S1 nodata (-9999, NaN, inf) becomes NaN."""
-        spec = MODALITIES[modality]
-        size = self.aerial_size if modality == "aerial" else self.s_size
-        arr = read_image(
-            self.image_path(modality, index), bands=len(spec["bands"]), size=size, dtype=spec["dtype"]
-        ).astype(np.float32)
-        if modality == "s1":
-            arr[(arr == S1_NODATA) | ~np.isfinite(arr)] = np.nan
-        return arr
+  def read_modality(self, modality: str, index: int) -> np.ndarray:
+    """One image as float32 [H, W, C]; S1 nodata (-9999, NaN, inf) becomes NaN."""
+    spec = MODALITIES[modality]
+    size = self.aerial_size if modality == "aerial" else self.s_size
+    arr = read_image(
+      self.image_path(modality, index), bands=len(spec["bands"]), size=size, dtype=spec["dtype"]
+    ).astype(np.float32)
+    if modality == "s1":
+      arr[(arr == S1_NODATA) | ~np.isfinite(arr)] = np.nan
+    return arr
 
-    def __len__(self) -> int:
-        return len(self.names)
+  def __len__(self) -> int:
+    return len(self.names)
 
-    def __getitem__(self, index: int) -> dict[str, dict[str, np.ndarray]]:
-        """One example, see the module docstring for keys, shapes and dtypes."""
-        i = example_index(index, len(self.names))
-        inputs = {m: self.read_modality(m, i) for m in self.modalities}
-        age_ok = self._masks["age"][i] > 0
-        inputs["age"] = np.array([self._targets["age"][i] if age_ok else np.nan], np.float32)
-        return {
-            "inputs": inputs,
-            "targets": {k: np.array(v[i]) for k, v in self._targets.items()},
-            "mask": {k: np.asarray(v[i], np.float32) for k, v in self._masks.items()},
-            "meta": {"index": np.asarray(i, np.int32)},
-        }
+  def __getitem__(self, index: int) -> dict[str, dict[str, np.ndarray]]:
+    """One example, see the module docstring for keys, shapes and dtypes."""
+    i = example_index(index, len(self.names))
+    inputs = {m: self.read_modality(m, i) for m in self.modalities}
+    age_ok = self._masks["age"][i] > 0
+    inputs["age"] = np.array([self._targets["age"][i] if age_ok else np.nan], np.float32)
+    return {
+      "inputs": inputs,
+      "targets": {k: np.array(v[i]) for k, v in self._targets.items()},
+      "mask": {k: np.asarray(v[i], np.float32) for k, v in self._masks.items()},
+      "meta": {"index": np.asarray(i, np.int32)},
+    }
 
-    def check_files(self, max_files: int | None = None, *, progress: bool = True) -> int:
-        """Read every image of the split once (or the first ``max_files`` names).
+  def check_files(self, max_files: int | None = None, *, progress: bool = True) -> int:
+    """Read every image of the split once (or the first ``max_files`` names).
 
-        Returns:
-          the number of names checked.
+    Returns:
+      the number of names checked.
 
-        Raises:
-          DataError: for the first file that is missing or malformed.
-        """
-        n = len(self.names) if max_files is None else min(max_files, len(self.names))
-        it = range(n)
-        if progress and n > 200:
-            from tqdm.auto import tqdm
+    Raises:
+      DataError: for the first file that is missing or malformed.
+    """
+    n = len(self.names) if max_files is None else min(max_files, len(self.names))
+    it = range(n)
+    if progress and n > 200:
+      from tqdm.auto import tqdm
 
-            it = tqdm(it, desc=f"checking TreeSatAI {self.split}", unit="patch")
-        for i in it:
-            for m in self.modalities:
-                self.read_modality(m, i)
-        return n
+      it = tqdm(it, desc=f"checking TreeSatAI {self.split}", unit="patch")
+    for i in it:
+      for m in self.modalities:
+        self.read_modality(m, i)
+    return n
 
-    def __repr__(self) -> str:
-        return (
-            f"TreeSatAISource(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, "
-            f"resolution={self.resolution!r}, modalities={self.modalities}, l2_source={self.l2_source!r}, "
-            f"age_source={self.age_source!r})"
-        )
-
+  def __repr__(self) -> str:
+    return (
+      f"TreeSatAISource(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, "
+      f"resolution={self.resolution!r}, modalities={self.modalities}, l2_source={self.l2_source!r}, "
+      f"age_source={self.age_source!r})"
+    )

@@ -33,8 +33,13 @@ from mtljax.models import activations
 ScoreFn = Callable[[Any, Any], jax.Array]
 LayerFn = Callable[[Any, Any, Any], tuple[jax.Array, jax.Array]]
 
-IG_METHODS = ("riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid",
-              "gausslegendre")
+IG_METHODS = (
+  "riemann_left",
+  "riemann_right",
+  "riemann_middle",
+  "riemann_trapezoid",
+  "gausslegendre",
+)
 NOISE_KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 
@@ -68,7 +73,8 @@ def _input_grad(f: ScoreFn, params, inputs):
 
   grads = iter(jax.grad(total)([x for x, fl in zip(leaves, is_float) if fl]))
   return jax.tree.unflatten(
-      treedef, [next(grads) if fl else jnp.zeros(jnp.shape(x)) for x, fl in zip(leaves, is_float)])
+    treedef, [next(grads) if fl else jnp.zeros(jnp.shape(x)) for x, fl in zip(leaves, is_float)]
+  )
 
 
 def _baseline_tree(inputs, baseline):
@@ -81,14 +87,19 @@ def _baseline_tree(inputs, baseline):
   if not isinstance(baseline, (Mapping, list, tuple)) and jnp.ndim(baseline) == 0:
     return _map_float(lambda x: jnp.full(jnp.shape(x), baseline, jnp.result_type(x)), inputs)
   return jax.tree.map(
-      lambda x, b: jnp.broadcast_to(jnp.asarray(b, jnp.result_type(x)), jnp.shape(x))
-      if _is_float(x) else x, inputs, baseline)
+    lambda x, b: (
+      jnp.broadcast_to(jnp.asarray(b, jnp.result_type(x)), jnp.shape(x)) if _is_float(x) else x
+    ),
+    inputs,
+    baseline,
+  )
 
 
 def _interpolate(inputs, baselines, alpha):
   """`baseline + alpha * (x - baseline)` on floating leaves; `alpha` is a scalar or `[B]`."""
-  return _map_float(lambda x, b: b + _per_example(alpha, x).astype(x.dtype) * (x - b),
-                    inputs, baselines)
+  return _map_float(
+    lambda x, b: b + _per_example(alpha, x).astype(x.dtype) * (x - b), inputs, baselines
+  )
 
 
 def _times_delta(inputs, baselines, grads):
@@ -100,10 +111,14 @@ def _add_noise(inputs, key, scales):
   """Gaussian noise with per-example standard deviation `scales` (pytree of `[B]`)."""
   leaves, treedef = jax.tree.flatten(inputs)
   scale_leaves = treedef.flatten_up_to(scales)
-  noisy = [x + _per_example(s, x).astype(x.dtype)
-           * jax.random.normal(jax.random.fold_in(key, i), jnp.shape(x), jnp.result_type(x))
-           if _is_float(x) else x
-           for i, (x, s) in enumerate(zip(leaves, scale_leaves))]
+  noisy = [
+    x
+    + _per_example(s, x).astype(x.dtype)
+    * jax.random.normal(jax.random.fold_in(key, i), jnp.shape(x), jnp.result_type(x))
+    if _is_float(x)
+    else x
+    for i, (x, s) in enumerate(zip(leaves, scale_leaves))
+  ]
   return jax.tree.unflatten(treedef, noisy)
 
 
@@ -184,9 +199,17 @@ def integration_points(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]
   return (np.arange(n) + offset) / n, np.full(n, 1.0 / n)
 
 
-def integrated_gradients(f: ScoreFn, params, inputs, *, baseline=None, steps: int = 32,
-                         method: str = "riemann_middle", batch_steps: int | None = None,
-                         split: tuple[Callable, Callable] | None = None):
+def integrated_gradients(
+  f: ScoreFn,
+  params,
+  inputs,
+  *,
+  baseline=None,
+  steps: int = 32,
+  method: str = "riemann_middle",
+  batch_steps: int | None = None,
+  split: tuple[Callable, Callable] | None = None,
+):
   """Integrated Gradients (Sundararajan et al.): `(x - x') * ∫_0^1 ∇f(x' + α (x - x')) dα`.
 
   Args:
@@ -214,6 +237,7 @@ def integrated_gradients(f: ScoreFn, params, inputs, *, baseline=None, steps: in
   baselines = _baseline_tree(inputs, baseline)
 
   if split is None:
+
     def grad_at(i):
       return _input_grad(f, params, _interpolate(inputs, baselines, alphas[i]))
 
@@ -226,21 +250,35 @@ def integrated_gradients(f: ScoreFn, params, inputs, *, baseline=None, steps: in
   def grads_at(i):
     a = alphas[i]
     z = jax.tree.map(lambda u, v: v + a.astype(u.dtype) * (u - v), z_x, z_base)
-    return _input_grad(lambda p, xz: rest(p, xz[0], xz[1]), params,
-                       (_interpolate(inputs, baselines, a), z))
+    return _input_grad(
+      lambda p, xz: rest(p, xz[0], xz[1]), params, (_interpolate(inputs, baselines, a), z)
+    )
 
   avg_x, avg_z = _weighted_sum(grads_at, jnp.asarray(weights), batch_steps)
   # d/dx of <prefix(x), avg_z>: the prefix's transpose applied to the averaged z-gradient.
   through_prefix = _input_grad(
-      lambda p, x: sum(jnp.sum(z * g) for z, g in zip(jax.tree.leaves(prefix(p, x)),
-                                                      jax.tree.leaves(avg_z))),
-      params, inputs)
+    lambda p, x: sum(
+      jnp.sum(z * g) for z, g in zip(jax.tree.leaves(prefix(p, x)), jax.tree.leaves(avg_z))
+    ),
+    params,
+    inputs,
+  )
   return _times_delta(inputs, baselines, jax.tree.map(jnp.add, avg_x, through_prefix))
 
 
-def smoothgrad(method_fn: Callable, f: ScoreFn, params, inputs, rng, *, samples: int = 16,
-               stdev: float = 0.15, kind: str = "smoothgrad", batch_samples: int | None = None,
-               **method_kwargs):
+def smoothgrad(
+  method_fn: Callable,
+  f: ScoreFn,
+  params,
+  inputs,
+  rng,
+  *,
+  samples: int = 16,
+  stdev: float = 0.15,
+  kind: str = "smoothgrad",
+  batch_samples: int | None = None,
+  **method_kwargs,
+):
   """Noise tunnel (SmoothGrad, Smilkov et al.) around a deterministic gradient method.
 
   `method_fn(f, params, noisy_inputs, **method_kwargs)` (e.g. `saliency`, `input_x_gradient`,
@@ -262,9 +300,13 @@ def smoothgrad(method_fn: Callable, f: ScoreFn, params, inputs, rng, *, samples:
   if kind not in NOISE_KINDS:
     raise ValueError(f"unknown noise tunnel kind {kind!r}; known: {', '.join(NOISE_KINDS)}")
   scales = jax.tree.map(
-      lambda x: stdev * (jnp.max(x, axis=tuple(range(1, x.ndim)))
-                         - jnp.min(x, axis=tuple(range(1, x.ndim)))) if _is_float(x) else None,
-      inputs)
+    lambda x: (
+      stdev * (jnp.max(x, axis=tuple(range(1, x.ndim))) - jnp.min(x, axis=tuple(range(1, x.ndim))))
+      if _is_float(x)
+      else None
+    ),
+    inputs,
+  )
 
   def attr_at(i):
     noisy = inputs if _is_zero(stdev) else _add_noise(inputs, jax.random.fold_in(rng, i), scales)
@@ -279,8 +321,17 @@ def smoothgrad(method_fn: Callable, f: ScoreFn, params, inputs, rng, *, samples:
   return jax.tree.map(lambda m, m2: m2 - m**2, mean, mean_sq)
 
 
-def gradient_shap(f: ScoreFn, params, inputs, rng, *, baselines=None, samples: int = 16,
-                  stdev: float = 0.0, batch_samples: int | None = None):
+def gradient_shap(
+  f: ScoreFn,
+  params,
+  inputs,
+  rng,
+  *,
+  baselines=None,
+  samples: int = 16,
+  stdev: float = 0.0,
+  batch_samples: int | None = None,
+):
   """Gradient SHAP (Lundberg & Lee) with Captum's `GradientShap` semantics.
 
   For each of `samples` draws and each example: pick a baseline example uniformly from `baselines`,
@@ -364,8 +415,16 @@ def _occlude_features(score_with, reference, x, b, batch):
   return _weighted_sum(diff_at, jnp.ones((num,), x.dtype), batch).reshape(x.shape)
 
 
-def occlusion(f: ScoreFn, params, inputs, *, window=(8, 8), stride=(4, 4), baseline=0.0,
-              batch_windows: int | None = 32):
+def occlusion(
+  f: ScoreFn,
+  params,
+  inputs,
+  *,
+  window=(8, 8),
+  stride=(4, 4),
+  baseline=0.0,
+  batch_windows: int | None = 32,
+):
   """Occlusion (Zeiler & Fergus) with Captum's `Occlusion` semantics.
 
   Each leaf is occluded on its own (the other leaves fixed). Image leaves `[B, H, W, C]`: a
@@ -388,7 +447,7 @@ def occlusion(f: ScoreFn, params, inputs, *, window=(8, 8), stride=(4, 4), basel
   for j, (x, b) in enumerate(zip(leaves, treedef.flatten_up_to(baselines))):
 
     def score_with(value, j=j):
-      return f(params, jax.tree.unflatten(treedef, leaves[:j] + [value] + leaves[j + 1:]))
+      return f(params, jax.tree.unflatten(treedef, leaves[:j] + [value] + leaves[j + 1 :]))
 
     if not _is_float(x):
       out.append(jnp.zeros(x.shape))
@@ -421,15 +480,34 @@ def superpixel_segments(images, n_segments: int = 50, *, compactness: float = 10
   scaled = (images - low) / span
   out = []
   for image in scaled:
-    labels = slic(image, n_segments=n_segments, compactness=compactness, start_label=0,
-                  channel_axis=-1, convert2lab=image.shape[-1] == 3)
+    labels = slic(
+      image,
+      n_segments=n_segments,
+      compactness=compactness,
+      start_label=0,
+      channel_axis=-1,
+      convert2lab=image.shape[-1] == 3,
+    )
     out.append(np.unique(labels, return_inverse=True)[1].reshape(labels.shape))
   return np.stack(out).astype(np.int32)
 
 
-def lime(f: ScoreFn, params, inputs: Mapping[str, Any], rng, *, modality: str, segments=None,
-         num_segments: int | None = None, grid=(8, 8), num_samples: int = 256,
-         kernel_width: float = 0.25, baseline=0.0, ridge: float = 1.0, batch_size: int = 64):
+def lime(
+  f: ScoreFn,
+  params,
+  inputs: Mapping[str, Any],
+  rng,
+  *,
+  modality: str,
+  segments=None,
+  num_segments: int | None = None,
+  grid=(8, 8),
+  num_samples: int = 256,
+  kernel_width: float = 0.25,
+  baseline=0.0,
+  ridge: float = 1.0,
+  batch_size: int = 64,
+):
   """LIME (Ribeiro et al.) over the segments of one image modality; other modalities fixed.
 
   Draws `num_samples` binary masks `z [N, S]` over the S segments (the first one all ones, the
@@ -468,7 +546,7 @@ def lime(f: ScoreFn, params, inputs: Mapping[str, Any], rng, *, modality: str, s
 
   scores = jax.lax.map(score_at, jnp.arange(num_samples), batch_size=batch_size)  # [N, B]
   distance = 1.0 - jnp.sqrt(masks.sum(1) / num_segments)
-  weights = jnp.exp(-distance**2 / (2 * kernel_width**2))  # [N]
+  weights = jnp.exp(-(distance**2) / (2 * kernel_width**2))  # [N]
   w_norm = weights / weights.sum()
   masks_c = masks - w_norm @ masks
   scores_c = scores - w_norm @ scores
@@ -544,6 +622,7 @@ class MethodSpec:
   `upsample_to`) or "image" (shaped like `inputs[modality]`). `signed` says whether attributions
   can be negative (normalise them to [-1, 1]; unsigned ones to [0, 1]).
   """
+
   fn: Callable
   signed: bool
   needs_rng: bool = False
@@ -554,19 +633,25 @@ class MethodSpec:
 
 
 METHODS: dict[str, MethodSpec] = {
-    # Unsigned with the default absolute=True.
-    "saliency": MethodSpec(saliency, signed=False),
-    "input_x_gradient": MethodSpec(input_x_gradient, signed=True),
-    "integrated_gradients": MethodSpec(integrated_gradients, signed=True),
-    # Signedness follows the wrapped method; signed normalisation is also right for maps >= 0.
-    "smoothgrad": MethodSpec(smoothgrad, signed=True, needs_rng=True),
-    "gradient_shap": MethodSpec(gradient_shap, signed=True, needs_rng=True),
-    "occlusion": MethodSpec(occlusion, signed=True),
-    "grad_cam": MethodSpec(grad_cam, signed=False, needs_layer_fn=True, output="map"),
-    "guided_backprop": MethodSpec(guided_backprop, signed=True, needs_guided_fn=True),
-    "guided_grad_cam": MethodSpec(guided_grad_cam, signed=True, needs_layer_fn=True,
-                                  needs_guided_fn=True, needs_modality=True, output="image"),
-    "lime": MethodSpec(lime, signed=True, needs_rng=True, needs_modality=True, output="map"),
+  # Unsigned with the default absolute=True.
+  "saliency": MethodSpec(saliency, signed=False),
+  "input_x_gradient": MethodSpec(input_x_gradient, signed=True),
+  "integrated_gradients": MethodSpec(integrated_gradients, signed=True),
+  # Signedness follows the wrapped method; signed normalisation is also right for maps >= 0.
+  "smoothgrad": MethodSpec(smoothgrad, signed=True, needs_rng=True),
+  "gradient_shap": MethodSpec(gradient_shap, signed=True, needs_rng=True),
+  "occlusion": MethodSpec(occlusion, signed=True),
+  "grad_cam": MethodSpec(grad_cam, signed=False, needs_layer_fn=True, output="map"),
+  "guided_backprop": MethodSpec(guided_backprop, signed=True, needs_guided_fn=True),
+  "guided_grad_cam": MethodSpec(
+    guided_grad_cam,
+    signed=True,
+    needs_layer_fn=True,
+    needs_guided_fn=True,
+    needs_modality=True,
+    output="image",
+  ),
+  "lime": MethodSpec(lime, signed=True, needs_rng=True, needs_modality=True, output="map"),
 }
 
 

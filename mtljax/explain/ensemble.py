@@ -91,12 +91,16 @@ def _program(attribute_fn: Callable, strategy: str, member_chunk: int | None) ->
     if strategy == "loop":
       # One dispatch per member: the member is sliced inside the jitted program (a traced index,
       # so one compilation serves every member).
-      cache[key] = jax.jit(lambda ps, x, i: attribute_fn(
-          jax.tree.map(lambda p: jax.lax.dynamic_index_in_dim(p, i, keepdims=False), ps), x))
+      cache[key] = jax.jit(
+        lambda ps, x, i: attribute_fn(
+          jax.tree.map(lambda p: jax.lax.dynamic_index_in_dim(p, i, keepdims=False), ps), x
+        )
+      )
     elif strategy == "map" or member_chunk is not None:
       batch_size = member_chunk if strategy == "vmap" else None
-      cache[key] = jax.jit(lambda ps, x: jax.lax.map(lambda p: attribute_fn(p, x), ps,
-                                                     batch_size=batch_size))
+      cache[key] = jax.jit(
+        lambda ps, x: jax.lax.map(lambda p: attribute_fn(p, x), ps, batch_size=batch_size)
+      )
     else:
       cache[key] = jax.jit(jax.vmap(attribute_fn, in_axes=(0, None)))
   return cache[key]
@@ -111,8 +115,14 @@ def _run(attribute_fn, strategy, member_chunk, stacked_params, inputs):
   return jax.tree.map(lambda *a: jnp.stack(a), *members)
 
 
-def ensemble_attribute(attribute_fn: Callable[[Any, Any], Any], stacked_params, inputs, *,
-                       strategy: str = "auto", member_chunk: int | None = None):
+def ensemble_attribute(
+  attribute_fn: Callable[[Any, Any], Any],
+  stacked_params,
+  inputs,
+  *,
+  strategy: str = "auto",
+  member_chunk: int | None = None,
+):
   """Attribute with every member and average the attributions (Eq. 1).
 
   Args:

@@ -57,8 +57,10 @@ def _run_intercepted(score_fn, params, inputs, paths: tuple[str, ...], on_call):
     if path not in paths:
       return next_fun(*args, **kwargs)
     if path in captured:
-      raise ValueError(f"module {path!r} runs more than once in the forward pass; this needs a "
-                       "layer that runs once")
+      raise ValueError(
+        f"module {path!r} runs more than once in the forward pass; this needs a "
+        "layer that runs once"
+      )
     out = on_call(path, lambda: next_fun(*args, **kwargs))
     if not isinstance(out, jax.Array):
       raise ValueError(f"module {path!r} returns {type(out).__name__}, not an array")
@@ -69,8 +71,10 @@ def _run_intercepted(score_fn, params, inputs, paths: tuple[str, ...], on_call):
     scores = score_fn(params, inputs)
   missing = [p for p in paths if p not in captured]
   if missing:
-    raise ValueError(f"no module at path {missing[0]!r} runs in the forward pass; available "
-                     f"paths: {', '.join(seen)}")
+    raise ValueError(
+      f"no module at path {missing[0]!r} runs in the forward pass; available "
+      f"paths: {', '.join(seen)}"
+    )
   return scores, captured
 
 

@@ -93,8 +93,10 @@ def com_distance(maps, keypoints) -> np.ndarray:
   the keypoint is NaN (not annotated) or the map has no mass."""
   maps, keypoints = np.asarray(maps), np.asarray(keypoints, np.float64)
   if keypoints.shape != (maps.shape[0], 2):
-    raise ValueError(f"maps of shape {maps.shape} need keypoints of shape ({maps.shape[0]}, 2), "
-                     f"got {keypoints.shape}")
+    raise ValueError(
+      f"maps of shape {maps.shape} need keypoints of shape ({maps.shape[0]}, 2), "
+      f"got {keypoints.shape}"
+    )
   scale = np.array(maps.shape[-2:], np.float64)
   return np.linalg.norm((center_of_mass(maps) - keypoints) / scale, axis=1)
 
@@ -114,8 +116,9 @@ def compare(ind, ens, *, lower_is_better: bool) -> dict[str, float]:
   """
   ind, ens = np.asarray(ind, np.float64), np.asarray(ens, np.float64)
   if ind.ndim != 2 or ind.shape[1:] != ens.shape:
-    raise ValueError(f"ind of shape {ind.shape} must be [E, N] with ens of shape [N], got "
-                     f"{ens.shape}")
+    raise ValueError(
+      f"ind of shape {ind.shape} must be [E, N] with ens of shape [N], got {ens.shape}"
+    )
   valid = np.isfinite(ind).any(axis=0)
   ind_mean = np.full(ens.shape, np.nan)
   ind_mean[valid] = np.nanmean(ind[:, valid], axis=0)
@@ -125,12 +128,19 @@ def compare(ind, ens, *, lower_is_better: bool) -> dict[str, float]:
   t, p = scipy.stats.ttest_rel(a, b) if n >= 2 else (np.nan, np.nan)
   ind_avg, ens_avg = (float(b.mean()), float(a.mean())) if n else (np.nan, np.nan)
   sign = -1.0 if lower_is_better else 1.0
-  return {"ind_avg": ind_avg, "ens_avg": ens_avg, "t": sign * float(t), "p": float(p), "n": n,
-          "ens_better": bool(sign * (ens_avg - ind_avg) > 0)}
+  return {
+    "ind_avg": ind_avg,
+    "ens_avg": ens_avg,
+    "t": sign * float(t),
+    "p": float(p),
+    "n": n,
+    "ens_better": bool(sign * (ens_avg - ind_avg) > 0),
+  }
 
 
-def size_curve(per_member_maps, metric_fn: Callable[[np.ndarray], np.ndarray], *,
-               signed: bool) -> dict[str, np.ndarray]:
+def size_curve(
+  per_member_maps, metric_fn: Callable[[np.ndarray], np.ndarray], *, signed: bool
+) -> dict[str, np.ndarray]:
   """How the metric changes with the ensemble's size.
 
   Args:

@@ -34,14 +34,12 @@ import uuid
 from typing import Any, BinaryIO, Iterator, Mapping, Sequence
 
 import matplotlib
-from matplotlib import patheffects
-from matplotlib import ticker
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.backends.backend_agg import RendererAgg
-from matplotlib.figure import Figure
-from matplotlib.font_manager import FontProperties
 import matplotlib.image as mpimg
 import numpy as np
+from matplotlib import patheffects, ticker
+from matplotlib.backends.backend_agg import FigureCanvasAgg, RendererAgg
+from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 
 # A map is treated as signed when its minimum is below this (tolerates float noise around 0).
 _SIGNED_TOL = -1e-6
@@ -95,12 +93,9 @@ def _colormap(cmap: Any) -> matplotlib.colors.Colormap:
   return matplotlib.colormaps.get_cmap(cmap)
 
 
-def overlay(image: Any,
-            heatmap: Any,
-            *,
-            alpha: float = 0.5,
-            cmap: Any = None,
-            signed: bool | None = None) -> np.ndarray:
+def overlay(
+  image: Any, heatmap: Any, *, alpha: float = 0.5, cmap: Any = None, signed: bool | None = None
+) -> np.ndarray:
   """Blends a colour-mapped saliency map over its image.
 
   `out = (1 - alpha) * image + alpha * cmap(heatmap)` everywhere (the usual Grad-CAM look).
@@ -178,8 +173,7 @@ def _save_png(fig: Figure, path: str | os.PathLike) -> None:
   _atomic_write_bytes(path, buf.getvalue())
 
 
-def _grid_px(nrows: int, ncols: int, panel_size: float, dpi: float,
-             title: str) -> tuple[int, int]:
+def _grid_px(nrows: int, ncols: int, panel_size: float, dpi: float, title: str) -> tuple[int, int]:
   """(width, height) in pixels of a grid of captioned square panels, plus a title band."""
   width = round(ncols * panel_size * dpi)
   height = round(nrows * (panel_size + _CAPTION_IN) * dpi + (_TITLE_IN * dpi if title else 0))
@@ -192,8 +186,16 @@ def _show(ax, rgb: np.ndarray, caption: str, fontsize: float) -> None:
   ax.set_axis_off()
 
 
-def _render_grid(path, panels: Sequence[tuple[np.ndarray, str]], *, ncols: int, title: str,
-                 panel_size: float, dpi: float, fontsize: float) -> None:
+def _render_grid(
+  path,
+  panels: Sequence[tuple[np.ndarray, str]],
+  *,
+  ncols: int,
+  title: str,
+  panel_size: float,
+  dpi: float,
+  fontsize: float,
+) -> None:
   """Saves `panels` (uint8 `[H, W, 3]`, caption) row-major on an `ncols`-wide grid."""
   ncols = max(1, min(ncols, len(panels)))
   nrows = math.ceil(len(panels) / ncols)
@@ -213,21 +215,23 @@ def _render_grid(path, panels: Sequence[tuple[np.ndarray, str]], *, ncols: int, 
 # ----------------------------------------------------------------------------- panels and grids
 
 
-def save_member_panels(path: str | os.PathLike,
-                       image: Any,
-                       member_maps: Any,
-                       ensemble_map: Any,
-                       *,
-                       title: str = "",
-                       member_scores: Sequence[float] | None = None,
-                       ensemble_score: float | None = None,
-                       signed: bool | None = None,
-                       score_name: str = "score",
-                       alpha: float = 0.5,
-                       ncols: int | None = None,
-                       panel_size: float = 2.5,
-                       dpi: float = 100,
-                       fontsize: float = 10) -> str:
+def save_member_panels(
+  path: str | os.PathLike,
+  image: Any,
+  member_maps: Any,
+  ensemble_map: Any,
+  *,
+  title: str = "",
+  member_scores: Sequence[float] | None = None,
+  ensemble_score: float | None = None,
+  signed: bool | None = None,
+  score_name: str = "score",
+  alpha: float = 0.5,
+  ncols: int | None = None,
+  panel_size: float = 2.5,
+  dpi: float = 100,
+  fontsize: float = 10,
+) -> str:
   """Fig. 2: the image, each member's explanation, and the ensemble's explanation last.
 
   Panels are "image", "member 0" … "member E-1" and "ensemble (mean of E)", laid out row-major on
@@ -274,26 +278,40 @@ def save_member_panels(path: str | os.PathLike,
   panels = [(_to_uint8(img), "image\n" if two_lines else "image")]
   for i in range(e):
     score = None if member_scores is None else member_scores[i]
-    panels.append((overlay(img, members[i], alpha=alpha, signed=signed),
-                   caption(f"member {i}", score)))
-  panels.append((overlay(img, ens, alpha=alpha, signed=signed),
-                 caption(f"ensemble (mean of {e})", ensemble_score)))
-  _render_grid(path, panels, ncols=ncols or min(len(panels), 7), title=title,
-               panel_size=panel_size, dpi=dpi, fontsize=fontsize)
+    panels.append(
+      (overlay(img, members[i], alpha=alpha, signed=signed), caption(f"member {i}", score))
+    )
+  panels.append(
+    (
+      overlay(img, ens, alpha=alpha, signed=signed),
+      caption(f"ensemble (mean of {e})", ensemble_score),
+    )
+  )
+  _render_grid(
+    path,
+    panels,
+    ncols=ncols or min(len(panels), 7),
+    title=title,
+    panel_size=panel_size,
+    dpi=dpi,
+    fontsize=fontsize,
+  )
   return os.fspath(path)
 
 
-def save_heatmap_grid(path: str | os.PathLike,
-                      images: Any,
-                      maps: Any,
-                      *,
-                      titles: Sequence[str] | None = None,
-                      ncols: int = 4,
-                      signed: bool | None = None,
-                      alpha: float = 0.5,
-                      panel_size: float = 2.5,
-                      dpi: float = 100,
-                      fontsize: float = 10) -> str:
+def save_heatmap_grid(
+  path: str | os.PathLike,
+  images: Any,
+  maps: Any,
+  *,
+  titles: Sequence[str] | None = None,
+  ncols: int = 4,
+  signed: bool | None = None,
+  alpha: float = 0.5,
+  panel_size: float = 2.5,
+  dpi: float = 100,
+  fontsize: float = 10,
+) -> str:
   """Overlays of many examples on a grid, row-major.
 
   The PNG is `round(min(ncols, N) * panel_size * dpi)` pixels wide and
@@ -322,10 +340,16 @@ def save_heatmap_grid(path: str | os.PathLike,
     raise ValueError(f"{len(titles)} titles for {n} images")
   if signed is None:
     signed = _is_signed(maps)
-  panels = [(overlay(images[i], maps[i], alpha=alpha, signed=signed),
-             "" if titles is None else str(titles[i])) for i in range(n)]
-  _render_grid(path, panels, ncols=ncols, title="", panel_size=panel_size, dpi=dpi,
-               fontsize=fontsize)
+  panels = [
+    (
+      overlay(images[i], maps[i], alpha=alpha, signed=signed),
+      "" if titles is None else str(titles[i]),
+    )
+    for i in range(n)
+  ]
+  _render_grid(
+    path, panels, ncols=ncols, title="", panel_size=panel_size, dpi=dpi, fontsize=fontsize
+  )
   return os.fspath(path)
 
 
@@ -360,21 +384,22 @@ def _spread(ys: np.ndarray, ties: np.ndarray, lo: float, hi: float, gap: float) 
 def _text_px(text: str, fontsize: float, dpi: float) -> tuple[float, float]:
   """(width, height) in display pixels of one text at `fontsize` points and `dpi`."""
   w, h, _ = RendererAgg(1, 1, dpi).get_text_width_height_descent(
-      text, FontProperties(size=fontsize), ismath=False)
+    text, FontProperties(size=fontsize), ismath=False
+  )
   return float(w), float(h)
 
 
 def save_labelled_arrows(
-    path: str | os.PathLike,
-    image: Any,
-    arrows: Sequence[tuple[str, Sequence[float]]] | Mapping[str, Sequence[float]],
-    *,
-    member_points: Mapping[str, Any] | None = None,
-    title: str = "",
-    scale: float | None = None,
-    margin: tuple[float, float] | None = None,
-    dpi: float = 100,
-    fontsize: float = 11,
+  path: str | os.PathLike,
+  image: Any,
+  arrows: Sequence[tuple[str, Sequence[float]]] | Mapping[str, Sequence[float]],
+  *,
+  member_points: Mapping[str, Any] | None = None,
+  title: str = "",
+  scale: float | None = None,
+  margin: tuple[float, float] | None = None,
+  dpi: float = 100,
+  fontsize: float = 11,
 ) -> list[tuple[str, tuple[float, float], tuple[float, float]]]:
   """Fig. 14 / Fig. 4: labelled arrows whose heads sit at each attribute's centre of mass.
 
@@ -455,8 +480,9 @@ def save_labelled_arrows(
   tails = np.zeros((len(drawn), 2))
   for i, (_, (hy, hx)) in enumerate(drawn):
     dy, dx = hy - cy, hx - cx
-    t = min(ex / abs(dx) if abs(dx) > 1e-9 else math.inf,
-            ey / abs(dy) if abs(dy) > 1e-9 else math.inf)
+    t = min(
+      ex / abs(dx) if abs(dx) > 1e-9 else math.inf, ey / abs(dy) if abs(dy) > 1e-9 else math.inf
+    )
     ty = cy + t * dy if math.isfinite(t) else cy
     tails[i] = (np.clip(ty, lo, hi), x_left if dx < 0 else x_right)
   heads_y = np.array([hy for _, (hy, _) in drawn], dtype=np.float64)
@@ -470,14 +496,19 @@ def save_labelled_arrows(
   with _figure(width_px, height_px, dpi) as fig:
     ax = fig.add_axes((0.0, 0.0, 1.0, 1.0))
     ax.set_axis_off()
-    ax.imshow(img, extent=(-0.5, w - 0.5, h - 0.5, -0.5), aspect="auto",
-              interpolation="nearest" if scale >= 1 else "antialiased")
+    ax.imshow(
+      img,
+      extent=(-0.5, w - 0.5, h - 0.5, -0.5),
+      aspect="auto",
+      interpolation="nearest" if scale >= 1 else "antialiased",
+    )
     ax.set_xlim(x0, x1)
     ax.set_ylim(y1, y0)  # y grows downwards, as in the image
     ax.set_autoscale_on(False)
     if title:
-      fig.text(0.5, 1.0 - 0.2 * title_px / height_px, title, ha="center", va="top",
-               fontsize=fontsize + 2)
+      fig.text(
+        0.5, 1.0 - 0.2 * title_px / height_px, title, ha="center", va="top", fontsize=fontsize + 2
+      )
 
     tail_of = {label: tails[i] for i, (label, _) in enumerate(drawn)}
     for label, pts in (member_points or {}).items():
@@ -488,17 +519,30 @@ def save_labelled_arrows(
         norm = float(np.hypot(*away))
         away = away / norm if norm > 1e-9 else np.array((-1.0, -1.0)) / math.sqrt(2.0)
         sy, sx = np.array((py, px)) + member_len * away
-        ax.annotate("", xy=(px, py), xytext=(sx, sy), zorder=3,
-                    arrowprops=dict(arrowstyle="-|>", color="black", lw=1.0,
-                                    mutation_scale=8, shrinkA=0, shrinkB=0))
+        ax.annotate(
+          "",
+          xy=(px, py),
+          xytext=(sx, sy),
+          zorder=3,
+          arrowprops=dict(
+            arrowstyle="-|>", color="black", lw=1.0, mutation_scale=8, shrinkA=0, shrinkB=0
+          ),
+        )
 
     result = []
     for (label, (hy, hx)), (ty, tx) in zip(drawn, tails):
       ann = ax.annotate(
-          label, xy=(hx, hy), xytext=(tx, ty), ha="right" if tx < cx else "left", va="center",
-          fontsize=fontsize, zorder=4,
-          arrowprops=dict(arrowstyle="-|>", color="red", lw=2.0, mutation_scale=16,
-                          shrinkA=3, shrinkB=0))
+        label,
+        xy=(hx, hy),
+        xytext=(tx, ty),
+        ha="right" if tx < cx else "left",
+        va="center",
+        fontsize=fontsize,
+        zorder=4,
+        arrowprops=dict(
+          arrowstyle="-|>", color="red", lw=2.0, mutation_scale=16, shrinkA=3, shrinkB=0
+        ),
+      )
       ann.arrow_patch.set_path_effects(outline)
       result.append((label, (hy, hx), (float(ty), float(tx))))
     _save_png(fig, path)
@@ -508,17 +552,19 @@ def save_labelled_arrows(
 # ----------------------------------------------------------------------------- ensemble size curve
 
 
-def save_size_curve(path: str | os.PathLike,
-                    sizes: Any,
-                    ens: Any,
-                    ind: Any,
-                    *,
-                    metric: str = "IoU",
-                    title: str = "",
-                    ens_std: Any = None,
-                    ind_std: Any = None,
-                    figsize: tuple[float, float] = (5.0, 3.5),
-                    dpi: float = 100) -> str:
+def save_size_curve(
+  path: str | os.PathLike,
+  sizes: Any,
+  ens: Any,
+  ind: Any,
+  *,
+  metric: str = "IoU",
+  title: str = "",
+  ens_std: Any = None,
+  ind_std: Any = None,
+  figsize: tuple[float, float] = (5.0, 3.5),
+  dpi: float = 100,
+) -> str:
   """Fig. 5: explanation metric against ensemble size.
 
   Blue: the metric of the ensemble-averaged explanation; red: the average of the individual
@@ -541,19 +587,35 @@ def save_size_curve(path: str | os.PathLike,
     `path` as a string.
   """
   sizes = np.asarray(sizes, dtype=np.float64)
-  curves = [np.asarray(v, dtype=np.float64) if v is not None else None
-            for v in (ens, ind, ens_std, ind_std)]
+  curves = [
+    np.asarray(v, dtype=np.float64) if v is not None else None for v in (ens, ind, ens_std, ind_std)
+  ]
   for v in curves:
     if v is not None and v.shape != sizes.shape:
       raise ValueError(f"curves must match sizes {sizes.shape}, got {v.shape}")
   ens, ind, ens_std, ind_std = curves
-  with _figure(round(figsize[0] * dpi), round(figsize[1] * dpi), dpi,
-               layout="constrained") as fig:
+  with _figure(round(figsize[0] * dpi), round(figsize[1] * dpi), dpi, layout="constrained") as fig:
     ax = fig.add_subplot()
-    ax.errorbar(sizes, ens, yerr=ens_std, color=_ENSEMBLE_COLOR, marker="o", ms=4, capsize=3,
-                label="averaged explanation (ensemble)")
-    ax.errorbar(sizes, ind, yerr=ind_std, color=_INDIVIDUAL_COLOR, marker="s", ms=4, capsize=3,
-                label="average of individuals")
+    ax.errorbar(
+      sizes,
+      ens,
+      yerr=ens_std,
+      color=_ENSEMBLE_COLOR,
+      marker="o",
+      ms=4,
+      capsize=3,
+      label="averaged explanation (ensemble)",
+    )
+    ax.errorbar(
+      sizes,
+      ind,
+      yerr=ind_std,
+      color=_INDIVIDUAL_COLOR,
+      marker="s",
+      ms=4,
+      capsize=3,
+      label="average of individuals",
+    )
     ax.set_xlabel("ensemble size")
     ax.set_ylabel(metric)
     ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))

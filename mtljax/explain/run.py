@@ -28,13 +28,20 @@ from tqdm import tqdm
 from mtljax import configlib, train
 from mtljax.checkpoint import Checkpointer
 from mtljax.data import pipeline
-from mtljax.explain import (attributions, ensemble as ens_lib, flax_utils, metrics as xm, render,
-                            targets as targets_lib)
+from mtljax.explain import attributions, flax_utils, render
+from mtljax.explain import ensemble as ens_lib
+from mtljax.explain import metrics as xm
+from mtljax.explain import targets as targets_lib
 from mtljax.models import activations, encoders
 
 #: (metric, lower is better) in the order of the report.
-METRICS = (("iou", False), ("intersection", False), ("union", True), ("pearson", False),
-           ("com_distance", True))
+METRICS = (
+  ("iou", False),
+  ("intersection", False),
+  ("union", True),
+  ("pearson", False),
+  ("com_distance", True),
+)
 
 
 class ExplainError(configlib.ConfigError):
@@ -52,8 +59,10 @@ def explained_targets(task_cfg, targets: np.ndarray, mask: np.ndarray, target: i
   """
   kind, n = task_cfg.kind, int(task_cfg.get("num_classes") or 1)
   if target != -1 and not 0 <= target < n:
-    raise ExplainError(f"config.explain.target={target} is outside the range of task "
-                       f"{kind} with {n} outputs: use 0..{n - 1}, or -1 for the true labels")
+    raise ExplainError(
+      f"config.explain.target={target} is outside the range of task "
+      f"{kind} with {n} outputs: use 0..{n - 1}, or -1 for the true labels"
+    )
   pairs = []
   for i in range(len(targets)):
     if np.max(mask[i]) <= 0:  # a dense (per-pixel) mask: some pixel labelled
@@ -72,8 +81,9 @@ def explained_targets(task_cfg, targets: np.ndarray, mask: np.ndarray, target: i
 
 
 # ============================================================================ attribution
-def make_attribute_fn(model, config: ml_collections.ConfigDict, name: str,
-                      image_hw: tuple[int, int]) -> Callable:
+def make_attribute_fn(
+  model, config: ml_collections.ConfigDict, name: str, image_hw: tuple[int, int]
+) -> Callable:
   """`(stacked_variables, inputs, idx, segments) -> (member_maps [E,B,H,W], ens [B,H,W], mass,
   others)`, jitted; for methods that attribute every input, `mass` is each input modality's share
   of the attribution mass `[E, B, M]` and `others` the ensemble map `[B, h, w]` of every other
@@ -93,8 +103,9 @@ def make_attribute_fn(model, config: ml_collections.ConfigDict, name: str,
   # `attributions.integrated_gradients(split=...)`).
   affine = []
   for m in sorted(config.inputs):
-    layer = encoders.affine_input_layer(config.inputs[m].get("encoder"),
-                                        config.inputs[m].get("encoder_kwargs"))
+    layer = encoders.affine_input_layer(
+      config.inputs[m].get("encoder"), config.inputs[m].get("encoder_kwargs")
+    )
     if layer:
       affine.append(f"encoders_{m}/{layer}")
 
@@ -112,15 +123,22 @@ def make_attribute_fn(model, config: ml_collections.ConfigDict, name: str,
       return attributions.input_x_gradient(f, variables, x)
     if name == "integrated_gradients":
       return attributions.integrated_gradients(
-          f, variables, x, steps=int(ex.ig_steps), method=ex.ig_method,
-          batch_steps=ex.ig_batch_steps or None,
-          split=flax_utils.affine_split(f, affine) if affine else None)
+        f,
+        variables,
+        x,
+        steps=int(ex.ig_steps),
+        method=ex.ig_method,
+        batch_steps=ex.ig_batch_steps or None,
+        split=flax_utils.affine_split(f, affine) if affine else None,
+      )
     if name == "smoothgrad":
-      return attributions.smoothgrad(attributions.saliency, f, variables, x, rng,
-                                     samples=int(ex.samples), stdev=float(ex.noise))
+      return attributions.smoothgrad(
+        attributions.saliency, f, variables, x, rng, samples=int(ex.samples), stdev=float(ex.noise)
+      )
     if name == "gradient_shap":
-      return attributions.gradient_shap(f, variables, x, rng, samples=int(ex.samples),
-                                        stdev=float(ex.noise))
+      return attributions.gradient_shap(
+        f, variables, x, rng, samples=int(ex.samples), stdev=float(ex.noise)
+      )
     if name == "occlusion":
       w, s = int(ex.occlusion_window), int(ex.occlusion_stride)
       return attributions.occlusion(f, variables, x, window=(w, w), stride=(s, s))
@@ -131,25 +149,30 @@ def make_attribute_fn(model, config: ml_collections.ConfigDict, name: str,
     if name == "guided_grad_cam":
       return attributions.guided_grad_cam(guided_f, layer_fn, variables, x, modality=modality)
     if name == "lime":
-      return attributions.lime(f, variables, x, rng, modality=modality, segments=segments,
-                               num_samples=int(ex.lime_samples))
+      return attributions.lime(
+        f, variables, x, rng, modality=modality, segments=segments, num_samples=int(ex.lime_samples)
+      )
     raise ExplainError(f"no explain recipe for method {name!r}")
 
   reduce = "sum" if spec.signed else "abs_sum"
 
   def run(stacked, x, idx, segments):
     per_member, _ = ens_lib.ensemble_attribute(
-        lambda v, xx: attribute_member(v, xx, idx, segments), stacked, x,
-        strategy=ex.strategy)
+      lambda v, xx: attribute_member(v, xx, idx, segments), stacked, x, strategy=ex.strategy
+    )
     mass, others = None, {}
     if spec.output == "inputs":
-      leaves = {m: jnp.abs(a).reshape(a.shape[0], a.shape[1], -1).sum(-1)
-                for m, a in per_member.items()}
+      leaves = {
+        m: jnp.abs(a).reshape(a.shape[0], a.shape[1], -1).sum(-1) for m, a in per_member.items()
+      }
       total = sum(leaves.values()) + 1e-12
       mass = jnp.stack([leaves[m] / total for m in sorted(leaves)], axis=-1)
       # The ensemble map of every other image input (one attribution per modality).
-      others = {m: ens_lib.ensemble_heatmaps(a, reduce=reduce, signed=spec.signed)[1]
-                for m, a in per_member.items() if m != modality and a.ndim == 5}
+      others = {
+        m: ens_lib.ensemble_heatmaps(a, reduce=reduce, signed=spec.signed)[1]
+        for m, a in per_member.items()
+        if m != modality and a.ndim == 5
+      }
       per_member = per_member[modality]
     members, ens_map = ens_lib.ensemble_heatmaps(per_member, reduce=reduce, signed=spec.signed)
     return members, ens_map, mass, others
@@ -169,9 +192,10 @@ def _restore(config, s, workdir):
     restored = (ckpt.restore_best if which == "best" else ckpt.restore_latest)(s.abstract_state)
   except Exception as e:  # a checkpoint of another shape: e.g. one model, not an ensemble
     raise ExplainError(
-        f"{workdir}/checkpoints/{which} does not hold the ensemble of "
-        f"config.ensemble.size={train.ensemble_size(config)} this config describes: "
-        f"{str(e)[:300]}") from e
+      f"{workdir}/checkpoints/{which} does not hold the ensemble of "
+      f"config.ensemble.size={train.ensemble_size(config)} this config describes: "
+      f"{str(e)[:300]}"
+    ) from e
   ckpt.close()
   if restored is None:
     raise ExplainError(f"{workdir}/checkpoints/{which} holds no checkpoint; train first")
@@ -187,22 +211,28 @@ def _check_request(config, s, stacked):
     except ValueError as e:
       problems.append(f"config.explain.methods: {e}")
   if ex.task not in config.tasks:
-    problems.append(f"config.explain.task={ex.task!r} is not one of the tasks {sorted(config.tasks)}")
+    problems.append(
+      f"config.explain.task={ex.task!r} is not one of the tasks {sorted(config.tasks)}"
+    )
   fields = s.sources["train"].input_fields
   if ex.modality not in config.inputs or len(fields[ex.modality]["shape"]) != 3:
-    problems.append(f"config.explain.modality={ex.modality!r} must be an image input (one of "
-                    f"{sorted(m for m in config.inputs if len(fields[m]['shape']) == 3)})")
+    problems.append(
+      f"config.explain.modality={ex.modality!r} must be an image input (one of "
+      f"{sorted(m for m in config.inputs if len(fields[m]['shape']) == 3)})"
+    )
   if ex.split not in s.sources:
     problems.append(f"config.explain.split={ex.split!r} is not one of {sorted(s.sources)}")
   if any(m in ("grad_cam", "guided_grad_cam") for m in ex.methods) and not problems:
-    score = lambda v, xx: s.model.apply(v, xx, train=False)[0][ex.task].reshape(
-        len(xx[ex.modality]), -1).sum(-1)
-    paths = flax_utils.module_paths(score, jax.tree.map(lambda a: a[0], stacked),
-                                    s.example_inputs)
+    score = lambda v, xx: (
+      s.model.apply(v, xx, train=False)[0][ex.task].reshape(len(xx[ex.modality]), -1).sum(-1)
+    )
+    paths = flax_utils.module_paths(score, jax.tree.map(lambda a: a[0], stacked), s.example_inputs)
     if ex.layer not in paths:
       near = [p for p in paths if p.startswith(f"encoders_{ex.modality}/")]
-      problems.append(f"config.explain.layer={ex.layer!r} is not a layer of the model; layers of "
-                      f"the {ex.modality} encoder: {', '.join(near) or ', '.join(paths)}")
+      problems.append(
+        f"config.explain.layer={ex.layer!r} is not a layer of the model; layers of "
+        f"the {ex.modality} encoder: {', '.join(near) or ', '.join(paths)}"
+      )
   if problems:
     raise ExplainError("cannot explain:\n  - " + "\n  - ".join(problems))
 
@@ -211,8 +241,13 @@ def _collect(config, s):
   """The first `max_examples` examples of the split (normalised inputs, labels, source index)."""
   ex = config.explain
   src = s.sources[ex.split]
-  batches = pipeline.eval_batches(src, input_names=s.input_names, task_names=s.task_names,
-                                  stats=s.stats["inputs"], batch_size=int(ex.batch_size))
+  batches = pipeline.eval_batches(
+    src,
+    input_names=s.input_names,
+    task_names=s.task_names,
+    stats=s.stats["inputs"],
+    batch_size=int(ex.batch_size),
+  )
   inputs, targets, masks, index = {m: [] for m in s.input_names}, [], [], []
   n = 0
   for b in batches:
@@ -225,7 +260,7 @@ def _collect(config, s):
     n += int(keep.sum())
     if n >= ex.max_examples:
       break
-  cut = lambda a: np.concatenate(a)[:ex.max_examples]
+  cut = lambda a: np.concatenate(a)[: ex.max_examples]
   return ({m: cut(v) for m, v in inputs.items()}, cut(targets), cut(masks), cut(index))
 
 
@@ -258,8 +293,10 @@ def _annotations(src, index, pairs, names, hw):
     m = ann["masks"].get(names[t])
     if m is not None:
       if m.shape != hw:
-        raise ExplainError(f"{type(src).__name__} example {j}: mask of {names[t]!r} has size "
-                           f"{m.shape}, its image {hw}")
+        raise ExplainError(
+          f"{type(src).__name__} example {j}: mask of {names[t]!r} has size "
+          f"{m.shape}, its image {hw}"
+        )
       masks[p], has_mask[p] = m, True
     kp = ann["keypoints"].get(names[t])
     if kp is not None:
@@ -287,9 +324,11 @@ def _table(results: Mapping[str, Any]) -> str:
       # Bold: the better of the two; stars (escaped for markdown): p < 0.01 (**), p < 1e-4 (****).
       stars = "\\*" * (4 if c["p"] < 1e-4 else 2 if c["p"] < 0.01 else 0)
       best = lambda v, mine: f"**{v:.4f}** {stars}".rstrip() if mine else f"{v:.4f}"
-      lines.append(f"| {method} | {metric} | {best(c['ind_avg'], not c['ens_better'])} | "
-                   f"{best(c['ens_avg'], c['ens_better'])} | {c['t']:.2f} | {c['p']:.2g} | "
-                   f"{c['n']} |")
+      lines.append(
+        f"| {method} | {metric} | {best(c['ind_avg'], not c['ens_better'])} | "
+        f"{best(c['ens_avg'], c['ens_better'])} | {c['t']:.2f} | {c['p']:.2g} | "
+        f"{c['n']} |"
+      )
   return "\n".join(lines)
 
 
@@ -297,6 +336,7 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
   """Explain the ensemble of a trained workdir (see the module docstring)."""
   if config.explain.get("kind") == "time_series":  # CropYield: importance over steps/features
     from mtljax.explain import timeseries
+
     return timeseries.explain_workdir(config, workdir)
   s = train.setup(config, workdir, write_config=False)
   ex = config.explain
@@ -314,24 +354,37 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
   x, targets, lmask, index = _collect(config, s)
   pairs = explained_targets(task_cfg, targets, lmask, int(ex.target))
   if not len(pairs):
-    raise ExplainError(f"no example of split {ex.split!r} has a label to explain for task "
-                       f"{ex.task!r} (config.explain.target={ex.target})")
+    raise ExplainError(
+      f"no example of split {ex.split!r} has a label to explain for task "
+      f"{ex.task!r} (config.explain.target={ex.target})"
+    )
   hw = tuple(x[ex.modality].shape[1:3])
   ann_masks, keypoints, has_mask = _annotations(src, index, pairs, names, hw)
   images = _display_images(x[ex.modality], s.stats["inputs"][ex.modality])
   if is_main:
-    print(f"Explaining {len(pairs)} targets of {len(index)} {ex.split} examples (task "
-          f"{ex.task!r}) with an ensemble of {size}, methods {list(ex.methods)}; "
-          f"{int(has_mask.sum())} with a ground-truth mask, "
-          f"{int(np.isfinite(keypoints[:, 0]).sum())} with a keypoint.", flush=True)
+    print(
+      f"Explaining {len(pairs)} targets of {len(index)} {ex.split} examples (task "
+      f"{ex.task!r}) with an ensemble of {size}, methods {list(ex.methods)}; "
+      f"{int(has_mask.sum())} with a ground-truth mask, "
+      f"{int(np.isfinite(keypoints[:, 0]).sum())} with a keypoint.",
+      flush=True,
+    )
 
   # Classification quality of the ensemble against its average member on the same split.
-  cls_metrics, _ = train.evaluate(s.p_eval_step, state, s.eval_iter(ex.split), config, s.mesh,
-                                  desc=f"{ex.split} eval")
+  cls_metrics, _ = train.evaluate(
+    s.p_eval_step, state, s.eval_iter(ex.split), config, s.mesh, desc=f"{ex.split} eval"
+  )
   results: dict[str, Any] = {}
-  summary = {"split": ex.split, "task": ex.task, "ensemble_size": size,
-             "checkpoint_step": int(meta["step"]), "num_examples": int(len(index)),
-             "num_targets": int(len(pairs)), "classification": cls_metrics, "methods": {}}
+  summary = {
+    "split": ex.split,
+    "task": ex.task,
+    "ensemble_size": size,
+    "checkpoint_step": int(meta["step"]),
+    "num_examples": int(len(index)),
+    "num_targets": int(len(pairs)),
+    "classification": cls_metrics,
+    "methods": {},
+  }
   bs = int(ex.batch_size)
   segments_all = None
   if "lime" in ex.methods and ex.lime_segments == "slic":
@@ -342,15 +395,21 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
     member_maps, ens_maps, masses, others = [], [], [], {}
     t0 = time.perf_counter()
     for start in tqdm(range(0, len(pairs), bs), desc=name, disable=not is_main, mininterval=2):
-      p = pairs[start:start + bs]
+      p = pairs[start : start + bs]
       pad = bs - len(p)  # a fixed batch shape: one compilation per method
       p_full = np.concatenate([p, np.repeat(p[-1:], pad, 0)]) if pad else p
       xb = {m: jnp.asarray(v[p_full[:, 0]]) for m, v in x.items()}
       seg = None
       if name == "lime":
-        seg = (jnp.asarray(segments_all[p_full[:, 0]]) if segments_all is not None else
-               jnp.asarray(np.broadcast_to(attributions.grid_segments(*hw, tuple(ex.lime_grid)),
-                                           (len(p_full),) + hw)))
+        seg = (
+          jnp.asarray(segments_all[p_full[:, 0]])
+          if segments_all is not None
+          else jnp.asarray(
+            np.broadcast_to(
+              attributions.grid_segments(*hw, tuple(ex.lime_grid)), (len(p_full),) + hw
+            )
+          )
+        )
       mm, em, mass, other = fn(stacked, xb, jnp.asarray(p_full[:, 1]), seg)
       keep = len(p)
       for m, v in other.items():
@@ -367,38 +426,58 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
     compare = {}
     for metric, lower in METRICS:
       if np.isfinite(en[metric]).any():
-        compare[metric] = xm.compare(np.stack([d[metric] for d in ind]), en[metric],
-                                     lower_is_better=lower)
+        compare[metric] = xm.compare(
+          np.stack([d[metric] for d in ind]), en[metric], lower_is_better=lower
+        )
     curve = {}
     if size > 1:
       for metric, fn_metric in (
-          ("iou", lambda mp: _score_maps(mp, ann_masks, keypoints, has_mask, ex)["iou"]),
-          ("com_distance", lambda mp: xm.com_distance(mp, keypoints))):
+        ("iou", lambda mp: _score_maps(mp, ann_masks, keypoints, has_mask, ex)["iou"]),
+        ("com_distance", lambda mp: xm.com_distance(mp, keypoints)),
+      ):
         if metric in compare:
           c = xm.size_curve(member_maps, fn_metric, signed=spec.signed)
           curve[metric] = {k: np.asarray(v).tolist() for k, v in c.items()}
           if is_main:
-            render.save_size_curve(os.path.join(out_dir, f"size_curve_{name}_{metric}.png"),
-                                   c["k"], c["ens_avg"], c["ind_avg"], metric=metric,
-                                   title=f"{name}: {metric} vs ensemble size")
-    results[name] = {"compare": compare, "size_curve": curve, "seconds": seconds,
-                     "targets_per_second": len(pairs) / max(seconds, 1e-9)}
+            render.save_size_curve(
+              os.path.join(out_dir, f"size_curve_{name}_{metric}.png"),
+              c["k"],
+              c["ens_avg"],
+              c["ind_avg"],
+              metric=metric,
+              title=f"{name}: {metric} vs ensemble size",
+            )
+    results[name] = {
+      "compare": compare,
+      "size_curve": curve,
+      "seconds": seconds,
+      "targets_per_second": len(pairs) / max(seconds, 1e-9),
+    }
     if masses:
       share = np.concatenate(masses, axis=1).mean(axis=(0, 1))
       results[name]["modality_share"] = dict(zip(sorted(x), share.tolist()))
     if is_main:
-      np.savez_compressed(os.path.join(out_dir, f"maps_{name}.npz"), ensemble=ens_maps,
-                          members=member_maps[:, :int(ex.num_pictures)], pairs=pairs,
-                          index=index[pairs[:, 0]], keypoints=keypoints, **{f"member_{k}": np.stack(
-                              [d[k] for d in ind]) for k, _ in METRICS},
-                          **{f"ensemble_{k}": v for k, v in en.items()},
-                          **{f"modality_{m}": np.concatenate(v) for m, v in others.items()})
+      np.savez_compressed(
+        os.path.join(out_dir, f"maps_{name}.npz"),
+        ensemble=ens_maps,
+        members=member_maps[:, : int(ex.num_pictures)],
+        pairs=pairs,
+        index=index[pairs[:, 0]],
+        keypoints=keypoints,
+        **{f"member_{k}": np.stack([d[k] for d in ind]) for k, _ in METRICS},
+        **{f"ensemble_{k}": v for k, v in en.items()},
+        **{f"modality_{m}": np.concatenate(v) for m, v in others.items()},
+      )
       _pictures(out_dir, name, images, pairs, names, member_maps, ens_maps, en, ind, ex, size)
       for m, v in others.items():  # the other image inputs' ensemble maps, first pictures
         k = min(len(pairs), int(ex.num_pictures))
         shown = _display_images(x[m][pairs[:k, 0]], s.stats["inputs"][m])
-        render.save_heatmap_grid(os.path.join(out_dir, f"modality_{m}_{name}.png"), shown,
-                                 np.concatenate(v)[:k], titles=[names[t] for t in pairs[:k, 1]])
+        render.save_heatmap_grid(
+          os.path.join(out_dir, f"modality_{m}_{name}.png"),
+          shown,
+          np.concatenate(v)[:k],
+          titles=[names[t] for t in pairs[:k, 1]],
+        )
   summary["methods"] = results
   if is_main:
     table = _table(results)
@@ -408,10 +487,13 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
       f.write(table + "\n")
     _tensorboard(s.workdir, out_dir, ex)
     main = config.main_task
-    lines = [table, "", f"Classification ({ex.split}, {main}): ensemble "
-             f"{_fmt(cls_metrics, main, s.main_key)}",
-             f"Written to {out_dir}: results.json, table.md, maps_<method>.npz, "
-             "members_<method>_*.png, arrows_<method>_*.png, size_curve_*.png"]
+    lines = [
+      table,
+      "",
+      f"Classification ({ex.split}, {main}): ensemble {_fmt(cls_metrics, main, s.main_key)}",
+      f"Written to {out_dir}: results.json, table.md, maps_<method>.npz, "
+      "members_<method>_*.png, arrows_<method>_*.png, size_curve_*.png",
+    ]
     print("\n".join(lines), flush=True)
   return summary
 
@@ -430,11 +512,15 @@ def _pictures(out_dir, name, images, pairs, names, member_maps, ens_maps, en, in
     key = "iou" if np.isfinite(en["iou"][p]) else "com_distance"
     scored = np.isfinite(en[key][p])
     render.save_member_panels(
-        os.path.join(out_dir, f"members_{name}_{p:03d}.png"), images[i], member_maps[:, p],
-        ens_maps[p], title=f"{name}: {names[t]} (example {i})",
-        member_scores=[d[key][p] for d in ind] if scored else None,
-        ensemble_score=en[key][p] if scored else None,
-        score_name="IoU" if key == "iou" else "CoM distance")
+      os.path.join(out_dir, f"members_{name}_{p:03d}.png"),
+      images[i],
+      member_maps[:, p],
+      ens_maps[p],
+      title=f"{name}: {names[t]} (example {i})",
+      member_scores=[d[key][p] for d in ind] if scored else None,
+      ensemble_score=en[key][p] if scored else None,
+      score_name="IoU" if key == "iou" else "CoM distance",
+    )
   for i in dict.fromkeys(pairs[:, 0].tolist()):
     if shown >= int(ex.num_pictures):
       break
@@ -444,22 +530,28 @@ def _pictures(out_dir, name, images, pairs, names, member_maps, ens_maps, en, in
       label = names[pairs[p, 1]]
       arrows.append((label, tuple(xm.center_of_mass(ens_maps[p][None])[0])))
       member_points[label] = xm.center_of_mass(member_maps[:, p])
-    render.save_labelled_arrows(os.path.join(out_dir, f"arrows_{name}_{i:03d}.png"), images[i],
-                                arrows, member_points=member_points,
-                                title=f"{name}: ensemble of {size}")
+    render.save_labelled_arrows(
+      os.path.join(out_dir, f"arrows_{name}_{i:03d}.png"),
+      images[i],
+      arrows,
+      member_points=member_points,
+      title=f"{name}: ensemble of {size}",
+    )
     shown += 1
 
 
 def _tensorboard(workdir, out_dir, ex):
   """The saved pictures as TensorBoard images (one tag per kind and method)."""
   from tensorboardX import SummaryWriter
+
   files = sorted(f for f in os.listdir(out_dir) if f.endswith(".png"))
   if not files:
     return
   writer = SummaryWriter(os.path.join(workdir, "tensorboard", f"explain_{ex.split}"))
   try:
     for f in files:
-      render.tensorboard_images(writer, f"explain/{f[:-4]}",
-                                render.png_to_array(os.path.join(out_dir, f))[None], 0)
+      render.tensorboard_images(
+        writer, f"explain/{f[:-4]}", render.png_to_array(os.path.join(out_dir, f))[None], 0
+      )
   finally:
     writer.close()

@@ -26,8 +26,15 @@ KINDS = ("classification", "multilabel", "regression", "segmentation", "dense_re
 _DENSE = ("segmentation", "dense_regression")
 
 
-def make_score_fn(apply_fn: Callable[[Any, Any], Mapping[str, jax.Array]], task: str, kind: str,
-                  index: int, *, num_outputs: int, region=None) -> Callable[[Any, Any], jax.Array]:
+def make_score_fn(
+  apply_fn: Callable[[Any, Any], Mapping[str, jax.Array]],
+  task: str,
+  kind: str,
+  index: int,
+  *,
+  num_outputs: int,
+  region=None,
+) -> Callable[[Any, Any], jax.Array]:
   """Score function of target `index` of `task` (see the module docstring for the kinds).
 
   Args:
@@ -50,14 +57,18 @@ def make_score_fn(apply_fn: Callable[[Any, Any], Mapping[str, jax.Array]], task:
     raise ValueError(f"task {task!r}: unknown kind {kind!r}; known: {', '.join(KINDS)}")
   per_example = not isinstance(index, (int, np.integer))
   if not per_example and not 0 <= index < num_outputs:
-    raise ValueError(f"task {task!r}: target index {index} is outside the valid range "
-                     f"[0, {num_outputs - 1}] ({num_outputs} outputs)")
+    raise ValueError(
+      f"task {task!r}: target index {index} is outside the valid range "
+      f"[0, {num_outputs - 1}] ({num_outputs} outputs)"
+    )
   if region is not None and kind not in _DENSE:
     raise ValueError(f"task {task!r}: a region applies only to {' and '.join(_DENSE)}, not {kind}")
 
   def bad_shape(shape, expected):
-    return ValueError(f"task {task!r} ({kind}, index {index}, valid range [0, {num_outputs - 1}]): "
-                      f"output shape {tuple(shape)} is not {expected}")
+    return ValueError(
+      f"task {task!r} ({kind}, index {index}, valid range [0, {num_outputs - 1}]): "
+      f"output shape {tuple(shape)} is not {expected}"
+    )
 
   def select(out):
     """The `[B]` (dense: `[B, H, W]`) output channel `index`."""
@@ -77,8 +88,10 @@ def make_score_fn(apply_fn: Callable[[Any, Any], Mapping[str, jax.Array]], task:
   def score_fn(params, inputs):
     outputs = apply_fn(params, inputs)
     if task not in outputs:
-      raise ValueError(f"unknown task {task!r} (target index {index}, valid range "
-                       f"[0, {num_outputs - 1}]); the model outputs {sorted(outputs)}")
+      raise ValueError(
+        f"unknown task {task!r} (target index {index}, valid range "
+        f"[0, {num_outputs - 1}]); the model outputs {sorted(outputs)}"
+      )
     out = select(outputs[task])
     if kind not in _DENSE:
       return out
@@ -86,8 +99,10 @@ def make_score_fn(apply_fn: Callable[[Any, Any], Mapping[str, jax.Array]], task:
       return jnp.sum(out, axis=(1, 2))
     weights = jnp.asarray(region, out.dtype)
     if weights.shape[-2:] != out.shape[1:3] or weights.ndim not in (2, 3):
-      raise ValueError(f"task {task!r}: region shape {weights.shape} does not match the output's "
-                       f"spatial shape {out.shape[1:3]} (expected [B, H, W] or [H, W])")
+      raise ValueError(
+        f"task {task!r}: region shape {weights.shape} does not match the output's "
+        f"spatial shape {out.shape[1:3]} (expected [B, H, W] or [H, W])"
+      )
     return jnp.sum(out * weights, axis=(1, 2))
 
   return score_fn

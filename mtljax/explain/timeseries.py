@@ -35,10 +35,17 @@ import numpy as np
 
 from mtljax import train
 from mtljax.data import pipeline
-from mtljax.explain import attributions, ensemble as ens_lib, targets as targets_lib
+from mtljax.explain import attributions
+from mtljax.explain import ensemble as ens_lib
+from mtljax.explain import targets as targets_lib
 
-GRADIENT_METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "smoothgrad",
-                    "gradient_shap")
+GRADIENT_METHODS = (
+  "saliency",
+  "input_x_gradient",
+  "integrated_gradients",
+  "smoothgrad",
+  "gradient_shap",
+)
 
 
 def is_series(x) -> bool:
@@ -80,8 +87,12 @@ def _normalise_rows(x):
   return x / np.maximum(x.sum(-1, keepdims=True), 1e-12)
 
 
-def summarize(attr: Mapping[str, Any], inputs: Mapping[str, Any], channels: Mapping[str, Sequence[str]],
-              bin_width: int) -> dict[str, Any]:
+def summarize(
+  attr: Mapping[str, Any],
+  inputs: Mapping[str, Any],
+  channels: Mapping[str, Sequence[str]],
+  bin_width: int,
+) -> dict[str, Any]:
   """Importance summary of one method's (member-averaged) attributions `{modality: attr}`.
 
   Each example's importance is normalised to sum 1 before averaging, so examples weigh equally.
@@ -96,13 +107,20 @@ def summarize(attr: Mapping[str, Any], inputs: Mapping[str, Any], channels: Mapp
       feat = _normalise_rows(per_feature).mean(0)
       starts, imp, counts = bin_by_day(_normalise_rows(per_step), x["days"], x["mask"], bin_width)
       out["modalities"][m] = {
-          "features": dict(zip(channels[m], feat.tolist())),
-          "time": {"bin_start": starts.tolist(), "bin_width": int(bin_width),
-                   "importance": imp.tolist(), "steps": counts.tolist()}}
+        "features": dict(zip(channels[m], feat.tolist())),
+        "time": {
+          "bin_start": starts.tolist(),
+          "bin_width": int(bin_width),
+          "importance": imp.tolist(),
+          "steps": counts.tolist(),
+        },
+      }
     else:
       a = np.abs(np.asarray(a, np.float64)).reshape(len(a), -1)
       mass[m] = a.sum(-1)
-      out["modalities"][m] = {"features": dict(zip(channels[m], _normalise_rows(a).mean(0).tolist()))}
+      out["modalities"][m] = {
+        "features": dict(zip(channels[m], _normalise_rows(a).mean(0).tolist()))
+      }
   total = sum(mass.values()) + 1e-12
   out["mass_share"] = {m: float(np.mean(v / total)) for m, v in mass.items()}
   return out
@@ -112,18 +130,29 @@ def _collect(s, split: str, max_examples: int, batch_size: int):
   """The first `max_examples` examples of a split: normalised inputs (numpy pytree), labels, index."""
   src = s.sources[split]
   parts, n = [], 0
-  for b in pipeline.eval_batches(src, input_names=s.input_names, task_names=s.task_names,
-                                 stats=s.stats["inputs"], batch_size=batch_size):
+  for b in pipeline.eval_batches(
+    src,
+    input_names=s.input_names,
+    task_names=s.task_names,
+    stats=s.stats["inputs"],
+    batch_size=batch_size,
+  ):
     keep = np.asarray(b["valid"]) > 0
-    parts.append(jax.tree.map(lambda v: np.asarray(v)[keep], {k: b[k] for k in ("inputs", "targets", "mask")}
-                              | {"index": b["meta"]["index"]}))
+    parts.append(
+      jax.tree.map(
+        lambda v: np.asarray(v)[keep],
+        {k: b[k] for k in ("inputs", "targets", "mask")} | {"index": b["meta"]["index"]},
+      )
+    )
     n += int(keep.sum())
     if n >= max_examples:
       break
   return jax.tree.map(lambda *v: np.concatenate(v)[:max_examples], *parts)
 
 
-def _plot(path: str, summary: Mapping[str, Any], title: str, truth: Mapping[str, Any] | None) -> np.ndarray:
+def _plot(
+  path: str, summary: Mapping[str, Any], title: str, truth: Mapping[str, Any] | None
+) -> np.ndarray:
   import matplotlib
 
   matplotlib.use("Agg")
@@ -138,8 +167,10 @@ def _plot(path: str, summary: Mapping[str, Any], title: str, truth: Mapping[str,
     colors = ["tab:red" if (m == "s2" and n in relevant) else "tab:blue" for n in names]
     row[0].bar(range(len(names)), imp, color=colors)
     row[0].set_xticks(range(len(names)), names, rotation=90, fontsize=7)
-    row[0].set_title(f"{m}: importance per feature" + (" (red: planted)" if relevant and m == "s2" else ""),
-                     fontsize=9)
+    row[0].set_title(
+      f"{m}: importance per feature" + (" (red: planted)" if relevant and m == "s2" else ""),
+      fontsize=9,
+    )
     t = v["time"]
     row[1].plot(np.asarray(t["bin_start"]) + t["bin_width"] / 2, t["importance"], marker="o")
     row[1].set_xlabel("day (bin centre)")
@@ -160,10 +191,15 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
 
   s = train.setup(config, workdir, write_config=False)
   ex = config.explain
-  problems = [f"config.explain.methods: {m!r} is not one of {GRADIENT_METHODS}"
-              for m in ex.methods if m not in GRADIENT_METHODS]
+  problems = [
+    f"config.explain.methods: {m!r} is not one of {GRADIENT_METHODS}"
+    for m in ex.methods
+    if m not in GRADIENT_METHODS
+  ]
   if ex.task not in config.tasks:
-    problems.append(f"config.explain.task={ex.task!r} is not one of the tasks {sorted(config.tasks)}")
+    problems.append(
+      f"config.explain.task={ex.task!r} is not one of the tasks {sorted(config.tasks)}"
+    )
   if ex.split not in s.sources:
     problems.append(f"config.explain.split={ex.split!r} is not one of {sorted(s.sources)}")
   if problems:
@@ -175,11 +211,18 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
   data = _collect(s, ex.split, int(ex.max_examples), int(ex.batch_size))
   x = data["inputs"]
   fields = src.input_fields
-  channels = {m: tuple(fields[m].get("channels") or range(int(np.prod(fields[m]["shape"]))))
-              for m in s.input_names}
+  channels = {
+    m: tuple(fields[m].get("channels") or range(int(np.prod(fields[m]["shape"]))))
+    for m in s.input_names
+  }
   num_outputs = int(task_cfg.get("num_classes") or task_cfg.get("num_outputs") or 1)
-  index = (data["targets"][ex.task].astype(np.int32) if task_cfg.kind == "classification"
-           else int(ex.target) if int(ex.target) >= 0 else 0)
+  index = (
+    data["targets"][ex.task].astype(np.int32)
+    if task_cfg.kind == "classification"
+    else int(ex.target)
+    if int(ex.target) >= 0
+    else 0
+  )
   truth = None
   synthetic_truth = os.path.join(str(getattr(src, "root", "")), "truth.json")
   if os.path.isfile(synthetic_truth):
@@ -192,12 +235,19 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
   rng = jax.random.key(int(config.seed))
   out_dir = os.path.join(s.workdir, "explanations", ex.split)
   os.makedirs(out_dir, exist_ok=True)
-  results: dict[str, Any] = {"split": ex.split, "task": ex.task, "num_examples": int(len(data["index"])),
-                             "checkpoint_step": int(meta["step"]), "methods": {}}
+  results: dict[str, Any] = {
+    "split": ex.split,
+    "task": ex.task,
+    "num_examples": int(len(data["index"])),
+    "checkpoint_step": int(meta["step"]),
+    "methods": {},
+  }
   bs = int(ex.batch_size)
   from tensorboardX import SummaryWriter
+
   writer = SummaryWriter(os.path.join(s.workdir, "tensorboard", f"explain_{ex.split}"))
   for name in ex.methods:
+
     def method(variables, inputs, idx, name=name):
       f = targets_lib.make_score_fn(apply_fn, ex.task, task_cfg.kind, idx, num_outputs=num_outputs)
       if name == "saliency":
@@ -205,14 +255,27 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
       if name == "input_x_gradient":
         return attributions.input_x_gradient(f, variables, inputs)
       if name == "integrated_gradients":
-        return attributions.integrated_gradients(f, variables, inputs, steps=int(ex.ig_steps),
-                                                 method=ex.ig_method,
-                                                 batch_steps=ex.ig_batch_steps or None)
+        return attributions.integrated_gradients(
+          f,
+          variables,
+          inputs,
+          steps=int(ex.ig_steps),
+          method=ex.ig_method,
+          batch_steps=ex.ig_batch_steps or None,
+        )
       if name == "smoothgrad":
-        return attributions.smoothgrad(attributions.saliency, f, variables, inputs, rng,
-                                       samples=int(ex.samples), stdev=float(ex.noise))
-      return attributions.gradient_shap(f, variables, inputs, rng, samples=int(ex.samples),
-                                        stdev=float(ex.noise))
+        return attributions.smoothgrad(
+          attributions.saliency,
+          f,
+          variables,
+          inputs,
+          rng,
+          samples=int(ex.samples),
+          stdev=float(ex.noise),
+        )
+      return attributions.gradient_shap(
+        f, variables, inputs, rng, samples=int(ex.samples), stdev=float(ex.noise)
+      )
 
     chunks = []
     n = len(data["index"])
@@ -220,8 +283,9 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
       sl = slice(start, min(start + bs, n))
       xb = jax.tree.map(lambda v: jnp.asarray(v[sl]), x)
       idx = index if isinstance(index, int) else jnp.asarray(index[sl])
-      _, mean = ens_lib.ensemble_attribute(lambda v, xx: method(v, xx, idx), stacked, xb,
-                                           strategy="vmap")
+      _, mean = ens_lib.ensemble_attribute(
+        lambda v, xx: method(v, xx, idx), stacked, xb, strategy="vmap"
+      )
       chunks.append(jax.tree.map(np.asarray, mean))
     attr = jax.tree.map(lambda *v: np.concatenate(v), *chunks)
     summary = summarize(attr, x, channels, int(ex.day_bin))
@@ -242,19 +306,31 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
       for m, v in summary["modalities"].items():
         if "time" in v:
           t = v["time"]
-          w.writerows([m, b, b + t["bin_width"], f"{i:.6g}", c]
-                      for b, i, c in zip(t["bin_start"], t["importance"], t["steps"]))
-    image = _plot(os.path.join(out_dir, f"importance_{name}.png"), summary,
-                  f"{name}: {ex.task} ({ex.split}, {n} examples, days: "
-                  f"{getattr(src, 'day_reference', 'day')})", truth)
-    writer.add_image(f"explain/importance_{name}", image, global_step=int(meta["step"]),
-                     dataformats="HWC")
+          w.writerows(
+            [m, b, b + t["bin_width"], f"{i:.6g}", c]
+            for b, i, c in zip(t["bin_start"], t["importance"], t["steps"])
+          )
+    image = _plot(
+      os.path.join(out_dir, f"importance_{name}.png"),
+      summary,
+      f"{name}: {ex.task} ({ex.split}, {n} examples, days: {getattr(src, 'day_reference', 'day')})",
+      truth,
+    )
+    writer.add_image(
+      f"explain/importance_{name}", image, global_step=int(meta["step"]), dataformats="HWC"
+    )
     if jax.process_index() == 0:
       share = summary.get("planted_s2_share")
-      print(f"{name}: input mass shares {summary['mass_share']}"
-            + (f"; planted S2 features hold {share:.2f} of the S2 importance "
-               f"(uniform {summary['planted_s2_share_uniform']:.2f})" if share is not None else ""),
-            flush=True)
+      print(
+        f"{name}: input mass shares {summary['mass_share']}"
+        + (
+          f"; planted S2 features hold {share:.2f} of the S2 importance "
+          f"(uniform {summary['planted_s2_share_uniform']:.2f})"
+          if share is not None
+          else ""
+        ),
+        flush=True,
+      )
   writer.close()
   with open(os.path.join(out_dir, "importance.json"), "w") as f:
     json.dump(results, f, indent=1)

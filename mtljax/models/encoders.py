@@ -18,8 +18,8 @@ import jax.numpy as jnp
 from jax import lax
 
 from mtljax.models import activations
-from mtljax.models.spatial import UNet
 from mtljax.models.cnn import SmallCNN
+from mtljax.models.spatial import UNet
 
 ModuleDef = Callable[..., nn.Module]
 
@@ -28,19 +28,33 @@ ModuleDef = Callable[..., nn.Module]
 SMALL_SPATIAL_PIXELS = 16
 
 
-def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-                         dimension_numbers=None, feature_group_count=1, precision=None, **kw):
+def conv_general_dilated(
+  lhs,
+  rhs,
+  window_strides,
+  padding,
+  lhs_dilation=None,
+  rhs_dilation=None,
+  dimension_numbers=None,
+  feature_group_count=1,
+  precision=None,
+  **kw,
+):
   """`lax.conv_general_dilated`, except that a plain 2-D NHWC convolution with a tiny output
   (≤ `SMALL_SPATIAL_PIXELS` pixels, e.g. ResNet-18's last stage at 64×64 inputs: 2×2) runs as
   im2col patches @ kernel. XLA:CPU's convolution is pathologically slow there (measured 43 ms vs
   1.3 ms for a 3×3, 512→512 conv on 4×2×2 inputs; profiling/README.md); the result is the same
   up to float summation order, and the kernel keeps `nn.Conv`'s layout (checkpoints unchanged).
   """
-  plain = (lhs.ndim == 4 and feature_group_count == 1 and not kw
-           and all(d in (None, 1) for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
-           and dimension_numbers is not None
-           and tuple(dimension_numbers) == tuple(lax.conv_dimension_numbers(
-               lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))))
+  plain = (
+    lhs.ndim == 4
+    and feature_group_count == 1
+    and not kw
+    and all(d in (None, 1) for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
+    and dimension_numbers is not None
+    and tuple(dimension_numbers)
+    == tuple(lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC")))
+  )
   if plain:
     kh, kw_, cin, cout = rhs.shape
     if isinstance(padding, str):  # "SAME" / "VALID"
@@ -51,13 +65,24 @@ def conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=None, r
     ow = (lhs.shape[2] + pl + pr - kw_) // sw + 1
     plain = oh * ow <= SMALL_SPATIAL_PIXELS
   if not plain:
-    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-                                    rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-                                    feature_group_count=feature_group_count, precision=precision,
-                                    **kw)
+    return lax.conv_general_dilated(
+      lhs,
+      rhs,
+      window_strides,
+      padding,
+      lhs_dilation=lhs_dilation,
+      rhs_dilation=rhs_dilation,
+      dimension_numbers=dimension_numbers,
+      feature_group_count=feature_group_count,
+      precision=precision,
+      **kw,
+    )
   x = jnp.pad(lhs, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-  cols = [x[:, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw, :]
-          for i in range(kh) for j in range(kw_)]
+  cols = [
+    x[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
+    for i in range(kh)
+    for j in range(kw_)
+  ]
   patches = jnp.concatenate(cols, axis=-1)  # [B, oh, ow, kh·kw·cin], (kh, kw, cin) order
   return jnp.matmul(patches, rhs.reshape(kh * kw_ * cin, cout), precision=precision)
 
@@ -77,16 +102,23 @@ class BasicBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     residual = x
-    y = Conv(self.features, (3, 3), (self.strides, self.strides), padding=((1, 1), (1, 1)),
-                use_bias=False, name="conv1")(x)
+    y = Conv(
+      self.features,
+      (3, 3),
+      (self.strides, self.strides),
+      padding=((1, 1), (1, 1)),
+      use_bias=False,
+      name="conv1",
+    )(x)
     y = self.norm(name="bn1")(y)
     y = activations.relu(y)
     y = Conv(self.features, (3, 3), padding=((1, 1), (1, 1)), use_bias=False, name="conv2")(y)
     # Zero-init the last BN scale of each block: the block starts as the identity (Goyal et al.).
     y = self.norm(scale_init=nn.initializers.zeros, name="bn2")(y)
     if residual.shape != y.shape:
-      residual = Conv(self.features, (1, 1), (self.strides, self.strides), use_bias=False,
-                         name="proj_conv")(residual)
+      residual = Conv(
+        self.features, (1, 1), (self.strides, self.strides), use_bias=False, name="proj_conv"
+      )(residual)
       residual = self.norm(name="proj_bn")(residual)
     return activations.relu(residual + y)
 
@@ -106,12 +138,20 @@ class ResNet(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    norm = lambda **kw: nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
-                                     dtype=self.dtype, **kw)
+    norm = lambda **kw: nn.BatchNorm(
+      use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype, **kw
+    )
     x = x.astype(self.dtype)
     k = self.stem_kernel
-    x = Conv(self.width, (k, k), (2, 2), padding=[(k // 2, k // 2)] * 2, use_bias=False,
-                dtype=self.dtype, name="stem_conv")(x)
+    x = Conv(
+      self.width,
+      (k, k),
+      (2, 2),
+      padding=[(k // 2, k // 2)] * 2,
+      use_bias=False,
+      dtype=self.dtype,
+      name="stem_conv",
+    )(x)
     x = norm(name="stem_bn")(x)
     x = activations.relu(x)
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
@@ -196,8 +236,12 @@ class TimeSeriesTransformer(nn.Module):
     for i in range(self.num_layers):
       y = nn.LayerNorm(name=f"block{i + 1}_ln1")(h)
       y = nn.MultiHeadDotProductAttention(
-          num_heads=self.num_heads, qkv_features=self.d_model, dropout_rate=self.dropout,
-          deterministic=not train, name=f"block{i + 1}_attn")(y, y, mask=attn_mask)
+        num_heads=self.num_heads,
+        qkv_features=self.d_model,
+        dropout_rate=self.dropout,
+        deterministic=not train,
+        name=f"block{i + 1}_attn",
+      )(y, y, mask=attn_mask)
       h = h + nn.Dropout(self.dropout, deterministic=not train)(y)
       y = nn.LayerNorm(name=f"block{i + 1}_ln2")(h)
       y = activations.relu(nn.Dense(self.mlp_dim, name=f"block{i + 1}_mlp1")(y))
@@ -209,12 +253,12 @@ class TimeSeriesTransformer(nn.Module):
 
 
 ENCODERS: dict[str, type[nn.Module]] = {
-    "resnet": ResNet,
-    "mlp": MLPEncoder,
-    "embedding": Embedding,
-    "transformer": TimeSeriesTransformer,  # CropYield time series (issue 5)
-    "unet": UNet,  # returns a feature map [B, H, W, C] (segmentation; models/spatial.py)
-    "small_cnn": SmallCNN,  # MTC-LIM's shared CNN at synthetic scale (models/cnn.py)
+  "resnet": ResNet,
+  "mlp": MLPEncoder,
+  "embedding": Embedding,
+  "transformer": TimeSeriesTransformer,  # CropYield time series (issue 5)
+  "unet": UNet,  # returns a feature map [B, H, W, C] (segmentation; models/spatial.py)
+  "small_cnn": SmallCNN,  # MTC-LIM's shared CNN at synthetic scale (models/cnn.py)
 }
 
 

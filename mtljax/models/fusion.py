@@ -23,6 +23,6 @@ class ConcatFusion(nn.Module):
 
 
 FUSIONS: dict[str, type[nn.Module]] = {
-    "concat": ConcatFusion,
-    "spatial": SpatialFusion,  # vectors broadcast to H×W, concatenated with maps, convs
+  "concat": ConcatFusion,
+  "spatial": SpatialFusion,  # vectors broadcast to H×W, concatenated with maps, convs
 }

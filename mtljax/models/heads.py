@@ -46,10 +46,10 @@ class MLPHead(nn.Module):
 
 
 HEADS: dict[str, type[nn.Module]] = {
-    "linear": LinearHead,
-    "mlp": MLPHead,
-    # Heads on a fused feature map [B, H, W, C] (models/spatial.py, Appendix B.2).
-    "segmentation": SegmentationHead,
-    "dense": DenseRegressionHead,
-    "pooled": PooledHead,
+  "linear": LinearHead,
+  "mlp": MLPHead,
+  # Heads on a fused feature map [B, H, W, C] (models/spatial.py, Appendix B.2).
+  "segmentation": SegmentationHead,
+  "dense": DenseRegressionHead,
+  "pooled": PooledHead,
 }

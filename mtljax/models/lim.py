@@ -40,8 +40,20 @@ import ml_collections
 from mtljax import configlib
 from mtljax.models.encoders import ENCODERS
 
-VARIANTS = ("STC", "BL", "BL-MS", "CLIM", "CLIM-MS_BL", "CLIM-MS_ALL", "TLIM", "TLIM-MS_BL",
-            "TLIM-MS_ALL", "LIM", "LIM-MS_BL", "LIM-MS_ALL")
+VARIANTS = (
+  "STC",
+  "BL",
+  "BL-MS",
+  "CLIM",
+  "CLIM-MS_BL",
+  "CLIM-MS_ALL",
+  "TLIM",
+  "TLIM-MS_BL",
+  "TLIM-MS_ALL",
+  "LIM",
+  "LIM-MS_BL",
+  "LIM-MS_ALL",
+)
 
 _dense_init = nn.initializers.he_normal()
 
@@ -54,11 +66,17 @@ def parse_variant(name: str) -> dict[str, Any]:
   """
   if name not in VARIANTS:
     raise configlib.ConfigError(
-        f"config.model.variant={name!r} is not one of the MTC-LIM configurations {list(VARIANTS)}")
+      f"config.model.variant={name!r} is not one of the MTC-LIM configurations {list(VARIANTS)}"
+    )
   base, _, ms = name.partition("-")
   ms = {"": None, "MS": "BL", "MS_BL": "BL", "MS_ALL": "ALL"}[ms]
-  return {"stc": base == "STC", "clim": base in ("CLIM", "LIM"), "tlim": base in ("TLIM", "LIM"),
-          "fc": name not in ("STC", "BL"), "ms": ms}
+  return {
+    "stc": base == "STC",
+    "clim": base in ("CLIM", "LIM"),
+    "tlim": base in ("TLIM", "LIM"),
+    "fc": name not in ("STC", "BL"),
+    "ms": ms,
+  }
 
 
 class StackedGRU(nn.Module):
@@ -75,8 +93,9 @@ class StackedGRU(nn.Module):
     # default: its QR, batched over ensemble members × tasks, hung jax's CPU LAPACK kernel
     # (ParallelBatchMap, all threads waiting) in the vmapped ensemble init here.
     glorot = nn.initializers.glorot_uniform()
-    cell = lambda name: nn.GRUCell(self.units, kernel_init=glorot, recurrent_kernel_init=glorot,
-                                   name=name)
+    cell = lambda name: nn.GRUCell(
+      self.units, kernel_init=glorot, recurrent_kernel_init=glorot, name=name
+    )
     rnn = lambda cell_name, **kw: nn.RNN(cell(cell_name), unroll=self.unroll, **kw)
     h = nn.Bidirectional(rnn("fwd_cell"), rnn("bwd_cell"), name="bigru")(z)  # [B, S, 2 units]
     carry, _ = rnn("gru_cell", return_carry=True, name="gru")(h)
@@ -86,8 +105,14 @@ class StackedGRU(nn.Module):
 def _per_task_rnns(units: int, num_tasks: int, name: str) -> nn.Module:
   """T StackedGRUs with their own parameters (a leading task axis), applied to the same input
   sequence in one vmapped program: ``[B, S, F] -> [T, B, units]`` (one scan per GRU, not T)."""
-  return nn.vmap(StackedGRU, variable_axes={"params": 0}, split_rngs={"params": True},
-                 in_axes=None, out_axes=0, axis_size=num_tasks)(units, name=name)
+  return nn.vmap(
+    StackedGRU,
+    variable_axes={"params": 0},
+    split_rngs={"params": True},
+    in_axes=None,
+    out_axes=0,
+    axis_size=num_tasks,
+  )(units, name=name)
 
 
 class LIMModel(nn.Module):
@@ -114,8 +139,10 @@ class LIMModel(nn.Module):
     x = inputs[self.modality]
     head = lambda t, name: nn.Dense(self.num_classes[t], kernel_init=_dense_init, name=name)
     if v["stc"]:  # one independent CNN + head per task
-      feats = {t: self.encoder_cls(**self.encoder_kwargs, name=f"stc_encoder_{t}")(x, train=train)
-               for t in tasks}
+      feats = {
+        t: self.encoder_cls(**self.encoder_kwargs, name=f"stc_encoder_{t}")(x, train=train)
+        for t in tasks
+      }
       outputs = {t: head(t, f"stc_head_{t}")(feats[t]) for t in tasks}
       inter = {f"enc/{self.modality}/{t}": f for t, f in feats.items()}
       return outputs, inter
@@ -141,8 +168,9 @@ class LIMModel(nn.Module):
         stacked += [jax.nn.softmax(aux["clim"][t], axis=-1) for t in tasks]
     if v["tlim"]:
       kmax = max(self.num_classes.values())
-      z = jnp.stack([jnp.pad(p_bl[t], ((0, 0), (0, kmax - p_bl[t].shape[-1]))) for t in tasks],
-                    axis=1)  # [B, T, Kmax], zero-padded (Eq. 13)
+      z = jnp.stack(
+        [jnp.pad(p_bl[t], ((0, 0), (0, kmax - p_bl[t].shape[-1]))) for t in tasks], axis=1
+      )  # [B, T, Kmax], zero-padded (Eq. 13)
       r = dict(zip(tasks, _per_task_rnns(self.tlim_units, len(tasks), "tlim_rnn")(z)))
       aux["tlim"] = {t: head(t, f"tlim_head_{t}")(r[t]) for t in tasks}
       reps += [r[t] for t in tasks]
@@ -159,18 +187,27 @@ def build_lim_model(config: ml_collections.ConfigDict) -> LIMModel:
   variant = config.model.variant
   parse_variant(variant)
   if len(config.inputs) != 1:
-    raise configlib.ConfigError(f"config.model.variant={variant!r} (MTC-LIM) takes exactly one "
-                                f"image input; config.inputs has {sorted(config.inputs)}")
+    raise configlib.ConfigError(
+      f"config.model.variant={variant!r} (MTC-LIM) takes exactly one "
+      f"image input; config.inputs has {sorted(config.inputs)}"
+    )
   modality, mcfg = next(iter(config.inputs.items()))
   bad = [t for t, c in config.tasks.items() if c.kind != "classification"]
   if bad:
-    raise configlib.ConfigError(f"config.model.variant={variant!r} (MTC-LIM) needs classification "
-                                f"tasks; {bad} are not")
+    raise configlib.ConfigError(
+      f"config.model.variant={variant!r} (MTC-LIM) needs classification tasks; {bad} are not"
+    )
   kwargs = mcfg.get("encoder_kwargs")
-  kwargs = {k: tuple(x) if isinstance(x, list) else x
-            for k, x in (kwargs.to_dict() if kwargs is not None else {}).items()}
-  return LIMModel(encoder_cls=ENCODERS[mcfg.encoder], encoder_kwargs=kwargs,
-                  num_classes={t: int(c.num_classes) for t, c in config.tasks.items()},
-                  variant=variant, modality=modality,
-                  clim_units=int(config.model.get("clim_units", 32)),
-                  tlim_units=int(config.model.get("tlim_units", 12)))
+  kwargs = {
+    k: tuple(x) if isinstance(x, list) else x
+    for k, x in (kwargs.to_dict() if kwargs is not None else {}).items()
+  }
+  return LIMModel(
+    encoder_cls=ENCODERS[mcfg.encoder],
+    encoder_kwargs=kwargs,
+    num_classes={t: int(c.num_classes) for t, c in config.tasks.items()},
+    variant=variant,
+    modality=modality,
+    clim_units=int(config.model.get("clim_units", 32)),
+    tlim_units=int(config.model.get("tlim_units", 12)),
+  )

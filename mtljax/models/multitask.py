@@ -54,7 +54,9 @@ def task_out_dim(task_cfg: ml_collections.ConfigDict) -> int:
   if task_cfg.kind in ("classification", "multilabel", "segmentation"):
     return int(task_cfg.num_classes)
   if task_cfg.kind in _REGRESSION_KINDS:
-    return int(task_cfg.get("num_outputs", 1))  # > 1: a vector target (CropYield DEM, BEN-GE weather)
+    return int(
+      task_cfg.get("num_outputs", 1)
+    )  # > 1: a vector target (CropYield DEM, BEN-GE weather)
   raise ValueError(f"unknown task kind {task_cfg.kind!r}")
 
 
@@ -64,6 +66,7 @@ def build_model(config: ml_collections.ConfigDict) -> MultitaskModel:
   # instead (issue 7, mtljax/models/lim.py).
   if config.model.get("variant"):
     from mtljax.models import lim
+
     return lim.build_lim_model(config)
   encoders = {}
   for name, mcfg in config.inputs.items():

@@ -88,16 +88,19 @@ class SpatialFusion(nn.Module):
     del train
     maps = [feats[k] for k in sorted(feats) if feats[k].ndim == 4]
     if not maps:
-      raise ValueError(f"spatial fusion needs at least one image modality with a U-Net encoder; "
-                       f"got feature shapes { {k: v.shape for k, v in feats.items()} }")
+      raise ValueError(
+        f"spatial fusion needs at least one image modality with a U-Net encoder; "
+        f"got feature shapes { {k: v.shape for k, v in feats.items()} }"
+      )
     b, h, w = maps[0].shape[:3]
     parts = []
     for k in sorted(feats):
       f = feats[k]
       if f.ndim == 4:
         if f.shape[1:3] != (h, w):
-          raise ValueError(f"spatial fusion: modality {k!r} has a {f.shape[1:3]} map, others "
-                           f"{(h, w)}")
+          raise ValueError(
+            f"spatial fusion: modality {k!r} has a {f.shape[1:3]} map, others {(h, w)}"
+          )
         parts.append(f)
       else:
         parts.append(jnp.broadcast_to(f.reshape(b, 1, 1, -1), (b, h, w, f.shape[-1])))

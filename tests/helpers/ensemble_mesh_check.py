@@ -21,19 +21,26 @@ def main(root, workdir):
     config.ensemble.devices = devices
     s = train.setup(config, f"{workdir}/{devices}", write_config=False)
     batch = next(s.train_iter())
-    state = jax.jit(lambda r: train.init_ensemble(s.model, s.tx, s.example_inputs, r, 2),
-                    out_shardings=s.state_shardings)(jax.random.key(0))
+    state = jax.jit(
+      lambda r: train.init_ensemble(s.model, s.tx, s.example_inputs, r, 2),
+      out_shardings=s.state_shardings,
+    )(jax.random.key(0))
     repl = parallel.replicated(s.mesh)
-    step = jax.jit(train.make_ensemble_train_step(s.model, s.tx, config, s.target_stats),
-                   in_shardings=(s.state_shardings, parallel.data_sharded(s.mesh), repl, repl),
-                   out_shardings=(s.state_shardings, repl))
+    step = jax.jit(
+      train.make_ensemble_train_step(s.model, s.tx, config, s.target_stats),
+      in_shardings=(s.state_shardings, parallel.data_sharded(s.mesh), repl, repl),
+      out_shardings=(s.state_shardings, repl),
+    )
     weights = jax.device_put(train.member_sample_weights(config, len(s.sources["train"])), repl)
     new, m = step(state, parallel.shard_batch(batch, s.mesh), jax.random.key(1), weights)
     leaf = jax.tree.leaves(new["params"])[0]
-    out[devices] = {"mesh": dict(s.mesh.shape), "loss": float(m["loss"]),
-                    "params": [np.asarray(x).tolist() for x in jax.tree.leaves(new["params"])[:4]],
-                    "shard_shapes": sorted({tuple(sh.data.shape) for sh in leaf.addressable_shards}),
-                    "leaf_shape": list(leaf.shape)}
+    out[devices] = {
+      "mesh": dict(s.mesh.shape),
+      "loss": float(m["loss"]),
+      "params": [np.asarray(x).tolist() for x in jax.tree.leaves(new["params"])[:4]],
+      "shard_shapes": sorted({tuple(sh.data.shape) for sh in leaf.addressable_shards}),
+      "leaf_shape": list(leaf.shape),
+    }
   print("RESULT " + json.dumps(out))
 
 

@@ -26,13 +26,20 @@ def main(root):
   for n in (1, 4):
     mesh = parallel.make_mesh(n)
     repl, data = parallel.replicated(mesh), parallel.data_sharded(mesh)
-    grad_fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True),
-                      in_shardings=(repl, repl, data, repl), out_shardings=repl)
-    (loss, (per_task, bstats)), grads = grad_fn(state["params"], state["batch_stats"],
-                                                parallel.shard_batch(batch, mesh), rng)
-    out[n] = {"loss": float(loss), "grads": [np.asarray(g).tolist() for g in jax.tree.leaves(grads)],
-              "batch_stats": [np.asarray(b).tolist() for b in jax.tree.leaves(bstats)],
-              "sharded": len(parallel.shard_batch(batch, mesh)["valid"].sharding.device_set)}
+    grad_fn = jax.jit(
+      jax.value_and_grad(loss_fn, has_aux=True),
+      in_shardings=(repl, repl, data, repl),
+      out_shardings=repl,
+    )
+    (loss, (per_task, bstats)), grads = grad_fn(
+      state["params"], state["batch_stats"], parallel.shard_batch(batch, mesh), rng
+    )
+    out[n] = {
+      "loss": float(loss),
+      "grads": [np.asarray(g).tolist() for g in jax.tree.leaves(grads)],
+      "batch_stats": [np.asarray(b).tolist() for b in jax.tree.leaves(bstats)],
+      "sharded": len(parallel.shard_batch(batch, mesh)["valid"].sharding.device_set),
+    }
   print("RESULT " + json.dumps(out))
 
 
