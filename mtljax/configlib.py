@@ -14,7 +14,7 @@ from typing import Mapping
 
 import ml_collections
 
-from mtljax.losses import LOSSES
+from mtljax import tasks as tasks_lib
 from mtljax.models.encoders import ENCODERS
 from mtljax.models.fusion import FUSIONS
 from mtljax.models.heads import HEADS
@@ -223,8 +223,8 @@ def validate(
     if unknown:
       problems.append(f"{key}: unknown keys {sorted(unknown)} (allowed: {sorted(_TASK_KEYS)})")
     kind = t.get("kind")
-    if kind not in LOSSES:
-      problems.append(f"{key}.kind={kind!r} is not one of {sorted(LOSSES)}")
+    if kind not in tasks_lib.KINDS:
+      problems.append(f"{key}.kind={kind!r} is not one of {sorted(tasks_lib.KINDS)}")
     if name in inputs:
       problems.append(
         f"{key}: {name!r} is also an input; a modality is an input or a target, not both"

@@ -1,4 +1,4 @@
-"""Per-task masked losses and their weighted sum (mtl-explainability §3.3 "Loss and Metrics").
+"""Per-task masked losses (their weighted sum is in mtljax/objective.py) (mtl-explainability §3.3 "Loss and Metrics").
 
 Every loss is a mean over the examples whose label is present: `mask` is 1 where the task's label
 exists (and the example is real, not eval padding), 0 elsewhere. The multitask loss is
@@ -56,41 +56,8 @@ def dense_regression_loss(pred, target, mask):
   return _masked_mean(jnp.square(pred - jnp.where(mask > 0, target, 0.0)), mask)
 
 
-LOSSES = {
-  "classification": classification_loss,
-  "multilabel": multilabel_loss,
-  "regression": regression_loss,
-  "segmentation": segmentation_loss,
-  "dense_regression": dense_regression_loss,
-}
-
-
 def normalized_weights(weights: Mapping[str, float]) -> dict[str, float]:
   total = float(sum(weights.values()))
   if total <= 0:
     raise ValueError(f"task loss weights must sum to a positive number, got {dict(weights)}")
   return {k: float(v) / total for k, v in weights.items()}
-
-
-def multitask_loss(outputs, targets, masks, kinds: Mapping[str, str], weights: Mapping[str, float]):
-  """Returns `(total, {task: loss_t})`; `weights` must already be normalised."""
-  per_task = {t: LOSSES[kinds[t]](outputs[t], targets[t], masks[t]) for t in kinds}
-  total = sum(weights[t] * per_task[t] for t in kinds)
-  return total, per_task
-
-
-def auxiliary_loss(
-  intermediates, targets, masks, kinds: Mapping[str, str], weights: Mapping[str, float]
-):
-  """Losses of a model's auxiliary supervised outputs: `(Σ_m L_m, {module: L_m})`.
-
-  `intermediates["aux_outputs"] = {module: {task: output}}` (e.g. MTC-LIM's interim BL, CLIM and
-  TLIM heads, each supervised by its own loss, paper §2.3.6); each module's loss is the same
-  weighted multitask loss over the tasks it predicts. A model without them gives `(0.0, {})`.
-  """
-  aux = intermediates.get("aux_outputs") if isinstance(intermediates, Mapping) else None
-  per_module = {}
-  for module, outs in (aux or {}).items():
-    module_kinds = {t: kinds[t] for t in outs if t in kinds}
-    per_module[module], _ = multitask_loss(outs, targets, masks, module_kinds, weights)
-  return sum(per_module.values(), 0.0), per_module

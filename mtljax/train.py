@@ -28,7 +28,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from mtljax import configlib, dense_pictures, parallel
+from mtljax import configlib, dense_pictures, objective, parallel
 from mtljax import losses as losses_lib
 from mtljax import metrics as metrics_lib
 from mtljax.checkpoint import Checkpointer
@@ -187,10 +187,10 @@ def make_loss_fn(
     (outputs, inter), updates = model.apply(
       variables, batch["inputs"], train=True, rngs={"dropout": rng}, mutable=["batch_stats"]
     )
-    total, per_task = losses_lib.multitask_loss(outputs, targets, masks, kinds, weights)
+    total, per_task = objective.multitask_loss(outputs, targets, masks, kinds, weights)
     # Auxiliary supervised outputs (intermediates["aux_outputs"], e.g. MTC-LIM's interim
     # modules) add their own losses; logged as loss_aux_<module>. Nothing for other models.
-    aux_total, aux = losses_lib.auxiliary_loss(inter, targets, masks, kinds, weights)
+    aux_total, aux = objective.auxiliary_loss(inter, targets, masks, kinds, weights)
     total = total + aux_total
     per_task = {**per_task, **{f"aux_{m}": v for m, v in aux.items()}}
     return total, (per_task, updates.get("batch_stats", batch_stats))

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtljax import losses
+from mtljax import losses, objective
 
 
 def _np_log_softmax(z):
@@ -26,7 +26,7 @@ def test_masked_weighted_multitask_loss_by_hand():
 
   weights = losses.normalized_weights({"l3": 4, "age": 1, "multi": 1})
   assert weights == pytest.approx({"l3": 4 / 6, "age": 1 / 6, "multi": 1 / 6})
-  total, per_task = losses.multitask_loss(
+  total, per_task = objective.multitask_loss(
     {"l3": jnp.asarray(logits), "age": jnp.asarray(reg_pred), "multi": jnp.asarray(ml_logits)},
     {"l3": jnp.asarray(labels), "age": jnp.asarray(reg_true), "multi": jnp.asarray(ml_true)},
     {"l3": jnp.asarray(cls_mask), "age": jnp.asarray(reg_mask), "multi": jnp.asarray(ml_mask)},
