@@ -238,9 +238,8 @@ def validate(
     else:
       if field["kind"] != kind:
         problems.append(f"{key}.kind={kind!r} but the dataset's {name!r} is {field['kind']!r}")
-      if kind in ("classification", "multilabel", "segmentation") and t.get(
-        "num_classes"
-      ) != field.get("num_classes"):
+      has_classes = kind in tasks_lib.KINDS and tasks_lib.spec(kind).has_classes
+      if has_classes and t.get("num_classes") != field.get("num_classes"):
         problems.append(
           f"{key}.num_classes={t.get('num_classes')!r} but the dataset's {name!r} "
           f"has {field.get('num_classes')} classes"

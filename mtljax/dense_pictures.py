@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-DENSE_KINDS = ("segmentation", "dense_regression")
+from mtljax import tasks as tasks_lib
 
 
 def _figure(rows, title):
@@ -26,7 +26,8 @@ def _figure(rows, title):
   fig, axes = plt.subplots(len(rows), 3, figsize=(9, 3 * len(rows)), squeeze=False)
   for r, (task, kind, target, pred, mask, num_classes) in enumerate(rows):
     nodata = mask <= 0
-    if kind == "segmentation":
+    spec = tasks_lib.spec(kind)
+    if spec.target == tasks_lib.CLASS:  # a class per pixel: categorical colours, 0/1 errors
       cmap = plt.get_cmap("tab20", max(num_classes, 2))
       show = lambda a: np.ma.array(a, mask=nodata)
       kw = dict(cmap=cmap, vmin=-0.5, vmax=max(num_classes, 2) - 0.5, interpolation="nearest")
@@ -74,7 +75,7 @@ def write_dense_pictures(
 
   `tb_writer`: an object with `image(step, tag, img [H, W, 3] uint8)` (`MetricWriter`), or None.
   """
-  tasks = [t for t, c in config.tasks.items() if c.kind in DENSE_KINDS and f"pred/{t}" in preds]
+  tasks = [t for t, c in config.tasks.items() if tasks_lib.of(c).dense and f"pred/{t}" in preds]
   if not tasks:
     return []
   folder = os.path.join(workdir, "pictures")

@@ -3,7 +3,8 @@
 Evaluation gathers every example's prediction anyway (they are saved per epoch for the intrinsic
 analysis), so metrics are exact over the whole split, with no per-batch averaging error. Each
 function takes `mask` (1 = label present) and ignores the rest. Checked against scikit-learn in
-tests/test_metrics.py.
+tests/test_metrics.py. Which function a task kind uses, and which metric selects the best
+checkpoint, is the kind's declaration (`mtljax.tasks.spec(kind).metrics / .main_metric`).
 """
 
 from __future__ import annotations
@@ -118,25 +119,3 @@ def segmentation_metrics(y_true, y_pred, num_classes: int, mask=None) -> dict[st
   }
   out.update({f"iou/{k}": float(iou[k]) for k in range(num_classes)})
   return out
-
-
-# The metric each task kind is selected on, and whether larger is better.
-MAIN_METRIC = {
-  "classification": ("f1_micro", True),
-  "multilabel": ("f1_micro", True),
-  "regression": ("mae", False),
-  "segmentation": ("miou", True),
-  "dense_regression": ("mae", False),
-}
-
-
-def task_metrics(kind: str, target, prediction, mask, num_classes: int | None = None):
-  if kind == "classification":
-    return classification_metrics(target, prediction, num_classes, mask)
-  if kind == "multilabel":
-    return multilabel_metrics(target, prediction, mask)
-  if kind in ("regression", "dense_regression"):  # dense: every labelled pixel counts once
-    return regression_metrics(target, prediction, mask)
-  if kind == "segmentation":  # `prediction`: argmax labels [N, H, W]
-    return segmentation_metrics(target, prediction, num_classes, mask)
-  raise ValueError(f"unknown task kind {kind!r}")

@@ -98,6 +98,12 @@ class TaskKind:
     del saved
     return None
 
+  @property
+  def prediction_key(self) -> str:
+    """The key prefix the analysis checks for a task's prediction in the files: `pred` when they
+    hold predicted labels or values (also beside probabilities, see `hard_labels`), else `prob`."""
+    return self.saved_as
+
   def metrics(self, target, prediction, mask, num_classes: int | None = None) -> dict:
     """Metrics from the gathered `target`, saved prediction and `mask` (numpy, host side)."""
     raise NotImplementedError
@@ -141,6 +147,10 @@ class _Classification(TaskKind):
 
   def hard_labels(self, saved):
     return _classes_of(saved)
+
+  @property
+  def prediction_key(self):
+    return "pred"
 
   def metrics(self, target, prediction, mask, num_classes=None):
     return metrics.classification_metrics(target, prediction, num_classes, mask)

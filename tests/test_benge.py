@@ -14,7 +14,7 @@ import pytest
 import sklearn.metrics as skm
 
 from configs import benge as benge_config
-from mtljax import losses, metrics, train
+from mtljax import losses, metrics, tasks, train
 from mtljax.data import benge, pipeline
 from mtljax.data.synthetic_benge import write_synthetic_benge
 from mtljax.models import spatial
@@ -212,7 +212,7 @@ def test_segmentation_and_dense_losses_and_metrics_match_sklearn():
   np.testing.assert_allclose([m[f"iou/{k}"] for k in range(4)], per)
   assert np.isnan(m["iou/4"]) and m["count"] == keep.sum()
   t, q = rng.normal(size=(3, 5, 5)), rng.normal(size=(3, 5, 5))
-  d = metrics.task_metrics("dense_regression", t, q, mask)
+  d = tasks.spec("dense_regression").metrics(t, q, mask)
   assert d["mae"] == pytest.approx(skm.mean_absolute_error(t.ravel()[keep], q.ravel()[keep]))
   # A per-example mask covers every output of a [N, D] regression target (weather).
   r = metrics.regression_metrics(t[:, 0, :3], q[:, 0, :3], np.array([1, 0, 1]))

@@ -18,6 +18,8 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
+from mtljax import tasks as tasks_lib
+
 _EPOCH_RE = re.compile(r"epoch_(\d+)\.npz$")
 
 
@@ -63,7 +65,8 @@ def load_epoch(path: str, tasks: Mapping[str, str]) -> dict[str, np.ndarray]:
   n = len(arrays["index"])
   for t, kind in tasks.items():
     need = [f"target/{t}", f"mask/{t}"]
-    need.append(f"prob/{t}" if kind == "multilabel" else f"pred/{t}")
+    spec = tasks_lib.spec(kind)
+    need.append(f"{spec.prediction_key}/{t}")
     missing = [k for k in need if k not in arrays]
     if missing:
       raise AnalysisError(
@@ -73,7 +76,7 @@ def load_epoch(path: str, tasks: Mapping[str, str]) -> dict[str, np.ndarray]:
     for k in need:
       if len(arrays[k]) != n:
         raise AnalysisError(f"{path}: {k} has {len(arrays[k])} rows, 'index' has {n}")
-    if kind in ("segmentation", "dense_regression") and arrays[f"pred/{t}"].ndim != 3:
+    if spec.dense and arrays[f"pred/{t}"].ndim != 3:
       raise AnalysisError(
         f"{path}: pred/{t} of the {kind} task has shape "
         f"{arrays[f'pred/{t}'].shape}, expected [N, H, W]"

@@ -4,7 +4,7 @@ Pure numpy functions of prediction arrays (the per-epoch predictions contract, s
 `mtljax.analysis.predictions`); no files, no figures. Each is checked against scipy or against
 hand-built arrays in tests/test_analysis_stats.py.
 
-Per-example errors (`task_error`), by task kind:
+Per-example errors (`task_error`), by task kind (each kind declares its own in `mtljax.tasks`):
 
 * classification: `1 - p(true class)` from `prob/<t>` (`classification_error="prob"`), or the 0/1
   error `pred != target` (`"zero_one"`, also used when no probabilities were saved).
@@ -25,11 +25,10 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy import stats as sps
 
-#: Task kinds whose predictions are one value per pixel (`[N, H, W]`).
-DENSE_KINDS = ("segmentation", "dense_regression")
+from mtljax import tasks
+
 #: The four correct/false combinations of two classification tasks (first task's letter first).
 COMBINATIONS = ("CC", "CF", "FC", "FF")
-_EPS = 1e-6
 
 
 def task_error(
@@ -40,38 +39,12 @@ def task_error(
   classification_error: str = "prob",
   regression_error: str = "absolute",
 ) -> tuple[np.ndarray, np.ndarray]:
-  """(error, valid) of `task` per example (`[N]`) or per pixel (`[N, H, W]`); see module doc."""
-  target = np.asarray(arrays[f"target/{task}"])
-  mask = np.asarray(arrays[f"mask/{task}"]) > 0
-  if kind == "classification":
-    target = target.astype(np.int64)
-    prob = arrays.get(f"prob/{task}")
-    if classification_error == "prob" and prob is not None:
-      prob = np.asarray(prob, np.float64)
-      safe = np.clip(target, 0, prob.shape[-1] - 1)
-      err = 1.0 - np.take_along_axis(prob, safe[:, None], axis=-1)[:, 0]
-    else:
-      err = (np.asarray(arrays[f"pred/{task}"]) != target).astype(np.float64)
-  elif kind == "multilabel":
-    err = np.abs(np.asarray(arrays[f"prob/{task}"], np.float64) - target).mean(-1)
-    mask = mask.reshape(mask.shape[0], -1).any(-1) if mask.ndim > 1 else mask
-  elif kind in ("regression", "dense_regression"):
-    pred = np.asarray(arrays[f"pred/{task}"], np.float64).reshape(target.shape)
-    err = np.abs(pred - target)
-    if regression_error == "relative":
-      err = err / np.maximum(np.abs(target), _EPS)
-    if kind == "regression" and err.ndim > 1:  # several outputs per example: their mean error
-      e = err.reshape(len(err), -1)
-      m = mask.reshape(len(mask), -1) if mask.ndim > 1 else np.repeat(mask[:, None], e.shape[1], 1)
-      m = m & np.isfinite(e)
-      n = m.sum(-1)
-      err = np.where(n > 0, np.where(m, e, 0.0).sum(-1) / np.maximum(n, 1), np.nan)
-      mask = n > 0
-  elif kind == "segmentation":
-    err = (np.asarray(arrays[f"pred/{task}"]) != target).astype(np.float64)
-  else:
-    raise ValueError(f"task {task!r}: no error is defined for kind {kind!r}")
-  return err.astype(np.float64), mask & np.isfinite(err)
+  """(error, valid) of `task` per example (`[N]`) or per pixel (`[N, H, W]`): the kind's
+  declared error (`mtljax.tasks.TaskKind.error`, see the module doc); a ValueError names an
+  unknown kind."""
+  return tasks.spec(kind).error(
+    arrays, task, classification_error=classification_error, regression_error=regression_error
+  )
 
 
 def per_example(err: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -12,6 +12,9 @@ score is what attribution methods explain:
 | `dense_regression` | `[B, H, W]` or `[B,H,W,K]` | output `index` summed over `region` pixels    |
 
 `region` is a pixel weight mask `[B, H, W]` or `[H, W]` (bool or float); None = the whole image.
+Which row applies follows from the kind's declaration in `mtljax.tasks`: a dense kind has a
+spatial output and a summed score, and a VALUE kind's single output may come without its last
+axis (its head squeezes it).
 """
 
 from __future__ import annotations
@@ -22,8 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-KINDS = ("classification", "multilabel", "regression", "segmentation", "dense_regression")
-_DENSE = ("segmentation", "dense_regression")
+from mtljax import tasks
 
 
 def make_score_fn(
@@ -40,7 +42,7 @@ def make_score_fn(
   Args:
     apply_fn: `(params, inputs) -> {task: output}`.
     task: the task's name in the output dict.
-    kind: one of `KINDS`.
+    kind: a registered task kind (`mtljax.tasks.KINDS`).
     index: class / attribute / output channel, in `[0, num_outputs)`; or an integer array `[B]`,
       one index per example (checked by the caller: it may be traced).
     num_outputs: the task's number of classes or outputs (1 for `[B]` or `[B, H, W]` outputs).
@@ -53,16 +55,18 @@ def make_score_fn(
     ValueError: unknown kind, `index` outside `[0, num_outputs)`, a region for a non-dense kind;
       when `f` is called (traced): an unknown task, or an output whose shape does not fit.
   """
-  if kind not in KINDS:
-    raise ValueError(f"task {task!r}: unknown kind {kind!r}; known: {', '.join(KINDS)}")
+  if kind not in tasks.KINDS:
+    raise ValueError(f"task {task!r}: unknown kind {kind!r}; known: {', '.join(tasks.KINDS)}")
+  spec = tasks.spec(kind)
   per_example = not isinstance(index, (int, np.integer))
   if not per_example and not 0 <= index < num_outputs:
     raise ValueError(
       f"task {task!r}: target index {index} is outside the valid range "
       f"[0, {num_outputs - 1}] ({num_outputs} outputs)"
     )
-  if region is not None and kind not in _DENSE:
-    raise ValueError(f"task {task!r}: a region applies only to {' and '.join(_DENSE)}, not {kind}")
+  if region is not None and not spec.dense:
+    dense = [name for name, k in tasks.KINDS.items() if k.dense]
+    raise ValueError(f"task {task!r}: a region applies only to {' and '.join(dense)}, not {kind}")
 
   def bad_shape(shape, expected):
     return ValueError(
@@ -72,13 +76,14 @@ def make_score_fn(
 
   def select(out):
     """The `[B]` (dense: `[B, H, W]`) output channel `index`."""
-    channel_ndim = 4 if kind in _DENSE else 2
-    if out.ndim == channel_ndim - 1 and kind in ("regression", "dense_regression"):
+    channel_ndim = 4 if spec.dense else 2
+    # A single value per example / pixel may come squeezed (`TaskKind.squeeze`).
+    if out.ndim == channel_ndim - 1 and spec.target == tasks.VALUE:
       if num_outputs != 1:
         raise bad_shape(out.shape, f"[B, ..., {num_outputs}]")
       return out
     if out.ndim != channel_ndim or out.shape[-1] != num_outputs:
-      dims = "B, H, W" if kind in _DENSE else "B"
+      dims = "B, H, W" if spec.dense else "B"
       raise bad_shape(out.shape, f"[{dims}, {num_outputs}]")
     if not per_example:
       return out[..., index]
@@ -93,7 +98,7 @@ def make_score_fn(
         f"[0, {num_outputs - 1}]); the model outputs {sorted(outputs)}"
       )
     out = select(outputs[task])
-    if kind not in _DENSE:
+    if not spec.dense:
       return out
     if region is None:
       return jnp.sum(out, axis=(1, 2))

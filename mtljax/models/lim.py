@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import ml_collections
 
 from mtljax import configlib
+from mtljax import tasks as tasks_lib
 from mtljax.models.encoders import ENCODERS
 
 VARIANTS = (
@@ -192,7 +193,8 @@ def build_lim_model(config: ml_collections.ConfigDict) -> LIMModel:
       f"image input; config.inputs has {sorted(config.inputs)}"
     )
   modality, mcfg = next(iter(config.inputs.items()))
-  bad = [t for t, c in config.tasks.items() if c.kind != "classification"]
+  # The LIM modules exchange one class distribution per example and task.
+  bad = [t for t, c in config.tasks.items() if not tasks_lib.is_per_example_class(c.kind)]
   if bad:
     raise configlib.ConfigError(
       f"config.model.variant={variant!r} (MTC-LIM) needs classification tasks; {bad} are not"

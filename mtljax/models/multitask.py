@@ -15,12 +15,10 @@ from typing import Any, Mapping
 import flax.linen as nn
 import ml_collections
 
+from mtljax import tasks
 from mtljax.models.encoders import ENCODERS
 from mtljax.models.fusion import FUSIONS
 from mtljax.models.heads import HEADS
-
-# Output width of each task kind, given the task's config (and the dataset's field description).
-_REGRESSION_KINDS = ("regression", "dense_regression")
 
 
 class MultitaskModel(nn.Module):
@@ -50,14 +48,8 @@ def _kwargs(cfg: ml_collections.ConfigDict | None) -> dict:
 
 
 def task_out_dim(task_cfg: ml_collections.ConfigDict) -> int:
-  """Number of output units of a task's head."""
-  if task_cfg.kind in ("classification", "multilabel", "segmentation"):
-    return int(task_cfg.num_classes)
-  if task_cfg.kind in _REGRESSION_KINDS:
-    return int(
-      task_cfg.get("num_outputs", 1)
-    )  # > 1: a vector target (CropYield DEM, BEN-GE weather)
-  raise ValueError(f"unknown task kind {task_cfg.kind!r}")
+  """Number of output units of a task's head (its kind's `out_dim`: classes or outputs)."""
+  return tasks.of(task_cfg).out_dim(task_cfg)
 
 
 def build_model(config: ml_collections.ConfigDict) -> MultitaskModel:
@@ -74,7 +66,7 @@ def build_model(config: ml_collections.ConfigDict) -> MultitaskModel:
   heads = {}
   for name, tcfg in config.tasks.items():
     kwargs = _kwargs(tcfg.get("head_kwargs"))
-    if tcfg.kind in _REGRESSION_KINDS and task_out_dim(tcfg) == 1:
+    if tasks.of(tcfg).squeeze(tcfg):  # a single value per example / pixel: [B] not [B, 1]
       kwargs["squeeze"] = True
     heads[name] = HEADS[tcfg.head](out_dim=task_out_dim(tcfg), **kwargs)
   fusion = FUSIONS[config.model.fusion](**_kwargs(config.model.get("fusion_kwargs")))
