@@ -9,7 +9,10 @@ and one `report/index.html` by `report.analyze_workdir` (`--mode=analyze`).
   stats.py        the statistics (pure numpy/scipy)
   predictions.py  reading and checking the prediction files; `AnalysisError`
   figures.py      matplotlib figures
-  report.py       `analyze_workdir`: the whole analysis and the HTML page
+  per_epoch.py    one pass over the epochs: the rows of every table
+  sections.py     each section's CSV, figure and text
+  html_page.py    the CSV writer and the HTML page
+  report.py       `analyze_workdir`: what to analyse (settings, pair, hierarchy) and the run
 """
 
 from mtljax.analysis.predictions import AnalysisError
