@@ -171,7 +171,8 @@ def test_time_series_check_takes_the_registered_methods(toy_method):
 
 @pytest.mark.slow
 def test_the_explain_run_takes_a_registered_method(toy_method, tmp_path):
-  """A tiny ensemble trained in-process, explained with the toy method beside saliency."""
+  """A tiny ensemble trained in-process, explained with the toy method beside saliency and LIME
+  (whose segments are traced under jit: the run gives their count)."""
   from configs import attributes
   from mtljax import train
   from mtljax.explain import run
@@ -179,10 +180,11 @@ def test_the_explain_run_takes_a_registered_method(toy_method, tmp_path):
   config = attributes.get_config("tiny,size=2")
   config.train.num_epochs = 1
   train.train_and_evaluate(copy.deepcopy(config), str(tmp_path / "run"))
-  config.explain.methods = ("saliency", "gradient_sign")
+  config.explain.methods = ("saliency", "gradient_sign", "lime")
   config.explain.max_examples = 4
+  config.explain.lime_samples = 32
   summary = run.explain_workdir(config, str(tmp_path / "run"))
-  assert set(summary["methods"]) == {"saliency", "gradient_sign"}
+  assert set(summary["methods"]) == {"saliency", "gradient_sign", "lime"}
   out = tmp_path / "run" / "explanations" / config.explain.split
   maps = np.load(out / "maps_gradient_sign.npz")
   assert maps["ensemble"].shape[0] == summary["num_targets"]

@@ -90,6 +90,8 @@ class Context:
     affine_layers: module paths of the encoders' affine first layers: Integrated Gradients runs
       them twice instead of once per step (exact, `integrated_gradients(split=...)`); () = no split.
     segments: this batch's segment labels `[B, H, W]` (int) for `needs_segments` methods (LIME).
+    num_segments: how many labels `segments` may hold (static: under jit the segments are traced);
+      None = read from `segments` (only outside jit).
   """
 
   explain: Any
@@ -99,6 +101,7 @@ class Context:
   image_hw: tuple[int, int] | None = None
   affine_layers: tuple[str, ...] = ()
   segments: Any = None
+  num_segments: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +195,10 @@ METHODS: dict[str, MethodSpec] = {
     needs_rng=True,
     needs_modality=True,
     needs_segments=True,
-    options=lambda ctx, f: {"num_samples": int(ctx.explain.lime_samples)},
+    options=lambda ctx, f: {
+      "num_samples": int(ctx.explain.lime_samples),
+      "num_segments": ctx.num_segments,
+    },
     output="map",
   ),
 }

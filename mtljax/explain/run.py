@@ -41,12 +41,17 @@ __all__ = ["ExplainError", "explain_workdir", "explained_targets", "make_attribu
 
 # ============================================================================ attribution
 def make_attribute_fn(
-  model, config: ml_collections.ConfigDict, name: str, image_hw: tuple[int, int]
+  model,
+  config: ml_collections.ConfigDict,
+  name: str,
+  image_hw: tuple[int, int],
+  num_segments: int | None = None,
 ) -> Callable:
   """`(stacked_variables, inputs, idx, segments) -> (member_maps [E,B,H,W], ens [B,H,W], mass,
   others)`, jitted; for methods that attribute every input, `mass` is each input modality's share
   of the attribution mass `[E, B, M]` and `others` the ensemble map `[B, h, w]` of every other
-  image input (otherwise None and {})."""
+  image input (otherwise None and {}). `num_segments`: how many labels the segments of
+  `needs_segments` methods hold (they are traced under jit)."""
   ex = config.explain
   spec = attributions.get_method(name)
   task, modality = ex.task, ex.modality
@@ -73,6 +78,7 @@ def make_attribute_fn(
     layer=ex.layer,
     image_hw=image_hw,
     affine_layers=tuple(affine),
+    num_segments=num_segments,
   )
 
   def attribute_member(variables, x, idx, segments):
@@ -107,14 +113,17 @@ def make_attribute_fn(
   return jax.jit(run)
 
 
-def _segments(ex, images, hw) -> Callable[[np.ndarray], jax.Array]:
-  """`segments(examples [B]) -> [B, H, W]` for `needs_segments` methods: SLIC superpixels of the
-  display images (`config.explain.lime_segments = "slic"`, computed once) or a grid."""
+def _segments(ex, images, hw) -> tuple[Callable[[np.ndarray], jax.Array], int]:
+  """`(segments, num_segments)` for `needs_segments` methods: `segments(examples [B]) ->
+  [B, H, W]` labels in `[0, num_segments)`, SLIC superpixels of the display images
+  (`config.explain.lime_segments = "slic"`, computed once; the count is the largest image's) or
+  a grid of `config.explain.lime_grid` cells."""
   if ex.lime_segments == "slic":
     labels = attributions.superpixel_segments(images, int(ex.lime_superpixels))
-    return lambda i: jnp.asarray(labels[i])
+    return (lambda i: jnp.asarray(labels[i])), int(labels.max()) + 1
   grid = attributions.grid_segments(*hw, tuple(ex.lime_grid))
-  return lambda i: jnp.asarray(np.broadcast_to(grid, (len(i),) + hw))
+  rows, cols = tuple(ex.lime_grid)
+  return (lambda i: jnp.asarray(np.broadcast_to(grid, (len(i),) + hw))), int(rows * cols)
 
 
 def _attribute_pairs(fn, spec, stacked, x, pairs, bs, segments, *, desc):
@@ -198,9 +207,11 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
     "methods": {},
   }
   specs = {name: attributions.get_method(name) for name in ex.methods}
-  segments = _segments(ex, images, hw) if any(p.needs_segments for p in specs.values()) else None
+  segments, num_segments = None, None
+  if any(p.needs_segments for p in specs.values()):
+    segments, num_segments = _segments(ex, images, hw)
   for name, spec in specs.items():
-    fn = make_attribute_fn(s.model, config, name, hw)
+    fn = make_attribute_fn(s.model, config, name, hw, num_segments)
     t0 = time.perf_counter()
     member_maps, ens_maps, masses, others = _attribute_pairs(
       fn, spec, stacked, x, pairs, int(ex.batch_size), segments, desc=name
