@@ -2,7 +2,9 @@
 
 from mtljax.explain.attributions import (
   METHODS,
+  Context,
   MethodSpec,
+  attribute,
   get_method,
   grad_cam,
   gradient_shap,
@@ -15,6 +17,7 @@ from mtljax.explain.attributions import (
   integration_points,
   lime,
   occlusion,
+  register,
   saliency,
   smoothgrad,
   superpixel_segments,
@@ -24,8 +27,11 @@ from mtljax.explain.targets import make_score_fn
 
 __all__ = [
   "METHODS",
+  "Context",
   "MethodSpec",
+  "attribute",
   "get_method",
+  "register",
   "grad_cam",
   "gradient_shap",
   "grid_segments",

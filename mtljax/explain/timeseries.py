@@ -9,9 +9,9 @@ irregular, `bin_by_day` summarises the per-step importance by each step's day va
 `explain_workdir` (`--mode=explain` with `config.explain.kind = "time_series"`) attributes the
 regression output of `config.explain.task` (or the true class of a classification task) for
 `config.explain.max_examples` examples of `config.explain.split` with each method of
-`config.explain.methods` (gradient methods: saliency, input_x_gradient, integrated_gradients,
-smoothgrad, gradient_shap), averages over ensemble members (Eq. 1 of the ensembles paper), and
-writes to `<workdir>/explanations/<split>/`:
+`config.explain.methods` (the registered methods with `time_series=True`: saliency,
+input_x_gradient, integrated_gradients, smoothgrad, gradient_shap), averages over ensemble members (Eq. 1 of the ensembles paper), and
+writes (on process 0) to `<workdir>/explanations/<split>/`:
 
   importance.json                 per method: each input's share of the attribution mass, its
                                   per-feature importance and per-day-bin importance; on planted
@@ -33,19 +33,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mtljax import train
-from mtljax.data import pipeline
-from mtljax.explain import attributions
+from mtljax import tasks, train
+from mtljax.explain import attributions, common
 from mtljax.explain import ensemble as ens_lib
 from mtljax.explain import targets as targets_lib
-
-GRADIENT_METHODS = (
-  "saliency",
-  "input_x_gradient",
-  "integrated_gradients",
-  "smoothgrad",
-  "gradient_shap",
-)
 
 
 def is_series(x) -> bool:
@@ -126,30 +117,6 @@ def summarize(
   return out
 
 
-def _collect(s, split: str, max_examples: int, batch_size: int):
-  """The first `max_examples` examples of a split: normalised inputs (numpy pytree), labels, index."""
-  src = s.sources[split]
-  parts, n = [], 0
-  for b in pipeline.eval_batches(
-    src,
-    input_names=s.input_names,
-    task_names=s.task_names,
-    stats=s.stats["inputs"],
-    batch_size=batch_size,
-  ):
-    keep = np.asarray(b["valid"]) > 0
-    parts.append(
-      jax.tree.map(
-        lambda v: np.asarray(v)[keep],
-        {k: b[k] for k in ("inputs", "targets", "mask")} | {"index": b["meta"]["index"]},
-      )
-    )
-    n += int(keep.sum())
-    if n >= max_examples:
-      break
-  return jax.tree.map(lambda *v: np.concatenate(v)[:max_examples], *parts)
-
-
 def _plot(
   path: str, summary: Mapping[str, Any], title: str, truth: Mapping[str, Any] | None
 ) -> np.ndarray:
@@ -185,30 +152,44 @@ def _plot(
   return image
 
 
+def _write_csvs(out_dir: str, name: str, summary: Mapping[str, Any]) -> None:
+  """`features_<name>.csv` and `time_<name>.csv` of one method's summary."""
+  with open(os.path.join(out_dir, f"features_{name}.csv"), "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["modality", "feature", "importance"])
+    for m, v in summary["modalities"].items():
+      w.writerows([m, k, f"{val:.6g}"] for k, val in v["features"].items())
+  with open(os.path.join(out_dir, f"time_{name}.csv"), "w", newline="") as f:
+    w = csv.writer(f)
+    w.writerow(["modality", "day_bin_start", "day_bin_end", "importance", "steps"])
+    for m, v in summary["modalities"].items():
+      if "time" in v:
+        t = v["time"]
+        w.writerows(
+          [m, b, b + t["bin_width"], f"{i:.6g}", c]
+          for b, i, c in zip(t["bin_start"], t["importance"], t["steps"])
+        )
+
+
+def _planted_truth(src) -> dict | None:
+  """The synthetic generator's `truth.json` beside the data (the planted relevant features)."""
+  path = os.path.join(str(getattr(src, "root", "")), "truth.json")
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
 def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Time-series importance of a trained workdir (see the module docstring)."""
-  from mtljax.explain.run import ExplainError, _restore  # the image explainer's checkpoint logic
-
   s = train.setup(config, workdir, write_config=False)
   ex = config.explain
-  problems = [
-    f"config.explain.methods: {m!r} is not one of {GRADIENT_METHODS}"
-    for m in ex.methods
-    if m not in GRADIENT_METHODS
-  ]
-  if ex.task not in config.tasks:
-    problems.append(
-      f"config.explain.task={ex.task!r} is not one of the tasks {sorted(config.tasks)}"
-    )
-  if ex.split not in s.sources:
-    problems.append(f"config.explain.split={ex.split!r} is not one of {sorted(s.sources)}")
-  if problems:
-    raise ExplainError("cannot explain:\n  - " + "\n  - ".join(problems))
-  state, meta = _restore(config, s, workdir)
+  common.check_request(config, s, time_series=True)
+  state, meta = common.restore(config, s, workdir)
   stacked = {"params": state["params"], "batch_stats": state["batch_stats"]}
   task_cfg = config.tasks[ex.task]
   src = s.sources[ex.split]
-  data = _collect(s, ex.split, int(ex.max_examples), int(ex.batch_size))
+  data = common.collect(s, ex.split, int(ex.max_examples), int(ex.batch_size))
   x = data["inputs"]
   fields = src.input_fields
   channels = {
@@ -216,25 +197,31 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
     for m in s.input_names
   }
   num_outputs = int(task_cfg.get("num_classes") or task_cfg.get("num_outputs") or 1)
+  # One class per example: explain its true class (whatever config.explain.target says);
+  # otherwise the output index config.explain.target (-1: output 0).
   index = (
     data["targets"][ex.task].astype(np.int32)
-    if task_cfg.kind == "classification"
+    if tasks.is_per_example_class(task_cfg.kind)
     else int(ex.target)
     if int(ex.target) >= 0
     else 0
   )
-  truth = None
-  synthetic_truth = os.path.join(str(getattr(src, "root", "")), "truth.json")
-  if os.path.isfile(synthetic_truth):
-    with open(synthetic_truth) as f:
-      truth = json.load(f)
+  truth = _planted_truth(src)
 
   def apply_fn(variables, inputs):
     return s.model.apply(variables, inputs, train=False)[0]
 
-  rng = jax.random.key(int(config.seed))
+  # Integrated Gradients runs unsplit here (no `affine_layers`): the plain path integral over
+  # every input, as this run has always computed it.
+  ctx = attributions.Context(explain=ex, rng=jax.random.key(int(config.seed)))
+  is_main = common.is_main()
   out_dir = os.path.join(s.workdir, "explanations", ex.split)
-  os.makedirs(out_dir, exist_ok=True)
+  writer = None
+  if is_main:
+    os.makedirs(out_dir, exist_ok=True)
+    from tensorboardX import SummaryWriter
+
+    writer = SummaryWriter(os.path.join(s.workdir, "tensorboard", f"explain_{ex.split}"))
   results: dict[str, Any] = {
     "split": ex.split,
     "task": ex.task,
@@ -243,39 +230,12 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
     "methods": {},
   }
   bs = int(ex.batch_size)
-  from tensorboardX import SummaryWriter
-
-  writer = SummaryWriter(os.path.join(s.workdir, "tensorboard", f"explain_{ex.split}"))
   for name in ex.methods:
+    spec = attributions.get_method(name)
 
-    def method(variables, inputs, idx, name=name):
+    def method(variables, inputs, idx, spec=spec):
       f = targets_lib.make_score_fn(apply_fn, ex.task, task_cfg.kind, idx, num_outputs=num_outputs)
-      if name == "saliency":
-        return attributions.saliency(f, variables, inputs)
-      if name == "input_x_gradient":
-        return attributions.input_x_gradient(f, variables, inputs)
-      if name == "integrated_gradients":
-        return attributions.integrated_gradients(
-          f,
-          variables,
-          inputs,
-          steps=int(ex.ig_steps),
-          method=ex.ig_method,
-          batch_steps=ex.ig_batch_steps or None,
-        )
-      if name == "smoothgrad":
-        return attributions.smoothgrad(
-          attributions.saliency,
-          f,
-          variables,
-          inputs,
-          rng,
-          samples=int(ex.samples),
-          stdev=float(ex.noise),
-        )
-      return attributions.gradient_shap(
-        f, variables, inputs, rng, samples=int(ex.samples), stdev=float(ex.noise)
-      )
+      return attributions.attribute(spec, f, variables, inputs, ctx)
 
     chunks = []
     n = len(data["index"])
@@ -295,21 +255,9 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
       summary["planted_s2_share"] = float(sum(feats[b] for b in rel))
       summary["planted_s2_share_uniform"] = len(rel) / len(feats)
     results["methods"][name] = summary
-    with open(os.path.join(out_dir, f"features_{name}.csv"), "w", newline="") as f:
-      w = csv.writer(f)
-      w.writerow(["modality", "feature", "importance"])
-      for m, v in summary["modalities"].items():
-        w.writerows([m, k, f"{val:.6g}"] for k, val in v["features"].items())
-    with open(os.path.join(out_dir, f"time_{name}.csv"), "w", newline="") as f:
-      w = csv.writer(f)
-      w.writerow(["modality", "day_bin_start", "day_bin_end", "importance", "steps"])
-      for m, v in summary["modalities"].items():
-        if "time" in v:
-          t = v["time"]
-          w.writerows(
-            [m, b, b + t["bin_width"], f"{i:.6g}", c]
-            for b, i, c in zip(t["bin_start"], t["importance"], t["steps"])
-          )
+    if not is_main:
+      continue
+    _write_csvs(out_dir, name, summary)
     image = _plot(
       os.path.join(out_dir, f"importance_{name}.png"),
       summary,
@@ -319,19 +267,18 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
     writer.add_image(
       f"explain/importance_{name}", image, global_step=int(meta["step"]), dataformats="HWC"
     )
-    if jax.process_index() == 0:
-      share = summary.get("planted_s2_share")
-      print(
-        f"{name}: input mass shares {summary['mass_share']}"
-        + (
-          f"; planted S2 features hold {share:.2f} of the S2 importance "
-          f"(uniform {summary['planted_s2_share_uniform']:.2f})"
-          if share is not None
-          else ""
-        ),
-        flush=True,
-      )
-  writer.close()
-  with open(os.path.join(out_dir, "importance.json"), "w") as f:
-    json.dump(results, f, indent=1)
+    share = summary.get("planted_s2_share")
+    print(
+      f"{name}: input mass shares {summary['mass_share']}"
+      + (
+        f"; planted S2 features hold {share:.2f} of the S2 importance "
+        f"(uniform {summary['planted_s2_share_uniform']:.2f})"
+        if share is not None
+        else ""
+      ),
+      flush=True,
+    )
+  if writer is not None:
+    writer.close()
+  common.write_json(os.path.join(out_dir, "importance.json"), results)
   return results

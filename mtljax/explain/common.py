@@ -1,0 +1,175 @@
+"""What the image (`run.py`) and time-series (`timeseries.py`) explain runs share: the error
+type, the checks of `config.explain`, the restore of the trained ensemble, the split's examples,
+the explained targets, and writing on process 0 only (every process computes, one writes)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+import numpy as np
+
+from mtljax import configlib, tasks, train
+from mtljax.checkpoint import Checkpointer
+from mtljax.data import pipeline
+from mtljax.explain import attributions, flax_utils
+
+
+class ExplainError(configlib.ConfigError):
+  """An explain request that cannot run (unknown method or layer, bad target, no ensemble)."""
+
+
+# ============================================================================ processes
+def is_main() -> bool:
+  """Whether this process writes the explanation files (process 0 of a multi-host run)."""
+  return jax.process_index() == 0
+
+
+def write_json(path: str, obj: Any, **kwargs) -> None:
+  """`json.dump(obj, indent=1, **kwargs)` to `path`, on process 0 only."""
+  if is_main():
+    with open(path, "w") as f:
+      json.dump(obj, f, indent=1, **kwargs)
+
+
+def write_text(path: str, text: str) -> None:
+  """`text` to `path`, on process 0 only."""
+  if is_main():
+    with open(path, "w") as f:
+      f.write(text)
+
+
+# ============================================================================ checks
+def check_request(
+  config: ml_collections.ConfigDict, s, *, stacked=None, time_series: bool = False
+) -> None:
+  """Raises one ExplainError listing every problem of `config.explain` for this setup.
+
+  `s` is the `train.Setup`. Image runs (`time_series=False`): every method registered, the
+  modality an image input, and for `needs_layer_fn` methods the layer a module path of the model
+  (checked on the first member of `stacked`). Time-series runs: every method `time_series`.
+  """
+  ex = config.explain
+  problems = []
+  if time_series:
+    allowed = tuple(n for n, spec in attributions.METHODS.items() if spec.time_series)
+    problems += [
+      f"config.explain.methods: {m!r} is not one of {allowed}"
+      for m in ex.methods
+      if m not in allowed
+    ]
+  else:
+    for name in ex.methods:
+      try:
+        attributions.get_method(name)
+      except ValueError as e:
+        problems.append(f"config.explain.methods: {e}")
+  if ex.task not in config.tasks:
+    problems.append(
+      f"config.explain.task={ex.task!r} is not one of the tasks {sorted(config.tasks)}"
+    )
+  if not time_series:
+    fields = s.sources["train"].input_fields
+    if ex.modality not in config.inputs or len(fields[ex.modality]["shape"]) != 3:
+      problems.append(
+        f"config.explain.modality={ex.modality!r} must be an image input (one of "
+        f"{sorted(m for m in config.inputs if len(fields[m]['shape']) == 3)})"
+      )
+  if ex.split not in s.sources:
+    problems.append(f"config.explain.split={ex.split!r} is not one of {sorted(s.sources)}")
+  needs_layer = any(
+    attributions.METHODS[m].needs_layer_fn for m in ex.methods if m in attributions.METHODS
+  )
+  if not time_series and needs_layer and not problems:
+    _check_layer(s, ex, stacked, problems)
+  if problems:
+    raise ExplainError("cannot explain:\n  - " + "\n  - ".join(problems))
+
+
+def _check_layer(s, ex, stacked, problems: list[str]) -> None:
+  def score(v, xx):
+    return s.model.apply(v, xx, train=False)[0][ex.task].reshape(len(xx[ex.modality]), -1).sum(-1)
+
+  paths = flax_utils.module_paths(score, jax.tree.map(lambda a: a[0], stacked), s.example_inputs)
+  if ex.layer not in paths:
+    near = [p for p in paths if p.startswith(f"encoders_{ex.modality}/")]
+    problems.append(
+      f"config.explain.layer={ex.layer!r} is not a layer of the model; layers of "
+      f"the {ex.modality} encoder: {', '.join(near) or ', '.join(paths)}"
+    )
+
+
+# ============================================================================ restore and collect
+def restore(config: ml_collections.ConfigDict, s, workdir: str):
+  """`(state, meta)` of `config.explain.checkpoint` ("best" or "latest") of the trained ensemble."""
+  ckpt = Checkpointer(os.path.join(s.workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+  which = config.explain.checkpoint
+  if which not in ("best", "latest"):
+    raise ExplainError(f"config.explain.checkpoint={which!r} must be 'best' or 'latest'")
+  if not os.path.isdir(os.path.join(s.workdir, "checkpoints", which)):
+    raise ExplainError(f"{workdir}: no checkpoints/{which} to explain; train first")
+  try:
+    restored = (ckpt.restore_best if which == "best" else ckpt.restore_latest)(s.abstract_state)
+  except Exception as e:  # a checkpoint of another shape: e.g. one model, not an ensemble
+    raise ExplainError(
+      f"{workdir}/checkpoints/{which} does not hold the ensemble of "
+      f"config.ensemble.size={train.ensemble_size(config)} this config describes: "
+      f"{str(e)[:300]}"
+    ) from e
+  ckpt.close()
+  if restored is None:
+    raise ExplainError(f"{workdir}/checkpoints/{which} holds no checkpoint; train first")
+  return restored
+
+
+def collect(s, split: str, max_examples: int, batch_size: int) -> dict[str, Any]:
+  """The first `max_examples` examples of a split as numpy: `{"inputs": {modality: [N, ...]}
+  (normalised), "targets": {task: [N, ...]}, "mask": {task: [N, ...]}, "index": [N]}` (the
+  index of each example in its source)."""
+  src = s.sources[split]
+  parts, n = [], 0
+  for b in pipeline.eval_batches(
+    src,
+    input_names=s.input_names,
+    task_names=s.task_names,
+    stats=s.stats["inputs"],
+    batch_size=batch_size,
+  ):
+    keep = np.asarray(b["valid"]) > 0
+    parts.append(
+      jax.tree.map(
+        lambda v: np.asarray(v)[keep],
+        {k: b[k] for k in ("inputs", "targets", "mask")} | {"index": b["meta"]["index"]},
+      )
+    )
+    n += int(keep.sum())
+    if n >= max_examples:
+      break
+  return jax.tree.map(lambda *v: np.concatenate(v)[:max_examples], *parts)
+
+
+# ============================================================================ targets
+def explained_targets(task_cfg, targets: np.ndarray, mask: np.ndarray, target: int) -> np.ndarray:
+  """Pairs `(example, target index)` `[P, 2]` int32 to explain.
+
+  `target = -1`: what the task's kind explains for each labelled example
+  (`tasks.TaskKind.explained_targets`: every present label of a multilabel task, the true class
+  of a classification task, the most frequent labelled class of a segmentation example, output 0
+  of a regression); otherwise that index for every example with a label.
+  """
+  kind, n = tasks.of(task_cfg), int(task_cfg.get("num_classes") or 1)
+  if target != -1 and not 0 <= target < n:
+    raise ExplainError(
+      f"config.explain.target={target} is outside the range of task "
+      f"{kind.name} with {n} outputs: use 0..{n - 1}, or -1 for the true labels"
+    )
+  pairs: list[Sequence[int]] = []
+  for i in range(len(targets)):
+    if np.max(mask[i]) <= 0:  # a dense (per-pixel) mask: some pixel labelled
+      continue
+    chosen = [target] if target != -1 else kind.explained_targets(targets[i], mask[i])
+    pairs += [(i, int(t)) for t in chosen]
+  return np.asarray(pairs, np.int32).reshape(-1, 2)

@@ -1,0 +1,83 @@
+"""No import cycle anywhere in the mtljax package: a walk over every module's imports (at the
+top and inside functions alike, since a lazy import only hides a cycle) with `ast`, failing with
+the cycle's modules in order."""
+
+import ast
+import os
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGE = "mtljax"
+
+
+def _modules() -> dict[str, str]:
+  """`{dotted module name: file}` of every module of the package (packages as their __init__)."""
+  out = {}
+  for folder, _, files in os.walk(os.path.join(ROOT, PACKAGE)):
+    for f in files:
+      if f.endswith(".py"):
+        rel = os.path.relpath(os.path.join(folder, f), ROOT)[:-3].split(os.sep)
+        if rel[-1] == "__init__":
+          rel = rel[:-1]
+        out[".".join(rel)] = os.path.join(folder, f)
+  return out
+
+
+def _imports(name: str, path: str, modules) -> set[str]:
+  """The package's modules that module `name` imports (`from a.b import c` is `a.b.c` when `c` is
+  a module, else `a.b`)."""
+  is_package = path.endswith("__init__.py")
+  with open(path) as f:
+    tree = ast.parse(f.read(), path)
+  found = set()
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      found |= {a.name for a in node.names}
+    elif isinstance(node, ast.ImportFrom):
+      base = node.module or ""
+      if node.level:  # relative: resolved against this module's package
+        parts = name.split(".")[: len(name.split(".")) - node.level + (1 if is_package else 0)]
+        base = ".".join(parts + ([base] if base else []))
+      for a in node.names:
+        found.add(f"{base}.{a.name}" if f"{base}.{a.name}" in modules else base)
+  return {m for m in found if m in modules and m != name}
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+  """One cycle of `graph` as `[a, b, ..., a]`, or None (depth-first search, colours)."""
+  colour, stack = {}, []
+
+  def visit(node):
+    colour[node] = "grey"
+    stack.append(node)
+    for nxt in sorted(graph[node]):
+      if colour.get(nxt) == "grey":
+        return stack[stack.index(nxt) :] + [nxt]
+      if nxt not in colour:
+        cycle = visit(nxt)
+        if cycle:
+          return cycle
+    colour[node] = "black"
+    stack.pop()
+    return None
+
+  for node in sorted(graph):
+    if node not in colour:
+      cycle = visit(node)
+      if cycle:
+        return cycle
+  return None
+
+
+def test_the_walk_finds_a_cycle():
+  graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
+  assert _find_cycle(graph) == ["a", "b", "c", "a"]
+  assert _find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycle_in_the_package():
+  modules = _modules()
+  assert "mtljax.explain.run" in modules and "mtljax.explain.timeseries" in modules
+  graph = {m: _imports(m, path, modules) for m, path in modules.items()}
+  assert "mtljax.explain.common" in graph["mtljax.explain.timeseries"]
+  cycle = _find_cycle(graph)
+  assert cycle is None, "import cycle: " + " -> ".join(cycle)
