@@ -119,3 +119,37 @@ def test_incompatible_workdir_config_is_refused():
   configlib.check_compatible(saved, b2, "W/config.json")
   with pytest.raises(configlib.ConfigError, match="differs in: tasks"):
     configlib.check_compatible(saved, b, "W/config.json")
+
+
+def test_variant_parser():
+  """config_blocks.Variants: flags, int and str options, bare words; errors name the file and
+  every allowed variant."""
+  from mtljax import config_blocks
+
+  v = config_blocks.Variants(
+    "configs/x.py",
+    exp=config_blocks.Option(7, choices=range(1, 9), what="a row"),
+    dataset=config_blocks.Option("cub", choices=("cub", "isic"), bare=True),
+    strategy="seeds",
+    size=1,
+    tiny=False,
+  )
+  o = v.parse(None)
+  assert (o.exp, o.dataset, o.strategy, o.size, o.tiny) == (7, "cub", "seeds", 1, False)
+  o = v.parse("tiny,exp=3,isic,size=4,strategy=bagging")
+  assert (o.exp, o.dataset, o.strategy, o.size, o.tiny) == (3, "isic", "bagging", 4, True)
+  assert v.parse("dataset=isic").dataset == "isic"
+  for bad, match in (
+    ("exp7", "unknown variant 'exp7'"),
+    ("exp=9", "exp=9 is not a row"),
+    ("tiny=1", "unknown variant 'tiny=1'"),
+    ("size=0", "unknown variant 'size=0'"),
+    ("size=x", "unknown variant 'size=x'"),
+    ("strategy=", "unknown variant 'strategy='"),
+    ("dataset=foo", "dataset=foo is not"),
+  ):
+    with pytest.raises(ValueError, match=match) as e:
+      v.parse(bad)
+    assert str(e.value).startswith("configs/x.py: ")
+    assert "allowed variants: exp=N (a row: 1..8; default 7), cub|isic" in str(e.value)
+    assert "strategy=S (default seeds), size=N (default 1), tiny" in str(e.value)

@@ -18,7 +18,7 @@ reads `W/config.json` (the run's tasks; falls back to the passed config), `W/met
     combinations_members.csv       an ensemble's per-member combination counts
     val_metrics.png                each task's validation metric per epoch (metrics.jsonl)
 
-The settings are `config.analysis` (`configlib.analysis_config`); the statistics are in
+The settings are `config.analysis` (`config_blocks.analysis_config`); the statistics are in
 `mtljax.analysis.stats`. For an ensemble the analysed prediction is the ensemble's (averaged
 probabilities, `prob/<t>`); member arrays only feed `combinations_members.csv`.
 """
@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
-from mtljax import configlib
+from mtljax import config_blocks
 from mtljax.analysis import figures
 from mtljax.analysis import stats as st
 from mtljax.analysis.predictions import (
@@ -64,7 +64,7 @@ def _run_config(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _analysis_settings(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  defaults = configlib.analysis_config()
+  defaults = config_blocks.analysis_config()
   if "analysis" in config:
     unknown = set(config.analysis.keys()) - set(defaults.keys())
     if unknown:
