@@ -153,3 +153,28 @@ def test_variant_parser():
     assert str(e.value).startswith("configs/x.py: ")
     assert "allowed variants: exp=N (a row: 1..8; default 7), cub|isic" in str(e.value)
     assert "strategy=S (default seeds), size=N (default 1), tiny" in str(e.value)
+
+
+def test_documented_commands_parse():
+  """Every `python -m ...` command in a config file's docstring parses (its config variant and
+  overrides, as mtljax.main reads them) and names a module that exists."""
+  import ast
+  import glob
+  import importlib.util
+  import re
+  import shlex
+
+  count = 0
+  for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))):
+    with open(path) as f:
+      doc = ast.get_docstring(ast.parse(f.read()), clean=False)
+    for line in re.sub(r"\\\n\s*", " ", doc).splitlines():
+      if not line.strip().startswith("python -m "):
+        continue
+      toks = shlex.split(line)
+      assert importlib.util.find_spec(toks[2]), line
+      args = [t for t in toks[3:] if t.startswith("--config")]
+      args[0] = args[0].replace("configs/", os.path.join(ROOT, "configs") + "/", 1)
+      assert _parse(*args).data.name, line
+      count += 1
+  assert count >= 20
