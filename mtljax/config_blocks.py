@@ -63,7 +63,8 @@ class Option:
 def _render(choices: Collection) -> str:
   """`1..8` for a run of consecutive ints, else the values comma-separated."""
   values = list(choices)
-  if all(isinstance(v, int) for v in values) and values == list(range(values[0], values[-1] + 1)):
+  ints = bool(values) and all(isinstance(v, int) for v in values)
+  if ints and values == list(range(values[0], values[-1] + 1)):
     return f"{values[0]}..{values[-1]}"
   return ", ".join(map(str, values))
 
