@@ -28,70 +28,49 @@ at the synthetic 64 px it is 2×2, so the default layer is the 4×4 stage3_block
 
 import ml_collections
 
-from mtljax import configlib
+from mtljax import config_blocks as blocks
+from mtljax.configlib import ENSEMBLE_STRATEGIES
 
-
-def _parse(arg):
-  opts = {"dataset": "cub", "size": 5, "strategy": "seeds", "tiny": False}
-  for tok in filter(None, (arg or "").split(",")):
-    key, _, val = tok.partition("=")
-    if key in ("cub", "isic") and not val:
-      opts["dataset"] = key
-    elif key == "tiny" and not val:
-      opts["tiny"] = True
-    elif key == "size" and val.isdigit():
-      opts["size"] = int(val)
-    elif key == "strategy" and val in configlib.ENSEMBLE_STRATEGIES:
-      opts["strategy"] = val
-    else:
-      raise ValueError(
-        f"configs/attributes.py: unknown variant {tok!r}; expected cub, isic, "
-        f"tiny, size=E or strategy=one of {configlib.ENSEMBLE_STRATEGIES}"
-      )
-  return opts
+VARIANTS = blocks.Variants(
+  "configs/attributes.py",
+  # `cub` or `isic` alone names the archive layout.
+  dataset=blocks.Option("cub", choices=("cub", "isic"), bare=True),
+  size=blocks.Option(5, what="ensemble members"),
+  strategy=blocks.Option("seeds", choices=ENSEMBLE_STRATEGIES),
+  tiny=False,
+)
 
 
 def get_config(arg=None):
-  opts = _parse(arg)
-  tiny, isic = opts["tiny"], opts["dataset"] == "isic"
+  opts = VARIANTS.parse(arg)
+  tiny, isic = opts.tiny, opts.dataset == "isic"
   c = ml_collections.ConfigDict()
   c.seed = 0
 
   # ---------------------------------------------------------------- data
-  c.data = ml_collections.ConfigDict()
-  c.data.name = "isic2018" if isic else "cub"
-  # Path to the real archive (the folder holding CUB_200_2011/, or the ISIC2018_Task* folders);
-  # empty = the built-in synthetic dataset.
-  c.data.root = ""
-  # Images are resized to image_size × image_size (masks and keypoints alike).
-  c.data.image_size = 48 if tiny else 64
-  # CUB: attribute ids or names to learn (empty = all: 312 on the real data); ISIC: names.
-  c.data.attributes = ()
-  # Validation examples carved from the training split (CUB; ISIC has its own validation set).
-  c.data.val_fraction = 0.15
-  c.data.split_seed = 0
-  c.data.augment = ml_collections.ConfigDict({"flip": True, "rot90": False})
-  c.data.stats_examples = 1024
-  c.data.num_threads = 2
-  c.data.prefetch = 4
-  c.data.synthetic = ml_collections.ConfigDict(
-    {
+  # root: the folder holding CUB_200_2011/, or the ISIC2018_Task* folders.
+  c.data = blocks.data_config(
+    "isic2018" if isic else "cub",
+    # Images are resized to image_size × image_size (masks and keypoints alike).
+    image_size=48 if tiny else 64,
+    # CUB: attribute ids or names to learn (empty = all: 312 on the real data); ISIC: names.
+    attributes=(),
+    # Validation examples carved from the training split (CUB; ISIC has its own validation set).
+    val_fraction=0.15,
+    split_seed=0,
+    augment={"flip": True, "rot90": False},
+    stats_examples=1024,
+    synthetic={
       "num_train": 256 if tiny else 1200,
       "num_val": 64 if tiny else 150,  # ISIC layout only (CUB's validation comes from train)
       "num_test": 96 if tiny else 600,
-      "seed": 0,
-      "dir": "",
-    }
+    },
   )
 
   # ---------------------------------------------------------------- model
-  resnet = ml_collections.ConfigDict(
-    {
-      "stage_sizes": (1, 1, 1) if tiny else (2, 2, 2, 2),  # ResNet-18 (paper §3.1)
-      "width": 16 if tiny else 64,
-      "stem_kernel": 3 if tiny else 7,
-      "dtype": "float32",
-    }
+  # ResNet-18 (paper §3.1).
+  resnet = (
+    blocks.resnet(stage_sizes=(1, 1, 1), width=16, stem_kernel=3) if tiny else blocks.resnet()
   )
   c.inputs = ml_collections.ConfigDict({"image": {"encoder": "resnet", "encoder_kwargs": resnet}})
   c.model = ml_collections.ConfigDict({"fusion": "concat"})
@@ -110,12 +89,12 @@ def get_config(arg=None):
       "num_classes": 0,
       "weight": 1.0,
       "head": "mlp",
-      "head_kwargs": {"hidden": (64,) if tiny else (256,), "dropout": 0.25},
+      "head_kwargs": blocks.mlp((64,) if tiny else (256,), 0.25),
     }
     c.main_task = "class"
 
   # ---------------------------------------------------------------- training
-  c.train = configlib.train_config(
+  c.train = blocks.train_config(
     batch_size=32,
     num_epochs=20 if tiny else 8,
     learning_rate=1e-2 if tiny else 3e-3,
@@ -124,10 +103,10 @@ def get_config(arg=None):
   )
 
   # ---------------------------------------------------------------- ensemble
-  c.ensemble = configlib.ensemble_config(size=opts["size"], strategy=opts["strategy"])
+  c.ensemble = blocks.ensemble_config(size=opts.size, strategy=opts.strategy)
 
   # ---------------------------------------------------------------- explanations
-  c.explain = configlib.explain_config(
+  c.explain = blocks.explain_config(
     task="attributes",
     modality="image",
     layer="encoders_image/" + ("stage2_block1" if tiny else "stage3_block2"),
@@ -136,11 +115,10 @@ def get_config(arg=None):
   c.explain.ig_steps = 16
 
   # ---------------------------------------------------------------- analysis (--mode=analyze)
-  # Error correlation of the main task with the other task across epochs (configlib.analysis_config).
-  c.analysis = configlib.analysis_config()
+  # Error correlation of the main task with the other task across epochs.
+  c.analysis = blocks.analysis_config()
 
   # ---------------------------------------------------------------- evaluation
-  c.eval = ml_collections.ConfigDict()
-  c.eval.batch_size = 64
-  c.eval.prediction_splits = ("val",)  # per-epoch predictions (test: only at the end)
+  # Per-epoch predictions of the validation split (test: only at the end).
+  c.eval = blocks.eval_config(batch_size=64, prediction_splits=("val",))
   return c

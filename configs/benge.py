@@ -37,7 +37,7 @@ Commands:
 
 import ml_collections
 
-from mtljax import configlib
+from mtljax import config_blocks as blocks
 
 AUX = ("elevation", "climate_zone", "season", "weather")
 _E, _C, _S, _W = AUX
@@ -61,66 +61,47 @@ EXPERIMENTS = {
 }
 
 
-def _parse(arg):
-  opts = {"exp": 15, "tiny": False, "stack": False, "size": 1}
-  for tok in filter(None, (arg or "").split(",")):
-    key, _, val = tok.partition("=")
-    if key in ("exp", "size") and val.isdigit():
-      opts[key] = int(val)
-    elif key in ("tiny", "stack") and not val:
-      opts[key] = True
-    else:
-      raise ValueError(
-        f"configs/benge.py: unknown variant {tok!r}; "
-        "expected exp=N (1..15), size=E (ensemble), tiny or stack"
-      )
-  if opts["exp"] not in EXPERIMENTS:
-    raise ValueError(f"configs/benge.py: exp={opts['exp']} is not a Table 2 row (1..15)")
-  return opts
+VARIANTS = blocks.Variants(
+  "configs/benge.py",
+  exp=blocks.Option(15, choices=EXPERIMENTS, what="a Table 2 row"),
+  size=blocks.Option(1, what="ensemble members"),
+  tiny=False,
+  stack=False,
+)
 
 
 def get_config(arg=None):
-  opts = _parse(arg)
-  aux_inputs, aux_targets = EXPERIMENTS[opts["exp"]]
-  tiny = opts["tiny"]
+  opts = VARIANTS.parse(arg)
+  aux_inputs, aux_targets = EXPERIMENTS[opts.exp]
+  tiny = opts.tiny
   c = ml_collections.ConfigDict()
   # Seed of parameter init, dropout and data order.
   c.seed = 0
   # Table 2 row this config was built for (informational; change it with `exp=N`).
-  c.experiment = opts["exp"]
+  c.experiment = opts.exp
 
   # ---------------------------------------------------------------- data
-  c.data = ml_collections.ConfigDict()
-  c.data.name = "benge"
-  # Path to the real BEN-GE archive; empty = the built-in synthetic dataset.
-  c.data.root = ""
-  # Release name in the file names (ben-ge-8k_meta.csv, splits/ben-ge-8k_train.csv, ...).
-  c.data.prefix = "ben-ge-8k"
-  # Side of every raster after resampling (120 = the native 10 m grid).
-  c.data.image_size = 24 if tiny else 60
-  # ERA-5 columns and season of the Sentinel-2 ("s2") or Sentinel-1 ("s1") acquisition.
-  c.data.weather_time = "s2"
-  # Climate zone codes in class order (12 classes as in the paper; 0 = water-only patch).
-  c.data.climate_zones = (0, 7, 8, 9, 14, 15, 16, 18, 25, 26, 27, 29)
-  # Without splits/*.csv: deal the meta table 80/10/10 by a seeded hash of the patch id.
-  c.data.split_fallback = False
-  c.data.split_seed = 0
-  # Elevation as an input: stacked onto Sentinel-2 (True) or its own U-Net (False).
-  c.data.stack_elevation = opts["stack"] and _E in aux_inputs
-  # Geometric augmentation of training batches (images and dense targets alike).
-  c.data.augment = ml_collections.ConfigDict({"flip": True, "rot90": True})
-  c.data.stats_examples = 512
-  c.data.num_threads = 2
-  c.data.prefetch = 4
-  # Built-in synthetic dataset (used when root is empty): patches (split 80/10/10), 10 m raster
-  # side, seed and folder (empty dir = <workdir>/synthetic_data).
-  c.data.synthetic = ml_collections.ConfigDict(
-    {
-      "num_patches": 80 if tiny else 400,
-      "size": 24 if tiny else 120,
-      "seed": 0,
-      "dir": "",
-    }
+  # root: the real BEN-GE archive.
+  c.data = blocks.data_config(
+    "benge",
+    # Release name in the file names (ben-ge-8k_meta.csv, splits/ben-ge-8k_train.csv, ...).
+    prefix="ben-ge-8k",
+    # Side of every raster after resampling (120 = the native 10 m grid).
+    image_size=24 if tiny else 60,
+    # ERA-5 columns and season of the Sentinel-2 ("s2") or Sentinel-1 ("s1") acquisition.
+    weather_time="s2",
+    # Climate zone codes in class order (12 classes as in the paper; 0 = water-only patch).
+    climate_zones=(0, 7, 8, 9, 14, 15, 16, 18, 25, 26, 27, 29),
+    # Without splits/*.csv: deal the meta table 80/10/10 by a seeded hash of the patch id.
+    split_fallback=False,
+    split_seed=0,
+    # Elevation as an input: stacked onto Sentinel-2 (True) or its own U-Net (False).
+    stack_elevation=opts.stack and _E in aux_inputs,
+    # Images and dense targets alike.
+    augment={"flip": True, "rot90": True},
+    stats_examples=512,
+    # Patches (split 80/10/10) and the 10 m raster side.
+    synthetic={"num_patches": 80 if tiny else 400, "size": 24 if tiny else 120},
   )
 
   # ---------------------------------------------------------------- inputs (modality encoders)
@@ -148,9 +129,9 @@ def get_config(arg=None):
       "encoder_kwargs": {"num_embeddings": 12, "features": 16},
     }
   if _S in aux_inputs:
-    c.inputs.season = {"encoder": "mlp", "encoder_kwargs": {"hidden": (16,), "dropout": 0.0}}
+    c.inputs.season = {"encoder": "mlp", "encoder_kwargs": blocks.mlp((16,))}
   if _W in aux_inputs:
-    c.inputs.weather = {"encoder": "mlp", "encoder_kwargs": {"hidden": (32,), "dropout": 0.0}}
+    c.inputs.weather = {"encoder": "mlp", "encoder_kwargs": blocks.mlp((32,))}
 
   # ---------------------------------------------------------------- model
   c.model = ml_collections.ConfigDict()
@@ -198,7 +179,7 @@ def get_config(arg=None):
     }
 
   # ---------------------------------------------------------------- training
-  c.train = configlib.train_config(
+  c.train = blocks.train_config(
     batch_size=8,
     num_epochs=3 if tiny else 10,
     learning_rate=3e-3,
@@ -207,11 +188,11 @@ def get_config(arg=None):
   )
 
   # ---------------------------------------------------------------- ensemble
-  c.ensemble = configlib.ensemble_config(size=opts["size"])
+  c.ensemble = blocks.ensemble_config(size=opts.size)
 
   # ---------------------------------------------------------------- explanations (--mode=explain)
   # The LULC score of each example's most frequent labelled class, summed over the image.
-  c.explain = configlib.explain_config(
+  c.explain = blocks.explain_config(
     task="lulc",
     modality="s2",
     layer="encoders_s2/up0",
@@ -220,11 +201,9 @@ def get_config(arg=None):
   )
 
   # ---------------------------------------------------------------- evaluation
-  c.eval = ml_collections.ConfigDict()
-  c.eval.batch_size = 8
-  c.eval.prediction_splits = ("val", "test")
+  c.eval = blocks.eval_config(batch_size=8, prediction_splits=("val", "test"))
 
   # ---------------------------------------------------------------- analysis (--mode=analyze)
   # LULC error correlation with the auxiliary tasks over epochs; dense error maps (App. C).
-  c.analysis = configlib.analysis_config()
+  c.analysis = blocks.analysis_config()
   return c

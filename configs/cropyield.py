@@ -30,7 +30,7 @@ Commands:
 
 import ml_collections
 
-from mtljax import configlib
+from mtljax import config_blocks as blocks
 
 # Table 1: (auxiliary inputs, auxiliary targets, crops) besides S2 → yield.
 EXPERIMENTS = {
@@ -50,20 +50,11 @@ EXPERIMENTS = {
 }
 
 
-def _parse(arg):
-  opts = {"exp": "7", "tiny": False}
-  for tok in filter(None, (arg or "").split(",")):
-    key, _, val = tok.partition("=")
-    if key == "exp" and val in EXPERIMENTS:
-      opts["exp"] = val
-    elif key == "tiny" and not val:
-      opts["tiny"] = True
-    else:
-      raise ValueError(
-        f"configs/cropyield.py: unknown variant {tok!r}; expected exp=N "
-        f"(one of {', '.join(EXPERIMENTS)}) or tiny"
-      )
-  return opts
+VARIANTS = blocks.Variants(
+  "configs/cropyield.py",
+  exp=blocks.Option("7", choices=EXPERIMENTS, what="a Table 1 row", metavar="N"),
+  tiny=False,
+)
 
 
 def _transformer(tiny, layers):
@@ -80,47 +71,38 @@ def _transformer(tiny, layers):
 
 
 def get_config(arg=None):
-  opts = _parse(arg)
-  aux_inputs, aux_targets, crops = EXPERIMENTS[opts["exp"]]
-  tiny = opts["tiny"]
+  opts = VARIANTS.parse(arg)
+  aux_inputs, aux_targets, crops = EXPERIMENTS[opts.exp]
+  tiny = opts.tiny
   c = ml_collections.ConfigDict()
   # Seed of parameter init, dropout and data order.
   c.seed = 0
   # Table 1 row this config was built for (informational; change it with the `exp=N` variant).
-  c.experiment = opts["exp"]
+  c.experiment = opts.exp
 
   # ---------------------------------------------------------------- data
-  c.data = ml_collections.ConfigDict()
-  c.data.name = "cropyield"
-  # Folder with fields.csv and fields/<field_id>/*.npy; empty = the built-in synthetic dataset.
-  c.data.root = ""
-  # Padded lengths of the time series (a longer field is an error naming it).
-  c.data.s2_max_steps = 48
-  c.data.weather_max_steps = 200
-  # Day value of each step for the positional encoding: "harvest" (days to harvest, the
-  # paper's choice) or "seeding" (days since seeding).
-  c.data.day_reference = "harvest"
-  # Keep only fields of these crops (Table 6 rows 1.a-1.c); empty = all.
-  c.data.crops = tuple(crops)
-  # Split of the fields (grouped by field, stratified by year; Appendix A).
-  c.data.fractions = (0.6, 0.2, 0.2)
-  c.data.split_seed = 0
-  # No geometric augmentation: examples are single pixels.
-  c.data.augment = ml_collections.ConfigDict({"enabled": False})
-  # Training examples used for the per-feature normalisation statistics.
-  c.data.stats_examples = 2048
-  # Reader threads and prefetched batches of the grain pipeline.
-  c.data.num_threads = 2
-  c.data.prefetch = 4
-  # Built-in synthetic dataset (when root is empty); empty dir = <workdir>/synthetic_data.
-  c.data.synthetic = ml_collections.ConfigDict(
-    {
+  # root: the folder with fields.csv and fields/<field_id>/*.npy.
+  c.data = blocks.data_config(
+    "cropyield",
+    # Padded lengths of the time series (a longer field is an error naming it).
+    s2_max_steps=48,
+    weather_max_steps=200,
+    # Day value of each step for the positional encoding: "harvest" (days to harvest, the
+    # paper's choice) or "seeding" (days since seeding).
+    day_reference="harvest",
+    # Keep only fields of these crops (Table 6 rows 1.a-1.c); empty = all.
+    crops=tuple(crops),
+    # Split of the fields (grouped by field, stratified by year; Appendix A).
+    fractions=(0.6, 0.2, 0.2),
+    split_seed=0,
+    # No geometric augmentation: examples are single pixels.
+    augment={"enabled": False},
+    stats_examples=2048,
+    synthetic={
       "num_fields": 24 if tiny else 60,
       "years": (2019, 2020, 2021, 2022),
       "num_farms": 6 if tiny else 12,
-      "seed": 0,
-      "dir": "",
-    }
+    },
   )
 
   # ---------------------------------------------------------------- inputs (modality encoders)
@@ -132,9 +114,9 @@ def get_config(arg=None):
   if "weather" in aux_inputs:
     c.inputs.weather = {"encoder": "transformer", "encoder_kwargs": _transformer(tiny, 2)}
   if "dem" in aux_inputs:
-    c.inputs.dem = {"encoder": "mlp", "encoder_kwargs": {"hidden": (16,), "dropout": 0.0}}
+    c.inputs.dem = {"encoder": "mlp", "encoder_kwargs": blocks.mlp((16,))}
   if "crop" in aux_inputs:  # one-hot crop label → MLP (Table 5)
-    c.inputs.crop = {"encoder": "mlp", "encoder_kwargs": {"hidden": (8,), "dropout": 0.0}}
+    c.inputs.crop = {"encoder": "mlp", "encoder_kwargs": blocks.mlp((8,))}
 
   # ---------------------------------------------------------------- model
   c.model = ml_collections.ConfigDict()
@@ -142,16 +124,21 @@ def get_config(arg=None):
 
   # ---------------------------------------------------------------- tasks (heads and losses)
   # Appendix B.1: two fully connected layers per head; yield 0.67, crop 0.33.
-  head = {"hidden": (16,) if tiny else (32,), "dropout": 0.0}
+  head = (16,) if tiny else (32,)
   c.tasks = ml_collections.ConfigDict()
-  c.tasks["yield"] = {"kind": "regression", "weight": 0.67, "head": "mlp", "head_kwargs": head}
+  c.tasks["yield"] = {
+    "kind": "regression",
+    "weight": 0.67,
+    "head": "mlp",
+    "head_kwargs": blocks.mlp(head),
+  }
   if "crop" in aux_targets:
     c.tasks.crop = {
       "kind": "classification",
       "num_classes": 3,
       "weight": 0.33,
       "head": "mlp",
-      "head_kwargs": dict(head),
+      "head_kwargs": blocks.mlp(head),
     }
   if "dem" in aux_targets:  # the 5 DEM features as a vector regression target (MSE, MAE)
     c.tasks.dem = {
@@ -159,12 +146,12 @@ def get_config(arg=None):
       "num_outputs": 5,
       "weight": 0.33,
       "head": "mlp",
-      "head_kwargs": dict(head),
+      "head_kwargs": blocks.mlp(head),
     }
   c.main_task = "yield"
 
   # ---------------------------------------------------------------- training
-  c.train = configlib.train_config(
+  c.train = blocks.train_config(
     batch_size=64,
     num_epochs=6 if tiny else 12,
     learning_rate=3e-3 if tiny else 2e-3,
@@ -173,11 +160,11 @@ def get_config(arg=None):
   )
 
   # ---------------------------------------------------------------- ensemble
-  c.ensemble = configlib.ensemble_config(size=1)
+  c.ensemble = blocks.ensemble_config(size=1)
 
   # ---------------------------------------------------------------- explanations (--mode=explain)
   # Per-time-step and per-feature importance of the time-series inputs for the yield.
-  c.explain = configlib.explain_config(
+  c.explain = blocks.explain_config(
     task="yield",
     modality="s2",
     layer="",
@@ -191,12 +178,9 @@ def get_config(arg=None):
   c.explain.batch_size = 64
 
   # ---------------------------------------------------------------- evaluation
-  c.eval = ml_collections.ConfigDict()
-  c.eval.batch_size = 256
-  # Splits whose per-epoch predictions are written to <workdir>/predictions for the analysis.
-  c.eval.prediction_splits = ("val", "test")
+  c.eval = blocks.eval_config(batch_size=256, prediction_splits=("val", "test"))
 
   # ---------------------------------------------------------------- analysis (--mode=analyze)
   # Yield error by crop correctness and per field (group_scatter), error correlation over epochs.
-  c.analysis = configlib.analysis_config()
+  c.analysis = blocks.analysis_config()
   return c

@@ -14,62 +14,49 @@ Variants after a colon, comma-separated:
 
 Commands:
   python -m mtljax.main --config=configs/facades.py --workdir=W --config.model.variant=LIM-MS_ALL
-  python -m mtljax.mtc_sweep --config=configs/facades.py --workdir=W --realisations=3
+  python -m mtljax.mtc.sweep --config=configs/facades.py --workdir=W --realisations=3
   python -m mtljax.main --config=configs/facades.py --workdir=W --config.data.root=/data/facades
 """
 
 import ml_collections
 
-from mtljax import configlib
+from mtljax import config_blocks as blocks
 from mtljax.data.facades import DEFAULT_TASKS
 
-
-def _parse(arg):
-  opts = {"tiny": False, "size": 1}
-  for tok in filter(None, (arg or "").split(",")):
-    key, _, val = tok.partition("=")
-    if key == "tiny" and not val:
-      opts["tiny"] = True
-    elif key == "size" and val.isdigit() and int(val) >= 1:
-      opts["size"] = int(val)
-    else:
-      raise ValueError(f"configs/facades.py: unknown variant {tok!r}; expected tiny or size=R")
-  return opts
+VARIANTS = blocks.Variants(
+  "configs/facades.py",
+  size=blocks.Option(1, what="realisations (seeds) trained together"),
+  tiny=False,
+)
 
 
 def get_config(arg=None):
-  opts = _parse(arg)
-  tiny = opts["tiny"]
+  opts = VARIANTS.parse(arg)
+  tiny = opts.tiny
   c = ml_collections.ConfigDict()
   c.seed = 0
 
   # ---------------------------------------------------------------- data
-  c.data = ml_collections.ConfigDict()
-  c.data.name = "facades"
-  # Folder with tasks.json, labels.csv and images/ (mtljax/data/facades.py); empty = synthetic.
-  c.data.root = ""
-  # Images are resized to image_size × image_size (0 = tasks.json's size).
-  c.data.image_size = 16
-  # LPRUS keep percentage (paper §3: 85 %; 1.0 = no undersampling) and the labelset-based,
-  # block-disjoint train / val / test shares (65 / 17.5 / 17.5).
-  c.data.lprus_keep = 0.85
-  c.data.fractions = (0.65, 0.175, 0.175)
-  c.data.split_seed = 0
-  c.data.augment = ml_collections.ConfigDict({"flip": False, "rot90": False})
-  c.data.stats_examples = 1024
-  c.data.num_threads = 2
-  c.data.prefetch = 4
-  c.data.synthetic = ml_collections.ConfigDict(
-    {
+  # root: the folder with tasks.json, labels.csv and images/ (mtljax/data/facades.py).
+  c.data = blocks.data_config(
+    "facades",
+    # Images are resized to image_size × image_size (0 = tasks.json's size).
+    image_size=16,
+    # LPRUS keep percentage (paper §3: 85 %; 1.0 = no undersampling) and the labelset-based,
+    # block-disjoint train / val / test shares (65 / 17.5 / 17.5).
+    lprus_keep=0.85,
+    fractions=(0.65, 0.175, 0.175),
+    split_seed=0,
+    augment={"flip": False, "rot90": False},
+    stats_examples=1024,
+    synthetic={
       "num_images": 600 if tiny else 4000,
       "num_blocks": 40 if tiny else 200,
       # Per-image noise of each texture cue, in units of its class-level spacing.
       "cue_noise": 0.6,
       # Probability that a planted label dependency is replaced by a uniform draw.
       "label_noise": 0.1,
-      "seed": 0,
-      "dir": "",
-    }
+    },
   )
 
   # ---------------------------------------------------------------- model
@@ -105,7 +92,7 @@ def get_config(arg=None):
 
   # ---------------------------------------------------------------- training
   # Adam, as the paper (§3); a larger learning rate than its 1e-4 for training from scratch.
-  c.train = configlib.train_config(
+  c.train = blocks.train_config(
     batch_size=32,
     num_epochs=3 if tiny else 8,
     learning_rate=3e-3,
@@ -119,10 +106,8 @@ def get_config(arg=None):
   c.train.select_task_mean = "kappa"
 
   # ---------------------------------------------------------------- realisations
-  c.ensemble = configlib.ensemble_config(size=opts["size"], strategy="seeds")
+  c.ensemble = blocks.ensemble_config(size=opts.size, strategy="seeds")
 
   # ---------------------------------------------------------------- evaluation
-  c.eval = ml_collections.ConfigDict()
-  c.eval.batch_size = 128
-  c.eval.prediction_splits = ("val",)
+  c.eval = blocks.eval_config(batch_size=128, prediction_splits=("val",))
   return c

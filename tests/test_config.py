@@ -119,3 +119,62 @@ def test_incompatible_workdir_config_is_refused():
   configlib.check_compatible(saved, b2, "W/config.json")
   with pytest.raises(configlib.ConfigError, match="differs in: tasks"):
     configlib.check_compatible(saved, b, "W/config.json")
+
+
+def test_variant_parser():
+  """config_blocks.Variants: flags, int and str options, bare words; errors name the file and
+  every allowed variant."""
+  from mtljax import config_blocks
+
+  v = config_blocks.Variants(
+    "configs/x.py",
+    exp=config_blocks.Option(7, choices=range(1, 9), what="a row"),
+    dataset=config_blocks.Option("cub", choices=("cub", "isic"), bare=True),
+    strategy="seeds",
+    size=1,
+    tiny=False,
+  )
+  o = v.parse(None)
+  assert (o.exp, o.dataset, o.strategy, o.size, o.tiny) == (7, "cub", "seeds", 1, False)
+  o = v.parse("tiny,exp=3,isic,size=4,strategy=bagging")
+  assert (o.exp, o.dataset, o.strategy, o.size, o.tiny) == (3, "isic", "bagging", 4, True)
+  assert v.parse("dataset=isic").dataset == "isic"
+  for bad, match in (
+    ("exp7", "unknown variant 'exp7'"),
+    ("exp=9", "exp=9 is not a row"),
+    ("tiny=1", "unknown variant 'tiny=1'"),
+    ("size=0", "unknown variant 'size=0'"),
+    ("size=x", "unknown variant 'size=x'"),
+    ("strategy=", "unknown variant 'strategy='"),
+    ("dataset=foo", "dataset=foo is not"),
+  ):
+    with pytest.raises(ValueError, match=match) as e:
+      v.parse(bad)
+    assert str(e.value).startswith("configs/x.py: ")
+    assert "allowed variants: exp=N (a row: 1..8; default 7), cub|isic" in str(e.value)
+    assert "strategy=S (default seeds), size=N (default 1), tiny" in str(e.value)
+
+
+def test_documented_commands_parse():
+  """Every `python -m ...` command in a config file's docstring parses (its config variant and
+  overrides, as mtljax.main reads them) and names a module that exists."""
+  import ast
+  import glob
+  import importlib.util
+  import re
+  import shlex
+
+  count = 0
+  for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))):
+    with open(path) as f:
+      doc = ast.get_docstring(ast.parse(f.read()), clean=False)
+    for line in re.sub(r"\\\n\s*", " ", doc).splitlines():
+      if not line.strip().startswith("python -m "):
+        continue
+      toks = shlex.split(line)
+      assert importlib.util.find_spec(toks[2]), line
+      args = [t for t in toks[3:] if t.startswith("--config")]
+      args[0] = args[0].replace("configs/", os.path.join(ROOT, "configs") + "/", 1)
+      assert _parse(*args).data.name, line
+      count += 1
+  assert count >= 20

@@ -18,7 +18,7 @@ reads `W/config.json` (the run's tasks; falls back to the passed config), `W/met
     combinations_members.csv       an ensemble's per-member combination counts
     val_metrics.png                each task's validation metric per epoch (metrics.jsonl)
 
-The settings are `config.analysis` (`configlib.analysis_config`); the statistics are in
+The settings are `config.analysis` (`config_blocks.analysis_config`); the statistics are in
 `mtljax.analysis.stats`, gathered over the epochs by `per_epoch`, drawn and tabled by `sections`
 and put on the page by `html_page`. What a task's error, main metric and prediction are is its
 kind's declaration (`mtljax.tasks`). For an ensemble the analysed prediction is the ensemble's (averaged
@@ -35,7 +35,7 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
-from mtljax import configlib
+from mtljax import config_blocks
 from mtljax import tasks as tasks_lib
 from mtljax.analysis import html_page, per_epoch, sections
 from mtljax.analysis.predictions import AnalysisError, epoch_files, read_json
@@ -49,7 +49,7 @@ def _run_config(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
 
 def _analysis_settings(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  defaults = configlib.analysis_config()
+  defaults = config_blocks.analysis_config()
   if "analysis" in config:
     unknown = set(config.analysis.keys()) - set(defaults.keys())
     if unknown:

@@ -1,7 +1,9 @@
 """MTC-LIM evaluation: OA, Cohen's κ, class-wise F1, Δm (Eq. 15) and label co-occurrence (Fig. 4).
 
 Numpy, host side; checked against scikit-learn in tests/test_mtc_metrics.py. Labels are integer
-class indices; ``mask`` (1 = labelled) is optional everywhere.
+class indices ``[N]``; ``mask`` (1 = labelled) is optional everywhere. OA and κ are those of
+`mtljax.metrics.classification_metrics` (the numbers training reports as `<task>/accuracy` and
+`<task>/kappa`), taken from hard predictions here.
 """
 
 from __future__ import annotations
@@ -11,33 +13,31 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from mtljax.metrics import confusion_matrix
+from mtljax.metrics import classification_metrics, confusion_matrix
 
 
-def _cm(y_true, y_pred, num_classes: int, mask=None) -> np.ndarray:
-  return confusion_matrix(y_true, y_pred, num_classes, mask).astype(np.float64)
+def _from_labels(y_true, y_pred, num_classes: int, mask=None) -> dict[str, float]:
+  """`metrics.classification_metrics` of hard predictions: their one-hot rows are the
+  "probabilities" whose argmax it takes, so OA and κ are computed in one place for the training
+  evaluation and for MTC-LIM."""
+  onehot = np.eye(num_classes)[np.asarray(y_pred).astype(np.int64)]
+  return classification_metrics(y_true, onehot, num_classes, mask)
 
 
 def overall_accuracy(y_true, y_pred, num_classes: int, mask=None) -> float:
-  cm = _cm(y_true, y_pred, num_classes, mask)
-  return float(np.trace(cm) / cm.sum()) if cm.sum() else 0.0
+  """OA: the fraction of (labelled) examples whose predicted class is the true one."""
+  return _from_labels(y_true, y_pred, num_classes, mask)["accuracy"]
 
 
 def cohen_kappa(y_true, y_pred, num_classes: int, mask=None) -> float:
   """Cohen's κ = (p_o − p_e) / (1 − p_e), p_e = Σ_k (row_k · col_k) / n² (0 when p_e = 1)."""
-  cm = _cm(y_true, y_pred, num_classes, mask)
-  n = cm.sum()
-  if n == 0:
-    return 0.0
-  p_o = np.trace(cm) / n
-  p_e = float(cm.sum(0) @ cm.sum(1)) / n**2
-  return float((p_o - p_e) / (1 - p_e)) if p_e < 1 else 0.0
+  return _from_labels(y_true, y_pred, num_classes, mask)["kappa"]
 
 
 def classwise_f1(y_true, y_pred, num_classes: int, mask=None) -> np.ndarray:
   """F1 of each class ``[K]`` (0 for a class neither true nor predicted, as scikit-learn's
   ``zero_division=0``)."""
-  cm = _cm(y_true, y_pred, num_classes, mask)
+  cm = confusion_matrix(y_true, y_pred, num_classes, mask).astype(np.float64)
   tp = np.diag(cm)
   denom = 2 * tp + (cm.sum(0) - tp) + (cm.sum(1) - tp)
   return np.where(denom > 0, 2 * tp / np.maximum(denom, 1e-12), 0.0)
