@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from mtljax import configlib
+from mtljax import config_blocks
 from mtljax.explain import attributions, common, flax_utils, targets
 from mtljax.models import activations
 
@@ -37,7 +37,7 @@ def _setup():
   f = targets.make_score_fn(
     lambda p, inp: model.apply({"params": p}, inp), "cls", "classification", 1, num_outputs=3
   )
-  ex = configlib.explain_config(task="cls", modality="img", layer="conv")
+  ex = config_blocks.explain_config(task="cls", modality="img", layer="conv")
   ex.ig_steps, ex.samples, ex.lime_samples = 8, 4, 32
   return f, params, x, ex
 

@@ -66,7 +66,7 @@ def collect(workdir: str, plan: Any, acfg: Any, show: Sequence[int], map_epoch: 
   Args:
     plan: what to analyse (`report._Plan`: `kinds`, `main`, `aux`, `pair`, `child_to_parent`,
       `regression`).
-    acfg: the analysis settings (`configlib.analysis_config`).
+    acfg: the analysis settings (`config_blocks.analysis_config`).
     show: the epochs whose per-group scatter is drawn.
     map_epoch: the epoch whose arrays are kept for the error maps.
   """
