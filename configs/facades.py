@@ -21,7 +21,7 @@ Commands:
 import ml_collections
 
 from mtljax import configlib
-from mtljax.data.facades import DEFAULT_TASKS
+from mtljax.data.facades.reader import DEFAULT_TASKS
 
 
 def _parse(arg):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from mtljax.data import pipeline as P
-from mtljax.data.synthetic import write_tiny_treesat
-from mtljax.data.treesat import TreeSatAISource
+from mtljax.data.treesat.reader import TreeSatAISource
+from mtljax.data.treesat.synthetic import write_tiny_treesat
 
 INPUTS = ("aerial", "s1", "s2", "age")
 TASKS = ("l3", "l2", "l1", "age", "species", "l3_multi")

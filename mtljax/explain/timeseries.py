@@ -35,6 +35,7 @@ import numpy as np
 
 from mtljax import train
 from mtljax.data import pipeline
+from mtljax.data.source import capability
 from mtljax.explain import attributions
 from mtljax.explain import ensemble as ens_lib
 from mtljax.explain import targets as targets_lib
@@ -223,11 +224,8 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
     if int(ex.target) >= 0
     else 0
   )
-  truth = None
-  synthetic_truth = os.path.join(str(getattr(src, "root", "")), "truth.json")
-  if os.path.isfile(synthetic_truth):
-    with open(synthetic_truth) as f:
-      truth = json.load(f)
+  planted_truth = capability(src, "planted_truth")
+  truth = planted_truth() if planted_truth is not None else None
 
   def apply_fn(variables, inputs):
     return s.model.apply(variables, inputs, train=False)[0]
