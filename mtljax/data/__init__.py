@@ -8,7 +8,7 @@ the real on-disk layout with planted truth) and its extras; beside them, shared 
   and ``capability(source, name)``: the optional ones, each found that one way), ``DataError``,
   ``example_index`` and ``split_test_list``;
 * ``synthetic.py``: writing a synthetic folder once (``write_once``, ``MARKER``);
-* ``pipeline.py``: the dataset-agnostic grain pipeline; ``build.py``: ``make_sources(config,
+* ``pipeline/``: the dataset-agnostic grain pipeline; ``build.py``: ``make_sources(config,
   workdir)``, config → one source per split.
 
 Each dataset package exports one registry entry, a ``Dataset`` record (below), and ``DATASETS``

@@ -1,5 +1,6 @@
 """Synthetic attribute datasets with planted truth, written in the real CUB-200-2011 and ISIC 2018
-Task 2 layouts (read back by ``mtljax.data.attributes.cub`` / ``.isic``).
+Task 2 layouts (read back by ``mtljax.data.attributes.cub`` / ``.isic``). This module holds the
+drawing both generators share; ``synthetic_cub`` and ``synthetic_isic`` write the datasets.
 
 Each attribute is drawn in a known region of the image, and that region is written as the
 attribute's mask (ISIC: its ``_attribute_<name>.png``; CUB: the project's
@@ -8,20 +9,21 @@ explanations can be scored. Masks and keypoints are evaluation-only: the readers
 training example. Everything else about an image is nuisance: its size and aspect ratio vary, the
 bird (lesion) moves and scales, the background has a smooth random colour field, pixel noise, and
 decoy blobs in colours no attribute uses. ``SYNTHETIC.txt`` in the root says the data is synthetic
-and records the parameters (generation is skipped when they match, see ``synthetic.write_once``).
+and records the parameters (generation is skipped when they match, see
+``mtljax.data.synthetic.write_once``).
 
-**CUB** (``synthetic_cub.write_synthetic_cub``): side-view "birds" (body, head, eye, legs, tail, beak, wing in
-a per-image body colour) facing left or right; seven CUB attributes (names from CUB's vocabulary)
-change the colour or pattern of their part: red bill, yellow crown, orange throat, blue wing,
-spotted breast, green belly, striped tail. The class depends on the attributes only: each of
+**CUB** (``synthetic_cub.write_synthetic_cub``): side-view "birds" (body, head, eye, legs, tail,
+beak, wing in a per-image body colour) facing left or right; seven CUB attributes (names from CUB's
+vocabulary) change the colour or pattern of their part: red bill, yellow crown, orange throat, blue
+wing, spotted breast, green belly, striped tail. The class depends on the attributes only: each of
 ``num_classes`` classes has a fixed attribute prototype, and an image's attributes are its class's
 prototype with each bit flipped with probability ``flip``.
 
-**ISIC** (``synthetic_isic.write_synthetic_isic``): skin with one brown lesion; each of the five Task 2
-attributes, when present, is drawn in its own disc inside (streaks: at the rim of) the lesion:
-pigment network (dark mesh), negative network (light mesh), globules (dark dots), milia-like cysts
-(bright dots), streaks (radial dark lines). Prevalences are higher than the real ones (so that a
-small validation split has positives of every attribute).
+**ISIC** (``synthetic_isic.write_synthetic_isic``): skin with one brown lesion; each of the five
+Task 2 attributes, when present, is drawn in its own disc inside (streaks: at the rim of) the
+lesion: pigment network (dark mesh), negative network (light mesh), globules (dark dots), milia-like
+cysts (bright dots), streaks (radial dark lines). Prevalences are higher than the real ones (so that
+a small validation split has positives of every attribute).
 """
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ def read_fields_csv(root: Path) -> list[dict[str, Any]]:
   if not path.is_file():
     raise DataError(
       f"{path}: not found; a CropYield root holds fields.csv and fields/<field_id>/ "
-      "(see mtljax/data/cropyield.py)"
+      "(see mtljax/data/cropyield/format.py)"
     )
   with open(path, newline="") as f:
     reader = csv.DictReader(f)

@@ -1,8 +1,9 @@
 """TreeSatAI Benchmark Archive (Ahlswede et al., ESSD 2023): tree genera from aerial, S1 and S2.
 
-``archive``: vocabularies, the L1 > L2 > L3 label hierarchy, bands and layout; ``reader``:
-``TreeSatAISource``; ``tiff``: checked GeoTIFF reading; ``synthetic`` (with ``planted``): the
-synthetic archive with planted truth. ``DATASET`` is its registry entry.
+``archive``: vocabularies, the L1 > L2 > L3 label hierarchy, bands and layout; ``labels``: the
+labels JSON and side CSV; ``tiff``: checked GeoTIFF reading; ``reader``: ``TreeSatAISource``;
+``synthetic`` (drawing in ``planted``): the synthetic archive with planted truth. ``DATASET`` is
+its registry entry.
 """
 
 from __future__ import annotations

@@ -35,8 +35,6 @@ Unconfirmed facts about the real archive are configurable rather than hard-coded
 
 from __future__ import annotations
 
-import csv
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -49,10 +47,8 @@ from mtljax.data.source import DataError, example_index, split_test_list
 from mtljax.data.treesat.archive import (
   AERIAL_SIZES,
   GENERA,
-  GENUS_INDEX,
   GENUS_L1,
   GENUS_L2,
-  L2_INDEX,
   LABELS_FILE,
   LEAF_TYPES,
   MODALITIES,
@@ -66,6 +62,7 @@ from mtljax.data.treesat.archive import (
   STAND_TYPES,
   parse_name,
 )
+from mtljax.data.treesat.labels import read_labels_json, read_side_csv
 from mtljax.data.treesat.tiff import read_image
 
 log = logging.getLogger(__name__)
@@ -194,40 +191,9 @@ class TreeSatAISource:
     return p if p.is_absolute() else self.root / p
 
   def _load_labels(self, path: Path, names: list[str]) -> dict[str, np.ndarray]:
-    if not path.is_file():
-      raise DataError(f"labels JSON {path} does not exist")
-    try:
-      table = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-      raise DataError(f"labels JSON {path} is not valid JSON: {e}") from e
-    n = len(names)
-    l3 = np.zeros(n, np.int32)
-    multi = np.zeros((n, len(GENERA)), np.float32)
-    shares_all = np.zeros((n, len(GENERA)), np.float32)
-    for i, name in enumerate(names):
-      entry = table.get(name)
-      if entry is None:
-        raise DataError(f"labels JSON {path} has no entry for {name}")
-      if not entry:
-        raise DataError(f"labels JSON {path}: empty label list for {name}")
-      for item in entry:
-        try:
-          genus, share = item
-          share = float(share)
-        except (TypeError, ValueError) as e:
-          raise DataError(f"labels JSON {path}: malformed entry {item!r} for {name}") from e
-        g = GENUS_INDEX.get(genus)
-        if g is None:
-          raise DataError(
-            f"labels JSON {path}: unknown genus {genus!r} for {name}; known: {GENERA}"
-          )
-        shares_all[i, g] += share
-      # Dominant genus; ties go to the first in GENERA order (np.argmax).
-      l3[i] = int(np.argmax(shares_all[i]))
-      multi[i] = shares_all[i] > self.multi_threshold
-      multi[i, l3[i]] = 1.0
+    l3, multi, shares = read_labels_json(path, names, self.multi_threshold)
     #: float32 [N, 15]: genus area shares of every example, as in the labels JSON.
-    self.shares = shares_all
+    self.shares = shares
     return {"l3": l3, "l3_multi": multi}
 
   def _species(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -281,47 +247,14 @@ class TreeSatAISource:
     }
 
   def _load_side_csv(self, path: Path) -> None:
-    if not path.is_file():
-      raise DataError(f"side CSV {path} does not exist (needed by l2_source/age_source='csv')")
-    rows: dict[str, tuple[str, str]] = {}
-    with path.open(newline="") as f:
-      reader = csv.DictReader(f)
-      missing = {"name", "stand_type", "age"} - set(reader.fieldnames or ())
-      if missing:
-        raise DataError(
-          f"side CSV {path}: header lacks columns {sorted(missing)} (found {reader.fieldnames})"
-        )
-      for row in reader:
-        name = (row["name"] or "").strip()
-        if not name:
-          continue
-        if not name.lower().endswith((".tif", ".tiff")):
-          name += ".tif"
-        rows[name] = ((row["stand_type"] or "").strip(), (row["age"] or "").strip())
-    n = len(self.names)
-    l2, l2_mask = np.zeros(n, np.int32), np.zeros(n, np.float32)
-    age, age_mask = np.zeros(n, np.float32), np.zeros(n, np.float32)
-    absent = 0
-    for i, name in enumerate(self.names):
-      row = rows.get(name)
-      if row is None:
-        absent += 1
-        continue
-      stand, age_s = row
-      if stand:
-        if stand not in L2_INDEX:
-          raise DataError(
-            f"side CSV {path}: unknown stand_type {stand!r} for {name}; known: {STAND_TYPES}"
-          )
-        l2[i], l2_mask[i] = L2_INDEX[stand], 1.0
-      if age_s:
-        try:
-          age[i], age_mask[i] = float(age_s), 1.0
-        except ValueError as e:
-          raise DataError(f"side CSV {path}: age {age_s!r} of {name} is not a number") from e
+    l2, l2_mask, age, age_mask, absent = read_side_csv(path, self.names)
     if absent:
       log.warning(
-        "side CSV %s has no row for %d of %d %s names (masked)", path, absent, n, self.split
+        "side CSV %s has no row for %d of %d %s names (masked)",
+        path,
+        absent,
+        len(self.names),
+        self.split,
       )
     self._build_targets(
       csv_l2=(l2, l2_mask) if self.l2_source == "csv" else None,
