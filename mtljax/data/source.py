@@ -78,8 +78,11 @@ CAPABILITIES: dict[str, str] = {
   "label value as `<task>/<metric>_<prefix><value>`",
   "read_target": "method (task, index) -> (target, mask): one dense target without reading the "
   "inputs (for target statistics)",
-  "explain_annotations": "method (index) -> {'masks': {name: bool [H, W] | None}, 'keypoints': "
-  "{name: float32 [2] (y, x) | None}}: evaluation-only annotations of the explanation metrics",
+  "explain_annotations": "method (index) -> {'masks': {name: bool [H, W]}, 'keypoints': {name: "
+  "float [2] (y, x)}} (a name without annotation left out): evaluation-only annotations, by "
+  "class or attribute name, that explanations are scored against",
+  "day_reference": "attribute, str: what the `days` of time-series inputs count from (e.g. "
+  "CropYield's 'seeding' or 'harvest')",
   "planted_truth": "method () -> dict | None: what a synthetic generator planted (None on real "
   "data), e.g. which input features carry the signal",
 }

@@ -311,7 +311,7 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
     image = _plot(
       os.path.join(out_dir, f"importance_{name}.png"),
       summary,
-      f"{name}: {ex.task} ({ex.split}, {n} examples, days: {getattr(src, 'day_reference', 'day')})",
+      f"{name}: {ex.task} ({ex.split}, {n} examples, days: {capability(src, 'day_reference') or 'day'})",
       truth,
     )
     writer.add_image(
