@@ -17,6 +17,7 @@ from mtljax.data.cropyield.format import (
   S2_BANDS,
   S2_FEATURES,
 )
+from mtljax.data.synthetic import MARKER, marker_text, write_once
 
 GENERATOR_VERSION = 1
 
@@ -97,8 +98,6 @@ def write_synthetic_cropyield(
   Returns:
     ``Path(root)``.
   """
-  from mtljax.data.synthetic import write_once
-
   if num_fields < 3:
     raise ValueError("num_fields must be >= 3 (one per split)")
   params = {
@@ -117,8 +116,6 @@ def write_synthetic_cropyield(
 
 
 def _generate(out: Path, params: dict[str, Any]) -> None:
-  from mtljax.data.synthetic import MARKER, marker_text
-
   t0 = time.perf_counter()
   rng = np.random.default_rng(params["seed"])
   out.mkdir(parents=True)
