@@ -21,7 +21,7 @@ Commands:
 import ml_collections
 
 from mtljax import config_blocks as blocks
-from mtljax.data.facades import DEFAULT_TASKS
+from mtljax.data.facades.reader import DEFAULT_TASKS
 
 VARIANTS = blocks.Variants(
   "configs/facades.py",

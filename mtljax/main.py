@@ -58,7 +58,7 @@ def main(argv):
   from mtljax import configlib, parallel, train
   from mtljax.analysis import AnalysisError
   from mtljax.checkpoint import CheckpointMismatchError
-  from mtljax.data.treesat import DataError
+  from mtljax.data.source import DataError
 
   logging.set_verbosity(logging.WARNING)
   parallel.initialize_distributed(

@@ -34,6 +34,7 @@ from mtljax import metrics as metrics_lib
 from mtljax.checkpoint import Checkpointer
 from mtljax.data import build as data_build
 from mtljax.data import pipeline
+from mtljax.data.source import capability
 from mtljax.models.multitask import build_model
 from mtljax.writers import MetricWriter
 
@@ -396,12 +397,12 @@ def _source_context(config, source, out, metrics) -> None:
   `metric_strata()` `{prefix: labels [N]}` → every regression task's metrics per label value,
   `<task>/<metric>_<prefix><value>` (e.g. `yield/r2_corn`, Table 6 of the paper)."""
   idx = out["index"]
-  if getattr(source, "groups", None) is not None:
-    out["group"] = np.asarray(source.groups)[idx]
-  if hasattr(source, "prediction_meta"):
-    out.update({f"meta/{k}": np.asarray(v)[idx] for k, v in source.prediction_meta().items()})
-  if hasattr(source, "metric_strata"):
-    for prefix, labels in source.metric_strata().items():
+  if (groups := capability(source, "groups")) is not None:
+    out["group"] = np.asarray(groups)[idx]
+  if (prediction_meta := capability(source, "prediction_meta")) is not None:
+    out.update({f"meta/{k}": np.asarray(v)[idx] for k, v in prediction_meta().items()})
+  if (metric_strata := capability(source, "metric_strata")) is not None:
+    for prefix, labels in metric_strata().items():
       labels = np.asarray(labels)[idx]
       for t, tcfg in config.tasks.items():
         if tcfg.kind != "regression":
@@ -456,8 +457,8 @@ def regression_target_stats(source, config) -> dict[str, tuple]:
       rows = np.random.default_rng(int(config.seed)).permutation(len(source))[:n]
 
       def read(i):
-        if hasattr(source, "read_target"):  # the target alone, without the input rasters
-          return source.read_target(t, i)
+        if (read_target := capability(source, "read_target")) is not None:  # no input rasters
+          return read_target(t, i)
         example = source[i]
         return example["targets"][t], example["mask"][t]
 

@@ -18,7 +18,7 @@ from scipy import stats as sps
 
 from configs import treesat as treesat_config
 from mtljax.analysis import AnalysisError, report
-from mtljax.data.treesat import label_hierarchy
+from mtljax.data.treesat.archive import label_hierarchy
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 C2P = label_hierarchy("l3", "l2")
@@ -409,7 +409,7 @@ def test_tiny_treesat_run_then_analyze_command(tiny_treesat_root, tmp_path):
 
 
 def test_treesat_label_hierarchy_reads_the_readers_maps():
-  from mtljax.data import treesat as ts
+  from mtljax.data.treesat import archive as ts
 
   l3_l2 = label_hierarchy("l3", "l2")
   assert [ts.STAND_TYPES[p] for p in l3_l2] == [ts.GENUS_TO_L2[g] for g in ts.GENERA]

@@ -15,8 +15,9 @@ import sklearn.metrics as skm
 
 from configs import benge as benge_config
 from mtljax import losses, metrics, tasks, train
-from mtljax.data import benge, pipeline
-from mtljax.data.synthetic_benge import write_synthetic_benge
+from mtljax.data import pipeline
+from mtljax.data.benge import reader as benge
+from mtljax.data.benge.synthetic import write_synthetic_benge
 from mtljax.models import spatial
 from mtljax.models.multitask import build_model
 

@@ -10,15 +10,16 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from mtljax.data import cropyield as cy
 from mtljax.data import pipeline
-from mtljax.data.treesat import DataError
+from mtljax.data.cropyield import reader as cy
+from mtljax.data.cropyield.synthetic import write_synthetic_cropyield
+from mtljax.data.source import DataError
 from mtljax.models.encoders import ENCODERS, TimeSeriesTransformer, date_encoding
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory):
-  return cy.write_synthetic_cropyield(
+  return write_synthetic_cropyield(
     tmp_path_factory.mktemp("cy") / "root",
     num_fields=15,
     years=(2020, 2021, 2022),

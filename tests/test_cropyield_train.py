@@ -12,7 +12,8 @@ import pytest
 
 from configs import cropyield as cy_config
 from mtljax import configlib, train
-from mtljax.data import cropyield as cy
+from mtljax.data.cropyield import reader as cy
+from mtljax.data.cropyield.synthetic import write_synthetic_cropyield
 from mtljax.explain import timeseries
 
 
@@ -91,7 +92,7 @@ def test_series_importance_reduces_over_features_and_real_steps():
 
 
 def test_every_table_row_builds_a_valid_config_and_model(tmp_path):
-  root = cy.write_synthetic_cropyield(
+  root = write_synthetic_cropyield(
     tmp_path / "d", num_fields=6, num_farms=2, min_side=3, max_side=4
   )
   src = cy.CropYieldSource(root, "train")

@@ -11,11 +11,12 @@ import pytest
 from PIL import Image
 
 from mtljax.data import get_dataset
-from mtljax.data.cub import CUB200Source, attribute_parts
-from mtljax.data.isic import ATTRIBUTES, ISIC2018Source
+from mtljax.data.attributes.cub import CUB200Source, attribute_parts
+from mtljax.data.attributes.isic import ATTRIBUTES, ISIC2018Source
+from mtljax.data.attributes.synthetic_cub import CUB_PLANTED, write_synthetic_cub
+from mtljax.data.attributes.synthetic_isic import write_synthetic_isic
+from mtljax.data.source import DataError
 from mtljax.data.synthetic import MARKER
-from mtljax.data.synthetic_attributes import CUB_PLANTED, write_synthetic_cub, write_synthetic_isic
-from mtljax.data.treesat import DataError
 
 S = 48
 

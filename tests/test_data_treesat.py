@@ -12,8 +12,9 @@ import pytest
 import tifffile
 
 from mtljax.data import get_dataset
-from mtljax.data.synthetic import MARKER, load_truth, write_synthetic_treesat, write_tiny_treesat
-from mtljax.data.treesat import (
+from mtljax.data.source import DataError
+from mtljax.data.synthetic import MARKER
+from mtljax.data.treesat.archive import (
   GENERA,
   GENUS_TO_L1,
   GENUS_TO_L2,
@@ -22,12 +23,12 @@ from mtljax.data.treesat import (
   S2_BANDS,
   SPECIES,
   STAND_TYPES,
-  DataError,
-  TreeSatAISource,
   hierarchy,
   parse_name,
-  read_image,
 )
+from mtljax.data.treesat.reader import TreeSatAISource
+from mtljax.data.treesat.synthetic import load_truth, write_synthetic_treesat, write_tiny_treesat
+from mtljax.data.treesat.tiff import read_image
 
 A = 32  # aerial side of the tiny fixture
 LABELS = "labels/TreeSatBA_v9_60m_multi_labels.json"

@@ -5,9 +5,12 @@ import csv
 import numpy as np
 import pytest
 
-from mtljax.data import build, facades, get_dataset, labelsets
-from mtljax.data.facades import DEFAULT_TASKS, FacadesSource, read_table, write_synthetic_facades
-from mtljax.data.treesat import DataError
+from mtljax.data import build, get_dataset
+from mtljax.data.facades import labelsets
+from mtljax.data.facades import synthetic as facades
+from mtljax.data.facades.reader import DEFAULT_TASKS, FacadesSource, read_table
+from mtljax.data.facades.synthetic import write_synthetic_facades
+from mtljax.data.source import DataError
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +72,7 @@ def test_planted_cooccurrence_is_strong_and_asymmetric(facade_root):
 def test_planted_cues_mark_count_and_zigzag(facade_root):
   """sbst's image cue is the number of 4 × 4 marks in the blue channel (1 + its level rank, with
   rounding noise), and the roof classes zig-zag along that count (FLT, GBL, HIP, FLT, GBL)."""
-  from mtljax.data.attributes import read_rgb
+  from mtljax.data.attributes.common import read_rgb
 
   t = read_table(facade_root)
   names = list(t["tasks"])

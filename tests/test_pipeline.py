@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from mtljax.data import pipeline as P
-from mtljax.data.synthetic import write_tiny_treesat
-from mtljax.data.treesat import TreeSatAISource
+from mtljax.data.pipeline.transforms import Prepare, tree_map
+from mtljax.data.treesat.reader import TreeSatAISource
+from mtljax.data.treesat.synthetic import write_tiny_treesat
 
 INPUTS = ("aerial", "s1", "s2", "age")
 TASKS = ("l3", "l2", "l1", "age", "species", "l3_multi")
@@ -206,7 +207,7 @@ def test_orbax_checkpoint_of_iterator(train, stats, tmp_path):
 
 
 def _concat_rows(batches):
-  return P._tree_map(lambda *xs: np.concatenate(xs, axis=0), *batches)
+  return tree_map(lambda *xs: np.concatenate(xs, axis=0), *batches)
 
 
 def test_process_rows_assemble_the_single_process_global_batch(train, stats):
@@ -381,7 +382,7 @@ def test_augment_batch_on_device_matches_the_host_rules():
 
 
 def test_pipeline_objects_pickle(train, stats):
-  prep = P._Prepare(INPUTS, TASKS, stats)
+  prep = Prepare(INPUTS, TASKS, stats)
   again = pickle.loads(pickle.dumps(prep))
   a, b = prep(train[0]), again(train[0])
   np.testing.assert_array_equal(a["inputs"]["s2"], b["inputs"]["s2"])

@@ -27,7 +27,6 @@ probabilities, `prob/<t>`); member arrays only feed `combinations_members.csv`.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from typing import Any, Sequence
@@ -61,15 +60,14 @@ def _analysis_settings(config: ml_collections.ConfigDict) -> ml_collections.Conf
 
 
 def _hierarchy_fn(data_name: str):
-  """The dataset module's `label_hierarchy(child, parent)`, or None."""
+  """The dataset's `label_hierarchy(child, parent)` (its registry entry), or None."""
   from mtljax import data as data_lib
 
   try:
     spec = data_lib.get_dataset(data_name)
   except KeyError:
     return None
-  module = importlib.import_module(spec.source.split(":")[0])
-  return getattr(module, "label_hierarchy", None)
+  return spec.label_hierarchy
 
 
 class _Plan:

@@ -1,8 +1,23 @@
 """Datasets (readers, synthetic generators) and the grain input pipeline.
 
-``get_dataset(name)`` returns a small record with the dataset's source class, its synthetic
-generator and its splits; readers are imported lazily so ``import mtljax.data`` stays light.
-(``mtljax.data.build`` maps a run's config onto these.)
+Layout: one package per dataset (``treesat/``, ``attributes/`` for CUB-200-2011 and ISIC 2018,
+``cropyield/``, ``benge/``, ``facades/``) holding its reader, its synthetic generator (which writes
+the real on-disk layout with planted truth) and its extras; beside them, shared by all:
+
+* ``source.py``: the written source contract (``Source``: the required members; ``CAPABILITIES``
+  and ``capability(source, name)``: the optional ones, each found that one way), ``DataError``,
+  ``example_index`` and ``split_test_list``;
+* ``synthetic.py``: writing a synthetic folder once (``write_once``, ``MARKER``);
+* ``pipeline/``: the dataset-agnostic grain pipeline; ``build.py``: ``make_sources(config,
+  workdir)``, config → one source per split.
+
+Each dataset package exports one registry entry, a ``Dataset`` record (below), and ``DATASETS``
+lists them once by name. ``get_dataset(name)`` imports the package on first use, so
+``import mtljax.data`` stays light.
+
+To add a dataset: write ``mtljax/data/<name>/`` with a source class (``Source`` in ``source.py``),
+a synthetic generator and a ``Dataset`` entry (``source_kwargs``/``synthetic_kwargs`` read the
+config), add one line to ``DATASETS``, and a config under ``configs/``.
 """
 
 from __future__ import annotations
@@ -13,80 +28,50 @@ from typing import Any, Callable
 
 
 @dataclass(frozen=True)
-class DatasetSpec:
-  """Where a dataset's pieces live (``module:attribute`` strings, resolved on access)."""
+class Dataset:
+  """One dataset's registry entry (exported by its package).
+
+  Attributes:
+    name: the ``config.data.name`` that selects it.
+    source_cls: the reader, called as ``source_cls(root, split, **source_kwargs(config))``.
+    write_synthetic: the generator, ``write_synthetic(root, **synthetic_kwargs(config)) -> Path``
+      (the real on-disk layout with planted truth, written once).
+    source_kwargs: ``config -> dict``, the reader's keyword arguments.
+    synthetic_kwargs: ``config -> dict``, the generator's keyword arguments.
+    splits: the splits ``make_sources`` builds.
+    pictures_fn: optional, ``(preds, source, out_dir) -> [(tag, image [H, W, 3])]``: pictures of a
+      split's predictions drawn at the end of training (e.g. CropYield's yield maps); None = none.
+    label_hierarchy: optional, ``(child_task, parent_task) -> int [C_child] | None``: the parent
+      class of each child class (read by the intrinsic analysis); None = no hierarchy.
+  """
 
   name: str
-  source: str  # "module:Class", called as Class(root, split, **kwargs)
-  synthetic: str  # "module:function", called as function(root, **kwargs) -> Path
-  splits: tuple[str, ...]
-  # Optional "module:function" drawing a split's predictions at the end of training, called as
-  # function(preds, source, out_dir) -> [(tag, image [H, W, 3])] (written as PNGs in out_dir).
-  pictures: str = ""
-
-  @staticmethod
-  def _load(ref: str) -> Any:
-    module, attr = ref.split(":")
-    return getattr(importlib.import_module(module), attr)
-
-  @property
-  def source_cls(self) -> Callable[..., Any]:
-    return self._load(self.source)
-
-  @property
-  def write_synthetic(self) -> Callable[..., Any]:
-    return self._load(self.synthetic)
-
-  @property
-  def pictures_fn(self) -> Callable[..., Any] | None:
-    return self._load(self.pictures) if self.pictures else None
+  source_cls: Callable[..., Any]
+  write_synthetic: Callable[..., Any]
+  source_kwargs: Callable[[Any], dict[str, Any]]
+  synthetic_kwargs: Callable[[Any], dict[str, Any]]
+  splits: tuple[str, ...] = ("train", "val", "test")
+  pictures_fn: Callable[..., Any] | None = None
+  label_hierarchy: Callable[[str, str], Any] | None = None
 
 
-DATASETS: dict[str, DatasetSpec] = {
-  "treesat": DatasetSpec(
-    name="treesat",
-    source="mtljax.data.treesat:TreeSatAISource",
-    synthetic="mtljax.data.synthetic:write_synthetic_treesat",
-    splits=("train", "val", "test"),
-  ),
-  "cub": DatasetSpec(
-    name="cub",
-    source="mtljax.data.cub:CUB200Source",
-    synthetic="mtljax.data.synthetic_attributes:write_synthetic_cub",
-    splits=("train", "val", "test"),
-  ),
-  "isic2018": DatasetSpec(
-    name="isic2018",
-    source="mtljax.data.isic:ISIC2018Source",
-    synthetic="mtljax.data.synthetic_attributes:write_synthetic_isic",
-    splits=("train", "val", "test"),
-  ),
-  "cropyield": DatasetSpec(
-    name="cropyield",
-    source="mtljax.data.cropyield:CropYieldSource",
-    synthetic="mtljax.data.cropyield:write_synthetic_cropyield",
-    splits=("train", "val", "test"),
-    pictures="mtljax.data.cropyield_maps:yield_maps",
-  ),
-  "benge": DatasetSpec(
-    name="benge",
-    source="mtljax.data.benge:BenGeSource",
-    synthetic="mtljax.data.synthetic_benge:write_synthetic_benge",
-    splits=("train", "val", "test"),
-  ),
+#: name -> "package:attribute" of its ``Dataset`` entry (imported on first use).
+DATASETS: dict[str, str] = {
+  "treesat": "mtljax.data.treesat:DATASET",
+  "cub": "mtljax.data.attributes:CUB",
+  "isic2018": "mtljax.data.attributes:ISIC",
+  "cropyield": "mtljax.data.cropyield:DATASET",
+  "benge": "mtljax.data.benge:DATASET",
   # Street-level façades, five interdependent classification tasks (MTC-LIM paper).
-  "facades": DatasetSpec(
-    name="facades",
-    source="mtljax.data.facades:FacadesSource",
-    synthetic="mtljax.data.facades:write_synthetic_facades",
-    splits=("train", "val", "test"),
-  ),
+  "facades": "mtljax.data.facades:DATASET",
 }
 
 
-def get_dataset(name: str) -> DatasetSpec:
+def get_dataset(name: str) -> Dataset:
   """The registered dataset ``name`` (see ``DATASETS``)."""
   try:
-    return DATASETS[name]
+    ref = DATASETS[name]
   except KeyError:
     raise KeyError(f"unknown dataset {name!r}; registered: {sorted(DATASETS)}") from None
+  module, attr = ref.split(":")
+  return getattr(importlib.import_module(module), attr)

@@ -4,137 +4,36 @@
 `config.data.root`, the dataset's synthetic generator writes its real on-disk layout first
 (into `config.data.synthetic.dir`, default `<workdir>/synthetic_data`; skipped when already
 there with the same parameters) and `synthetic_root` is that folder; otherwise it is None.
-Each dataset contributes two small functions below: the reader's keyword arguments and the
-generator's, both read from the config.
+Each dataset's registry entry (`mtljax.data.Dataset`, in its package) says how its reader's and
+its generator's keyword arguments are read from the config.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any, Callable
+from collections.abc import Callable, Iterator, Mapping
 
 import ml_collections
 
-from mtljax.data import get_dataset
+from mtljax.data import DATASETS, get_dataset
 
 
-def _treesat_source_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  d = config.data
-  return dict(
-    resolution=d.resolution,
-    l2_source=d.l2_source,
-    age_source=d.age_source,
-    side_csv=d.side_csv,
-    multi_threshold=d.multi_threshold,
-    val_fraction=d.val_fraction,
-    split_seed=d.split_seed,
-    # Only the image modalities the model uses are opened.
-    modalities=tuple(m for m in ("aerial", "s1", "s2") if m in config.inputs),
-    aerial_size=d.aerial_size,
-  )
+class _Adapters(Mapping):
+  """name -> (source_kwargs, synthetic_kwargs) of every registered dataset, read from its entry
+  on access (so only the dataset a run uses is imported)."""
+
+  def __getitem__(self, name: str) -> tuple[Callable, Callable]:
+    spec = get_dataset(name)
+    return spec.source_kwargs, spec.synthetic_kwargs
+
+  def __iter__(self) -> Iterator[str]:
+    return iter(DATASETS)
+
+  def __len__(self) -> int:
+    return len(DATASETS)
 
 
-def _treesat_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  s = config.data.synthetic
-  return dict(
-    num_train=s.num_train, num_test=s.num_test, seed=s.seed, aerial_size=config.data.aerial_size
-  )
-
-
-def _attribute_source_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  d = config.data
-  kwargs = dict(image_size=d.image_size, val_fraction=d.val_fraction, split_seed=d.split_seed)
-  if d.attributes:
-    kwargs["attributes"] = tuple(d.attributes)
-  return kwargs
-
-
-def _cub_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  s = config.data.synthetic
-  return dict(
-    num_train=s.num_train, num_test=s.num_test, seed=s.seed, image_size=config.data.image_size
-  )
-
-
-def _isic_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  s = config.data.synthetic
-  return dict(
-    num_train=s.num_train,
-    num_val=s.num_val,
-    num_test=s.num_test,
-    seed=s.seed,
-    image_size=config.data.image_size,
-  )
-
-
-def _cropyield_source_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  d = config.data
-  return dict(
-    s2_max_steps=d.s2_max_steps,
-    weather_max_steps=d.weather_max_steps,
-    day_reference=d.day_reference,
-    crops=tuple(d.crops),
-    fractions=tuple(d.fractions),
-    split_seed=d.split_seed,
-  )
-
-
-def _cropyield_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  s = config.data.synthetic
-  return dict(num_fields=s.num_fields, years=tuple(s.years), num_farms=s.num_farms, seed=s.seed)
-
-
-def _benge_source_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  d = config.data
-  return dict(
-    prefix=d.prefix,
-    image_size=d.image_size,
-    weather_time=d.weather_time,
-    climate_zones=tuple(d.climate_zones),
-    split_fallback=d.split_fallback,
-    split_seed=d.split_seed,
-    stack_elevation=d.stack_elevation,
-    # Only the rasters the run uses are opened.
-    modalities=tuple(m for m in ("s1", "s2", "elevation") if m in config.inputs),
-    dense_targets=tuple(t for t in ("lulc", "elevation") if t in config.tasks),
-  )
-
-
-def _benge_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  s = config.data.synthetic
-  return dict(num_patches=s.num_patches, seed=s.seed, size=s.size, prefix=config.data.prefix)
-
-
-def _facades_source_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  d = config.data
-  return dict(
-    image_size=d.image_size,
-    lprus_keep=d.lprus_keep,
-    fractions=tuple(d.fractions),
-    split_seed=d.split_seed,
-  )
-
-
-def _facades_synthetic_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
-  s = config.data.synthetic
-  return dict(
-    num_images=s.num_images,
-    num_blocks=s.num_blocks,
-    image_size=config.data.image_size,
-    cue_noise=s.cue_noise,
-    label_noise=s.label_noise,
-    seed=s.seed,
-  )
-
-
-_ADAPTERS: dict[str, tuple[Callable, Callable]] = {
-  "treesat": (_treesat_source_kwargs, _treesat_synthetic_kwargs),
-  "cub": (_attribute_source_kwargs, _cub_synthetic_kwargs),
-  "isic2018": (_attribute_source_kwargs, _isic_synthetic_kwargs),
-  "cropyield": (_cropyield_source_kwargs, _cropyield_synthetic_kwargs),
-  "benge": (_benge_source_kwargs, _benge_synthetic_kwargs),
-  "facades": (_facades_source_kwargs, _facades_synthetic_kwargs),
-}
+_ADAPTERS: Mapping[str, tuple[Callable, Callable]] = _Adapters()
 
 
 def make_sources(config: ml_collections.ConfigDict, workdir: str):

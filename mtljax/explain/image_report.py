@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from mtljax.data.source import capability
 from mtljax.explain import metrics as xm
 from mtljax.explain import render
 from mtljax.explain.common import ExplainError
@@ -42,13 +43,14 @@ def annotations(src, index, pairs, names, hw):
   masks = np.zeros((num,) + hw, bool)
   keypoints = np.full((num, 2), np.nan, np.float32)
   has_mask = np.zeros(num, bool)
-  if not hasattr(src, "explain_annotations"):
+  explain_annotations = capability(src, "explain_annotations")
+  if explain_annotations is None:
     return masks, keypoints, has_mask
   cache = {}
   for p, (i, t) in enumerate(pairs):
     j = int(index[i])
     if j not in cache:
-      cache[j] = src.explain_annotations(j)
+      cache[j] = explain_annotations(j)
     ann = cache[j]
     m = ann["masks"].get(names[t])
     if m is not None:

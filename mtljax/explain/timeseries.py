@@ -24,7 +24,6 @@ writes (on process 0) to `<workdir>/explanations/<split>/`:
 from __future__ import annotations
 
 import csv
-import json
 import os
 from typing import Any, Mapping, Sequence
 
@@ -34,6 +33,7 @@ import ml_collections
 import numpy as np
 
 from mtljax import tasks, train
+from mtljax.data.source import capability
 from mtljax.explain import attributions, common
 from mtljax.explain import ensemble as ens_lib
 from mtljax.explain import targets as targets_lib
@@ -171,15 +171,6 @@ def _write_csvs(out_dir: str, name: str, summary: Mapping[str, Any]) -> None:
         )
 
 
-def _planted_truth(src) -> dict | None:
-  """The synthetic generator's `truth.json` beside the data (the planted relevant features)."""
-  path = os.path.join(str(getattr(src, "root", "")), "truth.json")
-  if not os.path.isfile(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
-
-
 def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Time-series importance of a trained workdir (see the module docstring)."""
   s = train.setup(config, workdir, write_config=False)
@@ -206,7 +197,8 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
     if int(ex.target) >= 0
     else 0
   )
-  truth = _planted_truth(src)
+  planted_truth = capability(src, "planted_truth")
+  truth = planted_truth() if planted_truth is not None else None
 
   def apply_fn(variables, inputs):
     return s.model.apply(variables, inputs, train=False)[0]
@@ -261,7 +253,7 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
     image = _plot(
       os.path.join(out_dir, f"importance_{name}.png"),
       summary,
-      f"{name}: {ex.task} ({ex.split}, {n} examples, days: {getattr(src, 'day_reference', 'day')})",
+      f"{name}: {ex.task} ({ex.split}, {n} examples, days: {capability(src, 'day_reference') or 'day'})",
       truth,
     )
     writer.add_image(

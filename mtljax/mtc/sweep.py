@@ -108,7 +108,7 @@ def write_table(rows: list[dict], tasks, workdir: str) -> dict[str, str]:
 
 def write_cooccurrence(data_root: str, workdir: str) -> str:
   """Fig. 4 of the whole labels table of ``data_root``: cooccurrence.png and .csv."""
-  from mtljax.data.facades import read_table
+  from mtljax.data.facades.reader import read_table
   from mtljax.mtc.metrics import cooccurrence, plot_cooccurrence
 
   table = read_table(data_root)
@@ -207,7 +207,7 @@ def main(argv):
   from absl import logging
 
   from mtljax import configlib
-  from mtljax.data.treesat import DataError
+  from mtljax.data.source import DataError
 
   logging.set_verbosity(logging.WARNING)
   variants = [v.strip() for v in _VARIANTS.value.split(",") if v.strip()]

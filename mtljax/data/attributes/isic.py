@@ -20,8 +20,8 @@ from typing import Sequence
 
 import numpy as np
 
-from mtljax.data.attributes import AttributeImageSource, image_size_of, read_mask
-from mtljax.data.treesat import DataError
+from mtljax.data.attributes.common import AttributeImageSource, image_size_of, read_mask
+from mtljax.data.source import DataError
 
 __all__ = ["ISIC2018Source", "ATTRIBUTES", "SPLITS", "input_dir", "truth_dir"]
 

@@ -1,4 +1,4 @@
-"""Synthetic BEN-GE archive in the real layout (see ``mtljax.data.benge``) with planted truth.
+"""Synthetic BEN-GE archive in the real layout (see ``mtljax.data.benge.reader``) with planted truth.
 
 Each patch gets a climate zone, and from the zone a land cover composition: a smooth random
 field per WorldCover class plus the zone's log prior, arg-maxed per pixel, gives the land cover
@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mtljax.data import benge
+from mtljax.data.benge import files as benge
 from mtljax.data.synthetic import MARKER, marker_text, write_once
 
 __all__ = ["write_synthetic_benge"]
@@ -240,6 +240,8 @@ def write_synthetic_benge(
   if size % 6 or size < 6:
     raise ValueError(f"size must be a positive multiple of 6 (60 m bands are size/6), got {size}")
   params = {
+    # The generator's name before data/ had packages: a cache key in SYNTHETIC.txt, kept so
+    # folders written before stay valid (and the written files byte-identical).
     "generator": "mtljax.data.synthetic_benge.write_synthetic_benge",
     "version": GENERATOR_VERSION,
     "num_patches": int(num_patches),

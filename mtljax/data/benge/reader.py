@@ -38,8 +38,6 @@ continuous values, nearest for the land cover codes).
 
 from __future__ import annotations
 
-import csv
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -47,137 +45,27 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mtljax.data.treesat import DataError, example_index
+from mtljax.data.benge.files import (
+  CLIMATE_ZONES,
+  DEM_NODATA,
+  LULC_CODES,
+  LULC_NAMES,
+  META_COLUMNS,
+  S1_BANDS,
+  S2_BANDS,
+  SPLITS,
+  WEATHER_INPUT,
+  WEATHER_TARGET,
+  csv_float,
+  fallback_split,
+  read_csv,
+  read_raster,
+  read_split,
+  resample,
+)
+from mtljax.data.source import DataError, example_index
 
 log = logging.getLogger(__name__)
-
-__all__ = [
-  "BenGeSource",
-  "LULC_CODES",
-  "LULC_NAMES",
-  "CLIMATE_ZONES",
-  "S2_BANDS",
-  "S1_BANDS",
-  "read_raster",
-  "resample",
-  "DataError",
-]
-
-SPLITS = ("train", "val", "test")
-#: Sentinel-2 L2A bands in channel order (B10 is not in L2A products).
-S2_BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
-S1_BANDS = ("VV", "VH")
-#: ESA WorldCover codes → class index (position); any other code (0 = no data) is masked.
-LULC_CODES = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
-LULC_NAMES = (
-  "tree_cover",
-  "shrubland",
-  "grassland",
-  "cropland",
-  "built-up",
-  "bare/sparse_vegetation",
-  "snow_and_ice",
-  "permanent_water_bodies",
-  "herbaceous_wetland",
-  "mangroves",
-  "moss_and_lichen",
-)
-#: Köppen–Geiger codes of ben-ge-8k (Beck et al. 2018), 0 = water-only patch: 12 classes (paper).
-CLIMATE_ZONES = (0, 7, 8, 9, 14, 15, 16, 18, 25, 26, 27, 29)
-#: ERA-5 columns (``{t}`` = s2 or s1) of the weather input (5) and target (3, no wind).
-WEATHER_INPUT = (
-  "temperature_{t}",
-  "wind-u_{t}",
-  "wind-v_{t}",
-  "relhumidity_{t}",
-  "atmpressure_level",
-)
-WEATHER_TARGET = ("temperature_{t}", "relhumidity_{t}", "atmpressure_level")
-META_COLUMNS = ("patch_id", "patch_id_s1", "season_s2", "season_s1", "climatezone")
-DEM_NODATA = -32768
-
-
-def _read_csv(path: Path, required: Sequence[str]) -> list[dict[str, str]]:
-  if not path.is_file():
-    raise DataError(f"BEN-GE table {path} does not exist")
-  with open(path, newline="", encoding="utf-8-sig") as f:
-    reader = csv.DictReader(f)
-    header = [h.strip() for h in (reader.fieldnames or [])]
-    missing = [c for c in required if c not in header]
-    if missing:
-      raise DataError(f"{path}: missing columns {missing} (header: {header})")
-    rows = []
-    for row in reader:
-      rows.append({(k or "").strip(): (v or "").strip() for k, v in row.items() if k is not None})
-  return rows
-
-
-def _float(path: Path, row: dict[str, str], col: str, line: int) -> float:
-  try:
-    return float(row[col])
-  except (KeyError, ValueError):
-    raise DataError(
-      f"{path} line {line}: column {col!r} = {row.get(col)!r} is not a number"
-    ) from None
-
-
-def _read_split(path: Path) -> list[str]:
-  if not path.is_file():
-    raise DataError(
-      f"split file {path} does not exist (pass split_fallback=True to split the meta table 80/10/10)"
-    )
-  ids = []
-  with open(path, encoding="utf-8-sig") as f:
-    for line in f:
-      s = line.strip().split(",")[-1].strip()  # tolerate an index column
-      if s and s != "patch_id":
-        ids.append(s)
-  return ids
-
-
-def _fallback_split(ids: Sequence[str], seed: int) -> dict[str, list[str]]:
-  """80/10/10 by the rank of a seeded hash of each id: deterministic and order-independent."""
-  key = lambda s: hashlib.sha256(f"{seed}:{s}".encode()).digest()
-  order = sorted(ids, key=key)
-  n = len(order)
-  a, b = int(round(0.8 * n)), int(round(0.9 * n))
-  return {"train": order[:a], "val": order[a:b], "test": order[b:]}
-
-
-def read_raster(path: Path) -> np.ndarray:
-  """A single-band GeoTIFF as a 2-D array (a trailing or leading singleton axis is dropped)."""
-  import tifffile
-
-  if not path.is_file():
-    raise DataError(f"raster {path} does not exist")
-  try:
-    arr = np.asarray(tifffile.imread(path))
-  except Exception as e:  # tifffile raises several types on a broken file
-    raise DataError(f"raster {path} cannot be read: {e}") from e
-  arr = np.squeeze(arr)
-  if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
-    raise DataError(f"raster {path} has shape {arr.shape}; expected one square band [H, W]")
-  return arr
-
-
-def resample(x: np.ndarray, size: int, *, categorical: bool = False) -> np.ndarray:
-  """Square 2-D array → ``[size, size]``: repeat (nearest) to upsample by an integer factor,
-  block mean (or the block's top-left value when ``categorical``) to downsample; otherwise
-  bilinear (nearest for categorical) interpolation."""
-  n = x.shape[0]
-  if n == size:
-    return x
-  if size % n == 0:
-    f = size // n
-    return np.repeat(np.repeat(x, f, axis=0), f, axis=1)
-  if n % size == 0:
-    f = n // size
-    if categorical:
-      return x[f // 2 :: f, f // 2 :: f]
-    return x.reshape(size, f, size, f).astype(np.float64).mean(axis=(1, 3)).astype(np.float32)
-  from scipy import ndimage
-
-  return ndimage.zoom(x, size / n, order=0 if categorical else 1, grid_mode=True, mode="nearest")
 
 
 class BenGeSource:
@@ -235,14 +123,14 @@ class BenGeSource:
     self.stack_elevation = bool(stack_elevation)
 
     meta_path = self.root / f"{prefix}_meta.csv"
-    meta = _read_csv(meta_path, META_COLUMNS)
+    meta = read_csv(meta_path, META_COLUMNS)
     by_id = {r["patch_id"]: (i + 2, r) for i, r in enumerate(meta)}
     split_dir = self.root / "splits"
     split_path = split_dir / f"{prefix}_{split}.csv"
     if split_path.is_file() or not split_fallback:
-      ids = _read_split(split_path)
+      ids = read_split(split_path)
     else:
-      ids = _fallback_split(list(by_id), split_seed)[split]
+      ids = fallback_split(list(by_id), split_seed)[split]
     missing = [p for p in ids if p not in by_id]
     if missing:
       raise DataError(
@@ -258,19 +146,19 @@ class BenGeSource:
     self._season = np.zeros(n, np.float32)
     for i, p in enumerate(ids):
       line, row = by_id[p]
-      code = int(round(_float(meta_path, row, "climatezone", line)))
+      code = int(round(csv_float(meta_path, row, "climatezone", line)))
       if code not in zone_index:
         raise DataError(
           f"{meta_path} line {line}: climatezone {code} is not one of the "
           f"configured zones {self.climate_zones} (config.data.climate_zones)"
         )
       self._zone[i] = zone_index[code]
-      self._season[i] = _float(meta_path, row, f"season_{t}", line)
+      self._season[i] = csv_float(meta_path, row, f"season_{t}", line)
 
     era_path = self.root / f"{prefix}_era-5.csv"
     cols_in = [c.format(t=t) for c in WEATHER_INPUT]
     cols_out = [c.format(t=t) for c in WEATHER_TARGET]
-    era = _read_csv(era_path, ["patch_id"] + cols_in)
+    era = read_csv(era_path, ["patch_id"] + cols_in)
     era_by_id = {r["patch_id"]: (i + 2, r) for i, r in enumerate(era)}
     self._weather_in = np.zeros((n, len(cols_in)), np.float32)
     self._weather_out = np.zeros((n, len(cols_out)), np.float32)
@@ -281,8 +169,8 @@ class BenGeSource:
       )
     for i, p in enumerate(ids):
       line, row = era_by_id[p]
-      self._weather_in[i] = [_float(era_path, row, c, line) for c in cols_in]
-      self._weather_out[i] = [_float(era_path, row, c, line) for c in cols_out]
+      self._weather_in[i] = [csv_float(era_path, row, c, line) for c in cols_in]
+      self._weather_out[i] = [csv_float(era_path, row, c, line) for c in cols_out]
     for m in self.modalities:
       folder = self.root / {"s1": "sentinel-1", "s2": "sentinel-2", "elevation": "dem"}[m]
       if not folder.is_dir():

@@ -1,28 +1,4 @@
-"""Synthetic attribute datasets with planted truth, written in the real CUB-200-2011 and ISIC 2018
-Task 2 layouts (read back by ``mtljax.data.cub`` / ``mtljax.data.isic``).
-
-Each attribute is drawn in a known region of the image, and that region is written as the
-attribute's mask (ISIC: its ``_attribute_<name>.png``; CUB: the project's
-``CUB_200_2011/attribute_masks/`` extension) beside its part keypoint (CUB ``part_locs.txt``), so
-explanations can be scored. Masks and keypoints are evaluation-only: the readers never put them in a
-training example. Everything else about an image is nuisance: its size and aspect ratio vary, the
-bird (lesion) moves and scales, the background has a smooth random colour field, pixel noise, and
-decoy blobs in colours no attribute uses. ``SYNTHETIC.txt`` in the root says the data is synthetic
-and records the parameters (generation is skipped when they match, see ``synthetic.write_once``).
-
-**CUB** (``write_synthetic_cub``): side-view "birds" (body, head, eye, legs, tail, beak, wing in
-a per-image body colour) facing left or right; seven CUB attributes (names from CUB's vocabulary)
-change the colour or pattern of their part: red bill, yellow crown, orange throat, blue wing,
-spotted breast, green belly, striped tail. The class depends on the attributes only: each of
-``num_classes`` classes has a fixed attribute prototype, and an image's attributes are its class's
-prototype with each bit flipped with probability ``flip``.
-
-**ISIC** (``write_synthetic_isic``): skin with one brown lesion; each of the five Task 2
-attributes, when present, is drawn in its own disc inside (streaks: at the rim of) the lesion:
-pigment network (dark mesh), negative network (light mesh), globules (dark dots), milia-like cysts
-(bright dots), streaks (radial dark lines). Prevalences are higher than the real ones (so that a
-small validation split has positives of every attribute).
-"""
+"""Synthetic CUB-200-2011 archive with planted attributes (see ``attributes.synthetic``)."""
 
 from __future__ import annotations
 
@@ -34,18 +10,15 @@ from typing import Any
 
 import numpy as np
 
-from mtljax.data import isic
+from mtljax.data.attributes.synthetic import (
+  GENERATOR_VERSION,
+  Canvas,
+  decoys,
+  image_hw,
+  save_jpeg,
+  save_mask,
+)
 from mtljax.data.synthetic import MARKER, marker_text, write_once
-
-__all__ = [
-  "write_synthetic_cub",
-  "write_synthetic_isic",
-  "CUB_PARTS",
-  "CUB_PLANTED",
-  "ISIC_PREVALENCE",
-]
-
-GENERATOR_VERSION = 1
 
 #: CUB's 15 parts, in ``parts/parts.txt`` order (part id = position + 1).
 CUB_PARTS: tuple[str, ...] = (
@@ -73,80 +46,7 @@ CUB_PLANTED: tuple[tuple[int, str, str, str, tuple[int, int, int]], ...] = (
     (300, "has_crown_color::yellow", "crown", "disc", (245, 220, 40)),
 )  # fmt: skip
 
-#: Decoy colours: none is an attribute's.
-_DECOYS = np.array(
-  [(125, 60, 145), (230, 150, 190), (105, 75, 45), (128, 128, 128), (60, 60, 90)], np.float32
-)
 
-#: Prevalence of each ISIC attribute in the synthetic data (``isic.ATTRIBUTES`` order).
-ISIC_PREVALENCE: tuple[float, ...] = (0.35, 0.35, 0.3, 0.55, 0.3)
-
-
-# ================================================================================ drawing
-class _Canvas:
-  """An RGB float image with an owner map: which planted attribute (index) a pixel shows."""
-
-  def __init__(self, h: int, w: int, rng: np.random.Generator):
-    self.h, self.w = h, w
-    self.yy, self.xx = np.mgrid[0:h, 0:w].astype(np.float32)
-    self.img = _smooth_field(h, w, rng)
-    self.owner = np.full((h, w), -1, np.int16)
-
-  def paint(self, where: np.ndarray, rgb, owner: int = -1, region: np.ndarray | None = None):
-    """Colour ``where``; the pixels of ``region`` (default ``where``) now belong to ``owner``."""
-    self.img[where] = np.asarray(rgb, np.float32)
-    self.owner[where if region is None else region] = owner
-
-  def ellipse(self, cx, cy, ax, ay, angle=0.0) -> np.ndarray:
-    c, s = np.cos(angle), np.sin(angle)
-    dx, dy = self.xx - cx, self.yy - cy
-    u, v = c * dx + s * dy, -s * dx + c * dy
-    return (u / ax) ** 2 + (v / ay) ** 2 <= 1.0
-
-  def disc(self, cx, cy, r) -> np.ndarray:
-    return (self.xx - cx) ** 2 + (self.yy - cy) ** 2 <= r * r
-
-
-def _smooth_field(h: int, w: int, rng: np.random.Generator) -> np.ndarray:
-  """A desaturated, smoothly varying background colour field with pixel noise, float [h, w, 3]."""
-  from PIL import Image
-
-  base = rng.uniform(95, 175) + rng.uniform(-18, 18, size=3)
-  grid = (base + rng.normal(0, 22, size=(4, 4, 3))).clip(0, 255).astype(np.uint8)
-  field = np.asarray(Image.fromarray(grid).resize((w, h), Image.BICUBIC), np.float32)
-  return field + rng.normal(0, 6, size=(h, w, 3)).astype(np.float32)
-
-
-def _decoys(cv: _Canvas, rng: np.random.Generator, scale: float) -> None:
-  for _ in range(int(rng.integers(2, 5))):
-    cx, cy = rng.uniform(0, cv.w), rng.uniform(0, cv.h)
-    ax, ay = rng.uniform(0.03, 0.09) * scale, rng.uniform(0.03, 0.09) * scale
-    cv.paint(
-      cv.ellipse(cx, cy, ax, ay, rng.uniform(0, np.pi)),
-      _DECOYS[rng.integers(len(_DECOYS))] + rng.normal(0, 8, 3),
-    )
-
-
-def _save_jpeg(path: Path, img: np.ndarray, rng: np.random.Generator) -> None:
-  from PIL import Image
-
-  noisy = img + rng.normal(0, 4, size=img.shape)
-  Image.fromarray(noisy.clip(0, 255).astype(np.uint8)).save(path, quality=92)
-
-
-def _save_mask(path: Path, mask: np.ndarray) -> None:
-  from PIL import Image
-
-  Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(path)
-
-
-def _image_hw(rng: np.random.Generator, image_size: int) -> tuple[int, int]:
-  """Varied file sizes about twice the training size, landscape like most photographs."""
-  h = int(round(2 * image_size * rng.uniform(0.9, 1.1)))
-  return h, int(round(h * rng.uniform(1.0, 1.3)))
-
-
-# ================================================================================ CUB
 def _cub_prototypes(num_classes: int) -> np.ndarray:
   """Fixed class prototypes ``[C, A]``: distinct, pairwise Hamming distance >= 2 while possible."""
   rng = np.random.default_rng(20110707)
@@ -165,7 +65,7 @@ def _cub_prototypes(num_classes: int) -> np.ndarray:
 
 
 def _draw_bird(
-  cv: _Canvas, rng: np.random.Generator, present: np.ndarray
+  cv: Canvas, rng: np.random.Generator, present: np.ndarray
 ) -> dict[str, tuple[float, float]]:
   """Draw one bird with the planted attributes ``present [A]``; returns part pixel positions (x, y)."""
   # The bird spans about 1.05 s (tail tip to beak) by 0.62 s (crown to feet): keep it inside.
@@ -270,18 +170,18 @@ def _generate_cub(out: Path, params: dict[str, Any]) -> None:
   for image_id, j in enumerate(order, 1):
     c = int(classes[j])
     rel = f"{class_dirs[c]}/Synthetic_Bird_{c + 1:02d}_{image_id:04d}.jpg"
-    h, w = _image_hw(rng, params["image_size"])
-    cv = _Canvas(h, w, rng)
-    _decoys(cv, rng, min(h, w))
+    h, w = image_hw(rng, params["image_size"])
+    cv = Canvas(h, w, rng)
+    decoys(cv, rng, min(h, w))
     bird_before = cv.img.copy()
     parts = _draw_bird(cv, rng, attrs[j])
     (base / "images" / class_dirs[c]).mkdir(exist_ok=True)
-    _save_jpeg(base / "images" / rel, cv.img, rng)
+    save_jpeg(base / "images" / rel, cv.img, rng)
     for a, (attr_id, *_rest) in enumerate(CUB_PLANTED):
       if attrs[j, a]:
         path = base / "attribute_masks" / f"{rel[:-4]}__{attr_id}.png"
         path.parent.mkdir(exist_ok=True)
-        _save_mask(path, cv.owner == a)
+        save_mask(path, cv.owner == a)
     changed = np.any(np.abs(cv.img - bird_before) > 0, axis=-1)
     ys, xs = np.nonzero(changed)
     lines["images"].append(f"{image_id} {rel}")
@@ -362,6 +262,8 @@ def write_synthetic_cub(
   if num_train < 1 or num_test < 1:
     raise ValueError("num_train and num_test must be >= 1")
   params = {
+    # The generator's name before data/ had packages: a cache key in SYNTHETIC.txt, kept so
+    # folders written before stay valid (and the written files byte-identical).
     "generator": "mtljax.data.synthetic_attributes.write_synthetic_cub",
     "version": GENERATOR_VERSION,
     "num_train": int(num_train),
@@ -372,121 +274,3 @@ def write_synthetic_cub(
     "flip": float(flip),
   }
   return write_once(Path(root), params, _generate_cub, overwrite=overwrite)
-
-
-# ================================================================================ ISIC
-def _draw_lesion(cv: _Canvas, rng: np.random.Generator, present: np.ndarray) -> None:
-  size = min(cv.h, cv.w)
-  lx = cv.w / 2 + rng.uniform(-0.08, 0.08) * cv.w
-  ly = cv.h / 2 + rng.uniform(-0.08, 0.08) * cv.h
-  ax, ay, ang = rng.uniform(0.27, 0.36) * size, rng.uniform(0.22, 0.3) * size, rng.uniform(0, np.pi)
-  lesion = cv.ellipse(lx, ly, ax, ay, ang)
-  cv.paint(lesion, np.array([140, 90, 62]) + rng.normal(0, 10, 3))
-  inner = cv.ellipse(lx, ly, ax * 0.55, ay * 0.55, ang)
-  cv.paint(inner, np.array([112, 70, 48]) + rng.normal(0, 8, 3))
-  # Each attribute gets its own sector of the lesion (a random rotation of five slots).
-  slots = (rng.permutation(5) + rng.uniform(-0.2, 0.2, 5)) * 2 * np.pi / 5 + rng.uniform(
-    0, 2 * np.pi
-  )
-  r = 0.1 * size
-  for a, name in enumerate(isic.ATTRIBUTES):
-    if not present[a]:
-      continue
-    t = slots[a]
-    rim = name == "streaks"
-    f = 0.95 if rim else 0.5
-    cx = lx + f * (ax * np.cos(t) * np.cos(ang) - ay * np.sin(t) * np.sin(ang))
-    cy = ly + f * (ax * np.cos(t) * np.sin(ang) + ay * np.sin(t) * np.cos(ang))
-    region = cv.disc(cx, cy, r)
-    if name in ("pigment_network", "negative_network"):
-      period = rng.uniform(0.035, 0.05) * size
-      rot = rng.uniform(0, np.pi)
-      u = (cv.xx * np.cos(rot) + cv.yy * np.sin(rot)) % period
-      v = (-cv.xx * np.sin(rot) + cv.yy * np.cos(rot)) % period
-      lines = (u < 0.3 * period) | (v < 0.3 * period)
-      colour = (60, 35, 25) if name == "pigment_network" else (215, 175, 150)
-      cv.paint(region & lines, colour, a, region)
-    elif name in ("globules", "milia_like_cyst"):
-      dots = np.zeros_like(region)
-      for _ in range(int(rng.integers(6, 10))):
-        q, rad = rng.uniform(0, 2 * np.pi), 0.8 * r * np.sqrt(rng.random())
-        dots |= cv.disc(cx + rad * np.cos(q), cy + rad * np.sin(q), 0.016 * size)
-      colour = (55, 30, 20) if name == "globules" else (250, 245, 215)
-      cv.paint(dots & region, colour, a, region)
-    else:  # streaks: radial dark lines across the rim
-      phi = np.arctan2(cv.yy - ly, cv.xx - lx)
-      lines = np.abs(((phi * 40 / (2 * np.pi)) % 1.0) - 0.5) < 0.14
-      cv.paint(region & lines, (50, 28, 18), a, region)
-
-
-def _generate_isic(out: Path, params: dict[str, Any]) -> None:
-  t0 = time.perf_counter()
-  rng = np.random.default_rng(params["seed"])
-  counts = {"train": params["num_train"], "val": params["num_val"], "test": params["num_test"]}
-  image_id = 0
-  for split, count in counts.items():
-    images, truth = out / isic.input_dir(split), out / isic.truth_dir(split)
-    images.mkdir(parents=True)
-    truth.mkdir(parents=True)
-    for d in (images, truth):
-      (d / "ATTRIBUTION.txt").write_text(
-        "Synthetic images written by mtljax; no attribution needed.\n"
-      )
-      (d / "LICENSE.txt").write_text("CC0: synthetic data.\n")
-    for _ in range(count):
-      image_id += 1
-      name = f"ISIC_{image_id:07d}"
-      h, w = _image_hw(rng, params["image_size"])
-      cv = _Canvas(h, w, rng)
-      cv.img = cv.img * 0.25 + (np.array([228, 185, 158]) + rng.normal(0, 10, 3)) * 0.75
-      _decoys(cv, rng, 0.6 * min(h, w))
-      present = rng.random(len(isic.ATTRIBUTES)) < np.asarray(ISIC_PREVALENCE)
-      _draw_lesion(cv, rng, present)
-      _save_jpeg(images / f"{name}.jpg", cv.img, rng)
-      for a, attr in enumerate(isic.ATTRIBUTES):
-        _save_mask(truth / f"{name}_attribute_{attr}.png", cv.owner == a)
-  (out / MARKER).write_text(
-    marker_text(
-      "SYNTHETIC data in the ISIC 2018 Task 1-2 layout, written by mtljax.data.synthetic_attributes.\n"
-      "This is NOT the ISIC archive. Every present attribute is drawn in its own region of the "
-      "lesion; the masks are those regions.",
-      params,
-      time.perf_counter() - t0,
-    )
-  )
-
-
-def write_synthetic_isic(
-  root: str | os.PathLike,
-  *,
-  num_train: int = 1200,
-  num_val: int = 150,
-  num_test: int = 300,
-  seed: int = 0,
-  image_size: int = 64,
-  overwrite: bool = False,
-) -> Path:
-  """Write a synthetic ISIC 2018 Task 2 archive (real layout, planted attributes) under ``root``.
-
-  Args:
-    root: target folder; absent, empty, or written by a generator before (see ``write_once``).
-    num_train, num_val, num_test: images in the Training / Validation / Test folders.
-    seed: sampling seed.
-    image_size: the training size; files are about twice that, with varied sizes.
-    overwrite: regenerate even when the parameters match.
-
-  Returns:
-    ``Path(root)``; read it with ``ISIC2018Source(root, split, image_size=image_size)``.
-  """
-  if min(num_train, num_val, num_test) < 1:
-    raise ValueError("num_train, num_val and num_test must be >= 1")
-  params = {
-    "generator": "mtljax.data.synthetic_attributes.write_synthetic_isic",
-    "version": GENERATOR_VERSION,
-    "num_train": int(num_train),
-    "num_val": int(num_val),
-    "num_test": int(num_test),
-    "seed": int(seed),
-    "image_size": int(image_size),
-  }
-  return write_once(Path(root), params, _generate_isic, overwrite=overwrite)

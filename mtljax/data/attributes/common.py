@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mtljax.data.treesat import DataError, example_index
+from mtljax.data.source import DataError, example_index
 
 __all__ = [
   "AttributeImageSource",

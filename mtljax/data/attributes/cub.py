@@ -39,14 +39,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mtljax.data.attributes import (
+from mtljax.data.attributes.common import (
   AttributeImageSource,
   disc_mask,
   image_size_of,
   read_mask,
   scale_points,
 )
-from mtljax.data.treesat import DataError, split_test_list
+from mtljax.data.source import DataError, split_test_list
 
 __all__ = ["CUB200Source", "attribute_parts", "SPLITS"]
 

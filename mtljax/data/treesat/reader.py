@@ -1,6 +1,6 @@
 """Reader for the TreeSatAI Benchmark Archive (Ahlswede et al., ESSD 2023).
 
-On-disk layout (the real archive; ``mtljax.data.synthetic`` writes the same)::
+On-disk layout (the real archive; ``mtljax.data.treesat.synthetic`` writes the same)::
 
     ROOT/
       train_filenames.lst, test_filenames.lst     one <NAME>.tif per line
@@ -21,7 +21,7 @@ One example (all numpy; see ``TreeSatAISource.__getitem__``)::
 
 with A = 304 and S = 6 at 60 m (S = 20 at 200 m).
 
-Label hierarchy: L1 (leaf type, 3) > L2 (forest stand type, 9) > L3 (genus, 15).
+Vocabularies, the label hierarchy and the layout constants: ``mtljax.data.treesat.archive``.
 
 Unconfirmed facts about the real archive are configurable rather than hard-coded:
 
@@ -35,9 +35,6 @@ Unconfirmed facts about the real archive are configurable rather than hard-coded
 
 from __future__ import annotations
 
-import csv
-import hashlib
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -46,208 +43,29 @@ from typing import Any
 
 import numpy as np
 
-log = logging.getLogger(__name__)
-
-__all__ = [
-  "AERIAL_BANDS",
-  "AERIAL_SIZES",
-  "DataError",
-  "GENERA",
-  "GENUS_TO_L1",
-  "GENUS_TO_L2",
-  "L2_TO_L1",
-  "LABELS_FILE",
-  "LEAF_TYPES",
-  "MODALITIES",
-  "S1_BANDS",
-  "S1_NODATA",
-  "S2_BANDS",
-  "SIDE_CSV",
-  "SPECIES",
-  "STAND_TYPES",
-  "SPLITS",
-  "SPLIT_LISTS",
-  "S_SIZES",
-  "TARGETS",
-  "TreeSatAISource",
-  "hierarchy",
-  "label_hierarchy",
-  "parse_name",
-  "read_image",
-  "split_test_list",
-  "example_index",
-]
-
-
-class DataError(ValueError):
-  """A dataset on disk does not match what the reader expects (missing/odd file, bad label)."""
-
-
-def example_index(index, size: int) -> int:
-  """`index` as an int in `[0, size)` (the bounds check of every source's `__getitem__`)."""
-  i = int(index)
-  if not 0 <= i < size:
-    raise IndexError(f"index {index} out of range for {size} examples")
-  return i
-
-
-# --------------------------------------------------------------------------------------------------
-# Vocabularies
-# --------------------------------------------------------------------------------------------------
-
-#: L3: the 15 genera, in the archive's order (class index = position).
-GENERA: tuple[str, ...] = (
-    "Abies", "Acer", "Alnus", "Betula", "Cleared", "Fagus", "Fraxinus", "Larix", "Picea",
-    "Pinus", "Populus", "Prunus", "Pseudotsuga", "Quercus", "Tilia",
-)  # fmt: skip
-
-#: The 20 species (the file name's prefix, lower-cased, dots dropped).
-SPECIES: tuple[str, ...] = (
-    "abies_alba", "acer_pseudoplatanus", "alnus_spec", "betula_spec", "cleared",
-    "fagus_sylvatica", "fraxinus_excelsior", "larix_decidua", "larix_kaempferi", "picea_abies",
-    "pinus_nigra", "pinus_strobus", "pinus_sylvestris", "populus_spec", "prunus_spec",
-    "pseudotsuga_menziesii", "quercus_petraea", "quercus_robur", "quercus_rubra", "tilia_spec",
-)  # fmt: skip
-
-#: L1: leaf type.
-LEAF_TYPES: tuple[str, ...] = ("broadleaf", "conifer", "none")
-
-_CONIFERS = frozenset({"Abies", "Larix", "Picea", "Pinus", "Pseudotsuga"})
-
-#: genus -> leaf type (conifer = Abies, Larix, Picea, Pinus, Pseudotsuga; none = Cleared; else broadleaf).
-GENUS_TO_L1: dict[str, str] = {
-  g: ("conifer" if g in _CONIFERS else "none" if g == "Cleared" else "broadleaf") for g in GENERA
-}
-
-#: L2: forest stand types (9). The default (``l2_source="genus"``) derives them from the genus.
-STAND_TYPES: tuple[str, ...] = (
-    "spruce_fir", "pine", "larch", "douglas_fir", "beech", "oak", "valuable_broadleaf",
-    "softwood_broadleaf", "cleared",
-)  # fmt: skip
-
-#: genus -> stand type. Together with ``L2_TO_L1`` this makes L1 > L2 > L3 a strict hierarchy.
-GENUS_TO_L2: dict[str, str] = {
-  "Abies": "spruce_fir",
-  "Picea": "spruce_fir",
-  "Pinus": "pine",
-  "Larix": "larch",
-  "Pseudotsuga": "douglas_fir",
-  "Fagus": "beech",
-  "Quercus": "oak",
-  "Acer": "valuable_broadleaf",
-  "Fraxinus": "valuable_broadleaf",
-  "Tilia": "valuable_broadleaf",
-  "Prunus": "valuable_broadleaf",
-  "Alnus": "softwood_broadleaf",
-  "Betula": "softwood_broadleaf",
-  "Populus": "softwood_broadleaf",
-  "Cleared": "cleared",
-}
-
-#: stand type -> leaf type.
-L2_TO_L1: dict[str, str] = {
-  "spruce_fir": "conifer",
-  "pine": "conifer",
-  "larch": "conifer",
-  "douglas_fir": "conifer",
-  "beech": "broadleaf",
-  "oak": "broadleaf",
-  "valuable_broadleaf": "broadleaf",
-  "softwood_broadleaf": "broadleaf",
-  "cleared": "none",
-}
-
-#: Sentinel-2 bands in the archive's (non-standard) order; B10 is absent.
-S2_BANDS: tuple[str, ...] = (
-    "B02", "B03", "B04", "B08", "B05", "B06", "B07", "B8A", "B11", "B12", "B01", "B09",
-)  # fmt: skip
-#: Sentinel-1 bands (dB).
-S1_BANDS: tuple[str, ...] = ("VV", "VH", "VV/VH")
-#: Aerial (colour-infrared) bands, in file order.
-AERIAL_BANDS: tuple[str, ...] = ("IR", "G", "B", "R")
-#: S1 nodata value (NaN also occurs in the archive).
-S1_NODATA = -9999.0
-
-#: Image modalities: band names and on-disk dtype.
-MODALITIES: dict[str, dict[str, Any]] = {
-  "aerial": {"bands": AERIAL_BANDS, "dtype": np.dtype(np.uint8), "kind": "image"},
-  "s1": {"bands": S1_BANDS, "dtype": np.dtype(np.float32), "kind": "small_image"},
-  "s2": {"bands": S2_BANDS, "dtype": np.dtype(np.uint16), "kind": "small_image"},
-}
-#: Side length of the Sentinel patches per resolution folder.
-S_SIZES: dict[str, int] = {"60m": 6, "200m": 20}
-#: Side length of the aerial patches per resolution folder (only 60 m is known).
-AERIAL_SIZES: dict[str, int] = {"60m": 304}
-
-SPLITS: tuple[str, ...] = ("train", "val", "test")
-#: split -> list file; ``val`` and ``test`` are the two halves of the archive's test list.
-SPLIT_LISTS: dict[str, str] = {
-  "train": "train_filenames.lst",
-  "val": "test_filenames.lst",
-  "test": "test_filenames.lst",
-}
-#: Labels JSON relative to the root; ``{resolution}`` is filled in.
-LABELS_FILE = "labels/TreeSatBA_v9_{resolution}_multi_labels.json"
-#: Default side CSV (``name,stand_type,age``).
-SIDE_CSV = "labels/stand_type_age.csv"
-
-_GENUS_INDEX = {g: i for i, g in enumerate(GENERA)}
-_SPECIES_INDEX = {s: i for i, s in enumerate(SPECIES)}
-_L2_INDEX = {s: i for i, s in enumerate(STAND_TYPES)}
-_L1_INDEX = {s: i for i, s in enumerate(LEAF_TYPES)}
-_GENUS_L2 = np.array([_L2_INDEX[GENUS_TO_L2[g]] for g in GENERA], np.int32)
-_GENUS_L1 = np.array([_L1_INDEX[GENUS_TO_L1[g]] for g in GENERA], np.int32)
-_L2_L1 = np.array([_L1_INDEX[L2_TO_L1[s]] for s in STAND_TYPES], np.int32)
-assert np.array_equal(_L2_L1[_GENUS_L2], _GENUS_L1), (
-  "GENUS_TO_L2 / L2_TO_L1 disagree with GENUS_TO_L1"
+from mtljax.data.source import DataError, example_index, split_test_list
+from mtljax.data.treesat.archive import (
+  AERIAL_SIZES,
+  GENERA,
+  GENUS_L1,
+  GENUS_L2,
+  LABELS_FILE,
+  LEAF_TYPES,
+  MODALITIES,
+  S1_NODATA,
+  S_SIZES,
+  SIDE_CSV,
+  SPECIES,
+  SPECIES_INDEX,
+  SPLIT_LISTS,
+  SPLITS,
+  STAND_TYPES,
+  parse_name,
 )
+from mtljax.data.treesat.labels import read_labels_json, read_side_csv
+from mtljax.data.treesat.tiff import read_image
 
-
-def hierarchy() -> dict[str, dict[str, np.ndarray]]:
-  """Parent indices of the default label hierarchy L1 > L2 > L3.
-
-  Returns:
-    ``{"l2": {"parent_of_l3": int32 [15]}, "l1": {"parent_of_l2": int32 [9]}}``: entry ``g`` of
-    ``parent_of_l3`` is the stand-type index of genus ``g``; entry ``s`` of ``parent_of_l2`` is
-    the leaf-type index of stand type ``s``.
-  """
-  return {"l2": {"parent_of_l3": _GENUS_L2.copy()}, "l1": {"parent_of_l2": _L2_L1.copy()}}
-
-
-def label_hierarchy(child: str, parent: str) -> np.ndarray | None:
-  """``child -> parent`` class-index map between two hierarchy levels, by task name.
-
-  ``label_hierarchy("l3", "l2")`` is int32 [15] (genus -> stand type), ``("l2", "l1")`` [9] and
-  ``("l3", "l1")`` [15]; ``None`` when ``parent`` is not an ancestor level of ``child``. Read by
-  the intrinsic analysis (``mtljax.analysis``) for the hierarchy adherence of Fig. 7.
-  """
-  maps = {("l3", "l2"): _GENUS_L2, ("l2", "l1"): _L2_L1, ("l3", "l1"): _GENUS_L1}
-  m = maps.get((child, parent))
-  return None if m is None else m.copy()
-
-
-# --------------------------------------------------------------------------------------------------
-# File names
-# --------------------------------------------------------------------------------------------------
-
-
-def parse_name(name: str) -> tuple[str, int | None]:
-  """Split a patch file name into its species prefix and its first integer token.
-
-  ``"Picea_abies_3_46636_WEFL_NLF.tif"`` -> ``("picea_abies", 3)``;
-  ``"Alnus_spec._5_13114_WEFL_NLF.tif"`` -> ``("alnus_spec", 5)``. The species prefix is every
-  token before the first all-digit token, lower-cased and with dots removed. The integer is
-  ``None`` when the name has no all-digit token.
-  """
-  stem = Path(name).name
-  if stem.lower().endswith((".tif", ".tiff")):
-    stem = stem[: stem.rfind(".")]
-  tokens = stem.split("_")
-  for i, tok in enumerate(tokens):
-    if tok.isdigit():
-      prefix = "_".join(tokens[:i])
-      return prefix.lower().replace(".", ""), int(tok)
-  return stem.lower().replace(".", ""), None
+log = logging.getLogger(__name__)
 
 
 def _read_list(path: Path) -> list[str]:
@@ -258,99 +76,6 @@ def _read_list(path: Path) -> list[str]:
     if line:
       names.append(line if line.lower().endswith((".tif", ".tiff")) else line + ".tif")
   return names
-
-
-def _split_rank(name: str, seed: int) -> bytes:
-  """Seeded, platform- and version-independent sort key used to halve the test list."""
-  return hashlib.blake2b(f"{seed}/{name}".encode(), digest_size=16).digest()
-
-
-def split_test_list(
-  names: Sequence[str], val_fraction: float, seed: int
-) -> tuple[list[int], list[int]]:
-  """Deterministically split the archive's test list into validation and test halves.
-
-  Names are ranked by a seeded hash (the same on every machine and numpy version); the first
-  ``round(val_fraction * n)`` go to validation. Both halves keep the list's original order.
-
-  Returns:
-    ``(val_positions, test_positions)``: sorted positions into ``names``.
-  """
-  if not 0.0 <= val_fraction <= 1.0:
-    raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
-  order = sorted(range(len(names)), key=lambda i: (_split_rank(names[i], seed), i))
-  n_val = int(round(val_fraction * len(names)))
-  return sorted(order[:n_val]), sorted(order[n_val:])
-
-
-# --------------------------------------------------------------------------------------------------
-# GeoTIFF reading
-# --------------------------------------------------------------------------------------------------
-
-
-def _to_hwc(arr: np.ndarray, axes: str, bands: int, size: int) -> np.ndarray | None:
-  """Return ``arr`` as [H, W, C] if it is a (bands, size, size) or (size, size, bands) array."""
-  if arr.ndim == 2 and bands == 1 and arr.shape == (size, size):
-    return arr[:, :, None]
-  if arr.ndim != 3:
-    return None
-  hwc = arr.shape == (size, size, bands)
-  chw = arr.shape == (bands, size, size)
-  if hwc and chw:  # bands == size: let the TIFF layout decide ('YXS' = pixel-interleaved).
-    hwc = axes.endswith("S")
-    chw = not hwc
-  if hwc:
-    return arr
-  if chw:
-    return np.moveaxis(arr, 0, -1)
-  return None
-
-
-def read_image(path: str | os.PathLike, *, bands: int, size: int, dtype: Any) -> np.ndarray:
-  """Read a square multi-band GeoTIFF as [H, W, C] with checks.
-
-  Handles pixel-interleaved (H, W, C), band-interleaved (C, H, W) and one-page-per-band files;
-  when C == H == W the TIFF's planar configuration decides. Only the first series is read (GeoTIFF
-  overviews are ignored).
-
-  Args:
-    path: the file.
-    bands: expected band count C.
-    size: expected side length (H = W = size).
-    dtype: expected on-disk dtype.
-
-  Returns:
-    array [size, size, bands] of the file's dtype.
-
-  Raises:
-    DataError: file missing or unreadable, or band count / size / dtype not as expected.
-  """
-  import tifffile  # local import: keeps `import mtljax.data` light
-
-  path = Path(path)
-  dtype = np.dtype(dtype)
-  expected = f"expected {bands} bands of {size}×{size} {dtype.name}"
-  if not path.is_file():
-    raise DataError(f"{path}: image file missing ({expected})")
-  try:
-    with tifffile.TiffFile(path) as tif:
-      series = tif.series[0]
-      axes = series.axes
-      arr = series.asarray()
-      if arr.ndim == 2 and bands > 1:  # one page per band: stack same-shape pages (not overviews)
-        pages = [p for p in tif.pages if p.shape == arr.shape]
-        if len(pages) == bands:
-          arr, axes = np.stack([p.asarray() for p in pages]), "Q" + axes
-  except KeyError as e:  # tifffile signals a missing codec with KeyError
-    raise DataError(
-      f"{path}: cannot decode ({e}); compressed GeoTIFFs (e.g. LZW) need `pip install imagecodecs`"
-    ) from e
-  except Exception as e:  # noqa: BLE001 - any reader failure becomes a DataError naming the file
-    raise DataError(f"{path}: not a readable TIFF ({type(e).__name__}: {e})") from e
-  out = _to_hwc(arr, axes, bands, size)
-  if out is None or arr.dtype != dtype:
-    raise DataError(f"{path}: {expected}, found {tuple(arr.shape)} {arr.dtype.name}")
-  return out
 
 
 # --------------------------------------------------------------------------------------------------
@@ -466,40 +191,9 @@ class TreeSatAISource:
     return p if p.is_absolute() else self.root / p
 
   def _load_labels(self, path: Path, names: list[str]) -> dict[str, np.ndarray]:
-    if not path.is_file():
-      raise DataError(f"labels JSON {path} does not exist")
-    try:
-      table = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-      raise DataError(f"labels JSON {path} is not valid JSON: {e}") from e
-    n = len(names)
-    l3 = np.zeros(n, np.int32)
-    multi = np.zeros((n, len(GENERA)), np.float32)
-    shares_all = np.zeros((n, len(GENERA)), np.float32)
-    for i, name in enumerate(names):
-      entry = table.get(name)
-      if entry is None:
-        raise DataError(f"labels JSON {path} has no entry for {name}")
-      if not entry:
-        raise DataError(f"labels JSON {path}: empty label list for {name}")
-      for item in entry:
-        try:
-          genus, share = item
-          share = float(share)
-        except (TypeError, ValueError) as e:
-          raise DataError(f"labels JSON {path}: malformed entry {item!r} for {name}") from e
-        g = _GENUS_INDEX.get(genus)
-        if g is None:
-          raise DataError(
-            f"labels JSON {path}: unknown genus {genus!r} for {name}; known: {GENERA}"
-          )
-        shares_all[i, g] += share
-      # Dominant genus; ties go to the first in GENERA order (np.argmax).
-      l3[i] = int(np.argmax(shares_all[i]))
-      multi[i] = shares_all[i] > self.multi_threshold
-      multi[i, l3[i]] = 1.0
+    l3, multi, shares = read_labels_json(path, names, self.multi_threshold)
     #: float32 [N, 15]: genus area shares of every example, as in the labels JSON.
-    self.shares = shares_all
+    self.shares = shares
     return {"l3": l3, "l3_multi": multi}
 
   def _species(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -510,7 +204,7 @@ class TreeSatAISource:
     unknown: set[str] = set()
     for i, name in enumerate(self.names):
       prefix, token = parse_name(name)
-      s = _SPECIES_INDEX.get(prefix)
+      s = SPECIES_INDEX.get(prefix)
       if s is None:
         unknown.add(prefix)
       else:
@@ -532,13 +226,13 @@ class TreeSatAISource:
     if csv_l2 is not None:
       l2, l2_mask = csv_l2
     else:
-      l2, l2_mask = _GENUS_L2[l3], ones
+      l2, l2_mask = GENUS_L2[l3], ones
     if csv_age is not None:
       age, age_mask = csv_age
     self._targets = {
       "l3": l3,
       "l2": l2.astype(np.int32),
-      "l1": _GENUS_L1[l3],
+      "l1": GENUS_L1[l3],
       "age": age.astype(np.float32),
       "species": species,
       "l3_multi": self._labels["l3_multi"],
@@ -553,47 +247,14 @@ class TreeSatAISource:
     }
 
   def _load_side_csv(self, path: Path) -> None:
-    if not path.is_file():
-      raise DataError(f"side CSV {path} does not exist (needed by l2_source/age_source='csv')")
-    rows: dict[str, tuple[str, str]] = {}
-    with path.open(newline="") as f:
-      reader = csv.DictReader(f)
-      missing = {"name", "stand_type", "age"} - set(reader.fieldnames or ())
-      if missing:
-        raise DataError(
-          f"side CSV {path}: header lacks columns {sorted(missing)} (found {reader.fieldnames})"
-        )
-      for row in reader:
-        name = (row["name"] or "").strip()
-        if not name:
-          continue
-        if not name.lower().endswith((".tif", ".tiff")):
-          name += ".tif"
-        rows[name] = ((row["stand_type"] or "").strip(), (row["age"] or "").strip())
-    n = len(self.names)
-    l2, l2_mask = np.zeros(n, np.int32), np.zeros(n, np.float32)
-    age, age_mask = np.zeros(n, np.float32), np.zeros(n, np.float32)
-    absent = 0
-    for i, name in enumerate(self.names):
-      row = rows.get(name)
-      if row is None:
-        absent += 1
-        continue
-      stand, age_s = row
-      if stand:
-        if stand not in _L2_INDEX:
-          raise DataError(
-            f"side CSV {path}: unknown stand_type {stand!r} for {name}; known: {STAND_TYPES}"
-          )
-        l2[i], l2_mask[i] = _L2_INDEX[stand], 1.0
-      if age_s:
-        try:
-          age[i], age_mask[i] = float(age_s), 1.0
-        except ValueError as e:
-          raise DataError(f"side CSV {path}: age {age_s!r} of {name} is not a number") from e
+    l2, l2_mask, age, age_mask, absent = read_side_csv(path, self.names)
     if absent:
       log.warning(
-        "side CSV %s has no row for %d of %d %s names (masked)", path, absent, n, self.split
+        "side CSV %s has no row for %d of %d %s names (masked)",
+        path,
+        absent,
+        len(self.names),
+        self.split,
       )
     self._build_targets(
       csv_l2=(l2, l2_mask) if self.l2_source == "csv" else None,

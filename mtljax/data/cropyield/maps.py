@@ -3,7 +3,7 @@
 Each picture shows one field, its pixels placed at their (x, y) inside the field grid: target
 yield, predicted yield (same colour scale), relative error (prediction − target) / target, and
 the pixels whose crop was misclassified (when crop classification is a task). Called at the end
-of training through ``DatasetSpec.pictures`` (``train._dataset_pictures``) on the test split.
+of training through its registry entry's ``pictures_fn`` (``train._dataset_pictures``) on the test split.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from mtljax.data.cropyield import CROPS
+from mtljax.data.cropyield.format import CROPS
 
 
 def field_grid(x: np.ndarray, y: np.ndarray, values: np.ndarray, fill=np.nan) -> np.ndarray:

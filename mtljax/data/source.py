@@ -1,0 +1,130 @@
+"""The written source contract: what a dataset reader offers, and the helpers every reader shares.
+
+A *source* is one split of one dataset: a random-access sequence of examples (usable by
+``grain.MapDataset.source``), built as ``Class(root, split, **kwargs)`` by the dataset's registry
+entry (``mtljax.data.Dataset``). ``Source`` below lists what every source has; ``CAPABILITIES``
+lists what a source may offer in addition, and ``capability(source, name)`` is the one way any
+caller (training, evaluation, explanation, analysis, tests) asks for one. Capabilities of a whole
+dataset rather than of one split (pictures of predictions, a label hierarchy) are fields of its
+registry entry, ``None`` when absent.
+
+One example (all numpy, see DESIGN.md)::
+
+    {"inputs":  {name: float32 [...], ...},      one entry per ``input_fields`` key
+     "targets": {task: int32 [] | float32 [...]}, one entry per ``target_fields`` key
+     "mask":    {task: float32 [] | [...]},       1.0 = label present (same keys as targets)
+     "meta":    {"index": int32 [], ...}}          the example's position in the split
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+Example = dict[str, dict[str, Any]]
+
+
+class DataError(ValueError):
+  """A dataset on disk does not match what the reader expects (missing/odd file, bad label)."""
+
+
+@runtime_checkable
+class Source(Protocol):
+  """Required members of every source (one split of one dataset).
+
+  Attributes:
+    split: the split name (``"train"``, ``"val"`` or ``"test"``).
+    names: one name per example (file name, patch id, ...; ``len(names) == len(source)``),
+      saved beside the predictions.
+  """
+
+  split: str
+  names: Sequence[str]
+
+  def __len__(self) -> int:
+    """Number of examples N."""
+    ...
+
+  def __getitem__(self, index: int) -> Example:
+    """Example ``index`` in ``[0, N)`` (``IndexError`` outside, see ``example_index``)."""
+    ...
+
+  @property
+  def input_fields(self) -> dict[str, dict[str, Any]]:
+    """``{input: {"shape": tuple, "dtype": ..., "kind": "image" | "vector" | ..., ...}}``:
+    what ``example["inputs"]`` holds (per-input extras such as band ``channels``)."""
+    ...
+
+  @property
+  def target_fields(self) -> dict[str, dict[str, Any]]:
+    """``{task: {"shape": tuple, "dtype": ..., "num_classes" | "num_outputs": int, ...}}``:
+    what ``example["targets"]`` (and ``example["mask"]``) holds."""
+    ...
+
+  def label_arrays(self) -> dict[str, dict[str, Any]]:
+    """Every example's labels without reading inputs: ``{"targets": {task: [N, ...]},
+    "mask": {task: [N, ...]}}`` (dense targets may be left out)."""
+    ...
+
+
+#: Optional members of a source: name -> what it is. Ask for one with ``capability``.
+CAPABILITIES: dict[str, str] = {
+  "groups": "attribute, [N] group id per example (e.g. CropYield's field, a façade's block); "
+  "saved as `group` with the predictions",
+  "prediction_meta": "method () -> {key: [N]}: per-example context saved as `meta/<key>` with the "
+  "predictions",
+  "metric_strata": "method () -> {prefix: [N] labels}: regression metrics are also reported per "
+  "label value as `<task>/<metric>_<prefix><value>`",
+  "read_target": "method (task, index) -> (target, mask): one dense target without reading the "
+  "inputs (for target statistics)",
+  "explain_annotations": "method (index) -> {'masks': {name: bool [H, W]}, 'keypoints': {name: "
+  "float [2] (y, x)}} (a name without annotation left out): evaluation-only annotations, by "
+  "class or attribute name, that explanations are scored against",
+  "day_reference": "attribute, str: what the `days` of time-series inputs count from (e.g. "
+  "CropYield's 'seeding' or 'harvest')",
+  "planted_truth": "method () -> dict | None: what a synthetic generator planted (None on real "
+  "data), e.g. which input features carry the signal",
+}
+
+
+def capability(source: Any, name: str) -> Any | None:
+  """The optional member ``name`` of ``source`` (see ``CAPABILITIES``), or None when it has none.
+
+  Methods come back bound (call them), attributes as their value. An unknown ``name`` is a
+  programming error (``KeyError``), so a typo cannot silently turn a capability off.
+  """
+  if name not in CAPABILITIES:
+    raise KeyError(f"unknown source capability {name!r}; known: {sorted(CAPABILITIES)}")
+  return getattr(source, name, None)
+
+
+def example_index(index, size: int) -> int:
+  """`index` as an int in `[0, size)` (the bounds check of every source's `__getitem__`)."""
+  i = int(index)
+  if not 0 <= i < size:
+    raise IndexError(f"index {index} out of range for {size} examples")
+  return i
+
+
+def _split_rank(name: str, seed: int) -> bytes:
+  """Seeded, platform- and version-independent sort key used to halve a list."""
+  return hashlib.blake2b(f"{seed}/{name}".encode(), digest_size=16).digest()
+
+
+def split_test_list(
+  names: Sequence[str], val_fraction: float, seed: int
+) -> tuple[list[int], list[int]]:
+  """Deterministically split an archive's test list into validation and test halves.
+
+  Names are ranked by a seeded hash (the same on every machine and numpy version); the first
+  ``round(val_fraction * n)`` go to validation. Both halves keep the list's original order.
+
+  Returns:
+    ``(val_positions, test_positions)``: sorted positions into ``names``.
+  """
+  if not 0.0 <= val_fraction <= 1.0:
+    raise ValueError(f"val_fraction must be in [0, 1], got {val_fraction}")
+  order = sorted(range(len(names)), key=lambda i: (_split_rank(names[i], seed), i))
+  n_val = int(round(val_fraction * len(names)))
+  return sorted(order[:n_val]), sorted(order[n_val:])

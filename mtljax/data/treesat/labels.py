@@ -1,0 +1,100 @@
+"""TreeSatAI label files: the multi-label genus shares JSON and the optional side CSV
+(``name,stand_type,age``), read with checks (every problem is a ``DataError`` naming the file)."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mtljax.data.source import DataError
+from mtljax.data.treesat.archive import GENERA, GENUS_INDEX, L2_INDEX, STAND_TYPES
+
+
+def read_labels_json(
+  path: Path, names: Sequence[str], multi_threshold: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The labels JSON's entries of ``names``: ``(l3 int32 [N], l3_multi float32 [N, 15], shares
+  float32 [N, 15])``: the dominant genus (ties: first in ``GENERA``), the genera with share >
+  ``multi_threshold`` (the dominant one always), and the area shares as written."""
+  if not path.is_file():
+    raise DataError(f"labels JSON {path} does not exist")
+  try:
+    table = json.loads(path.read_text())
+  except json.JSONDecodeError as e:
+    raise DataError(f"labels JSON {path} is not valid JSON: {e}") from e
+  n = len(names)
+  l3 = np.zeros(n, np.int32)
+  multi = np.zeros((n, len(GENERA)), np.float32)
+  shares_all = np.zeros((n, len(GENERA)), np.float32)
+  for i, name in enumerate(names):
+    entry = table.get(name)
+    if entry is None:
+      raise DataError(f"labels JSON {path} has no entry for {name}")
+    if not entry:
+      raise DataError(f"labels JSON {path}: empty label list for {name}")
+    for item in entry:
+      try:
+        genus, share = item
+        share = float(share)
+      except (TypeError, ValueError) as e:
+        raise DataError(f"labels JSON {path}: malformed entry {item!r} for {name}") from e
+      g = GENUS_INDEX.get(genus)
+      if g is None:
+        raise DataError(f"labels JSON {path}: unknown genus {genus!r} for {name}; known: {GENERA}")
+      shares_all[i, g] += share
+    # Dominant genus; ties go to the first in GENERA order (np.argmax).
+    l3[i] = int(np.argmax(shares_all[i]))
+    multi[i] = shares_all[i] > multi_threshold
+    multi[i, l3[i]] = 1.0
+  return l3, multi, shares_all
+
+
+def read_side_csv(
+  path: Path, names: Sequence[str]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+  """The side CSV's stand type and age of ``names``: ``(l2 int32 [N], l2_mask float32 [N],
+  age float32 [N], age_mask float32 [N], absent)``; an empty cell or a name without a row gives
+  mask 0 (``absent`` counts the names without a row)."""
+  if not path.is_file():
+    raise DataError(f"side CSV {path} does not exist (needed by l2_source/age_source='csv')")
+  rows: dict[str, tuple[str, str]] = {}
+  with path.open(newline="") as f:
+    reader = csv.DictReader(f)
+    missing = {"name", "stand_type", "age"} - set(reader.fieldnames or ())
+    if missing:
+      raise DataError(
+        f"side CSV {path}: header lacks columns {sorted(missing)} (found {reader.fieldnames})"
+      )
+    for row in reader:
+      name = (row["name"] or "").strip()
+      if not name:
+        continue
+      if not name.lower().endswith((".tif", ".tiff")):
+        name += ".tif"
+      rows[name] = ((row["stand_type"] or "").strip(), (row["age"] or "").strip())
+  n = len(names)
+  l2, l2_mask = np.zeros(n, np.int32), np.zeros(n, np.float32)
+  age, age_mask = np.zeros(n, np.float32), np.zeros(n, np.float32)
+  absent = 0
+  for i, name in enumerate(names):
+    row = rows.get(name)
+    if row is None:
+      absent += 1
+      continue
+    stand, age_s = row
+    if stand:
+      if stand not in L2_INDEX:
+        raise DataError(
+          f"side CSV {path}: unknown stand_type {stand!r} for {name}; known: {STAND_TYPES}"
+        )
+      l2[i], l2_mask[i] = L2_INDEX[stand], 1.0
+    if age_s:
+      try:
+        age[i], age_mask[i] = float(age_s), 1.0
+      except ValueError as e:
+        raise DataError(f"side CSV {path}: age {age_s!r} of {name} is not a number") from e
+  return l2, l2_mask, age, age_mask, absent
