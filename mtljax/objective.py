@@ -225,15 +225,17 @@ class Objective:
 
   def __call__(self, ctx: Context):
     """`(Σ terms, {log name: value})`, summed left to right in the configured order."""
-    total, logs = None, {}
-    for name, term in self.terms:
+    total, logs = 0.0, {}
+    for i, (name, term) in enumerate(self.terms):
       value, term_logs = term(ctx)
-      total = value if total is None else total + value
+      # Starts from the first term itself (not 0 + it): the same operations as the hand-wired
+      # `tasks + aux` before, so the numbers are bit-identical.
+      total = value if i == 0 else total + value
       for k, v in term_logs.items():
         if k in logs:
           raise ValueError(f"loss term {name!r} logs {k!r}, which another term logs too")
         logs[k] = v
-    return (0.0 if total is None else total), logs
+    return total, logs
 
   def split(self, ctx: Context):
     """For gradient aggregation: `(task_losses [T], Σ other terms, logs)`, the tasks term's
@@ -260,8 +262,8 @@ def build(config) -> Objective:
     raise ConfigError(
       f"config.objective.weighting={weighting!r}; known: {', '.join(sorted(WEIGHTINGS))}"
     )
-  if len(set(names)) != len(names):
-    raise ConfigError(f"config.objective.terms names a term twice: {names}")
+  if not names or len(set(names)) != len(names):
+    raise ConfigError(f"config.objective.terms must name each term once: {names}")
   return Objective(
     terms=tuple((n, TERMS[n](config)) for n in names),
     weighting=WEIGHTINGS[weighting](config),

@@ -216,28 +216,28 @@ def make_eval_step(
   part leaves the device (segmentation: the argmax labels).
   """
   size = ensemble_size(config)
-  kinds = {t: tasks.of(c) for t, c in config.tasks.items()}
+  specs = {t: tasks.of(c) for t, c in config.tasks.items()}  # each task's kind
   _, from_model = target_transform(target_stats)
 
   def member_preds(state, batch):
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
     outputs, _ = model.apply(variables, batch["inputs"], train=False)
     outputs = from_model(outputs)
-    return {t: kind.activation(outputs[t]) for t, kind in kinds.items()}
+    return {t: spec.activation(outputs[t]) for t, spec in specs.items()}
 
   def eval_step(state, batch):
     members = member_map(member_preds, size, (0, None))(state, batch)  # {task: [E, B, ...]}
     mean = jax.tree.map(lambda x: jnp.mean(x, axis=0), members)
-    out = {"pred": {t: kind.on_device(mean[t]) for t, kind in kinds.items()}}
+    out = {"pred": {t: spec.on_device(mean[t]) for t, spec in specs.items()}}
     if size > 1:
-      members = {t: kind.on_device(members[t]) for t, kind in kinds.items()}
+      members = {t: spec.on_device(members[t]) for t, spec in specs.items()}
       out["member_pred"] = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), members)
     # The labels travel with the predictions so that one gather assembles the global batch on
     # every host (each process only read its own rows).
     return {
       **out,
-      "targets": {t: batch["targets"][t] for t in kinds},
-      "mask": {t: batch["mask"][t] for t in kinds},
+      "targets": {t: batch["targets"][t] for t in specs},
+      "mask": {t: batch["mask"][t] for t in specs},
       "index": batch["meta"]["index"],
       "valid": batch["valid"],
     }
