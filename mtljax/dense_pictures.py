@@ -3,7 +3,7 @@
 
 `write_dense_pictures(workdir, preds, config, ...)` reads an `evaluate` prediction dict (the
 shared predictions contract: `target/<t>`, `pred/<t>`, `mask/<t>` `[N, H, W]`) and writes
-`<workdir>/pictures/<split>_dense_<k>.png`, one figure per example with one row per segmentation
+`<workdir>/pictures/<split>/dense_<k>.png`, one figure per example with one row per segmentation
 or dense-regression task, and the same figures as TensorBoard images.
 """
 
@@ -78,7 +78,7 @@ def write_dense_pictures(
   tasks = [t for t, c in config.tasks.items() if tasks_lib.of(c).dense and f"pred/{t}" in preds]
   if not tasks:
     return []
-  folder = os.path.join(workdir, "pictures")
+  folder = os.path.join(workdir, "pictures", split)
   os.makedirs(folder, exist_ok=True)
   import matplotlib.pyplot as plt
 
@@ -99,7 +99,7 @@ def write_dense_pictures(
     idx = int(preds["index"][k])
     name = str(names[idx]) if names is not None else str(idx)
     fig = _figure(rows, f"{split} example {name}")
-    path = os.path.join(folder, f"{split}_dense_{k}.png")
+    path = os.path.join(folder, f"dense_{k}.png")
     fig.savefig(path, dpi=80)
     if tb_writer is not None:
       fig.canvas.draw()

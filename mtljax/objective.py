@@ -1,19 +1,63 @@
-"""The training objective: the weighted multitask loss and the auxiliary-module losses.
+"""The training objective: a sum of named terms, chosen by config.
 
-`multitask_loss` is `Σ_t w_t · L_t` over the tasks, each task's masked loss from its kind
-(mtljax/tasks.py), the weights normalised to sum 1 (mtl-explainability Appendix B.3).
+  loss = Σ_k term_k(ctx)            over `config.objective.terms` (default ("tasks", "aux"))
+  tasks: weighting.combine({t: L_t})  (fixed: Σ_t w_t · L_t, the weights normalised to sum 1,
+                                       mtl-explainability Appendix B.3)
+  aux:   Σ_m Σ_t w_t · L_{m,t}        the auxiliary modules' losses (MTC-LIM, paper §2.3.6)
+
+Every term is a pure function `term(ctx) -> (scalar, {log name: value})` of one `Context` (the
+params, the model's outputs and intermediates of this batch, the targets and masks, the batch, an
+rng and an `apply` closure that re-runs the model). The train step logs `loss` (the sum) and
+`loss_<log name>` for every log entry (`loss_<task>`, `loss_aux_<module>`).
+
+A config without an `objective` section gets the defaults (nothing to change in existing
+configs). Optional keys, read with `.get`:
+
+  config.objective.terms      names in TERMS, summed in this order
+  config.objective.weighting  a name in WEIGHTINGS ("fixed": the configured task weights;
+                              "equal": 1/T each)
+
+Extending (the slots the next issues fill):
+
+* A loss term (e.g. an explanation loss that differentiates a saliency map through the params):
+  `@register_term("name")` on a factory `(config) -> term`; the term gets `ctx.apply(params,
+  inputs, ...)` to re-run the model (e.g. inside `jax.grad` w.r.t. the inputs for a saliency
+  map), and its value is differentiated w.r.t. `ctx.params` by the step like every other term.
+  Name it in `config.objective.terms`.
+* A weighting (learned task weights: `combine` may read its own parameters from `ctx.params`):
+  `WEIGHTINGS["name"] = factory (config) -> Weighting`.
+* A gradient-aggregation strategy (PCGrad, MGDA, ...): a `Weighting` whose `aggregate` is set.
+  The step then asks `Objective.split(ctx)` for the per-task losses as a vector `[T]` (the order
+  of `Objective.task_names`) and the other terms' sum, takes the per-task gradients with
+  `jax.jacrev` (leaves `[T, ...]`) and the other terms' gradient with `jax.grad`, and updates with
+  `aggregate({task: grads_t}, {task: L_t}) + grads_rest` (train/steps.py
+  `_make_aggregated_grads_fn`).
 """
 
 from __future__ import annotations
 
-from typing import Mapping
+import dataclasses
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
 
 from mtljax import tasks
+from mtljax.losses import normalized_weights
+
+DEFAULT_TERMS = ("tasks", "aux")
+DEFAULT_WEIGHTING = "fixed"
+
+
+# ============================================================================ the losses
+def task_losses(outputs, targets, masks, kinds: Mapping[str, str]) -> dict[str, jax.Array]:
+  """`{task: L_t}`, each task's masked loss from its kind (in the order of `kinds`)."""
+  return {t: tasks.spec(kinds[t]).loss(outputs[t], targets[t], masks[t]) for t in kinds}
 
 
 def multitask_loss(outputs, targets, masks, kinds: Mapping[str, str], weights: Mapping[str, float]):
   """Returns `(total, {task: loss_t})`; `weights` must already be normalised."""
-  per_task = {t: tasks.spec(kinds[t]).loss(outputs[t], targets[t], masks[t]) for t in kinds}
+  per_task = task_losses(outputs, targets, masks, kinds)
   total = sum(weights[t] * per_task[t] for t in kinds)
   return total, per_task
 
@@ -33,3 +77,195 @@ def auxiliary_loss(
     module_kinds = {t: kinds[t] for t in outs if t in kinds}
     per_module[module], _ = multitask_loss(outs, targets, masks, module_kinds, weights)
   return sum(per_module.values(), 0.0), per_module
+
+
+# ============================================================================ the context
+@dataclasses.dataclass(frozen=True)
+class Context:
+  """What a term sees of one training step (arrays are traced inside the step).
+
+  params, batch_stats: the model's variables (the gradient is taken w.r.t. `params`).
+  batch: the step's batch (`inputs`, `targets`, `mask`, `valid`, `meta`), targets as read.
+  rng: this step's (member's) dropout rng.
+  outputs, intermediates: `model.apply(..., train=True)` on `batch["inputs"]`, in model units.
+  targets, masks: `{task: ...}`, regression targets standardised like the outputs; masks
+    multiplied by `valid` (and an ensemble member's sample weights), `[B]` or `[B, H, W]`.
+  kinds: `{task: kind name}`, in config order; weights: `{task: w_t}`, normalised.
+  task_losses: `{task: L_t}`, each task's unweighted masked loss.
+  apply: `apply(params, inputs, *, train=True, rng=rng, batch_stats=batch_stats) ->
+    (outputs, intermediates)`, the model re-run (in train mode its batch-norm updates are
+    dropped: the step keeps those of the first pass).
+  """
+
+  params: Any
+  batch_stats: Any
+  batch: Mapping[str, Any]
+  rng: jax.Array
+  outputs: Mapping[str, jax.Array]
+  intermediates: Any
+  targets: Mapping[str, jax.Array]
+  masks: Mapping[str, jax.Array]
+  kinds: Mapping[str, str]
+  weights: Mapping[str, float]
+  task_losses: Mapping[str, jax.Array]
+  apply: Callable[..., Any]
+  weighting: "Weighting"
+
+
+Term = Callable[[Context], "tuple[jax.Array, dict[str, jax.Array]]"]
+
+# name -> factory `(config) -> term`; the factory reads the term's own options from the config.
+TERMS: dict[str, Callable[[Any], Term]] = {}
+
+
+def register_term(name: str):
+  """Decorator: registers a term factory `(config) -> term(ctx) -> (scalar, logs)`."""
+
+  def deco(factory):
+    if name in TERMS:
+      raise ValueError(f"loss term {name!r} is already registered")
+    TERMS[name] = factory
+    return factory
+
+  return deco
+
+
+@register_term("tasks")
+def _tasks_term(config) -> Term:
+  """The masked, weighted multitask loss; logs each task's loss under its name."""
+  del config
+
+  def term(ctx: Context):
+    return ctx.weighting.combine(ctx.task_losses, ctx), dict(ctx.task_losses)
+
+  return term
+
+
+@register_term("aux")
+def _aux_term(config) -> Term:
+  """The auxiliary modules' losses (MTC-LIM's interim heads); `aux_<module>` each. Nothing (0.0)
+  for a model without auxiliary outputs."""
+  del config
+
+  def term(ctx: Context):
+    total, per_module = auxiliary_loss(
+      ctx.intermediates, ctx.targets, ctx.masks, ctx.kinds, ctx.weights
+    )
+    return total, {f"aux_{m}": v for m, v in per_module.items()}
+
+  return term
+
+
+# ============================================================================ weightings
+@dataclasses.dataclass(frozen=True)
+class Weighting:
+  """How the per-task losses become the "tasks" term (and, optionally, how per-task gradients
+  become the update).
+
+  weights: static normalised `{task: w_t}` (also used for the auxiliary modules' losses).
+  combine: `(task_losses {task: L_t}, ctx) -> scalar`, the tasks term (and the logged loss).
+  aggregate: None, or `(task_grads {task: grad tree}, task_losses) -> grad tree` for a
+    gradient-aggregation strategy (the step then takes per-task gradients; module docstring).
+  """
+
+  name: str
+  weights: Mapping[str, float]
+  combine: Callable[[Mapping[str, jax.Array], Context], jax.Array]
+  aggregate: Callable[[Mapping[str, Any], Mapping[str, jax.Array]], Any] | None = None
+
+
+def _weighted_sum(weights):
+  # Σ_t w_t · L_t in the order of the task losses (config order): the same floating-point
+  # operations, in the same order, as before the objective was split into terms.
+  return lambda losses, ctx: sum(weights[t] * losses[t] for t in losses)
+
+
+def _fixed(config) -> Weighting:
+  w = normalized_weights({t: c.weight for t, c in config.tasks.items()})
+  return Weighting("fixed", w, _weighted_sum(w))
+
+
+def _equal(config) -> Weighting:
+  w = normalized_weights({t: 1.0 for t in config.tasks})
+  return Weighting("equal", w, _weighted_sum(w))
+
+
+# name -> factory `(config) -> Weighting`
+WEIGHTINGS: dict[str, Callable[[Any], Weighting]] = {"fixed": _fixed, "equal": _equal}
+
+
+# ============================================================================ the objective
+def _section(config) -> Mapping[str, Any]:
+  return config.get("objective", None) or {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Objective:
+  """The configured terms (in order) and the weighting; `objective(ctx) -> (total, logs)`."""
+
+  terms: tuple[tuple[str, Term], ...]
+  weighting: Weighting
+  kinds: Mapping[str, str]
+
+  @property
+  def task_names(self) -> tuple[str, ...]:
+    """The order of the per-task loss vector of `split`."""
+    return tuple(self.kinds)
+
+  def context(self, **fields) -> Context:
+    """The step's Context: computes each task's loss from the outputs and targets."""
+    losses = task_losses(fields["outputs"], fields["targets"], fields["masks"], self.kinds)
+    return Context(
+      kinds=self.kinds,
+      weights=self.weighting.weights,
+      task_losses=losses,
+      weighting=self.weighting,
+      **fields,
+    )
+
+  def __call__(self, ctx: Context):
+    """`(Σ terms, {log name: value})`, summed left to right in the configured order."""
+    total, logs = 0.0, {}
+    for i, (name, term) in enumerate(self.terms):
+      value, term_logs = term(ctx)
+      # Starts from the first term itself (not 0 + it): the same operations as the hand-wired
+      # `tasks + aux` before, so the numbers are bit-identical.
+      total = value if i == 0 else total + value
+      for k, v in term_logs.items():
+        if k in logs:
+          raise ValueError(f"loss term {name!r} logs {k!r}, which another term logs too")
+        logs[k] = v
+    return total, logs
+
+  def split(self, ctx: Context):
+    """For gradient aggregation: `(task_losses [T], Σ other terms, logs)`, the tasks term's
+    losses uncombined (order `task_names`); logs as in `__call__`."""
+    rest = [(n, t) for n, t in self.terms if n != "tasks"]
+    other, logs = dataclasses.replace(self, terms=tuple(rest))(ctx)
+    logs = {**ctx.task_losses, **logs}
+    return jnp.stack([ctx.task_losses[t] for t in self.task_names]), other, logs
+
+
+def build(config) -> Objective:
+  """The objective `config.objective` asks for (defaults: DEFAULT_TERMS, DEFAULT_WEIGHTING)."""
+  from mtljax.configlib import ConfigError  # configlib imports the models; only needed here
+
+  section = _section(config)
+  names = tuple(section.get("terms", DEFAULT_TERMS))
+  weighting = section.get("weighting", DEFAULT_WEIGHTING)
+  unknown = [n for n in names if n not in TERMS]
+  if unknown:
+    raise ConfigError(
+      f"config.objective.terms: unknown {unknown}; known: {', '.join(sorted(TERMS))}"
+    )
+  if weighting not in WEIGHTINGS:
+    raise ConfigError(
+      f"config.objective.weighting={weighting!r}; known: {', '.join(sorted(WEIGHTINGS))}"
+    )
+  if not names or len(set(names)) != len(names):
+    raise ConfigError(f"config.objective.terms must name each term once: {names}")
+  return Objective(
+    terms=tuple((n, TERMS[n](config)) for n in names),
+    weighting=WEIGHTINGS[weighting](config),
+    kinds={t: c.kind for t, c in config.tasks.items()},
+  )

@@ -272,7 +272,7 @@ def test_tiny_config_learns_above_majority_baseline(root, tmp_path):
   assert test["elevation/mae"] == pytest.approx(
     np.abs(e[em] - best["pred/elevation"][em]).mean(), rel=1e-4
   )
-  assert len(glob.glob(str(tmp_path / "pictures" / "test_dense_*.png"))) == 4
+  assert len(glob.glob(str(tmp_path / "pictures" / "test" / "dense_*.png"))) == 4
 
 
 def test_explain_targets_and_annotations_for_segmentation(root):

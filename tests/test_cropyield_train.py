@@ -46,7 +46,7 @@ def test_tiny_config_learns_yield_and_crop_and_writes_groups_and_maps(trained):
   np.testing.assert_array_equal(p["meta/crop"], p["target/crop"])
   assert set(np.unique(p["meta/year"])) <= set(config.data.synthetic.years)
   # Yield maps of the best model's test predictions, as PNG and TensorBoard images.
-  maps = glob.glob(str(work / "report" / "test" / "yield_map_*.png"))
+  maps = glob.glob(str(work / "pictures" / "test" / "yield_map_*.png"))
   assert maps and len(maps) <= len(src.fields)
   events = b"".join(open(f, "rb").read() for f in glob.glob(str(work / "tensorboard" / "events.*")))
   assert b"test/yield_map/" in events  # the TensorBoard image tags

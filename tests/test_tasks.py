@@ -32,13 +32,6 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 # Files that may name kinds: the registry itself.
 _REGISTRY = {"mtljax/tasks.py"}
-# TEMPORARY: owned by other redesign branches; removed at merge. (Each of them moves its kind
-# branches onto the registry on its own branch; the merger empties this list.)
-_NOT_YET_ON_THE_REGISTRY = {
-  "mtljax/train.py",
-  "mtljax/explain/run.py",
-  "mtljax/explain/timeseries.py",
-}
 
 
 def _kind_names(node: ast.AST, names) -> list[str]:
@@ -134,7 +127,7 @@ def test_no_kind_names_outside_the_registry():
   problems = []
   for path in sorted((ROOT / "mtljax").rglob("*.py")):
     rel = path.relative_to(ROOT).as_posix()
-    if rel in _REGISTRY or rel in _NOT_YET_ON_THE_REGISTRY:
+    if rel in _REGISTRY:
       continue
     problems += kind_name_uses(path.read_text(), rel)
   assert not problems, "kind names outside mtljax/tasks.py (ask the kind's properties):\n" + (

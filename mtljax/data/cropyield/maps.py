@@ -3,7 +3,8 @@
 Each picture shows one field, its pixels placed at their (x, y) inside the field grid: target
 yield, predicted yield (same colour scale), relative error (prediction − target) / target, and
 the pixels whose crop was misclassified (when crop classification is a task). Called at the end
-of training through its registry entry's ``pictures_fn`` (``train._dataset_pictures``) on the test split.
+of training through its registry entry's ``pictures_fn`` (``train.write_pictures``) on the test split,
+into ``<workdir>/pictures/test/``.
 """
 
 from __future__ import annotations

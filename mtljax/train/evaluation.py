@@ -1,0 +1,155 @@
+"""Evaluation: one pass of the eval step over a split → metrics and the prediction arrays; the
+prediction files, the split's optional per-example context, and the pictures of a run.
+
+What each task's prediction is, how it is saved and scored comes from its kind (mtljax/tasks.py):
+`saved_as` (`prob/<t>` or `pred/<t>`), `hard_labels` (argmax labels saved beside probabilities),
+`metrics`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Mapping
+
+import jax
+import ml_collections
+import numpy as np
+from tqdm import tqdm
+
+from mtljax import dense_pictures, parallel, tasks
+from mtljax.data.source import capability
+from mtljax.train.state import ensemble_size
+
+
+def _task_metrics(config, out, pred_of) -> dict[str, float]:
+  """Metrics of every task, `pred_of(task)` giving the probabilities or regression values."""
+  metrics = {}
+  for t, tcfg in config.tasks.items():
+    m = tasks.of(tcfg).metrics(
+      out[f"target/{t}"], pred_of(t), out[f"mask/{t}"], tcfg.get("num_classes")
+    )
+    metrics.update({f"{t}/{k}": v for k, v in m.items()})
+  return metrics
+
+
+def evaluate(
+  eval_fn, state, batches, config: ml_collections.ConfigDict, mesh, desc: str = "eval", source=None
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+  """One pass over `batches`; returns `(metrics, predictions)` with every real example once.
+
+  predictions `[N, ...]`: `index`, and per task `target/<t>`, `mask/<t>` and the prediction
+  under its kind's `saved_as` key, `prob/<t>` (classification, multilabel) or `pred/<t>`
+  (regression values, segmentation labels); classification also gets its argmax labels as
+  `pred/<t>` (`hard_labels`).
+  An ensemble (E > 1) adds each member's `member_prob/<t>` / `member_pred/<t>` `[N, E, ...]`;
+  its metrics are the ensemble's (averaged probabilities), each member's as `member<k>/...` and
+  their mean over members as `members_mean/...` (the paper's Ind-Avg).
+  With the split's `source`, its optional per-example context is added (`_source_context`).
+  """
+  size = ensemble_size(config)
+  saved_as = {t: tasks.of(c).saved_as for t, c in config.tasks.items()}
+  chunks: dict[str, list] = {}
+  for batch in tqdm(
+    batches, desc=desc, leave=False, disable=jax.process_index() != 0, mininterval=2.0
+  ):
+    out = parallel.gather(eval_fn(state, parallel.shard_batch(batch, mesh)))
+    valid = out["valid"] > 0
+    chunks.setdefault("index", []).append(out["index"][valid])
+    for t in config.tasks:
+      chunks.setdefault(f"target/{t}", []).append(out["targets"][t][valid])
+      chunks.setdefault(f"mask/{t}", []).append(out["mask"][t][valid])
+      chunks.setdefault(f"{saved_as[t]}/{t}", []).append(out["pred"][t][valid])
+      if size > 1:
+        chunks.setdefault(f"member_{saved_as[t]}/{t}", []).append(out["member_pred"][t][valid])
+  out = {k: np.concatenate(v) for k, v in chunks.items()}
+
+  def score(prefix, member=None):
+    def pred_of(t):
+      key = f"{prefix}{saved_as[t]}/{t}"
+      return out[key] if member is None else out[key][:, member]
+
+    m = _task_metrics(config, out, pred_of)
+    # Optional `config.train.select_task_mean` (issue 7, multitask tables): that metric's mean
+    # over all tasks as `task_mean/<metric>`, the best-checkpoint score instead of the main task's.
+    name = config.train.get("select_task_mean", "")
+    if name:
+      m[f"task_mean/{name}"] = float(np.mean([m[f"{t}/{name}"] for t in config.tasks]))
+    return m
+
+  metrics = score("")
+  for t, tcfg in config.tasks.items():
+    labels = tasks.of(tcfg).hard_labels(out[f"{saved_as[t]}/{t}"])
+    if labels is not None:
+      out[f"pred/{t}"] = labels
+  if size > 1:
+    members = [score("member_", k) for k in range(size)]
+    for k, m in enumerate(members):
+      metrics.update({f"member{k}/{name}": v for name, v in m.items()})
+    metrics.update(
+      {f"members_mean/{name}": float(np.mean([m[name] for m in members])) for name in members[0]}
+    )
+  if source is not None:
+    _source_context(config, source, out, metrics)
+  return metrics, out
+
+
+def _source_context(config, source, out, metrics) -> None:
+  """Optional per-example context a source offers (all indexed by `out["index"]`): `groups`
+  (e.g. CropYield's field id) → `out["group"]`; `prediction_meta()` → `out["meta/<key>"]`;
+  `metric_strata()` `{prefix: labels [N]}` → every per-example value task's metrics per label
+  value, `<task>/<metric>_<prefix><value>` (e.g. `yield/r2_corn`, Table 6 of the paper)."""
+  idx = out["index"]
+  if (groups := capability(source, "groups")) is not None:
+    out["group"] = np.asarray(groups)[idx]
+  if (prediction_meta := capability(source, "prediction_meta")) is not None:
+    out.update({f"meta/{k}": np.asarray(v)[idx] for k, v in prediction_meta().items()})
+  if (metric_strata := capability(source, "metric_strata")) is not None:
+    for prefix, labels in metric_strata().items():
+      labels = np.asarray(labels)[idx]
+      for t, tcfg in config.tasks.items():
+        if not tasks.is_per_example_value(tcfg.kind):
+          continue
+        key = f"{tasks.of(tcfg).saved_as}/{t}"
+        for value in np.unique(labels):
+          sel = labels == value
+          m = tasks.of(tcfg).metrics(out[f"target/{t}"][sel], out[key][sel], out[f"mask/{t}"][sel])
+          metrics.update({f"{t}/{k}_{prefix}{value}": v for k, v in m.items() if k != "count"})
+
+
+def save_predictions(
+  workdir: str, split: str, epoch: int, preds: Mapping[str, np.ndarray], names
+) -> str:
+  """`<workdir>/predictions/<split>/epoch_<NNN>.npz` (+ the example names of the split)."""
+  if jax.process_index() != 0:
+    return ""
+  folder = os.path.join(workdir, "predictions", split)
+  os.makedirs(folder, exist_ok=True)
+  path = os.path.join(folder, f"epoch_{epoch:03d}.npz")
+  names = np.asarray(names)
+  tmp = path + ".tmp.npz"
+  np.savez_compressed(tmp, name=names[preds["index"]], epoch=np.int32(epoch), **preds)
+  os.replace(tmp, path)
+  return path
+
+
+def pictures_folder(workdir: str, split: str) -> str:
+  """Every picture a run writes of `split` goes here: `<workdir>/pictures/<split>/`."""
+  return os.path.join(workdir, "pictures", split)
+
+
+def write_pictures(config, workdir, split, preds, source, writer, step) -> None:
+  """Pictures of `preds` under `pictures_folder(workdir, split)` and as TensorBoard images:
+  truth, prediction and error maps of the dense tasks (`dense_<k>.png`), then the dataset's own
+  (its registry entry's `pictures_fn`, e.g. CropYield's `yield_map_<field>.png`). Process 0 only."""
+  if jax.process_index() != 0:
+    return
+  dense_pictures.write_dense_pictures(
+    workdir, preds, config, split=split, names=source.names, tb_writer=writer, step=step
+  )
+  from mtljax.data import get_dataset
+
+  fn = get_dataset(config.data.name).pictures_fn
+  if fn is None:
+    return
+  for tag, image in fn(preds, source, pictures_folder(workdir, split)):
+    writer.image(step, f"{split}/{tag}", image)

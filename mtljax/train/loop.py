@@ -1,0 +1,305 @@
+"""The loop: train, evaluate every epoch, checkpoint, resume, stop cleanly on SIGTERM; then the
+final test of the best checkpoint. `evaluate_workdir` re-evaluates a trained workdir.
+
+Stages of `train_and_evaluate` (big_vision style): set-up (train/prepare.py) → state (fresh or
+resumed) → jitted steps → epochs (steps, logging, pre-emption, checkpoints; validation,
+prediction files and model selection at each epoch's end) → test of the best checkpoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import time
+from typing import Any, Mapping
+
+import jax
+import ml_collections
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+from tqdm import tqdm
+
+from mtljax import configlib, parallel
+from mtljax.checkpoint import Checkpointer
+from mtljax.train.evaluation import evaluate, save_predictions, write_pictures
+from mtljax.train.prepare import Setup, setup
+from mtljax.train.state import ensemble_size, init_ensemble, member_sample_weights
+from mtljax.train.steps import make_ensemble_train_step
+from mtljax.writers import MetricWriter
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+class _Preemption:
+  """SIGTERM (cluster pre-emption, TPU maintenance) → checkpoint at the next step, then exit."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    def handler(signum, frame):
+      del frame
+      logging.warning("received signal %d: will checkpoint and stop after this step", signum)
+      self.requested = True
+
+    try:
+      self._previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread (e.g. some test runners): no handler
+      self._previous = None
+    return self
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+  def agreed(self) -> bool:
+    """True on every process once any process got the signal: all must checkpoint the same step
+    (orbax saves collectively), so the flag is combined across processes at each step."""
+    if jax.process_count() == 1:
+      return self.requested
+    flags = multihost_utils.process_allgather(np.int32(self.requested))
+    return bool(np.any(flags))
+
+
+class Preempted(SystemExit):
+  """Raised after a SIGTERM-triggered checkpoint; exit status 143 (= 128 + SIGTERM)."""
+
+  def __init__(self):
+    super().__init__(143)
+
+
+def _summary_keys(metrics: Mapping[str, float]) -> list[str]:
+  """Metric names worth printing: not counts, not each ensemble member's own (in metrics.jsonl)."""
+  return sorted(
+    k
+    for k in metrics
+    if not k.endswith("/count") and not (k.startswith("member") and k[6:7].isdigit())
+  )
+
+
+def _evaluate(s: Setup, state, split: str, desc: str):
+  return evaluate(
+    s.p_eval_step, state, s.eval_iter(split), s.config, s.mesh, desc=desc, source=s.sources[split]
+  )
+
+
+def _describe(s: Setup) -> None:
+  """One line: model size, inputs → tasks, data, schedule, mesh (process 0)."""
+  config, size = s.config, ensemble_size(s.config)
+  n_params = sum(x.size for x in jax.tree.leaves(s.abstract_state["params"])) // size
+  members = f"ensemble of {size} ({config.ensemble.strategy}) × " if size > 1 else ""
+  print(
+    f"Model: {members}{n_params / 1e6:.2f}M parameters; inputs {list(s.input_names)} → tasks "
+    f"{ {t: config.tasks[t].weight for t in s.task_names} } (main: {config.main_task}); "
+    f"{len(s.sources['train'])} train / {len(s.sources['val'])} val / "
+    f"{len(s.sources['test'])} test examples; {s.steps_per_epoch} steps/epoch × "
+    f"{config.train.num_epochs} epochs; mesh {dict(s.mesh.shape)} on "
+    f"{jax.devices()[0].platform}.",
+    flush=True,
+  )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Train, evaluate every epoch, checkpoint, resume; returns the final test metrics."""
+  s = setup(config, workdir)
+  is_main = jax.process_index() == 0
+  repl = parallel.replicated(s.mesh)
+  size = ensemble_size(config)
+  init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
+
+  # ------------------------------------------------------------------ state: fresh or resumed
+  ckpt = Checkpointer(os.path.join(s.workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+  writer = MetricWriter(s.workdir)
+  restored = ckpt.restore_latest(s.abstract_state)
+  if restored is None:
+    state = jax.jit(
+      lambda r: init_ensemble(s.model, s.tx, s.example_inputs, r, size),
+      out_shardings=s.state_shardings,
+    )(init_rng)
+    meta = {"step": 0, "best": None, "best_epoch": None, "epoch_done": 0}
+    writer.truncate_after(0)
+  else:
+    state, meta = restored
+    logging.info("resumed from step %d", meta["step"])
+    if is_main:
+      print(
+        f"Resuming from {ckpt.directory}/latest at step {meta['step']} "
+        f"(epoch {meta['epoch_done']} of {config.train.num_epochs} done).",
+        flush=True,
+      )
+    writer.truncate_after(int(meta["step"]))
+  if is_main:
+    _describe(s)
+
+  # ------------------------------------------------------------------ the jitted train step
+  p_train_step = jax.jit(
+    make_ensemble_train_step(s.model, s.tx, config, s.target_stats),
+    in_shardings=(s.state_shardings, parallel.data_sharded(s.mesh), repl, repl),
+    out_shardings=(s.state_shardings, repl),
+    donate_argnums=(0,),
+  )
+  sample_weights = jax.device_put(member_sample_weights(config, len(s.sources["train"])), repl)
+
+  # Training measurements since the last log record; saved with each checkpoint so that the log
+  # of a resumed run is identical to that of an uninterrupted one.
+  window = meta.pop("log_window", None) or {"sums": {}, "count": 0}
+
+  def meta_now(step):
+    # A deep copy: orbax writes the JSON asynchronously while the loop keeps adding to `window`.
+    return copy.deepcopy({**meta, "step": int(step), "log_window": window})
+
+  # ------------------------------------------------------------------ epochs
+  step = int(meta["step"])
+  last_good_step = step
+  data_it = s.train_iter(start_step=step)
+  with _Preemption() as preemption:
+    try:
+      while meta["epoch_done"] < config.train.num_epochs:
+        epoch = meta["epoch_done"] + 1
+        epoch_end = epoch * s.steps_per_epoch
+        bar = tqdm(
+          total=s.steps_per_epoch,
+          initial=step - (epoch - 1) * s.steps_per_epoch,
+          desc=f"epoch {epoch}/{config.train.num_epochs}",
+          disable=not is_main,
+          mininterval=1.0,
+          dynamic_ncols=True,
+        )
+        t0, n0 = time.perf_counter(), step
+        while step < epoch_end:
+          batch = next(data_it)
+          state, m = p_train_step(
+            state, parallel.shard_batch(batch, s.mesh), train_rng, sample_weights
+          )
+          step += 1
+          m = {k: float(v) for k, v in m.items()}
+          window["count"] += 1
+          for k, v in m.items():
+            window["sums"][k] = window["sums"].get(k, 0.0) + v
+          loss, param_norm = m["loss"], m["param_norm"]
+          if not (np.isfinite(loss) and np.isfinite(param_norm)):
+            what = f"loss {loss}" if not np.isfinite(loss) else f"parameter norm {param_norm}"
+            raise NonFiniteLossError(
+              f"training diverged: {what} at step {step} (epoch {epoch}); stopping. "
+              f"The last good checkpoint (step {last_good_step}) is kept in "
+              f"{ckpt.directory}/latest. Lower config.train.learning_rate or check the data."
+            )
+          bar.update(1)
+          if step % config.train.log_every_steps == 0 or step == epoch_end:
+            dt = time.perf_counter() - t0
+            ex_s = (step - n0) * s.batch_size / max(dt, 1e-9)  # global examples per second
+            avg = {k: v / window["count"] for k, v in window["sums"].items()}
+            avg.update(lr=float(s.lr_fn(step)), examples_per_sec=ex_s, epoch=epoch)
+            writer.write(step, "train", avg)
+            bar.set_postfix(loss=f"{avg['loss']:.4f}", ex_s=f"{ex_s:.1f}")
+            window = {"sums": {}, "count": 0}
+            t0, n0 = time.perf_counter(), step
+          if preemption.agreed():
+            ckpt.save_latest(step, state, meta_now(step), force=True)
+            ckpt.wait()
+            print(
+              f"Stopped by SIGTERM at step {step}; checkpoint saved in {ckpt.directory}. "
+              "Rerun the same command to resume.",
+              flush=True,
+            )
+            raise Preempted()
+          if step % config.train.checkpoint_every_steps == 0 and step < epoch_end:
+            ckpt.save_latest(step, state, meta_now(step))
+            last_good_step = step
+        bar.close()
+
+        # -------------------------------------------------------------- end of epoch
+        val_metrics, val_preds = _evaluate(s, state, "val", f"val {epoch}")
+        writer.write(step, "val", {**val_metrics, "epoch": epoch})
+        for split in config.eval.prediction_splits:
+          preds = val_preds if split == "val" else _evaluate(s, state, split, f"{split} {epoch}")[1]
+          save_predictions(s.workdir, split, epoch, preds, s.sources[split].names)
+        score = val_metrics[s.main_key]
+        improved = meta["best"] is None or (
+          score > meta["best"] if s.larger_better else score < meta["best"]
+        )
+        meta["epoch_done"] = epoch
+        if improved:
+          meta["best"], meta["best_epoch"] = float(score), epoch
+          ckpt.save_best(step, state, {**meta_now(step), "val": val_metrics})
+        ckpt.save_latest(step, state, meta_now(step))
+        last_good_step = step
+        if is_main:
+          summary = ", ".join(f"{k}={val_metrics[k]:.4f}" for k in _summary_keys(val_metrics))
+          print(f"epoch {epoch}: val {summary}" + ("  (best)" if improved else ""), flush=True)
+      ckpt.wait()
+    finally:
+      ckpt.wait()
+
+  # ------------------------------------------------------------------ final test on the best
+  best_state, best_meta = ckpt.restore_best(s.abstract_state)
+  results = {
+    "best_epoch": best_meta["best_epoch"],
+    "best_step": best_meta["step"],
+    "main_metric": s.main_key,
+  }
+  for split in ("val", "test"):
+    m, preds = _evaluate(s, best_state, split, f"{split} best")
+    results[split] = m
+    writer.write(step, f"{split}_best", m)
+    if split == "test":  # pictures of the best model: <workdir>/pictures/test/
+      write_pictures(config, s.workdir, split, preds, s.sources[split], writer, step)
+  if is_main:
+    with open(os.path.join(s.workdir, "final_metrics.json"), "w") as f:
+      json.dump(results, f, indent=1)
+  writer.close()
+  ckpt.close()
+  if is_main:
+    _print_summary(s, results)
+  return results
+
+
+def _print_summary(s: Setup, results) -> None:
+  test, main_key = results["test"], s.main_key
+  lines = [
+    f"Done. Best epoch {results['best_epoch']} (val {main_key} = "
+    f"{results['val'][main_key]:.4f}). Test metrics (best checkpoint):"
+  ]
+  lines += [f"  {k:28s} {test[k]:.4f}" for k in _summary_keys(test)]
+  lines += [
+    f"Workdir {s.workdir}:",
+    "  config.json           the resolved config",
+    "  metrics.jsonl         train/val/test scalars, one JSON record per line",
+    "  tensorboard/          TensorBoard events (tensorboard --logdir ...)",
+    "  checkpoints/latest/   resumable checkpoints (rerun the command to continue)",
+    "  checkpoints/best/     best checkpoint by the main task's validation metric",
+    "  predictions/<split>/  per-epoch predictions (npz) for the intrinsic analysis",
+    "  final_metrics.json    val/test metrics of the best checkpoint",
+  ]
+  print("\n".join(lines), flush=True)
+
+
+def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+  """Evaluate the best checkpoint of an existing workdir on val and test (`--mode=eval`)."""
+  if not os.path.isdir(os.path.join(workdir, "checkpoints", "best")):
+    raise configlib.ConfigError(f"{workdir}: no checkpoints/best to evaluate; train first")
+  s = setup(config, workdir, write_config=False)
+  ckpt = Checkpointer(os.path.join(s.workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+  restored = ckpt.restore_best(s.abstract_state)
+  if restored is None:
+    raise configlib.ConfigError(f"{workdir}/checkpoints/best holds no checkpoint; train first")
+  state, meta = restored
+  results = {"best_epoch": meta["best_epoch"], "best_step": meta["step"], "main_metric": s.main_key}
+  for split in ("val", "test"):
+    results[split], _ = _evaluate(s, state, split, split)
+  ckpt.close()
+  if jax.process_index() == 0:
+    with open(os.path.join(s.workdir, "eval_metrics.json"), "w") as f:
+      json.dump(results, f, indent=1)
+    for split in ("val", "test"):
+      print(
+        f"{split}: "
+        + ", ".join(f"{k}={results[split][k]:.4f}" for k in _summary_keys(results[split]))
+      )
+  return results

@@ -1,0 +1,276 @@
+"""What a run derives from (config, workdir) before training, evaluating or explaining: the data
+sources, the input and target statistics, the mesh, the model, the optimizer and the abstract
+(shape-only) train state, gathered in one `Setup`.
+
+(The module is not called `setup.py` so that `train.setup` stays the function.)
+
+Batch sizes: `config.train.batch_size` and `config.eval.batch_size` are both GLOBAL, the examples
+of one step summed over all processes and devices; each process reads its `1 / process_count`
+share of every global batch (`Setup.train_iter`, `Setup.eval_iter`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from mtljax import configlib, parallel, tasks
+from mtljax.data import build as data_build
+from mtljax.data import pipeline
+from mtljax.data.source import capability
+from mtljax.models.multitask import build_model
+from mtljax.train.state import create_optimizer, ensemble_size, init_ensemble
+from mtljax.train.steps import make_eval_step
+
+
+# ============================================================================ data statistics
+def regression_target_stats(source, config) -> dict[str, tuple]:
+  """Mean and std of each standardised target over the training split (labels only, no images).
+
+  A per-example target `[N, D]` gets per-output lists (e.g. weather in K, %, hPa); a dense target
+  one mean/std over the labelled pixels of up to `config.data.stats_examples` training examples
+  (read with `source.read_target(task, i)` when the source has it). A task with `normalize=False`
+  is left in its own units. Which tasks are standardised is their kind's `standardized`.
+  """
+  if not config.train.normalize_regression_targets:
+    return {}
+  kind = {t: tasks.of(c) for t, c in config.tasks.items()}
+  reg = [t for t, c in config.tasks.items() if kind[t].standardized and c.get("normalize", True)]
+  out = {}
+  labels = source.label_arrays() if any(not kind[t].dense for t in reg) else None
+  for t in reg:
+    if not kind[t].dense:
+      vals = np.asarray(labels["targets"][t], np.float64)[np.asarray(labels["mask"][t]) > 0]
+    else:
+      n = min(len(source), int(config.data.get("stats_examples", 2048)))
+      rows = np.random.default_rng(int(config.seed)).permutation(len(source))[:n]
+
+      def read(i):
+        if (read_target := capability(source, "read_target")) is not None:  # no input rasters
+          return read_target(t, i)
+        example = source[i]
+        return example["targets"][t], example["mask"][t]
+
+      pairs = [read(int(i)) for i in rows]
+      vals = np.concatenate([np.asarray(y, np.float64)[np.asarray(m) > 0] for y, m in pairs])
+    if vals.size == 0:
+      raise ValueError(f"regression task {t!r}: no training example has a label")
+    if vals.ndim > 1:  # a vector target [N, D] (CropYield's DEM): per-column statistics
+      out[t] = (vals.mean(0).tolist(), np.maximum(vals.std(0), 1e-6).tolist())
+      continue
+    out[t] = (float(vals.mean()), float(max(vals.std(), 1e-6)))
+  return out
+
+
+def _load_or_compute_stats(path, compute):
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  stats = compute()
+  if jax.process_index() == 0:
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(stats, f, indent=1)
+    os.replace(tmp, path)
+  return stats
+
+
+def _banner(lines):
+  width = max(len(s) for s in lines) + 4
+  print("\n" + "#" * width)
+  for s in lines:
+    print(f"# {s.ljust(width - 4)} #")
+  print("#" * width + "\n", flush=True)
+
+
+# ============================================================================ Setup
+@dataclasses.dataclass
+class Setup:
+  """Everything a run derives from (config, workdir) before training or evaluating.
+
+  main_key: the validation metric the best checkpoint is chosen on (`<task>/<metric>`), and
+  larger_better its direction. input_names, task_names: sorted.
+  """
+
+  config: ml_collections.ConfigDict
+  workdir: str
+  sources: dict
+  stats: dict
+  target_stats: dict
+  mesh: Any
+  model: Any
+  tx: Any
+  lr_fn: Any
+  steps_per_epoch: int
+  example_inputs: dict
+  abstract_state: Any
+  state_shardings: Any
+  p_eval_step: Any
+  main_key: str
+  larger_better: bool
+  input_names: tuple
+  task_names: tuple
+
+  @property
+  def batch_size(self) -> int:
+    """The global training batch size (`config.train.batch_size`), over all processes."""
+    return int(self.config.train.batch_size)
+
+  def _read(self):
+    return dict(
+      input_names=self.input_names,
+      task_names=self.task_names,
+      stats=self.stats["inputs"],
+      shard_index=jax.process_index(),
+      shard_count=jax.process_count(),
+      read_options=pipeline.default_read_options(
+        self.config.data.num_threads, self.config.data.prefetch
+      ),
+    )
+
+  def eval_iter(self, split):
+    """This process's rows of the global eval batches (`config.eval.batch_size`) of `split`."""
+    # pipeline.eval_batches takes the global batch size and splits it over the shards.
+    return pipeline.eval_batches(
+      self.sources[split], batch_size=int(self.config.eval.batch_size), **self._read()
+    )
+
+  def train_iter(self, start_step: int = 0):
+    """This process's rows of the global training batches (`config.train.batch_size`), from
+    global step `start_step`."""
+    config = self.config
+    # pipeline.train_iterator takes the per-process batch size (global = it × shard_count);
+    # setup() checked that the global size divides over the data axis, hence the processes.
+    return pipeline.train_iterator(
+      self.sources["train"],
+      batch_size=self.batch_size // jax.process_count(),
+      seed=config.seed,
+      augment_cfg=config.data.augment.to_dict(),
+      start_step=start_step,
+      **self._read(),
+    )
+
+
+def setup(config: ml_collections.ConfigDict, workdir: str, *, write_config: bool = True) -> Setup:
+  """Data sources (writing the synthetic dataset when no root is given), validation, statistics,
+  mesh, model, optimizer and the abstract (shape-only) train state."""
+  if config.model.get("variant"):  # an unknown MTC-LIM variant fails before anything is written
+    from mtljax.models import lim
+
+    lim.parse_variant(config.model.variant)
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+  is_main = jax.process_index() == 0
+
+  # ------------------------------------------------------------------ data sources
+  sources, synthetic_root = data_build.make_sources(config, workdir)
+  train_src = sources["train"]
+  if synthetic_root and is_main:
+    _banner(
+      [
+        "NO DATA ROOT GIVEN: using the BUILT-IN SYNTHETIC dataset",
+        f"(planted truth, real {config.data.name} layout) written to {synthetic_root}",
+        "Pass --config.data.root=/path/to/the/real/archive to train on real data.",
+      ]
+    )
+  configlib.resolve_from_data(config, train_src.target_fields)
+  configlib.validate(config, train_src.input_fields, train_src.target_fields)
+
+  # ------------------------------------------------------------------ workdir config
+  config_path = os.path.join(workdir, "config.json")
+  if os.path.exists(config_path):
+    with open(config_path) as f:
+      configlib.check_compatible(json.load(f), config, config_path)
+  elif is_main and write_config:
+    with open(config_path + ".tmp", "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+    os.replace(config_path + ".tmp", config_path)  # other processes may be reading it
+
+  # ------------------------------------------------------------------ statistics
+  input_names = tuple(sorted(config.inputs))
+  task_names = tuple(sorted(config.tasks))
+  stats = _load_or_compute_stats(
+    os.path.join(workdir, "normalization.json"),
+    lambda: {
+      # Categorical inputs (embedding indices) are not standardised.
+      "inputs": pipeline.compute_stats(
+        train_src,
+        [m for m in input_names if train_src.input_fields.get(m, {}).get("kind") != "categorical"],
+        max_examples=config.data.stats_examples,
+        seed=config.seed,
+      ),
+      "targets": {t: list(v) for t, v in regression_target_stats(train_src, config).items()},
+    },
+  )
+  target_stats = {t: tuple(v) for t, v in stats["targets"].items() if t in config.tasks}
+
+  # ------------------------------------------------------------------ mesh, model, optimizer
+  size = ensemble_size(config)
+  mesh = parallel.make_mesh(ensemble=int(config.ensemble.get("devices", 1)) if size > 1 else 1)
+  batch_size = int(config.train.batch_size)
+  parallel.check_batch_size(batch_size, mesh)
+  parallel.check_batch_size(int(config.eval.batch_size), mesh, "config.eval.batch_size")
+  steps_per_epoch = len(train_src) // batch_size
+  if steps_per_epoch < 1:
+    raise ValueError(
+      f"the training split has {len(train_src)} examples, fewer than "
+      f"config.train.batch_size={batch_size}"
+    )
+  model = build_model(config)
+  tx, lr_fn = create_optimizer(config, steps_per_epoch)
+
+  first = next(
+    pipeline.eval_batches(
+      train_src, input_names=input_names, task_names=task_names, stats=stats["inputs"], batch_size=1
+    )
+  )
+  example_inputs = jax.tree.map(jnp.zeros_like, first["inputs"])
+
+  # ------------------------------------------------------------------ abstract state, eval step
+  members = parallel.ensemble_sharded(mesh)  # replicated unless members are spread over devices
+  abstract_state = jax.eval_shape(
+    lambda r: init_ensemble(model, tx, example_inputs, r, size), jax.random.key(0)
+  )
+  state_shardings = jax.tree.map(lambda _: members, abstract_state)
+  abstract_state = jax.tree.map(
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, state_shardings
+  )
+  p_eval_step = jax.jit(
+    make_eval_step(model, config, target_stats),
+    in_shardings=(state_shardings, parallel.data_sharded(mesh)),
+    out_shardings=parallel.data_sharded(mesh),
+  )
+  main_kind = tasks.of(config.tasks[config.main_task])
+  main_key, larger_better = (
+    f"{config.main_task}/{main_kind.main_metric}",
+    main_kind.larger_is_better,
+  )
+  if config.train.get("select_task_mean", ""):  # see evaluate(); e.g. "kappa": larger is better
+    main_key, larger_better = f"task_mean/{config.train.select_task_mean}", True
+  return Setup(
+    config=config,
+    workdir=workdir,
+    sources=sources,
+    stats=stats,
+    target_stats=target_stats,
+    mesh=mesh,
+    model=model,
+    tx=tx,
+    lr_fn=lr_fn,
+    steps_per_epoch=steps_per_epoch,
+    example_inputs=example_inputs,
+    abstract_state=abstract_state,
+    state_shardings=state_shardings,
+    p_eval_step=p_eval_step,
+    main_key=main_key,
+    larger_better=larger_better,
+    input_names=input_names,
+    task_names=task_names,
+  )

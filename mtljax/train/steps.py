@@ -1,0 +1,245 @@
+"""The pure steps: loss, train step, ensemble train step, eval step (not jitted here).
+
+  train_step(state, batch, rng) -> (state, measurements)
+  ensemble_step(stacked_state, batch, rng, sample_weights [E, N]) -> (stacked_state, measurements)
+  eval_step(stacked_state, batch) -> predictions, targets, masks, index, valid
+
+The ensemble step is `jax.vmap` of the single step over the stacked members (`member_map`); data
+parallelism is `jax.jit` with shardings over a mesh, applied where a step is called
+(train/loop.py). The loss is the configured objective (mtljax/objective.py).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+
+from mtljax import objective as objective_lib
+from mtljax import tasks
+from mtljax.data import pipeline
+from mtljax.train.state import ensemble_size, member_map
+
+
+def target_transform(target_stats):
+  """Regression targets are standardised for the loss; returns (to_model, from_model) maps."""
+
+  # mean/std may be per-output lists (a regression target [D]); jnp.asarray broadcasts either.
+  def to_model(targets):
+    out = dict(targets)
+    for t, (mean, std) in target_stats.items():
+      out[t] = (targets[t] - jnp.asarray(mean, jnp.float32)) / jnp.asarray(std, jnp.float32)
+    return out
+
+  def from_model(outputs):
+    out = dict(outputs)
+    for t, (mean, std) in target_stats.items():
+      out[t] = outputs[t] * jnp.asarray(std, jnp.float32) + jnp.asarray(mean, jnp.float32)
+    return out
+
+  return to_model, from_model
+
+
+def _make_context_fn(model, objective, target_stats) -> Callable:
+  """`(params, batch_stats, batch, rng) -> (Context, new_batch_stats)`: one forward pass."""
+  kinds = objective.kinds
+  to_model, _ = target_transform(target_stats)
+
+  def context_fn(params, batch_stats, batch, rng):
+    valid = batch["valid"]
+    # `valid` [B] broadcast over a dense (per-pixel) mask [B, H, W].
+    masks = {
+      t: batch["mask"][t] * valid.reshape(valid.shape + (1,) * (batch["mask"][t].ndim - 1))
+      for t in kinds
+    }
+    targets = to_model({t: batch["targets"][t] for t in kinds})
+    variables = {"params": params, "batch_stats": batch_stats}
+    (outputs, inter), updates = model.apply(
+      variables, batch["inputs"], train=True, rngs={"dropout": rng}, mutable=["batch_stats"]
+    )
+
+    def apply(p, inputs, *, train=True, rng=rng, batch_stats=batch_stats):
+      v = {"params": p, "batch_stats": batch_stats}
+      if not train:
+        return model.apply(v, inputs, train=False)
+      return model.apply(v, inputs, train=True, rngs={"dropout": rng}, mutable=["batch_stats"])[0]
+
+    ctx = objective.context(
+      params=params,
+      batch_stats=batch_stats,
+      batch=batch,
+      rng=rng,
+      outputs=outputs,
+      intermediates=inter,
+      targets=targets,
+      masks=masks,
+      apply=apply,
+    )
+    return ctx, updates.get("batch_stats", batch_stats)
+
+  return context_fn
+
+
+def make_loss_fn(
+  model, config: ml_collections.ConfigDict, target_stats: Mapping[str, tuple[float, float]]
+) -> Callable:
+  """Pure `(params, batch_stats, batch, rng) -> (loss, (logs, new_batch_stats))`.
+
+  The loss is the configured objective's sum of terms (mtljax/objective.py); `logs` holds every
+  term's logs (`{task: L_t}`, `{aux_<module>: L_m}`, ...)."""
+  objective = objective_lib.build(config)
+  context_fn = _make_context_fn(model, objective, target_stats)
+
+  def loss_fn(params, batch_stats, batch, rng):
+    ctx, new_batch_stats = context_fn(params, batch_stats, batch, rng)
+    total, logs = objective(ctx)
+    return total, (logs, new_batch_stats)
+
+  return loss_fn
+
+
+def _make_aggregated_grads_fn(model, objective, target_stats) -> Callable:
+  """For a weighting with `aggregate` (gradient aggregation): `(params, batch_stats, batch, rng)
+  -> (loss, logs, new_batch_stats, grads)`, grads = `aggregate` of the per-task gradients
+  (`jax.jacrev` of the per-task loss vector `[T]`: leaves `[T, ...]`) + the other terms' gradient.
+  Costs T backward passes (vmapped) and one more forward pass than the summed loss."""
+  context_fn = _make_context_fn(model, objective, target_stats)
+  names = objective.task_names
+
+  def parts(params, batch_stats, batch, rng):
+    ctx, new_batch_stats = context_fn(params, batch_stats, batch, rng)
+    vector, other, logs = objective.split(ctx)
+    other = jnp.asarray(other, vector.dtype)  # a plain 0.0 when the tasks term is the only one
+    loss = objective.weighting.combine(ctx.task_losses, ctx) + other
+    return vector, other, (loss, logs, new_batch_stats)
+
+  def grads_fn(params, batch_stats, batch, rng):
+    jac = jax.jacrev(lambda p: parts(p, batch_stats, batch, rng)[0])(params)
+    other_grads, (loss, logs, new_batch_stats) = jax.grad(
+      lambda p: parts(p, batch_stats, batch, rng)[1:], has_aux=True
+    )(params)
+    task_grads = {t: jax.tree.map(lambda g, i=i: g[i], jac) for i, t in enumerate(names)}
+    grads = objective.weighting.aggregate(task_grads, {t: logs[t] for t in names})
+    return loss, logs, new_batch_stats, jax.tree.map(jnp.add, grads, other_grads)
+
+  return grads_fn
+
+
+def make_train_step(
+  model, tx, config: ml_collections.ConfigDict, target_stats: Mapping[str, tuple[float, float]]
+) -> Callable:
+  """Pure `(state, batch, rng) -> (state, measurements)`; jit/shard/vmap it where it is called.
+
+  measurements: `loss`, `grad_norm`, `param_norm` and `loss_<name>` for every objective log."""
+  objective = objective_lib.build(config)
+  if objective.weighting.aggregate is None:
+    loss_fn = make_loss_fn(model, config, target_stats)
+
+    def grads_fn(params, batch_stats, batch, rng):
+      (loss, (logs, new_batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        params, batch_stats, batch, rng
+      )
+      return loss, logs, new_batch_stats, grads
+  else:
+    grads_fn = _make_aggregated_grads_fn(model, objective, target_stats)
+
+  def train_step(state, batch, rng):
+    rng = jax.random.fold_in(rng, state["step"])
+    loss, logs, batch_stats, grads = grads_fn(state["params"], state["batch_stats"], batch, rng)
+    updates, opt_state = tx.update(grads, state["opt_state"], state["params"], value=loss)
+    params = optax.apply_updates(state["params"], updates)
+    new_state = {
+      "step": state["step"] + 1,
+      "params": params,
+      "batch_stats": batch_stats,
+      "opt_state": opt_state,
+    }
+    measurements = {
+      "loss": loss,
+      "grad_norm": optax.tree.norm(grads),
+      "param_norm": optax.tree.norm(params),
+    }
+    measurements.update({f"loss_{k}": v for k, v in logs.items()})
+    return new_state, measurements
+
+  return train_step
+
+
+def make_ensemble_train_step(
+  model, tx, config: ml_collections.ConfigDict, target_stats: Mapping[str, tuple[float, float]]
+) -> Callable:
+  """Pure `(stacked_state, batch, rng, sample_weights [E, N]) -> (stacked_state, measurements)`.
+
+  All E members take one step on the same batch in one program, vmapped over their stacked
+  params, optimizer states and RNGs (member k's dropout RNG is `fold_in(rng, k)`); member k
+  weighs example i by `sample_weights[k, i]` (bagging, leave-one-bucket-out). With
+  `config.ensemble.augment_per_member` (and `config.data.augment` on), member k also applies its
+  own random flips/rotations to the batch (`pipeline.augment_batch`, from `fold_in(rng, k)`), so
+  members see independently augmented data, as separately trained networks do. Measurements are
+  averaged over members (a non-finite member makes the average non-finite).
+  """
+  size = ensemble_size(config)
+  step = make_train_step(model, tx, config, target_stats)
+  augment = (
+    pipeline.augment_options(config.data.get("augment"))
+    if size > 1 and config.ensemble.get("augment_per_member", False)
+    else None
+  )
+
+  def member_step(state, weights, rng, batch):
+    batch = {**batch, "valid": batch["valid"] * weights[batch["meta"]["index"]]}
+    if augment:  # the member's own transform of the shared (already augmented) batch
+      aug_rng = jax.random.fold_in(jax.random.fold_in(rng, state["step"]), 1)
+      batch = pipeline.augment_batch(batch, aug_rng, **augment)
+    return step(state, batch, rng)
+
+  def ensemble_step(state, batch, rng, sample_weights):
+    rngs = jax.vmap(lambda k: jax.random.fold_in(rng, k))(jnp.arange(size))
+    state, m = member_map(member_step, size, (0, 0, 0, None))(state, sample_weights, rngs, batch)
+    return state, jax.tree.map(jnp.mean, m)
+
+  return ensemble_step
+
+
+def make_eval_step(
+  model, config: ml_collections.ConfigDict, target_stats: Mapping[str, tuple[float, float]]
+) -> Callable:
+  """Pure `(stacked_state, batch) -> {"pred": {task: prediction}, "targets", "mask", "index",
+  "valid"}` (+ `"member_pred": {task: [B, E, ...]}` for an ensemble of E > 1).
+
+  Predictions are each kind's activation of the outputs (class probabilities, label
+  probabilities, or regression values in the target's original units); an ensemble's prediction
+  is the mean over its members (averaged probabilities), of which only the kind's `on_device`
+  part leaves the device (segmentation: the argmax labels).
+  """
+  size = ensemble_size(config)
+  specs = {t: tasks.of(c) for t, c in config.tasks.items()}  # each task's kind
+  _, from_model = target_transform(target_stats)
+
+  def member_preds(state, batch):
+    variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
+    outputs, _ = model.apply(variables, batch["inputs"], train=False)
+    outputs = from_model(outputs)
+    return {t: spec.activation(outputs[t]) for t, spec in specs.items()}
+
+  def eval_step(state, batch):
+    members = member_map(member_preds, size, (0, None))(state, batch)  # {task: [E, B, ...]}
+    mean = jax.tree.map(lambda x: jnp.mean(x, axis=0), members)
+    out = {"pred": {t: spec.on_device(mean[t]) for t, spec in specs.items()}}
+    if size > 1:
+      members = {t: spec.on_device(members[t]) for t, spec in specs.items()}
+      out["member_pred"] = jax.tree.map(lambda x: jnp.moveaxis(x, 0, 1), members)
+    # The labels travel with the predictions so that one gather assembles the global batch on
+    # every host (each process only read its own rows).
+    return {
+      **out,
+      "targets": {t: batch["targets"][t] for t in specs},
+      "mask": {t: batch["mask"][t] for t in specs},
+      "index": batch["meta"]["index"],
+      "valid": batch["valid"],
+    }
+
+  return eval_step
