@@ -4,6 +4,7 @@ the cycle's modules in order."""
 
 import ast
 import os
+import pathlib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = "mtljax"
@@ -81,3 +82,14 @@ def test_no_import_cycle_in_the_package():
   assert "mtljax.explain.common" in graph["mtljax.explain.timeseries"]
   cycle = _find_cycle(graph)
   assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_every_module_reads_in_one_sitting():
+  """docs/architecture.md: every module of mtljax/ stays under 400 lines."""
+  root = pathlib.Path(__file__).resolve().parents[1] / "mtljax"
+  long = {
+    str(p.relative_to(root.parent)): n
+    for p in root.rglob("*.py")
+    if (n := len(p.read_text().splitlines())) > 400
+  }
+  assert not long, f"modules over 400 lines (split them by job): {long}"
