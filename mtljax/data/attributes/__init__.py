@@ -18,14 +18,10 @@ from mtljax.data.attributes.synthetic_isic import write_synthetic_isic
 def _entry(name: str, source_cls, write_synthetic, synthetic_keys: tuple[str, ...]) -> Dataset:
   """The two attribute datasets' readers take the same arguments."""
   return Dataset(
-    name=name,
-    source_cls=source_cls,
-    write_synthetic=write_synthetic,
-    source_keys=("image_size", "val_fraction", "split_seed"),
-    source_keys_if_set=("attributes",),
-    synthetic_keys=synthetic_keys,
-    synthetic_data_keys=("image_size",),
-  )
+    name, source_cls, write_synthetic,
+    source_keys=("image_size", "val_fraction", "split_seed"), source_keys_if_set=("attributes",),
+    synthetic_keys=synthetic_keys, synthetic_data_keys=("image_size",),
+  )  # fmt: skip
 
 
 CUB = _entry("cub", CUB200Source, write_synthetic_cub, ("num_train", "num_test", "seed"))

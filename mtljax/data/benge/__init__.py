@@ -12,18 +12,11 @@ from mtljax.data.benge.reader import BenGeSource
 from mtljax.data.benge.synthetic import write_synthetic_benge
 
 DATASET = Dataset(
-  name="benge",
-  source_cls=BenGeSource,
-  write_synthetic=write_synthetic_benge,
-  source_keys=(
-    "prefix", "image_size", "weather_time", "climate_zones", "split_fallback", "split_seed",
-    "stack_elevation",
-  ),
+  "benge", BenGeSource, write_synthetic_benge,
+  source_keys=("prefix", "image_size", "weather_time", "climate_zones", "split_fallback",
+               "split_seed", "stack_elevation"),
   # Only the rasters the run uses are opened.
-  used={
-    "modalities": ("inputs", ("s1", "s2", "elevation")),
-    "dense_targets": ("tasks", ("lulc", "elevation")),
-  },
-  synthetic_keys=("num_patches", "seed", "size"),
-  synthetic_data_keys=("prefix",),
+  used={"modalities": ("inputs", ("s1", "s2", "elevation")),
+        "dense_targets": ("tasks", ("lulc", "elevation"))},
+  synthetic_keys=("num_patches", "seed", "size"), synthetic_data_keys=("prefix",),
 )  # fmt: skip

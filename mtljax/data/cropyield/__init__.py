@@ -13,12 +13,9 @@ from mtljax.data.cropyield.reader import CropYieldSource
 from mtljax.data.cropyield.synthetic import write_synthetic_cropyield
 
 DATASET = Dataset(
-  name="cropyield",
-  source_cls=CropYieldSource,
-  write_synthetic=write_synthetic_cropyield,
-  source_keys=(
-    "s2_max_steps", "weather_max_steps", "day_reference", "crops", "fractions", "split_seed",
-  ),
+  "cropyield", CropYieldSource, write_synthetic_cropyield,
+  source_keys=("s2_max_steps", "weather_max_steps", "day_reference", "crops", "fractions",
+               "split_seed"),
   synthetic_keys=("num_fields", "years", "num_farms", "seed"),
   pictures_fn=yield_maps,
 )  # fmt: skip

@@ -12,10 +12,8 @@ from mtljax.data.facades.reader import FacadesSource
 from mtljax.data.facades.synthetic import write_synthetic_facades
 
 DATASET = Dataset(
-  name="facades",
-  source_cls=FacadesSource,
-  write_synthetic=write_synthetic_facades,
+  "facades", FacadesSource, write_synthetic_facades,
   source_keys=("image_size", "lprus_keep", "fractions", "split_seed"),
   synthetic_keys=("num_images", "num_blocks", "cue_noise", "label_noise", "seed"),
   synthetic_data_keys=("image_size",),
-)
+)  # fmt: skip

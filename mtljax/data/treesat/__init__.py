@@ -14,16 +14,11 @@ from mtljax.data.treesat.reader import TreeSatAISource
 from mtljax.data.treesat.synthetic import write_synthetic_treesat
 
 DATASET = Dataset(
-  name="treesat",
-  source_cls=TreeSatAISource,
-  write_synthetic=write_synthetic_treesat,
-  source_keys=(
-    "resolution", "l2_source", "age_source", "side_csv", "multi_threshold", "val_fraction",
-    "split_seed", "aerial_size",
-  ),
+  "treesat", TreeSatAISource, write_synthetic_treesat,
+  source_keys=("resolution", "l2_source", "age_source", "side_csv", "multi_threshold",
+               "val_fraction", "split_seed", "aerial_size"),
   # Only the image modalities the model uses are opened.
   used={"modalities": ("inputs", ("aerial", "s1", "s2"))},
-  synthetic_keys=("num_train", "num_test", "seed"),
-  synthetic_data_keys=("aerial_size",),
+  synthetic_keys=("num_train", "num_test", "seed"), synthetic_data_keys=("aerial_size",),
   label_hierarchy=label_hierarchy,
 )  # fmt: skip
