@@ -22,41 +22,16 @@ GENERATOR_VERSION = 1
 
 #: Planted truth. Per crop: share of fields, seeding day of year (and spread), season length,
 #: green-up / senescence days since seeding, the critical window (days since seeding) in which
-#: the pixel's vigour shows in the near-infrared bands, mean yield and its scale (t/ha).
+#: the pixel's vigour shows in the near-infrared bands, mean yield and its scale (t/ha), and an
+#: offset of the SWIR bands.
+_TRUTH_KEYS = ("share", "seeding_doy", "season", "up", "down", "window", "base", "scale", "swir")
 _CROP_TRUTH = {
-  "corn": dict(
-    share=0.28,
-    seeding_doy=275,
-    season=150,
-    up=35,
-    down=120,
-    window=(60, 95),
-    base=9.0,
-    scale=1.8,
-    swir=0.04,
-  ),
-  "soybean": dict(
-    share=0.58,
-    seeding_doy=320,
-    season=135,
-    up=30,
-    down=110,
-    window=(70, 105),
-    base=3.2,
-    scale=0.7,
-    swir=0.0,
-  ),
-  "wheat": dict(
-    share=0.14,
-    seeding_doy=160,
-    season=165,
-    up=45,
-    down=140,
-    window=(85, 120),
-    base=4.0,
-    scale=0.9,
-    swir=-0.04,
-  ),
+  crop: dict(zip(_TRUTH_KEYS, row))
+  for crop, row in (
+    ("corn", (0.28, 275, 150, 35, 120, (60, 95), 9.0, 1.8, 0.04)),
+    ("soybean", (0.58, 320, 135, 30, 110, (70, 105), 3.2, 0.7, 0.0)),
+    ("wheat", (0.14, 160, 165, 45, 140, (85, 120), 4.0, 0.9, -0.04)),
+  )
 }
 #: Bands through which the pixel's vigour (hence the yield) shows: red edge and near infrared.
 _VIGOUR_BANDS = ("B07", "B08", "B8A")
