@@ -6,8 +6,9 @@ the real on-disk layout with planted truth) and its extras; beside them, shared 
 
 * ``source.py``: the written source contract (``Source``: the required members; ``CAPABILITIES``
   and ``capability(source, name)``: the optional ones, each found that one way), ``DataError``,
-  ``example_index`` and ``split_test_list``;
-* ``synthetic.py``: writing a synthetic folder once (``write_once``, ``MARKER``);
+  ``example_index``, ``split_test_list`` and ``rgb_image_field``;
+* ``synthetic.py``: a generator's declaration (``Generator``: cache key, parameter defaults) and
+  writing a synthetic folder once with its marker (``write_once``, ``MARKER``);
 * ``pipeline/``: the dataset-agnostic grain pipeline; ``build.py``: ``make_sources(config,
   workdir)``, config → one source per split.
 
@@ -16,8 +17,9 @@ lists them once by name. ``get_dataset(name)`` imports the package on first use,
 ``import mtljax.data`` stays light.
 
 To add a dataset: write ``mtljax/data/<name>/`` with a source class (``Source`` in ``source.py``),
-a synthetic generator and a ``Dataset`` entry (it names the config keys its reader and its
-generator take), add one line to ``DATASETS``, and a config under ``configs/``.
+a synthetic generator (a ``Generator`` and its ``generate`` function) and a ``Dataset`` entry (it
+names the config keys its reader and its generator take), add one line to ``DATASETS``, and a
+config under ``configs/``.
 """
 
 from __future__ import annotations

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from mtljax.data.source import check_option
 from mtljax.data.synthetic import Generator
 from mtljax.data.treesat.archive import (
   AERIAL_BANDS,
@@ -135,9 +136,7 @@ def write_synthetic_treesat(root: str | os.PathLike, *, overwrite: bool = False,
     FileExistsError: ``root`` is a non-empty folder that was not written by this generator.
   """
   args = SYNTHETIC.arguments(params)
-  planar = args["planar"]
-  if planar not in ("pixel", "band"):
-    raise ValueError(f"planar must be 'pixel' or 'band', got {planar!r}")
+  check_option("planar", args["planar"], ("pixel", "band"))
   if args["num_train"] < 1 or args["num_test"] < 1:
     raise ValueError("num_train and num_test must be >= 1")
   return SYNTHETIC.write(root, args, _generate, overwrite=overwrite)
