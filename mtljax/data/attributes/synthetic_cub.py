@@ -9,14 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from mtljax.data.attributes.synthetic import (
-  GENERATOR_VERSION,
-  Canvas,
-  decoys,
-  image_hw,
-  save_jpeg,
-  save_mask,
-)
+from mtljax.data.attributes import synthetic as draw
 from mtljax.data.synthetic import Generator
 
 #: CUB's 15 parts, in ``parts/parts.txt`` order (part id = position + 1).
@@ -64,7 +57,7 @@ def _cub_prototypes(num_classes: int) -> np.ndarray:
 
 
 def _draw_bird(
-  cv: Canvas, rng: np.random.Generator, present: np.ndarray
+  cv: draw.Canvas, rng: np.random.Generator, present: np.ndarray
 ) -> dict[str, tuple[float, float]]:
   """Draw one bird with the planted attributes ``present [A]``; returns part pixel positions (x, y)."""
   # The bird spans about 1.05 s (tail tip to beak) by 0.62 s (crown to feet): keep it inside.
@@ -168,18 +161,18 @@ def _generate_cub(out: Path, params: dict[str, Any]) -> None:
   for image_id, j in enumerate(order, 1):
     c = int(classes[j])
     rel = f"{class_dirs[c]}/Synthetic_Bird_{c + 1:02d}_{image_id:04d}.jpg"
-    h, w = image_hw(rng, params["image_size"])
-    cv = Canvas(h, w, rng)
-    decoys(cv, rng, min(h, w))
+    h, w = draw.image_hw(rng, params["image_size"])
+    cv = draw.Canvas(h, w, rng)
+    draw.decoys(cv, rng, min(h, w))
     bird_before = cv.img.copy()
     parts = _draw_bird(cv, rng, attrs[j])
     (base / "images" / class_dirs[c]).mkdir(exist_ok=True)
-    save_jpeg(base / "images" / rel, cv.img, rng)
+    draw.save_jpeg(base / "images" / rel, cv.img, rng)
     for a, (attr_id, *_rest) in enumerate(CUB_PLANTED):
       if attrs[j, a]:
         path = base / "attribute_masks" / f"{rel[:-4]}__{attr_id}.png"
         path.parent.mkdir(exist_ok=True)
-        save_mask(path, cv.owner == a)
+        draw.save_mask(path, cv.owner == a)
     changed = np.any(np.abs(cv.img - bird_before) > 0, axis=-1)
     ys, xs = np.nonzero(changed)
     lines["images"].append(f"{image_id} {rel}")
@@ -227,7 +220,7 @@ CUB_SYNTHETIC = Generator(
   # The generator's name before data/ had packages: a cache key in SYNTHETIC.txt, kept so
   # folders written before stay valid (and the written files byte-identical).
   key="mtljax.data.synthetic_attributes.write_synthetic_cub",
-  version=GENERATOR_VERSION,
+  version=draw.GENERATOR_VERSION,
   defaults=dict(num_train=1200, num_test=300, seed=0, image_size=64, num_classes=10, flip=0.08),
   description="SYNTHETIC data in the CUB-200-2011 layout, written by mtljax.data.synthetic_attributes.\n"
   "This is NOT the real CUB-200-2011. Planted attributes (each drawn at its part, mask in "

@@ -9,21 +9,14 @@ from typing import Any
 import numpy as np
 
 from mtljax.data.attributes import isic
-from mtljax.data.attributes.synthetic import (
-  GENERATOR_VERSION,
-  Canvas,
-  decoys,
-  image_hw,
-  save_jpeg,
-  save_mask,
-)
+from mtljax.data.attributes import synthetic as draw
 from mtljax.data.synthetic import Generator
 
 #: Prevalence of each ISIC attribute in the synthetic data (``isic.ATTRIBUTES`` order).
 ISIC_PREVALENCE: tuple[float, ...] = (0.35, 0.35, 0.3, 0.55, 0.3)
 
 
-def _draw_lesion(cv: Canvas, rng: np.random.Generator, present: np.ndarray) -> None:
+def _draw_lesion(cv: draw.Canvas, rng: np.random.Generator, present: np.ndarray) -> None:
   size = min(cv.h, cv.w)
   lx = cv.w / 2 + rng.uniform(-0.08, 0.08) * cv.w
   ly = cv.h / 2 + rng.uniform(-0.08, 0.08) * cv.h
@@ -83,15 +76,15 @@ def _generate_isic(out: Path, params: dict[str, Any]) -> None:
     for _ in range(count):
       image_id += 1
       name = f"ISIC_{image_id:07d}"
-      h, w = image_hw(rng, params["image_size"])
-      cv = Canvas(h, w, rng)
+      h, w = draw.image_hw(rng, params["image_size"])
+      cv = draw.Canvas(h, w, rng)
       cv.img = cv.img * 0.25 + (np.array([228, 185, 158]) + rng.normal(0, 10, 3)) * 0.75
-      decoys(cv, rng, 0.6 * min(h, w))
+      draw.decoys(cv, rng, 0.6 * min(h, w))
       present = rng.random(len(isic.ATTRIBUTES)) < np.asarray(ISIC_PREVALENCE)
       _draw_lesion(cv, rng, present)
-      save_jpeg(images / f"{name}.jpg", cv.img, rng)
+      draw.save_jpeg(images / f"{name}.jpg", cv.img, rng)
       for a, attr in enumerate(isic.ATTRIBUTES):
-        save_mask(truth / f"{name}_attribute_{attr}.png", cv.owner == a)
+        draw.save_mask(truth / f"{name}_attribute_{attr}.png", cv.owner == a)
 
 
 #: The generator: the synthetic ISIC 2018 archive's parameters and their defaults.
@@ -99,7 +92,7 @@ ISIC_SYNTHETIC = Generator(
   # The generator's name before data/ had packages: a cache key in SYNTHETIC.txt, kept so
   # folders written before stay valid (and the written files byte-identical).
   key="mtljax.data.synthetic_attributes.write_synthetic_isic",
-  version=GENERATOR_VERSION,
+  version=draw.GENERATOR_VERSION,
   defaults=dict(num_train=1200, num_val=150, num_test=300, seed=0, image_size=64),
   description="SYNTHETIC data in the ISIC 2018 Task 1-2 layout, written by mtljax.data.synthetic_attributes.\n"
   "This is NOT the ISIC archive. Every present attribute is drawn in its own region of the "
