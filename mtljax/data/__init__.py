@@ -6,8 +6,9 @@ the real on-disk layout with planted truth) and its extras; beside them, shared 
 
 * ``source.py``: the written source contract (``Source``: the required members; ``CAPABILITIES``
   and ``capability(source, name)``: the optional ones, each found that one way), ``DataError``,
-  ``example_index`` and ``split_test_list``;
-* ``synthetic.py``: writing a synthetic folder once (``write_once``, ``MARKER``);
+  ``example_index``, ``split_test_list`` and ``rgb_image_field``;
+* ``synthetic.py``: a generator's declaration (``Generator``: cache key, parameter defaults) and
+  writing a synthetic folder once with its marker (``write_once``, ``MARKER``);
 * ``pipeline/``: the dataset-agnostic grain pipeline; ``build.py``: ``make_sources(config,
   workdir)``, config → one source per split.
 
@@ -16,28 +17,40 @@ lists them once by name. ``get_dataset(name)`` imports the package on first use,
 ``import mtljax.data`` stays light.
 
 To add a dataset: write ``mtljax/data/<name>/`` with a source class (``Source`` in ``source.py``),
-a synthetic generator and a ``Dataset`` entry (``source_kwargs``/``synthetic_kwargs`` read the
-config), add one line to ``DATASETS``, and a config under ``configs/``.
+a synthetic generator (a ``Generator`` and its ``generate`` function) and a ``Dataset`` entry (it
+names the config keys its reader and its generator take), add one line to ``DATASETS``, and a
+config under ``configs/``.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
+
+
+def _frozen(value: Any) -> Any:
+  """A config value as a keyword argument: lists and tuples become tuples, the rest is as is."""
+  return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 @dataclass(frozen=True)
 class Dataset:
-  """One dataset's registry entry (exported by its package).
+  """One dataset's registry entry (exported by its package): its reader, its generator, and the
+  config keys each takes (a list or tuple value is passed as a tuple).
 
   Attributes:
     name: the ``config.data.name`` that selects it.
     source_cls: the reader, called as ``source_cls(root, split, **source_kwargs(config))``.
     write_synthetic: the generator, ``write_synthetic(root, **synthetic_kwargs(config)) -> Path``
       (the real on-disk layout with planted truth, written once).
-    source_kwargs: ``config -> dict``, the reader's keyword arguments.
-    synthetic_kwargs: ``config -> dict``, the generator's keyword arguments.
+    source_keys: ``config.data`` keys passed to the reader under the same name.
+    source_keys_if_set: ``config.data`` keys passed to the reader only when set (not empty);
+      otherwise the reader's default applies.
+    used: reader keyword -> ``(config section, names)``: the tuple of those names that
+      ``config.<section>`` holds (e.g. only the modalities the run uses are opened).
+    synthetic_keys: ``config.data.synthetic`` keys passed to the generator.
+    synthetic_data_keys: ``config.data`` keys passed to the generator too (e.g. ``image_size``).
     splits: the splits ``make_sources`` builds.
     pictures_fn: optional, ``(preds, source, out_dir) -> [(tag, image [H, W, 3])]``: pictures of a
       split's predictions drawn at the end of training (e.g. CropYield's yield maps); None = none.
@@ -48,11 +61,30 @@ class Dataset:
   name: str
   source_cls: Callable[..., Any]
   write_synthetic: Callable[..., Any]
-  source_kwargs: Callable[[Any], dict[str, Any]]
-  synthetic_kwargs: Callable[[Any], dict[str, Any]]
+  source_keys: tuple[str, ...]
+  synthetic_keys: tuple[str, ...]
+  synthetic_data_keys: tuple[str, ...] = ()
+  source_keys_if_set: tuple[str, ...] = ()
+  used: dict[str, tuple[str, tuple[str, ...]]] = field(default_factory=dict, hash=False)
   splits: tuple[str, ...] = ("train", "val", "test")
   pictures_fn: Callable[..., Any] | None = None
   label_hierarchy: Callable[[str, str], Any] | None = None
+
+  def source_kwargs(self, config) -> dict[str, Any]:
+    """The reader's keyword arguments read from ``config``."""
+    d = config.data
+    kwargs = {k: _frozen(d[k]) for k in self.source_keys}
+    kwargs.update({k: _frozen(d[k]) for k in self.source_keys_if_set if d[k]})
+    for k, (section, names) in self.used.items():
+      kwargs[k] = tuple(n for n in names if n in config[section])
+    return kwargs
+
+  def synthetic_kwargs(self, config) -> dict[str, Any]:
+    """The generator's keyword arguments read from ``config``."""
+    s = config.data.synthetic
+    kwargs = {k: _frozen(s[k]) for k in self.synthetic_keys}
+    kwargs.update({k: _frozen(config.data[k]) for k in self.synthetic_data_keys})
+    return kwargs
 
 
 #: name -> "package:attribute" of its ``Dataset`` entry (imported on first use).

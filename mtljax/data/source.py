@@ -107,6 +107,25 @@ def example_index(index, size: int) -> int:
   return i
 
 
+def check_option(name: str, value: Any, options: Sequence[Any]) -> None:
+  """Raise ``ValueError`` unless ``value`` is one of ``options`` (a reader's or generator's
+  argument check): "<name> must be 'a' or 'b', got ..." for two options, else "<name> must be one
+  of <options>, got ..."."""
+  if value not in options:
+    allowed = " or ".join(map(repr, options)) if len(options) == 2 else f"one of {options}"
+    raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+def rgb_image_field(size: int) -> dict[str, Any]:
+  """The ``input_fields`` entry of an RGB image resized to ``size x size``: float32 [size, size, 3]."""
+  return {
+    "kind": "image",
+    "shape": (size, size, 3),
+    "dtype": "float32",
+    "channels": ("R", "G", "B"),
+  }
+
+
 def _split_rank(name: str, seed: int) -> bytes:
   """Seeded, platform- and version-independent sort key used to halve a list."""
   return hashlib.blake2b(f"{seed}/{name}".encode(), digest_size=16).digest()

@@ -8,8 +8,6 @@ attributes. ``CUB`` and ``ISIC`` are their registry entries.
 
 from __future__ import annotations
 
-from typing import Any
-
 from mtljax.data import Dataset
 from mtljax.data.attributes.cub import CUB200Source
 from mtljax.data.attributes.isic import ISIC2018Source
@@ -17,43 +15,16 @@ from mtljax.data.attributes.synthetic_cub import write_synthetic_cub
 from mtljax.data.attributes.synthetic_isic import write_synthetic_isic
 
 
-def _source_kwargs(config) -> dict[str, Any]:
-  d = config.data
-  kwargs = dict(image_size=d.image_size, val_fraction=d.val_fraction, split_seed=d.split_seed)
-  if d.attributes:
-    kwargs["attributes"] = tuple(d.attributes)
-  return kwargs
+def _entry(name: str, source_cls, write_synthetic, synthetic_keys: tuple[str, ...]) -> Dataset:
+  """The two attribute datasets' readers take the same arguments."""
+  return Dataset(
+    name, source_cls, write_synthetic,
+    source_keys=("image_size", "val_fraction", "split_seed"), source_keys_if_set=("attributes",),
+    synthetic_keys=synthetic_keys, synthetic_data_keys=("image_size",),
+  )  # fmt: skip
 
 
-def _cub_synthetic_kwargs(config) -> dict[str, Any]:
-  s = config.data.synthetic
-  return dict(
-    num_train=s.num_train, num_test=s.num_test, seed=s.seed, image_size=config.data.image_size
-  )
-
-
-def _isic_synthetic_kwargs(config) -> dict[str, Any]:
-  s = config.data.synthetic
-  return dict(
-    num_train=s.num_train,
-    num_val=s.num_val,
-    num_test=s.num_test,
-    seed=s.seed,
-    image_size=config.data.image_size,
-  )
-
-
-CUB = Dataset(
-  name="cub",
-  source_cls=CUB200Source,
-  write_synthetic=write_synthetic_cub,
-  source_kwargs=_source_kwargs,
-  synthetic_kwargs=_cub_synthetic_kwargs,
-)
-ISIC = Dataset(
-  name="isic2018",
-  source_cls=ISIC2018Source,
-  write_synthetic=write_synthetic_isic,
-  source_kwargs=_source_kwargs,
-  synthetic_kwargs=_isic_synthetic_kwargs,
+CUB = _entry("cub", CUB200Source, write_synthetic_cub, ("num_train", "num_test", "seed"))
+ISIC = _entry(
+  "isic2018", ISIC2018Source, write_synthetic_isic, ("num_train", "num_val", "num_test", "seed")
 )

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mtljax.data.source import DataError, example_index
+from mtljax.data.source import DataError, example_index, rgb_image_field
 
 __all__ = [
   "AttributeImageSource",
@@ -149,15 +149,7 @@ class AttributeImageSource:
   @property
   def input_fields(self) -> dict[str, dict[str, Any]]:
     """Inputs an example carries: name -> {kind, shape, dtype, channels}."""
-    s = self.image_size
-    return {
-      "image": {
-        "kind": "image",
-        "shape": (s, s, 3),
-        "dtype": "float32",
-        "channels": ("R", "G", "B"),
-      }
-    }
+    return {"image": rgb_image_field(self.image_size)}
 
   @property
   def target_fields(self) -> dict[str, dict[str, Any]]:

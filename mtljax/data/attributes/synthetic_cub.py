@@ -4,21 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mtljax.data.attributes.synthetic import (
-  GENERATOR_VERSION,
-  Canvas,
-  decoys,
-  image_hw,
-  save_jpeg,
-  save_mask,
-)
-from mtljax.data.synthetic import MARKER, marker_text, write_once
+from mtljax.data.attributes import synthetic as draw
+from mtljax.data.synthetic import Generator
 
 #: CUB's 15 parts, in ``parts/parts.txt`` order (part id = position + 1).
 CUB_PARTS: tuple[str, ...] = (
@@ -65,7 +57,7 @@ def _cub_prototypes(num_classes: int) -> np.ndarray:
 
 
 def _draw_bird(
-  cv: Canvas, rng: np.random.Generator, present: np.ndarray
+  cv: draw.Canvas, rng: np.random.Generator, present: np.ndarray
 ) -> dict[str, tuple[float, float]]:
   """Draw one bird with the planted attributes ``present [A]``; returns part pixel positions (x, y)."""
   # The bird spans about 1.05 s (tail tip to beak) by 0.62 s (crown to feet): keep it inside.
@@ -148,7 +140,6 @@ def _draw_bird(
 
 
 def _generate_cub(out: Path, params: dict[str, Any]) -> None:
-  t0 = time.perf_counter()
   rng = np.random.default_rng(params["seed"])
   n_train, n = params["num_train"], params["num_train"] + params["num_test"]
   protos = _cub_prototypes(params["num_classes"])
@@ -170,18 +161,18 @@ def _generate_cub(out: Path, params: dict[str, Any]) -> None:
   for image_id, j in enumerate(order, 1):
     c = int(classes[j])
     rel = f"{class_dirs[c]}/Synthetic_Bird_{c + 1:02d}_{image_id:04d}.jpg"
-    h, w = image_hw(rng, params["image_size"])
-    cv = Canvas(h, w, rng)
-    decoys(cv, rng, min(h, w))
+    h, w = draw.image_hw(rng, params["image_size"])
+    cv = draw.Canvas(h, w, rng)
+    draw.decoys(cv, rng, min(h, w))
     bird_before = cv.img.copy()
     parts = _draw_bird(cv, rng, attrs[j])
     (base / "images" / class_dirs[c]).mkdir(exist_ok=True)
-    save_jpeg(base / "images" / rel, cv.img, rng)
+    draw.save_jpeg(base / "images" / rel, cv.img, rng)
     for a, (attr_id, *_rest) in enumerate(CUB_PLANTED):
       if attrs[j, a]:
         path = base / "attribute_masks" / f"{rel[:-4]}__{attr_id}.png"
         path.parent.mkdir(exist_ok=True)
-        save_mask(path, cv.owner == a)
+        draw.save_mask(path, cv.owner == a)
     changed = np.any(np.abs(cv.img - bird_before) > 0, axis=-1)
     ys, xs = np.nonzero(changed)
     lines["images"].append(f"{image_id} {rel}")
@@ -222,55 +213,39 @@ def _generate_cub(out: Path, params: dict[str, Any]) -> None:
       indent=1,
     )
   )
-  (out / MARKER).write_text(
-    marker_text(
-      "SYNTHETIC data in the CUB-200-2011 layout, written by mtljax.data.synthetic_attributes.\n"
-      "This is NOT the real CUB-200-2011. Planted attributes (each drawn at its part, mask in "
-      "CUB_200_2011/attribute_masks/): " + ", ".join(p[1] for p in CUB_PLANTED) + ".\n"
-      "Class prototypes: SYNTHETIC_PROTOTYPES.json",
-      params,
-      time.perf_counter() - t0,
-    )
-  )
 
 
-def write_synthetic_cub(
-  root: str | os.PathLike,
-  *,
-  num_train: int = 1200,
-  num_test: int = 300,
-  seed: int = 0,
-  image_size: int = 64,
-  num_classes: int = 10,
-  flip: float = 0.08,
-  overwrite: bool = False,
-) -> Path:
+#: The generator: the synthetic ``CUB_200_2011`` archive's parameters and their defaults.
+CUB_SYNTHETIC = Generator(
+  # The generator's name before data/ had packages: a cache key in SYNTHETIC.txt, kept so
+  # folders written before stay valid (and the written files byte-identical).
+  key="mtljax.data.synthetic_attributes.write_synthetic_cub",
+  version=draw.GENERATOR_VERSION,
+  defaults=dict(num_train=1200, num_test=300, seed=0, image_size=64, num_classes=10, flip=0.08),
+  description="SYNTHETIC data in the CUB-200-2011 layout, written by mtljax.data.synthetic_attributes.\n"
+  "This is NOT the real CUB-200-2011. Planted attributes (each drawn at its part, mask in "
+  "CUB_200_2011/attribute_masks/): " + ", ".join(p[1] for p in CUB_PLANTED) + ".\n"
+  "Class prototypes: SYNTHETIC_PROTOTYPES.json",
+)
+
+
+def write_synthetic_cub(root: str | os.PathLike, *, overwrite: bool = False, **params) -> Path:
   """Write a synthetic CUB-200-2011 archive (real layout, planted attributes) under ``root``.
 
   Args:
     root: target folder; absent, empty, or written by a generator before (see ``write_once``).
-    num_train, num_test: images with ``is_training`` 1 / 0.
-    seed: sampling seed (the class prototypes are fixed).
-    image_size: the training size; files are about twice that, with varied sizes.
-    num_classes: classes (each an attribute prototype).
-    flip: probability that an image's attribute differs from its class prototype.
     overwrite: regenerate even when the parameters match.
+    **params: (defaults in ``CUB_SYNTHETIC.defaults``)
+      num_train, num_test: images with ``is_training`` 1 / 0.
+      seed: sampling seed (the class prototypes are fixed).
+      image_size: the training size; files are about twice that, with varied sizes.
+      num_classes: classes (each an attribute prototype).
+      flip: probability that an image's attribute differs from its class prototype.
 
   Returns:
     ``Path(root)``; read it with ``CUB200Source(root, split, image_size=image_size)``.
   """
-  if num_train < 1 or num_test < 1:
+  args = CUB_SYNTHETIC.arguments(params)
+  if args["num_train"] < 1 or args["num_test"] < 1:
     raise ValueError("num_train and num_test must be >= 1")
-  params = {
-    # The generator's name before data/ had packages: a cache key in SYNTHETIC.txt, kept so
-    # folders written before stay valid (and the written files byte-identical).
-    "generator": "mtljax.data.synthetic_attributes.write_synthetic_cub",
-    "version": GENERATOR_VERSION,
-    "num_train": int(num_train),
-    "num_test": int(num_test),
-    "seed": int(seed),
-    "image_size": int(image_size),
-    "num_classes": int(num_classes),
-    "flip": float(flip),
-  }
-  return write_once(Path(root), params, _generate_cub, overwrite=overwrite)
+  return CUB_SYNTHETIC.write(root, args, _generate_cub, overwrite=overwrite)

@@ -3,28 +3,20 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mtljax.data.attributes import isic
-from mtljax.data.attributes.synthetic import (
-  GENERATOR_VERSION,
-  Canvas,
-  decoys,
-  image_hw,
-  save_jpeg,
-  save_mask,
-)
-from mtljax.data.synthetic import MARKER, marker_text, write_once
+from mtljax.data.attributes import synthetic as draw
+from mtljax.data.synthetic import Generator
 
 #: Prevalence of each ISIC attribute in the synthetic data (``isic.ATTRIBUTES`` order).
 ISIC_PREVALENCE: tuple[float, ...] = (0.35, 0.35, 0.3, 0.55, 0.3)
 
 
-def _draw_lesion(cv: Canvas, rng: np.random.Generator, present: np.ndarray) -> None:
+def _draw_lesion(cv: draw.Canvas, rng: np.random.Generator, present: np.ndarray) -> None:
   size = min(cv.h, cv.w)
   lx = cv.w / 2 + rng.uniform(-0.08, 0.08) * cv.w
   ly = cv.h / 2 + rng.uniform(-0.08, 0.08) * cv.h
@@ -69,7 +61,6 @@ def _draw_lesion(cv: Canvas, rng: np.random.Generator, present: np.ndarray) -> N
 
 
 def _generate_isic(out: Path, params: dict[str, Any]) -> None:
-  t0 = time.perf_counter()
   rng = np.random.default_rng(params["seed"])
   counts = {"train": params["num_train"], "val": params["num_val"], "test": params["num_test"]}
   image_id = 0
@@ -85,59 +76,45 @@ def _generate_isic(out: Path, params: dict[str, Any]) -> None:
     for _ in range(count):
       image_id += 1
       name = f"ISIC_{image_id:07d}"
-      h, w = image_hw(rng, params["image_size"])
-      cv = Canvas(h, w, rng)
+      h, w = draw.image_hw(rng, params["image_size"])
+      cv = draw.Canvas(h, w, rng)
       cv.img = cv.img * 0.25 + (np.array([228, 185, 158]) + rng.normal(0, 10, 3)) * 0.75
-      decoys(cv, rng, 0.6 * min(h, w))
+      draw.decoys(cv, rng, 0.6 * min(h, w))
       present = rng.random(len(isic.ATTRIBUTES)) < np.asarray(ISIC_PREVALENCE)
       _draw_lesion(cv, rng, present)
-      save_jpeg(images / f"{name}.jpg", cv.img, rng)
+      draw.save_jpeg(images / f"{name}.jpg", cv.img, rng)
       for a, attr in enumerate(isic.ATTRIBUTES):
-        save_mask(truth / f"{name}_attribute_{attr}.png", cv.owner == a)
-  (out / MARKER).write_text(
-    marker_text(
-      "SYNTHETIC data in the ISIC 2018 Task 1-2 layout, written by mtljax.data.synthetic_attributes.\n"
-      "This is NOT the ISIC archive. Every present attribute is drawn in its own region of the "
-      "lesion; the masks are those regions.",
-      params,
-      time.perf_counter() - t0,
-    )
-  )
+        draw.save_mask(truth / f"{name}_attribute_{attr}.png", cv.owner == a)
 
 
-def write_synthetic_isic(
-  root: str | os.PathLike,
-  *,
-  num_train: int = 1200,
-  num_val: int = 150,
-  num_test: int = 300,
-  seed: int = 0,
-  image_size: int = 64,
-  overwrite: bool = False,
-) -> Path:
+#: The generator: the synthetic ISIC 2018 archive's parameters and their defaults.
+ISIC_SYNTHETIC = Generator(
+  # The generator's name before data/ had packages: a cache key in SYNTHETIC.txt, kept so
+  # folders written before stay valid (and the written files byte-identical).
+  key="mtljax.data.synthetic_attributes.write_synthetic_isic",
+  version=draw.GENERATOR_VERSION,
+  defaults=dict(num_train=1200, num_val=150, num_test=300, seed=0, image_size=64),
+  description="SYNTHETIC data in the ISIC 2018 Task 1-2 layout, written by mtljax.data.synthetic_attributes.\n"
+  "This is NOT the ISIC archive. Every present attribute is drawn in its own region of the "
+  "lesion; the masks are those regions.",
+)
+
+
+def write_synthetic_isic(root: str | os.PathLike, *, overwrite: bool = False, **params) -> Path:
   """Write a synthetic ISIC 2018 Task 2 archive (real layout, planted attributes) under ``root``.
 
   Args:
     root: target folder; absent, empty, or written by a generator before (see ``write_once``).
-    num_train, num_val, num_test: images in the Training / Validation / Test folders.
-    seed: sampling seed.
-    image_size: the training size; files are about twice that, with varied sizes.
     overwrite: regenerate even when the parameters match.
+    **params: (defaults in ``ISIC_SYNTHETIC.defaults``)
+      num_train, num_val, num_test: images in the Training / Validation / Test folders.
+      seed: sampling seed.
+      image_size: the training size; files are about twice that, with varied sizes.
 
   Returns:
     ``Path(root)``; read it with ``ISIC2018Source(root, split, image_size=image_size)``.
   """
-  if min(num_train, num_val, num_test) < 1:
+  args = ISIC_SYNTHETIC.arguments(params)
+  if min(args["num_train"], args["num_val"], args["num_test"]) < 1:
     raise ValueError("num_train, num_val and num_test must be >= 1")
-  params = {
-    # The generator's name before data/ had packages: a cache key in SYNTHETIC.txt, kept so
-    # folders written before stay valid (and the written files byte-identical).
-    "generator": "mtljax.data.synthetic_attributes.write_synthetic_isic",
-    "version": GENERATOR_VERSION,
-    "num_train": int(num_train),
-    "num_val": int(num_val),
-    "num_test": int(num_test),
-    "seed": int(seed),
-    "image_size": int(image_size),
-  }
-  return write_once(Path(root), params, _generate_isic, overwrite=overwrite)
+  return ISIC_SYNTHETIC.write(root, args, _generate_isic, overwrite=overwrite)

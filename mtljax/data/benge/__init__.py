@@ -7,38 +7,16 @@ the layout); ``synthetic``: the generator with planted truth. ``DATASET`` is its
 
 from __future__ import annotations
 
-from typing import Any
-
 from mtljax.data import Dataset
 from mtljax.data.benge.reader import BenGeSource
 from mtljax.data.benge.synthetic import write_synthetic_benge
 
-
-def _source_kwargs(config) -> dict[str, Any]:
-  d = config.data
-  return dict(
-    prefix=d.prefix,
-    image_size=d.image_size,
-    weather_time=d.weather_time,
-    climate_zones=tuple(d.climate_zones),
-    split_fallback=d.split_fallback,
-    split_seed=d.split_seed,
-    stack_elevation=d.stack_elevation,
-    # Only the rasters the run uses are opened.
-    modalities=tuple(m for m in ("s1", "s2", "elevation") if m in config.inputs),
-    dense_targets=tuple(t for t in ("lulc", "elevation") if t in config.tasks),
-  )
-
-
-def _synthetic_kwargs(config) -> dict[str, Any]:
-  s = config.data.synthetic
-  return dict(num_patches=s.num_patches, seed=s.seed, size=s.size, prefix=config.data.prefix)
-
-
 DATASET = Dataset(
-  name="benge",
-  source_cls=BenGeSource,
-  write_synthetic=write_synthetic_benge,
-  source_kwargs=_source_kwargs,
-  synthetic_kwargs=_synthetic_kwargs,
-)
+  "benge", BenGeSource, write_synthetic_benge,
+  source_keys=("prefix", "image_size", "weather_time", "climate_zones", "split_fallback",
+               "split_seed", "stack_elevation"),
+  # Only the rasters the run uses are opened.
+  used={"modalities": ("inputs", ("s1", "s2", "elevation")),
+        "dense_targets": ("tasks", ("lulc", "elevation"))},
+  synthetic_keys=("num_patches", "seed", "size"), synthetic_data_keys=("prefix",),
+)  # fmt: skip

@@ -63,7 +63,7 @@ from mtljax.data.benge.files import (
   read_split,
   resample,
 )
-from mtljax.data.source import DataError, example_index
+from mtljax.data.source import DataError, check_option, example_index
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +106,8 @@ class BenGeSource:
     dense_targets: Sequence[str] = ("lulc", "elevation"),
   ):
     self.root = Path(root).expanduser()
-    if split not in SPLITS:
-      raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if weather_time not in ("s1", "s2"):
-      raise ValueError(f"weather_time must be 's1' or 's2', got {weather_time!r}")
+    check_option("split", split, SPLITS)
+    check_option("weather_time", weather_time, ("s1", "s2"))
     unknown = set(modalities) - {"s1", "s2", "elevation", "climate_zone", "season", "weather"}
     if unknown:
       raise ValueError(f"unknown BEN-GE modalities {sorted(unknown)}")

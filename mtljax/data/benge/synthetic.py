@@ -17,14 +17,13 @@ map (water-only patches for zone 0; a no-data corner, code 0, in some patches). 
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from mtljax.data.benge import files as benge
-from mtljax.data.synthetic import MARKER, marker_text, write_once
+from mtljax.data.synthetic import Generator
 
 __all__ = ["write_synthetic_benge"]
 
@@ -76,7 +75,6 @@ def _block_mean(x: np.ndarray, f: int) -> np.ndarray:
 def _generate(out: Path, params: dict[str, Any]) -> None:
   import tifffile
 
-  t0 = time.time()
   rng = np.random.default_rng(params["seed"])
   tab = _tables()
   size, prefix, n = params["size"], params["prefix"], params["num_patches"]
@@ -208,45 +206,39 @@ def _generate(out: Path, params: dict[str, Any]) -> None:
     (out / "splits" / f"{prefix}_{split}.csv").write_text(
       "".join(ids[j] + "\n" for j in sorted(sel))
     )
-  (out / MARKER).write_text(
-    marker_text("Synthetic BEN-GE archive (mtljax, planted truth)", params, time.time() - t0)
-  )
 
 
-def write_synthetic_benge(
-  root: str | os.PathLike,
-  *,
-  num_patches: int = 400,
-  seed: int = 0,
-  size: int = 120,
-  prefix: str = "ben-ge-8k",
-  overwrite: bool = False,
-) -> Path:
+#: The generator: the synthetic archive's parameters and their defaults.
+SYNTHETIC = Generator(
+  # The generator's name before data/ had packages: a cache key in SYNTHETIC.txt, kept so
+  # folders written before stay valid (and the written files byte-identical).
+  key="mtljax.data.synthetic_benge.write_synthetic_benge",
+  version=GENERATOR_VERSION,
+  defaults=dict(num_patches=400, seed=0, size=120, prefix="ben-ge-8k"),
+  description="Synthetic BEN-GE archive (mtljax, planted truth)",
+)
+
+
+def write_synthetic_benge(root: str | os.PathLike, *, overwrite: bool = False, **params) -> Path:
   """Write a synthetic BEN-GE archive (real layout, planted truth) under ``root``.
 
   Args:
     root: target folder; absent, empty, or written by a generator before (see ``write_once``).
-    num_patches: patches in all (split 80/10/10 into ``splits/``; at least 10).
-    seed: sampling seed (signatures and priors are fixed).
-    size: side of the 10 m rasters (the real archive: 120; must be a multiple of 6, the 60 m
-      bands are ``size / 6``).
-    prefix: release name in the file names.
+    overwrite: regenerate even when the parameters match.
+    **params: (defaults in ``SYNTHETIC.defaults``)
+      num_patches: patches in all (split 80/10/10 into ``splits/``; at least 10).
+      seed: sampling seed (signatures and priors are fixed).
+      size: side of the 10 m rasters (the real archive: 120; must be a multiple of 6, the 60 m
+        bands are ``size / 6``).
+      prefix: release name in the file names.
 
   Returns:
     ``Path(root)``; read it with ``BenGeSource(root, split, prefix=prefix, image_size=...)``.
   """
+  args = SYNTHETIC.arguments(params)
+  num_patches, size = args["num_patches"], args["size"]
   if num_patches < 10:
     raise ValueError("num_patches must be >= 10 (80/10/10 split)")
   if size % 6 or size < 6:
     raise ValueError(f"size must be a positive multiple of 6 (60 m bands are size/6), got {size}")
-  params = {
-    # The generator's name before data/ had packages: a cache key in SYNTHETIC.txt, kept so
-    # folders written before stay valid (and the written files byte-identical).
-    "generator": "mtljax.data.synthetic_benge.write_synthetic_benge",
-    "version": GENERATOR_VERSION,
-    "num_patches": int(num_patches),
-    "seed": int(seed),
-    "size": int(size),
-    "prefix": prefix,
-  }
-  return write_once(Path(root), params, _generate, overwrite=overwrite)
+  return SYNTHETIC.write(root, args, _generate, overwrite=overwrite)

@@ -20,7 +20,7 @@ from mtljax.data.cropyield.format import (
   read_fields_csv,
   split_fields,
 )
-from mtljax.data.source import DataError, example_index
+from mtljax.data.source import DataError, check_option, example_index
 
 
 class CropYieldSource:
@@ -53,10 +53,8 @@ class CropYieldSource:
     fractions: Sequence[float] = (0.6, 0.2, 0.2),
     split_seed: int = 0,
   ):
-    if split not in SPLITS:
-      raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if day_reference not in ("seeding", "harvest"):
-      raise ValueError(f"day_reference must be 'seeding' or 'harvest', got {day_reference!r}")
+    check_option("split", split, SPLITS)
+    check_option("day_reference", day_reference, ("seeding", "harvest"))
     unknown = [c for c in crops if c not in CROPS]
     if unknown:
       raise DataError(f"config.data.crops: unknown crops {unknown}; expected some of {CROPS}")

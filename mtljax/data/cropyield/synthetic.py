@@ -5,9 +5,8 @@ from __future__ import annotations
 import csv
 import json
 import os
-import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -17,47 +16,22 @@ from mtljax.data.cropyield.format import (
   S2_BANDS,
   S2_FEATURES,
 )
-from mtljax.data.synthetic import MARKER, marker_text, write_once
+from mtljax.data.synthetic import Generator
 
 GENERATOR_VERSION = 1
 
 #: Planted truth. Per crop: share of fields, seeding day of year (and spread), season length,
 #: green-up / senescence days since seeding, the critical window (days since seeding) in which
-#: the pixel's vigour shows in the near-infrared bands, mean yield and its scale (t/ha).
+#: the pixel's vigour shows in the near-infrared bands, mean yield and its scale (t/ha), and an
+#: offset of the SWIR bands.
+_TRUTH_KEYS = ("share", "seeding_doy", "season", "up", "down", "window", "base", "scale", "swir")
 _CROP_TRUTH = {
-  "corn": dict(
-    share=0.28,
-    seeding_doy=275,
-    season=150,
-    up=35,
-    down=120,
-    window=(60, 95),
-    base=9.0,
-    scale=1.8,
-    swir=0.04,
-  ),
-  "soybean": dict(
-    share=0.58,
-    seeding_doy=320,
-    season=135,
-    up=30,
-    down=110,
-    window=(70, 105),
-    base=3.2,
-    scale=0.7,
-    swir=0.0,
-  ),
-  "wheat": dict(
-    share=0.14,
-    seeding_doy=160,
-    season=165,
-    up=45,
-    down=140,
-    window=(85, 120),
-    base=4.0,
-    scale=0.9,
-    swir=-0.04,
-  ),
+  crop: dict(zip(_TRUTH_KEYS, row))
+  for crop, row in (
+    ("corn", (0.28, 275, 150, 35, 120, (60, 95), 9.0, 1.8, 0.04)),
+    ("soybean", (0.58, 320, 135, 30, 110, (70, 105), 3.2, 0.7, 0.0)),
+    ("wheat", (0.14, 160, 165, 45, 140, (85, 120), 4.0, 0.9, -0.04)),
+  )
 }
 #: Bands through which the pixel's vigour (hence the yield) shows: red edge and near infrared.
 _VIGOUR_BANDS = ("B07", "B08", "B8A")
@@ -73,16 +47,21 @@ def _sigmoid(x):
   return 1.0 / (1.0 + np.exp(-x))
 
 
+#: The generator: the synthetic CropYield root's parameters and their defaults.
+SYNTHETIC = Generator(
+  # The generator's name before data/ had packages: a cache key in SYNTHETIC.txt, kept so
+  # folders written before stay valid (and the written files byte-identical).
+  key="mtljax.data.cropyield.write_synthetic_cropyield",
+  version=GENERATOR_VERSION,
+  defaults=dict(
+    num_fields=60, years=(2019, 2020, 2021, 2022), num_farms=12, min_side=8, max_side=14, seed=0
+  ),
+  description="Synthetic CropYield dataset (mtljax format, planted truth)",
+)
+
+
 def write_synthetic_cropyield(
-  root: str | os.PathLike,
-  *,
-  num_fields: int = 60,
-  years: Sequence[int] = (2019, 2020, 2021, 2022),
-  num_farms: int = 12,
-  min_side: int = 8,
-  max_side: int = 14,
-  seed: int = 0,
-  overwrite: bool = False,
+  root: str | os.PathLike, *, overwrite: bool = False, **params
 ) -> Path:
   """Write a synthetic CropYield root (the format of the module docstring) with planted truth.
 
@@ -95,28 +74,22 @@ def write_synthetic_cropyield(
   precipitation in the critical window minus heat stress (tmax > 32 deg C) there, per farm and
   year. Cloudy scenes (scene class 8/9, bright flat spectra) occur at random.
 
+  Args:
+    root: target folder; absent, empty, or written by a generator before (see ``write_once``).
+    overwrite: regenerate even when the parameters match.
+    **params: (defaults in ``SYNTHETIC.defaults``) num_fields (at least 3), years, num_farms,
+      min_side and max_side (a field's bounding box, pixels), seed.
+
   Returns:
     ``Path(root)``.
   """
-  if num_fields < 3:
+  args = SYNTHETIC.arguments(params)
+  if args["num_fields"] < 3:
     raise ValueError("num_fields must be >= 3 (one per split)")
-  params = {
-    # The generator's name before data/ had packages: a cache key in SYNTHETIC.txt, kept so
-    # folders written before stay valid (and the written files byte-identical).
-    "generator": "mtljax.data.cropyield.write_synthetic_cropyield",
-    "version": GENERATOR_VERSION,
-    "num_fields": int(num_fields),
-    "years": [int(y) for y in years],
-    "num_farms": int(num_farms),
-    "min_side": int(min_side),
-    "max_side": int(max_side),
-    "seed": int(seed),
-  }
-  return write_once(Path(root).expanduser(), params, _generate, overwrite=overwrite)
+  return SYNTHETIC.write(root, args, _generate, overwrite=overwrite)
 
 
 def _generate(out: Path, params: dict[str, Any]) -> None:
-  t0 = time.perf_counter()
   rng = np.random.default_rng(params["seed"])
   out.mkdir(parents=True)
   (out / "fields").mkdir()
@@ -163,11 +136,6 @@ def _generate(out: Path, params: dict[str, Any]) -> None:
     "crops": {c: {k: v for k, v in t.items()} for c, t in _CROP_TRUTH.items()},
   }
   (out / "truth.json").write_text(json.dumps(truth, indent=1))
-  (out / MARKER).write_text(
-    marker_text(
-      "Synthetic CropYield dataset (mtljax format, planted truth)", params, time.perf_counter() - t0
-    )
-  )
 
 
 def _write_field(folder: Path, rng, ct, seeding, season, elev0, wrng, params) -> None:

@@ -53,7 +53,7 @@ import numpy as np
 
 from mtljax.data.attributes.common import read_rgb
 from mtljax.data.facades import labelsets
-from mtljax.data.source import DataError, example_index
+from mtljax.data.source import DataError, example_index, rgb_image_field
 
 __all__ = ["FacadesSource", "read_table", "DEFAULT_TASKS", "FIXED_COLUMNS", "SPLITS"]
 
@@ -215,15 +215,7 @@ class FacadesSource:
 
   @property
   def input_fields(self) -> dict[str, dict[str, Any]]:
-    s = self.image_size
-    return {
-      "image": {
-        "kind": "image",
-        "shape": (s, s, 3),
-        "dtype": "float32",
-        "channels": ("R", "G", "B"),
-      }
-    }
+    return {"image": rgb_image_field(self.image_size)}
 
   @property
   def target_fields(self) -> dict[str, dict[str, Any]]:

@@ -156,7 +156,20 @@ def train_dataset(
   shard_count: int = 1,
   start_step: int = 0,
 ):
-  """The infinite training ``grain.MapDataset`` of this process's batches (see ``train_iterator``)."""
+  """The infinite training ``grain.MapDataset`` of this process's batches (see ``train_iterator``).
+
+  Args:
+    source: random-access source (example contract in the module docstring).
+    input_names, task_names: what to keep.
+    stats: ``compute_stats`` output (inputs not in it are not standardised); None for none.
+    batch_size: per-process batch size (the global batch is ``batch_size * shard_count``).
+    seed: shuffle and augmentation seed.
+    augment_cfg: None/False (off), True (flip + rot90), or a mapping with ``flip``, ``rot90``,
+      ``enabled``.
+    shard_index, shard_count: this process and the number of processes (e.g.
+      ``jax.process_index()``, ``jax.process_count()``).
+    start_step: the first global batch to yield (resume).
+  """
   grain = _grain()
   if not 0 <= shard_index < shard_count:
     raise ValueError(f"shard_index {shard_index} not in [0, {shard_count})")
@@ -178,20 +191,7 @@ def train_dataset(
   return ds.batch(batch_size, drop_remainder=True)
 
 
-def train_iterator(
-  source: Any,
-  *,
-  input_names: Sequence[str],
-  task_names: Sequence[str],
-  stats: Stats | None,
-  batch_size: int,
-  seed: int,
-  augment_cfg: Any = None,
-  shard_index: int = 0,
-  shard_count: int = 1,
-  start_step: int = 0,
-  read_options: Any = None,
-):
+def train_iterator(source: Any, *, read_options: Any = None, **dataset_kwargs):
   """Infinite, deterministic, checkpointable iterator of training batches.
 
   Pipeline: ``MapDataset.source`` -> seeded shuffle, new permutation per epoch -> repeat ->
@@ -203,27 +203,17 @@ def train_iterator(
 
   Args:
     source: random-access source (example contract in the module docstring).
-    input_names, task_names: what to keep.
-    stats: ``compute_stats`` output (inputs not in it are not standardised); None for none.
-    batch_size: per-process batch size (the global batch is ``batch_size * shard_count``).
-    seed: shuffle and augmentation seed.
-    augment_cfg: None/False (off), True (flip + rot90), or a mapping with ``flip``, ``rot90``,
-      ``enabled``.
-    shard_index, shard_count: this process and the number of processes (e.g.
-      ``jax.process_index()``, ``jax.process_count()``).
-    start_step: the first global batch to yield (resume).
     read_options: ``grain.ReadOptions`` (default ``default_read_options()``).
+    **dataset_kwargs: those of ``train_dataset`` (``input_names``, ``task_names``, ``stats``,
+      ``batch_size``, ``seed``, ``augment_cfg``, ``shard_index``, ``shard_count``,
+      ``start_step``).
 
   Returns:
     a ``grain.DatasetIterator`` yielding batches (see module docstring; ``valid`` all ones).
     ``it.get_state()`` / ``it.set_state(state)`` resume exactly, and
     ``grain.checkpoint.CheckpointSave(it)`` / ``CheckpointRestore(it)`` work inside orbax.
   """
-  ds = train_dataset(
-        source, input_names=input_names, task_names=task_names, stats=stats, batch_size=batch_size,
-        seed=seed, augment_cfg=augment_cfg, shard_index=shard_index, shard_count=shard_count,
-        start_step=start_step,
-    )  # fmt: skip
+  ds = train_dataset(source, **dataset_kwargs)
   return iter(ds.to_iter_dataset(read_options or default_read_options()))
 
 

@@ -8,42 +8,17 @@ its registry entry.
 
 from __future__ import annotations
 
-from typing import Any
-
 from mtljax.data import Dataset
 from mtljax.data.treesat.archive import label_hierarchy
 from mtljax.data.treesat.reader import TreeSatAISource
 from mtljax.data.treesat.synthetic import write_synthetic_treesat
 
-
-def _source_kwargs(config) -> dict[str, Any]:
-  d = config.data
-  return dict(
-    resolution=d.resolution,
-    l2_source=d.l2_source,
-    age_source=d.age_source,
-    side_csv=d.side_csv,
-    multi_threshold=d.multi_threshold,
-    val_fraction=d.val_fraction,
-    split_seed=d.split_seed,
-    # Only the image modalities the model uses are opened.
-    modalities=tuple(m for m in ("aerial", "s1", "s2") if m in config.inputs),
-    aerial_size=d.aerial_size,
-  )
-
-
-def _synthetic_kwargs(config) -> dict[str, Any]:
-  s = config.data.synthetic
-  return dict(
-    num_train=s.num_train, num_test=s.num_test, seed=s.seed, aerial_size=config.data.aerial_size
-  )
-
-
 DATASET = Dataset(
-  name="treesat",
-  source_cls=TreeSatAISource,
-  write_synthetic=write_synthetic_treesat,
-  source_kwargs=_source_kwargs,
-  synthetic_kwargs=_synthetic_kwargs,
+  "treesat", TreeSatAISource, write_synthetic_treesat,
+  source_keys=("resolution", "l2_source", "age_source", "side_csv", "multi_threshold",
+               "val_fraction", "split_seed", "aerial_size"),
+  # Only the image modalities the model uses are opened.
+  used={"modalities": ("inputs", ("aerial", "s1", "s2"))},
+  synthetic_keys=("num_train", "num_test", "seed"), synthetic_data_keys=("aerial_size",),
   label_hierarchy=label_hierarchy,
-)
+)  # fmt: skip

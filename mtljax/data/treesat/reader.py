@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from mtljax.data.source import DataError, example_index, split_test_list
+from mtljax.data.source import DataError, check_option, example_index, split_test_list
 from mtljax.data.treesat.archive import (
   AERIAL_SIZES,
   GENERA,
@@ -135,12 +135,9 @@ class TreeSatAISource:
     s_size: int | None = None,
   ):
     self.root = Path(root).expanduser()
-    if split not in SPLITS:
-      raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if l2_source not in ("genus", "csv"):
-      raise ValueError(f"l2_source must be 'genus' or 'csv', got {l2_source!r}")
-    if age_source not in ("name", "csv"):
-      raise ValueError(f"age_source must be 'name' or 'csv', got {age_source!r}")
+    check_option("split", split, SPLITS)
+    check_option("l2_source", l2_source, ("genus", "csv"))
+    check_option("age_source", age_source, ("name", "csv"))
     unknown = [m for m in modalities if m not in MODALITIES]
     if unknown:
       raise ValueError(f"unknown modalities {unknown}; known: {tuple(MODALITIES)}")

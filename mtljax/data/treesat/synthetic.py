@@ -36,13 +36,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mtljax.data.synthetic import MARKER, write_once
+from mtljax.data.source import check_option
+from mtljax.data.synthetic import Generator
 from mtljax.data.treesat.archive import (
   AERIAL_BANDS,
   GENERA,
@@ -98,30 +98,36 @@ def _write_tif(path: Path, arr_hwc: np.ndarray, planar: str, extratags: list[tup
                          extratags=extratags)  # fmt: skip
 
 
-def write_synthetic_treesat(
-  root: str | os.PathLike,
-  *,
-  num_train: int = 400,
-  num_test: int = 100,
-  seed: int = 0,
-  aerial_size: int = 304,
-  s_size: int = 6,
-  planar: str = "pixel",
-  overwrite: bool = False,
-) -> Path:
+#: The generator: the synthetic archive's parameters and their defaults.
+SYNTHETIC = Generator(
+  # The generator's name before data/ had packages: a cache key in SYNTHETIC.txt, kept so
+  # folders written before stay valid (and the written files byte-identical).
+  key="mtljax.data.synthetic.write_synthetic_treesat",
+  version=GENERATOR_VERSION,
+  defaults=dict(num_train=400, num_test=100, seed=0, aerial_size=304, s_size=6, planar="pixel"),
+  description="SYNTHETIC data in the TreeSatAI archive layout, written by mtljax.data.synthetic.\n"
+  "This is NOT the real TreeSatAI archive. Planted truth per file: " + TRUTH_FILE + "\n"
+  "Planted hierarchy: each genus = its stand type's (L2) colour/texture/spectrum/radar signal "
+  "plus a weaker genus-specific one, so genus confusions fall mostly inside the stand type.\n"
+  f"bands: aerial {AERIAL_BANDS}, s1 {S1_BANDS}, s2 {S2_BANDS}",
+)
+
+
+def write_synthetic_treesat(root: str | os.PathLike, *, overwrite: bool = False, **params) -> Path:
   """Write a synthetic TreeSatAI archive (real layout, planted truth) under ``root``.
 
   Args:
     root: target folder. It must be absent, empty, or a synthetic folder written before (it
       holds ``SYNTHETIC.txt``; such a folder is replaced as a whole when the parameters change).
       A non-empty folder without the marker is never touched.
-    num_train, num_test: patches in ``train_filenames.lst`` / ``test_filenames.lst``.
-    seed: sampling seed (class prototypes are fixed).
-    aerial_size: aerial side length (the real archive: 304; read back with
-      ``TreeSatAISource(..., aerial_size=...)`` when different).
-    s_size: Sentinel side length (real 60 m archive: 6).
-    planar: ``"pixel"`` (pixel-interleaved, GDAL's default) or ``"band"`` (band-interleaved).
     overwrite: regenerate even if the marker matches.
+    **params: (defaults in ``SYNTHETIC.defaults``)
+      num_train, num_test: patches in ``train_filenames.lst`` / ``test_filenames.lst``.
+      seed: sampling seed (class prototypes are fixed).
+      aerial_size: aerial side length (the real archive: 304; read back with
+        ``TreeSatAISource(..., aerial_size=...)`` when different).
+      s_size: Sentinel side length (real 60 m archive: 6).
+      planar: ``"pixel"`` (pixel-interleaved, GDAL's default) or ``"band"`` (band-interleaved).
 
   Returns:
     ``Path(root)``.
@@ -129,23 +135,14 @@ def write_synthetic_treesat(
   Raises:
     FileExistsError: ``root`` is a non-empty folder that was not written by this generator.
   """
-  if planar not in ("pixel", "band"):
-    raise ValueError(f"planar must be 'pixel' or 'band', got {planar!r}")
-  if num_train < 1 or num_test < 1:
+  args = SYNTHETIC.arguments(params)
+  check_option("planar", args["planar"], ("pixel", "band"))
+  if args["num_train"] < 1 or args["num_test"] < 1:
     raise ValueError("num_train and num_test must be >= 1")
-  root = Path(root).expanduser()
-  # The generator's name before data/ had packages: a cache key in SYNTHETIC.txt, kept so
-  # folders written before stay valid (and the written files byte-identical).
-  params = {
-        "generator": "mtljax.data.synthetic.write_synthetic_treesat", "version": GENERATOR_VERSION,
-        "num_train": int(num_train), "num_test": int(num_test), "seed": int(seed),
-        "aerial_size": int(aerial_size), "s_size": int(s_size), "planar": planar,
-    }  # fmt: skip
-  return write_once(root, params, _generate, overwrite=overwrite)
+  return SYNTHETIC.write(root, args, _generate, overwrite=overwrite)
 
 
 def _generate(out: Path, params: dict[str, Any]) -> None:
-  t0 = time.perf_counter()
   proto = prototypes()
   rng = np.random.default_rng(params["seed"])
   n_train, n_test = params["num_train"], params["num_test"]
@@ -234,17 +231,6 @@ def _generate(out: Path, params: dict[str, Any]) -> None:
   geo = {"type": "FeatureCollection", "crs": {"type": "name", "properties": {"name": "urn:ogc:def:crs:EPSG::25832"}},
            "features": features}  # fmt: skip
   (out / "geojson" / f"bb_{_RESOLUTION}.GeoJSON").write_text(json.dumps(geo))
-
-  # Marker last: its presence means the folder is complete.
-  (out / MARKER).write_text(
-    "SYNTHETIC data in the TreeSatAI archive layout, written by mtljax.data.synthetic.\n"
-    "This is NOT the real TreeSatAI archive. Planted truth per file: " + TRUTH_FILE + "\n"
-    "Planted hierarchy: each genus = its stand type's (L2) colour/texture/spectrum/radar signal "
-    "plus a weaker genus-specific one, so genus confusions fall mostly inside the stand type.\n"
-    f"bands: aerial {AERIAL_BANDS}, s1 {S1_BANDS}, s2 {S2_BANDS}\n"
-    f"generated in {time.perf_counter() - t0:.1f} s\n"
-    "parameters: " + json.dumps(params, sort_keys=True) + "\n"
-  )
 
 
 def write_tiny_treesat(root: str | os.PathLike, *, seed: int = 0, planar: str = "pixel") -> Path:
