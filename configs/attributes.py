@@ -44,8 +44,7 @@ VARIANTS = blocks.Variants(
 def get_config(arg=None):
   opts = VARIANTS.parse(arg)
   tiny, isic = opts.tiny, opts.dataset == "isic"
-  c = ml_collections.ConfigDict()
-  c.seed = 0
+  c = blocks.base_config()
 
   # ---------------------------------------------------------------- data
   # root: the folder holding CUB_200_2011/, or the ISIC2018_Task* folders.
@@ -78,28 +77,19 @@ def get_config(arg=None):
   # ---------------------------------------------------------------- tasks
   # num_classes 0 = from the dataset (200 classes on CUB; the selected attributes).
   c.tasks = ml_collections.ConfigDict()
-  c.tasks.attributes = {"kind": "multilabel", "num_classes": 0, "weight": 1.0, "head": "linear"}
+  c.tasks.attributes = blocks.task("multilabel", 1.0, "linear", num_classes=0)
   if isic:
     c.main_task = "attributes"
   else:
     # The class is a function of the attributes: an MLP head (its dropout also makes the
     # members of a seeds ensemble differ beyond their initialisation).
-    c.tasks["class"] = {
-      "kind": "classification",
-      "num_classes": 0,
-      "weight": 1.0,
-      "head": "mlp",
-      "head_kwargs": blocks.mlp((64,) if tiny else (256,), 0.25),
-    }
+    head = blocks.mlp((64,) if tiny else (256,), 0.25)
+    c.tasks["class"] = blocks.task("classification", 1.0, "mlp", head, num_classes=0)
     c.main_task = "class"
 
   # ---------------------------------------------------------------- training
   c.train = blocks.train_config(
-    batch_size=32,
-    num_epochs=20 if tiny else 8,
-    learning_rate=1e-2 if tiny else 3e-3,
-    log_every_steps=10,
-    checkpoint_every_steps=50,
+    batch=32, epochs=20 if tiny else 8, lr=1e-2 if tiny else 3e-3, log_every=10, checkpoint_every=50
   )
 
   # ---------------------------------------------------------------- ensemble

@@ -74,11 +74,7 @@ def get_config(arg=None):
   opts = VARIANTS.parse(arg)
   aux_inputs, aux_targets, crops = EXPERIMENTS[opts.exp]
   tiny = opts.tiny
-  c = ml_collections.ConfigDict()
-  # Seed of parameter init, dropout and data order.
-  c.seed = 0
-  # Table 1 row this config was built for (informational; change it with the `exp=N` variant).
-  c.experiment = opts.exp
+  c = blocks.base_config(experiment=opts.exp)
 
   # ---------------------------------------------------------------- data
   # root: the folder with fields.csv and fields/<field_id>/*.npy.
@@ -126,37 +122,20 @@ def get_config(arg=None):
   # Appendix B.1: two fully connected layers per head; yield 0.67, crop 0.33.
   head = (16,) if tiny else (32,)
   c.tasks = ml_collections.ConfigDict()
-  c.tasks["yield"] = {
-    "kind": "regression",
-    "weight": 0.67,
-    "head": "mlp",
-    "head_kwargs": blocks.mlp(head),
-  }
+  c.tasks["yield"] = blocks.task("regression", 0.67, "mlp", blocks.mlp(head))
   if "crop" in aux_targets:
-    c.tasks.crop = {
-      "kind": "classification",
-      "num_classes": 3,
-      "weight": 0.33,
-      "head": "mlp",
-      "head_kwargs": blocks.mlp(head),
-    }
+    c.tasks.crop = blocks.task("classification", 0.33, "mlp", blocks.mlp(head), num_classes=3)
   if "dem" in aux_targets:  # the 5 DEM features as a vector regression target (MSE, MAE)
-    c.tasks.dem = {
-      "kind": "regression",
-      "num_outputs": 5,
-      "weight": 0.33,
-      "head": "mlp",
-      "head_kwargs": blocks.mlp(head),
-    }
+    c.tasks.dem = blocks.task("regression", 0.33, "mlp", blocks.mlp(head), num_outputs=5)
   c.main_task = "yield"
 
   # ---------------------------------------------------------------- training
   c.train = blocks.train_config(
-    batch_size=64,
-    num_epochs=6 if tiny else 12,
-    learning_rate=3e-3 if tiny else 2e-3,
-    log_every_steps=20,
-    checkpoint_every_steps=200,
+    batch=64,
+    epochs=6 if tiny else 12,
+    lr=3e-3 if tiny else 2e-3,
+    log_every=20,
+    checkpoint_every=200,
   )
 
   # ---------------------------------------------------------------- ensemble

@@ -33,8 +33,7 @@ VARIANTS = blocks.Variants(
 def get_config(arg=None):
   opts = VARIANTS.parse(arg)
   tiny = opts.tiny
-  c = ml_collections.ConfigDict()
-  c.seed = 0
+  c = blocks.base_config()
 
   # ---------------------------------------------------------------- data
   # root: the folder with tasks.json, labels.csv and images/ (mtljax/data/facades.py).
@@ -82,22 +81,13 @@ def get_config(arg=None):
   # ---------------------------------------------------------------- tasks
   c.tasks = ml_collections.ConfigDict()
   for t, classes in DEFAULT_TASKS.items():
-    c.tasks[t] = {
-      "kind": "classification",
-      "num_classes": len(classes),
-      "weight": 1.0,
-      "head": "linear",
-    }
+    c.tasks[t] = blocks.task("classification", 1.0, "linear", num_classes=len(classes))
   c.main_task = "height"
 
   # ---------------------------------------------------------------- training
   # Adam, as the paper (§3); a larger learning rate than its 1e-4 for training from scratch.
   c.train = blocks.train_config(
-    batch_size=32,
-    num_epochs=3 if tiny else 8,
-    learning_rate=3e-3,
-    log_every_steps=50,
-    checkpoint_every_steps=1000,
+    batch=32, epochs=3 if tiny else 8, lr=3e-3, log_every=50, checkpoint_every=1000
   )
   c.train.optimizer = "adam"
   c.train.warmup_epochs = 1.0

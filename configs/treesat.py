@@ -55,11 +55,7 @@ def get_config(arg=None):
   opts = VARIANTS.parse(arg)
   aux_inputs, aux_targets = EXPERIMENTS[opts.exp]
   tiny = opts.tiny
-  c = ml_collections.ConfigDict()
-  # Seed of parameter init, dropout and data order.
-  c.seed = 0
-  # Table 3 row this config was built for (informational; change it with the `exp=N` variant).
-  c.experiment = opts.exp
+  c = blocks.base_config(experiment=opts.exp)
 
   # ---------------------------------------------------------------- data
   # root: the real TreeSatAI archive.
@@ -106,32 +102,19 @@ def get_config(arg=None):
 
   # ---------------------------------------------------------------- tasks (heads and losses)
   c.tasks = ml_collections.ConfigDict()
-  if opts.multilabel:
-    c.tasks.l3_multi = {"kind": "multilabel", "num_classes": 15, "weight": 4.0, "head": "linear"}
-    c.main_task = "l3_multi"
-  else:
-    c.tasks.l3 = {"kind": "classification", "num_classes": 15, "weight": 4.0, "head": "linear"}
-    c.main_task = "l3"
+  kind, c.main_task = ("multilabel", "l3_multi") if opts.multilabel else ("classification", "l3")
+  c.tasks[c.main_task] = blocks.task(kind, 4.0, "linear", num_classes=15)
   # L2 (forest stand type, 9 classes) and L1 (3 classes) auxiliaries: an MLP head each.
   for name, num_classes in (("l2", 9), ("l1", 3)):
     if name in aux_targets:
-      c.tasks[name] = {
-        "kind": "classification",
-        "num_classes": num_classes,
-        "weight": 1.0,
-        "head": "mlp",
-        "head_kwargs": blocks.mlp((64,) if tiny else (256,), 0.25),
-      }
+      head = blocks.mlp((64,) if tiny else (256,), 0.25)
+      c.tasks[name] = blocks.task("classification", 1.0, "mlp", head, num_classes=num_classes)
   if "age" in aux_targets:
-    c.tasks.age = {"kind": "regression", "weight": 1.0, "head": "linear"}
+    c.tasks.age = blocks.task("regression", 1.0, "linear")
 
   # ---------------------------------------------------------------- training
   c.train = blocks.train_config(
-    batch_size=16,
-    num_epochs=4 if tiny else 3,
-    learning_rate=1e-3,
-    log_every_steps=5,
-    checkpoint_every_steps=20,
+    batch=16, epochs=4 if tiny else 3, lr=1e-3, log_every=5, checkpoint_every=20
   )
 
   # ---------------------------------------------------------------- ensemble

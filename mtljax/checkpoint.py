@@ -24,6 +24,18 @@ class CheckpointMismatchError(ValueError):
   """A checkpoint whose structure differs from the state the current config builds."""
 
 
+def _save_args(state, meta: dict[str, Any]) -> ocp.args.Composite:
+  """A checkpoint's items: the train state (arrays) and its metadata (JSON)."""
+  return ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta))
+
+
+def _restore_args(abstract_state) -> ocp.args.Composite:
+  """The items of `_save_args`, the state restored into `abstract_state`'s shapes and shardings."""
+  return ocp.args.Composite(
+    state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
+  )
+
+
 class Checkpointer:
   def __init__(self, directory: str, keep: int = 2):
     directory = os.path.abspath(directory)
@@ -48,11 +60,7 @@ class Checkpointer:
   def save_latest(self, step: int, state, meta: dict[str, Any], force=False) -> None:
     if self.latest.latest_step() == step:
       return
-    self.latest.save(
-      step,
-      args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-      force=force,
-    )
+    self.latest.save(step, args=_save_args(state, meta), force=force)
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
@@ -63,12 +71,7 @@ class Checkpointer:
     if step is None:
       return None
     try:
-      out = self.latest.restore(
-        step,
-        args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
-        ),
-      )
+      out = self.latest.restore(step, args=_restore_args(abstract_state))
     except (ValueError, KeyError, TypeError) as e:
       raise CheckpointMismatchError(
         f"{self.directory}/latest/{step} does not match the train state this config builds "
@@ -79,11 +82,7 @@ class Checkpointer:
 
   # ------------------------------------------------------------------ best (evaluation)
   def save_best(self, step: int, state, meta: dict[str, Any]) -> None:
-    self.best.save(
-      step,
-      args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
-      force=True,
-    )
+    self.best.save(step, args=_save_args(state, meta), force=True)
 
   def best_step(self) -> int | None:
     return self.best.latest_step()
@@ -92,12 +91,7 @@ class Checkpointer:
     step = self.best.latest_step()
     if step is None:
       return None
-    out = self.best.restore(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state), meta=ocp.args.JsonRestore()
-      ),
-    )
+    out = self.best.restore(step, args=_restore_args(abstract_state))
     return out.state, out.meta
 
   def wait(self) -> None:

@@ -118,6 +118,13 @@ class Variants:
     return val
 
 
+# ------------------------------------------------------------------------------ top
+def base_config(**fields) -> ml_collections.ConfigDict:
+  """A config's top level: `seed` 0 (parameter init, dropout and data order), then `fields`, e.g.
+  `experiment`: the paper's table row the config was built for (informational; set by `exp=N`)."""
+  return ml_collections.ConfigDict({"seed": 0, **fields})
+
+
 # ------------------------------------------------------------------------------ data
 def data_config(
   name: str, *, augment: dict, stats_examples: int, synthetic: dict, **fields
@@ -166,22 +173,43 @@ def mlp(hidden, dropout: float = 0.0) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict({"hidden": tuple(hidden), "dropout": dropout})
 
 
+def task(
+  kind: str,
+  weight: float,
+  head: str,
+  head_kwargs=None,
+  *,
+  normalize: bool | None = None,
+  **sizes: int,
+) -> dict:
+  """One entry of `config.tasks`: a task kind of mtljax.tasks, its loss weight (the weights are
+  normalised to sum 1) and its head (a name of mtljax.models' head registry, with `head_kwargs`).
+
+  sizes: `num_classes` (0 = from the dataset) or `num_outputs` (a vector regression target).
+  normalize: False keeps a regression target unstandardised (e.g. a sigmoid head on [0, 1]);
+  None leaves `config.train.normalize_regression_targets` in charge.
+  """
+  t = {"kind": kind, **sizes, "weight": weight, "head": head}
+  if normalize is not None:
+    t["normalize"] = normalize
+  if head_kwargs is not None:
+    t["head_kwargs"] = head_kwargs
+  return t
+
+
 # ------------------------------------------------------------------------------ training
 def train_config(
-  *,
-  batch_size: int,
-  num_epochs: int,
-  learning_rate: float,
-  log_every_steps: int,
-  checkpoint_every_steps: int,
+  *, batch: int, epochs: int, lr: float, log_every: int, checkpoint_every: int
 ) -> ml_collections.ConfigDict:
-  """`config.train`: the optimisation settings every config shares, and the ones it chooses."""
+  """`config.train`: the optimisation settings every config shares, and the ones it chooses: the
+  (global) batch size, epochs, peak learning rate, and every how many steps it logs and saves a
+  resumable checkpoint."""
   return ml_collections.ConfigDict(
     {
-      "batch_size": batch_size,
-      "num_epochs": num_epochs,
+      "batch_size": batch,
+      "num_epochs": epochs,
       "optimizer": "adamw",
-      "learning_rate": learning_rate,
+      "learning_rate": lr,
       "weight_decay": 1e-4,
       # "warmup_cosine", "constant" or "plateau" (reduce on plateau of the training loss).
       "schedule": "warmup_cosine",
@@ -192,8 +220,8 @@ def train_config(
       # Standardise regression targets with training statistics (metrics stay in original units).
       "normalize_regression_targets": True,
       # Log every N steps (metrics.jsonl, TensorBoard); save a resumable checkpoint every N steps.
-      "log_every_steps": log_every_steps,
-      "checkpoint_every_steps": checkpoint_every_steps,
+      "log_every_steps": log_every,
+      "checkpoint_every_steps": checkpoint_every,
       # How many recent resumable checkpoints to keep (the best one is kept separately).
       "keep_checkpoints": 2,
     }

@@ -8,11 +8,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 import tempfile
 
 import numpy as np
 import pytest
+from helpers.commands import main_command
 from PIL import Image
 from scipy import stats as sps
 
@@ -380,14 +380,7 @@ def test_tiny_treesat_run_then_analyze_command(tiny_treesat_root, tmp_path):
   c.data.root = tiny_treesat_root
   c.train.num_epochs, c.train.checkpoint_every_steps = 2, 1000
   train.train_and_evaluate(c, str(tmp_path))
-  cmd = [
-    sys.executable,
-    "-m",
-    "mtljax.main",
-    "--config=configs/treesat.py:tiny",
-    f"--workdir={tmp_path}",
-    "--mode=analyze",
-  ]
+  cmd = main_command(tmp_path, "--mode=analyze")
   res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert res.returncode == 0, res.stdout + res.stderr
   assert "report/index.html" in res.stdout

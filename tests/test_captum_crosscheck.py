@@ -139,32 +139,29 @@ def test_saliency_and_input_x_gradient():
   _assert_close(ixg, _nhwc(captum_attr.InputXGradient(net).attribute(x_t, target=TARGET)))
 
 
+def _integrated_gradients(models, steps: int, method: str):
+  """Our Integrated Gradients and Captum's (zero baseline, `steps` nodes of `method`), NHWC."""
+  score, params, inputs, net, x_t = models
+  ig = functools.partial(explain.integrated_gradients, score, steps=steps, method=method)
+  ours = jax.jit(ig)(params, inputs)["img"]
+  theirs = captum_attr.IntegratedGradients(net).attribute(
+    x_t, baselines=torch.zeros_like(x_t), target=TARGET, n_steps=steps, method=method
+  )
+  return ours, _nhwc(theirs)
+
+
 def test_integrated_gradients_riemann_middle():
-  score, params, inputs, net, x_t = _models()
   # 16 steps: Captum rounds its step sizes (and Riemann nodes) to float32; 1/16 and (k + ½)/16 are
   # exact in float32, so both sides use the same quadrature.
-  steps = 16
-  ours = jax.jit(
-    functools.partial(explain.integrated_gradients, score, steps=steps, method="riemann_middle")
-  )(params, inputs)["img"]
-  ig = captum_attr.IntegratedGradients(net)
-  theirs = ig.attribute(
-    x_t, baselines=torch.zeros_like(x_t), target=TARGET, n_steps=steps, method="riemann_middle"
-  )
-  _assert_close(ours, _nhwc(theirs))
+  ours, theirs = _integrated_gradients(_models(), 16, "riemann_middle")
+  _assert_close(ours, theirs)
 
 
 def test_integrated_gradients_gausslegendre():
-  score, params, inputs, net, x_t = _models()
+  models = _models()
+  score, params, inputs, _, _ = models
   steps = 7
-  ours = jax.jit(
-    functools.partial(explain.integrated_gradients, score, steps=steps, method="gausslegendre")
-  )(params, inputs)["img"]
-  theirs = _nhwc(
-    captum_attr.IntegratedGradients(net).attribute(
-      x_t, baselines=torch.zeros_like(x_t), target=TARGET, n_steps=steps, method="gausslegendre"
-    )
-  )
+  ours, theirs = _integrated_gradients(models, steps, "gausslegendre")
   # Captum multiplies the gradients by `torch.tensor(step_sizes).float()`: the Gauss-Legendre
   # weights are rounded to float32 (relative error up to 2^-24 ≈ 6e-8), so the two agree only to
   # that level...

@@ -328,31 +328,30 @@ def test_error_missing_image(copy):
     s.check_files()
 
 
-def test_error_wrong_band_count(copy):
+@pytest.mark.parametrize(
+  "modality, shape, dtype, match",
+  [
+    (
+      "s2",
+      (6, 6, 10),
+      np.uint16,
+      r"s2/60m/{name}: expected 12 bands of 6×6 uint16, found \(6, 6, 10\) uint16",
+    ),
+    (
+      "aerial",
+      (A + 2, A + 2, 4),
+      np.uint8,
+      rf"aerial/60m/{{name}}: expected 4 bands of {A}×{A} uint8, found",
+    ),
+    ("s1", (6, 6, 3), np.float64, r"float32, found \(6, 6, 3\) float64"),
+  ],
+  ids=["wrong_band_count", "wrong_size", "wrong_dtype"],
+)
+def test_error_wrong_raster(copy, modality, shape, dtype, match):
   name = _names(copy)[1]
-  tifffile.imwrite(copy / "s2" / "60m" / name, np.zeros((6, 6, 10), np.uint16), photometric="minisblack",
+  tifffile.imwrite(copy / modality / "60m" / name, np.zeros(shape, dtype), photometric="minisblack",
                      planarconfig="contig")  # fmt: skip
-  with pytest.raises(
-    DataError, match=rf"s2/60m/{name}: expected 12 bands of 6×6 uint16, found \(6, 6, 10\) uint16"
-  ):
-    src(copy)[1]
-
-
-def test_error_wrong_size(copy):
-  name = _names(copy)[1]
-  tifffile.imwrite(copy / "aerial" / "60m" / name, np.zeros((A + 2, A + 2, 4), np.uint8), photometric="minisblack",
-                     planarconfig="contig")  # fmt: skip
-  with pytest.raises(
-    DataError, match=rf"aerial/60m/{name}: expected 4 bands of {A}×{A} uint8, found"
-  ):
-    src(copy)[1]
-
-
-def test_error_wrong_dtype(copy):
-  name = _names(copy)[1]
-  tifffile.imwrite(copy / "s1" / "60m" / name, np.zeros((6, 6, 3), np.float64), photometric="minisblack",
-                     planarconfig="contig")  # fmt: skip
-  with pytest.raises(DataError, match=r"float32, found \(6, 6, 3\) float64"):
+  with pytest.raises(DataError, match=match.format(name=name)):
     src(copy)[1]
 
 

@@ -3,22 +3,18 @@ leave-one-bucket-out weights; an ensemble run end to end (per-member and ensembl
 averaged probabilities, one stacked checkpoint)."""
 
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
+from helpers.commands import device_check
 from sklearn import metrics as skm
 
 from configs import treesat as treesat_config
 from mtljax import configlib, train
 from mtljax.data import pipeline
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _tiny(root, size, strategy="seeds", **train_overrides):
@@ -132,50 +128,25 @@ def test_ensemble_run_reports_members_and_averages_probabilities(tiny_treesat_ro
 
 def test_ensemble_config_errors():
   c = treesat_config.get_config("tiny")
+  inputs = {"aerial": {}, "s1": {}, "s2": {}}
+  tasks = {
+    "l3": {"kind": "classification", "num_classes": 15},
+    "l2": {"kind": "classification", "num_classes": 9},
+    "age": {"kind": "regression"},
+  }
   c.ensemble.strategy = "leave_one_bucket_out"
   c.ensemble.size = 1
   with pytest.raises(configlib.ConfigError, match="ensemble.size >= 2"):
-    configlib.validate(
-      c,
-      {"aerial": {}, "s1": {}, "s2": {}},
-      {
-        "l3": {"kind": "classification", "num_classes": 15},
-        "l2": {"kind": "classification", "num_classes": 9},
-        "age": {"kind": "regression"},
-      },
-    )
+    configlib.validate(c, inputs, tasks)
   c.ensemble.strategy = "boosting"
   with pytest.raises(configlib.ConfigError, match="config.ensemble.strategy='boosting'"):
-    configlib.validate(
-      c,
-      {"aerial": {}, "s1": {}, "s2": {}},
-      {
-        "l3": {"kind": "classification", "num_classes": 15},
-        "l2": {"kind": "classification", "num_classes": 9},
-        "age": {"kind": "regression"},
-      },
-    )
+    configlib.validate(c, inputs, tasks)
 
 
 def test_members_spread_over_an_ensemble_mesh_axis(tiny_treesat_root, tmp_path):
   """`config.ensemble.devices=2` on 4 (simulated) devices: a (data=2, ensemble=2) mesh where each
   device holds one member, and the step gives what the plain data-parallel mesh gives."""
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", PYTHONPATH=ROOT)
-  res = subprocess.run(
-    [
-      sys.executable,
-      os.path.join(ROOT, "tests", "helpers", "ensemble_mesh_check.py"),
-      tiny_treesat_root,
-      str(tmp_path),
-    ],
-    cwd=ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-  out = json.loads(res.stdout.split("RESULT ", 1)[1])
+  out = device_check("ensemble_mesh_check.py", tiny_treesat_root, tmp_path)
   plain, spread = out["1"], out["2"]
   assert plain["mesh"] == {"data": 4} and spread["mesh"] == {"data": 2, "ensemble": 2}
   assert plain["shard_shapes"] == [plain["leaf_shape"]]  # replicated: every device has both

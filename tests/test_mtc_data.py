@@ -88,30 +88,21 @@ def test_planted_cues_mark_count_and_zigzag(facade_root):
   assert modes == [flat, gable, hip, flat, gable]
 
 
-def test_bad_class_names_file_row_column(facade_root, tmp_path):
+@pytest.mark.parametrize(
+  "row, column, value, match",
+  [
+    (3, "roof", "DOME", r"labels.csv: row 3 .*column 'roof': class 'DOME'"),
+    (5, "block", "", r"row 5 .*column 'block': missing group"),
+    (2, "id", "no_such_image", r"no_such_image.png: image file missing \(row 2"),
+  ],
+  ids=["bad_class_names_file_row_column", "missing_block_id", "missing_image"],
+)
+def test_bad_labels_cell(facade_root, tmp_path, row, column, value, match):
   def edit(rows):
-    rows[3][rows[0].index("roof")] = "DOME"
+    rows[row][rows[0].index(column)] = value
 
   root = _rewrite(facade_root, tmp_path, edit)
-  with pytest.raises(DataError, match=r"labels.csv: row 3 .*column 'roof': class 'DOME'"):
-    read_table(root)
-
-
-def test_missing_block_id(facade_root, tmp_path):
-  def edit(rows):
-    rows[5][rows[0].index("block")] = ""
-
-  root = _rewrite(facade_root, tmp_path, edit)
-  with pytest.raises(DataError, match=r"row 5 .*column 'block': missing group"):
-    read_table(root)
-
-
-def test_missing_image(facade_root, tmp_path):
-  def edit(rows):
-    rows[2][0] = "no_such_image"
-
-  root = _rewrite(facade_root, tmp_path, edit)
-  with pytest.raises(DataError, match=r"no_such_image.png: image file missing \(row 2"):
+  with pytest.raises(DataError, match=match):
     read_table(root)
 
 

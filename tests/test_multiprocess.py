@@ -8,11 +8,11 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
+from helpers.commands import main_command
 
 from mtljax.writers import read_metrics
 
@@ -34,16 +34,7 @@ def _launch(n, workdir, root, *overrides):
   port = _free_port()
   procs = []
   for i in range(n):
-    cmd = [
-      sys.executable,
-      "-m",
-      "mtljax.main",
-      "--config=configs/treesat.py:tiny",
-      f"--workdir={workdir}",
-      f"--config.data.root={root}",
-      *ARGS,
-      *overrides,
-    ]
+    cmd = main_command(workdir, f"--config.data.root={root}", *ARGS, *overrides)
     if n > 1:
       cmd += [
         f"--coordinator_address=127.0.0.1:{port}",

@@ -6,11 +6,11 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
+from helpers.commands import device_check, main_command
 from sklearn import metrics as skm
 
 from configs import treesat as treesat_config
@@ -29,15 +29,7 @@ def _tiny(root, **train_overrides):
 
 
 def _main(workdir, root, *overrides, env=None, wait=True):
-  cmd = [
-    sys.executable,
-    "-m",
-    "mtljax.main",
-    "--config=configs/treesat.py:tiny",
-    f"--workdir={workdir}",
-    f"--config.data.root={root}",
-    *overrides,
-  ]
+  cmd = main_command(workdir, f"--config.data.root={root}", *overrides)
   e = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
   if not wait:
     return subprocess.Popen(
@@ -148,22 +140,7 @@ def test_sigkill_and_sigterm_then_resume_matches_uninterrupted(tiny_treesat_root
 
 
 def test_mesh_of_4_devices_matches_1_device(tiny_treesat_root, tmp_path):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", PYTHONPATH=ROOT)
-  res = subprocess.run(
-    [
-      sys.executable,
-      os.path.join(ROOT, "tests", "helpers", "mesh_check.py"),
-      tiny_treesat_root,
-      str(tmp_path),
-    ],
-    cwd=ROOT,
-    env=env,
-    capture_output=True,
-    text=True,
-    timeout=300,
-  )
-  assert res.returncode == 0, res.stdout + res.stderr
-  out = json.loads(res.stdout.split("RESULT ", 1)[1])
+  out = device_check("mesh_check.py", tiny_treesat_root, tmp_path)
   one, four = out["1"], out["4"]
   assert one["sharded"] == 1 and four["sharded"] == 4
   np.testing.assert_allclose(four["loss"], one["loss"], rtol=1e-5)
@@ -202,14 +179,7 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tiny_treesat_root, tmp_
 )
 def test_command_line_errors_are_clear(tmp_path, overrides, expected):
   (tmp_path / "notes.txt").write_text("keep me")
-  cmd = [
-    sys.executable,
-    "-m",
-    "mtljax.main",
-    "--config=configs/treesat.py:tiny",
-    f"--workdir={tmp_path}",
-    *overrides,
-  ]
+  cmd = main_command(tmp_path, *overrides)
   res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert res.returncode != 0
   assert expected in res.stderr, res.stderr[-3000:]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import html
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -38,6 +38,18 @@ class _Writer:
 
   def rel(self, path: str) -> str:
     return os.path.relpath(path, self.out)
+
+  def per_task_figures(self, name: str, parts: dict, draw: Callable[..., Any]) -> list[str]:
+    """One PNG per task whose part is non-empty: `draw(path, task, part)` writes
+    `<out>/<name>_<task>.png`. Returns their paths relative to the report folder, in `parts`'
+    order."""
+    imgs = []
+    for task, part in parts.items():
+      if part:
+        path = self.path(f"{name}_{task}.png")
+        draw(path, task, part)
+        imgs.append(self.rel(path))
+    return imgs
 
   def main_error_name(self) -> str:
     return tasks_lib.spec(self.plan.kinds[self.plan.main]).error_name(self.acfg.split_error)
@@ -95,14 +107,20 @@ def _combinations(w: _Writer, show: Sequence[int]) -> None:
   col, plan, split = w.col, w.plan, w.acfg.split
   a, b = plan.pair
   ep = [r["epoch"] for r in col.combo_rows]
-  write_csv(w.path("combinations.csv"), col.combo_rows)
-  figures.curves(
-    w.path("combinations.png"),
-    ep,
-    {c: [r[c] for r in col.combo_rows] for c in st.COMBINATIONS},
-    title=f"Correct (C) / false (F) combinations of {a} and {b} ({split})",
-    ylabel="examples",
-    colors=figures._COMBO_COLORS,
+
+  def combination_curves(name: str, rows: list[dict], title: str, ylabel: str) -> None:
+    """`<name>.csv` (the rows) and `<name>.png`: one curve per combination over the epochs."""
+    write_csv(w.path(f"{name}.csv"), rows)
+    curves = {c: [r[c] for r in rows] for c in st.COMBINATIONS}
+    figures.curves(
+      w.path(f"{name}.png"), ep, curves, title=title, ylabel=ylabel, colors=figures._COMBO_COLORS
+    )
+
+  combination_curves(
+    "combinations",
+    col.combo_rows,
+    f"Correct (C) / false (F) combinations of {a} and {b} ({split})",
+    "examples",
   )
   trans = []
   for e in ep:
@@ -165,14 +183,11 @@ def _combinations(w: _Writer, show: Sequence[int]) -> None:
     )
   if col.reg_rows:
     rt = plan.regression
-    write_csv(w.path("regression_by_combination.csv"), col.reg_rows)
-    figures.curves(
-      w.path("regression_by_combination.png"),
-      ep,
-      {c: [r[c] for r in col.reg_rows] for c in st.COMBINATIONS},
-      title=f"{rt} MAE per {a}-{b} combination ({split})",
-      ylabel=f"{rt} MAE",
-      colors=figures._COMBO_COLORS,
+    combination_curves(
+      "regression_by_combination",
+      col.reg_rows,
+      f"{rt} MAE per {a}-{b} combination ({split})",
+      f"{rt} MAE",
     )
     w.sections.append(
       (
@@ -191,19 +206,15 @@ def _main_error_by_aux(w: _Writer, ep_corr: list[int]) -> None:
   if not col.split_rows:
     return
   write_csv(w.path("main_error_by_aux.csv"), col.split_rows)
-  imgs = []
-  for t, pts in col.strips.items():
-    if pts:
-      path = w.path(f"main_error_by_aux_{t}.png")
-      figures.correct_wrong_strips(
-        path,
-        ep_corr,
-        pts,
-        seed=int(acfg.seed),
-        title=f"{main} error, {t} correct (blue) vs wrong (orange); ≤{acfg.max_points} points each",
-        ylabel=f"{main} {w.main_error_name()}",
-      )
-      imgs.append(w.rel(path))
+
+  def draw(path: str, t: str, pts) -> None:
+    title = f"{main} error, {t} correct (blue) vs wrong (orange); ≤{acfg.max_points} points each"
+    ylabel = f"{main} {w.main_error_name()}"
+    figures.correct_wrong_strips(
+      path, ep_corr, pts, seed=int(acfg.seed), title=title, ylabel=ylabel
+    )
+
+  imgs = w.per_task_figures("main_error_by_aux", col.strips, draw)
   w.sections.append(
     (
       "Main-task error by auxiliary correctness (Fig. 2)",
@@ -223,18 +234,12 @@ def _group_scatter(w: _Writer) -> None:
   if not col.has_group:
     w.notes.append("Per-group scatter (Fig. 8) skipped: the predictions have no 'group' array.")
     return
-  imgs = []
-  for t, panels in col.scatter.items():
-    if panels:
-      path = w.path(f"group_scatter_{t}.png")
-      figures.group_scatter(
-        path,
-        panels,
-        title=f"Per group: {main} error vs {t} accuracy",
-        xlabel=f"{t} accuracy",
-        ylabel=f"mean {main} error",
-      )
-      imgs.append(w.rel(path))
+
+  def draw(path: str, t: str, panels) -> None:
+    title, xlabel = f"Per group: {main} error vs {t} accuracy", f"{t} accuracy"
+    figures.group_scatter(path, panels, title=title, xlabel=xlabel, ylabel=f"mean {main} error")
+
+  imgs = w.per_task_figures("group_scatter", col.scatter, draw)
   if imgs:
     write_csv(w.path("group_scatter.csv"), col.group_rows)
     w.sections.append(

@@ -1,51 +1,15 @@
-"""Framework-agnostic attributions on score functions, ensemble averaging and explanation metrics."""
+"""Framework-agnostic attributions on score functions, ensemble averaging and explanation metrics.
 
-from mtljax.explain.attributions import (
-  METHODS,
-  Context,
-  MethodSpec,
-  attribute,
-  get_method,
-  grad_cam,
-  gradient_shap,
-  grid_segments,
-  guided_backprop,
-  guided_grad_cam,
-  guided_relu,
-  input_x_gradient,
-  integrated_gradients,
-  integration_points,
-  lime,
-  occlusion,
-  register,
-  saliency,
-  smoothgrad,
-  superpixel_segments,
-)
+The package re-exports the attribution registry and every method (`attributions.__all__`, the one
+list of them), the ensemble helpers and `make_score_fn`."""
+
+from mtljax.explain import attributions
+from mtljax.explain.attributions import *  # noqa: F403 (the names are attributions.__all__)
 from mtljax.explain.ensemble import ensemble_attribute, ensemble_heatmaps, normalize, to_heatmap
 from mtljax.explain.targets import make_score_fn
 
 __all__ = [
-  "METHODS",
-  "Context",
-  "MethodSpec",
-  "attribute",
-  "get_method",
-  "register",
-  "grad_cam",
-  "gradient_shap",
-  "grid_segments",
-  "guided_backprop",
-  "guided_grad_cam",
-  "guided_relu",
-  "input_x_gradient",
-  "integrated_gradients",
-  "integration_points",
-  "lime",
-  "occlusion",
-  "saliency",
-  "smoothgrad",
-  "superpixel_segments",
+  *attributions.__all__,
   "ensemble_attribute",
   "ensemble_heatmaps",
   "normalize",

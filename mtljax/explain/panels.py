@@ -52,7 +52,7 @@ def save_member_panels(
   `round((nrows * (panel_size + 0.45) + (0.5 if title else 0)) * dpi)` pixels high.
 
   Args:
-    path: PNG to write.
+    path: PNG to write; returned as a string.
     image: `[H, W, 3]` float in [0, 1] or uint8.
     member_maps: `[E, H, W]` each member's normalised saliency.
     ensemble_map: `[H, W]` the ensemble's (mean) saliency.
@@ -66,9 +66,6 @@ def save_member_panels(
     panel_size: panel width in inches.
     dpi: pixels per inch.
     fontsize: caption font size (points).
-
-  Returns:
-    `path` as a string.
   """
   members = np.asarray(member_maps, dtype=np.float32)
   ens = np.asarray(ensemble_map, dtype=np.float32)
@@ -128,19 +125,11 @@ def save_heatmap_grid(
   `round(nrows * (panel_size + 0.45) * dpi)` pixels high, `nrows = ceil(N / ncols)`.
 
   Args:
-    path: PNG to write.
+    path: PNG to write; returned as a string.
     images: `[N, H, W, 3]` float in [0, 1] or uint8.
     maps: `[N, H, W]` normalised saliency maps.
     titles: `N` optional captions.
-    ncols: panels per row.
-    signed: colormap choice (see `overlay`); `None` decides from all maps together.
-    alpha: heatmap opacity.
-    panel_size: panel width in inches.
-    dpi: pixels per inch.
-    fontsize: caption font size (points).
-
-  Returns:
-    `path` as a string.
+    ncols, signed, alpha, panel_size, dpi, fontsize: as in `save_member_panels`.
   """
   maps = np.asarray(maps, dtype=np.float32)
   n = len(images)
@@ -186,7 +175,7 @@ def save_size_curve(
   `round(figsize[0] * dpi)` × `round(figsize[1] * dpi)` pixels (width × height).
 
   Args:
-    path: PNG to write.
+    path: PNG to write; returned as a string.
     sizes: `[K]` ensemble sizes.
     ens: `[K]` metric of the averaged explanation per size.
     ind: `[K]` average individual metric per size.
@@ -196,9 +185,6 @@ def save_size_curve(
     ind_std: optional `[K]` standard deviations of `ind`.
     figsize: (width, height) in inches.
     dpi: pixels per inch.
-
-  Returns:
-    `path` as a string.
   """
   sizes = np.asarray(sizes, dtype=np.float64)
   curves = [

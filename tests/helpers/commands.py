@@ -1,0 +1,35 @@
+"""What several test files run in a subprocess: the `mtljax.main` command line, and the check
+scripts of this folder on simulated CPU devices (imported as `helpers.commands`: pytest puts
+tests/ on sys.path)."""
+
+import json
+import os
+import subprocess
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TINY_TREESAT = "configs/treesat.py:tiny"
+
+
+def main_command(workdir, *flags: str, config: str = TINY_TREESAT) -> list[str]:
+  """`python -m mtljax.main --config=<config> --workdir=<workdir> <flags>`, to run from ROOT."""
+  return [
+    sys.executable,
+    "-m",
+    "mtljax.main",
+    f"--config={config}",
+    f"--workdir={workdir}",
+    *flags,
+  ]
+
+
+def device_check(script: str, *args, devices: int = 4) -> dict:
+  """Runs tests/helpers/<script> with `args` on `devices` simulated CPU devices and returns the
+  JSON it prints after `RESULT ` (the script's own process: XLA reads the device count once)."""
+  env = dict(
+    os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}", PYTHONPATH=ROOT
+  )
+  cmd = [sys.executable, os.path.join(ROOT, "tests", "helpers", script), *map(str, args)]
+  res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+  assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+  return json.loads(res.stdout.split("RESULT ", 1)[1])
