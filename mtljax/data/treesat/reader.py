@@ -63,7 +63,7 @@ from mtljax.data.treesat.archive import (
   parse_name,
 )
 from mtljax.data.treesat.labels import read_labels_json, read_side_csv
-from mtljax.data.treesat.tiff import read_image
+from mtljax.data.treesat.tiff import check_image, read_image
 
 log = logging.getLogger(__name__)
 
@@ -362,8 +362,11 @@ class TreeSatAISource:
       "meta": {"index": np.asarray(i, np.int32)},
     }
 
-  def check_files(self, max_files: int | None = None, *, progress: bool = True) -> int:
-    """Read every image of the split once (or the first ``max_files`` names).
+  def check_files(
+    self, max_files: int | None = None, *, progress: bool = True, full: bool = False
+  ) -> int:
+    """Check every image of the split (or of the first ``max_files`` names): from the TIFF header
+    (exists, band count, size, dtype, pixel data inside the file), or decoded (``full``).
 
     Returns:
       the number of names checked.
@@ -376,10 +379,15 @@ class TreeSatAISource:
     if progress and n > 200:
       from tqdm.auto import tqdm
 
-      it = tqdm(it, desc=f"checking TreeSatAI {self.split}", unit="patch")
+      it = tqdm(it, desc=f"checking TreeSatAI {self.split} files", unit="patch", mininterval=1.0)
     for i in it:
       for m in self.modalities:
-        self.read_modality(m, i)
+        if full:
+          self.read_modality(m, i)
+          continue
+        spec = MODALITIES[m]
+        size = self.aerial_size if m == "aerial" else self.s_size
+        check_image(self.image_path(m, i), bands=len(spec["bands"]), size=size, dtype=spec["dtype"])
     return n
 
   def __repr__(self) -> str:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from mtljax.data.checks import tiff_data_end
 from mtljax.data.source import DataError
 
 
@@ -74,3 +75,46 @@ def read_image(path: str | os.PathLike, *, bands: int, size: int, dtype: Any) ->
   if out is None or arr.dtype != dtype:
     raise DataError(f"{path}: {expected}, found {tuple(arr.shape)} {arr.dtype.name}")
   return out
+
+
+def _shape_hwc(shape: tuple, axes: str, bands: int, size: int) -> bool:
+  """Whether an array of ``shape`` reads as [size, size, bands] (as ``_to_hwc`` decides)."""
+  if len(shape) == 2:
+    return bands == 1 and tuple(shape) == (size, size)
+  return tuple(shape) in ((size, size, bands), (bands, size, size))
+
+
+def check_image(path: str | os.PathLike, *, bands: int, size: int, dtype: Any) -> None:
+  """``read_image``'s checks from the TIFF header only (no pixel decoding): the file exists and
+  parses, its first series is ``bands`` × ``size`` × ``size`` of ``dtype`` (or one page per band),
+  and every strip/tile the header points to lies inside the file (a truncated copy fails).
+
+  Raises:
+    DataError: naming the file and what was expected.
+  """
+  import tifffile
+
+  path = Path(path)
+  dtype = np.dtype(dtype)
+  expected = f"expected {bands} bands of {size}×{size} {dtype.name}"
+  if not path.is_file():
+    raise DataError(f"{path}: image file missing ({expected})")
+  try:
+    with tifffile.TiffFile(path) as tif:
+      series = tif.series[0]
+      shape, axes, found = tuple(series.shape), series.axes, np.dtype(series.dtype)
+      if len(shape) == 2 and bands > 1:
+        pages = [p for p in tif.pages if tuple(p.shape) == shape]
+        if len(pages) == bands:
+          shape = (bands, *shape)
+      end = tiff_data_end(tif)
+  except Exception as e:  # noqa: BLE001 - any reader failure becomes a DataError naming the file
+    raise DataError(f"{path}: not a readable TIFF ({type(e).__name__}: {e})") from e
+  if not _shape_hwc(shape, axes, bands, size) or found != dtype:
+    raise DataError(f"{path}: {expected}, found {shape} {found.name}")
+  file_size = path.stat().st_size
+  if end > file_size:
+    raise DataError(
+      f"{path}: truncated TIFF ({file_size} bytes, its header points to pixel data up to byte "
+      f"{end}; {expected})"
+    )
