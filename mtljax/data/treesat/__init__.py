@@ -29,6 +29,7 @@ def _source_kwargs(config) -> dict[str, Any]:
     # Only the image modalities the model uses are opened.
     modalities=tuple(m for m in ("aerial", "s1", "s2") if m in config.inputs),
     aerial_size=d.aerial_size,
+    aerial_resize=d.get("aerial_resize", False),
   )
 
 
