@@ -12,7 +12,9 @@ Variants come after a colon, comma-separated (big_vision style):
             3 images → L3 + L2                7 images → L3 + L2 + age   (default)
             4 images → L3 + L1                8 images → L3 + L2 + L1 + age
   multilabel  train L3 on the archive's native multi-labels (genera with share > 0.07, BCE)
-  tiny      a tiny ResNet and small synthetic data, for tests and smoke runs (seconds on CPU)
+  tiny      a tiny ResNet and small synthetic data, for tests and smoke runs (seconds on CPU);
+            on the real archive it reads the 304×304 aerial patches area-averaged to 32×32
+            (config.data.aerial_resize)
   size=E    an ensemble of E members trained together (different seeds; see config.ensemble)
 
 Commands:
@@ -21,6 +23,8 @@ Commands:
   python -m mtljax.main --config=configs/treesat.py --workdir=/tmp/ts \
       --config.data.root=/data/TreeSatAI --config.train.num_epochs=100 --config.train.batch_size=64
   python -m mtljax.main --config=configs/treesat.py:tiny --workdir=/tmp/ts_tiny
+  python -m mtljax.main --config=configs/treesat.py:tiny --workdir=/tmp/ts_tiny_real \
+      --config.data.root=/data/TreeSatAI
   python -m mtljax.main --config=configs/treesat.py --workdir=/tmp/treesat --mode=analyze
   python -m mtljax.main --config=configs/treesat.py:tiny,size=3 --workdir=/tmp/ts_ens
   python -m mtljax.main --config=configs/treesat.py:tiny,size=3 --workdir=/tmp/ts_ens --mode=explain
@@ -63,8 +67,13 @@ def get_config(arg=None):
     "treesat",
     # Patch size folder of the archive ("60m": 6×6 Sentinel patches, "200m": 20×20).
     resolution="60m",
-    # Expected aerial patch size in pixels (304 at 60m).
+    # Aerial patch size in pixels the model sees (the archive's: 304 at 60m); the synthetic
+    # dataset is written at this size.
     aerial_size=32 if tiny else 304,
+    # True: aerial files of any square size are read and area-averaged to aerial_size, so `tiny`
+    # reads the real archive's 304×304 patches at 32×32 (no override needed); False: a file of
+    # another size is an error naming it.
+    aerial_resize=tiny,
     # Where L2 (forest stand type) comes from: "genus" (hierarchy map) or "csv" (side CSV).
     l2_source="genus",
     # Where age comes from: "name" (first number token of the file name) or "csv".

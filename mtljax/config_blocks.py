@@ -144,6 +144,9 @@ def data_config(
     c[key] = value
   c.augment = ml_collections.ConfigDict(augment)
   c.stats_examples = stats_examples
+  # Files of every split checked before the first step: "header" (shape, dtype, bands, no pixel
+  # decoding), "full" (every file decoded) or "off" (mtljax/data/checks.py).
+  c.check_files = "header"
   # Reader threads and prefetched batches of the grain pipeline.
   c.num_threads = 2
   c.prefetch = 4

@@ -70,33 +70,59 @@ def multilabel_metrics(y_true, probs, mask=None, threshold: float = 0.5) -> dict
   }
 
 
-def regression_metrics(y_true, y_pred, mask=None) -> dict[str, float]:
-  """MAE, RMSE and the coefficient of determination R² (1 − SS_res / SS_tot)."""
+def _regression_columns(y_true, y_pred, mask):
+  """`[M, D]` true and predicted values and their `[M, D]` labelled flags: one column per output of
+  a per-example target `[N, D]` (a per-example mask `[N]` covers all its outputs)."""
   y_true = np.asarray(y_true, np.float64)
   y_pred = np.asarray(y_pred, np.float64).reshape(y_true.shape)
+  keep = np.ones(y_true.shape, bool)
   if mask is not None:
-    # A per-example mask [N] covers every output of a target [N, D] (e.g. BEN-GE weather).
     mask = np.asarray(mask)
-    keep = (
-      np.broadcast_to(
-        mask.reshape(mask.shape + (1,) * (y_true.ndim - mask.ndim)), y_true.shape
-      ).ravel()
-      > 0
+    keep = np.broadcast_to(
+      mask.reshape(mask.shape + (1,) * (y_true.ndim - mask.ndim)), y_true.shape
     )
-  y_true, y_pred = y_true.ravel(), y_pred.ravel()
-  if mask is not None:
-    y_true, y_pred = y_true[keep], y_pred[keep]
+    keep = keep > 0
+  n = y_true.shape[0] if y_true.ndim else 1
+  return (
+    y_true.reshape(n, -1),
+    y_pred.reshape(n, -1),
+    np.asarray(keep).reshape(n, -1),
+  )
+
+
+def _one_output(y_true, y_pred) -> tuple[float, float, float]:
+  """MAE, RMSE and R² of one output's labelled values (NaN where undefined)."""
   if y_true.size == 0:
-    return {"mae": float("nan"), "rmse": float("nan"), "r2": float("nan"), "count": 0}
+    return float("nan"), float("nan"), float("nan")
   err = y_pred - y_true
   ss_tot = np.sum((y_true - y_true.mean()) ** 2)
   r2 = 1.0 - np.sum(err**2) / ss_tot if ss_tot > 0 else float("nan")
-  return {
-    "mae": float(np.abs(err).mean()),
-    "rmse": float(np.sqrt((err**2).mean())),
-    "r2": float(r2),
-    "count": int(y_true.size),
-  }
+  return float(np.abs(err).mean()), float(np.sqrt((err**2).mean())), float(r2)
+
+
+def regression_metrics(y_true, y_pred, mask=None, *, multioutput: bool = True) -> dict[str, float]:
+  """MAE, RMSE and the coefficient of determination R² (1 − SS_res / SS_tot).
+
+  A per-example target with several outputs `[N, D]` (BEN-GE weather in K, %, hPa; CropYield's
+  DEM features) is scored per output, each around its own mean: `mae/<k>`, `rmse/<k>`, `r2/<k>`
+  for output k (the order of the task's `channels`), and `mae`, `rmse`, `r2` are their uniform
+  averages (scikit-learn's `multioutput="uniform_average"`; pooling all outputs around one
+  overall mean would count the differences between the outputs' means, in their different units,
+  as explained variance). `multioutput=False` (dense targets `[N, H, W]`: one quantity per pixel)
+  pools every labelled value as one output. `count`: the labelled values.
+  """
+  t, p, keep = _regression_columns(y_true, y_pred, mask)
+  if not multioutput or t.shape[1] == 1:
+    mae, rmse, r2 = _one_output(t[keep], p[keep])
+    return {"mae": mae, "rmse": rmse, "r2": r2, "count": int(keep.sum())}
+  per = [_one_output(t[keep[:, k], k], p[keep[:, k], k]) for k in range(t.shape[1])]
+  out: dict[str, float] = {}
+  for name, j in (("mae", 0), ("rmse", 1), ("r2", 2)):
+    values = np.array([v[j] for v in per])
+    out[name] = float(values.mean())  # NaN if any output's is (as scikit-learn's average)
+    out.update({f"{name}/{k}": float(v) for k, v in enumerate(values)})
+  out["count"] = int(keep.sum())
+  return out
 
 
 def segmentation_metrics(y_true, y_pred, num_classes: int, mask=None) -> dict[str, float]:

@@ -204,7 +204,9 @@ class _Regression(TaskKind):
   in the error (BEN-GE weather, CropYield's DEM)."""
 
   def metrics(self, target, prediction, mask, num_classes=None):
-    return metrics.regression_metrics(target, prediction, mask)
+    # Several outputs per example are scored each around its own mean (`r2/<k>`, averaged as
+    # `r2`); a dense target pools its pixels as one quantity.
+    return metrics.regression_metrics(target, prediction, mask, multioutput=not self.dense)
 
   def error(self, arrays, task, *, classification_error="prob", regression_error="absolute"):
     target = np.asarray(arrays[f"target/{task}"])

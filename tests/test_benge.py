@@ -229,6 +229,26 @@ def test_segmentation_and_dense_losses_and_metrics_match_sklearn():
   assert float(losses.dense_regression_loss(q, t, mask)) == pytest.approx(want, rel=1e-5)
 
 
+def test_weather_r2_is_per_output_as_sklearn(root):
+  """BEN-GE weather (K, %, hPa): R² per output and their uniform average, as scikit-learn; the
+  old pooled R² (one mean over all three units) was near 1 for any prediction near the means."""
+  c = benge_config.get_config("tiny")
+  kind = tasks.of(c.tasks.weather)
+  src = benge.BenGeSource(root, "train", image_size=12)
+  y = src.label_arrays()["targets"]["weather"].astype(np.float64)  # [48, 3]
+  assert src.target_fields["weather"]["channels"][2] == "atmpressure_level"
+  rng = np.random.default_rng(0)
+  p = y.mean(0) + 0.5 * (y - y.mean(0)) + rng.normal(0, 1, y.shape) * y.std(0) * 0.5
+  m = kind.metrics(y, p, np.ones(len(y), np.float32))
+  assert m["r2"] == pytest.approx(skm.r2_score(y, p, multioutput="uniform_average"))
+  np.testing.assert_allclose(
+    [m[f"r2/{k}"] for k in range(3)], skm.r2_score(y, p, multioutput="raw_values")
+  )
+  assert m["mae"] == pytest.approx(skm.mean_absolute_error(y, p))
+  pooled = 1 - ((p - y) ** 2).sum() / ((y - y.mean()) ** 2).sum()
+  assert pooled > 0.99 and m["r2"] < 0.8, (pooled, m)
+
+
 def test_augmentation_moves_dense_targets_with_images():
   rng = np.random.default_rng(0)
   lulc = rng.integers(0, 11, (8, 8)).astype(np.int32)

@@ -430,3 +430,39 @@ def test_planted_signal_is_learnable(tmp_path):
   model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.1))
   acc = model.fit(aerial_feats(tr), ytr).score(aerial_feats(te), yte)
   assert acc > 2 * chance, (acc, chance)
+
+
+# ------------------------------------------------------------------------ tiny on real-size data
+def test_area_resize():
+  from mtljax.data.treesat.tiff import area_resize
+
+  rng = np.random.default_rng(0)
+  x = rng.random((12, 12, 2))
+  np.testing.assert_allclose(area_resize(x, 4), x.reshape(4, 3, 4, 3, 2).mean((1, 3)), rtol=1e-6)
+  big = rng.integers(0, 255, (304, 304, 4)).astype(np.uint8)
+  small = area_resize(big, 32)
+  assert small.shape == (32, 32, 4) and small.dtype == np.float32
+  np.testing.assert_allclose(small.mean((0, 1)), big.mean((0, 1)), rtol=1e-5)
+  np.testing.assert_allclose(area_resize(np.full((304, 304, 1), 7.0), 32), 7.0, rtol=1e-6)
+
+
+@pytest.mark.slow  # ~40 s on an idle 2-core CPU (two train steps, compile included)
+def test_tiny_config_trains_on_real_size_patches(tmp_path):
+  """`configs/treesat.py:tiny` reads a root of real-size 304×304 aerial patches with no override
+  (area-averaged to 32×32) and trains; a strict reader (aerial_resize off) names the size."""
+  from configs import treesat as treesat_config
+  from mtljax import train
+
+  root = write_synthetic_treesat(tmp_path / "real", num_train=32, num_test=8, aerial_size=304)
+  c = treesat_config.get_config("tiny")
+  c.data.root = str(root)
+  c.train.num_epochs = 1
+  c.eval.batch_size = 8
+  spec = get_dataset("treesat")
+  s = spec.source_cls(str(root), "val", **spec.source_kwargs(c))
+  assert s[0]["inputs"]["aerial"].shape == (32, 32, 4) and s.check_files() == len(s)
+  strict = TreeSatAISource(root, "val", aerial_size=32)
+  with pytest.raises(DataError, match=r"expected 4 bands of 32×32 uint8, found \(304, 304, 4\)"):
+    strict.check_files()
+  results = train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert results["best_step"] == 2 and np.isfinite(results["test"]["l3/accuracy"])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from mtljax import metrics
+from mtljax import metrics, tasks
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -47,3 +47,40 @@ def test_regression_against_sklearn():
   assert m["mae"] == pytest.approx(skm.mean_absolute_error(y[keep], p[keep]))
   assert m["r2"] == pytest.approx(skm.r2_score(y[keep], p[keep]))
   assert m["rmse"] == pytest.approx(np.sqrt(skm.mean_squared_error(y[keep], p[keep])))
+
+
+def test_multioutput_regression_r2_per_output_matches_sklearn():
+  """Mixed units (K, %, hPa): R² per output around each output's own mean and their uniform
+  average, as scikit-learn's r2_score(multioutput=...); one pooled mean would give ~0.9998."""
+  rng = np.random.default_rng(5)
+  n = 200
+  y = np.stack([rng.normal(290, 5, n), rng.normal(70, 10, n), rng.normal(1000, 8, n)], axis=1)
+  p = y + rng.normal(0, 1, (n, 3)) * np.array([4.0, 8.0, 6.0])
+  mask = (rng.random(n) > 0.1).astype(np.float32)
+  keep = mask > 0
+  m = metrics.regression_metrics(y, p, mask)
+  yk, pk = y[keep], p[keep]
+  assert m["r2"] == pytest.approx(skm.r2_score(yk, pk, multioutput="uniform_average"))
+  np.testing.assert_allclose(
+    [m[f"r2/{k}"] for k in range(3)], skm.r2_score(yk, pk, multioutput="raw_values")
+  )
+  assert m["mae"] == pytest.approx(skm.mean_absolute_error(yk, pk))
+  np.testing.assert_allclose(
+    [m[f"mae/{k}"] for k in range(3)], skm.mean_absolute_error(yk, pk, multioutput="raw_values")
+  )
+  rmse = np.sqrt(skm.mean_squared_error(yk, pk, multioutput="raw_values"))
+  np.testing.assert_allclose([m[f"rmse/{k}"] for k in range(3)], rmse)
+  assert m["rmse"] == pytest.approx(rmse.mean())
+  assert m["count"] == keep.sum() * 3
+  pooled = 1 - ((pk - yk) ** 2).sum() / ((yk - yk.mean()) ** 2).sum()  # the old definition
+  assert pooled > 0.999 and m["r2"] < 0.7
+  # A per-output mask [N, D]: each output scored on its own labelled rows.
+  mask2 = (rng.random((n, 3)) > 0.2).astype(np.float32)
+  m2 = metrics.regression_metrics(y, p, mask2)
+  for k in range(3):
+    sel = mask2[:, k] > 0
+    assert m2[f"r2/{k}"] == pytest.approx(skm.r2_score(y[sel, k], p[sel, k]))
+  # The task kind: a per-example vector is per output, a dense target is pooled.
+  assert tasks.spec("regression").metrics(y, p, mask)["r2"] == pytest.approx(m["r2"])
+  dense = tasks.spec("dense_regression").metrics(y[:, None, :], p[:, None, :], mask[:, None])
+  assert "r2/0" not in dense and dense["r2"] == pytest.approx(pooled)

@@ -74,7 +74,7 @@ class Dataset:
     """The reader's keyword arguments read from ``config``."""
     d = config.data
     kwargs = {k: _frozen(d[k]) for k in self.source_keys}
-    kwargs.update({k: _frozen(d[k]) for k in self.source_keys_if_set if d[k]})
+    kwargs.update({k: _frozen(d[k]) for k in self.source_keys_if_set if d.get(k)})
     for k, (section, names) in self.used.items():
       kwargs[k] = tuple(n for n in names if n in config[section])
     return kwargs

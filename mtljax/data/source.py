@@ -85,6 +85,12 @@ CAPABILITIES: dict[str, str] = {
   "CropYield's 'seeding' or 'harvest')",
   "planted_truth": "method () -> dict | None: what a synthetic generator planted (None on real "
   "data), e.g. which input features carry the signal",
+  "check_files": "method (*, progress=True, full=False) -> int: check every file the split "
+  "reads, cheaply (exists, readable, header: shape, dtype, bands; pixel data present where the "
+  "format says where it ends; `full=True` decodes every file as training does); raises DataError "
+  "naming the first bad file and what was expected; returns the examples checked. Called for "
+  "every split before the first step (mtljax.data.checks.check_inputs); a reader that reads and "
+  "checks all its files when it is built (CropYield, façades) needs none",
 }
 
 

@@ -23,6 +23,7 @@ import numpy as np
 
 from mtljax import configlib, parallel, tasks
 from mtljax.data import build as data_build
+from mtljax.data import checks as data_checks
 from mtljax.data import pipeline
 from mtljax.data.source import capability
 from mtljax.models.multitask import build_model
@@ -182,6 +183,13 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, write_config: bool
     )
   configlib.resolve_from_data(config, train_src.target_fields)
   configlib.validate(config, train_src.input_fields, train_src.target_fields)
+  # Every split's files and the batch sizes, before anything is written or trained (a corrupt
+  # val/test file is reported now, not after an epoch).
+  checked = data_checks.check_inputs(sources, config, progress=is_main)
+  if checked and is_main:
+    print(
+      f"checked the files of {len(checked)} splits in {sum(checked.values()):.1f} s", flush=True
+    )
 
   # ------------------------------------------------------------------ workdir config
   config_path = os.path.join(workdir, "config.json")

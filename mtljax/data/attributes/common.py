@@ -225,8 +225,12 @@ class AttributeImageSource:
     annotation is left out."""
     raise NotImplementedError
 
-  def check_files(self, max_files: int | None = None, *, progress: bool = True) -> int:
-    """Decode every image of the split once (or the first ``max_files``); returns the count.
+  def check_files(
+    self, max_files: int | None = None, *, progress: bool = True, full: bool = False
+  ) -> int:
+    """Check every image of the split (or the first ``max_files``): its header (exists, a
+    readable image of non-zero size), or decoded (``full``); returns the count. (ISIC's masks
+    are read when the source is built.)
 
     Raises:
       DataError: for the first file that is missing or unreadable.
@@ -236,9 +240,16 @@ class AttributeImageSource:
     if progress and n > 200:
       from tqdm.auto import tqdm
 
-      it = tqdm(it, desc=f"checking {self.dataset} {self.split}", unit="image")
+      it = tqdm(
+        it, desc=f"checking {self.dataset} {self.split} files", unit="image", mininterval=1.0
+      )
     for i in it:
-      self.read_image(i)
+      if full:
+        self.read_image(i)
+        continue
+      h, w = image_size_of(self._paths[i])
+      if h < 1 or w < 1:
+        raise DataError(f"{self._paths[i]}: image of size {h}×{w}; expected a non-empty image")
     return n
 
   def __repr__(self) -> str:

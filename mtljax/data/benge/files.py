@@ -127,3 +127,30 @@ def resample(x: np.ndarray, size: int, *, categorical: bool = False) -> np.ndarr
   from scipy import ndimage
 
   return ndimage.zoom(x, size / n, order=0 if categorical else 1, grid_mode=True, mode="nearest")
+
+
+def check_raster(path: Path, *, integer: bool = False) -> None:
+  """``read_raster``'s checks from the TIFF header only (no pixel decoding): one square band, a
+  numeric dtype (an integer one where ``integer``, e.g. land cover codes), and every strip/tile
+  inside the file (a truncated copy fails)."""
+  import tifffile
+
+  from mtljax.data.checks import tiff_data_end
+
+  what = f"one square band [H, W] of {'integer codes' if integer else 'numbers'}"
+  if not path.is_file():
+    raise DataError(f"raster {path} does not exist (expected {what})")
+  try:
+    with tifffile.TiffFile(path) as tif:
+      shape, dtype = tuple(s for s in tif.series[0].shape if s != 1), np.dtype(tif.series[0].dtype)
+      end = tiff_data_end(tif)
+  except Exception as e:  # tifffile raises several types on a broken file
+    raise DataError(f"raster {path} cannot be read: {e}") from e
+  kind_ok = dtype.kind in "iu" if integer else dtype.kind in "iuf"
+  if len(shape) != 2 or shape[0] != shape[1] or not kind_ok:
+    raise DataError(f"raster {path} is {shape} {dtype.name}; expected {what}")
+  if end > path.stat().st_size:
+    raise DataError(
+      f"raster {path} is truncated ({path.stat().st_size} bytes, its header points to pixel data "
+      f"up to byte {end})"
+    )

@@ -56,6 +56,7 @@ from mtljax.data.benge.files import (
   SPLITS,
   WEATHER_INPUT,
   WEATHER_TARGET,
+  check_raster,
   csv_float,
   fallback_split,
   read_csv,
@@ -223,6 +224,27 @@ class BenGeSource:
     cls[(codes < 0) | (codes > 255)] = -1
     ok = cls >= 0
     return np.where(ok, cls, 0).astype(np.int32), ok.astype(np.float32)
+
+  def check_files(self, *, progress: bool = True, full: bool = False) -> int:
+    """Check every raster an example of the split reads, from its header (``check_raster``) or
+    decoded (``full``); returns the count. Raises DataError naming the first bad file."""
+    it = range(len(self))
+    if progress and len(self) > 200:
+      from tqdm.auto import tqdm
+
+      it = tqdm(it, desc=f"checking BEN-GE {self.split} files", unit="patch", mininterval=1.0)
+    dem = "elevation" in self.modalities + self.dense_targets or self.stack_elevation
+    for i in it:
+      if full:
+        self[i]
+        continue
+      files = [(self.s2_path(i, b), False) for b in S2_BANDS if "s2" in self.modalities]
+      files += [(self.s1_path(i, b), False) for b in S1_BANDS if "s1" in self.modalities]
+      files += [(self.dem_path(i), False)] if dem else []
+      files += [(self.lulc_path(i), True)] if "lulc" in self.dense_targets else []
+      for path, integer in files:
+        check_raster(path, integer=integer)
+    return len(self)
 
   def read_target(self, task: str, i: int) -> tuple[np.ndarray, np.ndarray]:
     """One target and its mask without reading the images (regression target statistics)."""

@@ -17,6 +17,7 @@ DATASET = Dataset(
   "treesat", TreeSatAISource, write_synthetic_treesat,
   source_keys=("resolution", "l2_source", "age_source", "side_csv", "multi_threshold",
                "val_fraction", "split_seed", "aerial_size"),
+  source_keys_if_set=("aerial_resize",),
   # Only the image modalities the model uses are opened.
   used={"modalities": ("inputs", ("aerial", "s1", "s2"))},
   synthetic_keys=("num_train", "num_test", "seed"), synthetic_data_keys=("aerial_size",),

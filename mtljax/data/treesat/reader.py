@@ -63,7 +63,7 @@ from mtljax.data.treesat.archive import (
   parse_name,
 )
 from mtljax.data.treesat.labels import read_labels_json, read_side_csv
-from mtljax.data.treesat.tiff import read_image
+from mtljax.data.treesat.tiff import area_resize, check_image, read_image
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,7 @@ class TreeSatAISource:
     modalities: image modalities to read (``"aerial"``, ``"s1"``, ``"s2"``); others are never opened.
     aerial_size: override of the aerial side length (default from ``AERIAL_SIZES``).
     s_size: override of the Sentinel side length (default from ``S_SIZES``).
+    aerial_resize: read aerial files of any square size, area-averaged to ``aerial_size``.
 
   Raises:
     DataError: the archive does not look like TreeSatAI (see messages).
@@ -133,6 +134,7 @@ class TreeSatAISource:
     modalities: Sequence[str] = ("aerial", "s1", "s2"),
     aerial_size: int | None = None,
     s_size: int | None = None,
+    aerial_resize: bool = False,
   ):
     self.root = Path(root).expanduser()
     check_option("split", split, SPLITS)
@@ -147,6 +149,7 @@ class TreeSatAISource:
     self.age_source = age_source
     self.multi_threshold = float(multi_threshold)
     self.modalities = tuple(dict.fromkeys(modalities))
+    self.aerial_resize = bool(aerial_resize)
 
     if not self.root.is_dir():
       raise DataError(f"TreeSatAI root {self.root} does not exist or is not a directory")
@@ -336,9 +339,12 @@ class TreeSatAISource:
     """One image as float32 [H, W, C]; S1 nodata (-9999, NaN, inf) becomes NaN."""
     spec = MODALITIES[modality]
     size = self.aerial_size if modality == "aerial" else self.s_size
+    any_size = modality == "aerial" and self.aerial_resize
+    path = self.image_path(modality, index)
     arr = read_image(
-      self.image_path(modality, index), bands=len(spec["bands"]), size=size, dtype=spec["dtype"]
-    ).astype(np.float32)
+      path, bands=len(spec["bands"]), size=None if any_size else size, dtype=spec["dtype"]
+    )
+    arr = area_resize(arr, size) if any_size else arr.astype(np.float32)
     if modality == "s1":
       arr[(arr == S1_NODATA) | ~np.isfinite(arr)] = np.nan
     return arr
@@ -359,24 +365,24 @@ class TreeSatAISource:
       "meta": {"index": np.asarray(i, np.int32)},
     }
 
-  def check_files(self, max_files: int | None = None, *, progress: bool = True) -> int:
-    """Read every image of the split once (or the first ``max_files`` names).
-
-    Returns:
-      the number of names checked.
-
-    Raises:
-      DataError: for the first file that is missing or malformed.
-    """
+  def check_files(self, max_files: int | None = None, *, progress=True, full=False) -> int:
+    """Check every image of the split (or of the first ``max_files`` names) from its TIFF header
+    (band count, size, dtype, pixel data inside the file), or decoded (``full``); returns the
+    count. Raises DataError for the first file that is missing or malformed."""
     n = len(self.names) if max_files is None else min(max_files, len(self.names))
     it = range(n)
     if progress and n > 200:
       from tqdm.auto import tqdm
 
-      it = tqdm(it, desc=f"checking TreeSatAI {self.split}", unit="patch")
+      it = tqdm(it, desc=f"checking TreeSatAI {self.split} files", unit="patch", mininterval=1.0)
     for i in it:
       for m in self.modalities:
-        self.read_modality(m, i)
+        if full:
+          self.read_modality(m, i)
+          continue
+        size = self.s_size if m != "aerial" else None if self.aerial_resize else self.aerial_size
+        bands, dtype = len(MODALITIES[m]["bands"]), MODALITIES[m]["dtype"]
+        check_image(self.image_path(m, i), bands=bands, size=size, dtype=dtype)
     return n
 
   def __repr__(self) -> str:

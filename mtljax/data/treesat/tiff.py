@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from mtljax.data.checks import tiff_data_end
 from mtljax.data.source import DataError
 
 
@@ -29,7 +30,35 @@ def _to_hwc(arr: np.ndarray, axes: str, bands: int, size: int) -> np.ndarray | N
   return None
 
 
-def read_image(path: str | os.PathLike, *, bands: int, size: int, dtype: Any) -> np.ndarray:
+def square_size(shape: tuple, bands: int) -> int:
+  """The side of a square ``bands``-band array of ``shape`` ([S, S, C], [C, S, S] or [S, S] for one
+  band), or -1 when it is not one."""
+  shape = tuple(shape)
+  if len(shape) == 2:
+    return shape[0] if bands == 1 and shape[0] == shape[1] else -1
+  if len(shape) == 3 and shape[2] == bands and shape[0] == shape[1]:
+    return shape[0]
+  if len(shape) == 3 and shape[0] == bands and shape[1] == shape[2]:
+    return shape[1]
+  return -1
+
+
+def area_resize(arr: np.ndarray, size: int) -> np.ndarray:
+  """A square [S, S, C] image resampled to [size, size, C] float32 by area averaging (each output
+  pixel the overlap-weighted mean of the input pixels it covers; exact block means when S is a
+  multiple of size)."""
+  n = arr.shape[0]
+  if n == size:
+    return arr.astype(np.float32)
+  edges = np.arange(size + 1) * (n / size)
+  lo, hi = edges[:-1, None], edges[1:, None]
+  j = np.arange(n)[None, :]
+  weights = np.clip(np.minimum(hi, j + 1) - np.maximum(lo, j), 0.0, None) * (size / n)
+  out = np.einsum("ih,hwc,jw->ijc", weights, arr.astype(np.float64), weights)
+  return out.astype(np.float32)
+
+
+def read_image(path: str | os.PathLike, *, bands: int, size: int | None, dtype: Any) -> np.ndarray:
   """Read a square multi-band GeoTIFF as [H, W, C] with checks.
 
   Handles pixel-interleaved (H, W, C), band-interleaved (C, H, W) and one-page-per-band files;
@@ -39,7 +68,7 @@ def read_image(path: str | os.PathLike, *, bands: int, size: int, dtype: Any) ->
   Args:
     path: the file.
     bands: expected band count C.
-    size: expected side length (H = W = size).
+    size: expected side length (H = W = size); None = any square size.
     dtype: expected on-disk dtype.
 
   Returns:
@@ -52,7 +81,8 @@ def read_image(path: str | os.PathLike, *, bands: int, size: int, dtype: Any) ->
 
   path = Path(path)
   dtype = np.dtype(dtype)
-  expected = f"expected {bands} bands of {size}×{size} {dtype.name}"
+  side = "S×S (any S)" if size is None else f"{size}×{size}"
+  expected = f"expected {bands} bands of {side} {dtype.name}"
   if not path.is_file():
     raise DataError(f"{path}: image file missing ({expected})")
   try:
@@ -70,7 +100,46 @@ def read_image(path: str | os.PathLike, *, bands: int, size: int, dtype: Any) ->
     ) from e
   except Exception as e:  # noqa: BLE001 - any reader failure becomes a DataError naming the file
     raise DataError(f"{path}: not a readable TIFF ({type(e).__name__}: {e})") from e
-  out = _to_hwc(arr, axes, bands, size)
+  out = _to_hwc(arr, axes, bands, square_size(arr.shape, bands) if size is None else size)
   if out is None or arr.dtype != dtype:
     raise DataError(f"{path}: {expected}, found {tuple(arr.shape)} {arr.dtype.name}")
   return out
+
+
+def check_image(path: str | os.PathLike, *, bands: int, size: int | None, dtype: Any) -> None:
+  """``read_image``'s checks from the TIFF header only (no pixel decoding): the file exists and
+  parses, its first series is ``bands`` × ``size`` × ``size`` of ``dtype`` (or one page per band;
+  ``size=None``: any square size), and every strip/tile the header points to lies inside the
+  file (a truncated copy fails).
+
+  Raises:
+    DataError: naming the file and what was expected.
+  """
+  import tifffile
+
+  path = Path(path)
+  dtype = np.dtype(dtype)
+  side = "S×S (any S)" if size is None else f"{size}×{size}"
+  expected = f"expected {bands} bands of {side} {dtype.name}"
+  if not path.is_file():
+    raise DataError(f"{path}: image file missing ({expected})")
+  try:
+    with tifffile.TiffFile(path) as tif:
+      series = tif.series[0]
+      shape, found = tuple(series.shape), np.dtype(series.dtype)
+      if len(shape) == 2 and bands > 1:
+        pages = [p for p in tif.pages if tuple(p.shape) == shape]
+        if len(pages) == bands:
+          shape = (bands, *shape)
+      end = tiff_data_end(tif)
+  except Exception as e:  # noqa: BLE001 - any reader failure becomes a DataError naming the file
+    raise DataError(f"{path}: not a readable TIFF ({type(e).__name__}: {e})") from e
+  found_size = square_size(shape, bands)
+  if found_size < 1 or (size is not None and found_size != size) or found != dtype:
+    raise DataError(f"{path}: {expected}, found {shape} {found.name}")
+  file_size = path.stat().st_size
+  if end > file_size:
+    raise DataError(
+      f"{path}: truncated TIFF ({file_size} bytes, its header points to pixel data up to byte "
+      f"{end}; {expected})"
+    )
