@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from typing import Any, Mapping
 
 import jax
 from tensorboardX import SummaryWriter
+
+from mtljax import faults, fileio
 
 
 def _clean(v):
@@ -20,7 +23,9 @@ class MetricWriter:
   """Appends `{"step": s, "split": ..., **scalars}` to metrics.jsonl and TensorBoard scalars.
 
   On resume, `truncate_after(step)` drops the records a killed run wrote after its last
-  checkpoint, so the log of a resumed run equals that of an uninterrupted one.
+  checkpoint, a torn last line (a run killed while appending it; with a warning) and the final
+  test's `*_best` records (the final test writes them again), so the log of a resumed run, or of
+  a finished one run again, equals that of an uninterrupted run.
   Only process 0 writes (multi-host runs).
   """
 
@@ -32,19 +37,24 @@ class MetricWriter:
   def truncate_after(self, step: int) -> None:
     if not self.enabled or not os.path.exists(self.path):
       return
-    with open(self.path) as f:
-      keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(keep)
-    os.replace(tmp, self.path)
+    keep = [
+      json.dumps(r) + "\n"
+      for r in _read_records(self.path, warn=True)
+      if r.get("step", 0) <= step and not str(r.get("split", "")).endswith("_best")
+    ]
+    fileio.write_text(self.path, "".join(keep))
 
   def write(self, step: int, split: str, scalars: Mapping[str, Any]) -> None:
     if not self.enabled:
       return
     record = {"step": int(step), "split": split, **{k: _clean(v) for k, v in scalars.items()}}
+    line = json.dumps(record) + "\n"
     with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+      if faults.hit("metrics.append"):  # fault injection: a torn line, then kill -9
+        f.write(line[: len(line) // 2])
+        f.flush()
+        faults.kill("metrics.append")
+      f.write(line)
     for k in scalars:
       if isinstance(record[k], float):
         self._tb.add_scalar(f"{split}/{k}", record[k], global_step=int(step))
@@ -61,7 +71,31 @@ class MetricWriter:
       self._tb.close()
 
 
-def read_metrics(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, "metrics.jsonl")
+def _read_records(path: str, warn: bool) -> list[dict]:
+  """The records of a JSON-lines file; a torn last line (a writer killed mid-append) is dropped,
+  with a one-line warning on stderr when `warn`; any other unreadable line is an error naming the
+  file and line."""
   with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+    lines = f.readlines()
+  last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+  records = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if i != last:
+        raise ValueError(f"{path}:{i + 1}: not a JSON record ({e})") from None
+      if warn:
+        print(
+          f"warning: {path}: dropped a torn last line (line {i + 1}, a run killed while writing it)",
+          file=sys.stderr,
+          flush=True,
+        )
+  return records
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  """The records of `<workdir>/metrics.jsonl` (a torn last line is left out)."""
+  return _read_records(os.path.join(workdir, "metrics.jsonl"), warn=False)
