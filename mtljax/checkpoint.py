@@ -10,8 +10,8 @@ Two managers rather than one with `best_fn`: with a best-metric policy, `max_to_
 saves have no validation metric. `latest/` keeps the most recent `keep` steps; `best/` keeps the single checkpoint with the best main-task validation metric.
 Orbax writes into a temporary folder (`<step>.orbax-checkpoint-tmp-<ts>`) and renames it when
 complete, so a process killed during a save leaves the previous checkpoint intact; the half-written
-folder is ignored by `latest_step()` and removed when the next run opens the managers
-(`cleanup_tmp_directories`).
+folder is ignored by `latest_step()` and removed when the next *training* run opens the managers
+(`cleanup=True`; an eval or explain run leaves them, as they could belong to a run in progress).
 
 Saves are idempotent and ordered, so that a run killed anywhere resumes (issue 17):
 - a step already present in `latest/` or `best/` is recognised and not saved again (a rerun of
@@ -37,7 +37,7 @@ class CheckpointMismatchError(ValueError):
 
 
 class Checkpointer:
-  def __init__(self, directory: str, keep: int = 2):
+  def __init__(self, directory: str, keep: int = 2, cleanup: bool = False):
     directory = os.path.abspath(directory)
     self.directory = directory
 
@@ -48,7 +48,7 @@ class Checkpointer:
       return ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep,
         create=True,
-        cleanup_tmp_directories=True,
+        cleanup_tmp_directories=cleanup,
         multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name),
       )
 

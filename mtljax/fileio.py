@@ -13,6 +13,7 @@ import glob
 import io
 import json
 import os
+import sys
 import uuid
 from typing import Any, Iterable
 
@@ -96,3 +97,28 @@ def savez(path, fault: str = "write.rename", compressed: bool = True, **arrays) 
     with open(tmp, "wb") as f:  # a file object: numpy would otherwise append ".npz" to tmp
       (np.savez_compressed if compressed else np.savez)(f, **arrays)
   return os.fspath(path)
+
+
+def read_jsonl(path: str, warn: bool = False) -> list[dict]:
+  """The records of a JSON-lines file; a torn last line (a writer killed mid-append) is dropped,
+  with a one-line warning on stderr when `warn`; any other unreadable line is an error naming the
+  file and line."""
+  with open(path) as f:
+    lines = f.readlines()
+  last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
+  records = []
+  for i, line in enumerate(lines):
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError as e:
+      if i != last:
+        raise ValueError(f"{path}:{i + 1}: not a JSON record ({e})") from None
+      if warn:
+        print(
+          f"warning: {path}: dropped a torn last line (line {i + 1}, a run killed while writing it)",
+          file=sys.stderr,
+          flush=True,
+        )
+  return records

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from typing import Any, Mapping
 
 import jax
@@ -39,7 +38,7 @@ class MetricWriter:
       return
     keep = [
       json.dumps(r) + "\n"
-      for r in _read_records(self.path, warn=True)
+      for r in fileio.read_jsonl(self.path, warn=True)
       if r.get("step", 0) <= step and not str(r.get("split", "")).endswith("_best")
     ]
     fileio.write_text(self.path, "".join(keep))
@@ -71,31 +70,6 @@ class MetricWriter:
       self._tb.close()
 
 
-def _read_records(path: str, warn: bool) -> list[dict]:
-  """The records of a JSON-lines file; a torn last line (a writer killed mid-append) is dropped,
-  with a one-line warning on stderr when `warn`; any other unreadable line is an error naming the
-  file and line."""
-  with open(path) as f:
-    lines = f.readlines()
-  last = max((i for i, line in enumerate(lines) if line.strip()), default=-1)
-  records = []
-  for i, line in enumerate(lines):
-    if not line.strip():
-      continue
-    try:
-      records.append(json.loads(line))
-    except json.JSONDecodeError as e:
-      if i != last:
-        raise ValueError(f"{path}:{i + 1}: not a JSON record ({e})") from None
-      if warn:
-        print(
-          f"warning: {path}: dropped a torn last line (line {i + 1}, a run killed while writing it)",
-          file=sys.stderr,
-          flush=True,
-        )
-  return records
-
-
 def read_metrics(workdir: str) -> list[dict]:
   """The records of `<workdir>/metrics.jsonl` (a torn last line is left out)."""
-  return _read_records(os.path.join(workdir, "metrics.jsonl"), warn=False)
+  return fileio.read_jsonl(os.path.join(workdir, "metrics.jsonl"), warn=False)

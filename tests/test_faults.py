@@ -131,7 +131,7 @@ def test_checkpoint_saves_are_idempotent_and_ignore_half_written_steps(tmp_path)
   half = tmp_path / "ck" / "latest" / "8.orbax-checkpoint-tmp-1234567"
   half.mkdir()
   (half / "junk").write_text("x")
-  ckpt = Checkpointer(str(tmp_path / "ck"))
+  ckpt = Checkpointer(str(tmp_path / "ck"), cleanup=True)  # as a training run opens it
   assert ckpt.latest_step() == 6
   abstract = {"w": jnp.zeros(4)}
   restored, meta = ckpt.restore_latest(abstract)
@@ -183,3 +183,13 @@ def test_rerunning_a_finished_workdir_changes_nothing(reference, tmp_path):
   assert fi.compare(ref, work) == []  # in particular, no second val_best/test_best records
   splits = [r["split"] for r in read_metrics(work)]
   assert splits.count("val_best") == 1 and splits.count("test_best") == 1
+
+
+def test_analysis_reads_name_a_torn_file(tmp_path):
+  from mtljax.analysis.predictions import AnalysisError, read_json, read_jsonl
+
+  (tmp_path / "final_metrics.json").write_text('{"best_epoch": 1, "va')
+  with pytest.raises(AnalysisError, match="final_metrics.json: not valid JSON"):
+    read_json(str(tmp_path / "final_metrics.json"))
+  (tmp_path / "metrics.jsonl").write_text('{"step": 1, "split": "val"}\n{"step": 2, "spl')
+  assert read_jsonl(str(tmp_path / "metrics.jsonl")) == [{"step": 1, "split": "val"}]

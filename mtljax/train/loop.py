@@ -113,7 +113,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
 
   # ------------------------------------------------------------------ state: fresh or resumed
-  ckpt = Checkpointer(os.path.join(s.workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+  ckpt = Checkpointer(
+    os.path.join(s.workdir, "checkpoints"), keep=config.train.keep_checkpoints, cleanup=True
+  )
   writer = MetricWriter(s.workdir)
   restored = ckpt.restore_latest(s.abstract_state)
   if restored is None:
