@@ -151,10 +151,13 @@ def trial(ref: str, root: str, point: str, workdir: str) -> tuple[str, str]:
 
 
 def points(random_steps: int, seed: int, every: bool = False) -> list[str]:
-  out = [f"{p}@{n}" for p, ns in (OCCURRENCES if every else SELECTION).items() for n in ns]
+  """The kill points of a sweep, round-robin over the phases (so that a sweep stopped early has
+  tried each phase), the random training steps among them."""
+  groups = [[f"{p}@{n}" for n in ns] for p, ns in (OCCURRENCES if every else SELECTION).items()]
   rng = random.Random(seed)
   steps = rng.sample(range(1, TOTAL_STEPS + 1), min(random_steps, TOTAL_STEPS))
-  return out + [f"train.step@{s}" for s in sorted(steps)]
+  groups.append([f"train.step@{s}" for s in steps])
+  return [g[i] for i in range(max(map(len, groups))) for g in groups if i < len(g)]
 
 
 def main(argv=None) -> int:
