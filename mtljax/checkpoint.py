@@ -8,8 +8,18 @@ part in saving and restoring (orbax coordinates multi-host writes).
 Two managers rather than one with `best_fn`: with a best-metric policy, `max_to_keep` keeps the N
 *best* and may delete the latest checkpoint, which breaks resume (STACK_NOTES); and mid-epoch
 saves have no validation metric. `latest/` keeps the most recent `keep` steps; `best/` keeps the single checkpoint with the best main-task validation metric.
-Orbax writes into a temporary folder and renames it when complete, so a process killed during a
-save leaves the previous checkpoint intact.
+Orbax writes into a temporary folder (`<step>.orbax-checkpoint-tmp-<ts>`) and renames it when
+complete, so a process killed during a save leaves the previous checkpoint intact; the half-written
+folder is ignored by `latest_step()` and removed when the next *training* run opens the managers
+(`cleanup=True`; an eval or explain run leaves them, as they could belong to a run in progress).
+
+Saves are idempotent and ordered, so that a run killed anywhere resumes (issue 17):
+- a step already present in `latest/` or `best/` is recognised and not saved again (a rerun of
+  an epoch whose `best/<step>` was written before the kill reaches the same state and score);
+- at an epoch end `best/<step>` is written and *finished* before `latest/<step>` is started:
+  `latest/`'s metadata names the best epoch, so it must never point at a best checkpoint that a
+  kill could leave unwritten. (Saving latest first would let a kill between the two resume past
+  an epoch whose best checkpoint is missing; the final test would then use an older one.)
 """
 
 from __future__ import annotations
@@ -18,6 +28,8 @@ import os
 from typing import Any
 
 import orbax.checkpoint as ocp
+
+from mtljax import faults
 
 
 class CheckpointMismatchError(ValueError):
@@ -37,7 +49,7 @@ def _restore_args(abstract_state) -> ocp.args.Composite:
 
 
 class Checkpointer:
-  def __init__(self, directory: str, keep: int = 2):
+  def __init__(self, directory: str, keep: int = 2, cleanup: bool = False):
     directory = os.path.abspath(directory)
     self.directory = directory
 
@@ -48,6 +60,7 @@ class Checkpointer:
       return ocp.CheckpointManagerOptions(
         max_to_keep=max_to_keep,
         create=True,
+        cleanup_tmp_directories=cleanup,
         multiprocessing_options=ocp.options.MultiprocessingOptions(barrier_sync_key_prefix=name),
       )
 
@@ -57,10 +70,18 @@ class Checkpointer:
     self.best = ocp.CheckpointManager(os.path.join(directory, "best"), options=options("best", 1))
 
   # ------------------------------------------------------------------ latest (resume)
-  def save_latest(self, step: int, state, meta: dict[str, Any], force=False) -> None:
-    if self.latest.latest_step() == step:
-      return
-    self.latest.save(step, args=_save_args(state, meta), force=force)
+  def save_latest(self, step: int, state, meta: dict[str, Any], force=False) -> bool:
+    """Starts the (asynchronous) save of `latest/<step>`; False when that step already exists."""
+    if step in self.latest.all_steps():
+      return False
+    faults.point("ckpt.latest.before")
+    self.latest.save(
+      step,
+      args=_save_args(state, meta),
+      force=force,
+    )
+    faults.point("ckpt.latest.saved")
+    return True
 
   def latest_step(self) -> int | None:
     return self.latest.latest_step()
@@ -81,8 +102,21 @@ class Checkpointer:
     return out.state, out.meta
 
   # ------------------------------------------------------------------ best (evaluation)
-  def save_best(self, step: int, state, meta: dict[str, Any]) -> None:
-    self.best.save(step, args=_save_args(state, meta), force=True)
+  def save_best(self, step: int, state, meta: dict[str, Any]) -> bool:
+    """Saves `best/<step>` and waits until it is complete (before `latest/<step>` may name it);
+    False when that step already exists (a rerun of an epoch whose best save had finished)."""
+    if step in self.best.all_steps():
+      return False
+    faults.point("ckpt.best.before")
+    self.best.save(
+      step,
+      args=_save_args(state, meta),
+      force=True,
+    )
+    faults.point("ckpt.best.saved")
+    self.best.wait_until_finished()
+    faults.point("ckpt.best.done")
+    return True
 
   def best_step(self) -> int | None:
     return self.best.latest_step()

@@ -10,6 +10,8 @@ from typing import Any, Mapping
 import jax
 from tensorboardX import SummaryWriter
 
+from mtljax import faults, fileio
+
 
 def _clean(v):
   v = float(v)
@@ -20,7 +22,9 @@ class MetricWriter:
   """Appends `{"step": s, "split": ..., **scalars}` to metrics.jsonl and TensorBoard scalars.
 
   On resume, `truncate_after(step)` drops the records a killed run wrote after its last
-  checkpoint, so the log of a resumed run equals that of an uninterrupted one.
+  checkpoint, a torn last line (a run killed while appending it; with a warning) and the final
+  test's `*_best` records (the final test writes them again), so the log of a resumed run, or of
+  a finished one run again, equals that of an uninterrupted run.
   Only process 0 writes (multi-host runs).
   """
 
@@ -32,19 +36,24 @@ class MetricWriter:
   def truncate_after(self, step: int) -> None:
     if not self.enabled or not os.path.exists(self.path):
       return
-    with open(self.path) as f:
-      keep = [line for line in f if line.strip() and json.loads(line).get("step", 0) <= step]
-    tmp = self.path + ".tmp"
-    with open(tmp, "w") as f:
-      f.writelines(keep)
-    os.replace(tmp, self.path)
+    keep = [
+      json.dumps(r) + "\n"
+      for r in fileio.read_jsonl(self.path, warn=True)
+      if r.get("step", 0) <= step and not str(r.get("split", "")).endswith("_best")
+    ]
+    fileio.write_text(self.path, "".join(keep))
 
   def write(self, step: int, split: str, scalars: Mapping[str, Any]) -> None:
     if not self.enabled:
       return
     record = {"step": int(step), "split": split, **{k: _clean(v) for k, v in scalars.items()}}
+    line = json.dumps(record) + "\n"
     with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+      if faults.hit("metrics.append"):  # fault injection: a torn line, then kill -9
+        f.write(line[: len(line) // 2])
+        f.flush()
+        faults.kill("metrics.append")
+      f.write(line)
     for k in scalars:
       if isinstance(record[k], float):
         self._tb.add_scalar(f"{split}/{k}", record[k], global_step=int(step))
@@ -62,6 +71,5 @@ class MetricWriter:
 
 
 def read_metrics(workdir: str) -> list[dict]:
-  path = os.path.join(workdir, "metrics.jsonl")
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  """The records of `<workdir>/metrics.jsonl` (a torn last line is left out)."""
+  return fileio.read_jsonl(os.path.join(workdir, "metrics.jsonl"), warn=False)

@@ -18,6 +18,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from mtljax import fileio
+
 _COMBO_COLORS = {"CC": "tab:green", "CF": "tab:blue", "FC": "tab:orange", "FF": "tab:red"}
 
 
@@ -32,11 +34,7 @@ def save(fig: Figure, path: str) -> str:
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   buf = io.BytesIO()
   fig.savefig(buf, format="png", dpi=fig.dpi, facecolor="white", bbox_inches="tight")
-  tmp = f"{path}.{os.getpid()}.tmp"
-  with open(tmp, "wb") as f:
-    f.write(buf.getvalue())
-  os.replace(tmp, path)
-  return path
+  return fileio.write_bytes(path, buf.getvalue())
 
 
 def curves(

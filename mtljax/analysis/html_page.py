@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 import json
 import math
-import os
+
+from mtljax import fileio
 
 
 def write_csv(path: str, rows: list[dict]) -> str:
@@ -18,12 +20,12 @@ def write_csv(path: str, rows: list[dict]) -> str:
   fields = list(rows[0]) if rows else []
   for r in rows:
     fields += [k for k in r if k not in fields]
-  with open(path, "w", newline="") as f:
-    w = csv.DictWriter(f, fieldnames=fields)
-    w.writeheader()
-    for r in rows:
-      w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-  return path
+  buf = io.StringIO(newline="")
+  w = csv.DictWriter(buf, fieldnames=fields)
+  w.writeheader()
+  for r in rows:
+    w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+  return fileio.write_text(path, buf.getvalue())
 
 
 def _fmt(v):
@@ -107,6 +109,4 @@ def write_html(path, run, final, sections, notes, val_fig, summary):
     "<p><a href='summary.json'>summary.json</a></p>",
     "</body></html>",
   ]
-  with open(path + ".tmp", "w") as f:
-    f.write("\n".join(parts))
-  os.replace(path + ".tmp", path)
+  fileio.write_text(path, "\n".join(parts))

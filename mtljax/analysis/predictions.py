@@ -18,6 +18,7 @@ from typing import Iterator, Mapping
 
 import numpy as np
 
+from mtljax import fileio
 from mtljax import tasks as tasks_lib
 
 _EPOCH_RE = re.compile(r"epoch_(\d+)\.npz$")
@@ -108,12 +109,17 @@ def read_json(path: str, default=None):
   if not os.path.exists(path):
     return default
   with open(path) as f:
-    return json.load(f)
+    try:
+      return json.load(f)
+    except json.JSONDecodeError as e:
+      raise AnalysisError(f"{path}: not valid JSON ({e}); rerun the command that wrote it") from e
 
 
 def read_jsonl(path: str) -> list[dict]:
   """Records of a JSON-lines file (empty when it does not exist)."""
   if not os.path.exists(path):
     return []
-  with open(path) as f:
-    return [json.loads(line) for line in f if line.strip()]
+  try:
+    return fileio.read_jsonl(path)  # a torn last line (a killed run) is left out
+  except ValueError as e:
+    raise AnalysisError(str(e)) from e

@@ -34,7 +34,7 @@ from typing import Any, Sequence
 import ml_collections
 import numpy as np
 
-from mtljax import config_blocks
+from mtljax import config_blocks, fileio
 from mtljax import tasks as tasks_lib
 from mtljax.analysis import html_page, per_epoch, sections
 from mtljax.analysis.predictions import AnalysisError, epoch_files, read_json
@@ -232,8 +232,7 @@ def analyze_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
     "combinations": col.combo_rows,
     "hierarchy_counts": col.hier_rows,
   }
-  with open(os.path.join(out, "summary.json"), "w") as f:
-    json.dump(summary, f, indent=1)
+  fileio.write_json(os.path.join(out, "summary.json"), summary)
   html_page.write_html(
     os.path.join(out, "index.html"), run, final, page_sections, notes, val_fig, summary
   )

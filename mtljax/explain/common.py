@@ -4,7 +4,6 @@ the explained targets, and writing on process 0 only (every process computes, on
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Sequence
 
@@ -12,7 +11,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from mtljax import configlib, tasks, train
+from mtljax import configlib, fileio, tasks, train
 from mtljax.checkpoint import Checkpointer
 from mtljax.data import pipeline
 from mtljax.explain import attributions, flax_utils
@@ -31,15 +30,13 @@ def is_main() -> bool:
 def write_json(path: str, obj: Any, **kwargs) -> None:
   """`json.dump(obj, indent=1, **kwargs)` to `path`, on process 0 only."""
   if is_main():
-    with open(path, "w") as f:
-      json.dump(obj, f, indent=1, **kwargs)
+    fileio.write_json(path, obj, **kwargs)
 
 
 def write_text(path: str, text: str) -> None:
   """`text` to `path`, on process 0 only."""
   if is_main():
-    with open(path, "w") as f:
-      f.write(text)
+    fileio.write_text(path, text)
 
 
 # ============================================================================ checks

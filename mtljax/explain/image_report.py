@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from mtljax import fileio
 from mtljax.data.source import capability
 from mtljax.explain import metrics as xm
 from mtljax.explain import render
@@ -197,7 +198,7 @@ def save_maps(out_dir, name, ens_maps, member_maps, pairs, index, ann, ind, en, 
   """`maps_<name>.npz`: the ensemble maps `[P, H, W]`, the first members' maps, the pairs, their
   source indices and keypoints, every metric per member and of the ensemble, and the ensemble
   maps of the other image inputs (`modality_<m>`)."""
-  np.savez_compressed(
+  fileio.savez(
     os.path.join(out_dir, f"maps_{name}.npz"),
     ensemble=ens_maps,
     members=member_maps[:, : int(ex.num_pictures)],

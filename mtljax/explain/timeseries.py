@@ -23,7 +23,6 @@ writes (on process 0) to `<workdir>/explanations/<split>/`:
 
 from __future__ import annotations
 
-import csv
 import os
 from typing import Any, Mapping, Sequence
 
@@ -32,7 +31,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mtljax import tasks, train
+from mtljax import fileio, tasks, train
 from mtljax.data.source import capability
 from mtljax.explain import attributions, common
 from mtljax.explain import ensemble as ens_lib
@@ -154,21 +153,19 @@ def _plot(
 
 def _write_csvs(out_dir: str, name: str, summary: Mapping[str, Any]) -> None:
   """`features_<name>.csv` and `time_<name>.csv` of one method's summary."""
-  with open(os.path.join(out_dir, f"features_{name}.csv"), "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["modality", "feature", "importance"])
-    for m, v in summary["modalities"].items():
-      w.writerows([m, k, f"{val:.6g}"] for k, val in v["features"].items())
-  with open(os.path.join(out_dir, f"time_{name}.csv"), "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["modality", "day_bin_start", "day_bin_end", "importance", "steps"])
-    for m, v in summary["modalities"].items():
-      if "time" in v:
-        t = v["time"]
-        w.writerows(
-          [m, b, b + t["bin_width"], f"{i:.6g}", c]
-          for b, i, c in zip(t["bin_start"], t["importance"], t["steps"])
-        )
+  rows = [["modality", "feature", "importance"]]
+  for m, v in summary["modalities"].items():
+    rows += [[m, k, f"{val:.6g}"] for k, val in v["features"].items()]
+  fileio.write_csv(os.path.join(out_dir, f"features_{name}.csv"), rows)
+  rows = [["modality", "day_bin_start", "day_bin_end", "importance", "steps"]]
+  for m, v in summary["modalities"].items():
+    if "time" in v:
+      t = v["time"]
+      rows += [
+        [m, b, b + t["bin_width"], f"{i:.6g}", c]
+        for b, i, c in zip(t["bin_start"], t["importance"], t["steps"])
+      ]
+  fileio.write_csv(os.path.join(out_dir, f"time_{name}.csv"), rows)
 
 
 def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:

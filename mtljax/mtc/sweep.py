@@ -20,7 +20,6 @@ exists is not retrained (rerun the command to finish an interrupted sweep). Writ
 from __future__ import annotations
 
 import copy
-import csv
 import json
 import os
 import sys
@@ -29,6 +28,8 @@ import time
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
+
+from mtljax import fileio
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "configs/facades.py[:variant]", lock_config=True
@@ -93,16 +94,10 @@ def write_table(rows: list[dict], tasks, workdir: str) -> dict[str, str]:
       line += [f"{100 * r['delta_m/oa']:+.2f}", f"{100 * r['delta_m/kappa']:+.2f}"]
     lines.append(line)
   paths = {k: os.path.join(workdir, f"table3.{k}") for k in ("csv", "md", "json")}
-  with open(paths["csv"], "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(header)
-    w.writerows(lines)
-  with open(paths["md"], "w") as f:
-    f.write("| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n")
-    for line in lines:
-      f.write("| " + " | ".join(line) + " |\n")
-  with open(paths["json"], "w") as f:
-    json.dump(rows, f, indent=1)
+  fileio.write_csv(paths["csv"], [header, *lines])
+  md = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n"
+  fileio.write_text(paths["md"], md + "".join("| " + " | ".join(line) + " |\n" for line in lines))
+  fileio.write_json(paths["json"], rows)
   return paths
 
 
@@ -114,11 +109,10 @@ def write_cooccurrence(data_root: str, workdir: str) -> str:
   table = read_table(data_root)
   names = [f"{t}:{c}" for t, cls in table["tasks"].items() for c in cls]
   mat = cooccurrence(table["labels"], [len(c) for c in table["tasks"].values()])
-  with open(os.path.join(workdir, "cooccurrence.csv"), "w", newline="") as f:
-    w = csv.writer(f)
-    w.writerow(["given \\ label"] + names)
-    for n, row in zip(names, mat):
-      w.writerow([n] + [f"{x:.4f}" for x in row])
+  fileio.write_csv(
+    os.path.join(workdir, "cooccurrence.csv"),
+    [["given \\ label"] + names] + [[n] + [f"{x:.4f}" for x in row] for n, row in zip(names, mat)],
+  )
   return plot_cooccurrence(mat, names, os.path.join(workdir, "cooccurrence.png"))
 
 
@@ -187,17 +181,10 @@ def run_sweep(config, workdir: str, variants, realisations: int) -> dict:
   png = write_cooccurrence(data_dir, workdir)
   total = time.perf_counter() - t_all
   summary = {"seconds": total, "table": paths, "cooccurrence": png}
-  with open(os.path.join(workdir, "sweep.json"), "w") as f:
-    json.dump(
-      {
-        **summary,
-        "variants": variants,
-        "realisations": realisations,
-        "seconds_per_variant": seconds,
-      },
-      f,
-      indent=1,
-    )
+  fileio.write_json(
+    os.path.join(workdir, "sweep.json"),
+    {**summary, "variants": variants, "realisations": realisations, "seconds_per_variant": seconds},
+  )
   return summary
 
 

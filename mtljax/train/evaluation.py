@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from mtljax import dense_pictures, parallel, tasks
+from mtljax import dense_pictures, fileio, parallel, tasks
 from mtljax.data.source import capability
 from mtljax.train.state import ensemble_size
 
@@ -126,10 +126,9 @@ def save_predictions(
   os.makedirs(folder, exist_ok=True)
   path = os.path.join(folder, f"epoch_{epoch:03d}.npz")
   names = np.asarray(names)
-  tmp = path + ".tmp.npz"
-  np.savez_compressed(tmp, name=names[preds["index"]], epoch=np.int32(epoch), **preds)
-  os.replace(tmp, path)
-  return path
+  return fileio.savez(
+    path, fault="predictions.rename", name=names[preds["index"]], epoch=np.int32(epoch), **preds
+  )
 
 
 def pictures_folder(workdir: str, split: str) -> str:

@@ -9,7 +9,6 @@ prediction files and model selection at each epoch's end) → test of the best c
 from __future__ import annotations
 
 import copy
-import json
 import os
 import signal
 import time
@@ -22,7 +21,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from mtljax import configlib, parallel
+from mtljax import configlib, faults, fileio, parallel
 from mtljax.checkpoint import Checkpointer
 from mtljax.train.evaluation import evaluate, save_predictions, write_pictures
 from mtljax.train.prepare import Setup, setup
@@ -114,7 +113,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
 
   # ------------------------------------------------------------------ state: fresh or resumed
-  ckpt = Checkpointer(os.path.join(s.workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+  ckpt = Checkpointer(
+    os.path.join(s.workdir, "checkpoints"), keep=config.train.keep_checkpoints, cleanup=True
+  )
   writer = MetricWriter(s.workdir)
   restored = ckpt.restore_latest(s.abstract_state)
   if restored is None:
@@ -178,6 +179,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             state, parallel.shard_batch(batch, s.mesh), train_rng, sample_weights
           )
           step += 1
+          faults.point("train.step")
           m = {k: float(v) for k, v in m.items()}
           window["count"] += 1
           for k, v in m.items():
@@ -216,6 +218,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
 
         # -------------------------------------------------------------- end of epoch
         val_metrics, val_preds = _evaluate(s, state, "val", f"val {epoch}")
+        faults.point("eval.val.done")
         writer.write(step, "val", {**val_metrics, "epoch": epoch})
         for split in config.eval.prediction_splits:
           preds = val_preds if split == "val" else _evaluate(s, state, split, f"{split} {epoch}")[1]
@@ -225,10 +228,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           score > meta["best"] if s.larger_better else score < meta["best"]
         )
         meta["epoch_done"] = epoch
+        # best/<step> complete before latest/<step> (which names it); both skip an existing step.
         if improved:
           meta["best"], meta["best_epoch"] = float(score), epoch
           ckpt.save_best(step, state, {**meta_now(step), "val": val_metrics})
         ckpt.save_latest(step, state, meta_now(step))
+        faults.point("epoch.end.done")
         last_good_step = step
         if is_main:
           summary = ", ".join(f"{k}={val_metrics[k]:.4f}" for k in _summary_keys(val_metrics))
@@ -238,6 +243,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
       ckpt.wait()
 
   # ------------------------------------------------------------------ final test on the best
+  faults.point("final.test")
   best_state, best_meta = ckpt.restore_best(s.abstract_state)
   results = {
     "best_epoch": best_meta["best_epoch"],
@@ -251,8 +257,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     if split == "test":  # pictures of the best model: <workdir>/pictures/test/
       write_pictures(config, s.workdir, split, preds, s.sources[split], writer, step)
   if is_main:
-    with open(os.path.join(s.workdir, "final_metrics.json"), "w") as f:
-      json.dump(results, f, indent=1)
+    fileio.write_json(
+      os.path.join(s.workdir, "final_metrics.json"), results, fault="final_metrics.rename"
+    )
   writer.close()
   ckpt.close()
   if is_main:
@@ -295,8 +302,7 @@ def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[st
     results[split], _ = _evaluate(s, state, split, split)
   ckpt.close()
   if jax.process_index() == 0:
-    with open(os.path.join(s.workdir, "eval_metrics.json"), "w") as f:
-      json.dump(results, f, indent=1)
+    fileio.write_json(os.path.join(s.workdir, "eval_metrics.json"), results)
     for split in ("val", "test"):
       print(
         f"{split}: "

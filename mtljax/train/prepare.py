@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mtljax import configlib, parallel, tasks
+from mtljax import configlib, fileio, parallel, tasks
 from mtljax.data import build as data_build
 from mtljax.data import checks as data_checks
 from mtljax.data import pipeline
@@ -76,10 +76,7 @@ def _load_or_compute_stats(path, compute):
       return json.load(f)
   stats = compute()
   if jax.process_index() == 0:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(stats, f, indent=1)
-    os.replace(tmp, path)
+    fileio.write_json(path, stats)
   return stats
 
 

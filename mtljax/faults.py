@@ -1,0 +1,70 @@
+"""Kill points for fault-injection tests: `point(name)` SIGKILLs this process when the
+environment variable `MTLJAX_KILL_AT` names it.
+
+`MTLJAX_KILL_AT="name"` kills at the first hit of `point("name")`; `"name@N"` at its N-th hit in
+this process (e.g. `train.step@7`: after the 7th training step this process runs). Several
+points may be given, separated by commas; the first one reached kills. Unset (the normal case),
+a point costs one dictionary lookup.
+
+The points a run passes (see `POINTS`) are listed for the harnesses (tests/test_faults.py,
+profiling/fault_injection.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+ENV = "MTLJAX_KILL_AT"
+
+# Every point the code calls, in the order a run meets them (per epoch / save).
+POINTS = (
+  "train.step",  # after each training step (with @N: a kill at a chosen step)
+  "metrics.append",  # half a metrics.jsonl line written (a torn line), then killed
+  "ckpt.latest.before",  # before the orbax save of latest/<step>
+  "ckpt.latest.saved",  # after the orbax save call returned, before it finished (async write)
+  "eval.val.done",  # epoch-end validation computed, before its metrics line
+  "predictions.rename",  # predictions npz written to its temporary file, not yet renamed
+  "ckpt.best.before",  # before the orbax save of best/<step>
+  "ckpt.best.saved",  # after the save call, before it finished
+  "ckpt.best.done",  # best/<step> complete, latest/<step> not yet saved
+  "epoch.end.done",  # the epoch's checkpoints saved (latest possibly still being written)
+  "final.test",  # before the final test of the best checkpoint
+  "final_metrics.rename",  # final_metrics.json in its temporary file, not yet renamed
+)
+
+_hits: dict[str, int] = {}
+
+
+def _targets(spec: str) -> dict[str, int]:
+  out = {}
+  for part in spec.split(","):
+    name, _, n = part.strip().partition("@")
+    if name:
+      out[name] = int(n) if n else 1
+  return out
+
+
+def hit(name: str) -> bool:
+  """Counts a pass through `name`; True when the environment asks to be killed here now."""
+  spec = os.environ.get(ENV)
+  if not spec:
+    return False
+  want = _targets(spec).get(name)
+  if want is None:
+    return False
+  _hits[name] = _hits.get(name, 0) + 1
+  return _hits[name] == want
+
+
+def kill(name: str) -> None:
+  """SIGKILL this process (nothing is flushed or cleaned up, as with `kill -9`)."""
+  print(f"faults: killed at {name}", file=sys.stderr, flush=True)
+  os.kill(os.getpid(), signal.SIGKILL)
+
+
+def point(name: str) -> None:
+  """A kill point: SIGKILLs the process when `MTLJAX_KILL_AT` names this point (and hit)."""
+  if hit(name):
+    kill(name)
