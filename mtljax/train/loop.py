@@ -194,6 +194,7 @@ def train_and_evaluate(
               if last_good_step > 0
               else "No checkpoint was kept (none was saved before the divergence)."
             )
+            bar.close()  # the error line starts on a line of its own
             raise NonFiniteLossError(
               f"training diverged: {what} at step {step} (epoch {epoch}); stopping. {kept} "
               "Lower config.train.learning_rate or check the data."

@@ -262,6 +262,11 @@ def setup(
   except ValueError as e:
     raise configlib.ConfigError(str(e)) from e
   steps_per_epoch = len(train_src) // batch_size
+  if len(train_src) == 0:
+    raise configlib.ConfigError(
+      f"the training split of {config.data.name} at "
+      f"{config.data.root or synthetic_root!r} is empty (no training example listed)"
+    )
   if steps_per_epoch < 1:
     raise configlib.ConfigError(
       f"the training split has {len(train_src)} examples, fewer than "
