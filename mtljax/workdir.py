@@ -114,12 +114,14 @@ class WorkdirLock:
     if os.path.exists(self.workdir) and not os.path.isdir(self.workdir):
       raise WorkdirError(f"--workdir={self.workdir} is a file, not a directory")
     for _ in range(3):
-      if self._try_create():
-        self.held = True
-        return self
-      holder = read_lock(self.workdir)
-      if holder is None:  # released between our attempt and the read: try again
-        continue
+      holder = read_lock(self.workdir)  # looked at first: a refused run writes nothing there
+      if holder is None:
+        if self._try_create():
+          self.held = True
+          return self
+        holder = read_lock(self.workdir)
+        if holder is None:  # released between our attempt and the read: try again
+          continue
       same_host = holder.get("host") == self.info["host"]
       if same_host and _alive(holder):
         raise WorkdirError(

@@ -33,8 +33,10 @@ def test_lock_is_exclusive_and_released(tmp_path):
   first = workdir_lib.WorkdirLock(tmp_path, "first run").acquire()
   holder = json.loads((tmp_path / ".lock").read_text())
   assert holder["pid"] == os.getpid() and holder["command"] == "first run"
+  mtime = os.stat(tmp_path).st_mtime_ns
   with pytest.raises(workdir_lib.WorkdirError, match=f"pid {os.getpid()} on host .*first run"):
     workdir_lib.WorkdirLock(tmp_path, "second run").acquire()
+  assert os.stat(tmp_path).st_mtime_ns == mtime  # the refused run wrote nothing, not even a tmp
   first.release()
   assert not (tmp_path / ".lock").exists()
   workdir_lib.WorkdirLock(tmp_path, "second run").acquire().release()
