@@ -180,3 +180,58 @@ def check_compatible(saved: dict, config: ml_collections.ConfigDict, path: str) 
       "its checkpoints cannot be resumed with this config. Use a new --workdir, or rerun with "
       "the config that made it."
     )
+
+
+# Keys that may change when a run is resumed: they change how a run is logged, checkpointed, read
+# or explained, not the parameters it computes. Any other key (batch size, learning rate, number of
+# epochs (the schedule's length), seed, data, model, ...) changes the run: a resume with another
+# value is refused unless --allow_config_change. A trailing "." means every key under that section.
+HARMLESS_CHANGES = (
+  "train.log_every_steps",
+  "train.checkpoint_every_steps",
+  "train.keep_checkpoints",
+  "eval.batch_size",  # the metrics are exact over the whole split, whatever the batch
+  "eval.prediction_splits",
+  "data.num_threads",
+  "data.prefetch",
+  "explain.",
+  "analysis.",
+)
+
+
+def _flatten(d, prefix=""):
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict) and v:
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def _harmless(key: str) -> bool:
+  return any(key == h or (h.endswith(".") and key.startswith(h)) for h in HARMLESS_CHANGES)
+
+
+def run_changes(saved: dict, config: ml_collections.ConfigDict) -> dict[str, tuple]:
+  """`{key: (recorded, now)}` for every key where `config` changes the run recorded in `saved`
+  (a workdir's config.json); a key present on one side only counts too (as None on the other)."""
+  old, new = _flatten(saved), _flatten(json.loads(config.to_json_best_effort()))
+  return {
+    k: (old.get(k), new.get(k))
+    for k in sorted(set(old) | set(new))
+    if old.get(k) != new.get(k) and not _harmless(k)
+  }
+
+
+def check_resume(saved: dict, config: ml_collections.ConfigDict, path: str) -> dict[str, tuple]:
+  """Refuse to resume a workdir with a config that changes its run (`run_changes`), naming every
+  differing key; returns the changes (empty when none)."""
+  changes = run_changes(saved, config)
+  if changes:
+    listed = ", ".join(f"{k} ({old!r} -> {now!r})" for k, (old, now) in changes.items())
+    raise ConfigError(
+      f"{path}: resuming with a config that changes the run: {listed}. Rerun with the recorded "
+      "values, use a new --workdir, or pass --allow_config_change to continue with the new ones"
+    )
+  return changes

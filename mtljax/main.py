@@ -8,7 +8,10 @@ r"""Entry point. Deliberately thin: parses flags and hands the config to the lib
   python -m mtljax.main --config=configs/treesat.py --workdir=W --mode=analyze  # report/index.html
 
 `--config.a.b=value` overrides any key of the config file (types are checked, unknown keys are
-rejected). The same command rerun in the same workdir continues from the last checkpoint.
+rejected). The same command rerun in the same workdir continues from the last checkpoint; a
+resume with a config that changes the run (see configlib.HARMLESS_CHANGES for what may change) is
+refused unless --allow_config_change. One run at a time per workdir (a lock, mtljax/workdir.py).
+A user's mistake (flags, config, data, workdir) ends in one line `error: ...` and exit status 2.
 The same command runs on every host of a multi-host job (see launch/): add --distributed on a TPU
 pod or SLURM, or --coordinator_address/--num_processes/--process_id for explicit processes.
 """
@@ -48,46 +51,125 @@ _COORDINATOR = flags.DEFINE_string(
 )
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the run.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's id, 0..num_processes-1.")
+_ALLOW_CHANGE = flags.DEFINE_bool(
+  "allow_config_change",
+  False,
+  "Resume a workdir with a config that changes the run (e.g. another learning rate): the new "
+  "values are recorded in config.json and the change, with its step, in config_changes.jsonl.",
+)
+_BREAK_LOCK = flags.DEFINE_bool(
+  "break_lock",
+  False,
+  "Take over the workdir lock of a run on another host (only when that run is known dead).",
+)
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _fail(message: str):
+  """A user's mistake: one line on stderr, exit status 2."""
+  first, *rest = [line.strip() for line in str(message).strip().splitlines() if line.strip()] or [
+    "?"
+  ]
+  parts = [" ".join(first.split())] + [" ".join(r.lstrip("- ").split()) for r in rest]
+  message = parts[0] + (" " + "; ".join(parts[1:]) if rest else "")  # one line
+  print(f"error: {message}", file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
+def _config_file_error(argv, e: Exception) -> str:
+  arg = flags.FLAGS["config"].serialize().split("=", 1)[-1]
+  path = arg.split(":", 1)[0]
+  if path and not os.path.exists(path):
+    return f"--config={arg}: no such config file {path!r}"
+  cause = e.__cause__ or e
+  return f"--config={arg}: {type(cause).__name__}: {cause}"
+
+
+def _parse_flags(argv):
+  """absl's parsing, with every flag or config-override mistake as one `error:` line."""
+  try:
+    rest = flags.FLAGS(argv)
+  except flags.Error as e:
+    lines = [line for line in str(e).splitlines() if line.strip()]
+    if "Traceback (most recent call last):" in lines:  # the config file's get_config raised
+      _fail(f"{lines[0].rstrip(':')}: {lines[-1]}")
+    _fail(lines[0] if lines else repr(e))
+  except (KeyError, AttributeError) as e:  # an unknown --config.a.b key (ml_collections)
+    text = e
+    while isinstance(text, BaseException) and text.args:  # AttributeError(KeyError(message))
+      text = text.args[0]
+    key, _, hint = str(text).partition("\n")
+    key = key.strip("'\"")
+    bad = [a.split("=", 1)[0] for a in argv[1:] if a.startswith("--config.")]
+    bad = [a for a in bad if key and key in a.split(".")] or bad
+    where = bad[0] if bad else "--config.*"
+    _fail(f"{where}: the config has no key {key!r}. {hint}".strip())
+  except (ValueError, TypeError) as e:  # an override of the wrong type
+    _fail(f"bad --config override: {e}")
+  if len(rest) > 1:
+    _fail(f"unexpected arguments {rest[1:]} (flags are --name=value)")
+  try:
+    _CONFIG.value.keys()  # the config file is loaded lazily: a missing or broken one fails here
+  except Exception as e:  # noqa: BLE001 (whatever the file raised is the user's to fix)
+    _fail(_config_file_error(argv, e))
+  return rest
 
 
 def main(argv):
   if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+    _fail(f"unexpected arguments {argv[1:]} (flags are --name=value)")
   # Imported here so that `--help` and flag errors are fast and jax sees XLA_FLAGS set by users.
   from mtljax import configlib, parallel, train
+  from mtljax import workdir as workdir_lib
   from mtljax.analysis import AnalysisError
   from mtljax.checkpoint import CheckpointMismatchError
   from mtljax.data.source import DataError
 
   logging.set_verbosity(logging.WARNING)
+  config, workdir, mode = _CONFIG.value, os.path.abspath(_WORKDIR.value), _MODE.value
+  # Nothing is written in the workdir before these checks and the lock.
+  try:
+    if mode == "train":
+      if os.path.exists(workdir) and not os.path.isdir(workdir):
+        raise workdir_lib.WorkdirError(f"--workdir={workdir} is a file, not a directory")
+    else:
+      which = config.get("explain", {}).get("checkpoint", "best") if mode == "explain" else "best"
+      workdir_lib.check_trained(workdir, mode, which if which in ("best", "latest") else "best")
+  except workdir_lib.WorkdirError as e:
+    _fail(e)
   parallel.initialize_distributed(
     _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_DISTRIBUTED.value
   )
   try:
-    if _MODE.value == "train":
-      train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-    elif _MODE.value == "eval":
-      train.evaluate_workdir(_CONFIG.value, _WORKDIR.value)
-    elif _MODE.value == "analyze":  # reads the workdir's files only; no model, no data
-      from mtljax.analysis import report
+    if mode == "train":
+      try:
+        os.makedirs(workdir, exist_ok=True)
+      except OSError as e:
+        raise workdir_lib.WorkdirError(f"--workdir={workdir}: cannot create it ({e})") from e
+    with workdir_lib.locked(workdir, break_lock=_BREAK_LOCK.value):
+      if mode == "train":
+        train.train_and_evaluate(config, workdir, allow_config_change=_ALLOW_CHANGE.value)
+      elif mode == "eval":
+        train.evaluate_workdir(config, workdir)
+      elif mode == "analyze":  # reads the workdir's files only; no model, no data
+        from mtljax.analysis import report
 
-      report.analyze_workdir(_CONFIG.value, _WORKDIR.value)
-    else:
-      from mtljax.explain import run as explain_run
+        report.analyze_workdir(config, workdir)
+      else:
+        from mtljax.explain import run as explain_run
 
-      explain_run.explain_workdir(_CONFIG.value, _WORKDIR.value)
+        explain_run.explain_workdir(config, workdir)
   except (
     configlib.ConfigError,
     DataError,
     CheckpointMismatchError,
     train.NonFiniteLossError,
     AnalysisError,
+    workdir_lib.WorkdirError,
   ) as e:
-    print(f"error: {e}", file=sys.stderr)
-    sys.exit(2)
+    _fail(e)
 
 
 if __name__ == "__main__":
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

@@ -104,9 +104,12 @@ def _describe(s: Setup) -> None:
   )
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Train, evaluate every epoch, checkpoint, resume; returns the final test metrics."""
-  s = setup(config, workdir)
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, *, allow_config_change: bool = False
+) -> dict[str, Any]:
+  """Train, evaluate every epoch, checkpoint, resume; returns the final test metrics.
+  `allow_config_change`: resume with a config that changes the run (see prepare.setup)."""
+  s = setup(config, workdir, allow_config_change=allow_config_change)
   is_main = jax.process_index() == 0
   repl = parallel.replicated(s.mesh)
   size = ensemble_size(config)
@@ -187,10 +190,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
           loss, param_norm = m["loss"], m["param_norm"]
           if not (np.isfinite(loss) and np.isfinite(param_norm)):
             what = f"loss {loss}" if not np.isfinite(loss) else f"parameter norm {param_norm}"
-            raise NonFiniteLossError(
-              f"training diverged: {what} at step {step} (epoch {epoch}); stopping. "
+            kept = (
               f"The last good checkpoint (step {last_good_step}) is kept in "
-              f"{ckpt.directory}/latest. Lower config.train.learning_rate or check the data."
+              f"{ckpt.directory}/latest."
+              if last_good_step > 0
+              else "No checkpoint was kept (none was saved before the divergence)."
+            )
+            bar.close()  # the error line starts on a line of its own
+            raise NonFiniteLossError(
+              f"training diverged: {what} at step {step} (epoch {epoch}); stopping. {kept} "
+              "Lower config.train.learning_rate or check the data."
             )
           bar.update(1)
           if step % config.train.log_every_steps == 0 or step == epoch_end:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import time
 from typing import Any
 
 import jax
@@ -156,9 +157,66 @@ class Setup:
     )
 
 
-def setup(config: ml_collections.ConfigDict, workdir: str, *, write_config: bool = True) -> Setup:
+def _read_config(path):
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except ValueError as e:
+    raise configlib.ConfigError(
+      f"{path} is not valid JSON ({e}); move it away to start over"
+    ) from e
+
+
+def _checkpoint_steps(workdir) -> list[int]:
+  """The steps of the workdir's checkpoints (latest and best): a run to resume if any."""
+  steps = []
+  for which in ("latest", "best"):
+    folder = os.path.join(workdir, "checkpoints", which)
+    if os.path.isdir(folder):
+      steps += [int(n) for n in os.listdir(folder) if n.isdigit()]
+  return sorted(steps)
+
+
+def _record_config(config, path, saved, changes, steps) -> None:
+  """Write `config.json` (a new run, a config that changed before any checkpoint, or an allowed
+  change) and, for a change of a resumed run, a line in `config_changes.jsonl`: the step it
+  resumes from and each key's recorded and new value."""
+  text = config.to_json_best_effort(indent=2)
+  if saved is not None and saved == json.loads(text):
+    return
+  if changes and steps:
+    record = {
+      "step": max(steps),
+      "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+      "changes": {k: {"recorded": old, "now": new} for k, (old, new) in changes.items()},
+    }
+    with open(os.path.join(os.path.dirname(path), "config_changes.jsonl"), "a") as f:
+      f.write(json.dumps(record) + "\n")
+    print(
+      f"note: continuing from step {max(steps)} with a changed config ({', '.join(changes)}); "
+      f"recorded in {path} and config_changes.jsonl",
+      flush=True,
+    )
+  with open(path + ".tmp", "w") as f:
+    f.write(text)
+  os.replace(path + ".tmp", path)  # other processes may be reading it
+
+
+def setup(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  write_config: bool = True,
+  allow_config_change: bool = False,
+) -> Setup:
   """Data sources (writing the synthetic dataset when no root is given), validation, statistics,
-  mesh, model, optimizer and the abstract (shape-only) train state."""
+  mesh, model, optimizer and the abstract (shape-only) train state.
+
+  `write_config` (a training run): a workdir with checkpoints is resumed only with a config that
+  does not change the run (`configlib.check_resume`), unless `allow_config_change`; config.json
+  is written once everything has validated."""
   if config.model.get("variant"):  # an unknown MTC-LIM variant fails before anything is written
     from mtljax.models import lim
 
@@ -189,14 +247,36 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, write_config: bool
     )
 
   # ------------------------------------------------------------------ workdir config
+  # Checked now, written at the end once the whole run has validated (see _record_config).
   config_path = os.path.join(workdir, "config.json")
-  if os.path.exists(config_path):
-    with open(config_path) as f:
-      configlib.check_compatible(json.load(f), config, config_path)
-  elif is_main and write_config:
-    with open(config_path + ".tmp", "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-    os.replace(config_path + ".tmp", config_path)  # other processes may be reading it
+  saved, changes = _read_config(config_path), {}
+  if saved is not None and not write_config:  # eval/explain: the checkpoints must fit
+    configlib.check_compatible(saved, config, config_path)
+  elif saved is not None and _checkpoint_steps(workdir):  # a resume: the same run, or say so
+    changes = configlib.run_changes(saved, config)
+    if changes and not allow_config_change:
+      configlib.check_resume(saved, config, config_path)
+
+  # ------------------------------------------------------------------ batch sizes
+  size = ensemble_size(config)
+  mesh = parallel.make_mesh(ensemble=int(config.ensemble.get("devices", 1)) if size > 1 else 1)
+  batch_size = int(config.train.batch_size)
+  try:
+    parallel.check_batch_size(batch_size, mesh)
+    parallel.check_batch_size(int(config.eval.batch_size), mesh, "config.eval.batch_size")
+  except ValueError as e:
+    raise configlib.ConfigError(str(e)) from e
+  steps_per_epoch = len(train_src) // batch_size
+  if len(train_src) == 0:
+    raise configlib.ConfigError(
+      f"the training split of {config.data.name} at "
+      f"{config.data.root or synthetic_root!r} is empty (no training example listed)"
+    )
+  if steps_per_epoch < 1:
+    raise configlib.ConfigError(
+      f"the training split has {len(train_src)} examples, fewer than "
+      f"config.train.batch_size={batch_size}"
+    )
 
   # ------------------------------------------------------------------ statistics
   input_names = tuple(sorted(config.inputs))
@@ -216,18 +296,7 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, write_config: bool
   )
   target_stats = {t: tuple(v) for t, v in stats["targets"].items() if t in config.tasks}
 
-  # ------------------------------------------------------------------ mesh, model, optimizer
-  size = ensemble_size(config)
-  mesh = parallel.make_mesh(ensemble=int(config.ensemble.get("devices", 1)) if size > 1 else 1)
-  batch_size = int(config.train.batch_size)
-  parallel.check_batch_size(batch_size, mesh)
-  parallel.check_batch_size(int(config.eval.batch_size), mesh, "config.eval.batch_size")
-  steps_per_epoch = len(train_src) // batch_size
-  if steps_per_epoch < 1:
-    raise ValueError(
-      f"the training split has {len(train_src)} examples, fewer than "
-      f"config.train.batch_size={batch_size}"
-    )
+  # ------------------------------------------------------------------ model, optimizer
   model = build_model(config)
   tx, lr_fn = create_optimizer(config, steps_per_epoch)
 
@@ -259,6 +328,8 @@ def setup(config: ml_collections.ConfigDict, workdir: str, *, write_config: bool
   )
   if config.train.get("select_task_mean", ""):  # see evaluate(); e.g. "kappa": larger is better
     main_key, larger_better = f"task_mean/{config.train.select_task_mean}", True
+  if is_main and write_config:
+    _record_config(config, config_path, saved, changes, _checkpoint_steps(workdir))
   return Setup(
     config=config,
     workdir=workdir,
