@@ -142,6 +142,10 @@ def main(argv):
   )
   try:
     if mode == "train":
+      if config.model.get("variant"):  # an unknown MTC-LIM variant fails before the workdir exists
+        from mtljax.models import lim
+
+        lim.parse_variant(config.model.variant)
       try:
         os.makedirs(workdir, exist_ok=True)
       except OSError as e:

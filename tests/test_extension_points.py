@@ -63,9 +63,7 @@ def write_synthetic(root, num, seed):
 
 
 DATASET = Dataset(
-    name="toy_sum", source_cls=ToySource, write_synthetic=write_synthetic,
-    source_kwargs=lambda config: {},
-    synthetic_kwargs=lambda config: {"num": config.data.synthetic.num, "seed": 0})
+    "toy_sum", ToySource, write_synthetic, source_keys=(), synthetic_keys=("num", "seed"))
 '''
 
 
@@ -83,9 +81,7 @@ def _config():
     {"label": {"kind": "classification", "num_classes": 2, "weight": 1.0, "head": "linear"}}
   )
   c.main_task = "label"
-  c.train = blocks.train_config(
-    batch_size=32, num_epochs=8, learning_rate=1e-2, log_every_steps=8, checkpoint_every_steps=1000
-  )
+  c.train = blocks.train_config(batch=32, epochs=8, lr=1e-2, log_every=8, checkpoint_every=1000)
   c.ensemble = blocks.ensemble_config()
   c.eval = blocks.eval_config(batch_size=64, prediction_splits=("test",))
   return c

@@ -149,8 +149,8 @@ def test_sigterm_all_then_resume_on_2_then_on_1(reference, tiny_treesat_root, tm
   assert "Stopped by SIGTERM" in logs
   # Resume on 2 processes for the second epoch, then finish on 1 process: a checkpoint written
   # by 2 processes is restored by 2 and by 1.
-  logs = _run(2, work, tiny_treesat_root, "--config.train.num_epochs=2")
+  logs = _run(2, work, tiny_treesat_root, "--config.train.num_epochs=2", "--allow_config_change")
   assert "Resuming from" in logs
-  logs = _run(1, work, tiny_treesat_root, "--config.train.num_epochs=3")
+  logs = _run(1, work, tiny_treesat_root, "--config.train.num_epochs=3", "--allow_config_change")
   assert "Resuming from" in logs and "epoch 2 of 3 done" in logs
   _assert_same_run(reference, work)

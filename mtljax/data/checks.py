@@ -29,6 +29,11 @@ def check_batch_sizes(sources: Mapping[str, Any], config) -> None:
   an example."""
   n_train = len(sources["train"])
   batch = int(config.train.batch_size)
+  if n_train == 0:
+    raise DataError(
+      f"the training split of {config.data.name} at {config.data.root or 'the synthetic data'!r} "
+      "is empty (no training example listed)"
+    )
   if batch > n_train:
     raise DataError(
       f"config.train.batch_size={batch} is larger than the training split "
