@@ -150,6 +150,12 @@ def data_config(
   # Reader threads and prefetched batches of the grain pipeline.
   c.num_threads = 2
   c.prefetch = 4
+  # grain worker processes reading and preparing training batches off the training process
+  # (mp_prefetch): 0 = none (threads only), -1 = one per core.
+  c.workers = 0
+  # A prepared dataset (`python -m mtljax.prepare`, docs/prepared-data.md) to read instead of
+  # the archive's own files; empty = read the archive (or the synthetic dataset).
+  c.prepared = ""
   # Built-in synthetic dataset (used when root is empty): its sizes, seed and the folder it is
   # written to (empty dir = <workdir>/synthetic_data).
   c.synthetic = ml_collections.ConfigDict({**synthetic, "seed": 0, "dir": ""})

@@ -194,6 +194,9 @@ HARMLESS_CHANGES = (
   "eval.prediction_splits",
   "data.num_threads",
   "data.prefetch",
+  "data.workers",
+  "data.prepared",  # the same examples as the archive's (mtljax.data.prepared checks it)
+  "data.check_files",
   "explain.",
   "analysis.",
 )

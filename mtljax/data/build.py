@@ -4,6 +4,8 @@
 `config.data.root`, the dataset's synthetic generator writes its real on-disk layout first
 (into `config.data.synthetic.dir`, default `<workdir>/synthetic_data`; skipped when already
 there with the same parameters) and `synthetic_root` is that folder; otherwise it is None.
+With `config.data.prepared`, the splits are read from that prepared dataset (ArrayRecord,
+`mtljax.data.prepared`) after checking it was made from this config's dataset and reader options.
 Each dataset's registry entry (`mtljax.data.Dataset`, in its package) says how its reader's and
 its generator's keyword arguments are read from the config.
 """
@@ -38,6 +40,10 @@ _ADAPTERS: Mapping[str, tuple[Callable, Callable]] = _Adapters()
 
 def make_sources(config: ml_collections.ConfigDict, workdir: str):
   spec = get_dataset(config.data.name)
+  if config.data.get("prepared"):  # a prepared dataset (python -m mtljax.prepare) instead
+    from mtljax.data import prepared
+
+    return prepared.open_sources(config), None
   source_kwargs, synthetic_kwargs = _ADAPTERS[spec.name]
   root, synthetic_root = config.data.root, None
   if not root:

@@ -175,9 +175,11 @@ def train_and_evaluate(
           mininterval=1.0,
           dynamic_ncols=True,
         )
-        t0, n0 = time.perf_counter(), step
+        t0, n0, wait = time.perf_counter(), step, 0.0
         while step < epoch_end:
+          t_in = time.perf_counter()
           batch = next(data_it)
+          wait += time.perf_counter() - t_in  # the loop waiting on the input pipeline
           state, m = p_train_step(
             state, parallel.shard_batch(batch, s.mesh), train_rng, sample_weights
           )
@@ -207,10 +209,12 @@ def train_and_evaluate(
             ex_s = (step - n0) * s.batch_size / max(dt, 1e-9)  # global examples per second
             avg = {k: v / window["count"] for k, v in window["sums"].items()}
             avg.update(lr=float(s.lr_fn(step)), examples_per_sec=ex_s, epoch=epoch)
+            # Input wait per step (ms) and its share of the wall time: > 0 = input-bound.
+            avg.update(input_wait_ms=1e3 * wait / max(step - n0, 1), input_wait_frac=wait / dt)
             writer.write(step, "train", avg)
             bar.set_postfix(loss=f"{avg['loss']:.4f}", ex_s=f"{ex_s:.1f}")
             window = {"sums": {}, "count": 0}
-            t0, n0 = time.perf_counter(), step
+            t0, n0, wait = time.perf_counter(), step, 0.0
           if preemption.agreed():
             ckpt.save_latest(step, state, meta_now(step), force=True)
             ckpt.wait()

@@ -71,6 +71,19 @@ def regression_target_stats(source, config) -> dict[str, tuple]:
   return out
 
 
+def _input_stats(config, train_src, names):
+  """`pipeline.compute_stats` of the training split, or the same numbers saved with a prepared
+  dataset when it computed them with this seed and subsample size."""
+  if config.data.get("prepared"):
+    from mtljax.data import prepared
+
+    if (saved := prepared.statistics(config, names)) is not None:
+      return saved
+  return pipeline.compute_stats(
+    train_src, names, max_examples=config.data.stats_examples, seed=config.seed
+  )
+
+
 def _load_or_compute_stats(path, compute):
   if os.path.exists(path):
     with open(path) as f:
@@ -153,6 +166,7 @@ class Setup:
       seed=config.seed,
       augment_cfg=config.data.augment.to_dict(),
       start_step=start_step,
+      workers=config.data.get("workers", 0),
       **self._read(),
     )
 
@@ -285,11 +299,10 @@ def setup(
     os.path.join(workdir, "normalization.json"),
     lambda: {
       # Categorical inputs (embedding indices) are not standardised.
-      "inputs": pipeline.compute_stats(
+      "inputs": _input_stats(
+        config,
         train_src,
         [m for m in input_names if train_src.input_fields.get(m, {}).get("kind") != "categorical"],
-        max_examples=config.data.stats_examples,
-        seed=config.seed,
       ),
       "targets": {t: list(v) for t, v in regression_target_stats(train_src, config).items()},
     },

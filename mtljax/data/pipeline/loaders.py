@@ -191,7 +191,15 @@ def train_dataset(
   return ds.batch(batch_size, drop_remainder=True)
 
 
-def train_iterator(source: Any, *, read_options: Any = None, **dataset_kwargs):
+def resolve_workers(workers: int | None) -> int:
+  """``config.data.workers``: 0/None = no worker process, -1 = one per core, else as given."""
+  workers = int(workers or 0)
+  return max(1, os.cpu_count() or 1) if workers < 0 else workers
+
+
+def train_iterator(
+  source: Any, *, read_options: Any = None, workers: int | None = 0, **dataset_kwargs
+):
   """Infinite, deterministic, checkpointable iterator of training batches.
 
   Pipeline: ``MapDataset.source`` -> seeded shuffle, new permutation per epoch -> repeat ->
@@ -204,6 +212,9 @@ def train_iterator(source: Any, *, read_options: Any = None, **dataset_kwargs):
   Args:
     source: random-access source (example contract in the module docstring).
     read_options: ``grain.ReadOptions`` (default ``default_read_options()``).
+    workers: grain worker processes (``mp_prefetch``; see ``resolve_workers``): each reads,
+      decodes, normalises, augments and batches whole batches off the training process; the
+      order (hence the run) is the same for any number. Needs parsed absl flags (``main``).
     **dataset_kwargs: those of ``train_dataset`` (``input_names``, ``task_names``, ``stats``,
       ``batch_size``, ``seed``, ``augment_cfg``, ``shard_index``, ``shard_count``,
       ``start_step``).
@@ -214,7 +225,11 @@ def train_iterator(source: Any, *, read_options: Any = None, **dataset_kwargs):
     ``grain.checkpoint.CheckpointSave(it)`` / ``CheckpointRestore(it)`` work inside orbax.
   """
   ds = train_dataset(source, **dataset_kwargs)
-  return iter(ds.to_iter_dataset(read_options or default_read_options()))
+  it = ds.to_iter_dataset(read_options or default_read_options())
+  if n := resolve_workers(workers):
+    grain = _grain()
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=n))
+  return iter(it)
 
 
 class _IndexView:
