@@ -32,6 +32,11 @@ POINTS = (
   "epoch.end.done",  # the epoch's checkpoints saved (latest possibly still being written)
   "final.test",  # before the final test of the best checkpoint
   "final_metrics.rename",  # final_metrics.json in its temporary file, not yet renamed
+  # python -m mtljax.prepare (mtljax/data/prepared/convert.py), per shard and at the end:
+  "prepare.shard.written",  # a shard's records written to its temporary file, not yet renamed
+  "prepare.shard.sidecar",  # the shard renamed, its .json (count, sha256) not yet renamed
+  "prepare.shard.done",  # the shard and its .json complete
+  "prepare.manifest",  # every split written and verified, prepared.json not yet renamed
 )
 
 _hits: dict[str, int] = {}

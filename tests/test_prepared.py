@@ -1,0 +1,158 @@
+"""Prepared datasets (mtljax.data.prepared, python -m mtljax.prepare): records round-trip exactly,
+a prepared split gives the raw reader's examples and training batches bit for bit, a killed
+conversion resumes, and a prepared folder that does not fit is refused naming why."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import grain
+import numpy as np
+import pytest
+
+from configs import treesat
+from mtljax.data import build, pipeline, prepared
+from mtljax.data.prepared import convert, records
+from mtljax.data.source import DataError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RO = grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)
+
+
+def tiny_config(raw_dir, **data):
+  config = treesat.get_config("tiny")
+  config.data.synthetic.dir = str(raw_dir)
+  config.data.synthetic.num_train, config.data.synthetic.num_test = 48, 16
+  config.data.stats_examples = 32
+  for k, v in data.items():
+    config.data[k] = v
+  return config
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+  base = tmp_path_factory.mktemp("prepared")
+  config = tiny_config(base / "raw")
+  convert.convert(config, str(base / "out"), shard_size=16, workers=1, progress=False)
+  raw, _ = build.make_sources(config, str(base))
+  return config, str(base / "out"), raw
+
+
+def assert_same(a, b, path=""):
+  if isinstance(a, dict):
+    assert set(a) == set(b), path
+    for k in a:
+      assert_same(a[k], b[k], f"{path}/{k}")
+  else:
+    a, b = np.asarray(a), np.asarray(b)
+    assert (a.dtype, a.shape) == (b.dtype, b.shape), path
+    np.testing.assert_array_equal(a, b, err_msg=path)
+
+
+def test_record_round_trip_is_exact():
+  example = {
+    "inputs": {
+      "img": np.arange(24, dtype=np.float32).reshape(2, 3, 4) * 10,  # integers: stored as uint8
+      "s1": np.array([[-3.5, np.nan], [1e6, 0.0]], np.float32),  # kept float32 (NaN, fraction)
+      "ts": {"values": np.ones((3, 2), np.float64) * -200, "days": np.arange(3, dtype=np.int32)},
+    },
+    "targets": {"l3": np.int32(4), "r": np.float32(2.5)},
+    "mask": {"l3": np.float32(1)},
+    "meta": {"index": np.int32(7), "name/with/slash": np.zeros(0, np.float32)},
+    "annotations": {"masks": {"a/b": np.ones((2, 2), bool), "none": None}},
+  }
+  rec = records.encode(example)
+  back = records.decode(rec)
+  del example["annotations"]["masks"]["none"]  # None leaves are left out
+  assert_same(example, back)
+  assert b'"|u1", "<f4", [2, 3, 4]' in rec  # the integer-valued image is stored as uint8
+  back["inputs"]["img"][0, 0, 0] = 1  # writable
+
+
+def test_prepared_gives_the_raw_examples_batches_and_statistics(converted):
+  config, out, raw = converted
+  config = config.copy_and_resolve_references()
+  config.data.prepared = out
+  prep, _ = build.make_sources(config, out)
+  for split, src in raw.items():
+    p = prep[split]
+    assert len(p) == len(src) and list(p.names) == list(src.names)
+    assert p.check_files(full=True) == len(src)
+    for i in range(len(src)):
+      assert_same(src[i], p[i])
+    assert_same(src.label_arrays(), p.label_arrays())
+  names = ["aerial", "s1", "s2"]
+  kw = dict(input_names=names, task_names=["l3", "age"], batch_size=8, seed=3, read_options=RO)
+  stats = pipeline.compute_stats(raw["train"], names, max_examples=32, seed=config.seed)
+  assert prepared.statistics(config, names) == stats  # saved at conversion, identical
+  a = pipeline.train_iterator(raw["train"], stats=stats, augment_cfg=True, **kw)
+  b = pipeline.train_iterator(prep["train"], stats=stats, augment_cfg=True, **kw)
+  for _ in range(7):  # crosses an epoch (6 batches of 8)
+    assert_same(next(a), next(b))
+
+
+def test_refuses_a_prepared_folder_that_does_not_fit(converted, tmp_path):
+  config, out, _ = converted
+  other = tiny_config(config.data.synthetic.dir, prepared=out, aerial_size=16)
+  with pytest.raises(DataError, match=r"source_kwargs\.aerial_size \(32 there, 16 now\)"):
+    prepared.open_sources(other)
+  with pytest.raises(convert.PrepareError, match="another dataset or config"):
+    convert.convert(other, out, workers=1, progress=False)  # nothing overwritten
+  assert os.path.exists(os.path.join(out, records.MANIFEST))
+  # A missing split, a damaged shard, a half-written conversion.
+  copy = str(tmp_path / "copy")
+  shutil.copytree(out, copy)
+  manifest = json.load(open(os.path.join(copy, records.MANIFEST)))
+  del manifest["splits"]["val"]
+  json.dump(manifest, open(os.path.join(copy, records.MANIFEST), "w"))
+  config = config.copy_and_resolve_references()
+  config.data.prepared = copy
+  with pytest.raises(DataError, match="no split 'val'"):
+    prepared.open_sources(config)
+  shard = os.path.join(copy, "test", "shard-00000.array_record")
+  with open(shard, "r+b") as f:
+    f.seek(100)
+    f.write(b"\0\1\2")
+  with pytest.raises(DataError, match="shard-00000.array_record: checksum differs"):
+    records.PreparedSource(copy, "test").check_files(full=True)
+  os.remove(os.path.join(copy, records.MANIFEST))
+  with pytest.raises(DataError, match="half-written conversion"):
+    prepared.open_sources(config)
+
+
+def _prepare_cli(out, raw, *extra, env=None):
+  cmd = [sys.executable, "-m", "mtljax.prepare", "--config=configs/treesat.py:tiny",
+         f"--config.data.synthetic.dir={raw}", "--config.data.synthetic.num_train=48",
+         "--config.data.synthetic.num_test=16", "--config.data.stats_examples=32",
+         f"--out={out}", "--shard_size=16", "--workers=1", *extra]  # fmt: skip
+  env = {**os.environ, "PYTHONPATH": ROOT, **(env or {})}
+  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+
+def test_killed_conversion_resumes_and_matches(converted, tmp_path):
+  config, out, _ = converted
+  resumed = str(tmp_path / "resumed")
+  killed = _prepare_cli(
+    resumed, config.data.synthetic.dir, env={"MTLJAX_KILL_AT": "prepare.shard.done@2"}
+  )
+  assert killed.returncode == -9, killed.stderr[-2000:]
+  assert not os.path.exists(os.path.join(resumed, records.MANIFEST))
+  first = os.path.join(resumed, "train", "shard-00000.array_record")
+  before = os.stat(first).st_mtime_ns
+  done = _prepare_cli(resumed, config.data.synthetic.dir)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "train: 2 of 3 shards already written, kept" in done.stdout + done.stderr
+  assert os.stat(first).st_mtime_ns == before  # kept, not rewritten
+  a, b = (json.load(open(os.path.join(d, records.MANIFEST))) for d in (out, resumed))
+  for split in a["splits"]:  # byte-identical to the uninterrupted conversion
+    assert a["splits"][split]["checksum"] == b["splits"][split]["checksum"]
+  assert a["statistics"] == b["statistics"]
+  # Another config into the same folder: one error line, exit 2, nothing touched.
+  other = _prepare_cli(resumed, config.data.synthetic.dir, "--config.data.aerial_size=16")
+  assert other.returncode == 2
+  lines = other.stderr.strip().splitlines()
+  assert lines[-1].startswith("error: ") and "source_kwargs.aerial_size" in lines[-1]
