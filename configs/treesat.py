@@ -16,6 +16,9 @@ Variants come after a colon, comma-separated (big_vision style):
             on the real archive it reads the 304×304 aerial patches area-averaged to 32×32
             (config.data.aerial_resize)
   size=E    an ensemble of E members trained together (different seeds; see config.ensemble)
+  arch=A    the aerial encoder: resnet18 (default) or resnet50
+  pretrained=PATH  start the aerial ResNet from ImageNet weights (a torchvision/timm state dict,
+            .safetensors or .pth; docs/prepared-data.md says where to get them)
 
 Commands:
   python -m mtljax.main --config=configs/treesat.py --workdir=/tmp/treesat
@@ -33,6 +36,7 @@ Commands:
 import ml_collections
 
 from mtljax import config_blocks as blocks
+from mtljax.data.treesat.archive import AERIAL_BANDS
 
 # Table 3 of the paper: (auxiliary inputs, auxiliary targets) besides the images and L3.
 EXPERIMENTS = {
@@ -52,6 +56,8 @@ VARIANTS = blocks.Variants(
   size=blocks.Option(1, what="ensemble members"),
   tiny=False,
   multilabel=False,
+  arch=blocks.Option("resnet18", choices=("resnet18", "resnet50"), what="the aerial ResNet"),
+  pretrained=blocks.Option("", what="ImageNet weights of the aerial ResNet", metavar="PATH"),
 )
 
 
@@ -93,6 +99,13 @@ def get_config(arg=None):
 
   # ---------------------------------------------------------------- inputs (modality encoders)
   resnet = blocks.resnet(stage_sizes=(1, 1), width=8, stem_kernel=3) if tiny else blocks.resnet()
+  if opts.pretrained or opts.arch != "resnet18":
+    resnet = blocks.resnet(stage_sizes=(3, 4, 6, 3) if opts.arch == "resnet50" else (2, 2, 2, 2))
+    resnet.block = "bottleneck" if opts.arch == "resnet50" else "basic"
+    # ImageNet weights (torchvision/timm state dict, mtljax/models/pretrained.py); the CIR bands
+    # named so that R, G, B keep their filters and IR gets their mean.
+    resnet.pretrained = opts.pretrained
+    resnet.pretrained_bands = AERIAL_BANDS
   sat_mlp = (32, 32, 32) if tiny else (512, 512, 512)
   c.inputs = ml_collections.ConfigDict(
     {

@@ -123,18 +123,52 @@ class BasicBlock(nn.Module):
     return activations.relu(residual + y)
 
 
+class Bottleneck(nn.Module):
+  """ResNet bottleneck block (1×1, 3×3 with the stride, 1×1 to 4× the features), as
+  torchvision's ResNet-50 ("v1.5": the stride on the 3×3), with a projection shortcut."""
+
+  features: int
+  strides: int = 1
+  norm: ModuleDef = nn.BatchNorm
+
+  @nn.compact
+  def __call__(self, x):
+    s = (self.strides, self.strides)
+    y = Conv(self.features, (1, 1), use_bias=False, name="conv1")(x)
+    y = activations.relu(self.norm(name="bn1")(y))
+    y = Conv(self.features, (3, 3), s, padding=((1, 1), (1, 1)), use_bias=False, name="conv2")(y)
+    y = activations.relu(self.norm(name="bn2")(y))
+    y = Conv(4 * self.features, (1, 1), use_bias=False, name="conv3")(y)
+    y = self.norm(scale_init=nn.initializers.zeros, name="bn3")(y)
+    residual = x
+    if residual.shape != y.shape:
+      residual = Conv(4 * self.features, (1, 1), s, use_bias=False, name="proj_conv")(residual)
+      residual = self.norm(name="proj_bn")(residual)
+    return activations.relu(residual + y)
+
+
 class ResNet(nn.Module):
-  """ResNet with basic blocks; `stage_sizes=(2, 2, 2, 2), width=64` is ResNet-18 (He et al. 2016).
+  """ResNet; `stage_sizes=(2, 2, 2, 2), width=64` is ResNet-18 (He et al. 2016), and with
+  `block="bottleneck"`, `stage_sizes=(3, 4, 6, 3)` ResNet-50: the layers of torchvision's
+  models, so their ImageNet weights load (`pretrained`, see mtljax/models/pretrained.py).
 
   Input `[B, H, W, C]` (any C: the aerial CIR patches have 4 bands), output the globally
-  average-pooled features `[B, width * 2**(len(stage_sizes)-1)]` (512 for ResNet-18).
-  Tests use a tiny variant (`stage_sizes=(1, 1), width=8`).
+  average-pooled features `[B, width * 2**(len(stage_sizes)-1)]` (512 for ResNet-18, 4× that
+  with bottlenecks). Tests use a tiny variant (`stage_sizes=(1, 1), width=8`).
+
+  pretrained: a torchvision/timm state dict (`.safetensors`, or `.pth` with torch installed)
+  whose weights replace the initialisation (`mtljax.train.state.init_state`); "" = none.
+  pretrained_bands: the input's band names, to adapt the RGB stem: bands named R, G, B take
+  those weights, the others the mean of the three (empty: the first three bands are R, G, B).
   """
 
   stage_sizes: Sequence[int] = (2, 2, 2, 2)
   width: int = 64
   stem_kernel: int = 7
   dtype: str = "float32"
+  block: str = "basic"
+  pretrained: str = ""
+  pretrained_bands: Sequence[str] = ()
 
   @nn.compact
   def __call__(self, x, *, train: bool):
@@ -155,10 +189,11 @@ class ResNet(nn.Module):
     x = norm(name="stem_bn")(x)
     x = activations.relu(x)
     x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    block = {"basic": BasicBlock, "bottleneck": Bottleneck}[self.block]
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):
         strides = 2 if i > 0 and j == 0 else 1
-        x = BasicBlock(self.width * 2**i, strides, norm=norm, name=f"stage{i + 1}_block{j + 1}")(x)
+        x = block(self.width * 2**i, strides, norm=norm, name=f"stage{i + 1}_block{j + 1}")(x)
     return jnp.mean(x, axis=(1, 2)).astype(jnp.float32)
 
 

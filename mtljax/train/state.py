@@ -15,6 +15,7 @@ import numpy as np
 import optax
 
 from mtljax import configlib
+from mtljax.models import pretrained
 
 
 # ============================================================================ optimizer
@@ -59,11 +60,14 @@ def create_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
 # ============================================================================ state
 def init_state(model, tx, example_inputs: Mapping[str, Any], rng) -> dict:
   variables = model.init({"params": rng, "dropout": rng}, example_inputs, train=False)
-  params = variables["params"]
+  # Encoders that name pretrained weights (encoder_kwargs.pretrained) start from them.
+  params, batch_stats = pretrained.apply(
+    model, variables["params"], variables.get("batch_stats", {})
+  )
   return {
     "step": jnp.zeros((), jnp.int32),
     "params": params,
-    "batch_stats": variables.get("batch_stats", {}),
+    "batch_stats": batch_stats,
     "opt_state": tx.init(params),
   }
 
