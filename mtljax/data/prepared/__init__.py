@@ -20,11 +20,11 @@ def open_sources(config) -> dict:
   every key where it differs from ``config`` (another dataset, other reader options, another
   archive)."""
   from mtljax.data import get_dataset
-  from mtljax.data.prepared import convert
+  from mtljax.data.prepared import identity
 
   directory = config.data.prepared
   manifest = read_manifest(directory)
-  diff = convert.mismatch(manifest, config)
+  diff = identity.mismatch(manifest, config)
   if diff:
     listed = ", ".join(diff)
     raise DataError(
@@ -32,10 +32,10 @@ def open_sources(config) -> dict:
       "Convert this config with `python -m mtljax.prepare`, or train from the raw archive"
     )
   spec = get_dataset(config.data.name)
-  if manifest.get("reader_version") != convert.reader_version(spec):
+  if manifest.get("reader_version") != identity.reader_version(spec):
     print(
       f"warning: {directory}/{MANIFEST} was written by reader {manifest.get('reader_version')}, "
-      f"this is {convert.reader_version(spec)}; reconvert if the reader's output changed",
+      f"this is {identity.reader_version(spec)}; reconvert if the reader's output changed",
       file=sys.stderr,
       flush=True,
     )
