@@ -100,6 +100,12 @@ def test_refuses_a_prepared_folder_that_does_not_fit(converted, tmp_path):
   other = tiny_config(config.data.synthetic.dir, prepared=out, aerial_size=16)
   with pytest.raises(DataError, match=r"source_kwargs\.aerial_size \(32 there, 16 now\)"):
     prepared.open_sources(other)
+  from configs import facades
+
+  fac = facades.get_config(None)
+  fac.data.prepared = out
+  with pytest.raises(DataError, match=r"dataset \('treesat' there, 'facades' now\)\. Convert"):
+    prepared.open_sources(fac)
   with pytest.raises(convert.PrepareError, match="another dataset or config"):
     convert.convert(other, out, workers=1, progress=False)  # nothing overwritten
   assert os.path.exists(os.path.join(out, records.MANIFEST))

@@ -60,6 +60,8 @@ def mismatch(recorded: dict, config) -> list[str]:
   """Where ``config`` differs from a recorded identity (training's check: the archive only counts
   when the config names one, the synthetic generator's parameters when it does not)."""
   now = identity(config)
+  if recorded.get("dataset") != now["dataset"]:  # the rest differs too: say the one thing
+    return differences(recorded, now, ["dataset"])
   keys = ["dataset", "source_kwargs"]
   keys += ["archive"] if now["archive"] else ["synthetic"]
   return differences(recorded, now, keys)
