@@ -190,7 +190,6 @@ def convert(
     workers: processes writing shards (0 = one per core).
   """
   from mtljax.data import build
-  from mtljax.train.prepare import regression_target_stats
 
   if shard_size < 1:
     raise PrepareError(f"--shard_size={shard_size}: expected a positive number of examples")
@@ -252,6 +251,8 @@ def convert(
     "input_fields": _jsonable(train.input_fields),
     "target_fields": _jsonable(train.target_fields),
   }
+  from mtljax.train.prepare import regression_target_stats  # (imports jax: only when needed)
+
   manifest["statistics"] = _statistics(config, out, manifest, regression_target_stats)
   fileio.write_json(manifest_path, manifest, fault="prepare.manifest")
   print(f"{out}: prepared {_counts(manifest)} in {manifest['seconds']} s", flush=True)
