@@ -4,7 +4,7 @@ checksums) that training reads instead of the archive's own files (docs/prepared
   python -m mtljax.prepare --config=configs/treesat.py --config.data.root=/data/TreeSatAI \
       --out=/data/prepared/treesat
   python -m mtljax.main --config=configs/treesat.py --workdir=W \
-      --config.data.root=/data/TreeSatAI --config.data.prepared=/data/prepared/treesat
+      --config.data.prepared=/data/prepared/treesat
 
 The config is the training config: its `data` block (dataset, archive, reader options) says what
 is converted, and `inputs`, `tasks`, `seed`, `data.stats_examples` the normalisation statistics

@@ -17,6 +17,7 @@ import pytest
 from configs import treesat
 from mtljax.data import build, pipeline, prepared
 from mtljax.data.prepared import convert, records
+from mtljax.data.prepared import identity as prepared_identity
 from mtljax.data.source import DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,6 +110,15 @@ def test_refuses_a_prepared_folder_that_does_not_fit(converted, tmp_path):
   with pytest.raises(convert.PrepareError, match="another dataset or config"):
     convert.convert(other, out, workers=1, progress=False)  # nothing overwritten
   assert os.path.exists(os.path.join(out, records.MANIFEST))
+  # Prepared from a real archive: a config without data.root trains from it; another root not.
+  real = json.load(open(os.path.join(out, records.MANIFEST)))
+  real["archive"], real["synthetic"] = "/data/TreeSatAI", None
+  plain = tiny_config("/elsewhere", prepared=out)
+  assert prepared_identity.mismatch(real, plain) == []
+  plain.data.root = "/data/other"
+  assert prepared_identity.mismatch(real, plain) == [
+    "archive ('/data/TreeSatAI' there, '/data/other' now)"
+  ]
   # A missing split, a damaged shard, a half-written conversion.
   copy = str(tmp_path / "copy")
   shutil.copytree(out, copy)

@@ -58,10 +58,14 @@ def differences(recorded: dict, now: dict, keys) -> list[str]:
 
 def mismatch(recorded: dict, config) -> list[str]:
   """Where ``config`` differs from a recorded identity (training's check: the archive only counts
-  when the config names one, the synthetic generator's parameters when it does not)."""
+  when the config names one; the synthetic generator's parameters when both are synthetic)."""
   now = identity(config)
   if recorded.get("dataset") != now["dataset"]:  # the rest differs too: say the one thing
     return differences(recorded, now, ["dataset"])
   keys = ["dataset", "source_kwargs"]
-  keys += ["archive"] if now["archive"] else ["synthetic"]
+  if now["archive"]:  # the config names an archive: it must be the one converted
+    keys.append("archive")
+  elif recorded.get("archive") is None:  # both synthetic: the same generator parameters
+    keys.append("synthetic")
+  # (no data.root and a prepared real archive: the prepared folder is the data)
   return differences(recorded, now, keys)
