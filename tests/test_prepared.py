@@ -96,6 +96,26 @@ def test_prepared_gives_the_raw_examples_batches_and_statistics(converted):
     assert_same(next(a), next(b))
 
 
+def test_grain_worker_processes_give_the_same_batches(converted):
+  from absl import flags
+
+  parsed = flags.FLAGS.is_parsed()
+  flags.FLAGS.mark_as_parsed()  # grain's mp_prefetch reads absl flags (as under absl.app.run)
+  try:
+    _, out, _ = converted
+    src = records.PreparedSource(out, "train")
+    kw = dict(input_names=["aerial", "s1"], task_names=["l3"], stats=None, batch_size=8, seed=1,
+              augment_cfg=True, read_options=RO)  # fmt: skip
+    a = pipeline.train_iterator(src, workers=0, **kw)
+    b = pipeline.train_iterator(src, workers=2, **kw)
+    for _ in range(8):  # two worker processes, across an epoch boundary
+      assert_same(next(a), next(b))
+    del b
+  finally:
+    if not parsed:
+      flags.FLAGS.unparse_flags()
+
+
 def test_refuses_a_prepared_folder_that_does_not_fit(converted, tmp_path):
   config, out, _ = converted
   other = tiny_config(config.data.synthetic.dir, prepared=out, aerial_size=16)
