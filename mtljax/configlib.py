@@ -97,6 +97,10 @@ def validate(
     w = t.get("weight")
     if not isinstance(w, (int, float)) or w < 0:
       problems.append(f"{key}.weight={w!r} must be a number >= 0")
+  if tasks:  # task weighting and label hierarchy (mtljax/weighting.py, mtljax/hierarchy.py)
+    from mtljax import hierarchy, weighting
+
+    problems.extend(weighting.problems(config) + hierarchy.problems(config))
   if not tasks:
     problems.append("config.tasks is empty: a model needs at least one task")
   elif sum(float(t.get("weight", 0) or 0) for t in tasks.values()) <= 0:

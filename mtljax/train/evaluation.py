@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from mtljax import dense_pictures, fileio, parallel, tasks
+from mtljax import dense_pictures, fileio, hierarchy, parallel, tasks
 from mtljax.data.source import capability
 from mtljax.train.state import ensemble_size
 
@@ -77,6 +77,7 @@ def evaluate(
     return m
 
   metrics = score("")
+  metrics.update(hierarchy.metrics(config, out, saved_as))
   for t, tcfg in config.tasks.items():
     labels = tasks.of(tcfg).hard_labels(out[f"{saved_as[t]}/{t}"])
     if labels is not None:

@@ -310,7 +310,7 @@ def setup(
   # ------------------------------------------------------------------ abstract state, eval step
   members = parallel.ensemble_sharded(mesh)  # replicated unless members are spread over devices
   abstract_state = jax.eval_shape(
-    lambda r: init_ensemble(model, tx, example_inputs, r, size), jax.random.key(0)
+    lambda r: init_ensemble(model, tx, example_inputs, r, size, config), jax.random.key(0)
   )
   state_shardings = jax.tree.map(lambda _: members, abstract_state)
   abstract_state = jax.tree.map(
