@@ -34,6 +34,24 @@ def _present_f(present, dtype):
   return present.astype(dtype)
 
 
+def _iterate(update, x0, max_iters: int, tol: float = 1e-7):
+  """Applies `x ← update(x)` until the largest change is below `tol` (relative to the largest
+  entry) or `max_iters` times (a `while_loop`: most steps stop after a few iterations)."""
+
+  def cond(c):
+    _, it, change = c
+    return (it < max_iters) & (change > tol)
+
+  def body(c):
+    x, it, _ = c
+    new = update(x)
+    change = jnp.max(jnp.abs(new - x)) / jnp.maximum(jnp.max(jnp.abs(new)), 1e-30)
+    return new, it + 1, change
+
+  x, _, _ = jax.lax.while_loop(cond, body, (x0, 0, jnp.asarray(jnp.inf, x0.dtype)))
+  return x
+
+
 def _normalize(M):
   """Gramian of the Frobenius-normalised matrix (`M / trace(M)`; 0 when the trace is tiny)."""
   tr = jnp.trace(M)
@@ -90,22 +108,21 @@ def mgda(M, present, *, epsilon: float = 1e-3, max_iters: int = 100):
 # ----------------------------------------------------------------------------------------- UPGrad
 def _box_qp(Q, lower, iters):
   """argmin_v vᵀ Q v subject to v ≥ lower (Q positive definite): projected coordinate descent,
-  `iters` sweeps (exact for the small T × T problems here)."""
+  sweeps until converged (at most `iters`; exact for the small T × T problems here)."""
   T = Q.shape[0]
 
-  def sweep(v, _):
+  def sweep(v):
     def coord(v, k):
       vk = jnp.maximum(lower[k], v[k] - (Q[k] @ v) / Q[k, k])
       return v.at[k].set(vk), None
 
     v, _ = jax.lax.scan(coord, v, jnp.arange(T))
-    return v, None
+    return v
 
-  v, _ = jax.lax.scan(sweep, lower, None, length=iters)
-  return v
+  return _iterate(sweep, lower, iters, tol=1e-9)
 
 
-def upgrad(M, present, *, iters: int = 200):
+def upgrad(M, present, *, iters: int = 500):
   """UPGrad weights: Σ_i of the weights of the projection of g_i / n (n present tasks) onto the
   dual cone {x : G x ≥ 0}, each the box QP `min vᵀ M v s.t. v ≥ e_i / n` (Proposition 1 of the
   Jacobian-descent paper)."""
@@ -131,7 +148,7 @@ def _simplex_projection(x, mask):
   return jnp.where(mask > 0, jnp.maximum(x - theta, 0.0), 0.0)
 
 
-def cagrad(M, present, *, c: float = 0.4, iters: int = 500):
+def cagrad(M, present, *, c: float = 0.4, iters: int = 2000):
   """CAGrad weights (TorchJD's CAGradWeighting): on the trace-normalised gramian, w* =
   argmin_{w ∈ simplex} g_wᵀ g_0 + c‖g_0‖ ‖g_w‖ (g_0 the mean gradient), solved by accelerated
   projected gradient; the weights are `1/n + c‖g_0‖/‖g_w*‖ · w*`."""
@@ -149,17 +166,19 @@ def cagrad(M, present, *, c: float = 0.4, iters: int = 500):
   grad = jax.grad(f)
   lip = jnp.maximum(jnp.max(jnp.linalg.eigvalsh(Mn)), 1e-6)
 
-  def step(carry, _):
-    w, y, t, lr = carry
+  lr = 1.0 / (lip * (1.0 + sqrt_phi * 10.0))
+
+  def step(c):  # c = [w, y, t] stacked: accelerated projected gradient with restarts
+    w, y, t = c[0], c[1], c[2, 0]
     w_new = _simplex_projection(y - lr * grad(y), p)
     t_new = (1 + jnp.sqrt(1 + 4 * t * t)) / 2
     y_new = w_new + ((t - 1) / t_new) * (w_new - w)
-    # restart when the objective goes up (keeps the accelerated method monotone)
-    up = f(w_new) > f(w)
-    return (w_new, jnp.where(up, w_new, y_new), jnp.where(up, 1.0, t_new), lr), None
+    up = f(w_new) > f(w)  # restart when the objective goes up (keeps it monotone)
+    y_new, t_new = jnp.where(up, w_new, y_new), jnp.where(up, 1.0, t_new)
+    return jnp.stack([w_new, y_new, jnp.full_like(w_new, t_new)])
 
-  lr = 1.0 / (lip * (1.0 + sqrt_phi * 10.0))
-  (w, _, _, _), _ = jax.lax.scan(step, (u, u, 1.0, lr), None, length=iters)
+  c0 = jnp.stack([u, u, jnp.ones_like(u)])
+  w = _iterate(step, c0, iters, tol=1e-9)[0]
   gw = jnp.sqrt(jnp.maximum(w @ Mn @ w, 0.0))
   ok = gw >= NORM_EPS
   return jnp.where(ok, (u + sqrt_phi / jnp.where(ok, gw, 1.0) * w) * p, jnp.zeros_like(u))
@@ -177,17 +196,17 @@ def nash_mtl(M, present, *, max_norm: float = 1.0, iters: int = 50):
   # absent tasks: a decoupled identity row (α_i = 1), zeroed at the end
   Mn = Mn * (p[:, None] * p[None, :]) + jnp.diag(1.0 - p) + 1e-8 * jnp.eye(T, dtype=M.dtype)
 
-  def newton(a, _):
+  def newton(a):
     g = Mn @ a - 1.0 / a
     H = Mn + jnp.diag(1.0 / (a * a))
     d = jnp.linalg.solve(H, g)
     # keep α > 0: a fraction of the largest feasible step
     ratio = jnp.where(d > 0, a / jnp.where(d > 0, d, 1.0), jnp.inf)
     s = jnp.minimum(1.0, 0.9 * jnp.min(ratio))
-    return a - s * d, None
+    return a - s * d
 
   a0 = jnp.ones(T, M.dtype) / jnp.sqrt(jnp.maximum(jnp.sum(Mn), 1e-12))
-  alpha, _ = jax.lax.scan(newton, jnp.abs(a0), None, length=iters)
+  alpha = _iterate(newton, jnp.abs(a0), iters, tol=1e-9)
   # α of the normalised problem → α of M itself: (M α')_i = 1/α'_i for α' = α / sqrt(‖M‖_F)
   alpha = alpha * p * (fro > 0) / jnp.sqrt(jnp.where(fro > 0, fro, 1.0))
   if max_norm > 0:

@@ -18,7 +18,7 @@ examples whose predicted (argmax) child class lies in the predicted parent class
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -165,12 +165,12 @@ def consistency_term(config):
 
 
 # ============================================================================ the metric
-def metrics(config, out: Mapping[str, np.ndarray], saved_as: Mapping[str, str], prefix=""):
-  """`{hierarchy/<child>_in_<parent>: share}` from an evaluation's gathered predictions."""
+def metrics(config, pred_of: Callable[[str], np.ndarray]) -> dict[str, float]:
+  """`{hierarchy/<child>_in_<parent>: share}` from an evaluation's gathered class probabilities
+  (`pred_of(task) -> [N, C]`; an ensemble's or one member's)."""
   result = {}
   for child, parent, m in pairs(config):
-    pc = np.asarray(out[f"{prefix}{saved_as[child]}/{child}"])
-    pp = np.asarray(out[f"{prefix}{saved_as[parent]}/{parent}"])
+    pc, pp = np.asarray(pred_of(child)), np.asarray(pred_of(parent))
     if pc.ndim < 2 or pp.ndim < 2 or len(pc) == 0:
       continue
     result[f"hierarchy/{child}_in_{parent}"] = float(

@@ -265,7 +265,7 @@ def test_hierarchy_metric_and_constraints():
   assert (child, parent) == ("l3", "l2") and np.array_equal(m, GENUS_L2)
   rng = np.random.default_rng(0)
   p3, p2 = rng.dirichlet(np.ones(15), 50), rng.dirichlet(np.ones(9), 50)
-  got = hierarchy.metrics(config, {"prob/l3": p3, "prob/l2": p2}, {"l3": "prob", "l2": "prob"})
+  got = hierarchy.metrics(config, {"l3": p3, "l2": p2}.get)
   want = np.mean([GENUS_L2[a] == b for a, b in zip(p3.argmax(1), p2.argmax(1))])
   assert got == {"hierarchy/l3_in_l2": pytest.approx(want)}
   # marginal: the parent's probabilities are the child's summed over each parent class
@@ -275,9 +275,9 @@ def test_hierarchy_metric_and_constraints():
   summed = np.zeros((50, 9))
   np.add.at(summed.T, GENUS_L2, np.asarray(jax.nn.softmax(logits)).T)
   np.testing.assert_allclose(np.asarray(jax.nn.softmax(out["l2"])), summed, rtol=1e-5, atol=1e-6)
-  prob = {"prob/l3": np.asarray(jax.nn.softmax(logits)), "prob/l2": summed}
+  prob = {"l3": np.asarray(jax.nn.softmax(logits)), "l2": summed}
   # argmax of a marginal need not contain the argmax child, but mostly does
-  assert hierarchy.metrics(config, prob, {"l3": "prob", "l2": "prob"})["hierarchy/l3_in_l2"] > 0.5
+  assert hierarchy.metrics(config, prob.get)["hierarchy/l3_in_l2"] > 0.5
   # loss term: -log Σ_c p3(c) p2(parent(c)), averaged
   term = hierarchy.consistency_term(_treesat_config(constraint="loss"))
 

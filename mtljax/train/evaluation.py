@@ -69,6 +69,7 @@ def evaluate(
       return out[key] if member is None else out[key][:, member]
 
     m = _task_metrics(config, out, pred_of)
+    m.update(hierarchy.metrics(config, pred_of))  # hierarchy/<child>_in_<parent>
     # Optional `config.train.select_task_mean` (issue 7, multitask tables): that metric's mean
     # over all tasks as `task_mean/<metric>`, the best-checkpoint score instead of the main task's.
     name = config.train.get("select_task_mean", "")
@@ -77,7 +78,6 @@ def evaluate(
     return m
 
   metrics = score("")
-  metrics.update(hierarchy.metrics(config, out, saved_as))
   for t, tcfg in config.tasks.items():
     labels = tasks.of(tcfg).hard_labels(out[f"{saved_as[t]}/{t}"])
     if labels is not None:
