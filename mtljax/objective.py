@@ -15,7 +15,8 @@ configs). Optional keys, read with `.get`:
 
   config.objective.terms      names in TERMS, summed in this order
   config.objective.weighting  a name in WEIGHTINGS ("fixed": the configured task weights;
-                              "equal": 1/T each)
+                              "equal": 1/T each); `config.weighting.kind`, when set, wins
+                              (learned weightings and gradient aggregation: mtljax/weighting.py)
 
 Extending (the slots the next issues fill):
 
