@@ -181,7 +181,9 @@ def _famo(config, names, opts):
 
   def init():
     logits = jnp.zeros((T,), jnp.float32)
-    return {"logits": logits, "opt": tx.init(logits), "prev": jnp.zeros((T,), jnp.float32)}
+    z = jnp.zeros((T,), jnp.float32)
+    # prev: each task's last log-loss; seen: 1 once it has one
+    return {"logits": logits, "opt": tx.init(logits), "prev": z, "seen": z}
 
   def combine(losses, ctx):
     state = _state_or_init(ctx, init)
@@ -194,7 +196,7 @@ def _famo(config, names, opts):
   def update(state, wgrads, losses, present, rng):
     del wgrads, rng
     logl = jnp.log(losses + eps)
-    seen = present & (state["prev"] != 0)
+    seen = present & (state["seen"] > 0)
     delta = jnp.where(seen, state["prev"] - logl, 0.0)
     _, vjp = jax.vjp(lambda x: _masked_softmax(x, present), state["logits"])
     (g,) = vjp(delta)
@@ -203,7 +205,12 @@ def _famo(config, names, opts):
       jnp.any(seen), optax.apply_updates(state["logits"], updates), state["logits"]
     )
     opt = jax.tree.map(lambda a, b: jnp.where(jnp.any(seen), a, b), opt, state["opt"])
-    return {"logits": logits, "opt": opt, "prev": jnp.where(present, logl, state["prev"])}
+    return {
+      "logits": logits,
+      "opt": opt,
+      "prev": jnp.where(present, logl, state["prev"]),
+      "seen": jnp.maximum(state["seen"], present.astype(jnp.float32)),
+    }
 
   return {"combine": combine, "init_state": init, "update_state": update}
 
