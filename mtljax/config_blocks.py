@@ -122,7 +122,40 @@ class Variants:
 def base_config(**fields) -> ml_collections.ConfigDict:
   """A config's top level: `seed` 0 (parameter init, dropout and data order), then `fields`, e.g.
   `experiment`: the paper's table row the config was built for (informational; set by `exp=N`)."""
-  return ml_collections.ConfigDict({"seed": 0, **fields})
+  c = ml_collections.ConfigDict({"seed": 0, **fields})
+  c.weighting = weighting_config()
+  c.hierarchy = hierarchy_config()
+  return c
+
+
+def weighting_config() -> ml_collections.ConfigDict:
+  """`config.weighting`: how the task losses / per-task gradients are combined
+  (mtljax/weighting.py; docs/weighting.md)."""
+  c = ml_collections.ConfigDict()
+  # fixed | equal | uncertainty | dwa | rlw | famo (loss weighting, one backward pass) or
+  # pcgrad | mgda | upgrad | cagrad | nash_mtl (per-task gradient aggregation); "" = fixed (or
+  # config.objective.weighting when set).
+  c.kind = ""
+  c.lr = 0.0  # uncertainty: Adam learning rate of the log-variances (0 = train.learning_rate)
+  c.temperature = 2.0  # dwa
+  c.window = 20  # dwa: steps per averaged loss
+  c.famo_lr = 0.025
+  c.famo_decay = 0.001
+  c.cagrad_c = 0.4
+  c.nash_max_norm = 1.0
+  return c
+
+
+def hierarchy_config() -> ml_collections.ConfigDict:
+  """`config.hierarchy`: parent/child classification pairs (mtljax/hierarchy.py)."""
+  c = ml_collections.ConfigDict()
+  # "auto": every pair the dataset's label hierarchy defines among the tasks (TreeSAT l3>l2>l1);
+  # "" none; or "child>parent,..." (e.g. "l3>l2").
+  c.pairs = "auto"
+  # none | loss (a consistency loss term, `weight`) | marginal (parent = child marginalised)
+  c.constraint = "none"
+  c.weight = 0.1
+  return c
 
 
 # ------------------------------------------------------------------------------ data

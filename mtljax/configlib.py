@@ -14,6 +14,7 @@ from typing import Mapping
 
 import ml_collections
 
+from mtljax import config_blocks
 from mtljax import tasks as tasks_lib
 from mtljax.models.encoders import ENCODERS
 from mtljax.models.fusion import FUSIONS
@@ -97,6 +98,10 @@ def validate(
     w = t.get("weight")
     if not isinstance(w, (int, float)) or w < 0:
       problems.append(f"{key}.weight={w!r} must be a number >= 0")
+  if tasks:  # task weighting and label hierarchy (mtljax/weighting.py, mtljax/hierarchy.py)
+    from mtljax import hierarchy, weighting
+
+    problems.extend(weighting.problems(config) + hierarchy.problems(config))
   if not tasks:
     problems.append("config.tasks is empty: a model needs at least one task")
   elif sum(float(t.get("weight", 0) or 0) for t in tasks.values()) <= 0:
@@ -216,14 +221,28 @@ def _harmless(key: str) -> bool:
   return any(key == h or (h.endswith(".") and key.startswith(h)) for h in HARMLESS_CHANGES)
 
 
+def _added_defaults() -> dict:
+  """Sections added after runs were recorded (issue 21: `weighting`, `hierarchy`): a recorded
+  config without them ran as their defaults do, so their default values are no change."""
+  sections = {
+    "weighting": config_blocks.weighting_config(),
+    "hierarchy": config_blocks.hierarchy_config(),
+  }
+  return _flatten({k: v.to_dict() for k, v in sections.items()})
+
+
 def run_changes(saved: dict, config: ml_collections.ConfigDict) -> dict[str, tuple]:
   """`{key: (recorded, now)}` for every key where `config` changes the run recorded in `saved`
-  (a workdir's config.json); a key present on one side only counts too (as None on the other)."""
+  (a workdir's config.json); a key present on one side only counts too (as None on the other),
+  unless it is an added section's default (`_added_defaults`)."""
   old, new = _flatten(saved), _flatten(json.loads(config.to_json_best_effort()))
+  added = _added_defaults()
   return {
     k: (old.get(k), new.get(k))
     for k in sorted(set(old) | set(new))
-    if old.get(k) != new.get(k) and not _harmless(k)
+    if old.get(k) != new.get(k)
+    and not _harmless(k)
+    and not (k not in old and k in added and new.get(k) == added[k])
   }
 
 

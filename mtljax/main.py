@@ -146,6 +146,11 @@ def main(argv):
         from mtljax.models import lim
 
         lim.parse_variant(config.model.variant)
+      from mtljax import hierarchy, weighting  # task weighting / hierarchy mistakes (issue 21)
+
+      early = weighting.problems(config) + hierarchy.problems(config)
+      if early:
+        raise configlib.ConfigError("; ".join(early))
       try:
         os.makedirs(workdir, exist_ok=True)
       except OSError as e:

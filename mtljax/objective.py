@@ -15,7 +15,8 @@ configs). Optional keys, read with `.get`:
 
   config.objective.terms      names in TERMS, summed in this order
   config.objective.weighting  a name in WEIGHTINGS ("fixed": the configured task weights;
-                              "equal": 1/T each)
+                              "equal": 1/T each); `config.weighting.kind`, when set, wins
+                              (learned weightings and gradient aggregation: mtljax/weighting.py)
 
 Extending (the slots the next issues fill):
 
@@ -42,7 +43,8 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from mtljax import tasks
+from mtljax import hierarchy, tasks
+from mtljax import weighting as weighting_lib
 from mtljax.losses import normalized_weights
 
 DEFAULT_TERMS = ("tasks", "aux")
@@ -110,6 +112,8 @@ class Context:
   task_losses: Mapping[str, jax.Array]
   apply: Callable[..., Any]
   weighting: "Weighting"
+  # the weighting's state between steps (`state["weighting_state"]`; mtljax/weighting.py)
+  weighting_state: Any = None
 
 
 Term = Callable[[Context], "tuple[jax.Array, dict[str, jax.Array]]"]
@@ -172,6 +176,15 @@ class Weighting:
   weights: Mapping[str, float]
   combine: Callable[[Mapping[str, jax.Array], Context], jax.Array]
   aggregate: Callable[[Mapping[str, Any], Mapping[str, jax.Array]], Any] | None = None
+  # mtljax/weighting.py: state kept between steps (`init_state() -> tree`, `update_state(state,
+  # grads of state["params"], losses [T], present [T], rng) -> state`; `learned`: the loss is
+  # differentiated w.r.t. state["params"] too), Gram-matrix aggregation (`gram_weights(M [T, T],
+  # present [T], rng) -> w [T]`, mtljax/aggregation.py) and whether the step logs the weights.
+  init_state: Callable[[], Any] | None = None
+  update_state: Callable[..., Any] | None = None
+  learned: bool = False
+  gram_weights: Callable[..., jax.Array] | None = None
+  log_weights: bool = False
 
 
 def _weighted_sum(weights):
@@ -192,6 +205,13 @@ def _equal(config) -> Weighting:
 
 # name -> factory `(config) -> Weighting`
 WEIGHTINGS: dict[str, Callable[[Any], Weighting]] = {"fixed": _fixed, "equal": _equal}
+# the learned loss weightings and the gradient-aggregation strategies (mtljax/weighting.py)
+for _kind in weighting_lib.KINDS:
+  if _kind not in WEIGHTINGS:
+    WEIGHTINGS[_kind] = lambda config, k=_kind: Weighting(k, **weighting_lib.pieces(config, k))
+
+# hierarchy consistency loss (`config.hierarchy.constraint = "loss"`; mtljax/hierarchy.py)
+TERMS["hierarchy"] = hierarchy.consistency_term
 
 
 # ============================================================================ the objective
@@ -212,7 +232,7 @@ class Objective:
     """The order of the per-task loss vector of `split`."""
     return tuple(self.kinds)
 
-  def context(self, **fields) -> Context:
+  def context(self, weighting_state=None, **fields) -> Context:
     """The step's Context: computes each task's loss from the outputs and targets."""
     losses = task_losses(fields["outputs"], fields["targets"], fields["masks"], self.kinds)
     return Context(
@@ -220,6 +240,7 @@ class Objective:
       weights=self.weighting.weights,
       task_losses=losses,
       weighting=self.weighting,
+      weighting_state=weighting_state,
       **fields,
     )
 
@@ -252,7 +273,10 @@ def build(config) -> Objective:
 
   section = _section(config)
   names = tuple(section.get("terms", DEFAULT_TERMS))
-  weighting = section.get("weighting", DEFAULT_WEIGHTING)
+  # config.weighting.kind (mtljax/weighting.py) wins over config.objective.weighting
+  weighting = weighting_lib.options(config)["kind"] or DEFAULT_WEIGHTING
+  if hierarchy.constraint(config) == "loss" and "hierarchy" not in names:
+    names = names + ("hierarchy",)
   unknown = [n for n in names if n not in TERMS]
   if unknown:
     raise ConfigError(
@@ -260,7 +284,8 @@ def build(config) -> Objective:
     )
   if weighting not in WEIGHTINGS:
     raise ConfigError(
-      f"config.objective.weighting={weighting!r}; known: {', '.join(sorted(WEIGHTINGS))}"
+      f"config.weighting.kind (or config.objective.weighting)={weighting!r}; known: "
+      f"{', '.join(sorted(WEIGHTINGS))}"
     )
   if not names or len(set(names)) != len(names):
     raise ConfigError(f"config.objective.terms must name each term once: {names}")

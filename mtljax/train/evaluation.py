@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from mtljax import dense_pictures, fileio, parallel, tasks
+from mtljax import dense_pictures, fileio, hierarchy, parallel, tasks
 from mtljax.data.source import capability
 from mtljax.train.state import ensemble_size
 
@@ -69,6 +69,7 @@ def evaluate(
       return out[key] if member is None else out[key][:, member]
 
     m = _task_metrics(config, out, pred_of)
+    m.update(hierarchy.metrics(config, pred_of))  # hierarchy/<child>_in_<parent>
     # Optional `config.train.select_task_mean` (issue 7, multitask tables): that metric's mean
     # over all tasks as `task_mean/<metric>`, the best-checkpoint score instead of the main task's.
     name = config.train.get("select_task_mean", "")

@@ -123,7 +123,7 @@ def train_and_evaluate(
   restored = ckpt.restore_latest(s.abstract_state)
   if restored is None:
     state = jax.jit(
-      lambda r: init_ensemble(s.model, s.tx, s.example_inputs, r, size),
+      lambda r: init_ensemble(s.model, s.tx, s.example_inputs, r, size, config),
       out_shardings=s.state_shardings,
     )(init_rng)
     meta = {"step": 0, "best": None, "best_epoch": None, "epoch_done": 0}

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mtljax import configlib, fileio, parallel, tasks
+from mtljax import configlib, fileio, hierarchy, parallel, tasks, weighting
 from mtljax.data import build as data_build
 from mtljax.data import checks as data_checks
 from mtljax.data import pipeline
@@ -231,6 +231,10 @@ def setup(
   `write_config` (a training run): a workdir with checkpoints is resumed only with a config that
   does not change the run (`configlib.check_resume`), unless `allow_config_change`; config.json
   is written once everything has validated."""
+  # task weighting and label hierarchy mistakes (issue 21) fail before anything is written
+  early = weighting.problems(config) + hierarchy.problems(config)
+  if early:
+    raise configlib.ConfigError("; ".join(early))
   if config.model.get("variant"):  # an unknown MTC-LIM variant fails before anything is written
     from mtljax.models import lim
 
@@ -323,7 +327,7 @@ def setup(
   # ------------------------------------------------------------------ abstract state, eval step
   members = parallel.ensemble_sharded(mesh)  # replicated unless members are spread over devices
   abstract_state = jax.eval_shape(
-    lambda r: init_ensemble(model, tx, example_inputs, r, size), jax.random.key(0)
+    lambda r: init_ensemble(model, tx, example_inputs, r, size, config), jax.random.key(0)
   )
   state_shardings = jax.tree.map(lambda _: members, abstract_state)
   abstract_state = jax.tree.map(

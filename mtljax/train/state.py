@@ -1,7 +1,9 @@
 """The train state and what makes it: optimizer, learning rate, initial state, ensembles.
 
-The train state is a plain dict `{"step", "params", "batch_stats", "opt_state"}`; an ensemble of
-E members is the same dict with a leading member axis `[E, ...]` on every leaf.
+The train state is a plain dict `{"step", "params", "batch_stats", "opt_state"}` (plus
+`"weighting_state"` when the configured task weighting keeps state between steps: learned
+log-variances, loss history; mtljax/weighting.py); an ensemble of E members is the same dict with
+a leading member axis `[E, ...]` on every leaf.
 """
 
 from __future__ import annotations
@@ -58,18 +60,26 @@ def create_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
 
 
 # ============================================================================ state
-def init_state(model, tx, example_inputs: Mapping[str, Any], rng) -> dict:
+def init_state(model, tx, example_inputs: Mapping[str, Any], rng, config=None) -> dict:
+  """A fresh state; with `config`, the weighting's state too when it keeps one."""
   variables = model.init({"params": rng, "dropout": rng}, example_inputs, train=False)
   # Encoders that name pretrained weights (encoder_kwargs.pretrained) start from them.
   params, batch_stats = pretrained.apply(
     model, variables["params"], variables.get("batch_stats", {})
   )
-  return {
+  state = {
     "step": jnp.zeros((), jnp.int32),
     "params": params,
     "batch_stats": batch_stats,
     "opt_state": tx.init(params),
   }
+  if config is not None:
+    from mtljax import objective  # only here: objective imports the task kinds and hierarchy
+
+    init = objective.build(config).weighting.init_state
+    if init is not None:
+      state["weighting_state"] = init()
+  return state
 
 
 # ============================================================================ ensembles
@@ -95,12 +105,14 @@ def member_map(fn: Callable, size: int, in_axes: tuple) -> Callable:
   return single
 
 
-def init_ensemble(model, tx, example_inputs: Mapping[str, Any], rng, size: int) -> dict:
+def init_ensemble(
+  model, tx, example_inputs: Mapping[str, Any], rng, size: int, config=None
+) -> dict:
   """E train states stacked on a leading axis; member k is initialised from `fold_in(rng, k)`
   (the "different random weights" ensemble of the ensembles paper, §3.1), so member 0 of any
   ensemble is the single model of the same seed."""
   rngs = jax.vmap(lambda k: jax.random.fold_in(rng, k))(jnp.arange(size))
-  return member_map(lambda r: init_state(model, tx, example_inputs, r), size, (0,))(rngs)
+  return member_map(lambda r: init_state(model, tx, example_inputs, r, config), size, (0,))(rngs)
 
 
 def member_sample_weights(config: ml_collections.ConfigDict, num_train: int) -> np.ndarray:

@@ -18,9 +18,10 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
+from mtljax import hierarchy, tasks
 from mtljax import objective as objective_lib
-from mtljax import tasks
 from mtljax.data import pipeline
+from mtljax.train import grads as grads_lib
 from mtljax.train.state import ensemble_size, member_map
 
 
@@ -43,12 +44,14 @@ def target_transform(target_stats):
   return to_model, from_model
 
 
-def _make_context_fn(model, objective, target_stats) -> Callable:
-  """`(params, batch_stats, batch, rng) -> (Context, new_batch_stats)`: one forward pass."""
+def _make_context_fn(model, objective, target_stats, transform=None) -> Callable:
+  """`(params, batch_stats, batch, rng, weighting_state=None) -> (Context, new_batch_stats)`: one
+  forward pass; `transform` maps the model's outputs (the hierarchy's marginalisation)."""
   kinds = objective.kinds
   to_model, _ = target_transform(target_stats)
+  transform = transform or (lambda outputs: outputs)
 
-  def context_fn(params, batch_stats, batch, rng):
+  def context_fn(params, batch_stats, batch, rng, weighting_state=None):
     valid = batch["valid"]
     # `valid` [B] broadcast over a dense (per-pixel) mask [B, H, W].
     masks = {
@@ -60,6 +63,7 @@ def _make_context_fn(model, objective, target_stats) -> Callable:
     (outputs, inter), updates = model.apply(
       variables, batch["inputs"], train=True, rngs={"dropout": rng}, mutable=["batch_stats"]
     )
+    outputs = transform(outputs)
 
     def apply(p, inputs, *, train=True, rng=rng, batch_stats=batch_stats):
       v = {"params": p, "batch_stats": batch_stats}
@@ -77,6 +81,7 @@ def _make_context_fn(model, objective, target_stats) -> Callable:
       targets=targets,
       masks=masks,
       apply=apply,
+      weighting_state=weighting_state,
     )
     return ctx, updates.get("batch_stats", batch_stats)
 
@@ -91,41 +96,14 @@ def make_loss_fn(
   The loss is the configured objective's sum of terms (mtljax/objective.py); `logs` holds every
   term's logs (`{task: L_t}`, `{aux_<module>: L_m}`, ...)."""
   objective = objective_lib.build(config)
-  context_fn = _make_context_fn(model, objective, target_stats)
+  context_fn = _make_context_fn(model, objective, target_stats, hierarchy.output_transform(config))
 
-  def loss_fn(params, batch_stats, batch, rng):
-    ctx, new_batch_stats = context_fn(params, batch_stats, batch, rng)
+  def loss_fn(params, batch_stats, batch, rng, weighting_state=None):
+    ctx, new_batch_stats = context_fn(params, batch_stats, batch, rng, weighting_state)
     total, logs = objective(ctx)
     return total, (logs, new_batch_stats)
 
   return loss_fn
-
-
-def _make_aggregated_grads_fn(model, objective, target_stats) -> Callable:
-  """For a weighting with `aggregate` (gradient aggregation): `(params, batch_stats, batch, rng)
-  -> (loss, logs, new_batch_stats, grads)`, grads = `aggregate` of the per-task gradients
-  (`jax.jacrev` of the per-task loss vector `[T]`: leaves `[T, ...]`) + the other terms' gradient.
-  Costs T backward passes (vmapped) and one more forward pass than the summed loss."""
-  context_fn = _make_context_fn(model, objective, target_stats)
-  names = objective.task_names
-
-  def parts(params, batch_stats, batch, rng):
-    ctx, new_batch_stats = context_fn(params, batch_stats, batch, rng)
-    vector, other, logs = objective.split(ctx)
-    other = jnp.asarray(other, vector.dtype)  # a plain 0.0 when the tasks term is the only one
-    loss = objective.weighting.combine(ctx.task_losses, ctx) + other
-    return vector, other, (loss, logs, new_batch_stats)
-
-  def grads_fn(params, batch_stats, batch, rng):
-    jac = jax.jacrev(lambda p: parts(p, batch_stats, batch, rng)[0])(params)
-    other_grads, (loss, logs, new_batch_stats) = jax.grad(
-      lambda p: parts(p, batch_stats, batch, rng)[1:], has_aux=True
-    )(params)
-    task_grads = {t: jax.tree.map(lambda g, i=i: g[i], jac) for i, t in enumerate(names)}
-    grads = objective.weighting.aggregate(task_grads, {t: logs[t] for t in names})
-    return loss, logs, new_batch_stats, jax.tree.map(jnp.add, grads, other_grads)
-
-  return grads_fn
 
 
 def make_train_step(
@@ -133,22 +111,30 @@ def make_train_step(
 ) -> Callable:
   """Pure `(state, batch, rng) -> (state, measurements)`; jit/shard/vmap it where it is called.
 
-  measurements: `loss`, `grad_norm`, `param_norm` and `loss_<name>` for every objective log."""
+  measurements: `loss`, `grad_norm`, `param_norm`, `loss_<name>` for every objective log and,
+  for a learned weighting or a gradient aggregation, `weight_<task>` (and `cos_<task>`). A
+  weighting with state keeps it in `state["weighting_state"]` (updated here after each step)."""
   objective = objective_lib.build(config)
-  if objective.weighting.aggregate is None:
-    loss_fn = make_loss_fn(model, config, target_stats)
-
-    def grads_fn(params, batch_stats, batch, rng):
-      (loss, (logs, new_batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        params, batch_stats, batch, rng
-      )
-      return loss, logs, new_batch_stats, grads
+  weighting = objective.weighting
+  context_fn = _make_context_fn(model, objective, target_stats, hierarchy.output_transform(config))
+  if weighting.gram_weights is not None:
+    grads_fn = grads_lib.make_gram_grads_fn(objective, context_fn)
+  elif weighting.aggregate is not None:
+    grads_fn = grads_lib.make_aggregate_grads_fn(objective, context_fn)
   else:
-    grads_fn = _make_aggregated_grads_fn(model, objective, target_stats)
+    grads_fn = grads_lib.make_weighted_grads_fn(objective, context_fn)
 
   def train_step(state, batch, rng):
     rng = jax.random.fold_in(rng, state["step"])
-    loss, logs, batch_stats, grads = grads_fn(state["params"], state["batch_stats"], batch, rng)
+    wstate = state.get("weighting_state")
+    if wstate is None and weighting.init_state is not None:
+      raise ValueError(
+        f"weighting {weighting.name!r} keeps state: build the train state with "
+        "init_state(..., config=config) / init_ensemble(..., config=config)"
+      )
+    loss, logs, batch_stats, grads, extra = grads_fn(
+      state["params"], state["batch_stats"], batch, rng, wstate
+    )
     updates, opt_state = tx.update(grads, state["opt_state"], state["params"], value=loss)
     params = optax.apply_updates(state["params"], updates)
     new_state = {
@@ -157,12 +143,17 @@ def make_train_step(
       "batch_stats": batch_stats,
       "opt_state": opt_state,
     }
+    if wstate is not None:
+      new_state["weighting_state"] = weighting.update_state(
+        wstate, extra["wgrads"], extra["losses"], extra["present"], rng
+      )
     measurements = {
       "loss": loss,
       "grad_norm": optax.tree.norm(grads),
       "param_norm": optax.tree.norm(params),
     }
     measurements.update({f"loss_{k}": v for k, v in logs.items()})
+    measurements.update(extra["measure"])
     return new_state, measurements
 
   return train_step
@@ -218,11 +209,12 @@ def make_eval_step(
   size = ensemble_size(config)
   specs = {t: tasks.of(c) for t, c in config.tasks.items()}  # each task's kind
   _, from_model = target_transform(target_stats)
+  transform = hierarchy.output_transform(config)
 
   def member_preds(state, batch):
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
     outputs, _ = model.apply(variables, batch["inputs"], train=False)
-    outputs = from_model(outputs)
+    outputs = from_model(transform(outputs))
     return {t: spec.activation(outputs[t]) for t, spec in specs.items()}
 
   def eval_step(state, batch):
