@@ -46,7 +46,9 @@ def _member_fn(model, task, modality):
 
 def score_workdir(config, workdir: str, split: str = "test") -> dict[str, Any]:
   """Per-member metrics `{metric: [E]}` and the per-example member-mean IoU `iou_examples [N]`
-  of a trained workdir's best checkpoint on `split` (module docstring)."""
+  of a trained workdir's `config.explain.checkpoint` on `split` (module docstring). With a
+  shortcut in the validation split, use "latest": the "best" checkpoint by validation accuracy
+  is the one that leans on the shortcut most."""
   from mtljax.explain import common
   from mtljax.train import prepare
 
