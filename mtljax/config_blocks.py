@@ -314,6 +314,10 @@ def explain_config(
       "pearson_size": 14,
       # Examples drawn as member panels and labelled-arrow pictures.
       "num_pictures": 8,
+      # A classification task: also write sentences naming its predicted class and the
+      # supporting attributes of `task` (multilabel) with their locations (mtljax/egl/textual.py);
+      # "" = none.
+      "textual": "",
     }
   )
 

@@ -72,3 +72,13 @@ class MaskAnnotations:
       out[RATIONALE] = self.rationales[i] if has else np.zeros_like(self.rationales[i])
       out[RATIONALE_PRESENT] = np.float32(has)
     return out
+
+
+def phrase(attribute_name: str) -> str:
+  """A CUB attribute name as the words of a rationale: ``"has_bill_color::red"`` → ``"red
+  bill"`` (the rationale vocabulary; names without ``::`` are kept)."""
+  word, _, value = attribute_name.partition("::")
+  word = word[4:] if word.startswith("has_") else word
+  for suffix in ("_color", "_pattern", "_shape", "_length"):
+    word = word[: -len(suffix)] if word.endswith(suffix) else word
+  return f"{value.replace('_', ' ')} {word.replace('_', ' ')}".strip()
