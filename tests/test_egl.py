@@ -206,3 +206,53 @@ def test_rrr_on_decoy_digits_learns_the_digit_not_the_decoy(tmp_path):
   assert rrr["accuracy"][0] > 0.85
   assert rrr["decoy_share"][0] < 0.3 * plain["decoy_share"][0]
   assert (tmp_path / "egl_comparison.md").read_text().count("| rrr |") == 1
+
+
+@pytest.fixture(scope="module")
+def shortcut_root(tmp_path_factory):
+  from mtljax.data.attributes import shortcut
+
+  root = tmp_path_factory.mktemp("shortcut")
+  return shortcut.write_shortcut_cub(root, num_train=24, num_test=8, seed=0, image_size=16)
+
+
+def test_shortcut_reader_gives_annotations_and_rationales(shortcut_root):
+  from mtljax.data.attributes import shortcut
+
+  src = shortcut.ShortcutCUBSource(
+    shortcut_root, "train", image_size=16, val_fraction=0.0, mask_fraction=0.5,
+    rationale_fraction=1.0,
+  )  # fmt: skip
+  ex = [src[i]["meta"] for i in range(len(src))]
+  assert sum(float(m[ann.MASK_PRESENT]) for m in ex) == round(0.5 * len(src))
+  rel, decoy = src.explanation_regions()
+  assert rel.any() and decoy.any() and not (rel & decoy).all()
+  # The captions (generated from the planted attributes) name exactly the labelled attributes.
+  labels = src.label_arrays()["targets"]["attributes"]
+  np.testing.assert_array_equal(np.stack([m[ann.RATIONALE] for m in ex]), labels)
+  assert all(m[ann.MASK].shape == (16, 16) for m in ex)
+
+
+def test_shortcut_reader_bad_rationales_are_data_errors(shortcut_root, tmp_path):
+  import shutil
+
+  from mtljax.data.attributes import shortcut
+
+  root = tmp_path / "copy"
+  shutil.copytree(shortcut_root, root)
+  captions = sorted((root / "text_c10").rglob("*.txt"))
+  captions[0].write_text("red bill, purple bill\n")
+  with pytest.raises(DataError, match="rationale word 'purple bill' is not an attribute"):
+    shortcut.ShortcutCUBSource(root, "train", image_size=16, val_fraction=0.0)
+  captions[0].write_text("red bill\n")
+  (captions[0].parent / "Nobody_0000.txt").write_text("red bill\n")
+  with pytest.raises(DataError, match="a rationale for an unknown image"):
+    shortcut.ShortcutCUBSource(root, "train", image_size=16, val_fraction=0.0)
+  (captions[0].parent / "Nobody_0000.txt").unlink()
+  # A mask of another size than its image: the reader names the file.
+  from PIL import Image
+
+  mask = sorted((root / "CUB_200_2011" / "attribute_masks").rglob("*.png"))[0]
+  Image.fromarray(np.zeros((5, 7), np.uint8)).save(mask)
+  with pytest.raises(DataError, match=mask.name):
+    shortcut.ShortcutCUBSource(root, "train", image_size=16, val_fraction=0.0)
