@@ -41,7 +41,9 @@ def main(argv=None):
   ap.add_argument("--fractions", nargs="+", type=float, default=[0.05, 0.2, 1.0])
   ap.add_argument("--epochs", type=int, default=0, help="0 = the config's")
   ap.add_argument("--saliency", default="input_gradient")
-  ap.add_argument("--only", nargs="*", default=(), help="run only these rows (labels)")
+  ap.add_argument(
+    "--only", nargs="*", default=(), help="run only these rows (labels), in this order"
+  )
   a = ap.parse_args(argv)
   variant = ",".join(filter(None, [a.variant, f"size={a.members}"]))
   if a.family == "digits":
@@ -73,6 +75,8 @@ def main(argv=None):
         )  # fmt: skip
   keep = lambda label: not a.only or label in a.only  # noqa: E731
   settings = [st for st in settings if keep(st["label"])]
+  if a.only:  # in the order given
+    settings.sort(key=lambda st: list(a.only).index(st["label"]))
   rows = compare.compare(base, settings, a.out, clean_config=clean if keep("clean") else None)
   print(compare.table(rows))
   print(f"written: {os.path.join(a.out, 'egl_comparison.md')}")

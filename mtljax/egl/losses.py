@@ -31,7 +31,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mtljax import objective
+from mtljax import objective, tasks
 from mtljax.egl import annotations as ann
 from mtljax.egl import saliency as sal
 
@@ -62,7 +62,8 @@ def check_config(config) -> None:
       f"{sorted(config.inputs)}); an explanation loss needs an image input"
     )
   task = config.tasks.get(e.task)
-  if task is None or task.kind != "classification":
+  kind = tasks.KINDS.get(task.kind) if task is not None else None
+  if kind is None or kind.target != tasks.CLASS or kind.dense:  # one class per example
     raise _error(f"{key}.task={e.task!r} must name a classification task of config.tasks")
   attr = e.get("attribute_task", "")
   if attr and attr not in config.tasks:
