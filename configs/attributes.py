@@ -36,6 +36,7 @@ import ml_collections
 
 from mtljax import config_blocks as blocks
 from mtljax.configlib import ENSEMBLE_STRATEGIES
+from mtljax.egl.config import explanation_loss_config
 
 VARIANTS = blocks.Variants(
   "configs/attributes.py",
@@ -126,9 +127,7 @@ def get_config(arg=None):
 
   if shortcut:
     c.objective = ml_collections.ConfigDict({"terms": ("tasks", "aux", "explanation")})
-    c.explanation_loss = blocks.explanation_loss_config(
-      task="class", lam=5.0, mask_fraction=mask_fraction
-    )
+    c.explanation_loss = explanation_loss_config(task="class", lam=5.0, mask_fraction=mask_fraction)
     c.explanation_loss.attribute_task = "attributes"  # MEGL's rationale → attribute maps
     c.explain.checkpoint = "latest"  # the decoyed validation split would pick the shortcut
     c.explain.textual = "class"  # sentences: class + supporting attributes + where

@@ -26,6 +26,7 @@ The whole comparison (baseline vs each loss vs annotated fraction): profiling/eg
 import ml_collections
 
 from mtljax import config_blocks as blocks
+from mtljax.egl.config import explanation_loss_config
 
 VARIANTS = blocks.Variants(
   "configs/digits.py",
@@ -68,9 +69,7 @@ def get_config(arg=None):
   c.ensemble = blocks.ensemble_config(size=opts.size)
 
   c.objective = ml_collections.ConfigDict({"terms": ("tasks", "aux", "explanation")})
-  c.explanation_loss = blocks.explanation_loss_config(
-    task="digit", lam=10.0, mask_fraction=fraction
-  )
+  c.explanation_loss = explanation_loss_config(task="digit", lam=10.0, mask_fraction=fraction)
 
   c.explain = blocks.explain_config(
     task="digit",

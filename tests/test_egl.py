@@ -12,11 +12,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from mtljax import config_blocks as blocks
 from mtljax import configlib, objective
 from mtljax.data.source import DataError
 from mtljax.egl import annotations as ann
 from mtljax.egl import losses  # noqa: F401 (registers the term)
+from mtljax.egl.config import explanation_loss_config
 
 
 class _Tiny(nn.Module):
@@ -39,9 +39,7 @@ def _config(kind, saliency="input_gradient", **extra):
     "attr": {"kind": "multilabel", "num_classes": 2, "weight": 1.0},
   }
   c.objective = {"terms": ("tasks", "explanation")}
-  c.explanation_loss = blocks.explanation_loss_config(
-    task="cls", kind=kind, lam=0.7, saliency=saliency
-  )
+  c.explanation_loss = explanation_loss_config(task="cls", kind=kind, lam=0.7, saliency=saliency)
   for k, v in extra.items():
     c.explanation_loss[k] = v
   return c

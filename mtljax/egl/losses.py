@@ -1,7 +1,7 @@
 """Explanation-guided training: RRR, GRADIA, RES and MEGL as one objective term, "explanation".
 
 The term is registered in `mtljax.objective.TERMS` (imported by the train step) and configured by
-`config.explanation_loss` (`config_blocks.explanation_loss_config`); a config names it in
+`config.explanation_loss` (`mtljax/egl/config.py `explanation_loss_config``); a config names it in
 `config.objective.terms`. With `kind="none"` it adds nothing. Every loss is a function of the
 params *through* a saliency map (`mtljax.egl.saliency`), so the step's `jax.value_and_grad`
 differentiates it to second order; it is jitted, vmapped over ensemble members and sharded over
