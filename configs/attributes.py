@@ -15,10 +15,16 @@ Variants after a colon, comma-separated:
   size=E     ensemble size (default 5)
   strategy=S seeds (default), bagging, leave_one_bucket_out
   tiny       a tiny ResNet and little data, for tests (seconds on CPU)
+  shortcut   a class-coloured decoy square in train/val, random in test, with training
+             masks (config.data.mask_fraction) and rationales (rationale_fraction) for
+             explanation-guided training (config.explanation_loss, docs/explanation-guided.md);
+             32 px, a tiny ResNet
 
 Commands:
   python -m mtljax.main --config=configs/attributes.py --workdir=/tmp/attr
   python -m mtljax.main --config=configs/attributes.py --workdir=/tmp/attr --mode=explain
+  python -m mtljax.main --config=configs/attributes.py:shortcut,size=1 --workdir=W \
+      --config.explanation_loss.kind=megl --config.explanation_loss.mask_fraction=0.1
   python -m mtljax.main --config=configs/attributes.py:isic,size=5 --workdir=W \
       --config.data.root=/data/ISIC2018 --config.data.image_size=224 \
       --config.explain.layer=encoders_image/stage4_block2
@@ -30,6 +36,7 @@ import ml_collections
 
 from mtljax import config_blocks as blocks
 from mtljax.configlib import ENSEMBLE_STRATEGIES
+from mtljax.egl.config import explanation_loss_config
 
 VARIANTS = blocks.Variants(
   "configs/attributes.py",
@@ -38,12 +45,15 @@ VARIANTS = blocks.Variants(
   size=blocks.Option(5, what="ensemble members"),
   strategy=blocks.Option("seeds", choices=ENSEMBLE_STRATEGIES),
   tiny=False,
+  shortcut=False,
 )
 
 
 def get_config(arg=None):
   opts = VARIANTS.parse(arg)
-  tiny, isic = opts.tiny, opts.dataset == "isic"
+  tiny, isic, shortcut = opts.tiny or opts.shortcut, opts.dataset == "isic", opts.shortcut
+  if shortcut and isic:
+    raise ValueError("configs/attributes.py: shortcut is a variant of the CUB layout, not isic")
   c = blocks.base_config()
 
   # ---------------------------------------------------------------- data
@@ -65,6 +75,17 @@ def get_config(arg=None):
       "num_test": 96 if tiny else 600,
     },
   )
+
+  if shortcut:  # issue 19: the decoy, and the training annotations' fractions (one value each,
+    # read by the reader and by the explanation loss)
+    mask_fraction = ml_collections.FieldReference(0.2)
+    c.data.name, c.data.image_size = "cub_shortcut", 32
+    c.data.mask_fraction = mask_fraction
+    c.data.rationale_fraction = 0.0
+    c.data.augment = ml_collections.ConfigDict({"enabled": False})  # masks ride in meta
+    c.data.synthetic = ml_collections.ConfigDict(
+      {"num_train": 700, "num_test": 300, "seed": 0, "dir": "", "decoy_size": 0.2}
+    )
 
   # ---------------------------------------------------------------- model
   # ResNet-18 (paper §3.1).
@@ -103,6 +124,13 @@ def get_config(arg=None):
     max_examples=48 if tiny else 40,
   )
   c.explain.ig_steps = 16
+
+  if shortcut:
+    c.objective = ml_collections.ConfigDict({"terms": ("tasks", "aux", "explanation")})
+    c.explanation_loss = explanation_loss_config(task="class", lam=5.0, mask_fraction=mask_fraction)
+    c.explanation_loss.attribute_task = "attributes"  # MEGL's rationale → attribute maps
+    c.explain.checkpoint = "latest"  # the decoyed validation split would pick the shortcut
+    c.explain.textual = "class"  # sentences: class + supporting attributes + where
 
   # ---------------------------------------------------------------- analysis (--mode=analyze)
   # Error correlation of the main task with the other task across epochs.

@@ -81,6 +81,9 @@ CAPABILITIES: dict[str, str] = {
   "explain_annotations": "method (index) -> {'masks': {name: bool [H, W]}, 'keypoints': {name: "
   "float [2] (y, x)}} (a name without annotation left out): evaluation-only annotations, by "
   "class or attribute name, that explanations are scored against",
+  "explanation_regions": "method () -> (relevant bool [N, H, W], decoy bool [N, H, W] | None): "
+  "every example's true region and its shortcut region, for scoring explanation-guided training "
+  "(mtljax/egl/compare.py)",
   "day_reference": "attribute, str: what the `days` of time-series inputs count from (e.g. "
   "CropYield's 'seeding' or 'harvest')",
   "planted_truth": "method () -> dict | None: what a synthetic generator planted (None on real "

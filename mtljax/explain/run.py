@@ -240,6 +240,12 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
       report.pictures(out_dir, name, images, pairs, names, member_maps, ens_maps, en, ind, ex, size)
       report.save_other_modalities(out_dir, name, x, s.stats["inputs"], others, pairs, names, ex)
   summary["methods"] = results
+  if ex.get("textual"):  # sentences grounded by saliency (issue 19, mtljax/egl/textual.py)
+    from mtljax.egl import textual
+
+    summary["textual"] = textual.explain(
+      config, s, stacked, data, images, src, out_dir, write=is_main
+    )
   table = report.table(results)
   common.write_json(os.path.join(out_dir, "results.json"), summary, default=float)
   common.write_text(os.path.join(out_dir, "table.md"), table + "\n")

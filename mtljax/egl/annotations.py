@@ -1,0 +1,84 @@
+"""Explanation annotations carried by training examples (read by the explanation losses).
+
+A reader that has them adds these entries to ``example["meta"]`` (every example of a split has
+the same keys; an absent annotation is zeros with its ``*_present`` flag 0)::
+
+    expl_mask            float32 [H, W]  the relevant region (1 inside), the image's size
+    expl_mask_present    float32 []      1 = this example's mask is given (annotated)
+    expl_prior           float32 [H, W]  the dataset-level pattern of the example's class: the
+                                         mean of the annotated training masks of that class
+                                         (MEGL's distribution consistency target)
+    expl_rationale       float32 [A]     (optional) attributes named by a textual rationale
+    expl_rationale_present float32 []    (optional) 1 = a rationale is given
+
+Which training examples are annotated is ``annotated(n, fraction)``: a fixed seeded choice of
+``round(fraction · n)`` examples, so runs with a larger fraction annotate a superset.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MASK, MASK_PRESENT, PRIOR = "expl_mask", "expl_mask_present", "expl_prior"
+RATIONALE, RATIONALE_PRESENT = "expl_rationale", "expl_rationale_present"
+
+
+def annotated(n: int, fraction: float, seed: int = 20170301) -> np.ndarray:
+  """bool [n]: the first ``round(fraction · n)`` of a fixed permutation (nested in fraction)."""
+  if not 0.0 <= fraction <= 1.0:
+    raise ValueError(f"annotated fraction must be in [0, 1], got {fraction}")
+  out = np.zeros(n, bool)
+  out[np.random.default_rng(seed).permutation(n)[: int(round(fraction * n))]] = True
+  return out
+
+
+def class_priors(masks: np.ndarray, present: np.ndarray, labels: np.ndarray, num_classes: int):
+  """float32 [C, H, W]: per class the mean annotated mask, normalised to sum 1 (a class without
+  annotated examples gets the mean over all annotated ones; none at all: uniform)."""
+  h, w = masks.shape[1:3]
+  m = masks.astype(np.float32)
+  overall = m[present].mean(0) if present.any() else np.ones((h, w), np.float32)
+  out = np.empty((num_classes, h, w), np.float32)
+  for c in range(num_classes):
+    sel = present & (labels == c)
+    out[c] = m[sel].mean(0) if sel.any() else overall
+  return out / np.maximum(out.sum((1, 2), keepdims=True), 1e-12)
+
+
+class MaskAnnotations:
+  """Per-example meta entries from region masks [N, H, W], the annotated flags and the labels
+  (optionally rationales [N, A] with their own present flags)."""
+
+  def __init__(self, masks, present, labels, num_classes, rationales=None, rationale_present=None):
+    self.masks, self.present = np.asarray(masks, bool), np.asarray(present, bool)
+    self.labels = np.asarray(labels)
+    self.priors = class_priors(self.masks, self.present, self.labels, num_classes)
+    self.rationales = None if rationales is None else np.asarray(rationales, np.float32)
+    self.rationale_present = (
+      None if rationale_present is None else np.asarray(rationale_present, bool)
+    )
+
+  def meta(self, i: int) -> dict[str, np.ndarray]:
+    given = bool(self.present[i])
+    out = {
+      MASK: self.masks[i].astype(np.float32)
+      if given
+      else np.zeros(self.masks.shape[1:], np.float32),
+      MASK_PRESENT: np.float32(given),
+      PRIOR: self.priors[int(self.labels[i])],
+    }
+    if self.rationales is not None:
+      has = bool(self.rationale_present[i])
+      out[RATIONALE] = self.rationales[i] if has else np.zeros_like(self.rationales[i])
+      out[RATIONALE_PRESENT] = np.float32(has)
+    return out
+
+
+def phrase(attribute_name: str) -> str:
+  """A CUB attribute name as the words of a rationale: ``"has_bill_color::red"`` → ``"red
+  bill"`` (the rationale vocabulary; names without ``::`` are kept)."""
+  word, _, value = attribute_name.partition("::")
+  word = word[4:] if word.startswith("has_") else word
+  for suffix in ("_color", "_pattern", "_shape", "_length"):
+    word = word[: -len(suffix)] if word.endswith(suffix) else word
+  return f"{value.replace('_', ' ')} {word.replace('_', ' ')}".strip()

@@ -1,0 +1,41 @@
+"""`config.explanation_loss`: the settings of explanation-guided training (mtljax/egl/losses.py).
+A config file builds the section with `explanation_loss_config(...)` and names the term
+"explanation" in `config.objective.terms`."""
+
+import ml_collections
+
+
+def explanation_loss_config(
+  *,
+  task: str,
+  modality: str = "image",
+  kind: str = "none",
+  lam: float = 1.0,
+  saliency: str = "input_gradient",
+  mask_fraction=0.2,
+) -> ml_collections.ConfigDict:
+  """`config.explanation_loss`: explanation-guided training (mtljax/egl/losses.py), the
+  "explanation" term of `config.objective.terms`. `mask_fraction` may be a FieldReference shared
+  with the reader's `config.data.mask_fraction` (the annotated training examples)."""
+  return ml_collections.ConfigDict(
+    {
+      # "none", "rrr", "gradia", "res" or "megl"; its weight λ.
+      "kind": kind,
+      "lam": lam,
+      # The supervised map: "input_gradient", "input_x_gradient" or "gradcam@<module path>".
+      "saliency": saliency,
+      # The explained classification task and its image input.
+      "task": task,
+      "modality": modality,
+      # Fraction of the training examples whose mask is given (the rest: flag 0).
+      "mask_fraction": mask_fraction,
+      # RES: soft threshold tanh(beta·Ŝ), the level inside the mask, slack pixels at boundaries.
+      "res_threshold": 0.5,
+      "res_slack": 1,
+      "res_beta": 4.0,
+      # MEGL: weight of the distribution consistency; the multilabel task whose heads' maps a
+      # textual rationale's attributes name ("" = no textual supervision).
+      "megl_consistency": 1.0,
+      "attribute_task": "",
+    }
+  )

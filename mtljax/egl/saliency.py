@@ -1,0 +1,82 @@
+"""Saliency maps as differentiable functions of the parameters (for explanation losses).
+
+Every map here is built from `jax.grad` inside the loss, so differentiating the loss w.r.t. the
+parameters differentiates *through* the saliency map (second order): no stop-gradient, no Python
+loop over examples; the whole batch in one program, vmappable over ensemble members.
+
+  `score(params, x) -> [B, K]`  the explained task's logits with image input x [B, H, W, C]
+
+  input_gradient    Σ_c |∂ s_y / ∂x|                 [B, H, W]
+  input_x_gradient  |Σ_c x ⊙ ∂ s_y / ∂x|             [B, H, W]
+  gradcam@<layer>   ReLU(Σ_c α_c A_c), α = spatial mean of ∂ s_y / ∂A, bilinearly resized to
+                    (H, W) (Selvaraju et al.); <layer> a module path, e.g. encoders_image/conv2
+
+s_y is the logit of the example's own class (`targets`), or of `targets` given per example.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+
+from mtljax.explain.flax_utils import flax_layer_fn
+
+KINDS = ("input_gradient", "input_x_gradient", "gradcam")
+
+
+def parse(name: str) -> tuple[str, str]:
+  """`"gradcam@encoders_image/conv2"` -> ("gradcam", "encoders_image/conv2"); others (kind, "")."""
+  kind, _, layer = name.partition("@")
+  if kind not in KINDS:
+    raise ValueError(f"unknown saliency {name!r}; expected one of {KINDS} (gradcam@<layer>)")
+  if (kind == "gradcam") != bool(layer):
+    raise ValueError(f"saliency {name!r}: gradcam needs @<layer>, the others take no layer")
+  return kind, layer
+
+
+def _picked(logits, index):
+  return jnp.take_along_axis(logits, index[:, None].astype(jnp.int32), axis=1)[:, 0]
+
+
+def log_prob_gradient(score: Callable, params, x):
+  """RRR's input gradient: ∂/∂x Σ_b Σ_k log p_k(x_b), shaped like x."""
+  return jax.grad(lambda xx: jnp.sum(jax.nn.log_softmax(score(params, xx), axis=-1)))(x)
+
+
+def class_map(score: Callable, params, x, index, saliency: str, wrap: Callable | None = None):
+  """The saliency map of logit `index [B]`, non-negative `[B, H, W]` (module docstring).
+
+  `wrap(score_fn_of_params_x) -> fn(params, inputs)` is used by Grad-CAM: the layer is found by
+  intercepting the model run inside `score`.
+  """
+  kind, layer = parse(saliency)
+  if kind == "gradcam":
+    layer_fn = flax_layer_fn(lambda p, xx: _picked(score(p, xx), index), layer)
+    _, act = jax.eval_shape(layer_fn, params, x, None)
+
+    def total(delta):
+      s, a = layer_fn(params, x, delta)
+      return jnp.sum(s), a
+
+    grads, act = jax.grad(total, has_aux=True)(jnp.zeros(act.shape, act.dtype))
+    if act.ndim != 4:
+      raise ValueError(f"gradcam@{layer}: the layer's output is {act.shape}, not [B, h, w, c]")
+    cam = jax.nn.relu(jnp.einsum("bhwc,bc->bhw", act, jnp.mean(grads, axis=(1, 2))))
+    return jax.image.resize(cam, (cam.shape[0], *x.shape[1:3]), method="bilinear")
+  g = jax.grad(lambda xx: jnp.sum(_picked(score(params, xx), index)))(x)
+  if kind == "input_gradient":
+    return jnp.sum(jnp.abs(g), axis=-1)
+  return jnp.abs(jnp.sum(x * g, axis=-1))
+
+
+def normalise(s, eps: float = 1e-8):
+  """Each map divided by its maximum (GRADIA's [0, 1] scaling of a non-negative map)."""
+  return s / (jnp.max(s, axis=(1, 2), keepdims=True) + eps)
+
+
+def distribution(s, eps: float = 1e-8):
+  """Each map as a spatial distribution (sums to 1)."""
+  s = s + eps
+  return s / jnp.sum(s, axis=(1, 2), keepdims=True)
