@@ -266,6 +266,40 @@ def eval_config(batch_size: int, prediction_splits) -> ml_collections.ConfigDict
 
 
 # ------------------------------------------------------------------------------ explain, analyze
+def trust_config() -> ml_collections.ConfigDict:
+  """`config.explain.trust`: the settings of the trust metrics (docs/trust.md)."""
+  return ml_collections.ConfigDict(
+    {
+      # Removal baseline of deletion / pixel flipping / regions / faithfulness correlation
+      # ("zero", "min", "max", "mean", "blur"); insertion's start image; its blur.
+      "baseline": "zero",
+      "insert_baseline": "blur",
+      "blur_sigma": 5.0,
+      # Deletion/insertion fractions (steps + 1 points); pixel flipping uses H*W/steps pixels a step.
+      "steps": 16,
+      # Region perturbation: square patch size (pixels) and regions removed (0 = all).
+      "patch": 8,
+      "regions": 16,
+      # Faithfulness correlation: runs and the fraction of pixels removed per run.
+      "runs": 16,
+      "subset_fraction": 0.1,
+      # ROAD: percentages removed (most relevant first) and the imputation noise.
+      "road_percentages": (10, 30, 50, 70, 90),
+      "road_noise": 0.01,
+      # Robustness: samples, max-sensitivity's uniform radius, local Lipschitz's Gaussian std.
+      "samples": 4,
+      "radius": 0.05,
+      "lipschitz_std": 0.05,
+      # Randomisation: similarity of |maps| ("spearman", "pearson"); MPRT cascade stops (0 = one
+      # per layer).
+      "similarity": "spearman",
+      "mprt_groups": 4,
+      # Perturbation steps / samples evaluated together (0 = all at once).
+      "chunk": 8,
+    }
+  )
+
+
 def explain_config(
   *,
   task: str,
@@ -314,6 +348,14 @@ def explain_config(
       "pearson_size": 14,
       # Examples drawn as member panels and labelled-arrow pictures.
       "num_pictures": 8,
+      # Trust metrics (mtljax.explain.trust.TRUST_METRICS, or "all"; docs/trust.md) and their
+      # settings; () = only the localisation table above.
+      "metrics": (),
+      "trust": trust_config(),
+      # Labelled arrows point at the whole map's centre of mass ("com", the paper's) or at the
+      # centre of its strongest region holding the top `arrow_top` of its mass ("top_mass").
+      "arrow_at": "com",
+      "arrow_top": 0.1,
     }
   )
 
