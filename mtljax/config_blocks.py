@@ -275,26 +275,25 @@ def trust_config() -> ml_collections.ConfigDict:
       "baseline": "zero",
       "insert_baseline": "blur",
       "blur_sigma": 5.0,
-      # Deletion/insertion fractions (steps + 1 points); pixel flipping uses H*W/steps pixels a step.
+      # Deletion/insertion fractions (steps + 1 points; pixel flipping: H*W/steps pixels a step);
+      # region perturbation's patch (pixels) and regions (0 = all); faithfulness correlation's
+      # runs and fraction of pixels removed per run.
       "steps": 16,
-      # Region perturbation: square patch size (pixels) and regions removed (0 = all).
       "patch": 8,
       "regions": 16,
-      # Faithfulness correlation: runs and the fraction of pixels removed per run.
       "runs": 16,
       "subset_fraction": 0.1,
       # ROAD: percentages removed (most relevant first) and the imputation noise.
       "road_percentages": (10, 30, 50, 70, 90),
       "road_noise": 0.01,
-      # Robustness: samples, max-sensitivity's uniform radius, local Lipschitz's Gaussian std.
+      # Robustness: samples, max-sensitivity's uniform radius, local Lipschitz's Gaussian std;
+      # randomisation: similarity of |maps| ("spearman", "pearson"), MPRT stops (0 = each layer);
+      # perturbation steps / samples evaluated together (0 = all at once).
       "samples": 4,
       "radius": 0.05,
       "lipschitz_std": 0.05,
-      # Randomisation: similarity of |maps| ("spearman", "pearson"); MPRT cascade stops (0 = one
-      # per layer).
       "similarity": "spearman",
       "mprt_groups": 4,
-      # Perturbation steps / samples evaluated together (0 = all at once).
       "chunk": 8,
     }
   )

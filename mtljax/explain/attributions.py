@@ -47,6 +47,7 @@ from mtljax.explain.gradients import (
   smoothgrad,
 )
 from mtljax.explain.perturbations import grid_segments, lime, occlusion, superpixel_segments
+from mtljax.explain.trust import controls
 from mtljax.models import activations
 
 __all__ = [
@@ -200,6 +201,12 @@ METHODS: dict[str, MethodSpec] = {
       "num_segments": ctx.num_segments,
     },
     output="map",
+  ),
+  # Controls that ignore the model (mtljax.explain.trust.controls): what a sanity check and a
+  # faithfulness metric must tell apart from the methods above.
+  "edges": MethodSpec(controls.edges, signed=False, needs_modality=True, output="image"),
+  "random_map": MethodSpec(
+    controls.random_map, signed=False, needs_rng=True, needs_modality=True, output="image"
   ),
 }
 
