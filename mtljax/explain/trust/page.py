@@ -63,6 +63,9 @@ def write(out_dir: str, summary: dict, images, pairs, names) -> str:
     "metric averaged over the members' own maps; Ens-Avg: of the averaged map (paired t-test "
     "over targets). Definitions: docs/trust.md.</p>",
   ]
+  report = os.path.join(out_dir, "..", "..", "report", "index.html")
+  if os.path.exists(report):
+    parts.append("<p><a href='../../report/index.html'>The analysis report of this workdir</a></p>")
   loc, trust_rows, notes = [], [], []
   for method, r in summary["methods"].items():
     loc += _compare_rows(method, r.get("compare", {}))
