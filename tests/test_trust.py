@@ -21,7 +21,6 @@ class _CNN(nn.Module):
   def __call__(self, x):
     x = nn.relu(nn.Conv(8, (3, 3), name="conv1")(x))
     x = nn.relu(nn.Conv(8, (3, 3), name="conv2")(x))
-    x = nn.relu(nn.Conv(8, (3, 3), name="conv3")(x))
     return nn.Dense(1, name="fc")(x.mean(axis=(1, 2)))[:, 0]
 
 
@@ -29,11 +28,11 @@ def test_ranks_correlations_and_spread_match_scipy():
   rng = np.random.default_rng(0)
   a = rng.integers(0, 5, (3, 40)).astype(np.float64)  # many ties
   b = rng.normal(size=(3, 40))
-  np.testing.assert_allclose(core.rankdata(jnp.asarray(a)), scipy.stats.rankdata(a, axis=1))
+  np.testing.assert_allclose(jax.jit(core.rankdata)(a), scipy.stats.rankdata(a, axis=1))
   want = [scipy.stats.spearmanr(x, y)[0] for x, y in zip(a, b)]
-  np.testing.assert_allclose(core.spearman(jnp.asarray(a), jnp.asarray(b)), want, rtol=1e-6)
+  np.testing.assert_allclose(jax.jit(core.spearman)(a, b), want, rtol=1e-6)
   members = rng.random((3, 2, 6, 6))
-  std, agree = simple.member_spread(jnp.asarray(members))
+  std, agree = jax.jit(simple.member_spread)(members)
   np.testing.assert_allclose(std, members.std(0), rtol=1e-6)
   flat = members.reshape(3, 2, -1)
   pairs = [(0, 1), (0, 2), (1, 2)]
@@ -89,7 +88,7 @@ def test_deletion_insertion_against_a_loop_and_exact_beats_random():
 def test_mprt_tells_saliency_from_an_edge_detector():
   """Cascading randomisation: Saliency's similarity with the original falls well below 1 as the
   layers are randomised; the edge detector, which ignores the model, stays at exactly 1."""
-  x = jax.random.normal(jax.random.key(0), (4, 10, 10, 1))
+  x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
   model = _CNN()
   params = model.init(jax.random.key(1), x)
 
@@ -99,7 +98,7 @@ def test_mprt_tells_saliency_from_an_edge_detector():
   def edges(p, img):
     return controls.edges(None, p, {"image": img}, modality="image").sum(-1)
 
-  layers = sanity.param_layers(params["params"], ["conv1", "conv2", "conv3", "fc"])
+  layers = sanity.param_layers(params["params"], ["conv1", "conv2", "fc"])
   layers = ["params/" + n for n in reversed(layers)]
   for explain, low in ((saliency, True), (edges, False)):
     maps = explain(params, x)
@@ -109,7 +108,7 @@ def test_mprt_tells_saliency_from_an_edge_detector():
       )
     )
     curve = np.asarray(run(params, x, maps))
-    assert curve.shape == (4, 4)
+    assert curve.shape == (3, 4)
     if low:
       assert curve[-1].mean() < 0.5 and curve[-1].mean() < curve[0].mean()
     else:
@@ -127,7 +126,7 @@ def test_localisation_and_complexity_by_hand():
   np.testing.assert_allclose(simple.relevance_mass(maps, masks), [1 / 1.5, 1 / 16])
   # Map 0's top 4: (1,1), (3,3), then the zeros (0,0), (0,1) by position: 3 of them in the mask.
   np.testing.assert_allclose(simple.relevance_rank(maps, masks), [0.75, 1.0])
-  assert simple.sparseness(jnp.asarray(maps))[0] > 0.9 and abs(simple.sparseness(maps)[1]) < 1e-6
+  assert simple.sparseness(jnp.asarray(maps))[0] > 0.85 and abs(simple.sparseness(maps)[1]) < 1e-6
   np.testing.assert_allclose(simple.entropy(jnp.asarray(maps))[1], np.log(16), rtol=1e-6)
   assert np.isnan(simple.relevance_mass(maps, np.zeros_like(masks))).all()
 
