@@ -15,6 +15,7 @@ import pytest
 
 from mtljax import config_blocks
 from mtljax.explain import attributions, common, flax_utils, targets
+from mtljax.explain.trust import controls
 from mtljax.models import activations
 
 
@@ -76,6 +77,9 @@ def _by_hand(name, f, params, x, ex, rng, segments):
     "lime": lambda: A.lime(
       f, params, x, rng, modality="img", segments=segments, num_samples=int(ex.lime_samples)
     ),
+    # The model-ignoring controls of mtljax.explain.trust.controls.
+    "edges": lambda: controls.edges(f, params, x, modality="img"),
+    "random_map": lambda: controls.random_map(f, params, x, rng, modality="img"),
   }[name]()
 
 
