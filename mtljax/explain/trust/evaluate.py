@@ -176,7 +176,7 @@ def evaluate_method(
       curve = sanity.mprt(
         explain, stacked, img, both, k_mprt, layers=groups, similarity=tc.similarity, chunk=1
       )  # [L, E + 1, B]
-      curves.append(np.asarray(curve))
+      curves.append(np.asarray(curve)[..., : len(p)])  # without the batch's padding rows
       got["mprt"] = curve[-1]
     if "random_logit" in names and num_targets > 1:
       other = sanity.other_targets(k_logit, idx, num_targets)
