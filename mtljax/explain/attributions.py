@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping
 
 from mtljax.explain import flax_utils
 from mtljax.explain.attr_core import LayerFn, ScoreFn
+from mtljax.explain.blur_ig import blur_ig
 from mtljax.explain.gradients import (
   IG_METHODS,
   NOISE_KINDS,
@@ -201,6 +202,17 @@ METHODS: dict[str, MethodSpec] = {
       "num_segments": ctx.num_segments,
     },
     output="map",
+  ),
+  # Blur IG (PAIR saliency's BlurIG, mtljax.explain.blur_ig): ig_steps blur steps up to sigma 50.
+  "blur_ig": MethodSpec(
+    blur_ig,
+    signed=True,
+    needs_modality=True,
+    options=lambda ctx, f: {
+      "steps": int(ctx.explain.ig_steps),
+      "batch_steps": ctx.explain.ig_batch_steps or None,
+    },
+    output="image",
   ),
   # Controls that ignore the model (mtljax.explain.trust.controls): what a sanity check and a
   # faithfulness metric must tell apart from the methods above.
