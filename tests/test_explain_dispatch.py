@@ -14,8 +14,7 @@ import numpy as np
 import pytest
 
 from mtljax import config_blocks
-from mtljax.explain import attributions, common, flax_utils, targets
-from mtljax.explain import blur_ig
+from mtljax.explain import attributions, blur_ig, common, flax_utils, targets
 from mtljax.explain.trust import controls
 from mtljax.models import activations
 
