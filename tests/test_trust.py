@@ -175,6 +175,7 @@ def test_arrows_at_the_strongest_region_and_the_page(tmp_path):
       "deletion": {"ind_avg": 0.3, "ens_avg": 0.2, "t": 2.0, "p": 0.01, "n": 2, "ens_better": True}
     },
     "skipped": {"pointing_game": "no ground-truth masks in this dataset"},
+    "size_curves": {"sparseness": {"k": [1, 2], "ens_avg": [0.5, 0.4], "ind_avg": [0.5, 0.5]}},
   }
   hook.save(str(out), "saliency", trust)
   summary = {
@@ -190,4 +191,8 @@ def test_arrows_at_the_strongest_region_and_the_page(tmp_path):
   text = open(index).read()
   assert "deletion" in text and "pointing_game skipped (no ground-truth masks" in text
   imgs = check_report_renders(index)
-  assert sorted(imgs) == ["arrows_saliency_000.png", "uncertainty_saliency.png"]
+  assert sorted(imgs) == [
+    "arrows_saliency_000.png",
+    "size_curve_saliency_sparseness.png",
+    "uncertainty_saliency.png",
+  ]

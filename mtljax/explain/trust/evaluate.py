@@ -75,6 +75,37 @@ def _model_metrics(names, tc, score, params, x, maps, key):
   return out
 
 
+#: The metrics of the maps alone (and masks): their ensemble-size curve costs no model call.
+_MAP_METRICS = {
+  "sparseness": lambda m, s: simple.sparseness(jnp.abs(m)),
+  "entropy": lambda m, s: simple.entropy(jnp.abs(m)),
+  "pointing_game": simple.pointing_game,
+  "relevance_mass": simple.relevance_mass,
+  "relevance_rank": simple.relevance_rank,
+}
+
+
+def _size_curves(names, member_maps, masks, has_mask) -> dict[str, dict]:
+  """`metrics.size_curve` (Ens-Avg and Ind-Avg against the number of members averaged) of each
+  requested map-only metric, for ensembles of more than one member."""
+  if member_maps.shape[0] < 2:
+    return {}
+  keep = np.asarray(has_mask, bool)
+  curves = {}
+  for n in names:
+    fn = _MAP_METRICS.get(n)
+    if fn is None:
+      continue
+    masked = TRUST_METRICS[n].needs == "masks"
+    maps = member_maps[:, keep] if masked else member_maps
+    if not maps.shape[1]:
+      continue
+    mk = jnp.asarray(masks[keep] if masked else masks)
+    c = xm.size_curve(maps, lambda m, fn=fn, mk=mk: np.asarray(fn(jnp.asarray(m), mk)), signed=True)
+    curves[n] = {k: np.asarray(v).tolist() for k, v in c.items()}
+  return curves
+
+
 def evaluate_method(
   names,
   skipped,
@@ -227,6 +258,7 @@ def evaluate_method(
       "members": np.nanmean(c[:, :size], axis=(1, 2)).tolist(),
       "ensemble": np.nanmean(c[:, size], axis=-1).tolist(),
     }
+  out["size_curves"] = _size_curves(names, member_maps, masks, has_mask)
   std, agree = simple.member_spread(jnp.asarray(member_maps))
   out["uncertainty"] = {"std": np.asarray(std, np.float32), "agreement": np.asarray(agree)}
   return out

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from mtljax import fileio
-from mtljax.explain import flax_utils
+from mtljax.explain import flax_utils, render
 from mtljax.explain import targets as targets_lib
 from mtljax.explain.common import ExplainError
 from mtljax.explain.trust import evaluate, registry, sanity
@@ -81,7 +81,17 @@ def run_method(
 
 def save(out_dir: str, name: str, trust: dict[str, Any]) -> None:
   """`trust_<name>.npz`: every metric per member (`member_<m>` [E, P]) and of the ensemble
-  (`ensemble_<m>` [P]), the members' per-pixel std `[P, H, W]` and agreement `[P]`."""
+  (`ensemble_<m>` [P]), the members' per-pixel std `[P, H, W]` and agreement `[P]`; and
+  `size_curve_<name>_<metric>.png` of the map-only metrics (shown on the page)."""
+  for metric, c in (trust.get("size_curves") or {}).items():
+    render.save_size_curve(
+      os.path.join(out_dir, f"size_curve_{name}_{metric}.png"),
+      c["k"],
+      c["ens_avg"],
+      c["ind_avg"],
+      metric=metric,
+      title=f"{name}: {metric} vs ensemble size",
+    )
   fileio.savez(
     os.path.join(out_dir, f"trust_{name}.npz"),
     **{f"member_{k}": v for k, v in trust["member"].items()},
@@ -98,5 +108,6 @@ def summary(trust: dict[str, Any]) -> dict[str, Any]:
     "compare": trust["compare"],
     "skipped": trust["skipped"],
     "mprt_curve": trust.get("mprt_curve"),
+    "size_curves": trust.get("size_curves") or {},
     "agreement_mean": float(np.nanmean(agree)) if np.isfinite(agree).any() else float("nan"),
   }
