@@ -217,6 +217,39 @@ def eval_config(batch_size: int, prediction_splits) -> ml_collections.ConfigDict
 
 
 # ------------------------------------------------------------------------------ explain, analyze
+def trust_config() -> ml_collections.ConfigDict:
+  """`config.explain.trust`: the settings of the trust metrics (docs/trust.md)."""
+  return ml_collections.ConfigDict(
+    {
+      # Removal baseline of deletion / pixel flipping / regions / faithfulness correlation
+      # ("zero", "min", "max", "mean", "blur"); insertion's start image; its blur.
+      "baseline": "zero",
+      "insert_baseline": "blur",
+      "blur_sigma": 5.0,
+      # Deletion/insertion fractions (steps + 1 points; pixel flipping: H*W/steps pixels a step);
+      # region perturbation's patch (pixels) and regions (0 = all); faithfulness correlation's
+      # runs and fraction of pixels removed per run.
+      "steps": 16,
+      "patch": 8,
+      "regions": 16,
+      "runs": 16,
+      "subset_fraction": 0.1,
+      # ROAD: percentages removed (most relevant first) and the imputation noise.
+      "road_percentages": (10, 30, 50, 70, 90),
+      "road_noise": 0.01,
+      # Robustness: samples, max-sensitivity's uniform radius, local Lipschitz's Gaussian std;
+      # randomisation: similarity of |maps| ("spearman", "pearson"), MPRT stops (0 = each layer);
+      # perturbation steps / samples evaluated together (0 = all at once).
+      "samples": 4,
+      "radius": 0.05,
+      "lipschitz_std": 0.05,
+      "similarity": "spearman",
+      "mprt_groups": 4,
+      "chunk": 8,
+    }
+  )
+
+
 def explain_config(
   *,
   task: str,
@@ -269,6 +302,14 @@ def explain_config(
       # supporting attributes of `task` (multilabel) with their locations (mtljax/egl/textual.py);
       # "" = none.
       "textual": "",
+      # Trust metrics (mtljax.explain.trust.TRUST_METRICS, or "all"; docs/trust.md) and their
+      # settings; () = only the localisation table above.
+      "metrics": (),
+      "trust": trust_config(),
+      # Labelled arrows point at the whole map's centre of mass ("com", the paper's) or at the
+      # centre of its strongest region holding the top `arrow_top` of its mass ("top_mass").
+      "arrow_at": "com",
+      "arrow_top": 0.1,
     }
   )
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from mtljax import config_blocks
-from mtljax.explain import attributions, common, flax_utils, targets
+from mtljax.explain import attributions, blur_ig, common, flax_utils, targets
+from mtljax.explain.trust import controls
 from mtljax.models import activations
 
 
@@ -76,6 +77,12 @@ def _by_hand(name, f, params, x, ex, rng, segments):
     "lime": lambda: A.lime(
       f, params, x, rng, modality="img", segments=segments, num_samples=int(ex.lime_samples)
     ),
+    "blur_ig": lambda: blur_ig.blur_ig(
+      f, params, x, modality="img", steps=int(ex.ig_steps), batch_steps=ex.ig_batch_steps or None
+    ),
+    # The model-ignoring controls of mtljax.explain.trust.controls.
+    "edges": lambda: controls.edges(f, params, x, modality="img"),
+    "random_map": lambda: controls.random_map(f, params, x, rng, modality="img"),
   }[name]()
 
 

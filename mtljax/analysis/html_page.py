@@ -7,10 +7,12 @@ relative to the report folder, so the page can be moved or served with its folde
 from __future__ import annotations
 
 import csv
+import glob
 import html
 import io
 import json
 import math
+import os
 
 from mtljax import fileio
 
@@ -56,6 +58,21 @@ img{max-width:100%;border:1px solid #eee;margin:4px 0}pre{background:#f6f6f6;pad
 overflow:auto;font-size:11px}h2{border-bottom:1px solid #ddd}"""
 
 
+def _explanation_links(path) -> list[str]:
+  """Links to the workdir's explain pages (`explanations/<split>/index.html`) that exist."""
+  found = sorted(
+    glob.glob(os.path.join(os.path.dirname(path), "..", "explanations", "*", "index.html"))
+  )
+  if not found:
+    return []
+  links = [
+    f"<a href='../explanations/{html.escape(os.path.basename(os.path.dirname(f)))}/index.html'>"
+    f"{html.escape(os.path.basename(os.path.dirname(f)))}</a>"
+    for f in found
+  ]
+  return [f"<p>Explanations of this workdir (--mode=explain): {', '.join(links)}</p>"]
+
+
 def write_html(path, run, final, sections, notes, val_fig, summary):
   """The page: the run's summary and final metrics, the validation curves (`val_fig`), each
   section, the notes on what was skipped, and the run's config; written atomically."""
@@ -72,6 +89,7 @@ def write_html(path, run, final, sections, notes, val_fig, summary):
     f"main task <b>{e(summary['main_task'])}</b>, tasks "
     f"{e(', '.join(f'{t} ({k})' for t, k in summary['tasks'].items()))}.</p>",
   ]
+  parts += _explanation_links(path)
   if final:
     rows = []
     for split in ("val", "test"):

@@ -32,6 +32,7 @@ from typing import Any, Callable, Mapping
 
 from mtljax.explain import flax_utils
 from mtljax.explain.attr_core import LayerFn, ScoreFn
+from mtljax.explain.blur_ig import blur_ig
 from mtljax.explain.gradients import (
   IG_METHODS,
   NOISE_KINDS,
@@ -47,6 +48,7 @@ from mtljax.explain.gradients import (
   smoothgrad,
 )
 from mtljax.explain.perturbations import grid_segments, lime, occlusion, superpixel_segments
+from mtljax.explain.trust import controls
 from mtljax.models import activations
 
 __all__ = [
@@ -200,6 +202,23 @@ METHODS: dict[str, MethodSpec] = {
       "num_segments": ctx.num_segments,
     },
     output="map",
+  ),
+  # Blur IG (PAIR saliency's BlurIG, mtljax.explain.blur_ig): ig_steps blur steps up to sigma 50.
+  "blur_ig": MethodSpec(
+    blur_ig,
+    signed=True,
+    needs_modality=True,
+    options=lambda ctx, f: {
+      "steps": int(ctx.explain.ig_steps),
+      "batch_steps": ctx.explain.ig_batch_steps or None,
+    },
+    output="image",
+  ),
+  # Controls that ignore the model (mtljax.explain.trust.controls): what a sanity check and a
+  # faithfulness metric must tell apart from the methods above.
+  "edges": MethodSpec(controls.edges, signed=False, needs_modality=True, output="image"),
+  "random_map": MethodSpec(
+    controls.random_map, signed=False, needs_rng=True, needs_modality=True, output="image"
   ),
 }
 

@@ -15,6 +15,7 @@ from mtljax.data.source import capability
 from mtljax.explain import metrics as xm
 from mtljax.explain import render
 from mtljax.explain.common import ExplainError
+from mtljax.explain.trust import simple as trust_simple
 
 #: (metric, lower is better) in the order of the report.
 METRICS = (
@@ -165,8 +166,8 @@ def pictures(out_dir, name, images, pairs, names, member_maps, ens_maps, en, ind
     arrows, member_points = [], {}
     for p in sel:
       label = names[pairs[p, 1]]
-      arrows.append((label, tuple(xm.center_of_mass(ens_maps[p][None])[0])))
-      member_points[label] = xm.center_of_mass(member_maps[:, p])
+      arrows.append((label, tuple(arrow_points(ens_maps[p][None], ex)[0])))
+      member_points[label] = arrow_points(member_maps[:, p], ex)
     render.save_labelled_arrows(
       os.path.join(out_dir, f"arrows_{name}_{i:03d}.png"),
       images[i],
@@ -175,6 +176,17 @@ def pictures(out_dir, name, images, pairs, names, member_maps, ens_maps, en, ind
       title=f"{name}: ensemble of {size}",
     )
     shown += 1
+
+
+def arrow_points(maps, ex) -> np.ndarray:
+  """(y, x) `[N, 2]` where the arrows of maps `[N, H, W]` point: the centre of mass
+  (`config.explain.arrow_at = "com"`) or of the top `arrow_top` of the mass ("top_mass")."""
+  at = ex.get("arrow_at", "com")
+  if at == "com":
+    return xm.center_of_mass(maps)
+  if at == "top_mass":
+    return np.asarray(trust_simple.strongest_region_center(maps, float(ex.get("arrow_top", 0.1))))
+  raise ExplainError(f"config.explain.arrow_at={at!r} must be 'com' or 'top_mass'")
 
 
 def tensorboard(workdir, out_dir, ex):

@@ -34,6 +34,8 @@ from mtljax.explain import ensemble as ens_lib
 from mtljax.explain import image_report as report
 from mtljax.explain import targets as targets_lib
 from mtljax.explain.common import ExplainError, explained_targets
+from mtljax.explain.trust import hook as trust_hook
+from mtljax.explain.trust import page as trust_page
 from mtljax.models import encoders
 
 __all__ = ["ExplainError", "explain_workdir", "explained_targets", "make_attribute_fn"]
@@ -181,6 +183,7 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
   hw = tuple(x[ex.modality].shape[1:3])
   ann = report.annotations(src, index, pairs, names, hw)
   keypoints, has_mask = ann[1], ann[2]
+  trust_wanted, trust_skipped = trust_hook.request(config, has_mask)
   images = report.display_images(x[ex.modality], s.stats["inputs"][ex.modality])
   if is_main:
     print(
@@ -232,6 +235,25 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
       "seconds": seconds,
       "targets_per_second": len(pairs) / max(seconds, 1e-9),
     }
+    if trust_wanted:
+      trust = trust_hook.run_method(
+        config,
+        s,
+        stacked,
+        x,
+        pairs,
+        ann,
+        member_maps,
+        ens_maps,
+        fn,
+        trust_wanted,
+        trust_skipped,
+        segments if spec.needs_segments else None,
+        name=name,
+      )
+      results[name]["trust"] = trust_hook.summary(trust)
+      if is_main:
+        trust_hook.save(out_dir, name, trust)
     if masses:
       share = np.concatenate(masses, axis=1).mean(axis=(0, 1))
       results[name]["modality_share"] = dict(zip(sorted(x), share.tolist()))
@@ -247,9 +269,13 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
       config, s, stacked, data, images, src, out_dir, write=is_main
     )
   table = report.table(results)
+  trusted = {m: {"compare": r["trust"]["compare"]} for m, r in results.items() if "trust" in r}
+  if trusted:  # the trust metrics' own table below the localisation one
+    table += "\n\nTrust metrics (docs/trust.md):\n\n" + report.table(trusted)
   common.write_json(os.path.join(out_dir, "results.json"), summary, default=float)
   common.write_text(os.path.join(out_dir, "table.md"), table + "\n")
   if is_main:
+    trust_page.write(out_dir, summary, images, pairs, names)
     report.tensorboard(s.workdir, out_dir, ex)
     main = config.main_task
     lines = [
@@ -258,7 +284,7 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
       f"Classification ({ex.split}, {main}): ensemble "
       f"{report.fmt_classification(cls_metrics, main, s.main_key)}",
       f"Written to {out_dir}: results.json, table.md, maps_<method>.npz, "
-      "members_<method>_*.png, arrows_<method>_*.png, size_curve_*.png",
+      "members_<method>_*.png, arrows_<method>_*.png, size_curve_*.png, index.html",
     ]
     print("\n".join(lines), flush=True)
   return summary

@@ -1,0 +1,219 @@
+"""Faithfulness: does removing what a map calls important change the model's score?
+
+Every function takes a score function `score(params, x [B, H, W, C]) -> [B]` (the explained
+target already selected, other inputs held fixed), its `params`, the images `x` and the maps
+`[B, H, W]` (one value per pixel; a pixel's channels are removed together), and is pure and
+jit-able (`static_argnames` for the integer options). The perturbation steps are evaluated in
+chunks of `chunk` (`core.map_steps`) to bound memory. Conventions and their literature are in
+`docs/trust.md`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.sparse.linalg import cg
+
+from mtljax.explain.trust import core
+
+
+def _removal_curve(score, params, x, ranks, counts, base, *, insert: bool, chunk):
+  """Scores `[B, S]` of `x` with the pixels of rank < counts[s] replaced by `base` (deletion) or
+  of `base` with those pixels taken from `x` (insertion)."""
+  b, h, w, _ = x.shape
+  ranks = ranks.reshape(b, h, w, 1)
+
+  def at(count):
+    removed = ranks < count
+    xs = jnp.where(removed, x, base) if insert else jnp.where(removed, base, x)
+    return score(params, xs)
+
+  return core.map_steps(at, counts, chunk).T
+
+
+def pixel_flipping(
+  score, params, x, maps, *, features_in_step: int = 1, baseline="min", chunk=None
+):
+  """Pixel flipping (Bach et al. 2015; Samek et al. 2017), Quantus's `PixelFlipping` convention.
+
+  The pixels are replaced by the baseline in descending order of the map, `features_in_step` at
+  a time; the curve holds the score after each step (`ceil(H*W / features_in_step)` points, the
+  unperturbed score not included). Returns the curve `[B, S]`; its area is
+  `core.trapezoid(curve)` (dx = 1, as Quantus's `return_auc_per_sample`)."""
+  core.check_maps(x, maps)
+  n = x.shape[1] * x.shape[2]
+  counts = jnp.minimum(jnp.arange(1, math.ceil(n / features_in_step) + 1) * features_in_step, n)
+  return _removal_curve(
+    score,
+    params,
+    x,
+    core.descending_ranks(maps),
+    counts,
+    core.baseline(x, baseline),
+    insert=False,
+    chunk=chunk,
+  )
+
+
+def deletion_insertion(
+  score,
+  params,
+  x,
+  maps,
+  *,
+  steps: int = 32,
+  baseline="zero",
+  insert_baseline="blur",
+  blur_sigma: float = 5.0,
+  chunk=None,
+):
+  """RISE's deletion and insertion curves (Petsiuk et al. 2018, §4.1).
+
+  At `steps + 1` fractions `0, 1/steps, ..., 1` of the pixels (most important first), deletion
+  scores `x` with those pixels replaced by `baseline`; insertion scores `insert_baseline` (a
+  blurred copy by default) with those pixels restored from `x`. Returns `(deletion [B, S+1],
+  insertion [B, S+1], deletion_auc [B], insertion_auc [B])`, the areas over the unit fraction axis
+  (trapezoid): a faithful map has a low deletion AUC and a high insertion AUC."""
+  core.check_maps(x, maps)
+  n = x.shape[1] * x.shape[2]
+  counts = jnp.round(jnp.linspace(0.0, 1.0, steps + 1) * n).astype(jnp.int32)
+  ranks = core.descending_ranks(maps)
+  dele = _removal_curve(
+    score, params, x, ranks, counts, core.baseline(x, baseline), insert=False, chunk=chunk
+  )
+  ins = _removal_curve(
+    score,
+    params,
+    x,
+    ranks,
+    counts,
+    core.baseline(x, insert_baseline, blur_sigma),
+    insert=True,
+    chunk=chunk,
+  )
+  return dele, ins, core.trapezoid(dele, 1.0 / steps), core.trapezoid(ins, 1.0 / steps)
+
+
+def region_perturbation(
+  score, params, x, maps, *, patch: int = 4, regions: int | None = None, baseline="mean", chunk=None
+):
+  """Region perturbation (Samek et al. 2017, §III) on the grid of non-overlapping
+  `patch x patch` regions: the regions are removed (set to `baseline`) one per step in descending
+  order of their summed map value. Returns `(aopc [B], curve [B, K+1])`: `curve[:, k] =
+  score(x) - score(x with the first k regions removed)` and AOPC its mean over k = 0..K (K =
+  `regions`, default all). Larger AOPC = more faithful."""
+  core.check_maps(x, maps)
+  b, h, w, _ = x.shape
+  gh, gw = -(-h // patch), -(-w // patch)
+  padded = jnp.pad(maps, ((0, 0), (0, gh * patch - h), (0, gw * patch - w)))
+  region_sum = padded.reshape(b, gh, patch, gw, patch).sum((2, 4))
+  rank = core.descending_ranks(region_sum).reshape(b, gh, gw)
+  pixel_rank = jnp.repeat(jnp.repeat(rank, patch, 1), patch, 2)[:, :h, :w]
+  k = gh * gw if regions is None else min(int(regions), gh * gw)
+  y = score(params, x)
+  curve = _removal_curve(
+    score,
+    params,
+    x,
+    pixel_rank,
+    jnp.arange(k + 1),
+    core.baseline(x, baseline),
+    insert=False,
+    chunk=chunk,
+  )
+  drop = y[:, None] - curve
+  return drop.mean(-1), drop
+
+
+def random_subsets(rng, batch: int, num_pixels: int, runs: int, subset: int):
+  """Pixel indices `[B, runs, subset]` drawn without replacement (faithfulness correlation)."""
+  keys = jax.random.split(rng, batch * runs)
+  idx = jax.vmap(lambda k: jax.random.permutation(k, num_pixels)[:subset])(keys)
+  return idx.reshape(batch, runs, subset)
+
+
+def faithfulness_correlation(score, params, x, maps, subsets, *, baseline="min", chunk=None):
+  """Faithfulness correlation (Bhatt et al. 2020, Eq. 3), Quantus's `FaithfulnessCorrelation`.
+
+  For each run r the pixels `subsets[:, r]` (`[B, R, K]` flat indices into H*W, e.g. from
+  `random_subsets`) are replaced by `baseline`; the Pearson correlation over runs of the map's sum
+  over the subset with the score drop `score(x) - score(x_r)`. Returns `[B]` in [-1, 1]."""
+  core.check_maps(x, maps)
+  b, h, w, _ = x.shape
+  y = score(params, x)
+  base = core.baseline(x, baseline)
+  flat = maps.reshape(b, -1)
+  rows = jnp.arange(b)[:, None]
+
+  def run(idx):  # idx [B, K]
+    hit = jnp.zeros((b, h * w), bool).at[rows, idx].set(True).reshape(b, h, w, 1)
+    return y - score(params, jnp.where(hit, base, x)), flat[rows, idx].sum(-1)
+
+  drops, sums = core.map_steps(run, jnp.swapaxes(subsets, 0, 1), chunk)  # [R, B] each
+  return core.pearson(sums.T, drops.T)
+
+
+_OFFSETS = (
+  ((1, 1), 1 / 12),
+  ((0, 1), 1 / 6),
+  ((-1, 1), 1 / 12),
+  ((1, -1), 1 / 12),
+  ((0, -1), 1 / 6),
+  ((-1, -1), 1 / 12),
+  ((1, 0), 1 / 6),
+  ((-1, 0), 1 / 6),
+)
+
+
+def _neighbour_sum(v):
+  """`sum_o w_o v[p + o]` over the 8 neighbours of every pixel of `[B, H, W, C]` (0 outside)."""
+  h, w = v.shape[1], v.shape[2]
+  pad = jnp.pad(v, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  return sum(wt * pad[:, 1 + dy : 1 + dy + h, 1 + dx : 1 + dx + w] for (dy, dx), wt in _OFFSETS)
+
+
+def noisy_linear_imputation(
+  x, removed, noise, *, noise_scale: float = 0.01, tol: float = 1e-10, maxiter: int = 2000
+):
+  """ROAD's imputation (Rong et al. 2022, §4): every removed pixel (`removed [B, H, W]` bool)
+  takes the weighted mean of its 8 neighbours (1/6 direct, 1/12 diagonal; removed neighbours are
+  unknowns too), solved by conjugate gradients on the Laplacian system, then
+  `noise_scale * noise` (`noise [B, H, W, C]`, standard normal) is added to the removed pixels."""
+  m = removed[..., None].astype(x.dtype)
+  weight = _neighbour_sum(jnp.ones_like(x))  # the valid neighbours' weight of every pixel
+
+  def op(u):
+    return m * (weight * u - _neighbour_sum(m * u))
+
+  u, _ = cg(op, m * _neighbour_sum((1 - m) * x), tol=tol, atol=0.0, maxiter=maxiter)
+  return jnp.where(m > 0, u + noise_scale * noise, x)
+
+
+def road(
+  score,
+  params,
+  x,
+  maps,
+  noise,
+  *,
+  percentages=tuple(range(1, 100, 2)),
+  noise_scale: float = 0.01,
+  order: str = "morf",
+  chunk=None,
+):
+  """ROAD (Rong et al. 2022): the score after removing the top `p`% of pixels (`order` "morf":
+  most relevant first; "lerf": least relevant first) by noisy linear imputation, for each p in
+  `percentages`. `noise [B, H, W, C]` is the standard-normal draw (the same for every p).
+  Returns `(curve [B, P], mean [B])`; MoRF: lower is more faithful."""
+  core.check_maps(x, maps)
+  n = x.shape[1] * x.shape[2]
+  ranks = core.descending_ranks(maps if order == "morf" else -maps).reshape(maps.shape)
+  counts = jnp.asarray([int(n * p / 100) for p in percentages])
+
+  def at(count):
+    return score(params, noisy_linear_imputation(x, ranks < count, noise, noise_scale=noise_scale))
+
+  curve = core.map_steps(at, counts, chunk).T
+  return curve, curve.mean(-1)

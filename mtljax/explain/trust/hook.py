@@ -1,0 +1,113 @@
+"""What `run.py` calls for the trust metrics: the request check (before any attribution), the
+per-method evaluation with the run's model and maps, and the saved arrays. Kept apart from
+`run.py` so the explain run only gains a few lines."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import numpy as np
+
+from mtljax import fileio
+from mtljax.explain import flax_utils, render
+from mtljax.explain import targets as targets_lib
+from mtljax.explain.common import ExplainError
+from mtljax.explain.trust import evaluate, registry, sanity
+
+
+def request(config, has_mask) -> tuple[list[str], dict[str, str]]:
+  """The metrics `config.explain.metrics` asks for and those skipped (with why); one
+  ExplainError for an unknown name or a mask metric on data without masks."""
+  names = tuple(config.explain.get("metrics") or ())
+  try:
+    return registry.resolve(names, has_masks=bool(np.any(has_mask)))
+  except ValueError as e:
+    raise ExplainError(str(e)) from None
+
+
+def run_method(
+  config,
+  s,
+  stacked,
+  x,
+  pairs,
+  ann,
+  member_maps,
+  ens_maps,
+  attribute_fn,
+  wanted,
+  skipped,
+  segments=None,
+  *,
+  name: str,
+) -> dict[str, Any]:
+  """`evaluate.evaluate_method` for method `name` of the explain run (see there)."""
+  ex = config.explain
+  task_cfg = config.tasks[ex.task]
+  num_outputs = int(task_cfg.get("num_classes") or 1)
+
+  def member_score(variables, inputs, idx):
+    outputs = lambda v, xx: s.model.apply(v, xx, train=False)[0]  # noqa: E731
+    f = targets_lib.make_score_fn(outputs, ex.task, task_cfg.kind, idx, num_outputs=num_outputs)
+    return f(variables, inputs)
+
+  member0 = jax.tree.map(lambda a: a[0], stacked)
+  order = flax_utils.module_paths(lambda v, xx: member_score(v, xx, 0), member0, s.example_inputs)
+  layers = ["params/" + p if p else "params" for p in sanity.param_layers(member0["params"], order)]
+  return evaluate.evaluate_method(
+    wanted,
+    skipped,
+    ex.trust,
+    attribute_fn=attribute_fn,
+    member_score=member_score,
+    stacked=stacked,
+    x=x,
+    modality=ex.modality,
+    pairs=pairs,
+    member_maps=member_maps,
+    ens_maps=ens_maps,
+    masks=ann[0],
+    has_mask=ann[2],
+    num_targets=num_outputs,
+    layers=layers,
+    batch_size=int(ex.batch_size),
+    segments=segments,
+    seed=int(config.seed),
+    desc=f"{name} trust",
+  )
+
+
+def save(out_dir: str, name: str, trust: dict[str, Any]) -> None:
+  """`trust_<name>.npz`: every metric per member (`member_<m>` [E, P]) and of the ensemble
+  (`ensemble_<m>` [P]), the members' per-pixel std `[P, H, W]` and agreement `[P]`; and
+  `size_curve_<name>_<metric>.png` of the map-only metrics (shown on the page)."""
+  for metric, c in (trust.get("size_curves") or {}).items():
+    render.save_size_curve(
+      os.path.join(out_dir, f"size_curve_{name}_{metric}.png"),
+      c["k"],
+      c["ens_avg"],
+      c["ind_avg"],
+      metric=metric,
+      title=f"{name}: {metric} vs ensemble size",
+    )
+  fileio.savez(
+    os.path.join(out_dir, f"trust_{name}.npz"),
+    **{f"member_{k}": v for k, v in trust["member"].items()},
+    **{f"ensemble_{k}": v for k, v in trust["ensemble"].items()},
+    uncertainty_std=trust["uncertainty"]["std"],
+    uncertainty_agreement=trust["uncertainty"]["agreement"],
+  )
+
+
+def summary(trust: dict[str, Any]) -> dict[str, Any]:
+  """The JSON part of a method's trust result (no per-pair arrays)."""
+  agree = trust["uncertainty"]["agreement"]
+  return {
+    "compare": trust["compare"],
+    "skipped": trust["skipped"],
+    "mprt_curve": trust.get("mprt_curve"),
+    "size_curves": trust.get("size_curves") or {},
+    "agreement_mean": float(np.nanmean(agree)) if np.isfinite(agree).any() else float("nan"),
+  }
