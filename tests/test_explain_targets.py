@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtljax.explain import attributions, ensemble, flax_utils, targets
+from mtljax.explain import attributions, ensemble, targets
 from mtljax.models import activations
 
 HEADS = (("cls", "classification", 5), ("attr", "multilabel", 4))
@@ -168,3 +168,58 @@ def test_ensemble_members_times_targets_in_one_program():
       single = _single(spec, apply, member, x, ctx, *HEADS[0], INDEX[:, 1])
       np.testing.assert_allclose(per_member[e, :, 1][0], single[0], rtol=1e-4, atol=1e-6)
       assert not np.any(per_member[e, 1, 1:])  # padded targets: zero maps
+
+
+def test_the_explain_run_rows_equal_the_per_row_path():
+  """`target_batches` (all targets of an example per call) gives the explain run's rows of the
+  per-pair path (`run.make_attribute_fn`) on the attribute config's tiny ResNet ensemble."""
+  import importlib.util
+  import os
+
+  from mtljax.explain import run, target_batches
+  from mtljax.models.multitask import build_model
+
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "attributes.py")
+  spec_ = importlib.util.spec_from_file_location("attr_cfg", path)
+  mod = importlib.util.module_from_spec(spec_)
+  spec_.loader.exec_module(mod)
+  config = mod.get_config("tiny,size=2")
+  config.tasks.attributes.num_classes = 6
+  config.tasks["class"].num_classes = 4
+  config.explain.ig_steps = 4
+  config.explain.target_chunk = 2
+  model = build_model(config)
+  x = {"image": jax.random.normal(jax.random.key(3), (5, 16, 16, 3))}
+  members = [model.init(jax.random.key(i), x, train=False) for i in (4, 5)]
+  stacked = jax.tree.map(lambda *v: jnp.stack(v), *members)
+  # Ragged: 3, 1, 0 (unexplained), 2 and 4 targets; 3 examples per call (the last call padded).
+  pairs = np.array(
+    [(0, 1), (0, 4), (0, 5), (1, 2), (3, 0), (3, 3), (4, 1), (4, 2), (4, 3), (4, 5)], np.int32
+  )
+  x_np = {"image": np.asarray(x["image"])}
+  for name in ("saliency", "grad_cam"):  # IG (with the stem split): the float64 test above
+    spec = attributions.get_method(name)
+    old = run._attribute_pairs(
+      run.make_attribute_fn(model, config, name, (16, 16)),
+      spec,
+      stacked,
+      x_np,
+      pairs,
+      4,
+      None,
+      desc=name,
+    )
+    new = target_batches.attribute_examples(
+      target_batches.make_targets_attribute_fn(model, config, name, (16, 16)),
+      spec,
+      stacked,
+      x_np,
+      pairs,
+      3,
+      None,
+      desc=name,
+    )
+    np.testing.assert_allclose(new[0], old[0], rtol=2e-4, atol=2e-5)  # member maps [E, P, H, W]
+    np.testing.assert_allclose(new[1], old[1], rtol=2e-4, atol=2e-5)  # ensemble maps [P, H, W]
+    if old[2]:
+      np.testing.assert_allclose(new[2][0], np.concatenate(old[2], 1), rtol=1e-5)
