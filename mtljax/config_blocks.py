@@ -278,6 +278,13 @@ def explain_config(
       # "loop", "map") and targets per attribution batch.
       "strategy": "auto",
       "batch_size": 16,
+      # Targets (issue 18): multi_target explains every target of an example in one call
+      # (batch_size then counts examples), sharing the forward pass; False = one call row per
+      # (example, target) pair. target_chunk: targets per compiled sub-call (0 = all; bounds
+      # memory). target_form: how gradient methods share the forward ("auto", "grads", "vjp").
+      "multi_target": True,
+      "target_chunk": 0,
+      "target_form": "auto",
       # Integrated Gradients: steps, rule ("riemann_left/right/middle/trapezoid",
       # "gausslegendre"), steps per gradient batch (0 = all at once).
       "ig_steps": 32,

@@ -8,6 +8,11 @@ batch axis B; images are NHWC `[B, H, W, C]`, tabular leaves `[B, D]`, time seri
 attributions with the same pytree structure and shapes as `inputs`.
 
 Conventions shared by every method:
+- A target axis: `f` may return `[B, K]` scores (K targets per example, padded targets scored 0:
+  `targets.make_target_scores`); then every method returns its output with an axis K after the
+  batch axis (`[B, K, ...]`), the gradient methods sharing one forward pass across the K targets
+  and occlusion/LIME reading all K from each perturbed forward (`MethodSpec.target_axis`).
+  `attribute_targets` chunks a long target axis (`config.explain.target_chunk`).
 - Examples must be independent under `f` (no batch statistics): gradients are taken of
   `sum_b f(params, inputs)[b]`, which gives each example its own gradient.
 - Integer leaves (categorical indices) cannot be differentiated or interpolated: they are held fixed
@@ -30,8 +35,17 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable, Mapping
 
+import jax
+import jax.numpy as jnp
+
 from mtljax.explain import flax_utils
-from mtljax.explain.attr_core import LayerFn, ScoreFn
+from mtljax.explain.attr_core import (
+  TARGET_FORMS,
+  LayerFn,
+  ScoreFn,
+  num_targets,
+  resolve_target_form,
+)
 from mtljax.explain.blur_ig import blur_ig
 from mtljax.explain.gradients import (
   IG_METHODS,
@@ -60,6 +74,9 @@ __all__ = [
   "MethodSpec",
   "METHODS",
   "attribute",
+  "attribute_targets",
+  "TARGET_FORMS",
+  "resolve_target_form",
   "get_method",
   "register",
   "grad_cam",
@@ -94,6 +111,9 @@ class Context:
     segments: this batch's segment labels `[B, H, W]` (int) for `needs_segments` methods (LIME).
     num_segments: how many labels `segments` may hold (static: under jit the segments are traced);
       None = read from `segments` (only outside jit).
+    target_form: how gradient methods share the forward across the K targets of `[B, K]` scores
+      ("auto", "grads", "vjp"; see `attr_core.resolve_target_form`).
+    target_chunk: targets per compiled sub-call of `attribute_targets` (memory bound); None = all.
   """
 
   explain: Any
@@ -104,6 +124,8 @@ class Context:
   affine_layers: tuple[str, ...] = ()
   segments: Any = None
   num_segments: int | None = None
+  target_form: str = "auto"
+  target_chunk: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,7 +139,11 @@ class MethodSpec:
   tunnel). `needs_modality`: a `modality=` option; `needs_segments`: a `segments=` option.
   `options(ctx, f) -> {keyword: value}` reads the method's settings from `ctx.explain`.
   `output` is "inputs" (a pytree shaped like the inputs), "map" (`[B, h, w]`, or `[B, H, W]` with
-  `upsample_to`) or "image" (shaped like `inputs[modality]`). `signed` says whether attributions
+  `upsample_to`) or "image" (shaped like `inputs[modality]`). `target_axis` says how the method
+  treats a score function with a target axis (`[B, K]` scores; outputs gain an axis K after B):
+  "form" (it does, sharing the forward, and takes a `target_form=` option: the gradient methods),
+  "native" (it does: occlusion, LIME) or "loop" (it does not: `attribute` calls it once per
+  target; the default for newly registered methods). `signed` says whether attributions
   can be negative (normalise them to [-1, 1]; unsigned ones to [0, 1]). `time_series`: the method
   attributes any pytree of float leaves (time series too), not only images.
   """
@@ -133,6 +159,7 @@ class MethodSpec:
   options: Callable[[Context, ScoreFn], Mapping[str, Any]] | None = None
   output: str = "inputs"
   time_series: bool = False
+  target_axis: str = "loop"
 
 
 def _ig_options(ctx, f):
@@ -157,10 +184,12 @@ def _occlusion_options(ctx, f):
 
 METHODS: dict[str, MethodSpec] = {
   # Unsigned with the default absolute=True.
-  "saliency": MethodSpec(saliency, signed=False, time_series=True),
-  "input_x_gradient": MethodSpec(input_x_gradient, signed=True, time_series=True),
+  "saliency": MethodSpec(saliency, signed=False, time_series=True, target_axis="form"),
+  "input_x_gradient": MethodSpec(
+    input_x_gradient, signed=True, time_series=True, target_axis="form"
+  ),
   "integrated_gradients": MethodSpec(
-    integrated_gradients, signed=True, options=_ig_options, time_series=True
+    integrated_gradients, signed=True, options=_ig_options, time_series=True, target_axis="form"
   ),
   # Signedness follows the wrapped method; signed normalisation is also right for maps >= 0.
   "smoothgrad": MethodSpec(
@@ -170,19 +199,28 @@ METHODS: dict[str, MethodSpec] = {
     wraps="saliency",
     options=_noise_options,
     time_series=True,
+    target_axis="form",
   ),
   "gradient_shap": MethodSpec(
-    gradient_shap, signed=True, needs_rng=True, options=_noise_options, time_series=True
+    gradient_shap,
+    signed=True,
+    needs_rng=True,
+    options=_noise_options,
+    time_series=True,
+    target_axis="form",
   ),
-  "occlusion": MethodSpec(occlusion, signed=True, options=_occlusion_options),
+  "occlusion": MethodSpec(occlusion, signed=True, options=_occlusion_options, target_axis="native"),
   "grad_cam": MethodSpec(
     grad_cam,
     signed=False,
     needs_layer_fn=True,
     options=lambda ctx, f: {"upsample_to": ctx.image_hw},
     output="map",
+    target_axis="form",
   ),
-  "guided_backprop": MethodSpec(guided_backprop, signed=True, needs_guided_fn=True),
+  "guided_backprop": MethodSpec(
+    guided_backprop, signed=True, needs_guided_fn=True, target_axis="form"
+  ),
   "guided_grad_cam": MethodSpec(
     guided_grad_cam,
     signed=True,
@@ -190,6 +228,7 @@ METHODS: dict[str, MethodSpec] = {
     needs_guided_fn=True,
     needs_modality=True,
     output="image",
+    target_axis="form",
   ),
   "lime": MethodSpec(
     lime,
@@ -202,6 +241,7 @@ METHODS: dict[str, MethodSpec] = {
       "num_segments": ctx.num_segments,
     },
     output="map",
+    target_axis="native",
   ),
   # Blur IG (PAIR saliency's BlurIG, mtljax.explain.blur_ig): ig_steps blur steps up to sigma 50.
   "blur_ig": MethodSpec(
@@ -252,11 +292,24 @@ def attribute(spec: MethodSpec | str, f: ScoreFn, params, inputs, ctx: Context):
   """Runs one method (a `MethodSpec` or a registered name) on score function `f`.
 
   The only place a method is called by the explain runs: the arguments come from what `spec`
-  declares (see `MethodSpec`) and from `ctx`. Returns what the method returns (`spec.output`).
+  declares (see `MethodSpec`) and from `ctx`. Returns what the method returns (`spec.output`);
+  when `f` returns `[B, K]` scores (K targets per example, e.g. `targets.make_target_scores`),
+  with a target axis after the batch axis (`[B, K, ...]`), whatever the method's `target_axis`.
   """
   if isinstance(spec, str):
     spec = get_method(spec)
+  if spec.target_axis == "loop":
+    num = num_targets(jax.eval_shape(f, params, inputs))
+    if num is not None:  # a method without a target axis: once per target
+      outs = [_call(spec, lambda p, x, k=k: f(p, x)[:, k], params, inputs, ctx) for k in range(num)]
+      return jax.tree.map(lambda *a: jnp.stack(a, axis=1), *outs)
+  return _call(spec, f, params, inputs, ctx)
+
+
+def _call(spec: MethodSpec, f: ScoreFn, params, inputs, ctx: Context):
   options = dict(spec.options(ctx, f)) if spec.options is not None else {}
+  if spec.target_axis == "form":
+    options["target_form"] = ctx.target_form
   if spec.needs_modality:
     options["modality"] = ctx.modality
   if spec.needs_segments:
@@ -270,3 +323,40 @@ def attribute(spec: MethodSpec | str, f: ScoreFn, params, inputs, ctx: Context):
     head.append(f)
   rng = [ctx.rng] if spec.needs_rng else []
   return spec.fn(*head, params, inputs, *rng, **options)
+
+
+def attribute_targets(
+  spec: MethodSpec | str,
+  score_for: Callable[[Any, Any], ScoreFn],
+  params,
+  inputs,
+  index,
+  valid,
+  ctx: Context,
+):
+  """`attribute` on K targets per example, `ctx.target_chunk` targets per compiled sub-call.
+
+  Args:
+    score_for: `(index [B, k], valid [B, k]) -> f` with `f(params, inputs) -> [B, k]` (e.g.
+      `functools.partial(targets.make_target_scores, apply_fn, heads)`).
+    index, valid: `[B, K]` targets and their validity (False = padding: zero maps).
+
+  Returns:
+    The method's output with a target axis `[B, K, ...]`. With `target_chunk = c < K` the targets
+    run `c` at a time under `jax.lax.map` (padded with invalid targets to a multiple of c), so
+    memory holds one chunk's backward passes; the maps are the same.
+  """
+  index, valid = jnp.asarray(index, jnp.int32), jnp.asarray(valid, bool)
+  num, chunk = index.shape[1], ctx.target_chunk
+  if not chunk or chunk >= num:
+    return attribute(spec, score_for(index, valid), params, inputs, ctx)
+  n = -(-num // chunk)
+  pad = ((0, 0), (0, n * chunk - num))
+  idx = jnp.pad(index, pad).reshape(-1, n, chunk).swapaxes(0, 1)  # [n, B, c]
+  ok = jnp.pad(valid, pad).reshape(-1, n, chunk).swapaxes(0, 1)
+  out = jax.lax.map(
+    lambda ic: attribute(spec, score_for(ic[0], ic[1]), params, inputs, ctx), (idx, ok)
+  )  # leaves [n, B, c, ...]
+  return jax.tree.map(
+    lambda a: jnp.moveaxis(a, 0, 1).reshape((a.shape[1], n * chunk) + a.shape[3:])[:, :num], out
+  )

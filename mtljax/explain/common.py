@@ -75,6 +75,13 @@ def check_request(
         f"config.explain.modality={ex.modality!r} must be an image input (one of "
         f"{sorted(m for m in config.inputs if len(fields[m]['shape']) == 3)})"
       )
+  if ex.get("target_form", "auto") not in attributions.TARGET_FORMS:
+    problems.append(
+      f"config.explain.target_form={ex.target_form!r} is not one of {attributions.TARGET_FORMS}"
+    )
+  chunk = ex.get("target_chunk", 0)
+  if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
+    problems.append(f"config.explain.target_chunk={chunk!r} must be an integer >= 0 (0 = all)")
   if ex.split not in s.sources:
     problems.append(f"config.explain.split={ex.split!r} is not one of {sorted(s.sources)}")
   needs_layer = any(

@@ -15,6 +15,7 @@ from mtljax.explain.attr_core import (
   ScoreFn,
   _add_noise,
   _baseline_tree,
+  _grad_targets,
   _input_grad,
   _interpolate,
   _is_float,
@@ -23,6 +24,8 @@ from mtljax.explain.attr_core import (
   _mean_over_samples,
   _times_delta,
   _weighted_sum,
+  _with_targets,
+  num_targets,
 )
 from mtljax.models import activations
 
@@ -36,18 +39,20 @@ IG_METHODS = (
 NOISE_KINDS = ("smoothgrad", "smoothgrad_sq", "vargrad")
 
 
-def saliency(f: ScoreFn, params, inputs, *, absolute: bool = True):
+def saliency(f: ScoreFn, params, inputs, *, absolute: bool = True, target_form: str = "auto"):
   """Vanilla gradient `d f / d x` (Simonyan et al.); its magnitude `|d f / d x|` when `absolute`.
 
-  Returns a pytree shaped like `inputs`.
+  Returns a pytree shaped like `inputs` (with a target axis `[B, K, ...]` when `f` returns
+  `[B, K]`; `target_form`: see `attr_core.resolve_target_form`).
   """
-  grads = _input_grad(f, params, inputs)
+  grads = _input_grad(f, params, inputs, target_form)
   return jax.tree.map(jnp.abs, grads) if absolute else grads
 
 
-def input_x_gradient(f: ScoreFn, params, inputs):
-  """`x * d f / d x` (signed), a pytree shaped like `inputs`."""
-  return _times_delta(inputs, _baseline_tree(inputs, 0.0), _input_grad(f, params, inputs))
+def input_x_gradient(f: ScoreFn, params, inputs, *, target_form: str = "auto"):
+  """`x * d f / d x` (signed), a pytree shaped like `inputs` (`[B, K, ...]` for `[B, K]` scores)."""
+  grads = _input_grad(f, params, inputs, target_form)
+  return _times_delta(inputs, _baseline_tree(inputs, 0.0), grads)
 
 
 def integration_points(method: str, steps: int) -> tuple[np.ndarray, np.ndarray]:
@@ -85,6 +90,7 @@ def integrated_gradients(
   method: str = "riemann_middle",
   batch_steps: int | None = None,
   split: tuple[Callable, Callable] | None = None,
+  target_form: str = "auto",
 ):
   """Integrated Gradients (Sundararajan et al.): `(x - x') * ∫_0^1 ∇f(x' + α (x - x')) dα`.
 
@@ -105,8 +111,11 @@ def integrated_gradients(
       per node, and its backward runs once, on the averaged gradient (the transpose of an affine
       map commutes with the average). Exact up to float rounding; see `flax_utils.affine_split`.
 
+    target_form: how `[B, K]` scores share the forward, see `attr_core.resolve_target_form`.
+
   Returns:
-    A pytree shaped like `inputs`; its sum per example approximates `f(x) - f(x')` (completeness).
+    A pytree shaped like `inputs` (`[B, K, ...]` for `[B, K]` scores); its sum per example
+    approximates `f(x) - f(x')` (completeness).
   """
   alphas, weights = integration_points(method, steps)
   alphas = jnp.asarray(alphas)
@@ -115,7 +124,7 @@ def integrated_gradients(
   if split is None:
 
     def grad_at(i):
-      return _input_grad(f, params, _interpolate(inputs, baselines, alphas[i]))
+      return _input_grad(f, params, _interpolate(inputs, baselines, alphas[i]), target_form)
 
     avg_grads = _weighted_sum(grad_at, jnp.asarray(weights), batch_steps)
     return _times_delta(inputs, baselines, avg_grads)
@@ -127,18 +136,23 @@ def integrated_gradients(
     a = alphas[i]
     z = jax.tree.map(lambda u, v: v + a.astype(u.dtype) * (u - v), z_x, z_base)
     return _input_grad(
-      lambda p, xz: rest(p, xz[0], xz[1]), params, (_interpolate(inputs, baselines, a), z)
+      lambda p, xz: rest(p, xz[0], xz[1]),
+      params,
+      (_interpolate(inputs, baselines, a), z),
+      target_form,
     )
 
   avg_x, avg_z = _weighted_sum(grads_at, jnp.asarray(weights), batch_steps)
+
   # d/dx of <prefix(x), avg_z>: the prefix's transpose applied to the averaged z-gradient.
-  through_prefix = _input_grad(
-    lambda p, x: sum(
-      jnp.sum(z * g) for z, g in zip(jax.tree.leaves(prefix(p, x)), jax.tree.leaves(avg_z))
-    ),
-    params,
-    inputs,
-  )
+  # With a target axis this is one score per (example, target): `[B, K]`.
+  def paired(p, x):
+    return sum(
+      jnp.sum(_with_targets(z, g) * g, axis=tuple(range(1 if z.ndim == g.ndim else 2, g.ndim)))
+      for z, g in zip(jax.tree.leaves(prefix(p, x)), jax.tree.leaves(avg_z))
+    )
+
+  through_prefix = _input_grad(paired, params, inputs, target_form)
   return _times_delta(inputs, baselines, jax.tree.map(jnp.add, avg_x, through_prefix))
 
 
@@ -207,6 +221,7 @@ def gradient_shap(
   samples: int = 16,
   stdev: float = 0.0,
   batch_samples: int | None = None,
+  target_form: str = "auto",
 ):
   """Gradient SHAP (Lundberg & Lee) with Captum's `GradientShap` semantics.
 
@@ -235,7 +250,7 @@ def gradient_shap(
     alpha = jax.random.uniform(k_alpha, (batch,))
     base = _map_float(lambda x, b: jnp.asarray(b)[idx].astype(x.dtype), inputs, baselines)
     noisy = inputs if _is_zero(stdev) else _add_noise(inputs, k_noise, scales)
-    grads = _input_grad(f, params, _interpolate(noisy, base, alpha))
+    grads = _input_grad(f, params, _interpolate(noisy, base, alpha), target_form)
     return _times_delta(noisy, base, grads)
 
   return _mean_over_samples(attr_at, samples, batch_samples)
@@ -245,7 +260,7 @@ def gradient_shap(
 # Layer and guided methods.
 
 
-def grad_cam(layer_fn: LayerFn, params, inputs, *, upsample_to=None):
+def grad_cam(layer_fn: LayerFn, params, inputs, *, upsample_to=None, target_form: str = "auto"):
   """Grad-CAM (Selvaraju et al.) on one layer's activation.
 
   `layer_fn(params, inputs, delta) -> (scores [B], activation [B, h, w, c])` must add `delta`
@@ -255,18 +270,22 @@ def grad_cam(layer_fn: LayerFn, params, inputs, *, upsample_to=None):
   Returns:
     `[B, h, w]` = ReLU(sum_c α_c A_c), α_c the spatial mean of `d score / d A_c`; bilinearly resized
     to `upsample_to = (H, W)` when given (half-pixel centres, as torch's `align_corners=False`).
+    With `[B, K]` scores: `[B, K, h, w]`, one backward pass per target from the layer on (the
+    forward is shared; `target_form`: see `attr_core.resolve_target_form`).
   """
-  _, act_shape = jax.eval_shape(layer_fn, params, inputs, None)
-
-  def total(delta):
-    scores, act = layer_fn(params, inputs, delta)
-    return jnp.sum(scores), act
-
-  grads, act = jax.grad(total, has_aux=True)(jnp.zeros(act_shape.shape, act_shape.dtype))
-  alpha = jnp.mean(grads, axis=(1, 2))  # [B, c]
-  cam = jax.nn.relu(jnp.einsum("bhwc,bc->bhw", act, alpha))
+  score_shape, act_shape = jax.eval_shape(layer_fn, params, inputs, None)
+  num = num_targets(score_shape)
+  zero = jnp.zeros(act_shape.shape, act_shape.dtype)
+  grads, act = _grad_targets(
+    lambda delta: layer_fn(params, inputs, delta), zero, num, target_form, has_aux=True
+  )
+  alpha = jnp.mean(grads, axis=(-3, -2))  # [B, (K,) c]
+  if num is None:
+    cam = jax.nn.relu(jnp.einsum("bhwc,bc->bhw", act, alpha))
+  else:
+    cam = jax.nn.relu(jnp.einsum("bhwc,bkc->bkhw", act, alpha))
   if upsample_to is not None:
-    cam = jax.image.resize(cam, (cam.shape[0], *upsample_to), method="bilinear")
+    cam = jax.image.resize(cam, (*cam.shape[:-2], *upsample_to), method="bilinear")
   return cam
 
 
@@ -275,18 +294,21 @@ def grad_cam(layer_fn: LayerFn, params, inputs, *, upsample_to=None):
 guided_relu = activations.guided_relu
 
 
-def guided_backprop(guided_f: ScoreFn, params, inputs):
+def guided_backprop(guided_f: ScoreFn, params, inputs, *, target_form: str = "auto"):
   """Guided backpropagation (Springenberg et al.): the gradient of a score function whose ReLUs
   are `guided_relu` (the same model and weights, built with `guided_relu` as its activation).
 
-  Returns a pytree shaped like `inputs` (signed).
+  Returns a pytree shaped like `inputs` (signed; `[B, K, ...]` for `[B, K]` scores).
   """
-  return _input_grad(guided_f, params, inputs)
+  return _input_grad(guided_f, params, inputs, target_form)
 
 
-def guided_grad_cam(guided_f: ScoreFn, layer_fn: LayerFn, params, inputs, *, modality: str):
+def guided_grad_cam(
+  guided_f: ScoreFn, layer_fn: LayerFn, params, inputs, *, modality: str, target_form: str = "auto"
+):
   """Guided Grad-CAM: guided backprop of image `inputs[modality]` `[B, H, W, C]` times the
-  Grad-CAM map upsampled to `(H, W)` (broadcast over channels). Returns `[B, H, W, C]`."""
-  guided = guided_backprop(guided_f, params, inputs)[modality]
-  cam = grad_cam(layer_fn, params, inputs, upsample_to=guided.shape[1:3])
+  Grad-CAM map upsampled to `(H, W)` (broadcast over channels). Returns `[B, H, W, C]`
+  (`[B, K, H, W, C]` for `[B, K]` scores)."""
+  guided = guided_backprop(guided_f, params, inputs, target_form=target_form)[modality]
+  cam = grad_cam(layer_fn, params, inputs, upsample_to=guided.shape[-3:-1], target_form=target_form)
   return guided * cam[..., None]

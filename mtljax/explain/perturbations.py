@@ -28,7 +28,8 @@ def _coverage(size: int, window: int, stride: int) -> np.ndarray:
 
 
 def _occlude_image(score_with, reference, x, b, window, stride, batch):
-  """Captum occlusion of an image leaf `x [B, H, W, C]`; `score_with(occluded) -> [B]`."""
+  """Captum occlusion of an image leaf `x [B, H, W, C]`; `score_with(occluded) -> [B]` or
+  `[B, K]` (all targets read from each occluded forward) → `[B, (K,) H, W, C]`."""
   _, height, width, _ = x.shape
   (wy, wx), (sy, sx) = window, stride
   starts_y = jnp.asarray(_window_starts(height, wy, sy))
@@ -39,12 +40,12 @@ def _occlude_image(score_with, reference, x, b, window, stride, batch):
     y0, x0 = starts_y[p // starts_x.shape[0]], starts_x[p % starts_x.shape[0]]
     mask = (rows >= y0) & (rows < y0 + wy) & (cols >= x0) & (cols < x0 + wx)  # [H, W]
     occluded = jnp.where(mask[None, :, :, None], b, x)
-    return (reference - score_with(occluded))[:, None, None] * mask
+    return (reference - score_with(occluded))[..., None, None] * mask
 
   num = starts_y.shape[0] * starts_x.shape[0]
-  total = _weighted_sum(diff_at, jnp.ones((num,), x.dtype), batch)  # [B, H, W]
+  total = _weighted_sum(diff_at, jnp.ones((num,), x.dtype), batch)  # [B, (K,) H, W]
   counts = np.outer(_coverage(height, wy, sy), _coverage(width, wx, sx))
-  return jnp.broadcast_to((total / counts)[..., None], x.shape)
+  return jnp.broadcast_to((total / counts)[..., None], reference.shape + x.shape[1:])
 
 
 def _occlude_features(score_with, reference, x, b, batch):
@@ -54,9 +55,10 @@ def _occlude_features(score_with, reference, x, b, batch):
 
   def diff_at(p):
     occluded = flat_x.at[:, p].set(flat_b[:, p]).reshape(x.shape)
-    return (reference - score_with(occluded))[:, None] * jax.nn.one_hot(p, num, dtype=x.dtype)
+    return (reference - score_with(occluded))[..., None] * jax.nn.one_hot(p, num, dtype=x.dtype)
 
-  return _weighted_sum(diff_at, jnp.ones((num,), x.dtype), batch).reshape(x.shape)
+  total = _weighted_sum(diff_at, jnp.ones((num,), x.dtype), batch)  # [B, (K,) num]
+  return total.reshape(reference.shape + x.shape[1:])
 
 
 def occlusion(
@@ -82,7 +84,8 @@ def occlusion(
     batch_windows: occluded inputs evaluated per vectorised call; None = all at once.
 
   Returns:
-    A pytree shaped like `inputs`.
+    A pytree shaped like `inputs`; with `[B, K]` scores (a target axis), `[B, K, ...]` leaves, all
+    K targets read from each occluded forward pass.
   """
   baselines = _baseline_tree(inputs, baseline)
   reference = f(params, inputs)
@@ -94,7 +97,7 @@ def occlusion(
       return f(params, jax.tree.unflatten(treedef, leaves[:j] + [value] + leaves[j + 1 :]))
 
     if not _is_float(x):
-      out.append(jnp.zeros(x.shape))
+      out.append(jnp.zeros(reference.shape + x.shape[1:]))
     elif x.ndim == 4:
       out.append(_occlude_image(score_with, reference, x, b, window, stride, batch_windows))
     else:
@@ -170,7 +173,8 @@ def lime(
     batch_size: perturbed inputs per vectorised call.
 
   Returns:
-    `[B, H, W]`: each pixel gets its segment's regression coefficient.
+    `[B, H, W]`: each pixel gets its segment's regression coefficient; with `[B, K]` scores (a
+    target axis) `[B, K, H, W]`, every target regressed on the same perturbed forward passes.
   """
   x = inputs[modality]
   batch, height, width = x.shape[:3]
@@ -188,12 +192,16 @@ def lime(
     keep = masks[n][segments][..., None]  # [B, H, W, 1]
     return f(params, {**inputs, modality: keep * x + (1 - keep) * base})
 
-  scores = jax.lax.map(score_at, jnp.arange(num_samples), batch_size=batch_size)  # [N, B]
+  scores = jax.lax.map(score_at, jnp.arange(num_samples), batch_size=batch_size)  # [N, B(, K)]
+  target_shape = scores.shape[1:]
+  scores = scores.reshape(num_samples, -1)  # [N, B·K]
   distance = 1.0 - jnp.sqrt(masks.sum(1) / num_segments)
   weights = jnp.exp(-(distance**2) / (2 * kernel_width**2))  # [N]
   w_norm = weights / weights.sum()
   masks_c = masks - w_norm @ masks
   scores_c = scores - w_norm @ scores
   gram = masks_c.T @ (weights[:, None] * masks_c) + ridge * jnp.eye(num_segments, dtype=x.dtype)
-  coef = jnp.linalg.solve(gram, masks_c.T @ (weights[:, None] * scores_c))  # [S, B]
-  return jnp.take_along_axis(coef.T, segments.reshape(batch, -1), axis=1).reshape(segments.shape)
+  coef = jnp.linalg.solve(gram, masks_c.T @ (weights[:, None] * scores_c))  # [S, B·K]
+  coef = coef.T.reshape(batch, -1, num_segments)  # [B, K, S]
+  pixels = jnp.broadcast_to(segments.reshape(batch, 1, -1), (batch, coef.shape[1], height * width))
+  return jnp.take_along_axis(coef, pixels, axis=2).reshape(target_shape + (height, width))

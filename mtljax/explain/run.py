@@ -29,7 +29,7 @@ import numpy as np
 from tqdm import tqdm
 
 from mtljax import train
-from mtljax.explain import attributions, common, timeseries
+from mtljax.explain import attributions, common, target_batches, timeseries
 from mtljax.explain import ensemble as ens_lib
 from mtljax.explain import image_report as report
 from mtljax.explain import targets as targets_lib
@@ -214,9 +214,14 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
   if any(p.needs_segments for p in specs.values()):
     segments, num_segments = _segments(ex, images, hw)
   for name, spec in specs.items():
-    fn = make_attribute_fn(s.model, config, name, hw, num_segments)
     t0 = time.perf_counter()
-    member_maps, ens_maps, masses, others = _attribute_pairs(
+    if ex.get("multi_target", True):  # every target of an example in one call (issue 18)
+      fn = target_batches.make_targets_attribute_fn(s.model, config, name, hw, num_segments)
+      attribute_rows = target_batches.attribute_examples
+    else:  # one (example, target) pair per row, as before
+      fn = make_attribute_fn(s.model, config, name, hw, num_segments)
+      attribute_rows = _attribute_pairs
+    member_maps, ens_maps, masses, others = attribute_rows(
       fn, spec, stacked, x, pairs, int(ex.batch_size), segments, desc=name
     )
     seconds = time.perf_counter() - t0

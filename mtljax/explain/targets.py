@@ -11,6 +11,9 @@ score is what attribution methods explain:
 | `segmentation`     | `[B, H, W, C]` logits    | class-`index` logit summed over `region` pixels |
 | `dense_regression` | `[B, H, W]` or `[B,H,W,K]` | output `index` summed over `region` pixels    |
 
+`make_target_scores` gives K targets per example at once (`[B, K]` scores, padded targets masked
+out), across several task heads if asked, from one forward pass.
+
 `region` is a pixel weight mask `[B, H, W]` or `[H, W]` (bool or float); None = the whole image.
 Which row applies follows from the kind's declaration in `mtljax.tasks`: a dense kind has a
 spatial output and a summed score, and a VALUE kind's single output may come without its last
@@ -19,7 +22,7 @@ axis (its head squeezes it).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -91,7 +94,9 @@ def make_score_fn(
     return jnp.take_along_axis(out, jnp.broadcast_to(idx, out.shape[:-1] + (1,)), axis=-1)[..., 0]
 
   def score_fn(params, inputs):
-    outputs = apply_fn(params, inputs)
+    return select_scores(apply_fn(params, inputs))
+
+  def select_scores(outputs):
     if task not in outputs:
       raise ValueError(
         f"unknown task {task!r} (target index {index}, valid range "
@@ -109,5 +114,70 @@ def make_score_fn(
         f"spatial shape {out.shape[1:3]} (expected [B, H, W] or [H, W])"
       )
     return jnp.sum(out * weights, axis=(1, 2))
+
+  score_fn.select = select_scores  # `{task: output} -> [B]`, for `make_target_scores`
+  return score_fn
+
+
+def head_offsets(heads: Sequence[tuple[str, str, int]]) -> dict[str, int]:
+  """Where each head's outputs start in the concatenated target space of `make_target_scores`."""
+  offsets = np.cumsum([0] + [int(n) for _, _, n in heads])
+  return {task: int(o) for (task, _, _), o in zip(heads, offsets)}
+
+
+def make_target_scores(
+  apply_fn: Callable[[Any, Any], Mapping[str, jax.Array]],
+  heads: Sequence[tuple[str, str, int]],
+  index,
+  valid=None,
+  *,
+  region=None,
+) -> Callable[[Any, Any], jax.Array]:
+  """Score function of K targets per example, across one or several task heads: `[B, K]`.
+
+  All heads share one forward pass (`apply_fn` runs once); the attribution methods give maps with
+  a target axis `[B, K, ...]` from it (see `attributions.py`).
+
+  Args:
+    apply_fn: `(params, inputs) -> {task: output}`.
+    heads: `(task, kind, num_outputs)` per head; the targets index the concatenation of the heads'
+      outputs in this order (head h's output i is target `head_offsets(heads)[task_h] + i`).
+    index: `[B, K]` int, each example's targets (padded: see `valid`).
+    valid: `[B, K]` bool, False for padding; an invalid target's score is 0, so its maps are 0.
+      None = all valid.
+    region: pixel weights for the dense heads, as in `make_score_fn`.
+
+  Returns:
+    `f(params, inputs) -> scores [B, K]`.
+  """
+  heads = [(t, k, int(n)) for t, k, n in heads]
+  if not heads:
+    raise ValueError("make_target_scores needs at least one (task, kind, num_outputs) head")
+  offsets = head_offsets(heads)
+
+  def score_fn(params, inputs):
+    outputs = apply_fn(params, inputs)
+    idx = jnp.asarray(index, jnp.int32)
+    cols = []
+    for k in range(idx.shape[1]):
+      score = 0.0
+      for task, kind, n in heads:
+        local = idx[:, k] - offsets[task]
+        inside = (local >= 0) & (local < n)
+        head_fn = make_score_fn(
+          apply_fn,
+          task,
+          kind,
+          jnp.clip(local, 0, n - 1),
+          num_outputs=n,
+          region=region if tasks.spec(kind).dense else None,
+        )
+        picked = head_fn.select(outputs)
+        score = picked if len(heads) == 1 else score + jnp.where(inside, picked, 0.0)
+      cols.append(score)
+    scores = jnp.stack(cols, axis=1)
+    if valid is None:
+      return scores
+    return jnp.where(jnp.asarray(valid, bool), scores, jnp.zeros((), scores.dtype))
 
   return score_fn
