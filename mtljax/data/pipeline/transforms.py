@@ -292,11 +292,32 @@ class Prepare:
     self.stats = _stats_arrays(stats)
 
   def __call__(self, example: Example) -> Example:
-    ex = normalize(select(example, self.input_names, self.task_names), self.stats)
+    return self.finish(self.select(example))
+
+  def select(self, example: Example) -> Example:
+    return select(example, self.input_names, self.task_names)
+
+  def finish(self, example: Example) -> Example:
+    """normalize -> ``valid`` of a selected example."""
+    ex = normalize(example, self.stats)
     ex["targets"] = {k: np.asarray(v) for k, v in ex["targets"].items()}
     ex["mask"] = {k: np.asarray(v, np.float32) for k, v in ex["mask"].items()}
     ex["valid"] = np.float32(1.0)
     return ex
+
+
+class AugmentThenFinish:
+  """``augment`` then ``Prepare.finish`` of a selected example (a ``random_map``; picklable).
+
+  The same bytes as augmenting the normalised example (normalisation is per channel and per
+  value, augmentation moves whole pixels), but the pixels moved are the source's (1 byte per
+  value for 8-bit imagery read through ``stored_inputs``, instead of 4)."""
+
+  def __init__(self, prepare: Prepare, options: dict[str, bool]):
+    self.prepare, self.options = prepare, dict(options)
+
+  def __call__(self, example: Example, rng: np.random.Generator) -> Example:
+    return self.prepare.finish(augment(example, rng, **self.options))
 
 
 def augment_options(augment_cfg: Any) -> dict[str, bool] | None:

@@ -94,12 +94,18 @@ def _layout(record: bytes) -> tuple[list, int]:
   return layout, h
 
 
-def decode(record: bytes) -> dict:
-  """The example of ``encode``'s record (arrays are writable copies)."""
+def decode(record: bytes, stored_inputs: bool = False) -> dict:
+  """The example of ``encode``'s record (arrays are writable copies).
+
+  With ``stored_inputs``, array inputs (``["inputs", name]``) stored in a narrower integer type
+  come back in it, as read-only views of ``record`` (exact values, no cast, no copy)."""
   out: dict = {}
   for key, sd, dtype, shape, pos, count in _layout(record)[0]:
     a = np.frombuffer(record, sd, count, pos).reshape(shape)
-    a = a.astype(dtype) if sd != dtype else a.copy()
+    if stored_inputs and len(key) == 2 and key[0] == "inputs" and sd.kind in "ui":
+      pass
+    else:
+      a = a.astype(dtype) if sd != dtype else a.copy()
     node = out
     *path, leaf = key
     for p in path:
@@ -202,6 +208,10 @@ class PreparedSource:
     example.pop("annotations", None)
     return example
 
+  def stored_inputs(self) -> "StoredInputs":
+    """Capability ``stored_inputs``: this split with 8/16-bit imagery in its stored type."""
+    return StoredInputs(self)
+
   @property
   def input_fields(self) -> dict[str, dict[str, Any]]:
     return _fields(self.manifest["input_fields"])
@@ -264,3 +274,23 @@ def _fields(fields: dict) -> dict:
   for name, f in fields.items():
     out[name] = {k: tuple(v) if isinstance(v, list) else v for k, v in f.items()}
   return out
+
+
+class StoredInputs:
+  """A prepared split whose array inputs keep their stored integer type (``uint8`` for 8-bit
+  imagery): what the training and evaluation pipelines read (``capability(source,
+  "stored_inputs")``). Their normalisation casts to float32 inside the standardisation, so the
+  batches are the same bytes while the float32 copy of every image (and its rotation in float32)
+  is never made."""
+
+  def __init__(self, source: PreparedSource):
+    self.source = source
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> dict:
+    record = self.source._data()[example_index(index, len(self.source))]
+    example = decode(record, stored_inputs=True)
+    example.pop("annotations", None)
+    return example
