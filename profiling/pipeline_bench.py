@@ -1,7 +1,8 @@
 r"""Input pipeline: examples/s of the raw-archive iterator against the prepared (ArrayRecord)
 iterator on the TreeSatAI layout at the real patch size (304×304 CIR aerial + S1/S2 6×6), with 1
-and 2 grain worker processes, side by side in one run; and the examples/s an accelerator's
-training step would consume (from the compiled step's FLOPs at a stated utilisation) against
+and 2 grain worker processes, side by side in one run (with the time per example of each stage,
+read / augment / normalise / batch, and the load average of each round); and the examples/s an
+accelerator's training step would consume (from the compiled step's FLOPs at a stated utilisation) against
 what the pipeline delivers per core.
 
   nice python profiling/pipeline_bench.py --num_train=2000 --dir=/tmp/prepared/bench
@@ -58,6 +59,45 @@ def source_rate(src, n):
   for i in range(n):
     src[i % len(src)]
   return n / (time.perf_counter() - t)
+
+
+def stage_ms(src, stats, n):
+  """Milliseconds per example of each stage of the training iterator, in this process, as the
+  pipeline runs them: read (the source, or its ``stored_inputs`` view), select, augment
+  (flip/rot90), normalise (+ ``valid``), batch (stacking)."""
+  import numpy as np
+  from grain._src.python.dataset.transformations.batch import make_batch
+
+  from mtljax.data.pipeline.loaders import _stored
+  from mtljax.data.pipeline.transforms import Prepare, augment
+
+  view = _stored(src)
+  prepare = Prepare(("aerial", "s1", "s2"), ("l3", "l2", "age"), stats)
+  rng, times = (
+    np.random.default_rng(0),
+    dict.fromkeys(("read", "augment", "normalise", "batch"), 0.0),
+  )
+  done = []
+  for i in range(n):
+    t0 = time.perf_counter()
+    ex = view[i % len(view)]
+    t1 = time.perf_counter()
+    ex = augment(prepare.select(ex), rng)
+    t2 = time.perf_counter()
+    done.append(prepare.finish(ex))
+    t3 = time.perf_counter()
+    times["read"] += t1 - t0
+    times["augment"] += t2 - t1
+    times["normalise"] += t3 - t2
+    if len(done) == _BATCH.value:
+      t4 = time.perf_counter()
+      make_batch(done)
+      times["batch"] += time.perf_counter() - t4
+      done = []
+  batches = max(n // _BATCH.value, 1)
+  out = {k: 1e3 * v / n for k, v in times.items()}
+  out["batch"] = 1e3 * times["batch"] / (batches * _BATCH.value)
+  return out
 
 
 def iterator_rate(src, stats, workers, seed):
@@ -125,19 +165,28 @@ def main(argv):
   results = {"device": "this 2-core CPU, shared with other jobs", "batch": _BATCH.value,
              "num_train": len(raw["train"]), "convert_s": round(convert_s, 1), "rounds": []}  # fmt: skip
   workers = [int(w) for w in _WORKERS.value]
+  keys = ["source"] + [f"workers{w}" for w in workers]
   for r in range(_ROUNDS.value):
-    row = {}
+    row, stages = {"load_avg_1min": os.getloadavg()[0]}, {}
     for name, src in (("raw", raw["train"]), ("prepared", prep["train"])):
       row[f"{name}/source"] = source_rate(src, 4 * _BATCH.value)
+      stages[name] = stage_ms(src, stats, 2 * _BATCH.value)
       for w in workers:
         row[f"{name}/workers{w}"] = iterator_rate(src, stats, w, seed=r)
+    row["stages_ms"] = stages
     results["rounds"].append(row)
-    print(json.dumps({k: round(v, 1) for k, v in row.items()}), flush=True)
-  best = {k: max(rd[k] for rd in results["rounds"]) for k in results["rounds"][0]}
+    print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}))
+    print(f"round {r} (load average {row['load_avg_1min']:.1f}), per core: "
+          + ", ".join(f"{k} x{row[f'prepared/{k}'] / row[f'raw/{k}']:.2f}" for k in keys),
+          flush=True)  # fmt: skip
+    for name, st in stages.items():
+      print(f"  {name:9s} ms/example: " + "  ".join(f"{k} {v:.2f}" for k, v in st.items()))
+  rates = [k for k in results["rounds"][0] if "/" in k]
+  best = {k: max(rd[k] for rd in results["rounds"]) for k in rates}
   results["best"] = best
   print(f"\nexamples/s ({results['device']}, best of {_ROUNDS.value} rounds):")
   print(f"{'':22s}{'raw':>10s}{'prepared':>10s}{'ratio':>8s}")
-  for k in ["source"] + [f"workers{w}" for w in workers]:
+  for k in keys:
     a, b = best[f"raw/{k}"], best[f"prepared/{k}"]
     per = max(int(k[7:]), 1) if k.startswith("workers") else 1
     print(f"{k + ' (per core)':22s}{a / per:10.1f}{b / per:10.1f}{b / a:8.2f}")

@@ -386,3 +386,41 @@ def test_pipeline_objects_pickle(train, stats):
   again = pickle.loads(pickle.dumps(prep))
   a, b = prep(train[0]), again(train[0])
   np.testing.assert_array_equal(a["inputs"]["s2"], b["inputs"]["s2"])
+
+
+def test_fast_normalise_and_rotation_give_the_plain_numpy_bytes():
+  """The row-wise standardisation (integer cast fused) and the whole-pixel rotation are the
+  same bytes as the plain formulas, NaN/inf included; augmenting before normalising (what the
+  training pipeline does) gives the same example as after."""
+  from mtljax.data.pipeline import transforms as T
+
+  rng = np.random.default_rng(0)
+  for shape, dtype in [((9, 9, 4), np.uint8), ((9, 9, 4), np.float32), ((5, 5, 3, 2), np.float64),
+                       ((6, 6), np.int16), ((3,), np.float32)]:  # fmt: skip
+    x = (rng.normal(size=shape) * 60).astype(dtype)
+    if dtype != np.uint8 and x.dtype.kind == "f":
+      x.flat[0], x.flat[-1] = np.nan, np.inf
+    c = shape[-1]
+    st = {"x": {"mean": rng.normal(size=c).tolist(), "std": rng.uniform(0.5, 2, c).tolist()}}
+    ref = (x.astype(np.float32) - np.float32(st["x"]["mean"])) / np.float32(st["x"]["std"])
+    ref = np.where(np.isfinite(ref), ref, np.float32(0))
+    got = T.normalize({"inputs": {"x": x}}, st)["inputs"]["x"]
+    assert got.dtype == np.float32 and got.tobytes() == ref.tobytes()
+    if x.ndim >= 2:
+      for k in range(4):
+        for flip in (False, True):
+          want = np.rot90(x, k, axes=(0, 1))
+          want = np.ascontiguousarray(want[:, ::-1] if flip else want)
+          out = T._geometric(x, k, flip)
+          assert out.shape == want.shape and out.tobytes() == want.tobytes()
+  ex = {"inputs": {"a": rng.integers(0, 255, (8, 8, 4)).astype(np.uint8)},
+        "targets": {"seg": rng.integers(0, 3, (8, 8)).astype(np.int32)}, "mask": {}}  # fmt: skip
+  prep = T.Prepare(["a"], ["seg"], {"a": {"mean": [1, 2, 3, 4], "std": [2, 3, 4, 5]}})
+  for seed in range(6):
+    after = T.augment(prep(ex), np.random.default_rng(seed))
+    before = T.AugmentThenFinish(prep, {"flip": True, "rot90": True})(
+      prep.select(ex), np.random.default_rng(seed)
+    )
+    for part in ("inputs", "targets", "mask"):
+      for k in after[part]:
+        assert np.asarray(after[part][k]).tobytes() == np.asarray(before[part][k]).tobytes()

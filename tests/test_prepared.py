@@ -72,6 +72,10 @@ def test_record_round_trip_is_exact():
   assert_same(example, back)
   assert b'"|u1", "<f4", [2, 3, 4]' in rec  # the integer-valued image is stored as uint8
   back["inputs"]["img"][0, 0, 0] = 1  # writable
+  stored = records.decode(rec, stored_inputs=True)  # what the pipelines read: uint8 kept
+  assert stored["inputs"]["img"].dtype == np.uint8 and stored["inputs"]["s1"].dtype == np.float32
+  np.testing.assert_array_equal(stored["inputs"]["img"], example["inputs"]["img"])
+  assert stored["inputs"]["ts"]["values"].dtype == np.float64  # only plain array inputs kept
 
 
 def test_prepared_gives_the_raw_examples_batches_and_statistics(converted):
@@ -94,6 +98,13 @@ def test_prepared_gives_the_raw_examples_batches_and_statistics(converted):
   b = pipeline.train_iterator(prep["train"], stats=stats, augment_cfg=True, **kw)
   for _ in range(7):  # crosses an epoch (6 batches of 8)
     assert_same(next(a), next(b))
+  assert prep["train"].stored_inputs()[0]["inputs"]["aerial"].dtype == np.uint8  # fast path used
+  del kw["seed"]
+  ev = lambda s: list(pipeline.eval_batches(s, stats=stats, **kw))
+  ea, eb = ev(raw["test"]), ev(prep["test"])
+  assert len(ea) == len(eb) >= 1
+  for x, y in zip(ea, eb):
+    assert_same(x, y)
 
 
 def test_grain_worker_processes_give_the_same_batches(converted):

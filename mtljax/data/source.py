@@ -84,6 +84,10 @@ CAPABILITIES: dict[str, str] = {
   "explanation_regions": "method () -> (relevant bool [N, H, W], decoy bool [N, H, W] | None): "
   "every example's true region and its shortcut region, for scoring explanation-guided training "
   "(mtljax/egl/compare.py)",
+  "stored_inputs": "method () -> a random-access view of the split (same length, same examples) "
+  "whose array inputs may keep a narrower stored type (e.g. uint8 imagery, exact values); the "
+  "training and evaluation pipelines read it instead of the source (their normalisation makes "
+  "float32, so batches are the same) to skip a float32 copy per image (prepared datasets)",
   "day_reference": "attribute, str: what the `days` of time-series inputs count from (e.g. "
   "CropYield's 'seeding' or 'harvest')",
   "planted_truth": "method () -> dict | None: what a synthetic generator planted (None on real "

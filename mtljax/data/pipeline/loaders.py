@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from mtljax.data.pipeline.transforms import (
+  AugmentThenFinish,
   Example,
   Prepare,
   Stats,
-  augment,
   augment_options,
   combine_moments,
   example_moments,
@@ -178,17 +178,28 @@ def train_dataset(
       f"{len(source)} examples, fewer than the global batch {batch_size * shard_count}"
     )
   prepare = Prepare(input_names, task_names, stats)
+  source = _stored(source)
   prepare(source[0])  # fail early, in this thread, on bad names or a bad first file
   # The global stream, identical on every process: a new permutation every epoch, then
   # per-element preparation and augmentation seeded by the *global* element index.
   ds = grain.MapDataset.source(source).seed(seed).shuffle().repeat()
-  ds = ds.map(prepare)
   kw = augment_options(augment_cfg)
-  if kw is not None:
-    ds = ds.random_map(functools.partial(augment, **kw))
+  if kw is None:
+    ds = ds.map(prepare)
+  else:  # select, then augment before normalising (same bytes, fewer moved; the random_map
+    # stays at the same depth below .seed, so its seed and draws are unchanged)
+    ds = ds.map(prepare.select).random_map(AugmentThenFinish(prepare, kw))
   if shard_count > 1 or start_step:
     ds = grain.MapDataset.source(_ProcessRows(ds, batch_size, shard_index, shard_count, start_step))
   return ds.batch(batch_size, drop_remainder=True)
+
+
+def _stored(source: Any) -> Any:
+  """The view the pipelines read: the source's ``stored_inputs`` view when it has one."""
+  from mtljax.data.source import capability
+
+  view = capability(source, "stored_inputs")
+  return source if view is None else view()
 
 
 def resolve_workers(workers: int | None) -> int:
@@ -277,7 +288,7 @@ def eval_batches(
   padded = np.arange(num_batches * batch_size)
   rows = lambda a: a.reshape(num_batches, shard_count, local)[:, shard_index].ravel()
   view = _IndexView(
-    source,
+    _stored(source),
     rows(np.minimum(padded, n - 1)),
     rows(padded < n).astype(np.float32),
     Prepare(input_names, task_names, stats),

@@ -114,16 +114,36 @@ def normalize(example: Example, stats: Stats, input_names: Sequence[str] | None 
     if isinstance(example["inputs"][k], Mapping):
       inputs[k] = _normalize_series(example["inputs"][k], arrays.get(k))
       continue
-    x = np.asarray(example["inputs"][k], np.float32)
+    x = np.asarray(example["inputs"][k])
     if k in arrays:
-      mean, std = arrays[k]
-      x = x - mean  # a new array: the source's arrays are never modified
-      x /= std
-    bad = ~np.isfinite(x)
-    if bad.any():
-      x = np.where(bad, np.float32(0.0), x)
+      x = _standardize(x, *arrays[k])
+    else:
+      x = x.astype(np.float32)  # a copy: the source's arrays are never modified
+    if not np.isfinite(np.add.reduce(x, axis=None)):  # one cheap pass; exact check only then
+      bad = ~np.isfinite(x)
+      if bad.any():
+        x = np.where(bad, np.float32(0.0), x)
     inputs[k] = x
   return {**example, "inputs": inputs}
+
+
+def _standardize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+  """``(float32(x) - mean) / std`` per channel (last axis) as a new float32 array.
+
+  Bit-identical to the plain broadcast, but computed on ``[rows, W * C]`` against ``mean`` / ``std``
+  tiled along a row: numpy's inner loop then runs over a whole row instead of C (= 4) values,
+  about 5x faster on a 304x304x4 tile; the cast from an integer dtype is fused into the
+  subtraction.
+  """
+  if x.ndim >= 2 and x.shape[-1] == mean.shape[-1] and x.shape[-1] > 0:
+    rows = x.reshape(-1, x.shape[-2] * x.shape[-1])
+    reps = x.shape[-2]
+    out = np.subtract(rows, np.tile(mean, reps), dtype=np.float32)
+    np.divide(out, np.tile(std, reps), out=out)
+    return out.reshape(x.shape)
+  out = np.subtract(x, mean, dtype=np.float32)
+  np.divide(out, std, out=out)
+  return out
 
 
 def _normalize_series(
@@ -154,11 +174,21 @@ def _is_dense(y, sides: set[int], batched: bool = False) -> bool:
 
 
 def _geometric(x: np.ndarray, k: int, flip: bool) -> np.ndarray:
+  """rot90 by ``k`` then an optional left-right flip of ``x`` [H, W, ...], as a contiguous copy.
+
+  The trailing axes of a contiguous ``x`` are moved as one opaque item per pixel (a void view):
+  the copy then moves whole pixels (16 bytes for 4 float32 bands) instead of single values, about
+  2x faster, with the same bytes."""
+  x = np.asarray(x)
+  item = x.itemsize * int(np.prod(x.shape[2:], dtype=np.int64))
+  pixel = x.ndim > 2 and x.flags.c_contiguous and item > 0
+  v = x.reshape(*x.shape[:2], -1).view(np.dtype((np.void, item)))[..., 0] if pixel else x
   if k:
-    x = np.rot90(x, k, axes=(0, 1))
+    v = np.rot90(v, k, axes=(0, 1))
   if flip:
-    x = x[:, ::-1]
-  return np.ascontiguousarray(x)
+    v = v[:, ::-1]
+  v = np.ascontiguousarray(v)
+  return v[..., None].view(x.dtype).reshape(v.shape + x.shape[2:]) if pixel else v
 
 
 def augment(
@@ -262,11 +292,32 @@ class Prepare:
     self.stats = _stats_arrays(stats)
 
   def __call__(self, example: Example) -> Example:
-    ex = normalize(select(example, self.input_names, self.task_names), self.stats)
+    return self.finish(self.select(example))
+
+  def select(self, example: Example) -> Example:
+    return select(example, self.input_names, self.task_names)
+
+  def finish(self, example: Example) -> Example:
+    """normalize -> ``valid`` of a selected example."""
+    ex = normalize(example, self.stats)
     ex["targets"] = {k: np.asarray(v) for k, v in ex["targets"].items()}
     ex["mask"] = {k: np.asarray(v, np.float32) for k, v in ex["mask"].items()}
     ex["valid"] = np.float32(1.0)
     return ex
+
+
+class AugmentThenFinish:
+  """``augment`` then ``Prepare.finish`` of a selected example (a ``random_map``; picklable).
+
+  The same bytes as augmenting the normalised example (normalisation is per channel and per
+  value, augmentation moves whole pixels), but the pixels moved are the source's (1 byte per
+  value for 8-bit imagery read through ``stored_inputs``, instead of 4)."""
+
+  def __init__(self, prepare: Prepare, options: dict[str, bool]):
+    self.prepare, self.options = prepare, dict(options)
+
+  def __call__(self, example: Example, rng: np.random.Generator) -> Example:
+    return self.prepare.finish(augment(example, rng, **self.options))
 
 
 def augment_options(augment_cfg: Any) -> dict[str, bool] | None:

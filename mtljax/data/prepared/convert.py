@@ -48,7 +48,7 @@ def _write_shard(source, out: str, split: str, k: int, lo: int, hi: int) -> dict
   final = base + ".array_record"
   tmp = f"{final}.{os.getpid()}.tmp"
   annotate = capability(source, "explain_annotations")
-  writer = ArrayRecordWriter(tmp, "group_size:1")
+  writer = ArrayRecordWriter(tmp, records.WRITER_OPTIONS)
   try:
     for i in range(lo, hi):
       example = source[i]
