@@ -302,8 +302,24 @@ def attribute(spec: MethodSpec | str, f: ScoreFn, params, inputs, ctx: Context):
     num = num_targets(jax.eval_shape(f, params, inputs))
     if num is not None:  # a method without a target axis: once per target
       outs = [_call(spec, lambda p, x, k=k: f(p, x)[:, k], params, inputs, ctx) for k in range(num)]
-      return jax.tree.map(lambda *a: jnp.stack(a, axis=1), *outs)
+      return _zero_padded(f, jax.tree.map(lambda *a: jnp.stack(a, axis=1), *outs))
   return _call(spec, f, params, inputs, ctx)
+
+
+def _zero_padded(f: ScoreFn, maps):
+  """Zero maps `[B, K, ...]` of the targets `f` marks invalid (`f.valid`, set by
+  `targets.make_target_scores`): a method that ignores the scores would otherwise draw a map for
+  a padded target."""
+  valid = getattr(f, "valid", None)
+  if valid is None:
+    return maps
+  valid = jnp.asarray(valid, bool)
+
+  def zero(m):
+    v = valid.reshape(valid.shape + (1,) * (m.ndim - valid.ndim))
+    return jnp.where(v, m, jnp.zeros((), m.dtype))
+
+  return jax.tree.map(zero, maps)
 
 
 def _call(spec: MethodSpec, f: ScoreFn, params, inputs, ctx: Context):

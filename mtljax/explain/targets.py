@@ -180,4 +180,7 @@ def make_target_scores(
       return scores
     return jnp.where(jnp.asarray(valid, bool), scores, jnp.zeros((), scores.dtype))
 
+  # What the attribution dispatch reads to zero the maps of padded targets also for methods whose
+  # maps do not go through the scores (the model-independent controls, e.g. `edges`).
+  score_fn.valid = valid
   return score_fn
