@@ -19,6 +19,8 @@ so the masks of one image (at most `MAX_MASKS`, padded with empty ones) are in m
 
 from __future__ import annotations
 
+import hashlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -50,9 +52,22 @@ def segment_masks(image: np.ndarray) -> np.ndarray:
   return np.stack(masks)
 
 
+_CACHE: dict = {}  # the same image comes back for every target and member: segment it once
+
+
 def padded_masks(image: np.ndarray, size: int = MAX_MASKS) -> np.ndarray:
-  """`segment_masks` padded with empty masks to `size` (an empty mask is never chosen)."""
-  m = segment_masks(image)
+  """`segment_masks` padded with empty masks to `size` (an empty mask is never chosen); the
+  last 64 images' masks are kept."""
+  image = np.asarray(image)
+  key = (image.shape, image.dtype.str, hashlib.sha1(image.tobytes()).hexdigest(), size)
+  if key not in _CACHE:
+    if len(_CACHE) >= 64:
+      _CACHE.pop(next(iter(_CACHE)))
+    _CACHE[key] = _pad(segment_masks(image), size)
+  return _CACHE[key]
+
+
+def _pad(m, size):
   if m.shape[0] > size:
     raise ValueError(f"XRAI: {m.shape[0]} segment masks, more than the {size} allowed")
   return np.concatenate([m, np.zeros((size - m.shape[0],) + m.shape[1:], bool)])
