@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from mtljax import config_blocks
-from mtljax.explain import attributions, blur_ig, common, flax_utils, targets
+from mtljax.explain import attributions, blur_ig, common, flax_utils, guided_ig, targets, xrai
 from mtljax.explain.trust import controls
 from mtljax.models import activations
 
@@ -80,6 +80,8 @@ def _by_hand(name, f, params, x, ex, rng, segments):
     "blur_ig": lambda: blur_ig.blur_ig(
       f, params, x, modality="img", steps=int(ex.ig_steps), batch_steps=ex.ig_batch_steps or None
     ),
+    "guided_ig": lambda: guided_ig.guided_ig(f, params, x, modality="img", steps=int(ex.ig_steps)),
+    "xrai": lambda: xrai.xrai(f, params, x, modality="img", steps=int(ex.ig_steps)),
     # The model-ignoring controls of mtljax.explain.trust.controls.
     "edges": lambda: controls.edges(f, params, x, modality="img"),
     "random_map": lambda: controls.random_map(f, params, x, rng, modality="img"),

@@ -61,8 +61,10 @@ from mtljax.explain.gradients import (
   saliency,
   smoothgrad,
 )
+from mtljax.explain.guided_ig import guided_ig
 from mtljax.explain.perturbations import grid_segments, lime, occlusion, superpixel_segments
 from mtljax.explain.trust import controls
+from mtljax.explain.xrai import xrai
 from mtljax.models import activations
 
 __all__ = [
@@ -182,6 +184,10 @@ def _occlusion_options(ctx, f):
   return {"window": (w, w), "stride": (s, s)}
 
 
+def _steps_option(ctx, f):
+  return {"steps": int(ctx.explain.ig_steps)}
+
+
 METHODS: dict[str, MethodSpec] = {
   # Unsigned with the default absolute=True.
   "saliency": MethodSpec(saliency, signed=False, time_series=True, target_axis="form"),
@@ -254,6 +260,11 @@ METHODS: dict[str, MethodSpec] = {
     },
     output="image",
   ),
+  # Guided IG and XRAI (PAIR saliency's GuidedIG / XRAI; mtljax.explain.guided_ig, .xrai).
+  "guided_ig": MethodSpec(
+    guided_ig, signed=True, needs_modality=True, options=_steps_option, output="image"
+  ),
+  "xrai": MethodSpec(xrai, signed=True, needs_modality=True, options=_steps_option, output="map"),
   # Controls that ignore the model (mtljax.explain.trust.controls): what a sanity check and a
   # faithfulness metric must tell apart from the methods above.
   "edges": MethodSpec(controls.edges, signed=False, needs_modality=True, output="image"),
