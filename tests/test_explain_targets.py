@@ -223,3 +223,61 @@ def test_the_explain_run_rows_equal_the_per_row_path():
     np.testing.assert_allclose(new[1], old[1], rtol=2e-4, atol=2e-5)  # ensemble maps [P, H, W]
     if old[2]:
       np.testing.assert_allclose(new[2][0], np.concatenate(old[2], 1), rtol=1e-5)
+
+
+def test_the_explain_run_explains_several_heads_in_one_call():
+  """`config.explain.tasks = ("class", "attributes")`: each example's class and present
+  attributes in one call per method give the maps of explaining each head on its own; the labels
+  name the head; unknown / repeated tasks are reported."""
+  import importlib.util
+  import os
+
+  from mtljax.explain import common, target_batches
+  from mtljax.models.multitask import build_model
+
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "attributes.py")
+  spec_ = importlib.util.spec_from_file_location("attr_cfg", path)
+  mod = importlib.util.module_from_spec(spec_)
+  spec_.loader.exec_module(mod)
+  config = mod.get_config("tiny,size=2")
+  assert tuple(config.explain.tasks) == ("class", "attributes")  # the CUB layout's default
+  config.tasks.attributes.num_classes = 5
+  config.tasks["class"].num_classes = 3
+  config.explain.ig_steps = 4
+  model = build_model(config)
+  x = {"image": jax.random.normal(jax.random.key(3), (4, 16, 16, 3))}
+  stacked = jax.tree.map(
+    lambda *v: jnp.stack(v), *[model.init(jax.random.key(i), x, train=False) for i in (4, 5)]
+  )
+  attrs = np.array([[1, 0, 1, 0, 0], [0, 0, 0, 0, 0], [0, 1, 1, 1, 1], [1, 0, 0, 0, 1]], np.float32)
+  data = {
+    "targets": {"class": np.array([2, 0, 1, 1]), "attributes": attrs},
+    "mask": {"class": np.array([1, 1, 0, 1.0]), "attributes": np.ones((4, 5), np.float32)},
+  }
+  fields = {"class": {"class_names": ["a", "b", "c"]}, "attributes": {"class_names": list("vwxyz")}}
+  src = types.SimpleNamespace(target_fields=fields)
+  pairs, names, labels, per_task = common.explained_pairs(config, src, data)
+  assert per_task == {"class": 3, "attributes": 8}
+  assert labels[2] == "class: c" and labels[3 + 4] == "attributes: z" and names[3 + 4] == "z"
+  assert pairs[:4].tolist() == [[0, 2], [0, 3], [0, 5], [1, 0]]  # by example, heads in order
+  x_np = {"image": np.asarray(x["image"])}
+  for name in ("saliency", "integrated_gradients"):
+    spec = attributions.get_method(name)
+
+    def maps(cfg, p):
+      fn = target_batches.make_targets_attribute_fn(model, cfg, name, (16, 16))
+      return target_batches.attribute_examples(fn, spec, stacked, x_np, p, 3, None, desc=name)
+
+    both = maps(config, pairs)
+    head_of = pairs[:, 1] >= 3  # True: an attribute target
+    for is_attr, task in ((False, "class"), (True, "attributes")):
+      alone = config.copy_and_resolve_references()
+      alone.explain.tasks = (task,)
+      own = common.explained_pairs(alone, src, data)[0]
+      np.testing.assert_array_equal(own[:, 1] + 3 * is_attr, pairs[head_of == is_attr, 1])
+      got = maps(alone, own)
+      np.testing.assert_allclose(both[0][:, head_of == is_attr], got[0], rtol=2e-4, atol=2e-5)
+      np.testing.assert_allclose(both[1][head_of == is_attr], got[1], rtol=2e-4, atol=2e-5)
+  config.explain.tasks = ("class", "colour", "class")
+  problems = common._check_tasks(config)
+  assert "'colour' is not one of the tasks" in problems[0] and "['class']" in problems[1]
