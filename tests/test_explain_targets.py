@@ -239,7 +239,7 @@ def test_the_explain_run_explains_several_heads_in_one_call():
   spec_ = importlib.util.spec_from_file_location("attr_cfg", path)
   mod = importlib.util.module_from_spec(spec_)
   spec_.loader.exec_module(mod)
-  config = mod.get_config("tiny,size=2")
+  config = mod.get_config("tiny,size=1")
   assert tuple(config.explain.tasks) == ("class", "attributes")  # the CUB layout's default
   config.tasks.attributes.num_classes = 5
   config.tasks["class"].num_classes = 3
@@ -247,7 +247,7 @@ def test_the_explain_run_explains_several_heads_in_one_call():
   model = build_model(config)
   x = {"image": jax.random.normal(jax.random.key(3), (4, 16, 16, 3))}
   stacked = jax.tree.map(
-    lambda *v: jnp.stack(v), *[model.init(jax.random.key(i), x, train=False) for i in (4, 5)]
+    lambda *v: jnp.stack(v), *[model.init(jax.random.key(i), x, train=False) for i in (4,)]
   )
   attrs = np.array([[1, 0, 1, 0, 0], [0, 0, 0, 0, 0], [0, 1, 1, 1, 1], [1, 0, 0, 0, 1]], np.float32)
   data = {
@@ -261,7 +261,7 @@ def test_the_explain_run_explains_several_heads_in_one_call():
   assert labels[2] == "class: c" and labels[3 + 4] == "attributes: z" and names[3 + 4] == "z"
   assert pairs[:4].tolist() == [[0, 2], [0, 3], [0, 5], [1, 0]]  # by example, heads in order
   x_np = {"image": np.asarray(x["image"])}
-  for name in ("saliency", "integrated_gradients"):
+  for name in ("saliency",):  # the other methods' target axis: the tests above
     spec = attributions.get_method(name)
 
     def maps(cfg, p):
