@@ -124,6 +124,8 @@ def get_config(arg=None):
     max_examples=48 if tiny else 40,
   )
   c.explain.ig_steps = 16
+  if not isic:  # CUB: the class and every present attribute of an image, in one call per method
+    c.explain.tasks = ("class", "attributes")
 
   if shortcut:
     c.objective = ml_collections.ConfigDict({"terms": ("tasks", "aux", "explanation")})

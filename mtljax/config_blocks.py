@@ -269,6 +269,9 @@ def explain_config(
       # the true class of a classification task (or a fixed output index for every example).
       "task": task,
       "target": -1,
+      # Several task heads explained in one call (issue 18), e.g. ("class", "attributes"): each
+      # example's targets of every one of them; () = just `task`.
+      "tasks": (),
       # Image input whose attributions are drawn and scored; Grad-CAM's layer (module path).
       "modality": modality,
       "layer": layer,

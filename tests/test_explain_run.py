@@ -112,6 +112,10 @@ def test_the_model_looks_at_the_planted_regions(trained):
       "encoders_image/stage2_block1",
     ),
     (("--config.explain.target=99",), "config.explain.target=99 is outside"),
+    (
+      ("--config.explain.tasks=('class','colour')",),
+      "config.explain.tasks: 'colour' is not one of the tasks ['attributes', 'class']",
+    ),
   ],
 )
 def test_bad_explain_requests_are_clear(trained, args, expected):

@@ -87,14 +87,16 @@ def _single(spec, apply, params, x, ctx, task, kind, n, idx):
 _SINGLE = {}
 
 
-def _check(multi, singles, valid, rtol):
+def _check(multi, singles, valid, rtol, score_free=False):
+  """`score_free`: a control map that ignores the score (`trust/controls.py`: edges, random), so
+  a padding target gets the same map as a real one instead of zeros."""
   for k, single in enumerate(singles):
     for m, s in zip(jax.tree.leaves(multi), jax.tree.leaves(single)):
       m, s = np.asarray(m)[:, k], np.asarray(s)
       assert m.shape == s.shape
       scale = max(np.abs(s).max(), 1e-30)
       for b in range(len(valid)):
-        want = s[b] if valid[b, k] else np.zeros_like(s[b])
+        want = s[b] if valid[b, k] or score_free else np.zeros_like(s[b])
         assert np.abs(m[b] - want).max() <= rtol * scale, (k, b)
 
 
@@ -112,7 +114,7 @@ def test_every_method_multi_target_equals_one_target_at_a_time(form):
       singles = [_single(spec, apply, params, x, ctx, task, kind, n, INDEX[:, k]) for k in range(3)]
       leaf = multi["img"] if isinstance(multi, dict) else multi
       assert leaf.shape[:2] == (2, 3), name
-      _check(multi, singles, VALID, 1e-10)
+      _check(multi, singles, VALID, 1e-10, spec.fn.__module__.endswith("trust.controls"))
       assert np.any(np.asarray(leaf)[0] != 0), name
 
 
@@ -223,3 +225,61 @@ def test_the_explain_run_rows_equal_the_per_row_path():
     np.testing.assert_allclose(new[1], old[1], rtol=2e-4, atol=2e-5)  # ensemble maps [P, H, W]
     if old[2]:
       np.testing.assert_allclose(new[2][0], np.concatenate(old[2], 1), rtol=1e-5)
+
+
+def test_the_explain_run_explains_several_heads_in_one_call():
+  """`config.explain.tasks = ("class", "attributes")`: each example's class and present
+  attributes in one call per method give the maps of explaining each head on its own; the labels
+  name the head; unknown / repeated tasks are reported."""
+  import importlib.util
+  import os
+
+  from mtljax.explain import common, target_batches
+  from mtljax.models.multitask import build_model
+
+  path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "attributes.py")
+  spec_ = importlib.util.spec_from_file_location("attr_cfg", path)
+  mod = importlib.util.module_from_spec(spec_)
+  spec_.loader.exec_module(mod)
+  config = mod.get_config("tiny,size=1")
+  assert tuple(config.explain.tasks) == ("class", "attributes")  # the CUB layout's default
+  config.tasks.attributes.num_classes = 5
+  config.tasks["class"].num_classes = 3
+  config.explain.ig_steps = 4
+  model = build_model(config)
+  x = {"image": jax.random.normal(jax.random.key(3), (4, 16, 16, 3))}
+  stacked = jax.tree.map(
+    lambda *v: jnp.stack(v), *[model.init(jax.random.key(i), x, train=False) for i in (4,)]
+  )
+  attrs = np.array([[1, 0, 1, 0, 0], [0, 0, 0, 0, 0], [0, 1, 1, 1, 1], [1, 0, 0, 0, 1]], np.float32)
+  data = {
+    "targets": {"class": np.array([2, 0, 1, 1]), "attributes": attrs},
+    "mask": {"class": np.array([1, 1, 0, 1.0]), "attributes": np.ones((4, 5), np.float32)},
+  }
+  fields = {"class": {"class_names": ["a", "b", "c"]}, "attributes": {"class_names": list("vwxyz")}}
+  src = types.SimpleNamespace(target_fields=fields)
+  pairs, names, labels, per_task = common.explained_pairs(config, src, data)
+  assert per_task == {"class": 3, "attributes": 8}
+  assert labels[2] == "class: c" and labels[3 + 4] == "attributes: z" and names[3 + 4] == "z"
+  assert pairs[:4].tolist() == [[0, 2], [0, 3], [0, 5], [1, 0]]  # by example, heads in order
+  x_np = {"image": np.asarray(x["image"])}
+  for name in ("saliency",):  # the other methods' target axis: the tests above
+    spec = attributions.get_method(name)
+
+    def maps(cfg, p):
+      fn = target_batches.make_targets_attribute_fn(model, cfg, name, (16, 16))
+      return target_batches.attribute_examples(fn, spec, stacked, x_np, p, 3, None, desc=name)
+
+    both = maps(config, pairs)
+    head_of = pairs[:, 1] >= 3  # True: an attribute target
+    for is_attr, task in ((False, "class"), (True, "attributes")):
+      alone = config.copy_and_resolve_references()
+      alone.explain.tasks = (task,)
+      own = common.explained_pairs(alone, src, data)[0]
+      np.testing.assert_array_equal(own[:, 1] + 3 * is_attr, pairs[head_of == is_attr, 1])
+      got = maps(alone, own)
+      np.testing.assert_allclose(both[0][:, head_of == is_attr], got[0], rtol=2e-4, atol=2e-5)
+      np.testing.assert_allclose(both[1][head_of == is_attr], got[1], rtol=2e-4, atol=2e-5)
+  config.explain.tasks = ("class", "colour", "class")
+  problems = common._check_tasks(config)
+  assert "'colour' is not one of the tasks" in problems[0] and "['class']" in problems[1]

@@ -15,6 +15,7 @@ from mtljax import configlib, fileio, tasks, train
 from mtljax.checkpoint import Checkpointer
 from mtljax.data import pipeline
 from mtljax.explain import attributions, flax_utils
+from mtljax.explain import targets as targets_lib
 
 
 class ExplainError(configlib.ConfigError):
@@ -68,6 +69,8 @@ def check_request(
     problems.append(
       f"config.explain.task={ex.task!r} is not one of the tasks {sorted(config.tasks)}"
     )
+  if not time_series:
+    problems += _check_tasks(config)
   if not time_series:
     fields = s.sources["train"].input_fields
     if ex.modality not in config.inputs or len(fields[ex.modality]["shape"]) != 3:
@@ -156,6 +159,66 @@ def collect(s, split: str, max_examples: int, batch_size: int) -> dict[str, Any]
 
 
 # ============================================================================ targets
+def explain_tasks(ex: ml_collections.ConfigDict) -> tuple[str, ...]:
+  """The tasks whose targets the image run explains: `config.explain.tasks` (several heads in one
+  call, issue 18), or `(config.explain.task,)` when that is empty."""
+  return tuple(ex.get("tasks") or ()) or (ex.task,)
+
+
+def explain_heads(config: ml_collections.ConfigDict) -> list[tuple[str, str, int]]:
+  """`(task, kind, num_outputs)` of each explained task, for `targets.make_target_scores`."""
+  return [
+    (t, config.tasks[t].kind, int(config.tasks[t].get("num_classes") or 1))
+    for t in explain_tasks(config.explain)
+  ]
+
+
+def _check_tasks(config) -> list[str]:
+  """The problems of `config.explain.tasks`: unknown or repeated names."""
+  names = tuple(config.explain.get("tasks") or ())
+  problems = [
+    f"config.explain.tasks: {t!r} is not one of the tasks {sorted(config.tasks)}"
+    for t in names
+    if t not in config.tasks
+  ]
+  repeated = sorted({t for t in names if names.count(t) > 1})
+  if repeated:
+    problems.append(f"config.explain.tasks: {repeated} named more than once")
+  return problems
+
+
+def explained_pairs(config, src, data) -> tuple[np.ndarray, list[str], list[str], dict[str, int]]:
+  """The explain run's pairs over every task of `explain_tasks`: `(pairs [P, 2], names, labels,
+  per_task)`. A pair's target indexes the concatenated outputs of the heads
+  (`targets.head_offsets`); pairs are ordered by example (an example's targets, head by head).
+  `names[t]`: target t's class name (the key of its annotations); `labels[t]`: the name shown in
+  pictures ("task: name" when several tasks are explained); `per_task`: pairs per task.
+  Raises ExplainError naming a task without any example to explain."""
+  ex = config.explain
+  heads = explain_heads(config)
+  offsets = targets_lib.head_offsets(heads)
+  pairs, names, labels, per_task = [], [], [], {}
+  for task, _, n in heads:
+    got = explained_targets(
+      config.tasks[task], data["targets"][task], data["mask"][task], int(ex.target)
+    )
+    if not len(got):
+      raise ExplainError(
+        f"no example of split {ex.split!r} has a label to explain for task "
+        f"{task!r} (config.explain.target={ex.target})"
+      )
+    per_task[task] = len(got)
+    pairs.append(got + np.asarray([0, offsets[task]], np.int32))
+    own = list(src.target_fields[task].get("class_names") or [task])
+    own += [f"{task}[{i}]" for i in range(len(own), n)]
+    own = own if len(heads) == 1 else own[:n]
+    names += own
+    labels += [f"{task}: {c}" if len(heads) > 1 else c for c in own]
+  pairs = np.concatenate(pairs)
+  pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
+  return pairs, names, labels, per_task
+
+
 def explained_targets(task_cfg, targets: np.ndarray, mask: np.ndarray, target: int) -> np.ndarray:
   """Pairs `(example, target index)` `[P, 2]` int32 to explain.
 

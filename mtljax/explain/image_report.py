@@ -206,12 +206,17 @@ def tensorboard(workdir, out_dir, ex):
     writer.close()
 
 
-def save_maps(out_dir, name, ens_maps, member_maps, pairs, index, ann, ind, en, others, ex):
+def save_maps(
+  out_dir, name, ens_maps, member_maps, pairs, index, ann, ind, en, others, ex, labels=None
+):
   """`maps_<name>.npz`: the ensemble maps `[P, H, W]`, the first members' maps, the pairs, their
-  source indices and keypoints, every metric per member and of the ensemble, and the ensemble
-  maps of the other image inputs (`modality_<m>`)."""
+  source indices and keypoints, every metric per member and of the ensemble, the ensemble
+  maps of the other image inputs (`modality_<m>`) and, given `labels`, each pair's target name
+  (`target_names`, "task: name" when several tasks are explained)."""
+  named = {} if labels is None else {"target_names": np.asarray([labels[t] for t in pairs[:, 1]])}
   fileio.savez(
     os.path.join(out_dir, f"maps_{name}.npz"),
+    **named,
     ensemble=ens_maps,
     members=member_maps[:, : int(ex.num_pictures)],
     pairs=pairs,

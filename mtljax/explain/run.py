@@ -56,13 +56,12 @@ def make_attribute_fn(
   `needs_segments` methods hold (they are traced under jit)."""
   ex = config.explain
   spec = attributions.get_method(name)
-  task, modality = ex.task, ex.modality
+  modality = ex.modality
+  heads = common.explain_heads(config)
 
   def outputs(variables, x):
     return model.apply(variables, x, train=False)[0]
 
-  task_cfg = config.tasks[task]
-  num_outputs = int(task_cfg.get("num_classes") or 1)
   # Each encoder's first layer that is affine in its modality: Integrated Gradients runs it
   # twice instead of once per step, and its transpose once (exact;
   # `attributions.integrated_gradients(split=...)`).
@@ -84,7 +83,7 @@ def make_attribute_fn(
   )
 
   def attribute_member(variables, x, idx, segments):
-    f = targets_lib.make_score_fn(outputs, task, task_cfg.kind, idx, num_outputs=num_outputs)
+    f = targets_lib.make_pair_scores(outputs, heads, idx)
     return attributions.attribute(
       spec, f, variables, x, dataclasses.replace(ctx, segments=segments)
     )
@@ -162,9 +161,7 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
   stacked = {"params": state["params"], "batch_stats": state["batch_stats"]}
   size = train.ensemble_size(config)
   common.check_request(config, s, stacked=stacked)
-  task_cfg = config.tasks[ex.task]
   src = s.sources[ex.split]
-  names = list(src.target_fields[ex.task].get("class_names") or [ex.task])
   out_dir = os.path.join(s.workdir, "explanations", ex.split)
   is_main = common.is_main()
   if is_main:
@@ -172,14 +169,9 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
 
   data = common.collect(s, ex.split, int(ex.max_examples), int(ex.batch_size))
   x, index = data["inputs"], data["index"]
-  pairs = explained_targets(
-    task_cfg, data["targets"][ex.task], data["mask"][ex.task], int(ex.target)
-  )
-  if not len(pairs):
-    raise ExplainError(
-      f"no example of split {ex.split!r} has a label to explain for task "
-      f"{ex.task!r} (config.explain.target={ex.target})"
-    )
+  # (example, target) pairs of every task of config.explain.tasks (targets in the heads' joint
+  # index space; `labels` name the head of each target when there are several).
+  pairs, names, labels, per_task = common.explained_pairs(config, src, data)
   hw = tuple(x[ex.modality].shape[1:3])
   ann = report.annotations(src, index, pairs, names, hw)
   keypoints, has_mask = ann[1], ann[2]
@@ -187,8 +179,8 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
   images = report.display_images(x[ex.modality], s.stats["inputs"][ex.modality])
   if is_main:
     print(
-      f"Explaining {len(pairs)} targets of {len(index)} {ex.split} examples (task "
-      f"{ex.task!r}) with an ensemble of {size}, methods {list(ex.methods)}; "
+      f"Explaining {len(pairs)} targets of {len(index)} {ex.split} examples (per task: "
+      f"{per_task}) with an ensemble of {size}, methods {list(ex.methods)}; "
       f"{int(has_mask.sum())} with a ground-truth mask, "
       f"{int(np.isfinite(keypoints[:, 0]).sum())} with a keypoint.",
       flush=True,
@@ -202,6 +194,7 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
   summary = {
     "split": ex.split,
     "task": ex.task,
+    "targets_per_task": per_task,
     "ensemble_size": size,
     "checkpoint_step": int(meta["step"]),
     "num_examples": int(len(index)),
@@ -263,9 +256,13 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
       share = np.concatenate(masses, axis=1).mean(axis=(0, 1))
       results[name]["modality_share"] = dict(zip(sorted(x), share.tolist()))
     if is_main:
-      report.save_maps(out_dir, name, ens_maps, member_maps, pairs, index, ann, ind, en, others, ex)
-      report.pictures(out_dir, name, images, pairs, names, member_maps, ens_maps, en, ind, ex, size)
-      report.save_other_modalities(out_dir, name, x, s.stats["inputs"], others, pairs, names, ex)
+      report.save_maps(
+        out_dir, name, ens_maps, member_maps, pairs, index, ann, ind, en, others, ex, labels
+      )
+      report.pictures(
+        out_dir, name, images, pairs, labels, member_maps, ens_maps, en, ind, ex, size
+      )
+      report.save_other_modalities(out_dir, name, x, s.stats["inputs"], others, pairs, labels, ex)
   summary["methods"] = results
   if ex.get("textual"):  # sentences grounded by saliency (issue 19, mtljax/egl/textual.py)
     from mtljax.egl import textual

@@ -88,8 +88,7 @@ def make_targets_attribute_fn(
   counterpart of `run.make_attribute_fn` (members × targets × examples in one call)."""
   ex = config.explain
   spec = attributions.get_method(name)
-  task_cfg = config.tasks[ex.task]
-  heads = [(ex.task, task_cfg.kind, int(task_cfg.get("num_classes") or 1))]
+  heads = common.explain_heads(config)  # config.explain.tasks: one or several heads
   ctx = method_context(config, image_hw, num_segments)
   reduce = "sum" if spec.signed else "abs_sum"
 

@@ -184,3 +184,18 @@ def make_target_scores(
   # maps do not go through the scores (the model-independent controls, e.g. `edges`).
   score_fn.valid = valid
   return score_fn
+
+
+def make_pair_scores(
+  apply_fn: Callable[[Any, Any], Mapping[str, jax.Array]],
+  heads: Sequence[tuple[str, str, int]],
+  index,
+) -> Callable[[Any, Any], jax.Array]:
+  """Score function of one target per example `[B]` (`index`: `[B]` or one int) in the target
+  space of `heads` (as `make_target_scores`); one head = `make_score_fn` of that head."""
+  heads = [(t, k, int(n)) for t, k, n in heads]
+  if len(heads) == 1:
+    task, kind, n = heads[0]
+    return make_score_fn(apply_fn, task, kind, index, num_outputs=n)
+  column = make_target_scores(apply_fn, heads, jnp.reshape(jnp.asarray(index, jnp.int32), (-1, 1)))
+  return lambda params, inputs: column(params, inputs)[:, 0]

@@ -11,7 +11,7 @@ import jax
 import numpy as np
 
 from mtljax import fileio
-from mtljax.explain import flax_utils, render
+from mtljax.explain import common, flax_utils, render
 from mtljax.explain import targets as targets_lib
 from mtljax.explain.common import ExplainError
 from mtljax.explain.trust import evaluate, registry, sanity
@@ -45,13 +45,12 @@ def run_method(
 ) -> dict[str, Any]:
   """`evaluate.evaluate_method` for method `name` of the explain run (see there)."""
   ex = config.explain
-  task_cfg = config.tasks[ex.task]
-  num_outputs = int(task_cfg.get("num_classes") or 1)
+  heads = common.explain_heads(config)  # the targets of config.explain.tasks, in one index space
+  num_outputs = sum(n for _, _, n in heads)
 
   def member_score(variables, inputs, idx):
     outputs = lambda v, xx: s.model.apply(v, xx, train=False)[0]  # noqa: E731
-    f = targets_lib.make_score_fn(outputs, ex.task, task_cfg.kind, idx, num_outputs=num_outputs)
-    return f(variables, inputs)
+    return targets_lib.make_pair_scores(outputs, heads, idx)(variables, inputs)
 
   member0 = jax.tree.map(lambda a: a[0], stacked)
   order = flax_utils.module_paths(lambda v, xx: member_score(v, xx, 0), member0, s.example_inputs)
