@@ -87,16 +87,16 @@ def _single(spec, apply, params, x, ctx, task, kind, n, idx):
 _SINGLE = {}
 
 
-def _check(multi, singles, valid, rtol, score_free=False):
-  """`score_free`: a control map that ignores the score (`trust/controls.py`: edges, random), so
-  a padding target gets the same map as a real one instead of zeros."""
+def _check(multi, singles, valid, rtol):
+  """Every valid target's map equals its one-target map; a padding target's map is zero (also
+  for the controls that ignore the score, `trust/controls.py`: the dispatch zeroes them)."""
   for k, single in enumerate(singles):
     for m, s in zip(jax.tree.leaves(multi), jax.tree.leaves(single)):
       m, s = np.asarray(m)[:, k], np.asarray(s)
       assert m.shape == s.shape
       scale = max(np.abs(s).max(), 1e-30)
       for b in range(len(valid)):
-        want = s[b] if valid[b, k] or score_free else np.zeros_like(s[b])
+        want = s[b] if valid[b, k] else np.zeros_like(s[b])
         assert np.abs(m[b] - want).max() <= rtol * scale, (k, b)
 
 
@@ -114,7 +114,7 @@ def test_every_method_multi_target_equals_one_target_at_a_time(form):
       singles = [_single(spec, apply, params, x, ctx, task, kind, n, INDEX[:, k]) for k in range(3)]
       leaf = multi["img"] if isinstance(multi, dict) else multi
       assert leaf.shape[:2] == (2, 3), name
-      _check(multi, singles, VALID, 1e-10, spec.fn.__module__.endswith("trust.controls"))
+      _check(multi, singles, VALID, 1e-10)
       assert np.any(np.asarray(leaf)[0] != 0), name
 
 
