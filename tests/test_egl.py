@@ -211,7 +211,9 @@ def shortcut_root(tmp_path_factory):
   from mtljax.data.attributes import shortcut
 
   root = tmp_path_factory.mktemp("shortcut")
-  return shortcut.write_shortcut_cub(root, num_train=24, num_test=8, seed=0, image_size=16)
+  return shortcut.write_shortcut_cub(
+    root, num_train=24, num_test=8, seed=0, image_size=16, num_classes=4, flip=0.0
+  )
 
 
 def test_shortcut_reader_gives_annotations_and_rationales(shortcut_root):
@@ -229,6 +231,15 @@ def test_shortcut_reader_gives_annotations_and_rationales(shortcut_root):
   labels = src.label_arrays()["targets"]["attributes"]
   np.testing.assert_array_equal(np.stack([m[ann.RATIONALE] for m in ex]), labels)
   assert all(m[ann.MASK].shape == (16, 16) for m in ex)
+  # 4 classes, flip 0: every image's attributes are exactly its class's prototype.
+  classes = src.label_arrays()["targets"]["class"]
+  assert set(classes.tolist()) <= set(range(4))
+  for c in set(classes.tolist()):
+    assert len({tuple(r) for r in labels[classes == c].tolist()}) == 1
+  with pytest.raises(ValueError, match="num_classes=13"):
+    shortcut.write_shortcut_cub(
+      shortcut_root.parent / "x", num_train=2, num_test=1, seed=0, image_size=8, num_classes=13
+    )
 
 
 def test_shortcut_reader_bad_rationales_are_data_errors(shortcut_root, tmp_path):

@@ -37,7 +37,7 @@ from mtljax.egl import annotations
 from mtljax.egl.annotations import phrase
 
 SHORTCUT_DIR, CAPTIONS_DIR = "shortcut_masks", "text_c10"
-VERSION = 1
+VERSION = 2
 
 #: One decoy colour per class (distinct from the attributes' colours).
 _PALETTE = np.array(
@@ -50,7 +50,7 @@ _PALETTE = np.array(
 def _generate(tmp: Path, p: dict) -> None:
   from PIL import Image
 
-  cub = {k: p[k] for k in ("num_train", "num_test", "seed", "image_size")}
+  cub = {k: p[k] for k in ("num_train", "num_test", "seed", "image_size", "num_classes", "flip")}
   synthetic_cub._generate_cub(tmp, {**synthetic_cub.CUB_SYNTHETIC.defaults, **cub})
   base = tmp / "CUB_200_2011"
   rng = np.random.default_rng(p["seed"] + 1)
@@ -83,12 +83,19 @@ def _generate(tmp: Path, p: dict) -> None:
     caption.write_text(", ".join(present.get(image_id, [])) + "\n")
 
 
-def write_shortcut_cub(root, *, num_train, num_test, seed, image_size, decoy_size=0.2) -> Path:
+def write_shortcut_cub(
+  root, *, num_train, num_test, seed, image_size, decoy_size=0.2, num_classes=10, flip=0.08
+) -> Path:
   """Write the shortcut CUB archive into ``root`` once (module docstring); ``decoy_size`` is the
-  square's side as a fraction of the image's shorter side (0 = no decoy: the clean reference)."""
+  square's side as a fraction of the image's shorter side (0 = no decoy: the clean reference);
+  ``num_classes`` attribute prototypes (at most 12: one decoy colour each), each image's
+  attributes its class's prototype with each bit flipped with probability ``flip``."""
+  if not 1 <= int(num_classes) <= len(_PALETTE):
+    raise ValueError(f"num_classes={num_classes}: the shortcut data has 1..{len(_PALETTE)}")
   params = dict(
     version=VERSION, num_train=int(num_train), num_test=int(num_test), seed=int(seed),
-    image_size=int(image_size), decoy_size=float(decoy_size), num_classes=10,
+    image_size=int(image_size), decoy_size=float(decoy_size), num_classes=int(num_classes),
+    flip=float(flip),
   )  # fmt: skip
   return write_once(
     Path(root), params, _generate, description="SYNTHETIC CUB layout with a class-coloured decoy"
@@ -157,6 +164,6 @@ CUB_SHORTCUT = Dataset(
   "cub_shortcut", ShortcutCUBSource, write_shortcut_cub,
   source_keys=("image_size", "val_fraction", "split_seed", "mask_fraction", "rationale_fraction"),
   source_keys_if_set=("attributes",),
-  synthetic_keys=("num_train", "num_test", "seed", "decoy_size"),
+  synthetic_keys=("num_train", "num_test", "seed", "decoy_size", "num_classes", "flip"),
   synthetic_data_keys=("image_size",),
 )  # fmt: skip
