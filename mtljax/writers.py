@@ -70,6 +70,11 @@ class MetricWriter:
       self._tb.close()
 
 
+# Fields of a training record that measure time, not the run (they differ between two runs of
+# the same config; a resumed run is compared with an uninterrupted one without them).
+TIMING_FIELDS = ("examples_per_sec", "input_wait_ms", "input_wait_frac")
+
+
 def read_metrics(workdir: str) -> list[dict]:
   """The records of `<workdir>/metrics.jsonl` (a torn last line is left out)."""
   return fileio.read_jsonl(os.path.join(workdir, "metrics.jsonl"), warn=False)

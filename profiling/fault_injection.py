@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
+from mtljax.writers import TIMING_FIELDS
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # 96 training examples, batch 16: 6 steps per epoch, 12 steps in all; latest/ saves at steps 4, 6,
@@ -38,7 +40,6 @@ ARGS = (
   "--config.train.checkpoint_every_steps=4",
 )
 TOTAL_STEPS = 12
-TIMING_FIELDS = ("examples_per_sec",)
 
 # Every deterministic point (see mtljax/faults.py) with the occurrences a 2-epoch run reaches
 # (`--all`), and a selection covering each phase at its first and a later occurrence (default).

@@ -547,6 +547,12 @@ def test_registry_and_unknown_method():
     "guided_backprop",
     "guided_grad_cam",
     "lime",
+    # issue 20: PAIR's methods and the model-independent controls of the sanity checks
+    "blur_ig",
+    "guided_ig",
+    "xrai",
+    "edges",
+    "random_map",
   }
   assert explain.get_method("lime").needs_rng and explain.get_method("lime").needs_modality
   assert explain.get_method("grad_cam").needs_layer_fn and not explain.get_method("grad_cam").signed

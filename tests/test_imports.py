@@ -93,3 +93,29 @@ def test_every_module_reads_in_one_sitting():
     if (n := len(p.read_text().splitlines())) > 400
   }
   assert not long, f"modules over 400 lines (split them by job): {long}"
+
+
+def test_importing_the_package_does_not_start_the_jax_backend():
+  """A multi-process run calls `jax.distributed.initialize` after importing `mtljax.main`; that
+  fails once any module made a jax array at import time (e.g. a module-level `jnp.array`
+  constant). Imports every module of the package in a fresh interpreter and checks no backend
+  was created."""
+  import subprocess
+  import sys
+
+  modules = _modules()
+  # Entry points define absl flags of the same names: each in its own interpreter.
+  entry = sorted(n for n, f in modules.items() if "flags.DEFINE" in open(f).read())
+  groups = [sorted(set(modules) - set(entry))] + [[n] for n in entry]
+  code = (
+    "import importlib, sys\n"
+    "for n in sys.argv[1:]: importlib.import_module(n)\n"
+    "from jax._src import xla_bridge\n"
+    "assert not xla_bridge._backends, sorted(xla_bridge._backends)\n"
+  )
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  for names in groups:
+    res = subprocess.run(
+      [sys.executable, "-c", code, *names], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0, (names if len(names) == 1 else "", res.stderr[-3000:])

@@ -11,7 +11,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-_SOBEL = jnp.array([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+# Plain Python floats, not a jnp array: a module must not touch the JAX backend at import (a
+# multi-process run initialises jax.distributed first; tests/test_imports.py checks it).
+_SOBEL = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))
+_SOBEL_T = tuple(zip(*_SOBEL))
 
 
 def edges(f, params, inputs, *, modality: str):
@@ -21,9 +24,9 @@ def edges(f, params, inputs, *, modality: str):
   h, w = x.shape[1], x.shape[2]
 
   def conv(k):
-    return sum(k[i, j] * pad[:, i : i + h, j : j + w] for i in range(3) for j in range(3))
+    return sum(k[i][j] * pad[:, i : i + h, j : j + w] for i in range(3) for j in range(3))
 
-  return jnp.sqrt(conv(_SOBEL) ** 2 + conv(_SOBEL.T) ** 2)
+  return jnp.sqrt(conv(_SOBEL) ** 2 + conv(_SOBEL_T) ** 2)
 
 
 def random_map(f, params, inputs, rng, *, modality: str):
