@@ -36,7 +36,6 @@ from mtljax.explain import targets as targets_lib
 from mtljax.explain.common import ExplainError, explained_targets
 from mtljax.explain.trust import hook as trust_hook
 from mtljax.explain.trust import page as trust_page
-from mtljax.models import encoders
 
 __all__ = ["ExplainError", "explain_workdir", "explained_targets", "make_attribute_fn"]
 
@@ -62,16 +61,7 @@ def make_attribute_fn(
   def outputs(variables, x):
     return model.apply(variables, x, train=False)[0]
 
-  # Each encoder's first layer that is affine in its modality: Integrated Gradients runs it
-  # twice instead of once per step, and its transpose once (exact;
-  # `attributions.integrated_gradients(split=...)`).
-  affine = []
-  for m in sorted(config.inputs):
-    layer = encoders.affine_input_layer(
-      config.inputs[m].get("encoder"), config.inputs[m].get("encoder_kwargs")
-    )
-    if layer:
-      affine.append(f"encoders_{m}/{layer}")
+  affine = target_batches.affine_input_layers(config)
   ctx = attributions.Context(
     explain=ex,
     rng=jax.random.key(int(config.seed)),

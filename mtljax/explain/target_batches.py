@@ -52,10 +52,10 @@ def group_pairs(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
   return examples, pairs[filled, 1].astype(np.int32), valid, rows
 
 
-def method_context(config: ml_collections.ConfigDict, image_hw, num_segments=None):
-  """The `attributions.Context` of the image explain run (as `run.make_attribute_fn` builds it)
-  with the target settings of `config.explain`."""
-  ex = config.explain
+def affine_input_layers(config: ml_collections.ConfigDict) -> list[str]:
+  """Each encoder's first layer that is affine in its modality (`encoders_<m>/<layer>`):
+  Integrated Gradients runs it twice instead of once per step, and its transpose once (exact;
+  `attributions.integrated_gradients(split=...)`)."""
   affine = []
   for m in sorted(config.inputs):
     layer = encoders.affine_input_layer(
@@ -63,6 +63,14 @@ def method_context(config: ml_collections.ConfigDict, image_hw, num_segments=Non
     )
     if layer:
       affine.append(f"encoders_{m}/{layer}")
+  return affine
+
+
+def method_context(config: ml_collections.ConfigDict, image_hw, num_segments=None):
+  """The `attributions.Context` of the image explain run (as `run.make_attribute_fn` builds it)
+  with the target settings of `config.explain`."""
+  ex = config.explain
+  affine = affine_input_layers(config)
   return attributions.Context(
     explain=ex,
     rng=jax.random.key(int(config.seed)),
