@@ -125,14 +125,7 @@ def compare(member_maps, ens_maps, ann, ex, *, name: str, signed: bool, out_dir=
         c = xm.size_curve(member_maps, fn_metric, signed=signed)
         curve[metric] = {k: np.asarray(v).tolist() for k, v in c.items()}
         if out_dir is not None:
-          render.save_size_curve(
-            os.path.join(out_dir, f"size_curve_{name}_{metric}.png"),
-            c["k"],
-            c["ens_avg"],
-            c["ind_avg"],
-            metric=metric,
-            title=f"{name}: {metric} vs ensemble size",
-          )
+          render.save_method_size_curve(out_dir, name, metric, c)
   return ind, en, result, curve
 
 

@@ -225,3 +225,16 @@ def save_size_curve(
       ax.set_title(title)
     _save_png(fig, path)
   return os.fspath(path)
+
+
+def save_method_size_curve(out_dir: str, name: str, metric: str, curve: Any) -> str:
+  """`<out_dir>/size_curve_<name>_<metric>.png`: method `name`'s Ens-Avg and Ind-Avg `metric` vs
+  ensemble size (`curve` as `metrics.size_curve` returns it: `k`, `ens_avg`, `ind_avg`)."""
+  return save_size_curve(
+    os.path.join(out_dir, f"size_curve_{name}_{metric}.png"),
+    curve["k"],
+    curve["ens_avg"],
+    curve["ind_avg"],
+    metric=metric,
+    title=f"{name}: {metric} vs ensemble size",
+  )

@@ -30,7 +30,12 @@ The figures live in `panels.py` (panels, grids, size curves), `arrows.py` (label
 import os  # noqa: F401  (`render.os`: tests patch `os.replace` to crash an atomic write)
 
 from mtljax.explain.arrows import save_labelled_arrows
-from mtljax.explain.panels import save_heatmap_grid, save_member_panels, save_size_curve
+from mtljax.explain.panels import (
+  save_heatmap_grid,
+  save_member_panels,
+  save_method_size_curve,
+  save_size_curve,
+)
 from mtljax.explain.render_core import overlay, png_to_array, tensorboard_images
 
 __all__ = [
@@ -39,6 +44,7 @@ __all__ = [
   "save_heatmap_grid",
   "save_labelled_arrows",
   "save_member_panels",
+  "save_method_size_curve",
   "save_size_curve",
   "tensorboard_images",
 ]

@@ -83,14 +83,7 @@ def save(out_dir: str, name: str, trust: dict[str, Any]) -> None:
   (`ensemble_<m>` [P]), the members' per-pixel std `[P, H, W]` and agreement `[P]`; and
   `size_curve_<name>_<metric>.png` of the map-only metrics (shown on the page)."""
   for metric, c in (trust.get("size_curves") or {}).items():
-    render.save_size_curve(
-      os.path.join(out_dir, f"size_curve_{name}_{metric}.png"),
-      c["k"],
-      c["ens_avg"],
-      c["ind_avg"],
-      metric=metric,
-      title=f"{name}: {metric} vs ensemble size",
-    )
+    render.save_method_size_curve(out_dir, name, metric, c)
   fileio.savez(
     os.path.join(out_dir, f"trust_{name}.npz"),
     **{f"member_{k}": v for k, v in trust["member"].items()},
