@@ -200,6 +200,7 @@ HARMLESS_CHANGES = (
   "data.num_threads",
   "data.prefetch",
   "data.workers",
+  "data.normalise_on_device",  # the same values either way (tests/test_prepared.py)
   "data.prepared",  # the same examples as the archive's (mtljax.data.prepared checks it)
   "data.check_files",
   "explain.",

@@ -79,8 +79,9 @@ def make_root(folder: str) -> str:
   return str(write_synthetic_treesat(folder, num_train=96, num_test=64, seed=0, aerial_size=32))
 
 
-def run(workdir, root, kill_at=None, timeout=900) -> subprocess.CompletedProcess:
-  cmd = [sys.executable, "-m", "mtljax.main", *ARGS, f"--workdir={workdir}"]
+def run(workdir, root, kill_at=None, timeout=900, extra=()) -> subprocess.CompletedProcess:
+  """The harness's run on `root` (`extra`: more flags, e.g. a prepared dataset)."""
+  cmd = [sys.executable, "-m", "mtljax.main", *ARGS, f"--workdir={workdir}", *extra]
   cmd.append(f"--config.data.root={root}")
   env = dict(os.environ, PYTHONPATH=ROOT, PYTHONUNBUFFERED="1")
   env.pop("MTLJAX_KILL_AT", None)
@@ -138,13 +139,13 @@ def compare(ref: str, work: str) -> list[str]:
   return diffs
 
 
-def trial(ref: str, root: str, point: str, workdir: str) -> tuple[str, str]:
+def trial(ref: str, root: str, point: str, workdir: str, extra=()) -> tuple[str, str]:
   """Kill at `point`, resume; returns `(outcome, detail)`, outcome one of "identical",
   "differs", "unresumable", "not killed" (the point was not reached: the run finished)."""
-  killed = run(workdir, root, kill_at=point)
+  killed = run(workdir, root, kill_at=point, extra=extra)
   if killed.returncode != -signal.SIGKILL:
     return "not killed", f"rc {killed.returncode}: {killed.stderr[-500:]}"
-  again = run(workdir, root)
+  again = run(workdir, root, extra=extra)
   if again.returncode != 0:
     return "unresumable", f"rc {again.returncode}: {again.stderr[-1500:]}"
   diffs = compare(ref, workdir)

@@ -14,6 +14,13 @@ busy machine slows both sides alike. Reported per configuration: examples/s of t
 (`source[i]` in a loop, one process) and of the whole training iterator (shuffle, decode,
 normalise, flip/rot90 augmentation, batch; `--batch` examples per batch) with `workers` grain
 processes, and that divided by the workers (per core).
+
+Three configurations: `raw` (the GeoTIFF reader, float32 batches standardised on the host),
+`prepared` (the prepared dataset as a run reads it by default, `config.data.normalise_on_device`:
+the 8-bit aerial tiles stay uint8 through augmentation and batching, and the jitted step
+standardises them; `device_ms` is that standardisation's cost per example on this CPU) and
+`prepared_host` (the same records standardised on the host, float32 batches, as before
+`normalise_on_device`).
 """
 
 from __future__ import annotations
@@ -44,6 +51,12 @@ PEAKS = {"A100 (bf16 312 TFLOP/s)": 312e12, "H100/H200 SXM (bf16 989 TFLOP/s)": 
          "TPU v4 chip (bf16 275 TFLOP/s)": 275e12, "TPU v5e chip (bf16 197 TFLOP/s)": 197e12}  # fmt: skip
 
 
+def configurations(raw, prep):
+  """(name, training source, on_device) of each measured configuration."""
+  return (("raw", raw["train"], False), ("prepared", prep["train"], True),
+          ("prepared_host", prep["train"], False))  # fmt: skip
+
+
 def config_for(base, prepared=""):
   from configs import treesat
 
@@ -61,7 +74,7 @@ def source_rate(src, n):
   return n / (time.perf_counter() - t)
 
 
-def stage_ms(src, stats, n):
+def stage_ms(src, stats, n, on_device=False):
   """Milliseconds per example of each stage of the training iterator, in this process, as the
   pipeline runs them: read (the source, or its ``stored_inputs`` view), select, augment
   (flip/rot90), normalise (+ ``valid``), batch (stacking)."""
@@ -72,7 +85,7 @@ def stage_ms(src, stats, n):
   from mtljax.data.pipeline.transforms import Prepare, augment
 
   view = _stored(src)
-  prepare = Prepare(("aerial", "s1", "s2"), ("l3", "l2", "age"), stats)
+  prepare = Prepare(("aerial", "s1", "s2"), ("l3", "l2", "age"), stats, on_device)
   rng, times = (
     np.random.default_rng(0),
     dict.fromkeys(("read", "augment", "normalise", "batch"), 0.0),
@@ -97,17 +110,35 @@ def stage_ms(src, stats, n):
   batches = max(n // _BATCH.value, 1)
   out = {k: 1e3 * v / n for k, v in times.items()}
   out["batch"] = 1e3 * times["batch"] / (batches * _BATCH.value)
+  if on_device:
+    out["device"] = device_ms(make_batch(done or [prepare.finish(augment(view[0], rng))]), stats)
   return out
 
 
-def iterator_rate(src, stats, workers, seed):
+def device_ms(batch, stats, reps=5):
+  """Milliseconds per example of `standardize_on_device` (jitted) on this CPU."""
+  import jax
+
+  from mtljax.data.pipeline import standardize_on_device
+
+  fn = jax.jit(lambda x: standardize_on_device(x, stats))
+  x = jax.device_put(batch["inputs"])
+  jax.block_until_ready(fn(x))
+  t = time.perf_counter()
+  for _ in range(reps):
+    jax.block_until_ready(fn(x))
+  n = len(batch["inputs"]["aerial"])
+  return 1e3 * (time.perf_counter() - t) / (reps * n)
+
+
+def iterator_rate(src, stats, workers, seed, on_device=False):
   import grain
 
   from mtljax.data import pipeline
 
   it = pipeline.train_iterator(
     src, input_names=("aerial", "s1", "s2"), task_names=("l3", "l2", "age"), stats=stats,
-    batch_size=_BATCH.value, seed=seed, augment_cfg=True, workers=workers,
+    batch_size=_BATCH.value, seed=seed, augment_cfg=True, workers=workers, on_device=on_device,
     read_options=grain.ReadOptions(num_threads=1, prefetch_buffer_size=2),
   )  # fmt: skip
   for _ in range(2 * max(workers, 1)):  # warm-up: the workers start and fill their buffers
@@ -168,31 +199,33 @@ def main(argv):
   keys = ["source"] + [f"workers{w}" for w in workers]
   for r in range(_ROUNDS.value):
     row, stages = {"load_avg_1min": os.getloadavg()[0]}, {}
-    for name, src in (("raw", raw["train"]), ("prepared", prep["train"])):
+    for name, src, dev in configurations(raw, prep):
       row[f"{name}/source"] = source_rate(src, 4 * _BATCH.value)
-      stages[name] = stage_ms(src, stats, 2 * _BATCH.value)
+      stages[name] = stage_ms(src, stats, 2 * _BATCH.value, dev)
       for w in workers:
-        row[f"{name}/workers{w}"] = iterator_rate(src, stats, w, seed=r)
+        row[f"{name}/workers{w}"] = iterator_rate(src, stats, w, seed=r, on_device=dev)
     row["stages_ms"] = stages
     results["rounds"].append(row)
     print(json.dumps({k: round(v, 1) if isinstance(v, float) else v for k, v in row.items()}))
-    print(f"round {r} (load average {row['load_avg_1min']:.1f}), per core: "
-          + ", ".join(f"{k} x{row[f'prepared/{k}'] / row[f'raw/{k}']:.2f}" for k in keys),
-          flush=True)  # fmt: skip
+    for name in ("prepared", "prepared_host"):
+      print(f"round {r} (load average {row['load_avg_1min']:.1f}), {name} / raw per core: "
+            + ", ".join(f"{k} x{row[f'{name}/{k}'] / row[f'raw/{k}']:.2f}" for k in keys),
+            flush=True)  # fmt: skip
     for name, st in stages.items():
       print(f"  {name:9s} ms/example: " + "  ".join(f"{k} {v:.2f}" for k, v in st.items()))
   rates = [k for k in results["rounds"][0] if "/" in k]
   best = {k: max(rd[k] for rd in results["rounds"]) for k in rates}
   results["best"] = best
   print(f"\nexamples/s ({results['device']}, best of {_ROUNDS.value} rounds):")
-  print(f"{'':22s}{'raw':>10s}{'prepared':>10s}{'ratio':>8s}")
+  print(f"{'':22s}{'raw':>10s}{'prepared':>10s}{'ratio':>8s}{'prep_host':>10s}{'ratio':>8s}")
   for k in keys:
-    a, b = best[f"raw/{k}"], best[f"prepared/{k}"]
+    a, b, c = (best[f"{n}/{k}"] for n in ("raw", "prepared", "prepared_host"))
     per = max(int(k[7:]), 1) if k.startswith("workers") else 1
-    print(f"{k + ' (per core)':22s}{a / per:10.1f}{b / per:10.1f}{b / a:8.2f}")
+    print(f"{k + ' (per core)':22s}{a / per:10.1f}{b / per:10.1f}{b / a:8.2f}{c / per:10.1f}"
+          f"{c / a:8.2f}")  # fmt: skip
   if len(workers) > 1:
     w0, w1 = workers[0], workers[-1]
-    for n in ("raw", "prepared"):
+    for n in ("raw", "prepared", "prepared_host"):
       s = best[f"{n}/workers{w1}"] / best[f"{n}/workers{w0}"]
       print(f"{n}: {w0} -> {w1} workers: ×{s:.2f}")
   if not _SKIP_FLOPS.value:

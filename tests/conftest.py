@@ -15,3 +15,17 @@ def tiny_treesat_root(tmp_path_factory):
 
   root = tmp_path_factory.mktemp("treesat_tiny")
   return str(write_synthetic_treesat(root, num_train=192, num_test=64, seed=0, aerial_size=32))
+
+
+@pytest.fixture(scope="session")
+def fault_reference(tmp_path_factory):
+  """One uninterrupted 2-epoch run of profiling/fault_injection.py's harness and its data root
+  (the killed and resumed runs of test_faults.py and test_prepared.py are compared with it)."""
+  from profiling import fault_injection as fi
+
+  base = tmp_path_factory.mktemp("faults")
+  root = fi.make_root(str(base / "data"))
+  ref = str(base / "reference")
+  res = fi.run(ref, root)
+  assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+  return ref, root

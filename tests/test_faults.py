@@ -145,17 +145,6 @@ def test_checkpoint_saves_are_idempotent_and_ignore_half_written_steps(tmp_path)
 
 
 # ------------------------------------------------------------------------------ kill and resume
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-  """One uninterrupted 2-epoch run (the harness's settings) and its data root."""
-  base = tmp_path_factory.mktemp("faults")
-  root = fi.make_root(str(base / "data"))
-  ref = str(base / "reference")
-  res = fi.run(ref, root)
-  assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-  return ref, root
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(
   "point",
@@ -166,15 +155,15 @@ def reference(tmp_path_factory):
     "train.step@9",  # mid-epoch 2, one step after the mid-epoch checkpoint of step 8
   ],
 )
-def test_killed_run_resumes_to_the_uninterrupted_files(reference, tmp_path, point):
-  ref, root = reference
+def test_killed_run_resumes_to_the_uninterrupted_files(fault_reference, tmp_path, point):
+  ref, root = fault_reference
   outcome, detail = fi.trial(ref, root, point, str(tmp_path / "work"))
   assert outcome == "identical", detail
 
 
 @pytest.mark.slow
-def test_rerunning_a_finished_workdir_changes_nothing(reference, tmp_path):
-  ref, root = reference
+def test_rerunning_a_finished_workdir_changes_nothing(fault_reference, tmp_path):
+  ref, root = fault_reference
   work = str(tmp_path / "again")
   shutil.copytree(ref, work)
   res = fi.run(work, root)

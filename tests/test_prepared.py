@@ -107,6 +107,36 @@ def test_prepared_gives_the_raw_examples_batches_and_statistics(converted):
     assert_same(x, y)
 
 
+def test_integer_inputs_standardised_in_the_step_give_the_host_values(converted):
+  """`on_device`: the prepared 8-bit aerial tiles travel as uint8 and `standardize_on_device`
+  (inside a jitted step) gives the host path's float32 values bit for bit."""
+  import jax
+
+  from mtljax import train
+
+  config, out, raw = converted
+  prep = records.PreparedSource(out, "train")
+  names = ["aerial", "s1", "s2"]
+  stats = pipeline.compute_stats(raw["train"], names, max_examples=32, seed=config.seed)
+  kw = dict(input_names=names, task_names=["l3"], stats=stats, batch_size=8, seed=2,
+            augment_cfg=True, read_options=RO)  # fmt: skip
+  host = pipeline.train_iterator(raw["train"], **kw)
+  dev = pipeline.train_iterator(prep, on_device=True, **kw)
+  step = jax.jit(train.on_device_inputs(lambda state, batch: batch["inputs"], stats))
+  for _ in range(3):
+    a, b = next(host), next(dev)
+    assert b["inputs"]["aerial"].dtype == np.uint8  # a quarter of the bytes
+    assert b["inputs"]["s1"].dtype == np.float32  # float inputs are standardised on the host
+    assert_same(a["targets"], b["targets"])
+    assert_same(a["inputs"], jax.device_get(step(None, b)))
+    assert_same(a["inputs"], jax.device_get(step(None, a)))  # host-normalised: unchanged
+  kw.pop("seed"), kw.pop("augment_cfg")
+  ev = lambda src, **o: next(pipeline.eval_batches(src, **kw, **o))
+  a, b = ev(raw["test"]), ev(records.PreparedSource(out, "test"), on_device=True)
+  assert b["inputs"]["aerial"].dtype == np.uint8
+  assert_same(a["inputs"], jax.device_get(step(None, b)))
+
+
 def test_grain_worker_processes_give_the_same_batches(converted):
   from absl import flags
 
@@ -203,3 +233,20 @@ def test_killed_conversion_resumes_and_matches(converted, tmp_path):
   assert other.returncode == 2
   lines = other.stderr.strip().splitlines()
   assert lines[-1].startswith("error: ") and "source_kwargs.aerial_size" in lines[-1]
+
+
+@pytest.mark.slow
+def test_a_run_from_prepared_data_matches_the_raw_run_and_resumes(fault_reference, tmp_path):
+  """Part 4 of issue 22 end to end: `python -m mtljax.main` on a prepared dataset (uint8 aerial
+  standardised in the jitted steps), SIGKILLed mid-epoch and resumed, writes the raw archive's
+  run's metrics, predictions and final results (profiling/fault_injection.py compares them)."""
+  from profiling import fault_injection as fi
+
+  ref, root = fault_reference
+  config = treesat.get_config("tiny")
+  config.data.root = root
+  out = str(tmp_path / "prepared")
+  convert.convert(config, out, shard_size=40, workers=1, progress=False)
+  extra = (f"--config.data.prepared={out}",)
+  outcome, detail = fi.trial(ref, root, "train.step@9", str(tmp_path / "work"), extra=extra)
+  assert outcome == "identical", detail

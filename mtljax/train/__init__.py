@@ -35,6 +35,7 @@ from mtljax.train.steps import (
   make_eval_step,
   make_loss_fn,
   make_train_step,
+  on_device_inputs,
   target_transform,
 )
 
@@ -54,6 +55,7 @@ __all__ = [
   "make_eval_step",
   "make_loss_fn",
   "make_train_step",
+  "on_device_inputs",
   "member_map",
   "member_sample_weights",
   "pictures_folder",

@@ -26,7 +26,7 @@ from mtljax.checkpoint import Checkpointer
 from mtljax.train.evaluation import evaluate, save_predictions, write_pictures
 from mtljax.train.prepare import Setup, setup
 from mtljax.train.state import ensemble_size, init_ensemble, member_sample_weights
-from mtljax.train.steps import make_ensemble_train_step
+from mtljax.train.steps import make_ensemble_train_step, on_device_inputs
 from mtljax.writers import MetricWriter
 
 
@@ -143,7 +143,9 @@ def train_and_evaluate(
 
   # ------------------------------------------------------------------ the jitted train step
   p_train_step = jax.jit(
-    make_ensemble_train_step(s.model, s.tx, config, s.target_stats),
+    on_device_inputs(
+      make_ensemble_train_step(s.model, s.tx, config, s.target_stats), s.stats["inputs"]
+    ),
     in_shardings=(s.state_shardings, parallel.data_sharded(s.mesh), repl, repl),
     out_shardings=(s.state_shardings, repl),
     donate_argnums=(0,),

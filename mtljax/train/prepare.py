@@ -29,7 +29,7 @@ from mtljax.data import pipeline
 from mtljax.data.source import capability
 from mtljax.models.multitask import build_model
 from mtljax.train.state import create_optimizer, ensemble_size, init_ensemble
-from mtljax.train.steps import make_eval_step
+from mtljax.train.steps import make_eval_step, on_device_inputs
 
 
 # ============================================================================ data statistics
@@ -135,6 +135,12 @@ class Setup:
     """The global training batch size (`config.train.batch_size`), over all processes."""
     return int(self.config.train.batch_size)
 
+  @property
+  def on_device(self) -> bool:
+    """Integer-stored inputs are standardised inside the jitted steps (`p_eval_step`, the train
+    step of train/loop.py), not on the host (`config.data.normalise_on_device`)."""
+    return bool(self.config.data.get("normalise_on_device", False))
+
   def _read(self):
     return dict(
       input_names=self.input_names,
@@ -142,6 +148,7 @@ class Setup:
       stats=self.stats["inputs"],
       shard_index=jax.process_index(),
       shard_count=jax.process_count(),
+      on_device=self.on_device,
       read_options=pipeline.default_read_options(
         self.config.data.num_threads, self.config.data.prefetch
       ),
@@ -334,7 +341,7 @@ def setup(
     lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, state_shardings
   )
   p_eval_step = jax.jit(
-    make_eval_step(model, config, target_stats),
+    on_device_inputs(make_eval_step(model, config, target_stats), stats["inputs"]),
     in_shardings=(state_shardings, parallel.data_sharded(mesh)),
     out_shardings=parallel.data_sharded(mesh),
   )

@@ -196,6 +196,19 @@ def make_ensemble_train_step(
   return ensemble_step
 
 
+def on_device_inputs(step: Callable, input_stats) -> Callable:
+  """`step(state, batch, *rest)` that first standardises the batch's integer-stored inputs
+  (`pipeline.standardize_on_device` with the run's input statistics): the step to use with
+  batches read with `on_device=True` (`config.data.normalise_on_device`). Host-normalised
+  batches pass through unchanged (the choice is made from dtypes at trace time)."""
+
+  def wrapped(state, batch, *rest):
+    inputs = pipeline.standardize_on_device(batch["inputs"], input_stats)
+    return step(state, {**batch, "inputs": inputs}, *rest)
+
+  return wrapped
+
+
 def make_eval_step(
   model, config: ml_collections.ConfigDict, target_stats: Mapping[str, tuple[float, float]]
 ) -> Callable:

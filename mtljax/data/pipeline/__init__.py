@@ -20,6 +20,10 @@ Batches are nested dicts of numpy arrays with a leading batch axis ``B``::
      "meta": {"index": int32 [B]}, "valid": float32 [B]}
 
 ``valid`` is 1 for real examples and 0 for padding (only the last ``eval_batches`` batch pads).
+With ``on_device=True`` (``config.data.normalise_on_device``) an input read in an integer type
+(a prepared dataset's 8-bit imagery) stays integer in the batch — a quarter of the bytes to
+batch, to hand over from the worker processes and to copy to the accelerator — and the step
+standardises it (``standardize_on_device``; ``train.on_device_inputs`` wraps a step with it).
 
 Training order: shard -> seeded shuffle -> repeat. grain's ``MapDataset.shuffle().repeat()``
 draws a *new* permutation for every epoch (the shuffle derives its per-epoch seed from
@@ -42,6 +46,7 @@ from mtljax.data.pipeline.transforms import (
   augment_options,
   normalize,
   select,
+  standardize_on_device,
 )
 
 __all__ = [
@@ -54,6 +59,7 @@ __all__ = [
   "normalize",
   "num_batches_per_epoch",
   "select",
+  "standardize_on_device",
   "train_dataset",
   "train_iterator",
 ]

@@ -155,6 +155,7 @@ def train_dataset(
   shard_index: int = 0,
   shard_count: int = 1,
   start_step: int = 0,
+  on_device: bool = False,
 ):
   """The infinite training ``grain.MapDataset`` of this process's batches (see ``train_iterator``).
 
@@ -169,6 +170,7 @@ def train_dataset(
     shard_index, shard_count: this process and the number of processes (e.g.
       ``jax.process_index()``, ``jax.process_count()``).
     start_step: the first global batch to yield (resume).
+    on_device: leave integer-stored inputs for the step to standardise (``Prepare``).
   """
   grain = _grain()
   if not 0 <= shard_index < shard_count:
@@ -177,7 +179,7 @@ def train_dataset(
     raise ValueError(
       f"{len(source)} examples, fewer than the global batch {batch_size * shard_count}"
     )
-  prepare = Prepare(input_names, task_names, stats)
+  prepare = Prepare(input_names, task_names, stats, on_device)
   source = _stored(source)
   prepare(source[0])  # fail early, in this thread, on bad names or a bad first file
   # The global stream, identical on every process: a new permutation every epoch, then
@@ -228,7 +230,7 @@ def train_iterator(
       order (hence the run) is the same for any number. Needs parsed absl flags (``main``).
     **dataset_kwargs: those of ``train_dataset`` (``input_names``, ``task_names``, ``stats``,
       ``batch_size``, ``seed``, ``augment_cfg``, ``shard_index``, ``shard_count``,
-      ``start_step``).
+      ``start_step``, ``on_device``).
 
   Returns:
     a ``grain.DatasetIterator`` yielding batches (see module docstring; ``valid`` all ones).
@@ -268,6 +270,7 @@ def eval_batches(
   read_options: Any = None,
   shard_index: int = 0,
   shard_count: int = 1,
+  on_device: bool = False,
 ) -> Iterator[Example]:
   """One in-order pass over ``source`` in fixed-size global batches, no augmentation.
 
@@ -291,7 +294,7 @@ def eval_batches(
     _stored(source),
     rows(np.minimum(padded, n - 1)),
     rows(padded < n).astype(np.float32),
-    Prepare(input_names, task_names, stats),
+    Prepare(input_names, task_names, stats, on_device),
   )
   ds = grain.MapDataset.source(view).batch(local, drop_remainder=False)
   yield from ds.to_iter_dataset(read_options or default_read_options())

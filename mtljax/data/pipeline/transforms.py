@@ -98,7 +98,13 @@ def _stats_arrays(stats: Stats | None) -> dict[str, tuple[np.ndarray, np.ndarray
   return out
 
 
-def normalize(example: Example, stats: Stats, input_names: Sequence[str] | None = None) -> Example:
+def normalize(
+  example: Example,
+  stats: Stats,
+  input_names: Sequence[str] | None = None,
+  *,
+  on_device: bool = False,
+) -> Example:
   """Standardise inputs per channel and replace NaN (nodata) by 0.0.
 
   Each input named in ``stats`` becomes ``(x - mean) / std`` (float32, channels = last axis), so
@@ -106,6 +112,11 @@ def normalize(example: Example, stats: Stats, input_names: Sequence[str] | None 
   NaN also become 0.0, and so do infinities anywhere, so no non-finite value leaves this
   function). If ``input_names`` is given, other inputs are dropped. Targets, masks and meta are
   passed through. ``stats`` is ``compute_stats``' JSON form.
+
+  ``on_device``: an input named in ``stats`` whose array has an integer dtype (8/16-bit imagery
+  read through a source's ``stored_inputs`` view) is passed through unchanged; the train / eval
+  step standardises it on the accelerator (``standardize_on_device``, the same bytes). An integer
+  array has no NaN, so nothing else of this function applies to it.
   """
   arrays = _stats_arrays(stats)
   names = list(example["inputs"]) if input_names is None else list(input_names)
@@ -115,6 +126,9 @@ def normalize(example: Example, stats: Stats, input_names: Sequence[str] | None 
       inputs[k] = _normalize_series(example["inputs"][k], arrays.get(k))
       continue
     x = np.asarray(example["inputs"][k])
+    if on_device and k in arrays and x.dtype.kind in "ui":
+      inputs[k] = x
+      continue
     if k in arrays:
       x = _standardize(x, *arrays[k])
     else:
@@ -143,6 +157,31 @@ def _standardize(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray
     return out.reshape(x.shape)
   out = np.subtract(x, mean, dtype=np.float32)
   np.divide(out, std, out=out)
+  return out
+
+
+def standardize_on_device(inputs: Mapping[str, Any], stats: Stats | None) -> dict[str, Any]:
+  """The device half of ``normalize(..., on_device=True)`` (jax; call it inside a jitted step).
+
+  Every array input named in ``stats`` that arrives with an integer dtype becomes
+  ``(float32(x) - mean) / std`` per channel (last axis); float inputs (already standardised on
+  the host), time series and inputs without statistics pass through. Which inputs change is
+  decided from dtypes at trace time, so a step fed host-normalised batches compiles to the same
+  program as before. The values are those of the host path: the cast is exact and IEEE
+  subtraction and division round the same on both sides (``tests/test_prepared.py`` checks it).
+  """
+  import jax
+  import jax.numpy as jnp
+
+  arrays = _stats_arrays(stats)
+  out = dict(inputs)
+  for name, x in inputs.items():
+    if name in arrays and not isinstance(x, Mapping) and jnp.issubdtype(x.dtype, jnp.integer):
+      mean, std = arrays[name]
+      # XLA turns a division by a broadcast into a multiplication by its reciprocal (1 ulp off
+      # numpy's division); behind the barrier the divisor is a full array and stays a division.
+      std = jax.lax.optimization_barrier(jnp.broadcast_to(jnp.asarray(std), x.shape))
+      out[name] = (x.astype(jnp.float32) - jnp.asarray(mean)) / std
   return out
 
 
@@ -284,12 +323,22 @@ def augment_batch(batch: Example, rng, *, flip: bool = True, rot90: bool = True)
 
 
 class Prepare:
-  """select -> normalize -> add ``valid``; picklable (grain may run it in worker processes)."""
+  """select -> normalize -> add ``valid``; picklable (grain may run it in worker processes).
 
-  def __init__(self, input_names: Sequence[str], task_names: Sequence[str], stats: Stats | None):
+  ``on_device``: integer-stored inputs stay integer (see ``normalize``); the step that consumes
+  the batches must then apply ``standardize_on_device``."""
+
+  def __init__(
+    self,
+    input_names: Sequence[str],
+    task_names: Sequence[str],
+    stats: Stats | None,
+    on_device: bool = False,
+  ):
     self.input_names = tuple(input_names)
     self.task_names = tuple(task_names)
     self.stats = _stats_arrays(stats)
+    self.on_device = bool(on_device)
 
   def __call__(self, example: Example) -> Example:
     return self.finish(self.select(example))
@@ -299,7 +348,7 @@ class Prepare:
 
   def finish(self, example: Example) -> Example:
     """normalize -> ``valid`` of a selected example."""
-    ex = normalize(example, self.stats)
+    ex = normalize(example, self.stats, on_device=self.on_device)
     ex["targets"] = {k: np.asarray(v) for k, v in ex["targets"].items()}
     ex["mask"] = {k: np.asarray(v, np.float32) for k, v in ex["mask"].items()}
     ex["valid"] = np.float32(1.0)
