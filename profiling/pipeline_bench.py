@@ -223,8 +223,7 @@ def main(argv):
     per = max(int(k[7:]), 1) if k.startswith("workers") else 1
     print(f"{k + ' (per core)':22s}{a / per:10.1f}{b / per:10.1f}{b / a:8.2f}{c / per:10.1f}"
           f"{c / a:8.2f}")  # fmt: skip
-  if len(workers) > 1:
-    w0, w1 = workers[0], workers[-1]
+  for w0, w1 in zip(workers, workers[1:]):  # total examples/s, not per core
     for n in ("raw", "prepared", "prepared_host"):
       s = best[f"{n}/workers{w1}"] / best[f"{n}/workers{w0}"]
       print(f"{n}: {w0} -> {w1} workers: ×{s:.2f}")
