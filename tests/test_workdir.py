@@ -76,8 +76,12 @@ def test_release_leaves_another_runs_lock_alone(tmp_path):
 
 
 def test_sigterm_releases_the_lock(tmp_path):
+  # SIGTERM as a fresh shell would start it (default, unblocked): an ignored or blocked SIGTERM
+  # can be inherited from the test runner's process, and then neither kills nor is handled.
   code = (
-    "import sys, time\nfrom mtljax import workdir\n"
+    "import signal, sys, time\nfrom mtljax import workdir\n"
+    "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
+    "signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])\n"
     "with workdir.locked(sys.argv[1]):\n  print('locked', flush=True)\n  time.sleep(120)\n"
   )
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
