@@ -72,6 +72,10 @@ def main(argv=None):
     help="config.explanation_loss.mask_dilation of one loss (or of all) instead of DILATION's",
   )  # fmt: skip
   ap.add_argument(
+    "--score-saliency", default="input_gradient",
+    help="the maps the table scores (e.g. gradcam@encoders_image/conv2, the supervised one)",
+  )  # fmt: skip
+  ap.add_argument(
     "--split", default="test", help="score on this split (val: the λ rule, swapped_accuracy)"
   )
   ap.add_argument(
@@ -127,10 +131,10 @@ def main(argv=None):
   metrics = compare.METRICS + (compare.EXTRA if a.split != "test" else ())
   rows = compare.compare(
     base, settings, a.out, clean_config=clean if keep("clean") else None, split=a.split,
-    metrics=metrics,
+    metrics=metrics, saliency=a.score_saliency,
   )  # fmt: skip
   print(compare.table(rows, metrics))
-  print(f"written: {a.out}/egl_comparison{'' if a.split == 'test' else '_' + a.split}.md")
+  print(f"written: the egl_comparison*.md/json of {a.out}")
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ Every setting trains one seeds ensemble of E members in one vmapped step (so eac
 mean ± std over E seeds), then scores each member on the shortcut-free test split:
 
   accuracy          of the explained classification task
-  iou               IoU@0.3 of the member's normalised input-gradient map of the true class with
-                    the true region (source capability `explanation_regions`)
+  iou               IoU@0.3 of the member's normalised input-gradient map of the true class (or
+                    another `saliency`, e.g. the Grad-CAM a loss supervised) with the true region (source capability `explanation_regions`)
   pearson           Pearson correlation with the true region (area-downsampled to ≤ 14×14)
   com               centre-of-mass distance to the true region's centroid (image = unit square)
   decoy_share       the share of the map's mass on the decoy (0 = the shortcut is ignored)
@@ -38,21 +38,26 @@ METRICS = ("accuracy", "iou", "pearson", "com", "decoy_share")
 EXTRA = ("swapped_accuracy",)
 
 
-def _member_fn(model, task, modality):
-  def one(variables, inputs, labels):
-    def logit(x):
-      out = model.apply(variables, {**inputs, modality: x}, train=False)[0][task]
-      return jnp.sum(jnp.take_along_axis(out, labels[:, None], axis=1)), out
+def _member_fn(model, task, modality, saliency="input_gradient"):
+  from mtljax.egl import saliency as sal
 
-    g, out = jax.grad(logit, has_aux=True)(inputs[modality])
-    return out, jnp.sum(jnp.abs(g), axis=-1)
+  def one(variables, inputs, labels):
+    def score(params, x):
+      v = {**variables, "params": params}
+      return model.apply(v, {**inputs, modality: x}, train=False)[0][task]
+
+    out = score(variables["params"], inputs[modality])
+    return out, sal.class_map(score, variables["params"], inputs[modality], labels, saliency)
 
   return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
 
 
-def score_workdir(config, workdir: str, split: str = "test") -> dict[str, Any]:
+def score_workdir(
+  config, workdir: str, split: str = "test", saliency: str = "input_gradient"
+) -> dict[str, Any]:
   """Per-member metrics `{metric: [E]}` and the per-example member-mean IoU `iou_examples [N]`
-  of a trained workdir's `config.explain.checkpoint` on `split` (module docstring). With a
+  of a trained workdir's `config.explain.checkpoint` on `split` (module docstring), the maps
+  being `saliency` (mtljax/egl/saliency.py; the input gradient by default). With a
   shortcut in the validation split, use "latest": the "best" checkpoint by validation accuracy
   is the one that leans on the shortcut most."""
   from mtljax.explain import common
@@ -67,7 +72,7 @@ def score_workdir(config, workdir: str, split: str = "test") -> dict[str, Any]:
   relevant, decoy = regions()
   e = config.explanation_loss
   data = common.collect(s, split, len(src), int(config.eval.batch_size))
-  fn = _member_fn(s.model, e.task, e.modality)
+  fn = _member_fn(s.model, e.task, e.modality, saliency)
   variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
   outs, maps, swapped = [], [], []
   n, bs = len(data["index"]), int(config.eval.batch_size)
@@ -146,10 +151,11 @@ def compare(
   log=print,
   split: str = "test",
   metrics: Sequence[str] = METRICS,
+  saliency: str = "input_gradient",
 ) -> list[dict]:
   """Train and score (on `split`) each setting `{"label", "kind", "fraction", "overrides":
   {dotted: value}}` on `base_config` (and, when given, the plain model on `clean_config`, the
-  no-decoy reference); writes the table of `metrics`. Each setting's workdir is
+  no-decoy reference); writes the table of `metrics` (maps: `saliency`). Each setting's workdir is
   `<out_dir>/<label>`; a finished one is reused."""
   from scipy import stats
 
@@ -173,7 +179,7 @@ def compare(
     if not os.path.isfile(os.path.join(workdir, "final_metrics.json")):
       log(f"== {r['label']}: training {train.ensemble_size(config)} members")
       train.train_and_evaluate(config, workdir)
-    m = score_workdir(config, workdir, split)
+    m = score_workdir(config, workdir, split, saliency)
     row = {k: r[k] for k in ("label", "kind", "fraction")}
     row["split"] = split
     row["metrics"] = {k: m[k].tolist() for k in METRICS + EXTRA}
@@ -186,6 +192,7 @@ def compare(
     log(table([row], metrics).splitlines()[-1])
   os.makedirs(out_dir, exist_ok=True)
   name = "egl_comparison" + ("" if split == "test" else f"_{split}")
+  name += "" if saliency == "input_gradient" else "_" + saliency.partition("@")[0]
   fileio.write_json(os.path.join(out_dir, name + ".json"), rows)
   fileio.write_text(os.path.join(out_dir, name + ".md"), table(rows, metrics))
   return rows
