@@ -1,4 +1,4 @@
-r"""Why an explanation loss does (not) bite: its size and parameter-gradient norm against the task's.
+r"""Why an explanation loss does (not) bite: its size and parameter gradient against the task's.
 
     python profiling/egl_diagnose.py --workdir W/plain      # a finished shortcut-CUB run
 

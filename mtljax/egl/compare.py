@@ -5,7 +5,8 @@ mean ± std over E seeds), then scores each member on the shortcut-free test spl
 
   accuracy          of the explained classification task
   iou               IoU@0.3 of the member's normalised input-gradient map of the true class (or
-                    another `saliency`, e.g. the Grad-CAM a loss supervised) with the true region (source capability `explanation_regions`)
+                    another `saliency`, e.g. the Grad-CAM a loss supervised) with the true
+                    region (source capability `explanation_regions`)
   pearson           Pearson correlation with the true region (area-downsampled to ≤ 14×14)
   com               centre-of-mass distance to the true region's centroid (image = unit square)
   decoy_share       the share of the map's mass on the decoy (0 = the shortcut is ignored)

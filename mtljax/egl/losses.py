@@ -27,7 +27,8 @@ nothing at all. Losses (per example b, M its mask, S its class map, Ŝ = S / max
           weighted by `megl_consistency`
 
 `mask_dilation` > 0 grows every mask by that many pixels before rrr, gradia and megl use it (a
-tolerance at the annotation's boundary; RES has its own `res_slack`). All are multiplied by `lam`. Logged as `loss_explanation` (+ `loss_explanation_consistency`).
+tolerance at the annotation's boundary; RES has its own `res_slack`). All are multiplied by `lam`.
+Logged as `loss_explanation` (+ `loss_explanation_consistency`).
 """
 
 from __future__ import annotations
