@@ -60,6 +60,7 @@ def _batch(dtype, n=4, hw=6, seed=0):
       ann.PRIOR: jnp.asarray(prior / prior.sum((1, 2), keepdims=True), dtype),
       ann.RATIONALE: jnp.asarray([[1.0, 0], [1, 1], [0, 0], [0, 1]], dtype),
       ann.RATIONALE_PRESENT: jnp.asarray([0.0, 1, 0, 1], dtype),
+      ann.RATIONALE_REGION: jnp.asarray(np.roll(mask, 1, axis=2), dtype),
     },
   }
 
@@ -87,6 +88,7 @@ CASES = [
   ("res", "input_x_gradient", {}),
   ("megl", "input_gradient", {"attribute_task": "attr"}),
   ("megl", "gradcam@conv", {}),
+  ("megl", "gradcam@conv", {"rationale_target": "part_regions"}),
 ]
 
 
@@ -167,6 +169,45 @@ def test_rrr_matches_pytorch_double_backprop():
     )
 
 
+def test_megl_part_regions_supervise_the_rationale_examples_towards_their_region():
+  from mtljax.egl import saliency as sal
+
+  batch = _batch(jnp.float32)
+  c = _config("megl", "gradcam@conv", rationale_target="part_regions", megl_consistency=0.0)
+  model, loss, params = _loss_fn(c, batch)
+  meta = batch["meta"]
+
+  def score(p, xx):
+    return model.apply({"params": p}, {"image": xx})[0]["cls"]
+
+  x, y = batch["inputs"]["image"], batch["targets"]["cls"]
+  smap = sal.class_map(score, params, x, y, c.explanation_loss.saliency)
+  # Rows 0, 2 (mask; row 3 is padding): L1 to the mask; row 1 (rationale, no mask): to its region.
+  per = np.abs(np.asarray(sal.normalise(smap)) - np.asarray(meta[ann.MASK])).mean((1, 2))
+  per_r = np.abs(np.asarray(sal.normalise(smap)) - np.asarray(meta[ann.RATIONALE_REGION]))
+  want = 0.7 * (per[0] + per_r[1].mean() + per[2]) / 3
+  assert float(loss(params)) == pytest.approx(want, rel=1e-5)
+  del batch["meta"][ann.RATIONALE_REGION]
+  with pytest.raises(ValueError, match="rationale_target='part_regions'.*no meta/expl_rationale_r"):
+    loss(params)
+  with pytest.raises(configlib.ConfigError, match="rationale_target='words'"):
+    objective.TERMS["explanation"](_config("megl", rationale_target="words"))
+
+
+def test_mask_dilation_grows_each_mask_before_the_loss():
+  from scipy import ndimage
+
+  batch = _batch(jnp.float32)
+  grown = {**batch, "meta": dict(batch["meta"])}
+  m = np.asarray(batch["meta"][ann.MASK])
+  grown["meta"][ann.MASK] = jnp.asarray(ndimage.maximum_filter(m, size=(1, 3, 3), mode="constant"))
+  for kind in ("rrr", "gradia"):
+    _, loss_d, params = _loss_fn(_config(kind, mask_dilation=1), batch)
+    _, loss_g, _ = _loss_fn(_config(kind), grown)
+    assert float(loss_d(params)) == pytest.approx(float(loss_g(params)), rel=1e-6)
+    assert float(loss_d(params)) != pytest.approx(float(_loss_fn(_config(kind), batch)[1](params)))
+
+
 def test_bad_config_is_one_clear_error():
   with pytest.raises(configlib.ConfigError, match="modality='depth'.*no such input"):
     objective.TERMS["explanation"](_config("rrr", modality="depth"))
@@ -204,6 +245,18 @@ def test_rrr_on_decoy_digits_learns_the_digit_not_the_decoy(tmp_path):
   assert rrr["accuracy"][0] > 0.85
   assert rrr["decoy_share"][0] < 0.3 * plain["decoy_share"][0]
   assert (tmp_path / "egl_comparison.md").read_text().count("| rrr |") == 1
+  # On the decoyed validation split (no training: the workdirs are reused), repainting the decoy
+  # in another example's colour costs the plain model more accuracy than RRR (the test-free
+  # signal that chooses λ).
+  drop = {}
+  for kind in ("none", "rrr"):
+    c.explanation_loss.kind = kind
+    (row,) = compare.compare(
+      c, [{"label": kind, "kind": kind, "fraction": 1.0}], str(tmp_path), split="val"
+    )
+    drop[kind] = row["metrics"]["accuracy"][0] - row["metrics"]["swapped_accuracy"][0]
+  assert drop["none"] > drop["rrr"] + 0.1, drop
+  assert (tmp_path / "egl_comparison_val.md").is_file()
 
 
 @pytest.fixture(scope="module")
@@ -231,6 +284,11 @@ def test_shortcut_reader_gives_annotations_and_rationales(shortcut_root):
   labels = src.label_arrays()["targets"]["attributes"]
   np.testing.assert_array_equal(np.stack([m[ann.RATIONALE] for m in ex]), labels)
   assert all(m[ann.MASK].shape == (16, 16) for m in ex)
+  # Each rationale's part regions: discs around the named parts' keypoints, covering most of the
+  # named (here: all present) attributes' masks, none of the decoy's square.
+  parts = np.stack([m[ann.RATIONALE_REGION] for m in ex]) > 0
+  assert parts.any((1, 2)).all()
+  assert (parts & rel).sum() > 0.7 * rel.sum() and (parts & decoy).sum() < 0.1 * decoy.sum()
   # 4 classes, flip 0: every image's attributes are exactly its class's prototype.
   classes = src.label_arrays()["targets"]["class"]
   assert set(classes.tolist()) <= set(range(4))

@@ -10,6 +10,8 @@ the same keys; an absent annotation is zeros with its ``*_present`` flag 0)::
                                          (MEGL's distribution consistency target)
     expl_rationale       float32 [A]     (optional) attributes named by a textual rationale
     expl_rationale_present float32 []    (optional) 1 = a rationale is given
+    expl_rationale_region float32 [H, W] (optional) the part regions of the attributes the
+                                         rationale names (their keypoints' discs)
 
 Which training examples are annotated is ``annotated(n, fraction)``: a fixed seeded choice of
 ``round(fraction · n)`` examples, so runs with a larger fraction annotate a superset.
@@ -21,6 +23,7 @@ import numpy as np
 
 MASK, MASK_PRESENT, PRIOR = "expl_mask", "expl_mask_present", "expl_prior"
 RATIONALE, RATIONALE_PRESENT = "expl_rationale", "expl_rationale_present"
+RATIONALE_REGION = "expl_rationale_region"
 
 
 def annotated(n: int, fraction: float, seed: int = 20170301) -> np.ndarray:
@@ -49,13 +52,19 @@ class MaskAnnotations:
   """Per-example meta entries from region masks [N, H, W], the annotated flags and the labels
   (optionally rationales [N, A] with their own present flags)."""
 
-  def __init__(self, masks, present, labels, num_classes, rationales=None, rationale_present=None):
+  def __init__(
+    self, masks, present, labels, num_classes, rationales=None, rationale_present=None,
+    rationale_regions=None,
+  ):  # fmt: skip
     self.masks, self.present = np.asarray(masks, bool), np.asarray(present, bool)
     self.labels = np.asarray(labels)
     self.priors = class_priors(self.masks, self.present, self.labels, num_classes)
     self.rationales = None if rationales is None else np.asarray(rationales, np.float32)
     self.rationale_present = (
       None if rationale_present is None else np.asarray(rationale_present, bool)
+    )
+    self.rationale_regions = (
+      None if rationale_regions is None else np.asarray(rationale_regions, bool)
     )
 
   def meta(self, i: int) -> dict[str, np.ndarray]:
@@ -71,6 +80,9 @@ class MaskAnnotations:
       has = bool(self.rationale_present[i])
       out[RATIONALE] = self.rationales[i] if has else np.zeros_like(self.rationales[i])
       out[RATIONALE_PRESENT] = np.float32(has)
+      if self.rationale_regions is not None:
+        region = self.rationale_regions[i] if has else np.zeros_like(self.rationale_regions[i])
+        out[RATIONALE_REGION] = region.astype(np.float32)
     return out
 
 

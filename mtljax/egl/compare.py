@@ -4,11 +4,17 @@ Every setting trains one seeds ensemble of E members in one vmapped step (so eac
 mean ± std over E seeds), then scores each member on the shortcut-free test split:
 
   accuracy          of the explained classification task
-  iou               IoU@0.3 of the member's normalised input-gradient map of the true class with
-                    the true region (source capability `explanation_regions`)
+  iou               IoU@0.3 of the member's normalised input-gradient map of the true class (or
+                    another `saliency`, e.g. the Grad-CAM a loss supervised) with the true
+                    region (source capability `explanation_regions`)
   pearson           Pearson correlation with the true region (area-downsampled to ≤ 14×14)
   com               centre-of-mass distance to the true region's centroid (image = unit square)
   decoy_share       the share of the map's mass on the decoy (0 = the shortcut is ignored)
+  swapped_accuracy  (in the json, `EXTRA`) accuracy with each decoy repainted in the decoy
+                    colour of a random other example of the split (a seeded permutation): the
+                    test split's decoy (a random class's colour) on the split's own images. On
+                    the decoyed validation split it measures the shortcut without the test split
+                    (profiling/egl_compare.py `--split val`, the λ rule)
 
 and a paired t-test (per test example, the member-averaged IoU) of each setting against the
 plain run. `compare(...)` writes `egl_comparison.json` and `egl_comparison.md` (a table) into its
@@ -30,23 +36,29 @@ from mtljax.data.source import capability
 from mtljax.explain import metrics as xm
 
 METRICS = ("accuracy", "iou", "pearson", "com", "decoy_share")
+EXTRA = ("swapped_accuracy",)
 
 
-def _member_fn(model, task, modality):
+def _member_fn(model, task, modality, saliency="input_gradient"):
+  from mtljax.egl import saliency as sal
+
   def one(variables, inputs, labels):
-    def logit(x):
-      out = model.apply(variables, {**inputs, modality: x}, train=False)[0][task]
-      return jnp.sum(jnp.take_along_axis(out, labels[:, None], axis=1)), out
+    def score(params, x):
+      v = {**variables, "params": params}
+      return model.apply(v, {**inputs, modality: x}, train=False)[0][task]
 
-    g, out = jax.grad(logit, has_aux=True)(inputs[modality])
-    return out, jnp.sum(jnp.abs(g), axis=-1)
+    out = score(variables["params"], inputs[modality])
+    return out, sal.class_map(score, variables["params"], inputs[modality], labels, saliency)
 
   return jax.jit(jax.vmap(one, in_axes=(0, None, None)))
 
 
-def score_workdir(config, workdir: str, split: str = "test") -> dict[str, Any]:
+def score_workdir(
+  config, workdir: str, split: str = "test", saliency: str = "input_gradient"
+) -> dict[str, Any]:
   """Per-member metrics `{metric: [E]}` and the per-example member-mean IoU `iou_examples [N]`
-  of a trained workdir's `config.explain.checkpoint` on `split` (module docstring). With a
+  of a trained workdir's `config.explain.checkpoint` on `split` (module docstring), the maps
+  being `saliency` (mtljax/egl/saliency.py; the input gradient by default). With a
   shortcut in the validation split, use "latest": the "best" checkpoint by validation accuracy
   is the one that leans on the shortcut most."""
   from mtljax.explain import common
@@ -61,17 +73,28 @@ def score_workdir(config, workdir: str, split: str = "test") -> dict[str, Any]:
   relevant, decoy = regions()
   e = config.explanation_loss
   data = common.collect(s, split, len(src), int(config.eval.batch_size))
-  fn = _member_fn(s.model, e.task, e.modality)
+  fn = _member_fn(s.model, e.task, e.modality, saliency)
   variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
-  outs, maps = [], []
+  outs, maps, swapped = [], [], []
   n, bs = len(data["index"]), int(config.eval.batch_size)
+  idx = data["index"]
+  if decoy is not None:  # [N, H, W, 1] the decoy; [N, C] its colour; another example's colour
+    d = decoy[idx].astype(np.float32)[..., None]
+    x = data["inputs"][e.modality]
+    colour = (x * d).sum((1, 2)) / np.maximum(d.sum((1, 2)), 1.0)
+    other = colour[np.random.default_rng(0).permutation(n)][:, None, None, :]
+    x_swapped = (x * (1.0 - d) + d * other).astype(x.dtype)
   for a in range(0, n, bs):
     inputs = {k: jnp.asarray(v[a : a + bs]) for k, v in data["inputs"].items()}
-    o, m = fn(variables, inputs, jnp.asarray(data["targets"][e.task][a : a + bs], jnp.int32))
+    lab = jnp.asarray(data["targets"][e.task][a : a + bs], jnp.int32)
+    o, m = fn(variables, inputs, lab)
     outs.append(np.asarray(o))
     maps.append(np.asarray(m))
+    if decoy is not None:
+      cut = {**inputs, e.modality: jnp.asarray(x_swapped[a : a + bs])}
+      swapped.append(np.asarray(fn(variables, cut, lab)[0]))
   logits, maps = np.concatenate(outs, 1), np.concatenate(maps, 1)  # [E, N, K], [E, N, H, W]
-  labels, idx = data["targets"][e.task], data["index"]
+  labels = data["targets"][e.task]
   rel = relevant[idx]
   norm = maps / np.maximum(maps.max(axis=(2, 3), keepdims=True), 1e-12)
   size = min(14, rel.shape[1])
@@ -79,10 +102,14 @@ def score_workdir(config, workdir: str, split: str = "test") -> dict[str, Any]:
   centre = np.stack(
     [(rel * ys).sum((1, 2)) / rel.sum((1, 2)), (rel * xs).sum((1, 2)) / rel.sum((1, 2))], 1
   )
-  out = {k: [] for k in METRICS}
+  out = {k: [] for k in METRICS + EXTRA}
   ious = []
+  swapped = np.concatenate(swapped, 1) if swapped else None
   for k in range(maps.shape[0]):
     out["accuracy"].append(float(np.mean(np.argmax(logits[k], -1) == labels)))
+    out["swapped_accuracy"].append(
+      float(np.mean(np.argmax(swapped[k], -1) == labels)) if swapped is not None else float("nan")
+    )
     iou = xm.iou(norm[k], rel, 0.3)["iou"]
     ious.append(iou)
     out["iou"].append(float(np.nanmean(iou)))
@@ -102,14 +129,14 @@ def _fmt(v: np.ndarray) -> str:
   return f"{np.mean(v):.3f} ± {np.std(v):.3f}" if np.all(np.isfinite(v)) else "–"
 
 
-def table(rows: Sequence[dict]) -> str:
+def table(rows: Sequence[dict], metrics: Sequence[str] = METRICS) -> str:
   """The markdown table of `compare`'s rows."""
-  head = "| setting | loss | masks | " + " | ".join(METRICS) + " | IoU vs plain: t, p |"
-  lines = [head, "|" + "---|" * (len(METRICS) + 4)]
+  head = "| setting | loss | masks | " + " | ".join(metrics) + " | IoU vs plain: t, p |"
+  lines = [head, "|" + "---|" * (len(metrics) + 4)]
   for r in rows:
     test = r.get("ttest")
     tp = f"{test['t']:+.1f}, {test['p']:.1e}" if test else ""
-    cells = [_fmt(np.asarray(r["metrics"][m])) for m in METRICS]
+    cells = [_fmt(np.asarray(r["metrics"][m])) for m in metrics]
     lines.append(
       f"| {r['label']} | {r['kind']} | {r['fraction']:.0%} | " + " | ".join(cells) + f" | {tp} |"
     )
@@ -117,11 +144,20 @@ def table(rows: Sequence[dict]) -> str:
 
 
 def compare(
-  base_config, settings: Sequence[dict], out_dir: str, *, clean_config=None, log=print
+  base_config,
+  settings: Sequence[dict],
+  out_dir: str,
+  *,
+  clean_config=None,
+  log=print,
+  split: str = "test",
+  metrics: Sequence[str] = METRICS,
+  saliency: str = "input_gradient",
 ) -> list[dict]:
-  """Train and score each setting `{"label", "kind", "fraction", "overrides": {dotted: value}}`
-  on `base_config` (and, when given, the plain model on `clean_config`, the no-decoy reference);
-  writes the table. Each setting's workdir is `<out_dir>/<label>`; a finished one is reused."""
+  """Train and score (on `split`) each setting `{"label", "kind", "fraction", "overrides":
+  {dotted: value}}` on `base_config` (and, when given, the plain model on `clean_config`, the
+  no-decoy reference); writes the table of `metrics` (maps: `saliency`). Each setting's workdir is
+  `<out_dir>/<label>`; a finished one is reused."""
   from scipy import stats
 
   from mtljax import train
@@ -144,17 +180,20 @@ def compare(
     if not os.path.isfile(os.path.join(workdir, "final_metrics.json")):
       log(f"== {r['label']}: training {train.ensemble_size(config)} members")
       train.train_and_evaluate(config, workdir)
-    m = score_workdir(config, workdir)
+    m = score_workdir(config, workdir, split, saliency)
     row = {k: r[k] for k in ("label", "kind", "fraction")}
-    row["metrics"] = {k: m[k].tolist() for k in METRICS}
+    row["split"] = split
+    row["metrics"] = {k: m[k].tolist() for k in METRICS + EXTRA}
     if r["label"] == "plain":
       plain = m["iou_examples"]
     elif plain is not None and r["label"] != "clean":
       t, p = stats.ttest_rel(m["iou_examples"], plain, nan_policy="omit")
       row["ttest"] = {"t": float(t), "p": float(p)}
     rows.append(row)
-    log(table([row]).splitlines()[-1])
+    log(table([row], metrics).splitlines()[-1])
   os.makedirs(out_dir, exist_ok=True)
-  fileio.write_json(os.path.join(out_dir, "egl_comparison.json"), rows)
-  fileio.write_text(os.path.join(out_dir, "egl_comparison.md"), table(rows))
+  name = "egl_comparison" + ("" if split == "test" else f"_{split}")
+  name += "" if saliency == "input_gradient" else "_" + saliency.partition("@")[0]
+  fileio.write_json(os.path.join(out_dir, name + ".json"), rows)
+  fileio.write_text(os.path.join(out_dir, name + ".md"), table(rows, metrics))
   return rows

@@ -24,11 +24,18 @@ def explanation_loss_config(
       "lam": lam,
       # The supervised map: "input_gradient", "input_x_gradient" or "gradcam@<module path>".
       "saliency": saliency,
+      # The model's mode inside the map: "train" (batch statistics and dropout, the forward pass
+      # of the task loss) or "eval" (BatchNorm running statistics, no dropout: each example's map
+      # depends on that example only, as the scored one; with BatchNorm the lagging running
+      # statistics made RRR diverge on shortcut CUB, docs/explanation-guided.md).
+      "saliency_mode": "train",
       # The explained classification task and its image input.
       "task": task,
       "modality": modality,
       # Fraction of the training examples whose mask is given (the rest: flag 0).
       "mask_fraction": mask_fraction,
+      # Pixels by which rrr/gradia/megl grow each mask (boundary tolerance; 0 = as annotated).
+      "mask_dilation": 0,
       # RES: soft threshold tanh(beta·Ŝ), the level inside the mask, slack pixels at boundaries.
       "res_threshold": 0.5,
       "res_slack": 1,
@@ -37,5 +44,8 @@ def explanation_loss_config(
       # textual rationale's attributes name ("" = no textual supervision).
       "megl_consistency": 1.0,
       "attribute_task": "",
+      # MEGL's textual target: "attribute_maps" (the named attributes' own saliency maps) or
+      # "part_regions" (their annotated part regions: discs around the parts' keypoints).
+      "rationale_target": "attribute_maps",
     }
   )

@@ -18,12 +18,17 @@ nothing at all. Losses (per example b, M its mask, S its class map, Ŝ = S / max
           `res_threshold` (hinge); the boundary band is free (inaccurate boundaries)
   megl    (a) supervision: the GRADIA L1 towards M where a mask is given, else, where a textual
           rationale names attributes of `attribute_task`, towards the union (max) of those
-          attributes' own normalised saliency maps from their heads (stop-gradient target);
+          attributes' own normalised saliency maps from their heads (stop-gradient target;
+          `rationale_target="attribute_maps"`), or towards their annotated part regions
+          (`"part_regions"`: the reader's `expl_rationale_region`, discs around the named parts'
+          keypoints);
           (b) consistency: KL(P_b ‖ Q_{y_b}) of every valid example's map distribution P to its
           class's dataset-level pattern Q (`expl_prior`: the mean annotated mask of the class),
           weighted by `megl_consistency`
 
-All are multiplied by `lam`. Logged as `loss_explanation` (+ `loss_explanation_consistency`).
+`mask_dilation` > 0 grows every mask by that many pixels before rrr, gradia and megl use it (a
+tolerance at the annotation's boundary; RES has its own `res_slack`). All are multiplied by `lam`.
+Logged as `loss_explanation` (+ `loss_explanation_consistency`).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ from mtljax.egl import annotations as ann
 from mtljax.egl import saliency as sal
 
 LOSS_KINDS = ("none", "rrr", "gradia", "res", "megl")
+RATIONALE_TARGETS = ("attribute_maps", "part_regions")
 
 
 def _error(msg: str):
@@ -68,6 +74,10 @@ def check_config(config) -> None:
   attr = e.get("attribute_task", "")
   if attr and attr not in config.tasks:
     raise _error(f"{key}.attribute_task={attr!r} is not one of the tasks {sorted(config.tasks)}")
+  if e.get("saliency_mode", "train") not in ("eval", "train"):
+    raise _error(f"{key}.saliency_mode={e.saliency_mode!r} is not 'eval' or 'train'")
+  if e.get("rationale_target", "attribute_maps") not in RATIONALE_TARGETS:
+    raise _error(f"{key}.rationale_target={e.rationale_target!r} is not one of {RATIONALE_TARGETS}")
   if not 0.0 <= float(e.mask_fraction) <= 1.0:
     raise _error(f"{key}.mask_fraction={e.mask_fraction!r} must be in [0, 1]")
   if "explanation" not in tuple(config.get("objective", {}).get("terms", ())):
@@ -81,9 +91,15 @@ def objective_errors():
   return (ConfigError, DataError)
 
 
-def _score(ctx, task, modality):
+def _score(ctx, task, modality, train: bool = True):
+  """The task's logits as a function of (params, image). `train=True` (`saliency_mode="train"`,
+  the default): the task loss's forward pass (BatchNorm batch statistics, dropout), so the batch
+  statistics couple the examples (∂/∂x_b of Σ_b' log p(x_b') picks up the other examples' terms);
+  `train=False`: running statistics, no dropout, each example's map a function of that example
+  alone (the map the evaluation scores)."""
+
   def score(params, x):
-    outputs, _ = ctx.apply(params, {**ctx.batch["inputs"], modality: x})
+    outputs, _ = ctx.apply(params, {**ctx.batch["inputs"], modality: x}, train=train)
     return outputs[task]
 
   return score
@@ -162,6 +178,22 @@ def attribute_union(score_attr, params, x, rationale, saliency):
   return jax.lax.stop_gradient(jnp.max(maps, axis=1))
 
 
+def _rationale_target(ctx, meta, x, valid, parts, attr_task, modality, saliency, train):
+  """`(flags [B], target [B, H, W])` of MEGL's textual supervision (module docstring)."""
+  if parts:
+    if ann.RATIONALE_REGION not in meta:
+      raise ValueError(
+        "config.explanation_loss.rationale_target='part_regions': the dataset gives no "
+        f"meta/{ann.RATIONALE_REGION} (rationales with part keypoints)"
+      )
+    target = meta[ann.RATIONALE_REGION].astype(x.dtype)
+    _check_mask(target, x, ann.RATIONALE_REGION)
+  else:
+    score = _score(ctx, attr_task, modality, train)
+    target = attribute_union(score, ctx.params, x, meta[ann.RATIONALE], saliency)
+  return meta[ann.RATIONALE_PRESENT].astype(x.dtype) * valid, target
+
+
 @objective.register_term("explanation")
 def explanation_term(config):
   """The configured explanation loss as an objective term (module docstring)."""
@@ -172,6 +204,9 @@ def explanation_term(config):
   kind, lam, saliency = e.kind, float(e.lam), e.saliency
   task, modality = e.task, e.modality
   attr_task = e.get("attribute_task", "")
+  parts = e.get("rationale_target", "attribute_maps") == "part_regions"
+  train = e.get("saliency_mode", "train") == "train"
+  dilation = int(e.get("mask_dilation", 0))
 
   def term(ctx):
     x = ctx.batch["inputs"][modality]
@@ -183,9 +218,11 @@ def explanation_term(config):
       )
     mask = meta[ann.MASK].astype(x.dtype)
     _check_mask(mask, x, ann.MASK)
+    if kind != "res" and dilation:  # RES has its own boundary slack
+      mask = _dilate(mask, dilation)
     flags = meta[ann.MASK_PRESENT].astype(x.dtype) * valid
     labels = ctx.batch["targets"][task]
-    score = _score(ctx, task, modality)
+    score = _score(ctx, task, modality, train)
     logs = {}
     try:
       if kind == "rrr":
@@ -199,10 +236,9 @@ def explanation_term(config):
                       slack=int(e.res_slack), beta=float(e.res_beta))  # fmt: skip
         else:
           alt = alt_flags = None
-          if attr_task and ann.RATIONALE in meta:
-            alt_flags = meta[ann.RATIONALE_PRESENT].astype(x.dtype) * valid
-            alt = attribute_union(
-              _score(ctx, attr_task, modality), ctx.params, x, meta[ann.RATIONALE], saliency
+          if parts or (attr_task and ann.RATIONALE in meta):
+            alt_flags, alt = _rationale_target(
+              ctx, meta, x, valid, parts, attr_task, modality, saliency, train
             )
           prior = meta[ann.PRIOR].astype(x.dtype)
           _check_mask(prior, x, ann.PRIOR)

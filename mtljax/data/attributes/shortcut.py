@@ -13,7 +13,9 @@ Beside the archive it writes:
 ``ShortcutCUBSource`` (the CUB reader plus annotations) puts into every training example's
 ``meta`` (``mtljax.egl.annotations``): the relevant region (the union of the image's present
 attributes' masks, ``attribute_masks/``) for ``mask_fraction`` of the examples, and a rationale
-(attributes named) for ``rationale_fraction`` of them. Rationales come from ``text_c10/`` where
+(attributes named) for ``rationale_fraction`` of them, with its part regions (discs of the
+reader's part radius around the keypoints, ``parts/part_locs.txt``, of the parts the named
+attributes describe: what real CUB gives for every image). Rationales come from ``text_c10/`` where
 that folder exists (one line of comma-separated attribute phrases per file, each phrase an
 attribute of the vocabulary: ``"<value> <part>"``, from ``has_<part>_<property>::<value>``), and
 otherwise from the archive's own attribute labels (``image_attribute_labels.txt``: what real CUB
@@ -29,7 +31,7 @@ import numpy as np
 from mtljax.data import Dataset
 from mtljax.data.attributes import synthetic as draw
 from mtljax.data.attributes import synthetic_cub
-from mtljax.data.attributes.common import read_mask
+from mtljax.data.attributes.common import disc_mask, image_size_of, read_mask
 from mtljax.data.attributes.cub import CUB200Source
 from mtljax.data.source import DataError
 from mtljax.data.synthetic import write_once
@@ -110,19 +112,34 @@ class ShortcutCUBSource(CUB200Source):
     n, s = len(self), self.image_size
     self._relevant = np.zeros((n, s, s), bool)
     self._decoy = np.zeros((n, s, s), bool)
+    rationales = self._rationales()
+    parts = np.zeros((n, s, s), bool)  # the rationale's part regions (keypoint discs)
     for i in range(n):
-      for m in self.explain_annotations(i)["masks"].values():
+      ann_i = self.explain_annotations(i)
+      for m in ann_i["masks"].values():
         self._relevant[i] |= m
+      named = [self.attribute_names[a] for a in np.flatnonzero(rationales[i])]
+      pts = [ann_i["keypoints"][a] for a in named if a in ann_i["keypoints"]]
+      if pts:
+        parts[i] = disc_mask(s, pts, self._part_radius_px(i))
       dpath = (self.base / SHORTCUT_DIR / self.names[i]).with_suffix(".png")
       if dpath.is_file():
         self._decoy[i] = read_mask(dpath, s)
     train = split == "train"
     has_mask = annotations.annotated(n, float(mask_fraction) if train else 0.0)
     has_rationale = annotations.annotated(n, float(rationale_fraction) if train else 0.0, seed=7)
-    rationales = self._rationales()
     self._annot = annotations.MaskAnnotations(
-      self._relevant, has_mask, self._classes, len(self.class_names), rationales, has_rationale
-    )
+      self._relevant, has_mask, self._classes, len(self.class_names), rationales, has_rationale,
+      rationale_regions=parts,
+    )  # fmt: skip
+
+  def _part_radius_px(self, i: int) -> float:
+    """The reader's part-region radius (``part_radius`` × √(box area)) in pixels of the resized
+    image (what ``explain_annotations`` draws where an attribute has no mask file)."""
+    x, y, w, h = self._arc["boxes"][self._rows[i]]
+    hw = image_size_of(self._paths[i])
+    r = self.part_radius * np.sqrt(max(w * h, 0.0)) * self.image_size / np.sqrt(hw[0] * hw[1])
+    return float(r) if np.isfinite(r) else 0.0
 
   def _rationales(self) -> np.ndarray:
     """[N, A] 0/1: the attributes each example's rationale names (module docstring)."""

@@ -1,0 +1,116 @@
+r"""Why an explanation loss does (not) bite: its size and parameter gradient against the task's.
+
+    python profiling/egl_diagnose.py --workdir W/plain      # a finished shortcut-CUB run
+
+On one batch of training images (every mask given, λ = 1), at a fresh initialisation and at the
+workdir's last checkpoint (member 0): the class cross-entropy, RRR (input gradient), GRADIA and
+RES (Grad-CAM at conv2), each as value / ‖∂/∂θ‖; the decoy's and the relevant region's share of
+the input-gradient and Grad-CAM maps; the overlap of the decoy with the masks; and the share of
+the decoy in MEGL's attribute-map rationale target. docs/explanation-guided.md, "Why RRR and
+GRADIA did nothing".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from configs import attributes  # noqa: E402
+from mtljax.data.source import capability  # noqa: E402
+from mtljax.egl import losses, saliency  # noqa: E402
+
+GRADCAM = "gradcam@encoders_image/conv2"
+
+
+def _norm(tree):
+  return float(jnp.sqrt(sum(jnp.sum(v**2) for v in jax.tree.leaves(tree))))
+
+
+def diagnose(model, params, batch_stats, x, y, ya, rel, dec) -> dict:
+  def score_of(task):
+    def score(p, xx):
+      v = {"params": p, "batch_stats": batch_stats}
+      return model.apply(v, {"image": xx}, train=False)[0][task]
+
+    return score
+
+  score = score_of("class")
+  mask, flags = jnp.asarray(rel), jnp.ones(len(y))
+
+  def ce(p):
+    lp = jax.nn.log_softmax(score(p, x))
+    return -jnp.mean(jnp.take_along_axis(lp, y[:, None], 1))
+
+  terms = {
+    "cross-entropy": ce,
+    "rrr (input gradient)": lambda p: losses.rrr(score, p, x, mask, flags),
+    "gradia (Grad-CAM)": lambda p: losses.gradia(
+      saliency.class_map(score, p, x, y, GRADCAM), mask, flags
+    ),
+    "res (Grad-CAM)": lambda p: losses.res(
+      saliency.class_map(score, p, x, y, GRADCAM), mask, flags
+    ),
+  }
+  out = {}
+  for name, fn in terms.items():
+    v, g = jax.value_and_grad(fn)(params)
+    out[name] = f"{float(v):.3g} / {_norm(g):.3g}"
+  for sal in ("input_gradient", GRADCAM):
+    m = saliency.class_map(score, params, x, y, sal)
+    tot = jnp.maximum(m.sum((1, 2)), 1e-12)
+    out[f"{sal}: decoy / relevant share"] = (
+      f"{float(jnp.mean((m * dec).sum((1, 2)) / tot)):.3f} / "
+      f"{float(jnp.mean((m * rel).sum((1, 2)) / tot)):.3f}"
+    )
+  u = losses.attribute_union(score_of("attributes"), params, x, ya, GRADCAM)
+  tot = jnp.maximum(u.sum((1, 2)), 1e-12)
+  out["MEGL attribute-map target: decoy / relevant share"] = (
+    f"{float(jnp.mean((u * dec).sum((1, 2)) / tot)):.3f} / "
+    f"{float(jnp.mean((u * rel).sum((1, 2)) / tot)):.3f}"
+  )
+  return out
+
+
+def main(argv=None):
+  from mtljax.explain import common
+  from mtljax.train import prepare
+
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--workdir", required=True, help="a finished configs/attributes.py:shortcut run")
+  ap.add_argument("--examples", type=int, default=96)
+  a = ap.parse_args(argv)
+  saved = json.load(open(os.path.join(a.workdir, "config.json")))
+  cfg = attributes.get_config(f"shortcut,size={saved['ensemble']['size']}")
+  cfg.data.synthetic.dir = saved["data"]["synthetic"]["dir"]
+  s = prepare.setup(cfg, a.workdir, write_config=False)
+  state, _ = common.restore(cfg, s, a.workdir)
+  rel_all, dec_all = capability(s.sources["train"], "explanation_regions")()
+  d = common.collect(s, "train", a.examples, a.examples)
+  rel, dec = rel_all[d["index"]].astype(np.float32), dec_all[d["index"]].astype(np.float32)
+  print(f"decoy pixels {dec.sum((1, 2)).mean():.1f}, relevant {rel.sum((1, 2)).mean():.1f}, "
+        f"decoy ∩ relevant / decoy {(dec * rel).sum() / dec.sum():.3f}")  # fmt: skip
+  x = jnp.asarray(d["inputs"]["image"])
+  y = jnp.asarray(d["targets"]["class"], jnp.int32)
+  ya = jnp.asarray(d["targets"]["attributes"], jnp.float32)
+  init = s.model.init(jax.random.key(1), {"image": x[:2]}, train=False)
+  first = lambda t: jax.tree.map(lambda v: v[0], t)  # noqa: E731
+  runs = {
+    "init": (init["params"], init["batch_stats"]),
+    "trained (member 0)": (first(state["params"]), first(state["batch_stats"])),
+  }
+  for tag, (p, bs) in runs.items():
+    print(f"== {tag} (value / ‖∂/∂θ‖ at λ = 1)")
+    for k, v in diagnose(s.model, p, bs, x, y, ya, rel, dec).items():
+      print(f"  {k}: {v}")
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,64 @@
+r"""Two finished egl_compare.py rows of shortcut CUB compared on test accuracy, paired per example.
+
+    python profiling/egl_paired_accuracy.py --out /tmp/megl3/final megl_0.05+p res_0.05 gradia_0.05
+
+For every test example the member-mean correctness of each row (its ensemble's members at the
+last checkpoint), then a paired t-test of the first row against each other row
+(docs/explanation-guided.md, the 5 % comparison).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from configs import attributes  # noqa: E402
+
+
+def correctness(workdir: str) -> np.ndarray:
+  """[N] the share of the row's members that classify each test example correctly."""
+  from mtljax.explain import common
+  from mtljax.train import prepare
+
+  saved = json.load(open(os.path.join(workdir, "config.json")))
+  cfg = attributes.get_config(f"shortcut,size={saved['ensemble']['size']}")
+  cfg.data.synthetic.dir = saved["data"]["synthetic"]["dir"]
+  s = prepare.setup(cfg, workdir, write_config=False)
+  state, _ = common.restore(cfg, s, workdir)
+  d = common.collect(s, "test", 10**9, int(cfg.eval.batch_size))
+  x = jnp.asarray(d["inputs"]["image"])
+
+  def logits(p, b):
+    return s.model.apply({"params": p, "batch_stats": b}, {"image": x}, train=False)[0]["class"]
+
+  out = np.asarray(jax.vmap(logits)(state["params"], state["batch_stats"]))
+  return (out.argmax(-1) == d["targets"]["class"][None]).mean(0)
+
+
+def main(argv=None):
+  from scipy import stats
+
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument("--out", required=True, help="the --out folder of profiling/egl_compare.py")
+  ap.add_argument("rows", nargs="+", help="row labels; the first is compared with the others")
+  a = ap.parse_args(argv)
+  first = correctness(os.path.join(a.out, a.rows[0]))
+  for row in a.rows[1:]:
+    other = correctness(os.path.join(a.out, row))
+    t, p = stats.ttest_rel(first, other)
+    print(
+      f"{a.rows[0]} {first.mean():.3f} vs {row} {other.mean():.3f}: paired t {t:+.2f}, "
+      f"p {p:.1e} (n={len(first)})"
+    )
+
+
+if __name__ == "__main__":
+  main()
