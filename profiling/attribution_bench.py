@@ -89,23 +89,12 @@ def captum_fn(torch_models, name, method, x_np, targets_np, a):
   spread = float(np.mean(x_np.reshape(b, -1).max(1) - x_np.reshape(b, -1).min(1)))
 
   def one(m):
-    if method in ("ig", "ig_plain"):
-      return cattr.IntegratedGradients(m).attribute(
-        x,
-        target=t,
-        n_steps=a.ig_steps,
-        method="riemann_middle",
-        internal_batch_size=(a.ig_chunk or a.ig_steps) * b,
+    if method == "smoothgrad":
+      return cattr.NoiseTunnel(cattr.Saliency(m)).attribute(
+        x, nt_type="smoothgrad", nt_samples=a.sg_samples, stdevs=a.sg_stdev * spread, target=t
       )
-    if method == "saliency":
-      return cattr.Saliency(m).attribute(x, target=t, abs=True)
-    if method == "gradcam":
-      return cattr.LayerGradCam(m, common.torch_grad_cam_layer(name, m)).attribute(
-        x, target=t, relu_attributions=True
-      )[:, 0]
-    return cattr.NoiseTunnel(cattr.Saliency(m)).attribute(
-      x, nt_type="smoothgrad", nt_samples=a.sg_samples, stdevs=a.sg_stdev * spread, target=t
-    )
+    # ig_plain is IG without the affine split on the mtljax side: the same Captum reference
+    return common.captum_attribution(m, name, "ig" if method == "ig_plain" else method, x, t, a)
 
   def run():
     outs = [one(m).detach() for m in torch_models]

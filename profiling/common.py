@@ -305,6 +305,27 @@ def time_side_by_side(
   return out
 
 
+def captum_attribution(model, name: str, method: str, x, target, a):
+  """Captum's attributions of a torch twin for `method` (`ig`: Integrated Gradients with the
+  riemann-middle rule, `a.ig_steps` steps in chunks of `a.ig_chunk`; `saliency`: |∂/∂x|;
+  `gradcam`: Grad-CAM at the model's `torch_grad_cam_layer`, `[B, h, w]`) for `target` `[B]`."""
+  from captum import attr as cattr
+
+  if method == "ig":
+    return cattr.IntegratedGradients(model).attribute(
+      x, target=target, n_steps=a.ig_steps, method="riemann_middle",
+      internal_batch_size=(a.ig_chunk or a.ig_steps) * x.shape[0],
+    )  # fmt: skip
+  if method == "saliency":
+    return cattr.Saliency(model).attribute(x, target=target, abs=True)
+  if method == "gradcam":
+    layer = torch_grad_cam_layer(name, model)
+    return cattr.LayerGradCam(model, layer).attribute(x, target=target, relu_attributions=True)[
+      :, 0
+    ]
+  raise ValueError(f"no Captum twin for method {method!r}")
+
+
 def max_rel_diff(a, ref) -> float:
   """max |a − ref| relative to max |ref| (guarded against an all-zero reference)."""
   a, ref = np.asarray(a), np.asarray(ref)

@@ -64,27 +64,15 @@ def method_fn(model, name, method, index, a, form="auto"):
 
 def captum_fn(torch_models, name, method, x_np, index_np, a):
   import torch
-  from captum import attr as cattr
 
   x = torch.from_numpy(common.to_nchw(x_np))
-  b = x.shape[0]
-
-  def one(m, t):
-    if method == "ig":
-      return cattr.IntegratedGradients(m).attribute(
-        x, target=t, n_steps=a.ig_steps, method="riemann_middle",
-        internal_batch_size=(a.ig_chunk or a.ig_steps) * b,
-      )  # fmt: skip
-    if method == "saliency":
-      return cattr.Saliency(m).attribute(x, target=t, abs=True)
-    layer = common.torch_grad_cam_layer(name, m)
-    return cattr.LayerGradCam(m, layer).attribute(x, target=t, relu_attributions=True)[:, 0]
 
   def run():
     per_k = []
     for k in range(index_np.shape[1]):
       t = torch.from_numpy(index_np[:, k].astype(np.int64))
-      per_k.append(torch.stack([one(m, t).detach() for m in torch_models]).mean(0))
+      outs = [common.captum_attribution(m, name, method, x, t, a).detach() for m in torch_models]
+      per_k.append(torch.stack(outs).mean(0))
     return torch.stack(per_k, 1)  # [B, K, ...]
 
   return run
