@@ -90,7 +90,7 @@ def stage_ms(src, stats, n, on_device=False):
     np.random.default_rng(0),
     dict.fromkeys(("read", "augment", "normalise", "batch"), 0.0),
   )
-  done = []
+  done, batch = [], None
   for i in range(n):
     t0 = time.perf_counter()
     ex = view[i % len(view)]
@@ -104,14 +104,14 @@ def stage_ms(src, stats, n, on_device=False):
     times["normalise"] += t3 - t2
     if len(done) == _BATCH.value:
       t4 = time.perf_counter()
-      make_batch(done)
+      batch = make_batch(done)
       times["batch"] += time.perf_counter() - t4
       done = []
   batches = max(n // _BATCH.value, 1)
   out = {k: 1e3 * v / n for k, v in times.items()}
   out["batch"] = 1e3 * times["batch"] / (batches * _BATCH.value)
-  if on_device:
-    out["device"] = device_ms(make_batch(done or [prepare.finish(augment(view[0], rng))]), stats)
+  if on_device:  # on the last full batch (`n` >= the batch size)
+    out["device"] = device_ms(batch, stats)
   return out
 
 
