@@ -65,18 +65,17 @@ def diagnose(model, params, batch_stats, x, y, ya, rel, dec) -> dict:
     out[name] = f"{float(v):.3g} / {_norm(g):.3g}"
   for sal in ("input_gradient", GRADCAM):
     m = saliency.class_map(score, params, x, y, sal)
-    tot = jnp.maximum(m.sum((1, 2)), 1e-12)
-    out[f"{sal}: decoy / relevant share"] = (
-      f"{float(jnp.mean((m * dec).sum((1, 2)) / tot)):.3f} / "
-      f"{float(jnp.mean((m * rel).sum((1, 2)) / tot)):.3f}"
-    )
+    out[f"{sal}: decoy / relevant share"] = _shares(m, dec, rel)
   u = losses.attribute_union(score_of("attributes"), params, x, ya, GRADCAM)
-  tot = jnp.maximum(u.sum((1, 2)), 1e-12)
-  out["MEGL attribute-map target: decoy / relevant share"] = (
-    f"{float(jnp.mean((u * dec).sum((1, 2)) / tot)):.3f} / "
-    f"{float(jnp.mean((u * rel).sum((1, 2)) / tot)):.3f}"
-  )
+  out["MEGL attribute-map target: decoy / relevant share"] = _shares(u, dec, rel)
   return out
+
+
+def _shares(m, dec, rel) -> str:
+  """The mean share of each map's mass `[B, H, W]` on the decoy and on the relevant region."""
+  tot = jnp.maximum(m.sum((1, 2)), 1e-12)
+  share = lambda region: float(jnp.mean((m * region).sum((1, 2)) / tot))  # noqa: E731
+  return f"{share(dec):.3f} / {share(rel):.3f}"
 
 
 def main(argv=None):
