@@ -39,7 +39,14 @@ from mtljax.egl import compare  # noqa: E402
 #: (docs/explanation-guided.md, the sweep's table).
 LAMBDA = {
   "digits": {"rrr": 10.0, "gradia": 5.0, "res": 5.0, "megl": 5.0},
-  "attributes": {"rrr": 1000.0, "gradia": 50.0, "res": 20.0, "megl": 5.0},
+  "attributes": {
+    "rrr": 1000.0,
+    "rrr+y": 1000.0,
+    "rrr+c": 1000.0,
+    "gradia": 50.0,
+    "res": 20.0,
+    "megl": 5.0,
+  },
 }
 #: config.explanation_loss.mask_dilation per family and loss (absent: 0).
 DILATION = {"digits": {}, "attributes": {"rrr": 4, "gradia": 2, "megl": 2}}
@@ -79,6 +86,10 @@ def main(argv=None):
     "--split", default="test", help="score on this split (val: the λ rule, swapped_accuracy)"
   )
   ap.add_argument(
+    "--set", nargs="*", default=(), metavar="KIND.KEY=VALUE",
+    help="another config.explanation_loss value for one loss, e.g. megl.megl_consistency=0.1",
+  )  # fmt: skip
+  ap.add_argument(
     "--only", nargs="*", default=(), help="run only these rows (labels), in this order"
   )
   a = ap.parse_args(argv)
@@ -89,6 +100,17 @@ def main(argv=None):
   for x in a.mask_dilation:
     k, _, v = x.rpartition("=")
     dilation.update({k: int(v)} if k else {kind: int(v) for kind in LAMBDA[a.family]})
+  extra = {}
+  for x in a.set:
+    name, _, value = x.partition("=")
+    kind, _, key = name.partition(".")
+    if not key or not value:
+      ap.error(f"--set {x!r}: expected KIND.KEY=VALUE, e.g. megl.megl_consistency=0.1")
+    try:
+      value = float(value)
+    except ValueError:
+      pass
+    extra.setdefault(kind, {})[f"explanation_loss.{key}"] = value
   variant = ",".join(filter(None, [a.variant, f"size={a.members}"]))
   if a.family == "digits":
     base, clean = digits.get_config(variant + ",decoy"), digits.get_config(variant)
@@ -111,8 +133,20 @@ def main(argv=None):
         {"label": f"{kind}_{f:g}", "kind": kind, "fraction": f,
          "overrides": {"explanation_loss.lam": lam[kind],
                        "explanation_loss.mask_dilation": dilation.get(kind, 0),
-                       "explanation_loss.saliency": saliency_of.get(kind, a.saliency)}}
+                       "explanation_loss.saliency": saliency_of.get(kind, a.saliency),
+                       **extra.get(kind, {})}}
       )  # fmt: skip
+    if kind == "rrr" and a.family == "attributes":
+      for f in a.fractions:  # RRR on log p_y (+y) or on the centred log p (+c): the published
+        for tag, output in (("y", "true_log_prob"), ("c", "centred_log_probs")):  # Σ_k log p_k
+          settings.append(  # vanishes at uniform p (mtljax/egl/saliency.py log_prob_gradient)
+            {"label": f"rrr_{f:g}+{tag}", "kind": kind, "fraction": f,
+             "overrides": {"explanation_loss.lam": lam[f"rrr+{tag}"],
+                           "explanation_loss.mask_dilation": dilation.get(f"rrr+{tag}", 0),
+                           "explanation_loss.saliency": "input_gradient",
+                           **extra.get(kind, {}),
+                           "explanation_loss.rrr_output": output}}
+          )  # fmt: skip
     if kind == "megl" and a.family == "attributes":
       for f in a.fractions:
         for tag, target in (("r", "attribute_maps"), ("p", "part_regions")):
@@ -122,6 +156,7 @@ def main(argv=None):
                            "explanation_loss.mask_dilation": dilation.get(kind, 0),
                            "explanation_loss.saliency": saliency_of.get(kind, a.saliency),
                            "explanation_loss.rationale_target": target,
+                           **extra.get(kind, {}),
                            "data.rationale_fraction": a.rationale_fraction}}
           )  # fmt: skip
   keep = lambda label: not a.only or label in a.only  # noqa: E731

@@ -82,6 +82,8 @@ def _loss_fn(config, batch):
 
 CASES = [
   ("rrr", "input_gradient", {}),
+  ("rrr", "input_gradient", {"rrr_output": "true_log_prob"}),
+  ("rrr", "input_gradient", {"rrr_output": "centred_log_probs"}),
   ("rrr", "gradcam@conv", {}),
   ("gradia", "input_gradient", {}),
   ("gradia", "gradcam@conv", {}),
@@ -134,7 +136,8 @@ def test_the_annotation_flag_switches_the_term_off():
     assert float(value) == 0.0 and all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(grads))
 
 
-def test_rrr_matches_pytorch_double_backprop():
+@pytest.mark.parametrize("output", ["sum_log_probs", "true_log_prob", "centred_log_probs"])
+def test_rrr_matches_pytorch_double_backprop(output):
   torch = pytest.importorskip("torch")
   rng = np.random.default_rng(0)
   n, hw, k = 5, 4, 3
@@ -150,7 +153,10 @@ def test_rrr_matches_pytorch_double_backprop():
 
   with jax.enable_x64(True):
     params = {k_: jnp.asarray(v) for k_, v in dict(w1=w1, b1=b1, w2=w2, b2=b2).items()}
-    g_jax = jax.grad(lambda p: losses.rrr(score, p, jnp.asarray(x), mask, flags))(params)
+    labels = jnp.asarray([0, 2, 1, 1, 0])
+    g_jax = jax.grad(
+      lambda p: losses.rrr(score, p, jnp.asarray(x), mask, flags, labels=labels, output=output)
+    )(params)  # fmt: skip
 
   tp = {
     k_: torch.tensor(v, requires_grad=True) for k_, v in dict(w1=w1, b1=b1, w2=w2, b2=b2).items()
@@ -159,14 +165,43 @@ def test_rrr_matches_pytorch_double_backprop():
   logp = torch.log_softmax(
     torch.tanh(tx.reshape(n, -1) @ tp["w1"] + tp["b1"]) @ tp["w2"] + tp["b2"], -1
   )
-  (gx,) = torch.autograd.grad(logp.sum(), tx, create_graph=True)
-  per = (((1 - torch.tensor(mask))[..., None] * gx) ** 2).sum((1, 2, 3))
+  if output == "true_log_prob":
+    picked = [logp.gather(1, torch.tensor([[0], [2], [1], [1], [0]]))]
+  elif output == "centred_log_probs":
+    picked = [logp[:, c] - logp.mean(-1) for c in range(k)]
+  else:
+    picked = [logp]
+  per = 0
+  for out in picked:
+    (gx,) = torch.autograd.grad(out.sum(), tx, create_graph=True)
+    per = per + (((1 - torch.tensor(mask))[..., None] * gx) ** 2).sum((1, 2, 3))
   loss = (per * torch.tensor(flags)).sum() / flags.sum()
   loss.backward()
   for name in tp:
     np.testing.assert_allclose(
       np.asarray(g_jax[name]), tp[name].grad.numpy(), rtol=1e-9, atol=1e-12
     )
+
+
+def test_each_rrr_output_is_blind_where_its_docstring_says_and_only_there():
+  """Logits z = s(x)·v + t·u depend on the input through s = Σx. At x = 0 with t = 0, p is uniform:
+  the published Σ_k ∇ log p_k is 0 there (the escape the RRR runs took on shortcut CUB: they
+  stayed unconfident); with t large the own class is certain and ∇ log p_y ≈ 0. The centred
+  log-probabilities see the input's effect in both, with the value computed by hand."""
+  v, u = jnp.asarray([1.0, -1.0, 0.5]), jnp.asarray([1.0, 0.0, 0.0])
+  x, mask = jnp.zeros((2, 3, 3, 1)), jnp.zeros((2, 3, 3))
+  flags, labels = jnp.ones(2), jnp.asarray([0, 0])
+  # by hand: ∂(z_k − z̄)/∂x_i = v_k − mean(v) for each of the 9 pixels, summed over k
+  centred = 9 * float(jnp.sum((v - jnp.mean(v)) ** 2))
+  for t, blind in ((0.0, "sum_log_probs"), (40.0, "true_log_prob")):
+    score = lambda p, xx: p * jnp.sum(xx, axis=(1, 2, 3))[:, None] * v + t * u  # noqa: E731
+    pen = {
+      o: float(losses.rrr(score, 1.0, x, mask, flags, labels=labels, output=o))
+      for o in losses.RRR_OUTPUTS
+    }
+    assert pen[blind] == pytest.approx(0.0, abs=1e-12), (t, pen)
+    assert all(pen[o] > 0.5 for o in pen if o != blind), (t, pen)
+    assert pen["centred_log_probs"] == pytest.approx(centred, rel=1e-6)
 
 
 def test_megl_part_regions_supervise_the_rationale_examples_towards_their_region():
@@ -215,6 +250,8 @@ def test_bad_config_is_one_clear_error():
     objective.TERMS["explanation"](_config("gradia", saliency="gradcam"))
   with pytest.raises(configlib.ConfigError, match="kind='lrp'"):
     objective.TERMS["explanation"](_config("lrp"))
+  with pytest.raises(configlib.ConfigError, match="rrr_output='max'.*sum_log_probs"):
+    objective.TERMS["explanation"](_config("rrr", rrr_output="max"))
   batch = _batch(jnp.float32)
   _, loss, params = _loss_fn(_config("gradia", saliency="gradcam@nope"), batch)
   with pytest.raises(configlib.ConfigError, match="gradcam@nope.*no module at path 'nope'.*conv"):

@@ -36,6 +36,11 @@ def explanation_loss_config(
       "mask_fraction": mask_fraction,
       # Pixels by which rrr/gradia/megl grow each mask (boundary tolerance; 0 = as annotated).
       "mask_dilation": 0,
+      # RRR's input gradient: of Σ_k log p_k ("sum_log_probs", Ross et al. 2017), of log p_y, the
+      # example's own class ("true_log_prob"), or of each log p_k − mean_j log p_j
+      # ("centred_log_probs"): the sum vanishes at uniform p, log p_y as p_y → 1, the centred
+      # ones with neither (mtljax/egl/saliency.py `log_prob_gradient`).
+      "rrr_output": "sum_log_probs",
       # RES: soft threshold tanh(beta·Ŝ), the level inside the mask, slack pixels at boundaries.
       "res_threshold": 0.5,
       "res_slack": 1,

@@ -11,7 +11,10 @@ to the supervised part, and padding rows / an ensemble member's left-out rows (`
 nothing at all. Losses (per example b, M its mask, S its class map, Ŝ = S / max S):
 
   rrr     Ross et al. 2017: Σ_{h,w,c} ((1 − M) ⊙ ∂ₓ Σ_k log p_k)²  (input_gradient), or the class
-          map squared outside M (other saliencies); mean over annotated examples
+          map squared outside M (other saliencies); mean over annotated examples. `rrr_output`
+          picks what is differentiated: "sum_log_probs" (Σ_k log p_k, the published form),
+          "true_log_prob" (log p_y) or "centred_log_probs" (each log p_k − mean_j log p_j,
+          squared gradients summed over k); why: `saliency.log_prob_gradient`
   gradia  mean_{h,w} |Ŝ − M|  (L1 between the normalised map of the true class and the mask)
   res     robust GRADIA (Gao et al. 2022, our reading): T = tanh(β·Ŝ) soft-thresholded; outside
           the mask dilated by `res_slack` pixels T should be 0, inside M it should reach
@@ -42,6 +45,7 @@ from mtljax.egl import saliency as sal
 
 LOSS_KINDS = ("none", "rrr", "gradia", "res", "megl")
 RATIONALE_TARGETS = ("attribute_maps", "part_regions")
+RRR_OUTPUTS = ("sum_log_probs", "true_log_prob", "centred_log_probs")
 
 
 def _error(msg: str):
@@ -78,6 +82,8 @@ def check_config(config) -> None:
     raise _error(f"{key}.saliency_mode={e.saliency_mode!r} is not 'eval' or 'train'")
   if e.get("rationale_target", "attribute_maps") not in RATIONALE_TARGETS:
     raise _error(f"{key}.rationale_target={e.rationale_target!r} is not one of {RATIONALE_TARGETS}")
+  if e.get("rrr_output", "sum_log_probs") not in RRR_OUTPUTS:
+    raise _error(f"{key}.rrr_output={e.rrr_output!r} is not one of {RRR_OUTPUTS}")
   if not 0.0 <= float(e.mask_fraction) <= 1.0:
     raise _error(f"{key}.mask_fraction={e.mask_fraction!r} must be in [0, 1]")
   if "explanation" not in tuple(config.get("objective", {}).get("terms", ())):
@@ -119,11 +125,14 @@ def _check_mask(mask, x, key):
     )
 
 
-def rrr(score, params, x, mask, flags, saliency="input_gradient", labels=None):
-  """Per-example RRR penalty `[B]` (module docstring)."""
+def rrr(
+  score, params, x, mask, flags, saliency="input_gradient", labels=None, output="sum_log_probs"
+):
+  """The RRR penalty, averaged over the flagged examples (module docstring)."""
   if sal.parse(saliency)[0] == "input_gradient":
-    g = sal.log_prob_gradient(score, params, x)
-    per = jnp.sum(((1.0 - mask)[..., None] * g) ** 2, axis=(1, 2, 3))
+    g = sal.log_prob_gradient(score, params, x, labels, output)
+    g = g.reshape((-1, *x.shape))  # [K or 1, B, H, W, C]
+    per = jnp.sum(((1.0 - mask)[None, ..., None] * g) ** 2, axis=(0, 2, 3, 4))
   else:
     s = sal.class_map(score, params, x, labels, saliency)
     per = jnp.sum(((1.0 - mask) * s) ** 2, axis=(1, 2))
@@ -207,6 +216,7 @@ def explanation_term(config):
   parts = e.get("rationale_target", "attribute_maps") == "part_regions"
   train = e.get("saliency_mode", "train") == "train"
   dilation = int(e.get("mask_dilation", 0))
+  rrr_output = e.get("rrr_output", "sum_log_probs")
 
   def term(ctx):
     x = ctx.batch["inputs"][modality]
@@ -226,7 +236,7 @@ def explanation_term(config):
     logs = {}
     try:
       if kind == "rrr":
-        value = rrr(score, ctx.params, x, mask, flags, saliency, labels)
+        value = rrr(score, ctx.params, x, mask, flags, saliency, labels, rrr_output)
       else:
         smap = sal.class_map(score, ctx.params, x, labels, saliency)
         if kind == "gradia":

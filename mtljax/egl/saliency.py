@@ -40,9 +40,33 @@ def _picked(logits, index):
   return jnp.take_along_axis(logits, index[:, None].astype(jnp.int32), axis=1)[:, 0]
 
 
-def log_prob_gradient(score: Callable, params, x):
-  """RRR's input gradient: ∂/∂x Σ_b Σ_k log p_k(x_b), shaped like x."""
-  return jax.grad(lambda xx: jnp.sum(jax.nn.log_softmax(score(params, xx), axis=-1)))(x)
+def log_prob_gradient(score: Callable, params, x, index=None, output: str = "sum_log_probs"):
+  """RRR's input gradients ∂/∂x of `output`, `[B, H, W, C]` (`[K, B, H, W, C]` for
+  "centred_log_probs"):
+
+    sum_log_probs      Σ_b Σ_k log p_k(x_b)  (Ross et al. 2017)
+    true_log_prob      Σ_b log p_{index_b}(x_b)  (each example's own class)
+    centred_log_probs  for each class k, Σ_b (log p_k − mean_j log p_j)(x_b) = Σ_b (z_k − z̄)(x_b)
+
+  The published sum is Σ_k ∇z_k − K Σ_j p_j ∇z_j: it vanishes at uniform p whatever the logits
+  depend on, so a model can silence it by staying unconfident while the argmax still follows a
+  shortcut. The own class's ∇ log p_y = (1 − p_y) ∇z_y − Σ_{j≠y} p_j ∇z_j vanishes as p_y → 1
+  instead, which the task loss drives towards. The centred log-probabilities (the logits minus
+  their mean: the softmax's normaliser cancels) vanish with neither: their gradients are 0 only
+  where the input does not change how the classes compare. K backward passes (vmapped)."""
+
+  def grad_of(pick):
+    return jax.grad(lambda xx: jnp.sum(pick(jax.nn.log_softmax(score(params, xx), axis=-1))))(x)
+
+  if output == "sum_log_probs":
+    return grad_of(lambda logp: logp)
+  if output == "true_log_prob":
+    return grad_of(lambda logp: _picked(logp, index))
+  if output == "centred_log_probs":
+    k = jax.eval_shape(score, params, x).shape[-1]
+    centred = lambda logp, c: logp[:, c] - jnp.mean(logp, axis=-1)  # noqa: E731
+    return jax.vmap(lambda c: grad_of(lambda logp: centred(logp, c)))(jnp.arange(k))
+  raise ValueError(f"unknown RRR output {output!r}")
 
 
 def class_map(score: Callable, params, x, index, saliency: str, wrap: Callable | None = None):
