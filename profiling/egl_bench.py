@@ -7,9 +7,11 @@ One SGD training step of the benchmark CNN (profiling/common.py `cnn`: three 3×
 global average pooling, a linear head; the same network and weights in JAX and PyTorch) with:
   plain                 cross-entropy only
   rrr / gradia / res / megl   + the explanation loss of mtljax/egl/losses.py on the input gradient
+  rrr centred           + RRR on the centred log-probabilities (`rrr_output="centred_log_probs"`:
+                          one input gradient per class, vmapped in JAX, a loop in PyTorch)
   gradia@conv3          + GRADIA on Grad-CAM at conv3
 each jitted in JAX; and in PyTorch the plain step and the same RRR step (input gradient with
-`create_graph=True`, double backprop). All timed interleaved (profiling/common.py
+`create_graph=True`, double backprop; and its centred form). All timed interleaved (profiling/common.py
 `time_side_by_side`), so contention on a shared machine hits every row alike; the table gives
 each step's median and its ratio to the plain step of its framework, and JAX's RRR against
 PyTorch's. The RRR loss values of both frameworks are checked to agree first.
@@ -40,11 +42,11 @@ def _jax_steps(model, lam, lr):
   def ce(p, x, y):
     return optax.softmax_cross_entropy_with_integer_labels(score(p, x), y).mean()
 
-  def expl(kind, saliency="input_gradient"):
+  def expl(kind, saliency="input_gradient", output="sum_log_probs"):
     def loss(p, x, y, m, prior):
       flags = jnp.ones(x.shape[0])
       if kind == "rrr":
-        return losses.rrr(score, p, x, m, flags)
+        return losses.rrr(score, p, x, m, flags, labels=y, output=output)
       smap = sal.class_map(score, p, x, y, saliency)
       if kind == "gradia":
         return losses.gradia(smap, m, flags)
@@ -54,7 +56,9 @@ def _jax_steps(model, lam, lr):
 
     return loss
 
-  terms = {"plain": None, "rrr": expl("rrr"), "gradia": expl("gradia"), "res": expl("res"),
+  terms = {"plain": None, "rrr": expl("rrr"),
+           "rrr centred": expl("rrr", output="centred_log_probs"),
+           "gradia": expl("gradia"), "res": expl("res"),
            "megl": expl("megl"), "gradia@conv3": expl("gradia", "gradcam@conv3")}  # fmt: skip
 
   def make(term):
@@ -69,7 +73,11 @@ def _jax_steps(model, lam, lr):
 
     return step
 
-  return {name: make(t) for name, t in terms.items()}, expl("rrr")
+  return (
+    {name: make(t) for name, t in terms.items()},
+    expl("rrr"),
+    expl("rrr", output="centred_log_probs"),
+  )
 
 
 def _torch_steps(tmodel, lam, lr):
@@ -84,21 +92,26 @@ def _torch_steps(tmodel, lam, lr):
     opt.step()
     return loss.detach()
 
-  def rrr_value(x, m):
+  def rrr_value(x, m, centred=False):
     x = x.detach().requires_grad_(True)
     logp = torch.log_softmax(tmodel(x), -1)
-    (g,) = torch.autograd.grad(logp.sum(), x, create_graph=True)
-    return (((1 - m)[:, None] * g) ** 2).sum((1, 2, 3)).mean(), x
+    outs = [logp[:, c] - logp.mean(-1) for c in range(logp.shape[1])] if centred else [logp]
+    value = 0
+    for out in outs:  # one double-backprop input gradient per output
+      (g,) = torch.autograd.grad(out.sum(), x, create_graph=True)
+      value = value + (((1 - m)[:, None] * g) ** 2).sum((1, 2, 3)).mean()
+    return value, x
 
-  def rrr(x, y, m):
+  def rrr(x, y, m, centred=False):
     opt.zero_grad()
-    value, xg = rrr_value(x, m)
+    value, xg = rrr_value(x, m, centred)
     loss = torch.nn.functional.cross_entropy(tmodel(xg), y) + lam * value
     loss.backward()
     opt.step()
     return loss.detach()
 
-  return {"plain": plain, "rrr": rrr}, rrr_value
+  steps = {"plain": plain, "rrr": rrr, "rrr centred": lambda x, y, m: rrr(x, y, m, True)}
+  return steps, rrr_value
 
 
 def main(argv=None):
@@ -122,7 +135,7 @@ def main(argv=None):
   prior = (m + 0.05) / (m + 0.05).sum((1, 2), keepdims=True)
   variables = model.init(jax.random.key(0), x[:1])
   params = variables["params"]
-  jsteps, jrrr = _jax_steps(model, a.lam, 1e-3)
+  jsteps, jrrr, jrrr_c = _jax_steps(model, a.lam, 1e-3)
   tmodel = common.torch_model("cnn", variables).train()
   tsteps, trrr = _torch_steps(tmodel, a.lam, 1e-3)
   tx, ty, tm = torch.from_numpy(common.to_nchw(x)), torch.from_numpy(y).long(), torch.from_numpy(m)
@@ -131,6 +144,9 @@ def main(argv=None):
   jv = float(jrrr(params, jnp.asarray(x), jnp.asarray(y), jnp.asarray(m), None))
   tv = float(trrr(tx, tm)[0])
   print(f"RRR loss: JAX {jv:.6g}, PyTorch {tv:.6g} (rel diff {abs(jv - tv) / abs(tv):.1e})")
+  jvc = float(jrrr_c(params, jnp.asarray(x), jnp.asarray(y), jnp.asarray(m), None))
+  tvc = float(trrr(tx, tm, True)[0])
+  print(f"centred RRR loss: JAX {jvc:.6g}, PyTorch {tvc:.6g} (rel diff {abs(jvc - tvc) / tvc:.1e})")
   args = (params, jnp.asarray(x), jnp.asarray(y), jnp.asarray(m), jnp.asarray(prior))
   fns = {f"jax {k}": (lambda s=s: s(*args)) for k, s in jsteps.items()}
   fns.update({f"torch {k}": (lambda s=s: s(tx, ty, tm)) for k, s in tsteps.items()})
@@ -144,13 +160,16 @@ def main(argv=None):
       "compile_s": t["first_call_s"] if fw == "jax" else None,
     })  # fmt: skip
   ratio = times["jax rrr"]["median_s"] / times["torch rrr"]["median_s"]
+  ratio_c = times["jax rrr centred"]["median_s"] / times["torch rrr centred"]["median_s"]
   text = common.print_table(
     rows,
     [("step", "step"), ("ms", "median ms"), ("x_plain", "× plain"), ("compile_s", "first call s")],
   )
-  print(f"JAX RRR step / PyTorch RRR step: {ratio:.2f}")
+  print(f"JAX RRR step / PyTorch RRR step: {ratio:.2f}; centred: {ratio_c:.2f}")
   payload["rows"], payload["rrr_loss"] = rows, {"jax": jv, "torch": tv}
+  payload["rrr_centred_loss"] = {"jax": jvc, "torch": tvc}
   payload["jax_rrr_over_torch_rrr"], payload["table"] = ratio, text
+  payload["jax_rrr_centred_over_torch"] = ratio_c
   if a.out:
     common.write_json(a.out, payload)
 
