@@ -36,20 +36,25 @@ from mtljax.egl import compare  # noqa: E402
 #: test split — per loss, at 20 % masks (1 member, 12 epochs), the setting with the highest
 #: `swapped_accuracy` on the decoyed validation split (its decoy repainted in another example's
 #: colour) among RRR λ 10…10⁴ × dilation 0/2/4, GRADIA 5/50/500 × 0/2/4, RES 5/20, MEGL 5/20 × 0/2
+#: (third round); fourth round: RRR on log p_y (+y) and on the centred log-probabilities (+c),
+#: λ 10…1000 × dilation 0/2/4, and MEGL λ 10/20/50 × consistency weight 0.02…0.3
 #: (docs/explanation-guided.md, the sweep's table).
 LAMBDA = {
   "digits": {"rrr": 10.0, "gradia": 5.0, "res": 5.0, "megl": 5.0},
   "attributes": {
     "rrr": 1000.0,
-    "rrr+y": 1000.0,
-    "rrr+c": 1000.0,
+    "rrr+y": 100.0,
+    "rrr+c": 100.0,
     "gradia": 50.0,
     "res": 20.0,
-    "megl": 5.0,
+    "megl": 20.0,
   },
 }
 #: config.explanation_loss.mask_dilation per family and loss (absent: 0).
-DILATION = {"digits": {}, "attributes": {"rrr": 4, "gradia": 2, "megl": 2}}
+DILATION = {"digits": {}, "attributes": {"rrr": 4, "rrr+y": 4, "rrr+c": 4, "gradia": 2, "megl": 2}}
+#: other config.explanation_loss values per family and loss (`--set` adds to / replaces them);
+#: attributes: MEGL's consistency weight, chosen by the same validation rule (fourth round).
+SETS = {"digits": {}, "attributes": {"megl": {"megl_consistency": 0.1}}}
 
 
 def main(argv=None):
@@ -100,7 +105,10 @@ def main(argv=None):
   for x in a.mask_dilation:
     k, _, v = x.rpartition("=")
     dilation.update({k: int(v)} if k else {kind: int(v) for kind in LAMBDA[a.family]})
-  extra = {}
+  extra = {
+    kind: {f"explanation_loss.{k}": v for k, v in values.items()}
+    for kind, values in SETS[a.family].items()
+  }
   for x in a.set:
     name, _, value = x.partition("=")
     kind, _, key = name.partition(".")
