@@ -183,7 +183,7 @@ def test_rrr_matches_pytorch_double_backprop(output):
     )
 
 
-def test_each_rrr_output_is_blind_where_its_docstring_says_and_only_there():
+def test_each_rrr_output_is_blind_where_its_docstring_says_and_only_there(monkeypatch):
   """Logits z = s(x)·v + t·u depend on the input through s = Σx. At x = 0 with t = 0, p is uniform:
   the published Σ_k ∇ log p_k is 0 there (the escape the RRR runs took on shortcut CUB: they
   stayed unconfident); with t large the own class is certain and ∇ log p_y ≈ 0. The centred
@@ -202,6 +202,10 @@ def test_each_rrr_output_is_blind_where_its_docstring_says_and_only_there():
     assert pen[blind] == pytest.approx(0.0, abs=1e-12), (t, pen)
     assert all(pen[o] > 0.5 for o in pen if o != blind), (t, pen)
     assert pen["centred_log_probs"] == pytest.approx(centred, rel=1e-6)
+  # many classes: the K input gradients are one vmapped VJP instead of an unrolled loop
+  monkeypatch.setattr(losses.sal, "UNROLL_CLASSES", 0)
+  vmapped = losses.rrr(score, 1.0, x, mask, flags, labels=labels, output="centred_log_probs")
+  assert float(vmapped) == pytest.approx(centred, rel=1e-6)
 
 
 def test_megl_part_regions_supervise_the_rationale_examples_towards_their_region():

@@ -40,6 +40,12 @@ def _picked(logits, index):
   return jnp.take_along_axis(logits, index[:, None].astype(jnp.int32), axis=1)[:, 0]
 
 
+#: Up to this many classes the K input gradients of RRR's centred form are an unrolled loop
+#: (measured 1.7× faster than one vmapped VJP at K = 10 on XLA:CPU, lax.map 4× slower); beyond,
+#: vmapped (one program whatever K).
+UNROLL_CLASSES = 32
+
+
 def log_prob_gradient(score: Callable, params, x, index=None, output: str = "sum_log_probs"):
   """RRR's input gradients ∂/∂x of `output`, `[B, H, W, C]` (`[K, B, H, W, C]` for
   "centred_log_probs"):
@@ -53,19 +59,24 @@ def log_prob_gradient(score: Callable, params, x, index=None, output: str = "sum
   shortcut. The own class's ∇ log p_y = (1 − p_y) ∇z_y − Σ_{j≠y} p_j ∇z_j vanishes as p_y → 1
   instead, which the task loss drives towards. The centred log-probabilities (the logits minus
   their mean: the softmax's normaliser cancels) vanish with neither: their gradients are 0 only
-  where the input does not change how the classes compare. K backward passes (vmapped)."""
+  where the input does not change how the classes compare. One forward pass and K backward
+  passes (vector-Jacobian products)."""
 
-  def grad_of(pick):
-    return jax.grad(lambda xx: jnp.sum(pick(jax.nn.log_softmax(score(params, xx), axis=-1))))(x)
+  def logp(xx):
+    return jax.nn.log_softmax(score(params, xx), axis=-1)
 
+  if output == "centred_log_probs":  # one forward pass, K vector-Jacobian products
+    out, vjp = jax.vjp(logp, x)
+    k = out.shape[-1]
+    cotangents = jnp.eye(k, dtype=out.dtype) - 1.0 / k  # row c: ∂(log p_c − mean_j log p_j)
+    if k <= UNROLL_CLASSES:  # unrolled: 1.7× faster than vmap on XLA:CPU (profiling/egl_bench.py)
+      return jnp.stack([vjp(jnp.broadcast_to(cotangents[c], out.shape))[0] for c in range(k)])
+    (g,) = jax.vmap(vjp)(jnp.broadcast_to(cotangents[:, None, :], (k, *out.shape)))
+    return g
   if output == "sum_log_probs":
-    return grad_of(lambda logp: logp)
+    return jax.grad(lambda xx: jnp.sum(logp(xx)))(x)
   if output == "true_log_prob":
-    return grad_of(lambda logp: _picked(logp, index))
-  if output == "centred_log_probs":
-    k = jax.eval_shape(score, params, x).shape[-1]
-    centred = lambda logp, c: logp[:, c] - jnp.mean(logp, axis=-1)  # noqa: E731
-    return jax.vmap(lambda c: grad_of(lambda logp: centred(logp, c)))(jnp.arange(k))
+    return jax.grad(lambda xx: jnp.sum(_picked(logp(xx), index)))(x)
   raise ValueError(f"unknown RRR output {output!r}")
 
 
