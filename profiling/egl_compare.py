@@ -8,14 +8,19 @@ r"""Explanation-guided training on decoy digits: baseline vs each loss vs the an
     python profiling/egl_compare.py --family attributes --out W3 --members 1 --fractions 0.2 \
         --kinds gradia --lam gradia=50 --mask-dilation gradia=2 --split val --only gradia_0.2
                                    # one setting of the λ sweep, scored on the validation split
+    python profiling/egl_compare.py --family attributes --out W4 --members 1 --fractions 0.2 \
+        --kinds rrr --lam rrr+c=100 --split val --only rrr_0.2+c      # RRR, centred log-probs
 
 Rows: `clean` (plain model, no decoy: the accuracy the decoy takes away), `plain` (the decoy, no
 explanation loss = annotated fraction 0), then every loss of `--kinds` at every fraction of
 `--fractions`; on `--family attributes` also `megl_<f>+r` / `megl_<f>+p`: MEGL with masks on f
 and textual rationales (generated from the planted attributes) on `--rationale-fraction` of the
 examples, the rationale's target the named attributes' own maps (+r) or their part regions (+p,
-keypoint discs). Each row is one seeds ensemble of `--members` members trained in one vmapped step
-(mean ± std over the members), scored on the decoy-free test split (mtljax/egl/compare.py).
+keypoint discs), and `rrr_<f>+y` / `rrr_<f>+c`: RRR on log p_y or on the centred
+log-probabilities (`config.explanation_loss.rrr_output`). Each row is one seeds ensemble of
+`--members` members trained in one vmapped step (mean ± std over the members), scored on the
+decoy-free test split (mtljax/egl/compare.py). `--set KIND.KEY=VALUE` sets any other
+`config.explanation_loss` key of one loss (e.g. `--set megl.megl_consistency=0.1`).
 Writes `<out>/egl_comparison.md` and `.json`; each run's workdir is `<out>/<row>`.
 """
 
