@@ -8,7 +8,8 @@ global average pooling, a linear head; the same network and weights in JAX and P
   plain                 cross-entropy only
   rrr / gradia / res / megl   + the explanation loss of mtljax/egl/losses.py on the input gradient
   rrr centred           + RRR on the centred log-probabilities (`rrr_output="centred_log_probs"`:
-                          one input gradient per class, vmapped in JAX, a loop in PyTorch)
+                          one input gradient per class: VJPs after one forward pass in
+                          JAX, a loop of double-backprop gradients in PyTorch)
   gradia@conv3          + GRADIA on Grad-CAM at conv3
 each jitted in JAX; and in PyTorch the plain step and the same RRR step (input gradient with
 `create_graph=True`, double backprop; and its centred form). All timed interleaved (profiling/common.py
@@ -73,11 +74,7 @@ def _jax_steps(model, lam, lr):
 
     return step
 
-  return (
-    {name: make(t) for name, t in terms.items()},
-    expl("rrr"),
-    expl("rrr", output="centred_log_probs"),
-  )
+  return {name: make(t) for name, t in terms.items()}, terms["rrr"], terms["rrr centred"]
 
 
 def _torch_steps(tmodel, lam, lr):

@@ -139,39 +139,35 @@ def main(argv=None):
     c.explanation_loss.saliency_mode = a.saliency_mode
     if a.epochs:
       c.train.num_epochs = a.epochs
+
+  def setting(label, kind, f, key, first=None, last=None):
+    """One row: the loss's λ and mask growth under `key` and its map, then the values `first`,
+    then its `--set` values, then `last` (each later one wins)."""
+    overrides = {
+      "explanation_loss.lam": lam[key],
+      "explanation_loss.mask_dilation": dilation.get(key, 0),
+      "explanation_loss.saliency": saliency_of.get(kind, a.saliency),
+    }
+    overrides.update({**(first or {}), **extra.get(kind, {}), **(last or {})})
+    return {"label": label, "kind": kind, "fraction": f, "overrides": overrides}
+
   settings = [{"label": "plain", "kind": "none", "fraction": 0.0}]
   for kind in a.kinds:
-    for f in a.fractions:
-      settings.append(
-        {"label": f"{kind}_{f:g}", "kind": kind, "fraction": f,
-         "overrides": {"explanation_loss.lam": lam[kind],
-                       "explanation_loss.mask_dilation": dilation.get(kind, 0),
-                       "explanation_loss.saliency": saliency_of.get(kind, a.saliency),
-                       **extra.get(kind, {})}}
-      )  # fmt: skip
+    settings += [setting(f"{kind}_{f:g}", kind, f, kind) for f in a.fractions]
     if kind == "rrr" and a.family == "attributes":
-      for f in a.fractions:  # RRR on log p_y (+y) or on the centred log p (+c): the published
-        for tag, output in (("y", "true_log_prob"), ("c", "centred_log_probs")):  # Σ_k log p_k
-          settings.append(  # vanishes at uniform p (mtljax/egl/saliency.py log_prob_gradient)
-            {"label": f"rrr_{f:g}+{tag}", "kind": kind, "fraction": f,
-             "overrides": {"explanation_loss.lam": lam[f"rrr+{tag}"],
-                           "explanation_loss.mask_dilation": dilation.get(f"rrr+{tag}", 0),
-                           "explanation_loss.saliency": "input_gradient",
-                           **extra.get(kind, {}),
-                           "explanation_loss.rrr_output": output}}
-          )  # fmt: skip
+      # RRR on log p_y (+y) or on the centred log p (+c): the published Σ_k log p_k vanishes at
+      # uniform p (mtljax/egl/saliency.py log_prob_gradient)
+      for f in a.fractions:
+        for tag, output in (("y", "true_log_prob"), ("c", "centred_log_probs")):
+          first = {"explanation_loss.saliency": "input_gradient"}
+          last = {"explanation_loss.rrr_output": output}
+          settings.append(setting(f"rrr_{f:g}+{tag}", kind, f, f"rrr+{tag}", first, last))
     if kind == "megl" and a.family == "attributes":
       for f in a.fractions:
         for tag, target in (("r", "attribute_maps"), ("p", "part_regions")):
-          settings.append(
-            {"label": f"megl_{f:g}+{tag}", "kind": kind, "fraction": f,
-             "overrides": {"explanation_loss.lam": lam[kind],
-                           "explanation_loss.mask_dilation": dilation.get(kind, 0),
-                           "explanation_loss.saliency": saliency_of.get(kind, a.saliency),
-                           "explanation_loss.rationale_target": target,
-                           **extra.get(kind, {}),
-                           "data.rationale_fraction": a.rationale_fraction}}
-          )  # fmt: skip
+          first = {"explanation_loss.rationale_target": target}
+          last = {"data.rationale_fraction": a.rationale_fraction}
+          settings.append(setting(f"megl_{f:g}+{tag}", kind, f, kind, first, last))
   keep = lambda label: not a.only or label in a.only  # noqa: E731
   settings = [st for st in settings if keep(st["label"])]
   if a.only:  # in the order given
