@@ -20,7 +20,8 @@ keypoint discs), and `rrr_<f>+y` / `rrr_<f>+c`: RRR on log p_y or on the centred
 log-probabilities (`config.explanation_loss.rrr_output`). Each row is one seeds ensemble of
 `--members` members trained in one vmapped step (mean ± std over the members), scored on the
 decoy-free test split (mtljax/egl/compare.py). `--set KIND.KEY=VALUE` sets any other
-`config.explanation_loss` key of one loss (e.g. `--set megl.megl_consistency=0.1`).
+`config.explanation_loss` key of one loss (e.g. `--set megl.megl_consistency=0.1`), or a
+`config.data` key of its runs (`--set rrr.data.mask_region=box`).
 Writes `<out>/egl_comparison.md` and `.json`; each run's workdir is `<out>/<row>`.
 """
 
@@ -119,11 +120,15 @@ def main(argv=None):
     kind, _, key = name.partition(".")
     if not key or not value:
       ap.error(f"--set {x!r}: expected KIND.KEY=VALUE, e.g. megl.megl_consistency=0.1")
-    try:
-      value = float(value)
-    except ValueError:
-      pass
-    extra.setdefault(kind, {})[f"explanation_loss.{key}"] = value
+    if value.lower() in ("true", "false"):
+      value = value.lower() == "true"
+    else:
+      try:
+        value = float(value)
+      except ValueError:
+        pass
+    path = key if key.startswith("data.") else f"explanation_loss.{key}"
+    extra.setdefault(kind, {})[path] = value
   variant = ",".join(filter(None, [a.variant, f"size={a.members}"]))
   if a.family == "digits":
     base, clean = digits.get_config(variant + ",decoy"), digits.get_config(variant)

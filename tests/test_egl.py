@@ -85,6 +85,8 @@ CASES = [
   ("rrr", "input_gradient", {"rrr_output": "true_log_prob"}),
   ("rrr", "input_gradient", {"rrr_output": "centred_log_probs"}),
   ("rrr", "gradcam@conv", {}),
+  ("rrr", "input_gradient", {"rrr_output": "centred_log_probs", "rrr_share": True}),
+  ("rrr", "gradcam@conv", {"rrr_share": True}),
   ("gradia", "input_gradient", {}),
   ("gradia", "gradcam@conv", {}),
   ("res", "input_x_gradient", {}),
@@ -136,8 +138,12 @@ def test_the_annotation_flag_switches_the_term_off():
     assert float(value) == 0.0 and all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(grads))
 
 
-@pytest.mark.parametrize("output", ["sum_log_probs", "true_log_prob", "centred_log_probs"])
-def test_rrr_matches_pytorch_double_backprop(output):
+@pytest.mark.parametrize(
+  "output,share",
+  [("sum_log_probs", False), ("true_log_prob", False), ("centred_log_probs", False),
+   ("centred_log_probs", True), ("true_log_prob", True)],
+)  # fmt: skip
+def test_rrr_matches_pytorch_double_backprop(output, share):
   torch = pytest.importorskip("torch")
   rng = np.random.default_rng(0)
   n, hw, k = 5, 4, 3
@@ -155,8 +161,10 @@ def test_rrr_matches_pytorch_double_backprop(output):
     params = {k_: jnp.asarray(v) for k_, v in dict(w1=w1, b1=b1, w2=w2, b2=b2).items()}
     labels = jnp.asarray([0, 2, 1, 1, 0])
     g_jax = jax.grad(
-      lambda p: losses.rrr(score, p, jnp.asarray(x), mask, flags, labels=labels, output=output)
-    )(params)  # fmt: skip
+      lambda p: losses.rrr(
+        score, p, jnp.asarray(x), mask, flags, labels=labels, output=output, share=share
+      )
+    )(params)
 
   tp = {
     k_: torch.tensor(v, requires_grad=True) for k_, v in dict(w1=w1, b1=b1, w2=w2, b2=b2).items()
@@ -171,16 +179,43 @@ def test_rrr_matches_pytorch_double_backprop(output):
     picked = [logp[:, c] - logp.mean(-1) for c in range(k)]
   else:
     picked = [logp]
-  per = 0
+  per = total = 0
   for out in picked:
     (gx,) = torch.autograd.grad(out.sum(), tx, create_graph=True)
     per = per + (((1 - torch.tensor(mask))[..., None] * gx) ** 2).sum((1, 2, 3))
+    total = total + (gx**2).sum((1, 2, 3))
+  if share:
+    per = per / (total + losses.SHARE_EPS)
   loss = (per * torch.tensor(flags)).sum() / flags.sum()
   loss.backward()
   for name in tp:
     np.testing.assert_allclose(
       np.asarray(g_jax[name]), tp[name].grad.numpy(), rtol=1e-9, atol=1e-12
     )
+
+
+def test_rrr_share_is_the_squared_gradient_share_outside_the_mask_at_any_logit_scale():
+  """Linear logits z = W·vec(x): the centred input gradients are W_k − mean_j W_j, so the share
+  outside M is computed by hand; scaling every logit by 10 multiplies the plain penalty by 100
+  (the escape a shrinking model takes) and leaves the share as it was."""
+  rng = np.random.default_rng(3)
+  w = rng.normal(size=(16, 3))
+  x = jnp.asarray(rng.normal(size=(2, 4, 4, 1)))
+  mask = jnp.asarray(rng.uniform(size=(2, 4, 4)) > 0.6, jnp.float32)
+  flags, labels = jnp.ones(2), jnp.asarray([0, 2])
+  score = lambda p, xx: xx.reshape(xx.shape[0], -1) @ (p * w)  # noqa: E731
+  g2 = ((w - w.mean(1, keepdims=True)) ** 2).sum(1).reshape(4, 4)  # Σ_k, per pixel
+  out = np.asarray(1 - mask)
+  by_hand = np.mean([(out[b] * g2).sum() / g2.sum() for b in range(2)])
+  pen = lambda scale, share: float(  # noqa: E731
+    losses.rrr(
+      score, scale, x, mask, flags, labels=labels, output="centred_log_probs", share=share
+    )  # fmt: skip
+  )
+  assert pen(1.0, True) == pytest.approx(by_hand, rel=1e-5)
+  assert pen(10.0, True) == pytest.approx(by_hand, rel=1e-5)
+  assert pen(10.0, False) == pytest.approx(100 * pen(1.0, False), rel=1e-5)
+  assert 0 < by_hand < 1
 
 
 def test_each_rrr_output_is_blind_where_its_docstring_says_and_only_there(monkeypatch):
@@ -364,3 +399,68 @@ def test_shortcut_reader_bad_rationales_are_data_errors(shortcut_root, tmp_path)
   Image.fromarray(np.zeros((5, 7), np.uint8)).save(mask)
   with pytest.raises(DataError, match=mask.name):
     shortcut.ShortcutCUBSource(root, "train", image_size=16, val_fraction=0.0)
+
+
+def test_shortcut_mask_regions_box_and_all_but_decoy(shortcut_root, tmp_path):
+  """`mask_region="box"`: each annotated example's mask is its bird's box from
+  bounding_boxes.txt (rescaled here by hand), holding the present attributes' masks;
+  `"all_but_decoy"`: the complement of the decoy square. A bad value, a missing box line or
+  missing decoy masks is one DataError naming the key or the file."""
+  import shutil
+
+  from PIL import Image
+
+  from mtljax.data.attributes import shortcut
+
+  src = shortcut.ShortcutCUBSource(
+    shortcut_root, "train", image_size=16, val_fraction=0.0, mask_fraction=1.0,
+    mask_region="box",
+  )  # fmt: skip
+  base = shortcut_root / "CUB_200_2011"
+  paths = dict(ln.split() for ln in (base / "images.txt").read_text().splitlines())
+  by_path = {p: i for i, p in paths.items()}
+  boxes = {
+    r[0]: [float(v) for v in r[1:]]
+    for r in map(str.split, (base / "bounding_boxes.txt").read_text().splitlines())
+  }
+  rel, decoy = src.explanation_regions()
+  for i in range(len(src)):
+    m = src[i]["meta"][ann.MASK] > 0
+    x, y, w, h = boxes[by_path[src.names[i]]]
+    iw, ih = Image.open(base / "images" / src.names[i]).size
+    ys, xs = np.nonzero(m)
+    assert (
+      xs.min() == int(np.floor(x * 16 / iw)) and xs.max() == int(np.ceil((x + w) * 16 / iw)) - 1
+    )
+    assert (
+      ys.min() == int(np.floor(y * 16 / ih)) and ys.max() == int(np.ceil((y + h) * 16 / ih)) - 1
+    )
+    assert m.sum() == (xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1)  # a filled rectangle
+    assert (rel[i] & ~m).sum() <= 2  # the parts are inside the bird's box (up to resizing)
+  boxes_all = np.stack([src[i]["meta"][ann.MASK] > 0 for i in range(len(src))])
+  assert (boxes_all & decoy).sum() < 0.3 * decoy.sum()  # the decoy is mostly outside
+  # Scoring keeps the attributes' region whatever the training masks are.
+  attr = shortcut.ShortcutCUBSource(shortcut_root, "train", image_size=16, val_fraction=0.0)
+  np.testing.assert_array_equal(attr.explanation_regions()[0], rel)
+  # "all_but_decoy": the annotation marks the decoy square as the irrelevant region.
+  marked = shortcut.ShortcutCUBSource(
+    shortcut_root, "train", image_size=16, val_fraction=0.0, mask_fraction=1.0,
+    mask_region="all_but_decoy",
+  )  # fmt: skip
+  got = np.stack([marked[i]["meta"][ann.MASK] > 0 for i in range(len(marked))])
+  np.testing.assert_array_equal(got, ~decoy)
+  with pytest.raises(DataError, match=r"data.mask_region='bird': expected one of attributes, "):
+    shortcut.ShortcutCUBSource(shortcut_root, "train", image_size=16, mask_region="bird")
+  root = tmp_path / "copy"
+  shutil.copytree(shortcut_root, root)
+  lines = (root / "CUB_200_2011" / "bounding_boxes.txt").read_text().splitlines()
+  first = src.names[0]
+  kept = [ln for ln in lines if ln.split()[0] != by_path[first]]
+  (root / "CUB_200_2011" / "bounding_boxes.txt").write_text("\n".join(kept) + "\n")
+  with pytest.raises(DataError, match=rf"bounding_boxes.txt: no box for image '{first}'"):
+    shortcut.ShortcutCUBSource(root, "train", image_size=16, val_fraction=0.0, mask_region="box")
+  shutil.rmtree(root / "CUB_200_2011" / "shortcut_masks")  # e.g. the real CUB: no decoy masks
+  with pytest.raises(DataError, match=r"shortcut_masks/.*\.png: no such file; data.mask_region="):
+    shortcut.ShortcutCUBSource(
+      root, "train", image_size=16, val_fraction=0.0, mask_region="all_but_decoy"
+    )

@@ -41,6 +41,10 @@ def explanation_loss_config(
       # ("centred_log_probs"): the sum vanishes at uniform p, log p_y as p_y → 1, the centred
       # ones with neither (mtljax/egl/saliency.py `log_prob_gradient`).
       "rrr_output": "sum_log_probs",
+      # RRR as a share: each example's penalty divided by the same sum over the whole image
+      # (the share of its squared map outside M, in [0, 1]). Scale-free: the plain form can be
+      # lowered by shrinking every logit, which is how RRR kept the decoy on shortcut CUB.
+      "rrr_share": False,
       # RES: soft threshold tanh(beta·Ŝ), the level inside the mask, slack pixels at boundaries.
       "res_threshold": 0.5,
       "res_slack": 1,

@@ -14,7 +14,9 @@ nothing at all. Losses (per example b, M its mask, S its class map, Ŝ = S / max
           map squared outside M (other saliencies); mean over annotated examples. `rrr_output`
           picks what is differentiated: "sum_log_probs" (Σ_k log p_k, the published form),
           "true_log_prob" (log p_y) or "centred_log_probs" (each log p_k − mean_j log p_j,
-          squared gradients summed over k); why: `saliency.log_prob_gradient`
+          squared gradients summed over k); why: `saliency.log_prob_gradient`. `rrr_share`:
+          divided by the same sum without (1 − M), the share of the squared map outside M
+          (scale-free: the plain sum also falls when every logit shrinks)
   gradia  mean_{h,w} |Ŝ − M|  (L1 between the normalised map of the true class and the mask)
   res     robust GRADIA (Gao et al. 2022, our reading): T = tanh(β·Ŝ) soft-thresholded; outside
           the mask dilated by `res_slack` pixels T should be 0, inside M it should reach
@@ -46,6 +48,8 @@ from mtljax.egl import saliency as sal
 LOSS_KINDS = ("none", "rrr", "gradia", "res", "megl")
 RATIONALE_TARGETS = ("attribute_maps", "part_regions")
 RRR_OUTPUTS = ("sum_log_probs", "true_log_prob", "centred_log_probs")
+#: Added to the denominator of RRR's share form (a map that is 0 everywhere has share 0).
+SHARE_EPS = 1e-12
 
 
 def _error(msg: str):
@@ -126,16 +130,19 @@ def _check_mask(mask, x, key):
 
 
 def rrr(
-  score, params, x, mask, flags, saliency="input_gradient", labels=None, output="sum_log_probs"
-):
-  """The RRR penalty, averaged over the flagged examples (module docstring)."""
+  score, params, x, mask, flags, saliency="input_gradient", labels=None, output="sum_log_probs",
+  share=False,
+):  # fmt: skip
+  """The RRR penalty, averaged over the flagged examples (module docstring); `share`: each
+  example's penalty divided by the same sum without the mask (its share outside, in [0, 1])."""
   if sal.parse(saliency)[0] == "input_gradient":
     g = sal.log_prob_gradient(score, params, x, labels, output)
-    g = g.reshape((-1, *x.shape))  # [K or 1, B, H, W, C]
-    per = jnp.sum(((1.0 - mask)[None, ..., None] * g) ** 2, axis=(0, 2, 3, 4))
+    sq = jnp.sum(g.reshape((-1, *x.shape)) ** 2, axis=(0, 4))  # [B, H, W], summed over K and C
   else:
-    s = sal.class_map(score, params, x, labels, saliency)
-    per = jnp.sum(((1.0 - mask) * s) ** 2, axis=(1, 2))
+    sq = sal.class_map(score, params, x, labels, saliency) ** 2
+  per = jnp.sum((1.0 - mask) ** 2 * sq, axis=(1, 2))
+  if share:
+    per = per / (jnp.sum(sq, axis=(1, 2)) + SHARE_EPS)
   return _mean_over(per, flags)
 
 
@@ -217,6 +224,7 @@ def explanation_term(config):
   train = e.get("saliency_mode", "train") == "train"
   dilation = int(e.get("mask_dilation", 0))
   rrr_output = e.get("rrr_output", "sum_log_probs")
+  rrr_share = bool(e.get("rrr_share", False))
 
   def term(ctx):
     x = ctx.batch["inputs"][modality]
@@ -236,7 +244,7 @@ def explanation_term(config):
     logs = {}
     try:
       if kind == "rrr":
-        value = rrr(score, ctx.params, x, mask, flags, saliency, labels, rrr_output)
+        value = rrr(score, ctx.params, x, mask, flags, saliency, labels, rrr_output, rrr_share)
       else:
         smap = sal.class_map(score, ctx.params, x, labels, saliency)
         if kind == "gradia":

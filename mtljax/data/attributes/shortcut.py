@@ -11,8 +11,11 @@ Beside the archive it writes:
                                                                  attributes: "red bill, blue wing"
 
 ``ShortcutCUBSource`` (the CUB reader plus annotations) puts into every training example's
-``meta`` (``mtljax.egl.annotations``): the relevant region (the union of the image's present
-attributes' masks, ``attribute_masks/``) for ``mask_fraction`` of the examples, and a rationale
+``meta`` (``mtljax.egl.annotations``): the relevant region for ``mask_fraction`` of the
+examples — ``mask_region="attributes"``: the union of the image's present attributes' masks
+(``attribute_masks/``); ``"box"``: the bird's bounding box (``bounding_boxes.txt``, what real
+CUB gives for every image); ``"all_but_decoy"``: everything but the decoy square (the annotator
+marks the shortcut as irrelevant, Ross et al.'s annotation A) — and a rationale
 (attributes named) for ``rationale_fraction`` of them, with its part regions (discs of the
 reader's part radius around the keypoints, ``parts/part_locs.txt``, of the parts the named
 attributes describe: what real CUB gives for every image). Rationales come from ``text_c10/`` where
@@ -39,6 +42,8 @@ from mtljax.egl import annotations
 from mtljax.egl.annotations import phrase
 
 SHORTCUT_DIR, CAPTIONS_DIR = "shortcut_masks", "text_c10"
+#: What a training mask marks as relevant (``ShortcutCUBSource(mask_region=...)``).
+MASK_REGIONS = ("attributes", "box", "all_but_decoy")
 VERSION = 2
 
 #: One decoy colour per class (distinct from the attributes' colours).
@@ -107,7 +112,15 @@ def write_shortcut_cub(
 class ShortcutCUBSource(CUB200Source):
   """The CUB reader with explanation annotations in ``meta`` (module docstring)."""
 
-  def __init__(self, root, split, *, mask_fraction=0.0, rationale_fraction=0.0, **kwargs):
+  def __init__(
+    self, root, split, *, mask_fraction=0.0, rationale_fraction=0.0, mask_region="attributes",
+    **kwargs,
+  ):  # fmt: skip
+    if mask_region not in MASK_REGIONS:
+      raise DataError(
+        f"data.mask_region={mask_region!r}: expected one of {', '.join(MASK_REGIONS)} "
+        "(the present attributes' masks, or the bird's bounding box)"
+      )
     super().__init__(root, split, **kwargs)
     n, s = len(self), self.image_size
     self._relevant = np.zeros((n, s, s), bool)
@@ -125,13 +138,43 @@ class ShortcutCUBSource(CUB200Source):
       dpath = (self.base / SHORTCUT_DIR / self.names[i]).with_suffix(".png")
       if dpath.is_file():
         self._decoy[i] = read_mask(dpath, s)
+      elif mask_region == "all_but_decoy":
+        raise DataError(
+          f"{dpath}: no such file; data.mask_region='all_but_decoy' needs the decoy's mask of "
+          f"every image in {self.base / SHORTCUT_DIR}/<image path>.png"
+        )
     train = split == "train"
+    given = {"attributes": lambda: self._relevant, "box": self._boxes,
+             "all_but_decoy": self._all_but_decoy}[mask_region]()  # fmt: skip
     has_mask = annotations.annotated(n, float(mask_fraction) if train else 0.0)
     has_rationale = annotations.annotated(n, float(rationale_fraction) if train else 0.0, seed=7)
     self._annot = annotations.MaskAnnotations(
-      self._relevant, has_mask, self._classes, len(self.class_names), rationales, has_rationale,
+      given, has_mask, self._classes, len(self.class_names), rationales, has_rationale,
       rationale_regions=parts,
     )  # fmt: skip
+
+  def _all_but_decoy(self) -> np.ndarray:
+    """bool [N, H, W]: everything but the decoy square (``shortcut_masks/``): the annotation
+    marks what is irrelevant, as Ross et al.'s A does."""
+    return ~self._decoy
+
+  def _boxes(self) -> np.ndarray:
+    """bool [N, H, W]: each image's bounding box (``bounding_boxes.txt``) in the resized image,
+    every pixel the box touches."""
+    s = self.image_size
+    out = np.zeros((len(self), s, s), bool)
+    for i in range(len(self)):
+      x, y, w, h = self._arc["boxes"][self._rows[i]]
+      if not (np.all(np.isfinite([x, y, w, h])) and w > 0 and h > 0):
+        raise DataError(
+          f"{self.base / 'bounding_boxes.txt'}: no box for image {self.names[i]!r}; "
+          "data.mask_region='box' needs one '<image_id> <x> <y> <w> <h>' line per image"
+        )
+      ih, iw = image_size_of(self._paths[i])
+      x0, x1 = int(np.floor(x * s / iw)), int(np.ceil((x + w) * s / iw))
+      y0, y1 = int(np.floor(y * s / ih)), int(np.ceil((y + h) * s / ih))
+      out[i, max(y0, 0) : y1, max(x0, 0) : x1] = True
+    return out
 
   def _part_radius_px(self, i: int) -> float:
     """The reader's part-region radius (``part_radius`` × √(box area)) in pixels of the resized
@@ -179,7 +222,10 @@ class ShortcutCUBSource(CUB200Source):
 
 CUB_SHORTCUT = Dataset(
   "cub_shortcut", ShortcutCUBSource, write_shortcut_cub,
-  source_keys=("image_size", "val_fraction", "split_seed", "mask_fraction", "rationale_fraction"),
+  source_keys=(
+    "image_size", "val_fraction", "split_seed", "mask_fraction", "rationale_fraction",
+    "mask_region",
+  ),
   source_keys_if_set=("attributes",),
   synthetic_keys=("num_train", "num_test", "seed", "decoy_size", "num_classes", "flip"),
   synthetic_data_keys=("image_size",),
