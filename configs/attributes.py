@@ -82,8 +82,8 @@ def get_config(arg=None):
     c.data.name, c.data.image_size = "cub_shortcut", 32
     c.data.mask_fraction = mask_fraction
     c.data.rationale_fraction = 0.0
-    # What a mask marks relevant: "attributes" (the present attributes' masks) or "box" (the
-    # bird's bounding box, bounding_boxes.txt: RRR's choice, docs/explanation-guided.md)
+    # What a mask marks relevant: "attributes" (the present attributes' masks), "box" (the bird's
+    # bounding box, bounding_boxes.txt) or "all_but_decoy" (docs/explanation-guided.md)
     c.data.mask_region = "attributes"
     c.data.augment = ml_collections.ConfigDict({"enabled": False})  # masks ride in meta
     c.data.synthetic = ml_collections.ConfigDict(

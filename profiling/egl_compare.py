@@ -16,8 +16,9 @@ explanation loss = annotated fraction 0), then every loss of `--kinds` at every 
 `--fractions`; on `--family attributes` also `megl_<f>+r` / `megl_<f>+p`: MEGL with masks on f
 and textual rationales (generated from the planted attributes) on `--rationale-fraction` of the
 examples, the rationale's target the named attributes' own maps (+r) or their part regions (+p,
-keypoint discs), and `rrr_<f>+y` / `rrr_<f>+c`: RRR on log p_y or on the centred
-log-probabilities (`config.explanation_loss.rrr_output`). Each row is one seeds ensemble of
+keypoint discs), `rrr_<f>+y` / `rrr_<f>+c`: RRR on log p_y or on the centred
+log-probabilities (`config.explanation_loss.rrr_output`), and `rrr_<f>+g`: RRR on Grad-CAM at
+conv2 as the share of the squared map outside the mask (`rrr_share`). Each row is one seeds ensemble of
 `--members` members trained in one vmapped step (mean ± std over the members), scored on the
 decoy-free test split (mtljax/egl/compare.py). `--set KIND.KEY=VALUE` sets any other
 `config.explanation_loss` key of one loss (e.g. `--set megl.megl_consistency=0.1`), or a
@@ -43,21 +44,26 @@ from mtljax.egl import compare  # noqa: E402
 #: `swapped_accuracy` on the decoyed validation split (its decoy repainted in another example's
 #: colour) among RRR λ 10…10⁴ × dilation 0/2/4, GRADIA 5/50/500 × 0/2/4, RES 5/20, MEGL 5/20 × 0/2
 #: (third round); fourth round: RRR on log p_y (+y) and on the centred log-probabilities (+c),
-#: λ 10…1000 × dilation 0/2/4, and MEGL λ 10/20/50 × consistency weight 0.02…0.3
-#: (docs/explanation-guided.md, the sweep's table).
+#: λ 10…1000 × dilation 0/2/4, and MEGL λ 10/20/50 × consistency weight 0.02…0.3; fifth round:
+#: RRR on Grad-CAM as a share (+g), λ 3…100 × the mask region (docs/explanation-guided.md, the
+#: sweep's tables).
 LAMBDA = {
   "digits": {"rrr": 10.0, "gradia": 5.0, "res": 5.0, "megl": 5.0},
   "attributes": {
     "rrr": 1000.0,
     "rrr+y": 100.0,
     "rrr+c": 100.0,
+    "rrr+g": 10.0,
     "gradia": 50.0,
     "res": 20.0,
     "megl": 20.0,
   },
 }
 #: config.explanation_loss.mask_dilation per family and loss (absent: 0).
-DILATION = {"digits": {}, "attributes": {"rrr": 4, "rrr+y": 4, "rrr+c": 4, "gradia": 2, "megl": 2}}
+DILATION = {
+  "digits": {},
+  "attributes": {"rrr": 4, "rrr+y": 4, "rrr+c": 4, "rrr+g": 2, "gradia": 2, "megl": 2},
+}
 #: other config.explanation_loss values per family and loss (`--set` adds to / replaces them);
 #: attributes: MEGL's consistency weight, chosen by the same validation rule (fourth round).
 SETS = {"digits": {}, "attributes": {"megl": {"megl_consistency": 0.1}}}
@@ -167,6 +173,10 @@ def main(argv=None):
           first = {"explanation_loss.saliency": "input_gradient"}
           last = {"explanation_loss.rrr_output": output}
           settings.append(setting(f"rrr_{f:g}+{tag}", kind, f, f"rrr+{tag}", first, last))
+        # RRR on Grad-CAM, as the share of the squared map outside M (fifth round)
+        first = {"explanation_loss.saliency": "gradcam@encoders_image/conv2"}
+        last = {"explanation_loss.rrr_share": True}
+        settings.append(setting(f"rrr_{f:g}+g", kind, f, "rrr+g", first, last))
     if kind == "megl" and a.family == "attributes":
       for f in a.fractions:
         for tag, target in (("r", "attribute_maps"), ("p", "part_regions")):

@@ -119,7 +119,7 @@ class ShortcutCUBSource(CUB200Source):
     if mask_region not in MASK_REGIONS:
       raise DataError(
         f"data.mask_region={mask_region!r}: expected one of {', '.join(MASK_REGIONS)} "
-        "(the present attributes' masks, or the bird's bounding box)"
+        "(the present attributes' masks, the bird's bounding box, or everything but the decoy)"
       )
     super().__init__(root, split, **kwargs)
     n, s = len(self), self.image_size
