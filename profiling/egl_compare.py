@@ -141,6 +141,7 @@ def main(argv=None):
     names = ("data_decoy", "data_clean")
   else:
     base = attributes.get_config(variant + ",shortcut")
+    gradcam = base.explanation_loss.saliency  # the config's Grad-CAM layer (the +g rows' map)
     clean = attributes.get_config(variant + ",shortcut")
     clean.data.synthetic.decoy_size = 0.0
     names = ("data_decoy", "data_clean")
@@ -174,7 +175,7 @@ def main(argv=None):
           last = {"explanation_loss.rrr_output": output}
           settings.append(setting(f"rrr_{f:g}+{tag}", kind, f, f"rrr+{tag}", first, last))
         # RRR on Grad-CAM, as the share of the squared map outside M (fifth round)
-        first = {"explanation_loss.saliency": "gradcam@encoders_image/conv2"}
+        first = {"explanation_loss.saliency": gradcam}
         last = {"explanation_loss.rrr_share": True}
         settings.append(setting(f"rrr_{f:g}+g", kind, f, "rrr+g", first, last))
     if kind == "megl" and a.family == "attributes":

@@ -144,19 +144,18 @@ class ShortcutCUBSource(CUB200Source):
           f"every image in {self.base / SHORTCUT_DIR}/<image path>.png"
         )
     train = split == "train"
-    given = {"attributes": lambda: self._relevant, "box": self._boxes,
-             "all_but_decoy": self._all_but_decoy}[mask_region]()  # fmt: skip
+    if mask_region == "box":
+      given = self._boxes()
+    elif mask_region == "all_but_decoy":  # the annotation marks the decoy irrelevant (Ross's A)
+      given = ~self._decoy
+    else:
+      given = self._relevant
     has_mask = annotations.annotated(n, float(mask_fraction) if train else 0.0)
     has_rationale = annotations.annotated(n, float(rationale_fraction) if train else 0.0, seed=7)
     self._annot = annotations.MaskAnnotations(
       given, has_mask, self._classes, len(self.class_names), rationales, has_rationale,
       rationale_regions=parts,
     )  # fmt: skip
-
-  def _all_but_decoy(self) -> np.ndarray:
-    """bool [N, H, W]: everything but the decoy square (``shortcut_masks/``): the annotation
-    marks what is irrelevant, as Ross et al.'s A does."""
-    return ~self._decoy
 
   def _boxes(self) -> np.ndarray:
     """bool [N, H, W]: each image's bounding box (``bounding_boxes.txt``) in the resized image,
