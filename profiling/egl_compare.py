@@ -129,10 +129,12 @@ def main(argv=None):
     if value.lower() in ("true", "false"):
       value = value.lower() == "true"
     else:
-      try:
-        value = float(value)
-      except ValueError:
-        pass
+      for number in (int, float):
+        try:
+          value = number(value)
+          break
+        except ValueError:
+          pass
     path = key if key.startswith("data.") else f"explanation_loss.{key}"
     extra.setdefault(kind, {})[path] = value
   variant = ",".join(filter(None, [a.variant, f"size={a.members}"]))

@@ -87,6 +87,8 @@ CASES = [
   ("rrr", "gradcam@conv", {}),
   ("rrr", "input_gradient", {"rrr_output": "centred_log_probs", "rrr_share": True}),
   ("rrr", "gradcam@conv", {"rrr_share": True}),
+  ("rrr", "input_gradient", {"rrr_output": "centred_log_probs", "rrr_pool": 2}),
+  ("rrr", "input_gradient", {"rrr_output": "centred_log_probs", "rrr_pool": 4, "rrr_share": True}),
   ("gradia", "input_gradient", {}),
   ("gradia", "gradcam@conv", {}),
   ("res", "input_x_gradient", {}),
@@ -139,11 +141,12 @@ def test_the_annotation_flag_switches_the_term_off():
 
 
 @pytest.mark.parametrize(
-  "output,share",
-  [("sum_log_probs", False), ("true_log_prob", False), ("centred_log_probs", False),
-   ("centred_log_probs", True), ("true_log_prob", True)],
+  "output,share,pool",
+  [("sum_log_probs", False, 1), ("true_log_prob", False, 1), ("centred_log_probs", False, 1),
+   ("centred_log_probs", True, 1), ("true_log_prob", True, 1), ("centred_log_probs", False, 2),
+   ("centred_log_probs", True, 3)],
 )  # fmt: skip
-def test_rrr_matches_pytorch_double_backprop(output, share):
+def test_rrr_matches_pytorch_double_backprop(output, share, pool):
   torch = pytest.importorskip("torch")
   rng = np.random.default_rng(0)
   n, hw, k = 5, 4, 3
@@ -162,7 +165,8 @@ def test_rrr_matches_pytorch_double_backprop(output, share):
     labels = jnp.asarray([0, 2, 1, 1, 0])
     g_jax = jax.grad(
       lambda p: losses.rrr(
-        score, p, jnp.asarray(x), mask, flags, labels=labels, output=output, share=share
+        score, p, jnp.asarray(x), mask, flags, labels=labels, output=output, share=share,
+        pool=pool,
       )
     )(params)
 
@@ -179,11 +183,17 @@ def test_rrr_matches_pytorch_double_backprop(output, share):
     picked = [logp[:, c] - logp.mean(-1) for c in range(k)]
   else:
     picked = [logp]
+  def blocks(g):  # sums over pool × pool blocks: zero-pad to a multiple, reshape, sum
+    pad = -hw % pool
+    g = torch.nn.functional.pad(g, (0, 0, 0, pad, 0, pad))
+    m = (hw + pad) // pool
+    return g.reshape(n, m, pool, m, pool, 1).sum((2, 4))
+
   per = total = 0
   for out in picked:
     (gx,) = torch.autograd.grad(out.sum(), tx, create_graph=True)
-    per = per + (((1 - torch.tensor(mask))[..., None] * gx) ** 2).sum((1, 2, 3))
-    total = total + (gx**2).sum((1, 2, 3))
+    per = per + (blocks((1 - torch.tensor(mask))[..., None] * gx) ** 2).sum((1, 2, 3))
+    total = total + (blocks(gx) ** 2).sum((1, 2, 3))
   if share:
     per = per / (total + losses.SHARE_EPS)
   loss = (per * torch.tensor(flags)).sum() / flags.sum()
@@ -216,6 +226,37 @@ def test_rrr_share_is_the_squared_gradient_share_outside_the_mask_at_any_logit_s
   assert pen(10.0, True) == pytest.approx(by_hand, rel=1e-5)
   assert pen(10.0, False) == pytest.approx(100 * pen(1.0, False), rel=1e-5)
   assert 0 < by_hand < 1
+
+
+def test_rrr_pool_weighs_a_patch_read_as_its_mean_colour_as_one_input():
+  """Logits z = v · mean(x over a 4×4 patch): each of its 16 pixels has the centred gradient
+  (v − v̄)/16, so per pixel the patch costs c/16 (c = Σ_k (v_k − v̄)²), 1/16 of what a single
+  pixel read with the same weight costs; summed over 4×4 blocks first (rrr_pool=4) it costs c.
+  Blocks that straddle the patch and the mask split as the sums say (by hand)."""
+  v = jnp.asarray([1.0, -2.0, 0.5])
+  c = float(jnp.sum((v - jnp.mean(v)) ** 2))
+  x = jnp.zeros((1, 8, 8, 1))
+  flags, labels = jnp.ones(1), jnp.asarray([0])
+
+  def score(p, xx, rows=slice(0, 4), cols=slice(0, 4)):
+    return jnp.mean(xx[:, rows, cols, 0], axis=(1, 2))[:, None] * (p * v)
+
+  pen = lambda sc, mask, pool: float(  # noqa: E731
+    losses.rrr(sc, 1.0, x, mask, flags, labels=labels, output="centred_log_probs", pool=pool)
+  )
+  none = jnp.zeros((1, 8, 8))
+  assert pen(score, none, 1) == pytest.approx(c / 16, rel=1e-6)
+  assert pen(score, none, 4) == pytest.approx(c, rel=1e-6)
+  # the patch at rows 2..5: two 4×4 blocks hold 8 pixels each: 2 · (8/16)² c = c/2
+  shifted = lambda p, xx: score(p, xx, rows=slice(2, 6))  # noqa: E731
+  assert pen(shifted, none, 4) == pytest.approx(c / 2, rel=1e-6)
+  # 3 × 3 blocks on 8 px (the last ones partial): rows 0..2 / 3..5 hold 3 / 1 patch rows, cols
+  # 0..2 / 3..5 hold 3 / 1: block sums 9, 3, 3, 1 sixteenths
+  assert pen(score, none, 3) == pytest.approx(c * (81 + 9 + 9 + 1) / 256, rel=1e-6)
+  # the mask covers the patch's left half: the blocks see only the right half's 8 pixels
+  half = none.at[:, :, :2].set(1.0)
+  assert pen(score, half, 4) == pytest.approx(c / 4, rel=1e-6)
+  assert pen(score, half, 1) == pytest.approx(c / 32, rel=1e-6)
 
 
 def test_each_rrr_output_is_blind_where_its_docstring_says_and_only_there(monkeypatch):
@@ -291,6 +332,9 @@ def test_bad_config_is_one_clear_error():
     objective.TERMS["explanation"](_config("lrp"))
   with pytest.raises(configlib.ConfigError, match="rrr_output='max'.*sum_log_probs"):
     objective.TERMS["explanation"](_config("rrr", rrr_output="max"))
+  for pool in (0, -1):
+    with pytest.raises(configlib.ConfigError, match=f"rrr_pool={pool}.*whole number"):
+      objective.TERMS["explanation"](_config("rrr", rrr_pool=pool))
   batch = _batch(jnp.float32)
   _, loss, params = _loss_fn(_config("gradia", saliency="gradcam@nope"), batch)
   with pytest.raises(configlib.ConfigError, match="gradcam@nope.*no module at path 'nope'.*conv"):

@@ -45,6 +45,10 @@ def explanation_loss_config(
       # (the share of its squared map outside M, in [0, 1]). Scale-free: the plain form can be
       # lowered by shrinking every logit, which is how RRR kept the decoy on shortcut CUB.
       "rrr_share": False,
+      # RRR at a coarser scale: (1 − M) ⊙ ∂ₓ summed over rrr_pool × rrr_pool blocks before it is
+      # squared (1 = per pixel, the published form). A shortcut the model reads as a patch's
+      # mean colour has a per-pixel gradient 1/n of the patch's: per pixel its square is 1/n².
+      "rrr_pool": 1,
       # RES: soft threshold tanh(beta·Ŝ), the level inside the mask, slack pixels at boundaries.
       "res_threshold": 0.5,
       "res_slack": 1,

@@ -16,7 +16,10 @@ nothing at all. Losses (per example b, M its mask, S its class map, Ŝ = S / max
           "true_log_prob" (log p_y) or "centred_log_probs" (each log p_k − mean_j log p_j,
           squared gradients summed over k); why: `saliency.log_prob_gradient`. `rrr_share`:
           divided by the same sum without (1 − M), the share of the squared map outside M
-          (scale-free: the plain sum also falls when every logit shrinks)
+          (scale-free: the plain sum also falls when every logit shrinks). `rrr_pool` p > 1:
+          (1 − M) ⊙ ∂ₓ is summed over p × p blocks before it is squared (the gradient of a
+          uniform change of each block outside M: a patch read as its mean colour has per-pixel
+          gradients 1/n of its own, squares 1/n², so per pixel its n pixels weigh 1/n of it)
   gradia  mean_{h,w} |Ŝ − M|  (L1 between the normalised map of the true class and the mask)
   res     robust GRADIA (Gao et al. 2022, our reading): T = tanh(β·Ŝ) soft-thresholded; outside
           the mask dilated by `res_slack` pixels T should be 0, inside M it should reach
@@ -88,6 +91,9 @@ def check_config(config) -> None:
     raise _error(f"{key}.rationale_target={e.rationale_target!r} is not one of {RATIONALE_TARGETS}")
   if e.get("rrr_output", "sum_log_probs") not in RRR_OUTPUTS:
     raise _error(f"{key}.rrr_output={e.rrr_output!r} is not one of {RRR_OUTPUTS}")
+  pool = e.get("rrr_pool", 1)
+  if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
+    raise _error(f"{key}.rrr_pool={pool!r} must be a whole number of pixels ≥ 1 (1 = per pixel)")
   if not 0.0 <= float(e.mask_fraction) <= 1.0:
     raise _error(f"{key}.mask_fraction={e.mask_fraction!r} must be in [0, 1]")
   if "explanation" not in tuple(config.get("objective", {}).get("terms", ())):
@@ -129,20 +135,34 @@ def _check_mask(mask, x, key):
     )
 
 
+def _sum_pool(v, pool: int):
+  """Sums of `v [N, B, H, W, C]` over non-overlapping pool × pool blocks of (H, W); the last
+  block of a side that `pool` does not divide is the partial one (zero-padded)."""
+  if pool <= 1:
+    return v
+  h, w = v.shape[2:4]
+  pad = ((0, 0), (0, 0), (0, -h % pool), (0, -w % pool), (0, 0))
+  return jax.lax.reduce_window(
+    jnp.pad(v, pad), 0.0, jax.lax.add, (1, 1, pool, pool, 1), (1, 1, pool, pool, 1), "VALID"
+  )
+
+
 def rrr(
   score, params, x, mask, flags, saliency="input_gradient", labels=None, output="sum_log_probs",
-  share=False,
+  share=False, pool=1,
 ):  # fmt: skip
   """The RRR penalty, averaged over the flagged examples (module docstring); `share`: each
-  example's penalty divided by the same sum without the mask (its share outside, in [0, 1])."""
+  example's penalty divided by the same sum without the mask (its share outside, in [0, 1]);
+  `pool` > 1: the signed map (1 − M) ⊙ ∂ₓ is summed over pool × pool blocks before it is
+  squared — the gradient with respect to each block's uniform change outside M."""
   if sal.parse(saliency)[0] == "input_gradient":
-    g = sal.log_prob_gradient(score, params, x, labels, output)
-    sq = jnp.sum(g.reshape((-1, *x.shape)) ** 2, axis=(0, 4))  # [B, H, W], summed over K and C
-  else:
-    sq = sal.class_map(score, params, x, labels, saliency) ** 2
-  per = jnp.sum((1.0 - mask) ** 2 * sq, axis=(1, 2))
+    g = sal.log_prob_gradient(score, params, x, labels, output).reshape((-1, *x.shape))
+  else:  # [1, B, H, W, 1]
+    g = sal.class_map(score, params, x, labels, saliency)[None, ..., None]
+  outside = _sum_pool((1.0 - mask)[None, ..., None] * g, pool)
+  per = jnp.sum(outside**2, axis=(0, 2, 3, 4))  # [B], summed over K, blocks and C
   if share:
-    per = per / (jnp.sum(sq, axis=(1, 2)) + SHARE_EPS)
+    per = per / (jnp.sum(_sum_pool(g, pool) ** 2, axis=(0, 2, 3, 4)) + SHARE_EPS)
   return _mean_over(per, flags)
 
 
@@ -225,6 +245,7 @@ def explanation_term(config):
   dilation = int(e.get("mask_dilation", 0))
   rrr_output = e.get("rrr_output", "sum_log_probs")
   rrr_share = bool(e.get("rrr_share", False))
+  rrr_pool = int(e.get("rrr_pool", 1))
 
   def term(ctx):
     x = ctx.batch["inputs"][modality]
@@ -244,7 +265,9 @@ def explanation_term(config):
     logs = {}
     try:
       if kind == "rrr":
-        value = rrr(score, ctx.params, x, mask, flags, saliency, labels, rrr_output, rrr_share)
+        value = rrr(
+          score, ctx.params, x, mask, flags, saliency, labels, rrr_output, rrr_share, rrr_pool
+        )
       else:
         smap = sal.class_map(score, ctx.params, x, labels, saliency)
         if kind == "gradia":
