@@ -165,9 +165,16 @@ def test_rrr_matches_pytorch_double_backprop(output, share, pool):
     labels = jnp.asarray([0, 2, 1, 1, 0])
     g_jax = jax.grad(
       lambda p: losses.rrr(
-        score, p, jnp.asarray(x), mask, flags, labels=labels, output=output, share=share,
+        score,
+        p,
+        jnp.asarray(x),
+        mask,
+        flags,
+        labels=labels,
+        output=output,
+        share=share,
         pool=pool,
-      )
+      )  # fmt: skip
     )(params)
 
   tp = {
@@ -183,6 +190,7 @@ def test_rrr_matches_pytorch_double_backprop(output, share, pool):
     picked = [logp[:, c] - logp.mean(-1) for c in range(k)]
   else:
     picked = [logp]
+
   def blocks(g):  # sums over pool × pool blocks: zero-pad to a multiple, reshape, sum
     pad = -hw % pool
     g = torch.nn.functional.pad(g, (0, 0, 0, pad, 0, pad))
