@@ -88,6 +88,7 @@ CASES = [
   ("rrr", "input_gradient", {"rrr_output": "centred_log_probs", "rrr_share": True}),
   ("rrr", "gradcam@conv", {"rrr_share": True}),
   ("rrr", "input_gradient", {"rrr_output": "centred_log_probs", "rrr_pool": 2}),
+  ("rrr", "gradcam@conv", {"rrr_output": "centred_log_probs", "rrr_share": True, "rrr_pool": 2}),
   ("rrr", "input_gradient", {"rrr_output": "centred_log_probs", "rrr_pool": 4, "rrr_share": True}),
   ("gradia", "input_gradient", {}),
   ("gradia", "gradcam@conv", {}),
@@ -234,6 +235,48 @@ def test_rrr_share_is_the_squared_gradient_share_outside_the_mask_at_any_logit_s
   assert pen(10.0, True) == pytest.approx(by_hand, rel=1e-5)
   assert pen(10.0, False) == pytest.approx(100 * pen(1.0, False), rel=1e-5)
   assert 0 < by_hand < 1
+
+
+def test_centred_gradcam_matches_captum_layer_gradcam_of_the_centred_logits():
+  """`saliency.centred_gradcam` against Captum's LayerGradCam (no ReLU) of a PyTorch twin of
+  _Tiny whose output is the centred logits z − z̄, one target class at a time."""
+  torch = pytest.importorskip("torch")
+  captum_attr = pytest.importorskip("captum.attr")
+  from mtljax.egl import saliency as sal
+
+  with jax.enable_x64(True):
+    batch = _batch(jnp.float64)
+    model = _Tiny()
+    params = model.init(jax.random.key(0), batch["inputs"])["params"]
+    params = jax.tree.map(lambda p: jnp.asarray(p, jnp.float64), params)
+    score = lambda p, xx: model.apply({"params": p}, {"image": xx})[0]["cls"]  # noqa: E731
+    ours = np.asarray(sal.centred_gradcam(score, params, batch["inputs"]["image"], "conv"))
+
+  class Twin(torch.nn.Module):
+    def __init__(self):
+      super().__init__()
+      self.conv = torch.nn.Conv2d(2, 3, 3, padding=1).double()
+      self.cls = torch.nn.Linear(6, 3).double()
+
+    def forward(self, x):
+      h = torch.tanh(self.conv(x))
+      z = self.cls(torch.cat([h.mean((2, 3)), h.amax((2, 3))], -1))
+      return z - z.mean(-1, keepdim=True)
+
+  net = Twin()
+  with torch.no_grad():
+    net.conv.weight.copy_(torch.tensor(np.asarray(params["conv"]["kernel"]).transpose(3, 2, 0, 1)))
+    net.conv.bias.copy_(torch.tensor(np.asarray(params["conv"]["bias"])))
+    net.cls.weight.copy_(torch.tensor(np.asarray(params["cls"]["kernel"]).T))
+    net.cls.bias.copy_(torch.tensor(np.asarray(params["cls"]["bias"])))
+  x = torch.tensor(np.asarray(batch["inputs"]["image"]).transpose(0, 3, 1, 2))
+  gc = captum_attr.LayerGradCam(net, net.conv)
+  theirs = np.stack(
+    [gc.attribute(x, target=k, relu_attributions=False)[:, 0].detach().numpy() for k in range(3)]
+  )
+  assert ours.shape == theirs.shape == (3, 4, 6, 6)
+  assert np.abs(theirs).max() > 1e-3 and (theirs < 0).any()  # signed: evidence against, too
+  np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-12)
 
 
 def test_rrr_pool_weighs_a_patch_read_as_its_mean_colour_as_one_input():

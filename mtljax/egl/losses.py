@@ -14,7 +14,9 @@ nothing at all. Losses (per example b, M its mask, S its class map, Ŝ = S / max
           map squared outside M (other saliencies); mean over annotated examples. `rrr_output`
           picks what is differentiated: "sum_log_probs" (Σ_k log p_k, the published form),
           "true_log_prob" (log p_y) or "centred_log_probs" (each log p_k − mean_j log p_j,
-          squared gradients summed over k); why: `saliency.log_prob_gradient`. `rrr_share`:
+          squared gradients summed over k); why: `saliency.log_prob_gradient`. With Grad-CAM,
+          "centred_log_probs" takes the K signed maps of z_k − z̄ (`saliency.centred_gradcam`:
+          evidence for and against every class), the others the true class's ReLU map. `rrr_share`:
           divided by the same sum without (1 − M), the share of the squared map outside M
           (scale-free: the plain sum also falls when every logit shrinks). `rrr_pool` p > 1:
           (1 − M) ⊙ ∂ₓ is summed over p × p blocks before it is squared (the gradient of a
@@ -155,8 +157,11 @@ def rrr(
   example's penalty divided by the same sum without the mask (its share outside, in [0, 1]);
   `pool` > 1: the signed map (1 − M) ⊙ ∂ₓ is summed over pool × pool blocks before it is
   squared — the gradient with respect to each block's uniform change outside M."""
-  if sal.parse(saliency)[0] == "input_gradient":
+  kind, layer = sal.parse(saliency)
+  if kind == "input_gradient":
     g = sal.log_prob_gradient(score, params, x, labels, output).reshape((-1, *x.shape))
+  elif kind == "gradcam" and output == "centred_log_probs":  # [K, B, H, W, 1], signed
+    g = sal.centred_gradcam(score, params, x, layer)[..., None]
   else:  # [1, B, H, W, 1]
     g = sal.class_map(score, params, x, labels, saliency)[None, ..., None]
   outside = _sum_pool((1.0 - mask)[None, ..., None] * g, pool)

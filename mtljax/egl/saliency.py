@@ -106,6 +106,26 @@ def class_map(score: Callable, params, x, index, saliency: str, wrap: Callable |
   return jnp.abs(jnp.sum(x * g, axis=-1))
 
 
+def centred_gradcam(score: Callable, params, x, layer: str):
+  """K signed Grad-CAM maps `[K, B, H, W]`, one per centred logit z_k − mean_j z_j (= log p_k −
+  mean_j log p_j): Σ_c α_kc A_c with α_k the spatial mean of ∂(z_k − z̄)/∂A, no ReLU, bilinearly
+  resized to (H, W). The true class's ReLU map (`class_map`) shows only the evidence *for* it;
+  these show where the input moves how any two classes compare, for or against (RRR's centred
+  form at a layer: `losses.rrr`). One forward pass and K vector-Jacobian products."""
+  layer_fn = flax_layer_fn(score, layer)
+  _, act = jax.eval_shape(layer_fn, params, x, None)
+  if len(act.shape) != 4:
+    raise ValueError(f"gradcam@{layer}: the layer's output is {act.shape}, not [B, h, w, c]")
+  out, vjp, act = jax.vjp(
+    lambda d: layer_fn(params, x, d), jnp.zeros(act.shape, act.dtype), has_aux=True
+  )
+  k = out.shape[-1]
+  cotangents = jnp.eye(k, dtype=out.dtype) - 1.0 / k
+  grads = jnp.stack([vjp(jnp.broadcast_to(cotangents[c], out.shape))[0] for c in range(k)])
+  cam = jnp.einsum("bhwc,kbc->kbhw", act, jnp.mean(grads, axis=(2, 3)))
+  return jax.image.resize(cam, (*cam.shape[:2], *x.shape[1:3]), method="bilinear")
+
+
 def normalise(s, eps: float = 1e-8):
   """Each map divided by its maximum (GRADIA's [0, 1] scaling of a non-negative map)."""
   return s / (jnp.max(s, axis=(1, 2), keepdims=True) + eps)
