@@ -18,7 +18,8 @@ and textual rationales (generated from the planted attributes) on `--rationale-f
 examples, the rationale's target the named attributes' own maps (+r) or their part regions (+p,
 keypoint discs), `rrr_<f>+y` / `rrr_<f>+c`: RRR on log p_y or on the centred
 log-probabilities (`config.explanation_loss.rrr_output`), and `rrr_<f>+g`: RRR on Grad-CAM at
-conv2 as the share of the squared map outside the mask (`rrr_share`). Each row is one seeds ensemble of
+conv2 as the share of the squared map outside the mask (`rrr_share`); `rrr_<f>+gp`: the same with
+the map summed over 4 × 4 blocks before it is squared (`rrr_pool`). Each row is one seeds ensemble of
 `--members` members trained in one vmapped step (mean ± std over the members), scored on the
 decoy-free test split (mtljax/egl/compare.py). `--set KIND.KEY=VALUE` sets any other
 `config.explanation_loss` key of one loss (e.g. `--set megl.megl_consistency=0.1`), or a
@@ -46,7 +47,8 @@ from mtljax.egl import compare  # noqa: E402
 #: (third round); fourth round: RRR on log p_y (+y) and on the centred log-probabilities (+c),
 #: λ 10…1000 × dilation 0/2/4, and MEGL λ 10/20/50 × consistency weight 0.02…0.3; fifth round:
 #: RRR on Grad-CAM as a share (+g), λ 3…100 × the mask region (docs/explanation-guided.md, the
-#: sweep's tables).
+#: sweep's tables); sixth round: RRR summed over p × p blocks (+gp: p 4), p 2…8 × λ 1…1000 ×
+#: the mask region, on input gradients and Grad-CAM (its centred signed maps too).
 LAMBDA = {
   "digits": {"rrr": 10.0, "gradia": 5.0, "res": 5.0, "megl": 5.0},
   "attributes": {
@@ -54,6 +56,7 @@ LAMBDA = {
     "rrr+y": 100.0,
     "rrr+c": 100.0,
     "rrr+g": 10.0,
+    "rrr+gp": 10.0,
     "gradia": 50.0,
     "res": 20.0,
     "megl": 20.0,
@@ -62,7 +65,7 @@ LAMBDA = {
 #: config.explanation_loss.mask_dilation per family and loss (absent: 0).
 DILATION = {
   "digits": {},
-  "attributes": {"rrr": 4, "rrr+y": 4, "rrr+c": 4, "rrr+g": 2, "gradia": 2, "megl": 2},
+  "attributes": {"rrr": 4, "rrr+y": 4, "rrr+c": 4, "rrr+g": 2, "rrr+gp": 2, "gradia": 2, "megl": 2},
 }
 #: other config.explanation_loss values per family and loss (`--set` adds to / replaces them);
 #: attributes: MEGL's consistency weight, chosen by the same validation rule (fourth round).
@@ -180,6 +183,9 @@ def main(argv=None):
         first = {"explanation_loss.saliency": gradcam}
         last = {"explanation_loss.rrr_share": True}
         settings.append(setting(f"rrr_{f:g}+g", kind, f, "rrr+g", first, last))
+        # ... summed over 4 × 4 blocks before it is squared (sixth round)
+        last = {**last, "explanation_loss.rrr_pool": 4}
+        settings.append(setting(f"rrr_{f:g}+gp", kind, f, "rrr+gp", first, last))
     if kind == "megl" and a.family == "attributes":
       for f in a.fractions:
         for tag, target in (("r", "attribute_maps"), ("p", "part_regions")):
