@@ -23,7 +23,8 @@ the map summed over 4 × 4 blocks before it is squared (`rrr_pool`). Each row is
 `--members` members trained in one vmapped step (mean ± std over the members), scored on the
 decoy-free test split (mtljax/egl/compare.py). `--set KIND.KEY=VALUE` sets any other
 `config.explanation_loss` key of one loss (e.g. `--set megl.megl_consistency=0.1`), or a
-`config.data` key of its runs (`--set rrr.data.mask_region=box`).
+`config.data` or `config.train` key of its runs (`--set rrr.data.mask_region=box`,
+`--set rrr.train.grad_clip_norm=0`).
 Writes `<out>/egl_comparison.md` and `.json`; each run's workdir is `<out>/<row>`.
 """
 
@@ -107,7 +108,8 @@ def main(argv=None):
   )
   ap.add_argument(
     "--set", nargs="*", default=(), metavar="KIND.KEY=VALUE",
-    help="another config.explanation_loss value for one loss, e.g. megl.megl_consistency=0.1",
+    help="another config.explanation_loss (or data., train.) value for one loss, e.g. "
+    "megl.megl_consistency=0.1",
   )  # fmt: skip
   ap.add_argument(
     "--only", nargs="*", default=(), help="run only these rows (labels), in this order"
@@ -138,7 +140,7 @@ def main(argv=None):
           break
         except ValueError:
           pass
-    path = key if key.startswith("data.") else f"explanation_loss.{key}"
+    path = key if key.startswith(("data.", "train.")) else f"explanation_loss.{key}"
     extra.setdefault(kind, {})[path] = value
   variant = ",".join(filter(None, [a.variant, f"size={a.members}"]))
   if a.family == "digits":
