@@ -49,7 +49,8 @@ from mtljax.egl import compare  # noqa: E402
 #: λ 10…1000 × dilation 0/2/4, and MEGL λ 10/20/50 × consistency weight 0.02…0.3; fifth round:
 #: RRR on Grad-CAM as a share (+g), λ 3…100 × the mask region (docs/explanation-guided.md, the
 #: sweep's tables); sixth round: RRR summed over p × p blocks (+gp: p 4), p 2…8 × λ 1…1000 ×
-#: the mask region, on input gradients and Grad-CAM (its centred signed maps too).
+#: the mask region, on input gradients and Grad-CAM (its centred signed maps too); seventh round:
+#: for 24 epochs the same rule picks λ 30 for +gp (`--epochs 24 --lam rrr+gp=30`).
 LAMBDA = {
   "digits": {"rrr": 10.0, "gradia": 5.0, "res": 5.0, "megl": 5.0},
   "attributes": {
