@@ -8,6 +8,13 @@ RES (Grad-CAM at conv2), each as value / ‖∂/∂θ‖; the decoy's and the re
 the input-gradient and Grad-CAM maps; the overlap of the decoy with the masks; and the share of
 the decoy in MEGL's attribute-map rationale target. docs/explanation-guided.md, "Why RRR and
 GRADIA did nothing".
+
+    python profiling/egl_diagnose.py --workdir W/rrr_0.2+gp --annotated
+
+`--annotated`: whether the explanation loss is memorised by the annotated examples — per member,
+on the training split, accuracy, swapped accuracy (the decoy repainted in another example's
+colour) and the Grad-CAM decoy share, for the examples with a mask and for those without
+(docs/explanation-guided.md, seventh round).
 """
 
 from __future__ import annotations
@@ -78,6 +85,26 @@ def _shares(m, dec, rel) -> str:
   return f"{share(dec):.3f} / {share(rel):.3f}"
 
 
+def annotated_vs_not(cfg, workdir: str, saved: dict) -> None:
+  """Print the `--annotated` table (module docstring)."""
+  from mtljax.egl import annotations, compare
+
+  m = compare.score_workdir(cfg, workdir, "train", GRADCAM)  # every training example
+  fraction = float(saved["data"].get("mask_fraction", 0.0))
+  has = annotations.annotated(len(m["index"]), fraction)[m["index"]]
+  print(f"{workdir}: {int(has.sum())} of {len(has)} training examples with a mask")
+  for tag, sel in (("with a mask", has), ("without", ~has)):
+    if not sel.any():
+      continue
+    cells = {
+      "accuracy": m["correct_examples"][:, sel].mean(1),
+      "swapped accuracy": m["swapped_correct_examples"][:, sel].mean(1),
+      "Grad-CAM decoy share": m["decoy_share_examples"][:, sel].mean(1),
+    }
+    text = ", ".join(f"{k} {' / '.join(f'{v:.3f}' for v in vs)}" for k, vs in cells.items())
+    print(f"  {tag:12s} {text}  (per member)")
+
+
 def main(argv=None):
   from mtljax.explain import common
   from mtljax.train import prepare
@@ -85,10 +112,14 @@ def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--workdir", required=True, help="a finished configs/attributes.py:shortcut run")
   ap.add_argument("--examples", type=int, default=96)
+  ap.add_argument("--annotated", action="store_true", help="annotated vs not (docstring)")
   a = ap.parse_args(argv)
   saved = json.load(open(os.path.join(a.workdir, "config.json")))
   cfg = attributes.get_config(f"shortcut,size={saved['ensemble']['size']}")
   cfg.data.synthetic.dir = saved["data"]["synthetic"]["dir"]
+  cfg.data.mask_fraction = saved["data"]["mask_fraction"]
+  if a.annotated:
+    return annotated_vs_not(cfg, a.workdir, saved)
   s = prepare.setup(cfg, a.workdir, write_config=False)
   state, _ = common.restore(cfg, s, a.workdir)
   rel_all, dec_all = capability(s.sources["train"], "explanation_regions")()

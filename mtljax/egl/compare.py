@@ -56,8 +56,10 @@ def _member_fn(model, task, modality, saliency="input_gradient"):
 def score_workdir(
   config, workdir: str, split: str = "test", saliency: str = "input_gradient"
 ) -> dict[str, Any]:
-  """Per-member metrics `{metric: [E]}` and the per-example member-mean IoU `iou_examples [N]`
-  of a trained workdir's `config.explain.checkpoint` on `split` (module docstring), the maps
+  """Per-member metrics `{metric: [E]}`, the per-example member-mean IoU `iou_examples [N]` and
+  per member and example `[E, N]` `correct_examples`, `swapped_correct_examples` and
+  `decoy_share_examples` (with `index [N]`, each example's place in the source) of a trained
+  workdir's `config.explain.checkpoint` on `split` (module docstring), the maps
   being `saliency` (mtljax/egl/saliency.py; the input gradient by default). With a
   shortcut in the validation split, use "latest": the "best" checkpoint by validation accuracy
   is the one that leans on the shortcut most."""
@@ -122,6 +124,13 @@ def score_workdir(
       out["decoy_share"].append(float("nan"))
   out = {k: np.asarray(v) for k, v in out.items()}
   out["iou_examples"] = np.nanmean(np.stack(ious), axis=0)
+  # per member and example [E, N] (rows of `index`, the examples' positions in the source)
+  out["index"] = idx
+  out["correct_examples"] = np.argmax(logits, -1) == labels
+  if decoy is not None:
+    out["swapped_correct_examples"] = np.argmax(swapped, -1) == labels
+    mass = np.maximum(maps.sum((2, 3)), 1e-12)
+    out["decoy_share_examples"] = (maps * decoy[idx][None]).sum((2, 3)) / mass
   return out
 
 
