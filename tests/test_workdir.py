@@ -78,11 +78,16 @@ def test_release_leaves_another_runs_lock_alone(tmp_path):
 def test_sigterm_releases_the_lock(tmp_path):
   # SIGTERM as a fresh shell would start it (default, unblocked): an ignored or blocked SIGTERM
   # can be inherited from the test runner's process, and then neither kills nor is handled.
+  # The body sleeps in short steps, as a training loop returns to Python between steps: once
+  # JAX's backend threads exist the kernel may deliver the signal to one of them, and Python
+  # then runs the handler only when the main thread next runs bytecode (one long sleep would
+  # hold it for the whole sleep).
   code = (
     "import signal, sys, time\nfrom mtljax import workdir\n"
     "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"
     "signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM])\n"
-    "with workdir.locked(sys.argv[1]):\n  print('locked', flush=True)\n  time.sleep(120)\n"
+    "with workdir.locked(sys.argv[1]):\n  print('locked', flush=True)\n"
+    "  for _ in range(1200):\n    time.sleep(0.1)\n"
   )
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS="cpu")
   p = subprocess.Popen(
