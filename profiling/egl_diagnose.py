@@ -85,13 +85,12 @@ def _shares(m, dec, rel) -> str:
   return f"{share(dec):.3f} / {share(rel):.3f}"
 
 
-def annotated_vs_not(cfg, workdir: str, saved: dict) -> None:
+def annotated_vs_not(cfg, workdir: str) -> None:
   """Print the `--annotated` table (module docstring)."""
   from mtljax.egl import annotations, compare
 
   m = compare.score_workdir(cfg, workdir, "train", GRADCAM)  # every training example
-  fraction = float(saved["data"].get("mask_fraction", 0.0))
-  has = annotations.annotated(len(m["index"]), fraction)[m["index"]]
+  has = annotations.annotated(len(m["index"]), float(cfg.data.mask_fraction))[m["index"]]
   print(f"{workdir}: {int(has.sum())} of {len(has)} training examples with a mask")
   for tag, sel in (("with a mask", has), ("without", ~has)):
     if not sel.any():
@@ -119,7 +118,7 @@ def main(argv=None):
   cfg.data.synthetic.dir = saved["data"]["synthetic"]["dir"]
   cfg.data.mask_fraction = saved["data"]["mask_fraction"]
   if a.annotated:
-    return annotated_vs_not(cfg, a.workdir, saved)
+    return annotated_vs_not(cfg, a.workdir)
   s = prepare.setup(cfg, a.workdir, write_config=False)
   state, _ = common.restore(cfg, s, a.workdir)
   rel_all, dec_all = capability(s.sources["train"], "explanation_regions")()

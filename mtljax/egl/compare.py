@@ -104,33 +104,28 @@ def score_workdir(
   centre = np.stack(
     [(rel * ys).sum((1, 2)) / rel.sum((1, 2)), (rel * xs).sum((1, 2)) / rel.sum((1, 2))], 1
   )
-  out = {k: [] for k in METRICS + EXTRA}
-  ious = []
-  swapped = np.concatenate(swapped, 1) if swapped else None
-  for k in range(maps.shape[0]):
-    out["accuracy"].append(float(np.mean(np.argmax(logits[k], -1) == labels)))
-    out["swapped_accuracy"].append(
-      float(np.mean(np.argmax(swapped[k], -1) == labels)) if swapped is not None else float("nan")
-    )
-    iou = xm.iou(norm[k], rel, 0.3)["iou"]
-    ious.append(iou)
-    out["iou"].append(float(np.nanmean(iou)))
-    out["pearson"].append(float(np.nanmean(xm.pearson(norm[k], rel, size))))
-    out["com"].append(float(np.nanmean(xm.com_distance(norm[k], centre))))
-    if decoy is not None:
-      share = (maps[k] * decoy[idx]).sum((1, 2)) / np.maximum(maps[k].sum((1, 2)), 1e-12)
-      out["decoy_share"].append(float(np.mean(share)))
-    else:
-      out["decoy_share"].append(float("nan"))
-  out = {k: np.asarray(v) for k, v in out.items()}
-  out["iou_examples"] = np.nanmean(np.stack(ious), axis=0)
   # per member and example [E, N] (rows of `index`, the examples' positions in the source)
-  out["index"] = idx
-  out["correct_examples"] = np.argmax(logits, -1) == labels
+  per = {"index": idx, "correct_examples": np.argmax(logits, -1) == labels}
+  nan = np.full(maps.shape[0], np.nan)
   if decoy is not None:
-    out["swapped_correct_examples"] = np.argmax(swapped, -1) == labels
+    swapped = np.concatenate(swapped, 1)
+    per["swapped_correct_examples"] = np.argmax(swapped, -1) == labels
     mass = np.maximum(maps.sum((2, 3)), 1e-12)
-    out["decoy_share_examples"] = (maps * decoy[idx][None]).sum((2, 3)) / mass
+    per["decoy_share_examples"] = (maps * decoy[idx][None]).sum((2, 3)) / mass
+  out = {
+    "accuracy": per["correct_examples"].mean(1),
+    "swapped_accuracy": per["swapped_correct_examples"].mean(1) if decoy is not None else nan,
+    "decoy_share": per["decoy_share_examples"].mean(1) if decoy is not None else nan,
+  }
+  ious, pearson, com = [], [], []
+  for k in range(maps.shape[0]):
+    ious.append(xm.iou(norm[k], rel, 0.3)["iou"])
+    pearson.append(float(np.nanmean(xm.pearson(norm[k], rel, size))))
+    com.append(float(np.nanmean(xm.com_distance(norm[k], centre))))
+  out["iou"] = np.asarray([float(np.nanmean(iou)) for iou in ious])
+  out["pearson"], out["com"] = np.asarray(pearson), np.asarray(com)
+  out["iou_examples"] = np.nanmean(np.stack(ious), axis=0)
+  out.update(per)
   return out
 
 
