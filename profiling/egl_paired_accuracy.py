@@ -16,8 +16,6 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from configs import attributes  # noqa: E402
@@ -25,22 +23,12 @@ from configs import attributes  # noqa: E402
 
 def correctness(workdir: str) -> np.ndarray:
   """[N] the share of the row's members that classify each test example correctly."""
-  from mtljax.explain import common
-  from mtljax.train import prepare
+  from mtljax.egl import compare
 
   saved = json.load(open(os.path.join(workdir, "config.json")))
   cfg = attributes.get_config(f"shortcut,size={saved['ensemble']['size']}")
   cfg.data.synthetic.dir = saved["data"]["synthetic"]["dir"]
-  s = prepare.setup(cfg, workdir, write_config=False)
-  state, _ = common.restore(cfg, s, workdir)
-  d = common.collect(s, "test", 10**9, int(cfg.eval.batch_size))
-  x = jnp.asarray(d["inputs"]["image"])
-
-  def logits(p, b):
-    return s.model.apply({"params": p, "batch_stats": b}, {"image": x}, train=False)[0]["class"]
-
-  out = np.asarray(jax.vmap(logits)(state["params"], state["batch_stats"]))
-  return (out.argmax(-1) == d["targets"]["class"][None]).mean(0)
+  return compare.score_workdir(cfg, workdir, "test")["correct_examples"].mean(0)
 
 
 def main(argv=None):
