@@ -14,7 +14,7 @@ Variants after a colon, comma-separated:
 
 Commands:
   python -m mtljax.main --config=configs/facades.py --workdir=W --config.model.variant=LIM-MS_ALL
-  python -m mtljax.mtc.sweep --config=configs/facades.py --workdir=W --realisations=3
+  python -m mtljax.sweeps.mtc --config=configs/facades.py --workdir=W --realisations=3
   python -m mtljax.main --config=configs/facades.py --workdir=W --config.data.root=/data/facades
 """
 

@@ -279,9 +279,9 @@ def explain_config(
       # Image input whose attributions are drawn and scored; Grad-CAM's layer (module path).
       "modality": modality,
       "layer": layer,
-      # Any of mtljax.explain.attributions.METHODS.
+      # Any of mtljax.attribution.methods.METHODS.
       "methods": tuple(methods),
-      # Ensemble strategy of mtljax.explain.ensemble.ensemble_attribute ("auto", "vmap",
+      # Ensemble strategy of mtljax.attribution.ensemble.ensemble_attribute ("auto", "vmap",
       # "loop", "map") and targets per attribution batch.
       "strategy": "auto",
       "batch_size": 16,

@@ -14,6 +14,7 @@ from typing import Mapping
 
 import ml_collections
 
+from mtljax.errors import ConfigError
 from mtljax import config_blocks
 from mtljax import tasks as tasks_lib
 from mtljax.models.encoders import ENCODERS
@@ -27,10 +28,6 @@ _OPTIMIZERS = ("adamw", "adam", "sgd")
 # target in its own units for the loss (e.g. a sigmoid head's [0, 1] target).
 _TASK_KEYS = {"kind", "num_classes", "weight", "head", "head_kwargs", "num_outputs", "normalize"}
 _INPUT_KEYS = {"encoder", "encoder_kwargs"}
-
-
-class ConfigError(ValueError):
-  """A config that cannot run; the message lists every problem with its key."""
 
 
 def resolve_from_data(config: ml_collections.ConfigDict, target_fields: Mapping[str, dict]) -> None:

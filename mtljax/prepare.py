@@ -48,6 +48,7 @@ def _parse_flags(argv):
 
 
 def main(argv):
+  from mtljax import tasks
   from mtljax import workdir as workdir_lib
   from mtljax.data.prepared import convert
   from mtljax.data.source import DataError
@@ -61,7 +62,12 @@ def main(argv):
     os.makedirs(out, exist_ok=True)
     with workdir_lib.locked(out, "mtljax.prepare"):
       convert.convert(
-        _CONFIG.value, out, shard_size=_SHARD_SIZE.value, workers=_WORKERS.value, progress=True
+        _CONFIG.value,
+        out,
+        shard_size=_SHARD_SIZE.value,
+        workers=_WORKERS.value,
+        progress=True,
+        standardized=tasks.standardized_targets(_CONFIG.value),
       )
   except (convert.PrepareError, DataError, workdir_lib.WorkdirError, KeyError) as e:
     _fail(e.args[0] if isinstance(e, KeyError) else e)

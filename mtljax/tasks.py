@@ -297,3 +297,12 @@ def is_per_example_value(kind: str) -> bool:
   """Real values per example (what the analysis averages per combination)."""
   k = spec(kind)
   return k.target == VALUE and not k.dense
+
+
+def standardized_targets(config) -> dict[str, bool]:
+  """`{task: dense}` of the tasks whose targets are standardised with training statistics (their
+  kind's `standardized`, unless `config.tasks.<t>.normalize=False`), in config order; the input of
+  `mtljax.data.statistics.regression_target_stats`."""
+  return {
+    t: of(c).dense for t, c in config.tasks.items() if of(c).standardized and c.get("normalize", True)
+  }

@@ -18,7 +18,7 @@ E identical torch modules. Each method explains the logit of one class per examp
   saliency    |gradient|
   gradcam     Grad-CAM on the last conv block (no upsampling on either side)
   smoothgrad  NoiseTunnel(Saliency) with `--sg-samples` samples, all in one batch on both sides
-The JAX columns are `mtljax.explain.ensemble.ensemble_attribute` with strategy auto (what the
+The JAX columns are `mtljax.attribution.ensemble.ensemble_attribute` with strategy auto (what the
 explain run uses), vmap (all members in one vectorised program), loop (Python loop over a jitted
 single-member function: the baseline that auto must never lose to) and map (`lax.map` over
 members). Every row checks that JAX and Captum agree (mean attributions, relative max error) and
@@ -42,9 +42,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-from mtljax.explain import attributions as attr_lib  # noqa: E402
-from mtljax.explain import ensemble as ens_lib  # noqa: E402
-from mtljax.explain import flax_utils  # noqa: E402
+from mtljax.attribution import ensemble as ens_lib  # noqa: E402
+from mtljax.attribution import layers  # noqa: E402
+from mtljax.attribution import methods as attr_lib  # noqa: E402
 
 METHODS = ("ig", "saliency", "gradcam", "smoothgrad", "ig_plain")
 DEFAULT_METHODS = ("ig", "saliency", "gradcam", "smoothgrad")
@@ -60,14 +60,14 @@ def jax_attribute_fn(model, name, method, targets, a):
   if method in ("ig", "ig_plain"):
     split = None
     if method == "ig":
-      split = flax_utils.affine_split(score, common.AFFINE_FIRST_LAYER[name])
+      split = layers.affine_split(score, common.AFFINE_FIRST_LAYER[name])
     return lambda v, x: attr_lib.integrated_gradients(
       score, v, x, steps=a.ig_steps, batch_steps=a.ig_chunk, split=split
     )
   if method == "saliency":
     return lambda v, x: attr_lib.saliency(score, v, x)
   if method == "gradcam":
-    layer_fn = flax_utils.flax_layer_fn(score, common.GRAD_CAM_LAYER[name])
+    layer_fn = layers.flax_layer_fn(score, common.GRAD_CAM_LAYER[name])
     return lambda v, x: attr_lib.grad_cam(layer_fn, v, x)
   if method == "smoothgrad":
     key = jax.random.key(0)

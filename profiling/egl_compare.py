@@ -21,7 +21,7 @@ log-probabilities (`config.explanation_loss.rrr_output`), and `rrr_<f>+g`: RRR o
 conv2 as the share of the squared map outside the mask (`rrr_share`); `rrr_<f>+gp`: the same with
 the map summed over 4 × 4 blocks before it is squared (`rrr_pool`). Each row is one seeds ensemble of
 `--members` members trained in one vmapped step (mean ± std over the members), scored on the
-decoy-free test split (mtljax/egl/compare.py). `--set KIND.KEY=VALUE` sets any other
+decoy-free test split (mtljax/sweeps/egl.py). `--set KIND.KEY=VALUE` sets any other
 `config.explanation_loss` key of one loss (e.g. `--set megl.megl_consistency=0.1`), or a
 `config.data` or `config.train` key of its runs (`--set rrr.data.mask_region=box`,
 `--set rrr.train.grad_clip_norm=0`).
@@ -37,7 +37,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs import attributes, digits  # noqa: E402
-from mtljax.egl import compare  # noqa: E402
+from mtljax.sweeps import egl  # noqa: E402
 
 #: λ per family and loss. digits: chosen on decoy digits (input-gradient maps of the MLP; on the
 #: validation split's loss scale so that each term is comparable to the task loss at the start of
@@ -199,12 +199,12 @@ def main(argv=None):
   settings = [st for st in settings if keep(st["label"])]
   if a.only:  # in the order given
     settings.sort(key=lambda st: list(a.only).index(st["label"]))
-  metrics = compare.METRICS + (compare.EXTRA if a.split != "test" else ())
-  rows = compare.compare(
+  metrics = egl.METRICS + (egl.EXTRA if a.split != "test" else ())
+  rows = egl.compare(
     base, settings, a.out, clean_config=clean if keep("clean") else None, split=a.split,
     metrics=metrics, saliency=a.score_saliency,
   )  # fmt: skip
-  print(compare.table(rows, metrics))
+  print(egl.table(rows, metrics))
   print(f"written: the egl_comparison*.md/json of {a.out}")
 
 

@@ -87,9 +87,10 @@ def _shares(m, dec, rel) -> str:
 
 def annotated_vs_not(cfg, workdir: str) -> None:
   """Print the `--annotated` table (module docstring)."""
-  from mtljax.egl import annotations, compare
+  from mtljax.data import annotations
+  from mtljax.sweeps import egl
 
-  m = compare.score_workdir(cfg, workdir, "train", GRADCAM)  # every training example
+  m = egl.score_workdir(cfg, workdir, "train", GRADCAM)  # every training example
   has = annotations.annotated(len(m["index"]), float(cfg.data.mask_fraction))[m["index"]]
   print(f"{workdir}: {int(has.sum())} of {len(has)} training examples with a mask")
   for tag, sel in (("with a mask", has), ("without", ~has)):
@@ -105,8 +106,8 @@ def annotated_vs_not(cfg, workdir: str) -> None:
 
 
 def main(argv=None):
-  from mtljax.explain import common
-  from mtljax.train import prepare
+  from mtljax.explain import setup
+  from mtljax.train import build
 
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--workdir", required=True, help="a finished configs/attributes.py:shortcut run")
@@ -119,10 +120,10 @@ def main(argv=None):
   cfg.data.mask_fraction = saved["data"]["mask_fraction"]
   if a.annotated:
     return annotated_vs_not(cfg, a.workdir)
-  s = prepare.setup(cfg, a.workdir, write_config=False)
-  state, _ = common.restore(cfg, s, a.workdir)
+  s = build.setup(cfg, a.workdir, write_config=False)
+  state, _ = setup.restore(cfg, s, a.workdir)
   rel_all, dec_all = capability(s.sources["train"], "explanation_regions")()
-  d = common.collect(s, "train", a.examples, a.examples)
+  d = setup.collect(s, "train", a.examples, a.examples)
   rel, dec = rel_all[d["index"]].astype(np.float32), dec_all[d["index"]].astype(np.float32)
   print(f"decoy pixels {dec.sum((1, 2)).mean():.1f}, relevant {rel.sum((1, 2)).mean():.1f}, "
         f"decoy ∩ relevant / decoy {(dec * rel).sum() / dec.sum():.3f}")  # fmt: skip

@@ -23,12 +23,12 @@ from configs import attributes  # noqa: E402
 
 def correctness(workdir: str) -> np.ndarray:
   """[N] the share of the row's members that classify each test example correctly."""
-  from mtljax.egl import compare
+  from mtljax.sweeps import egl
 
   saved = json.load(open(os.path.join(workdir, "config.json")))
   cfg = attributes.get_config(f"shortcut,size={saved['ensemble']['size']}")
   cfg.data.synthetic.dir = saved["data"]["synthetic"]["dir"]
-  return compare.score_workdir(cfg, workdir, "test")["correct_examples"].mean(0)
+  return egl.score_workdir(cfg, workdir, "test")["correct_examples"].mean(0)
 
 
 def main(argv=None):

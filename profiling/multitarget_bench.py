@@ -35,9 +35,9 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-from mtljax.explain import attributions as attr_lib  # noqa: E402
-from mtljax.explain import ensemble as ens_lib  # noqa: E402
-from mtljax.explain import flax_utils  # noqa: E402
+from mtljax.attribution import ensemble as ens_lib  # noqa: E402
+from mtljax.attribution import layers  # noqa: E402
+from mtljax.attribution import methods as attr_lib  # noqa: E402
 
 FORMS = ("grads", "vjp", "loop", "rows")
 
@@ -52,13 +52,13 @@ def method_fn(model, name, method, index, a, form="auto"):
     return jnp.take_along_axis(out, index, axis=1)
 
   if method == "ig":
-    split = flax_utils.affine_split(score, common.AFFINE_FIRST_LAYER[name])
+    split = layers.affine_split(score, common.AFFINE_FIRST_LAYER[name])
     return lambda v, x: attr_lib.integrated_gradients(
       score, v, x, steps=a.ig_steps, batch_steps=a.ig_chunk, split=split, target_form=form
     )
   if method == "saliency":
     return lambda v, x: attr_lib.saliency(score, v, x, target_form=form)
-  layer_fn = flax_utils.flax_layer_fn(score, common.GRAD_CAM_LAYER[name])
+  layer_fn = layers.flax_layer_fn(score, common.GRAD_CAM_LAYER[name])
   return lambda v, x: attr_lib.grad_cam(layer_fn, v, x, target_form=form)
 
 

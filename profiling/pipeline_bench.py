@@ -178,6 +178,7 @@ def step_flops(config) -> float:
 def main(argv):
   del argv
   from mtljax.data import build, prepared
+  from mtljax import tasks
   from mtljax.data.prepared import convert
   from mtljax.data.treesat.synthetic import write_synthetic_treesat
 
@@ -188,7 +189,13 @@ def main(argv):
   print(f"archive ready ({time.perf_counter() - t:.0f} s)", flush=True)
   out = os.path.join(base, "prepared")
   t = time.perf_counter()
-  manifest = convert.convert(config_for(base), out, workers=2, progress=True)
+  manifest = convert.convert(
+    config_for(base),
+    out,
+    workers=2,
+    progress=True,
+    standardized=tasks.standardized_targets(config_for(base)),
+  )
   convert_s = time.perf_counter() - t
   raw, _ = build.make_sources(config_for(base), base)
   prep = prepared.open_sources(config_for(base, out))

@@ -29,8 +29,9 @@ def main(argv):
 
   from configs import treesat
   from mtljax.data import build
+  from mtljax import tasks
   from mtljax.data.prepared import PreparedSource, convert
-  from mtljax.train import prepare as _train_prepare  # noqa: F401 (jax imported before the timing)
+  from mtljax.train import build as _train_prepare  # noqa: F401 (jax imported before the timing)
 
   parts = ("inputs", "targets", "mask", "meta")
   config = treesat.get_config("tiny")
@@ -59,7 +60,9 @@ def main(argv):
   TreeSat(data_dir=data_dir, file_format="array_record").download_and_prepare()
   t_tfds = time.perf_counter() - t
   t = time.perf_counter()
-  convert.convert(config, out, workers=1, progress=False)
+  convert.convert(
+    config, out, workers=1, progress=False, standardized=tasks.standardized_targets(config)
+  )
   t_ours = time.perf_counter() - t
   a = tfds.data_source("tree_sat", data_dir=data_dir, split="train")
   b = PreparedSource(out, "train")

@@ -36,7 +36,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-from mtljax.explain.trust import faithfulness, robustness, sanity, simple  # noqa: E402
+from mtljax.attribution.trust import faithfulness, map_metrics, robustness, sanity  # noqa: E402
 
 
 def main(argv=None):
@@ -131,11 +131,11 @@ def main(argv=None):
     "local_lipschitz": lambda v, xj, mj: robustness.local_lipschitz(explain, v, xj, mj, gau),
     "random_logit": lambda v, xj, mj: sanity.random_logit(explain_target, v, xj, mj, other),
     "mprt": lambda v, xj, mj: sanity.mprt(explain, v, xj, mj, key, layers=layers, chunk=None),
-    "sparseness": lambda v, xj, mj: simple.sparseness(mj),
-    "complexity": lambda v, xj, mj: simple.entropy(mj),
-    "pointing_game": lambda v, xj, mj: simple.pointing_game(mj, jnp.asarray(masks)),
-    "relevance_mass": lambda v, xj, mj: simple.relevance_mass(mj, jnp.asarray(masks)),
-    "relevance_rank": lambda v, xj, mj: simple.relevance_rank(mj, jnp.asarray(masks)),
+    "sparseness": lambda v, xj, mj: map_metrics.sparseness(mj),
+    "complexity": lambda v, xj, mj: map_metrics.entropy(mj),
+    "pointing_game": lambda v, xj, mj: map_metrics.pointing_game(mj, jnp.asarray(masks)),
+    "relevance_mass": lambda v, xj, mj: map_metrics.relevance_mass(mj, jnp.asarray(masks)),
+    "relevance_rank": lambda v, xj, mj: map_metrics.relevance_rank(mj, jnp.asarray(masks)),
   }
   # The arrays are arguments of the jitted functions: closed-over constants could be folded by XLA
   # at compile time, and the timing would measure nothing.

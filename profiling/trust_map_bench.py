@@ -27,7 +27,10 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
-from mtljax.explain.trust import fused, simple  # noqa: E402
+from mtljax.attribution.trust import (
+  fused,  # noqa: E402
+  map_metrics,
+)
 
 NAMES = ("sparseness", "entropy", "pointing_game", "relevance_mass", "relevance_rank")
 
@@ -52,11 +55,11 @@ def main(argv=None):
     masks[i, r0 : r0 + s // 3, c0 : c0 + s // 4] = True
   mj, sj = jnp.asarray(maps), jnp.asarray(masks)
   separate = {
-    "sparseness": jax.jit(simple.sparseness),
-    "entropy": jax.jit(simple.entropy),
-    "pointing_game": jax.jit(simple.pointing_game),
-    "relevance_mass": jax.jit(simple.relevance_mass),
-    "relevance_rank": jax.jit(simple.relevance_rank),
+    "sparseness": jax.jit(map_metrics.sparseness),
+    "entropy": jax.jit(map_metrics.entropy),
+    "pointing_game": jax.jit(map_metrics.pointing_game),
+    "relevance_mass": jax.jit(map_metrics.relevance_mass),
+    "relevance_rank": jax.jit(map_metrics.relevance_rank),
   }
 
   def ours_separate():

@@ -1,4 +1,4 @@
-"""Cross-check of `mtljax.explain.attributions` against Captum, float64 on both sides.
+"""Cross-check of `mtljax.attribution.methods` against Captum, float64 on both sides.
 
 A tiny CNN (conv 3x3 -> ReLU -> conv 3x3 stride 2 -> ReLU -> global average pool -> dense, 3
 classes) exists twice with the same weights: as a linen module (NHWC inputs, HWIO kernels) and as a
@@ -19,8 +19,8 @@ import pytest
 torch = pytest.importorskip("torch", reason="the Captum cross-check needs PyTorch")
 captum_attr = pytest.importorskip("captum.attr", reason="the Captum cross-check needs Captum")
 
-from mtljax import explain  # noqa: E402
-from mtljax.explain import flax_utils, targets  # noqa: E402
+from mtljax import attribution as explain  # noqa: E402
+from mtljax.attribution import layers, targets  # noqa: E402
 from mtljax.models import activations  # noqa: E402
 
 TARGET = 1  # its head weights have both signs (class 2's are all < 0: guided backprop would be 0)
@@ -181,7 +181,7 @@ def test_integrated_gradients_gausslegendre():
 
 def test_grad_cam_on_the_second_conv():
   score, params, inputs, net, x_t = _models()
-  layer_fn = flax_utils.flax_layer_fn(score, "conv2")
+  layer_fn = layers.flax_layer_fn(score, "conv2")
   cam = jax.jit(functools.partial(explain.grad_cam, layer_fn))(params, inputs)
   up = jax.jit(functools.partial(explain.grad_cam, layer_fn, upsample_to=(SIZE, SIZE)))(
     params, inputs
@@ -221,7 +221,7 @@ def test_guided_backprop_and_guided_grad_cam():
   assert not np.allclose(gb, plain["img"])  # the guided rule did change the backward pass
   # Guided Grad-CAM: guided backprop times the ReLU'd Grad-CAM map, upsampled bilinearly (Captum's
   # default interpolation is "nearest").
-  layer_fn = flax_utils.flax_layer_fn(score, "conv2")
+  layer_fn = layers.flax_layer_fn(score, "conv2")
   ggc = jax.jit(functools.partial(explain.guided_grad_cam, guided_f, layer_fn, modality="img"))(
     params, inputs
   )

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from mtljax import configlib, objective
+from mtljax.data import annotations as ann
 from mtljax.data.source import DataError
-from mtljax.egl import annotations as ann
 from mtljax.egl import losses  # noqa: F401 (registers the term)
 from mtljax.egl.config import explanation_loss_config
 
@@ -399,7 +399,7 @@ def test_bad_config_is_one_clear_error():
 
 def test_rrr_on_decoy_digits_learns_the_digit_not_the_decoy(tmp_path):
   from configs import digits
-  from mtljax.egl import compare
+  from mtljax.sweeps import egl
 
   out = {}
   for kind in ("none", "rrr"):
@@ -408,7 +408,7 @@ def test_rrr_on_decoy_digits_learns_the_digit_not_the_decoy(tmp_path):
     c.data.synthetic.num_train = 600
     c.train.num_epochs = 20
     c.explanation_loss.kind = kind
-    rows = compare.compare(c, [{"label": kind, "kind": kind, "fraction": 1.0}], str(tmp_path))
+    rows = egl.compare(c, [{"label": kind, "kind": kind, "fraction": 1.0}], str(tmp_path))
     out[kind] = rows[0]["metrics"]
   plain, rrr = out["none"], out["rrr"]
   # The decoy fools the plain model on the decoy-free test split; RRR ignores it.
@@ -422,14 +422,14 @@ def test_rrr_on_decoy_digits_learns_the_digit_not_the_decoy(tmp_path):
   drop = {}
   for kind in ("none", "rrr"):
     c.explanation_loss.kind = kind
-    (row,) = compare.compare(
+    (row,) = egl.compare(
       c, [{"label": kind, "kind": kind, "fraction": 1.0}], str(tmp_path), split="val"
     )
     drop[kind] = row["metrics"]["accuracy"][0] - row["metrics"]["swapped_accuracy"][0]
   assert drop["none"] > drop["rrr"] + 0.1, drop
   assert (tmp_path / "egl_comparison_val.md").is_file()
   # The per-example arrays [E, N] (profiling/egl_diagnose.py --annotated) average to the row's.
-  m = compare.score_workdir(c, str(tmp_path / "rrr"), "val")
+  m = egl.score_workdir(c, str(tmp_path / "rrr"), "val")
   n = len(m["index"])
   assert m["correct_examples"].shape == m["swapped_correct_examples"].shape == (1, n)
   np.testing.assert_allclose(m["correct_examples"].mean(1), m["accuracy"])

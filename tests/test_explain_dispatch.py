@@ -1,4 +1,4 @@
-"""The method registry is the one way the explain runs call a method: `attributions.attribute`
+"""The method registry is the one way the explain runs call a method: `methods.attribute`
 gives each built-in method the same arguments as calling it by hand, and a new method is one
 registry entry (a toy "gradient_sign", registered here and removed afterwards) that the
 dispatch, the time-series check and the image explain run all accept."""
@@ -14,8 +14,16 @@ import numpy as np
 import pytest
 
 from mtljax import config_blocks
-from mtljax.explain import attributions, blur_ig, common, flax_utils, guided_ig, targets, xrai
-from mtljax.explain.trust import controls
+from mtljax.attribution import (
+  blur_ig,
+  controls,
+  guided_ig,
+  layers,
+  methods,
+  targets,
+  xrai,
+)
+from mtljax.explain import setup
 from mtljax.models import activations
 
 
@@ -45,8 +53,8 @@ def _setup():
 
 def _by_hand(name, f, params, x, ex, rng, segments):
   """The calls the explain runs made before the registry dispatched them (the old if-chain)."""
-  A = attributions
-  layer_fn = flax_utils.flax_layer_fn(f, ex.layer)
+  A = methods
+  layer_fn = layers.flax_layer_fn(f, ex.layer)
 
   def guided_f(v, xx):
     with activations.guided_relus():
@@ -62,7 +70,7 @@ def _by_hand(name, f, params, x, ex, rng, segments):
       steps=int(ex.ig_steps),
       method=ex.ig_method,
       batch_steps=ex.ig_batch_steps or None,
-      split=flax_utils.affine_split(f, ["conv", "dense"]),
+      split=layers.affine_split(f, ["conv", "dense"]),
     ),
     "smoothgrad": lambda: A.smoothgrad(
       A.saliency, f, params, x, rng, samples=int(ex.samples), stdev=float(ex.noise)
@@ -82,18 +90,18 @@ def _by_hand(name, f, params, x, ex, rng, segments):
     ),
     "guided_ig": lambda: guided_ig.guided_ig(f, params, x, modality="img", steps=int(ex.ig_steps)),
     "xrai": lambda: xrai.xrai(f, params, x, modality="img", steps=int(ex.ig_steps)),
-    # The model-ignoring controls of mtljax.explain.trust.controls.
+    # The model-ignoring controls of mtljax.attribution.controls.
     "edges": lambda: controls.edges(f, params, x, modality="img"),
     "random_map": lambda: controls.random_map(f, params, x, rng, modality="img"),
   }[name]()
 
 
-@pytest.mark.parametrize("name", sorted(attributions.METHODS))
+@pytest.mark.parametrize("name", sorted(methods.METHODS))
 def test_dispatch_calls_each_method_as_by_hand(name):
   f, params, x, ex = _setup()
   rng = jax.random.key(5)
-  segments = jnp.broadcast_to(jnp.asarray(attributions.grid_segments(8, 8, (4, 4))), (2, 8, 8))
-  ctx = attributions.Context(
+  segments = jnp.broadcast_to(jnp.asarray(methods.grid_segments(8, 8, (4, 4))), (2, 8, 8))
+  ctx = methods.Context(
     explain=ex,
     rng=rng,
     modality="img",
@@ -102,22 +110,22 @@ def test_dispatch_calls_each_method_as_by_hand(name):
     affine_layers=("conv", "dense"),
     segments=segments,
   )
-  got = attributions.attribute(name, f, params, x, ctx)
+  got = methods.attribute(name, f, params, x, ctx)
   want = _by_hand(name, f, params, x, ex, rng, segments)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7), got, want)
 
 
 def gradient_sign(f, params, inputs, *, scale=1.0):
   """The toy method: `scale · sign(d f / d x)` of every float leaf."""
-  grads = attributions.saliency(f, params, inputs, absolute=False)
+  grads = methods.saliency(f, params, inputs, absolute=False)
   return jax.tree.map(lambda g: scale * jnp.sign(g), grads)
 
 
 @pytest.fixture
 def toy_method():
-  spec = attributions.register(
+  spec = methods.register(
     "gradient_sign",
-    attributions.MethodSpec(
+    methods.MethodSpec(
       gradient_sign,
       signed=True,
       options=lambda ctx, f: {"scale": float(ctx.explain.get("sign_scale", 1.0))},
@@ -127,33 +135,33 @@ def toy_method():
   try:
     yield spec
   finally:
-    attributions.METHODS.pop("gradient_sign")
+    methods.METHODS.pop("gradient_sign")
 
 
 def test_a_registered_method_is_dispatched_and_removed(toy_method):
   f, params, x, ex = _setup()
   ex.sign_scale = 2.0
-  got = attributions.attribute("gradient_sign", f, params, x, attributions.Context(explain=ex))
-  grads = attributions.saliency(f, params, x, absolute=False)
+  got = methods.attribute("gradient_sign", f, params, x, methods.Context(explain=ex))
+  grads = methods.saliency(f, params, x, absolute=False)
   jax.tree.map(lambda a, g: np.testing.assert_array_equal(a, 2.0 * np.sign(g)), got, grads)
   # A time series (integer leaves held fixed, zero attributions) goes through the same call.
   series = {"values": jnp.ones((2, 5, 3)), "days": jnp.arange(10).reshape(2, 5)}
-  out = attributions.attribute(
+  out = methods.attribute(
     toy_method,
     lambda p, xx: (xx["values"] * xx["days"][..., None]).sum((1, 2)),
     None,
     series,
-    attributions.Context(explain=ex),
+    methods.Context(explain=ex),
   )
   want = np.broadcast_to(2.0 * (np.asarray(series["days"])[..., None] > 0), (2, 5, 3))
   np.testing.assert_array_equal(out["values"], want)
   np.testing.assert_array_equal(out["days"], 0)
   with pytest.raises(ValueError, match="already registered"):
-    attributions.register("gradient_sign", toy_method)
+    methods.register("gradient_sign", toy_method)
 
 
 def test_the_toy_method_is_gone_afterwards():
-  assert "gradient_sign" not in attributions.METHODS
+  assert "gradient_sign" not in methods.METHODS
 
 
 def test_time_series_check_takes_the_registered_methods(toy_method):
@@ -171,11 +179,11 @@ def test_time_series_check_takes_the_registered_methods(toy_method):
   class Setup:
     sources = {"test": None}
 
-  with pytest.raises(common.ExplainError) as e:
-    common.check_request(config, Setup(), time_series=True)
+  with pytest.raises(setup.ExplainError) as e:
+    setup.check_request(config, Setup(), time_series=True)
   assert "'grad_cam' is not one of" in str(e.value) and "'gradient_sign'" in str(e.value)
   config.explain.methods = ("saliency", "gradient_sign")
-  common.check_request(config, Setup(), time_series=True)
+  setup.check_request(config, Setup(), time_series=True)
 
 
 @pytest.mark.slow

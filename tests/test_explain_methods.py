@@ -8,8 +8,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtljax import explain
-from mtljax.explain import attributions, ensemble, flax_utils, targets
+from mtljax import attribution as explain
+from mtljax.attribution import ensemble, layers, methods, targets
 
 
 def _jit(method, /, *fixed, **options):
@@ -104,7 +104,7 @@ def test_integrated_gradients_completeness_and_rules():
       )(params, inputs)
       return float(jnp.max(jnp.abs(_total(attr) - target)))
 
-    for method in attributions.IG_METHODS:
+    for method in methods.IG_METHODS:
       errs = [error(n, method) for n in (4, 16, 64)]
       assert errs[0] > errs[1] > errs[2], (method, errs)
       # First-order rules (left, right) shrink like 1/n, the others at least like 1/n².
@@ -134,7 +134,7 @@ def test_integrated_gradients_riemann_middle_is_the_explicit_formula():
 
 
 def test_integration_points():
-  for method in attributions.IG_METHODS:
+  for method in methods.IG_METHODS:
     alphas, weights = explain.integration_points(method, 7)
     assert alphas.shape == weights.shape == (7,)
     assert np.all((alphas >= 0) & (alphas <= 1))
@@ -333,8 +333,8 @@ def test_flax_layer_fn_grad_cam_matches_a_split_model():
     lambda p, inp: model.apply({"params": p}, inp["img"]), "cls", "classification", 1, num_outputs=3
   )
   inputs = {"img": x}
-  assert flax_utils.module_paths(score, params, inputs) == ["conv1", "conv2", "head"]
-  layer_fn = flax_utils.flax_layer_fn(score, "conv2")
+  assert layers.module_paths(score, params, inputs) == ["conv1", "conv2", "head"]
+  layer_fn = layers.flax_layer_fn(score, "conv2")
 
   def manual(p, inp, delta):
     h = nn.relu(nn.Conv(3, (3, 3)).apply({"params": p["conv1"]}, inp["img"]))
@@ -350,7 +350,7 @@ def test_flax_layer_fn_grad_cam_matches_a_split_model():
     cam, _jit(explain.grad_cam, manual, upsample_to=(8, 8))(params, inputs), rtol=1e-5, atol=1e-7
   )
   with pytest.raises(ValueError, match=r"'conv9'.*conv1, conv2, head"):
-    explain.grad_cam(flax_utils.flax_layer_fn(score, "conv9"), params, inputs)
+    explain.grad_cam(layers.flax_layer_fn(score, "conv9"), params, inputs)
 
 
 class _TwoBranch(nn.Module):
@@ -382,7 +382,7 @@ def test_integrated_gradients_split_after_an_affine_layer_is_exact():
 
     assert encoders.affine_input_layer("mlp", {"hidden": (6, 5)}) == "dense1"  # the run's split
     assert encoders.affine_input_layer("mlp", {"hidden": ()}) is None  # no Dense, no split
-    split = flax_utils.affine_split(score, "mlp/dense1")
+    split = layers.affine_split(score, "mlp/dense1")
     z = jax.jit(split[0])(params, inputs)["mlp/dense1"]
     assert z.shape == (3, 6)
     np.testing.assert_allclose(
@@ -407,7 +407,7 @@ def test_integrated_gradients_split_after_an_affine_layer_is_exact():
     ]
     assert flops[1] < flops[0], flops
     with pytest.raises(ValueError, match=r"'mlp/dense9'.*mlp/dense1"):
-      flax_utils.affine_split(score, ["mlp/dense9"])[0](params, inputs)
+      layers.affine_split(score, ["mlp/dense9"])[0](params, inputs)
 
 
 class _ResNetClassifier(nn.Module):
@@ -444,14 +444,14 @@ def test_integrated_gradients_split_after_a_resnet_stem_is_exact():
     from mtljax.models import encoders
 
     # The layer the explain run splits a ResNet-encoded modality at.
-    split = flax_utils.affine_split(score, "resnet/" + encoders.affine_input_layer("resnet"))
+    split = layers.affine_split(score, "resnet/" + encoders.affine_input_layer("resnet"))
     fast = _jit(explain.integrated_gradients, score, split=split, **options)(variables, x)
     np.testing.assert_allclose(fast, plain, rtol=1e-9, atol=1e-12)
     wrong = _jit(
       explain.integrated_gradients,
       score,
       **options,
-      split=flax_utils.affine_split(score, "resnet/stage1_block1"),
+      split=layers.affine_split(score, "resnet/stage1_block1"),
     )(variables, x)
     assert float(jnp.max(jnp.abs(wrong - plain))) > 1e-3 * float(jnp.max(jnp.abs(plain)))
     flops = [

@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mtljax.explain import attributions, ensemble, targets
+from mtljax.attribution import ensemble, methods, targets
 from mtljax.models import activations
 
 HEADS = (("cls", "classification", 5), ("attr", "multilabel", 4))
@@ -53,7 +53,7 @@ def _ctx(**kw):
     occlusion_stride=2,
     lime_samples=24,
   )
-  return attributions.Context(
+  return methods.Context(
     explain=explain,
     rng=jax.random.key(2),
     modality="img",
@@ -61,7 +61,7 @@ def _ctx(**kw):
     image_hw=(8, 8),
     affine_layers=("tab_dense",),
     num_segments=4,
-    segments=jnp.asarray(np.broadcast_to(attributions.grid_segments(8, 8, (2, 2)), (2, 8, 8))),
+    segments=jnp.asarray(np.broadcast_to(methods.grid_segments(8, 8, (2, 2)), (2, 8, 8))),
     **kw,
   )
 
@@ -78,7 +78,7 @@ def _single(spec, apply, params, x, ctx, task, kind, n, idx):
 
     def run(p, xx, i):
       f = targets.make_score_fn(apply, task, kind, i, num_outputs=n)
-      return attributions.attribute(spec, f, p, xx, ctx)
+      return methods.attribute(spec, f, p, xx, ctx)
 
     _SINGLE[key] = jax.jit(run)
   return _SINGLE[key](params, x, jnp.asarray(idx, jnp.int32))
@@ -106,11 +106,11 @@ def test_every_method_multi_target_equals_one_target_at_a_time(form):
     apply, params, x = _setup(jnp.float64)
     ctx = _ctx(target_form=form)
     task, kind, n = HEADS[0]
-    for name, spec in attributions.METHODS.items():
+    for name, spec in methods.METHODS.items():
       if form == "vjp" and name not in ("saliency", "integrated_gradients", "grad_cam"):
         continue  # the form concerns the gradient methods: their two kinds of backward
       f = targets.make_target_scores(apply, [HEADS[0]], INDEX, VALID)
-      multi = jax.jit(lambda p, xx: attributions.attribute(spec, f, p, xx, ctx))(params, x)
+      multi = jax.jit(lambda p, xx: methods.attribute(spec, f, p, xx, ctx))(params, x)
       singles = [_single(spec, apply, params, x, ctx, task, kind, n, INDEX[:, k]) for k in range(3)]
       leaf = multi["img"] if isinstance(multi, dict) else multi
       assert leaf.shape[:2] == (2, 3), name
@@ -128,9 +128,9 @@ def test_chunked_targets_heads_and_the_loop_fallback():
     valid = np.array([[True, True, True], [True, True, False]])
     ctx = _ctx(target_chunk=2)
     for name in ("grad_cam", "occlusion"):
-      spec = attributions.get_method(name)
+      spec = methods.get_method(name)
       multi = jax.jit(
-        lambda p, xx, spec=spec: attributions.attribute_targets(
+        lambda p, xx, spec=spec: methods.attribute_targets(
           spec,
           lambda i, v: targets.make_target_scores(apply, HEADS, i, v),
           p,
@@ -147,9 +147,9 @@ def test_chunked_targets_heads_and_the_loop_fallback():
         )
       _check(multi, singles, valid, 1e-10)
     # A method registered without a target axis runs once per target.
-    plain = attributions.MethodSpec(lambda f, p, xx: f(p, xx)[:, None] * xx["tab"], signed=True)
+    plain = methods.MethodSpec(lambda f, p, xx: f(p, xx)[:, None] * xx["tab"], signed=True)
     f = targets.make_target_scores(apply, [HEADS[0]], INDEX, VALID)
-    out = attributions.attribute(plain, f, params, x, ctx)
+    out = methods.attribute(plain, f, params, x, ctx)
     want = jnp.where(jnp.asarray(VALID), apply(params, x)["cls"][np.arange(2)[:, None], INDEX], 0)
     np.testing.assert_allclose(out, want[..., None] * x["tab"][:, None], rtol=1e-12)
 
@@ -158,8 +158,8 @@ def test_ensemble_members_times_targets_in_one_program():
   apply, params, x = _setup(jnp.float32)
   stacked = jax.tree.map(lambda *p: jnp.stack(p), params, jax.tree.map(lambda p: 0.5 * p, params))
   ctx = _ctx()
-  spec = attributions.get_method("grad_cam")
-  fn = lambda v, xx: attributions.attribute(  # noqa: E731
+  spec = methods.get_method("grad_cam")
+  fn = lambda v, xx: methods.attribute(  # noqa: E731
     spec, targets.make_target_scores(apply, [HEADS[0]], INDEX, VALID), v, xx, ctx
   )
   for strategy in ("vmap",):  # members × targets × examples in one vectorised program
@@ -178,7 +178,7 @@ def test_the_explain_run_rows_equal_the_per_row_path():
   import importlib.util
   import os
 
-  from mtljax.explain import run, target_batches
+  from mtljax.explain import batches, run
   from mtljax.models.multitask import build_model
 
   path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "attributes.py")
@@ -200,7 +200,7 @@ def test_the_explain_run_rows_equal_the_per_row_path():
   )
   x_np = {"image": np.asarray(x["image"])}
   for name in ("saliency", "grad_cam"):  # IG (with the stem split): the float64 test above
-    spec = attributions.get_method(name)
+    spec = methods.get_method(name)
     old = run._attribute_pairs(
       run.make_attribute_fn(model, config, name, (16, 16)),
       spec,
@@ -211,8 +211,8 @@ def test_the_explain_run_rows_equal_the_per_row_path():
       None,
       desc=name,
     )
-    new = target_batches.attribute_examples(
-      target_batches.make_targets_attribute_fn(model, config, name, (16, 16)),
+    new = batches.attribute_examples(
+      batches.make_targets_attribute_fn(model, config, name, (16, 16)),
       spec,
       stacked,
       x_np,
@@ -234,7 +234,7 @@ def test_the_explain_run_explains_several_heads_in_one_call():
   import importlib.util
   import os
 
-  from mtljax.explain import common, target_batches
+  from mtljax.explain import batches, setup
   from mtljax.models.multitask import build_model
 
   path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "attributes.py")
@@ -258,28 +258,28 @@ def test_the_explain_run_explains_several_heads_in_one_call():
   }
   fields = {"class": {"class_names": ["a", "b", "c"]}, "attributes": {"class_names": list("vwxyz")}}
   src = types.SimpleNamespace(target_fields=fields)
-  pairs, names, labels, per_task = common.explained_pairs(config, src, data)
+  pairs, names, labels, per_task = setup.explained_pairs(config, src, data)
   assert per_task == {"class": 3, "attributes": 8}
   assert labels[2] == "class: c" and labels[3 + 4] == "attributes: z" and names[3 + 4] == "z"
   assert pairs[:4].tolist() == [[0, 2], [0, 3], [0, 5], [1, 0]]  # by example, heads in order
   x_np = {"image": np.asarray(x["image"])}
   for name in ("saliency",):  # the other methods' target axis: the tests above
-    spec = attributions.get_method(name)
+    spec = methods.get_method(name)
 
     def maps(cfg, p):
-      fn = target_batches.make_targets_attribute_fn(model, cfg, name, (16, 16))
-      return target_batches.attribute_examples(fn, spec, stacked, x_np, p, 3, None, desc=name)
+      fn = batches.make_targets_attribute_fn(model, cfg, name, (16, 16))
+      return batches.attribute_examples(fn, spec, stacked, x_np, p, 3, None, desc=name)
 
     both = maps(config, pairs)
     head_of = pairs[:, 1] >= 3  # True: an attribute target
     for is_attr, task in ((False, "class"), (True, "attributes")):
       alone = config.copy_and_resolve_references()
       alone.explain.tasks = (task,)
-      own = common.explained_pairs(alone, src, data)[0]
+      own = setup.explained_pairs(alone, src, data)[0]
       np.testing.assert_array_equal(own[:, 1] + 3 * is_attr, pairs[head_of == is_attr, 1])
       got = maps(alone, own)
       np.testing.assert_allclose(both[0][:, head_of == is_attr], got[0], rtol=2e-4, atol=2e-5)
       np.testing.assert_allclose(both[1][head_of == is_attr], got[1], rtol=2e-4, atol=2e-5)
   config.explain.tasks = ("class", "colour", "class")
-  problems = common._check_tasks(config)
+  problems = setup._check_tasks(config)
   assert "'colour' is not one of the tasks" in problems[0] and "['class']" in problems[1]

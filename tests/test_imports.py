@@ -1,6 +1,8 @@
-"""No import cycle anywhere in the mtljax package: a walk over every module's imports (at the
-top and inside functions alike, since a lazy import only hides a cycle) with `ast`, failing with
-the cycle's modules in order."""
+"""The package's import structure: no import cycle, and every import points down the layers.
+
+A walk over every module's imports (at the top and inside functions alike, since a lazy import
+only hides a cycle or an upward dependency) with `ast`, failing with the cycle's modules in order,
+or with the importing module, the imported one and their layers."""
 
 import ast
 import os
@@ -79,9 +81,56 @@ def test_no_import_cycle_in_the_package():
   modules = _modules()
   assert "mtljax.explain.run" in modules and "mtljax.explain.timeseries" in modules
   graph = {m: _imports(m, path, modules) for m, path in modules.items()}
-  assert "mtljax.explain.common" in graph["mtljax.explain.timeseries"]
+  assert "mtljax.explain.setup" in graph["mtljax.explain.timeseries"]
   cycle = _find_cycle(graph)
   assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+# The layers of docs/architecture.md, lowest first: a module imports only from its own layer or
+# one below. Each entry is a module or a package (every module under it).
+LAYERS = (
+  ("leaves", ("mtljax.errors", "mtljax.faults", "mtljax.fileio", "mtljax.parallel",
+              "mtljax.workdir", "mtljax.config_variants")),
+  ("data", ("mtljax.data",)),
+  ("models", ("mtljax.models", "mtljax.tasks", "mtljax.losses", "mtljax.metrics",
+              "mtljax.hierarchy", "mtljax.mtc")),
+  ("attribution library", ("mtljax.attribution",)),
+  ("objective", ("mtljax.objective", "mtljax.weighting", "mtljax.aggregation", "mtljax.egl",
+                 "mtljax.config_blocks", "mtljax.configlib")),
+  ("trainer", ("mtljax.train", "mtljax.checkpoint", "mtljax.writers", "mtljax.dense_pictures")),
+  ("runners", ("mtljax.explain", "mtljax.analysis", "mtljax.sweeps", "mtljax.prepare")),
+  ("entry point", ("mtljax.main",)),
+)  # fmt: skip
+
+
+def _layer(module: str) -> int | None:
+  for i, (_, members) in enumerate(LAYERS):
+    if any(module == m or module.startswith(m + ".") for m in members):
+      return i
+  return None
+
+
+def _upward_imports(graph) -> list[str]:
+  out = []
+  for mod, deps in sorted(graph.items()):
+    for dep in sorted(deps):
+      if _layer(dep) > _layer(mod):
+        out.append(f"{mod} ({LAYERS[_layer(mod)][0]}) imports {dep} ({LAYERS[_layer(dep)][0]})")
+  return out
+
+
+def test_the_layer_check_finds_an_upward_import():
+  graph = {"mtljax.data.source": {"mtljax.train.loop"}, "mtljax.train.loop": {"mtljax.data"}}
+  assert _upward_imports(graph) == ["mtljax.data.source (data) imports mtljax.train.loop (trainer)"]
+
+
+def test_every_module_has_a_layer_and_imports_only_down():
+  modules = _modules()
+  graph = {m: _imports(m, path, modules) for m, path in modules.items() if m != "mtljax"}
+  unplaced = sorted(m for m in graph if _layer(m) is None)
+  assert not unplaced, f"modules in no layer of tests/test_imports.py LAYERS: {unplaced}"
+  up = _upward_imports(graph)
+  assert not up, "imports that point up the layers:\n  " + "\n  ".join(up)
 
 
 def test_every_module_reads_in_one_sitting():

@@ -5,7 +5,7 @@ import pytest
 from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
 
 from mtljax import metrics as metrics_lib
-from mtljax.mtc import metrics as mm
+from mtljax.mtc import scores as mm
 
 
 def _pair(seed, n=200, k=4):

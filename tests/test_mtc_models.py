@@ -149,7 +149,7 @@ def test_unknown_variant_fails_before_anything_is_written(tmp_path):
   import subprocess
   import sys
 
-  from mtljax.mtc import sweep as mtc_sweep
+  from mtljax.sweeps import mtc as mtc_sweep
 
   with pytest.raises(configlib.ConfigError, match=r"variant='NOPE' is not one of .*'LIM-MS_ALL'"):
     train.train_and_evaluate(_config("NOPE"), str(tmp_path / "run"))
@@ -159,7 +159,7 @@ def test_unknown_variant_fails_before_anything_is_written(tmp_path):
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   for module, flag in (
     ("mtljax.main", "--config.model.variant=NOPE"),
-    ("mtljax.mtc.sweep", "--variants=BL,NOPE"),
+    ("mtljax.sweeps.mtc", "--variants=BL,NOPE"),
   ):
     res = subprocess.run(
       [
@@ -208,7 +208,7 @@ def test_tiny_variant_learns_above_chance(tmp_path):
       {"params": s["params"], "batch_stats": s["batch_stats"]}, b["inputs"], train=False
     )[0]
   )
-  from mtljax.mtc.metrics import cohen_kappa
+  from mtljax.mtc.scores import cohen_kappa
 
   preds, targets = {t: [] for t in tasks}, {t: [] for t in tasks}
   for b in pipeline.eval_batches(

@@ -1,4 +1,4 @@
-"""Blur IG, Guided IG and XRAI (`mtljax.explain.blur_ig`, `.guided_ig`, `.xrai`; registered as
+"""Blur IG, Guided IG and XRAI (`mtljax.attribution.blur_ig`, `.guided_ig`, `.xrai`; registered as
 "blur_ig", "guided_ig", "xrai") against PAIR `saliency` 0.2.1's `BlurIG`, `GuidedIG`, `XRAI` on the
 same JAX model: PAIR's framework-agnostic `call_model_function` takes the JAX
 gradient, one example at a time; float64 on both sides."""
@@ -11,7 +11,7 @@ import pytest
 
 saliency_core = pytest.importorskip("saliency.core", reason="the PAIR cross-check needs saliency")
 
-from mtljax.explain import attributions  # noqa: E402
+from mtljax.attribution import methods  # noqa: E402
 
 
 class _CNN(nn.Module):
@@ -36,7 +36,7 @@ def test_blur_ig_agrees_with_pair_saliency():
   def f(p, inputs):
     return model.apply(p, inputs["img"])[jnp.arange(inputs["img"].shape[0]), target]
 
-  got = attributions.get_method("blur_ig").fn(
+  got = methods.get_method("blur_ig").fn(
     f, params, {"img": x}, modality="img", steps=12, max_sigma=5.0, batch_steps=5
   )
   blur = saliency_core.BlurIG()
@@ -78,7 +78,7 @@ def test_guided_ig_agrees_with_pair_saliency(max_dist, monkeypatch):
   x = jax.random.normal(jax.random.key(2), (2, 9, 7, 2), jnp.float64)
   f, params, call_model_for = _model_and_grads(x)
   got = jax.jit(
-    lambda p, xx: attributions.get_method("guided_ig").fn(
+    lambda p, xx: methods.get_method("guided_ig").fn(
       f, p, {"img": xx}, modality="img", steps=16, max_dist=max_dist
     )
   )(params, x)
@@ -91,7 +91,7 @@ def test_guided_ig_agrees_with_pair_saliency(max_dist, monkeypatch):
 
 
 def test_xrai_agrees_with_pair_saliency():
-  from mtljax.explain import xrai
+  from mtljax.attribution import xrai
 
   x = jax.random.normal(jax.random.key(3), (2, 20, 18, 3), jnp.float64)
   f, params, call_model_for = _model_and_grads(x)
@@ -122,7 +122,7 @@ def test_xrai_agrees_with_pair_saliency():
   np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
   # The registered method end to end (segments through pure_callback under jit).
   got = jax.jit(
-    lambda p, xx: attributions.get_method("xrai").fn(f, p, {"img": xx}, modality="img", steps=10)
+    lambda p, xx: methods.get_method("xrai").fn(f, p, {"img": xx}, modality="img", steps=10)
   )(params, x)
   for b in range(2):
     masks = xrai.padded_masks(np.asarray(x[b]))

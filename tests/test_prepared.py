@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from configs import treesat
+from mtljax import tasks
 from mtljax.data import build, pipeline, prepared
 from mtljax.data.prepared import convert, records
 from mtljax.data.prepared import identity as prepared_identity
@@ -22,6 +23,10 @@ from mtljax.data.source import DataError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RO = grain.ReadOptions(num_threads=1, prefetch_buffer_size=2)
+
+
+def _std(config):
+  return tasks.standardized_targets(config)
 
 
 def tiny_config(raw_dir, **data):
@@ -38,7 +43,9 @@ def tiny_config(raw_dir, **data):
 def converted(tmp_path_factory):
   base = tmp_path_factory.mktemp("prepared")
   config = tiny_config(base / "raw")
-  convert.convert(config, str(base / "out"), shard_size=16, workers=1, progress=False)
+  convert.convert(
+    config, str(base / "out"), shard_size=16, workers=1, progress=False, standardized=_std(config)
+  )
   raw, _ = build.make_sources(config, str(base))
   return config, str(base / "out"), raw
 
@@ -169,7 +176,7 @@ def test_refuses_a_prepared_folder_that_does_not_fit(converted, tmp_path):
   with pytest.raises(DataError, match=r"dataset \('treesat' there, 'facades' now\)\. Convert"):
     prepared.open_sources(fac)
   with pytest.raises(convert.PrepareError, match="another dataset or config"):
-    convert.convert(other, out, workers=1, progress=False)  # nothing overwritten
+    convert.convert(other, out, workers=1, progress=False, standardized=_std(other))  # nothing overwritten
   assert os.path.exists(os.path.join(out, records.MANIFEST))
   # Prepared from a real archive: a config without data.root trains from it; another root not.
   real = json.load(open(os.path.join(out, records.MANIFEST)))
@@ -246,7 +253,7 @@ def test_a_run_from_prepared_data_matches_the_raw_run_and_resumes(fault_referenc
   config = treesat.get_config("tiny")
   config.data.root = root
   out = str(tmp_path / "prepared")
-  convert.convert(config, out, shard_size=40, workers=1, progress=False)
+  convert.convert(config, out, shard_size=40, workers=1, progress=False, standardized=_std(config))
   extra = (f"--config.data.prepared={out}",)
   outcome, detail = fi.trial(ref, root, "train.step@9", str(tmp_path / "work"), extra=extra)
   assert outcome == "identical", detail

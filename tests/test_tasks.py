@@ -25,7 +25,7 @@ import pytest
 from mtljax import objective, tasks
 from mtljax.analysis import predictions, sections
 from mtljax.analysis import stats as st
-from mtljax.explain import targets
+from mtljax.attribution import targets
 from mtljax.models.multitask import build_model, task_out_dim
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

@@ -11,9 +11,16 @@ import pytest
 import scipy.stats
 from test_analysis_report import check_report_renders
 
-from mtljax.explain import image_report, render
-from mtljax.explain.common import ExplainError
-from mtljax.explain.trust import controls, core, faithfulness, hook, page, registry, sanity, simple
+from mtljax.attribution import controls
+from mtljax.attribution.trust import (
+  faithfulness,
+  map_metrics,
+  ops,
+  registry,
+  sanity,
+)
+from mtljax.explain import image_report, page, render, trust_hook
+from mtljax.explain.setup import ExplainError
 
 
 class _CNN(nn.Module):
@@ -28,11 +35,11 @@ def test_ranks_correlations_and_spread_match_scipy():
   rng = np.random.default_rng(0)
   a = rng.integers(0, 5, (3, 40)).astype(np.float64)  # many ties
   b = rng.normal(size=(3, 40))
-  np.testing.assert_allclose(jax.jit(core.rankdata)(a), scipy.stats.rankdata(a, axis=1))
+  np.testing.assert_allclose(jax.jit(ops.rankdata)(a), scipy.stats.rankdata(a, axis=1))
   want = [scipy.stats.spearmanr(x, y)[0] for x, y in zip(a, b)]
-  np.testing.assert_allclose(jax.jit(core.spearman)(a, b), want, rtol=1e-6)
+  np.testing.assert_allclose(jax.jit(ops.spearman)(a, b), want, rtol=1e-6)
   members = rng.random((3, 2, 6, 6))
-  std, agree = jax.jit(simple.member_spread)(members)
+  std, agree = jax.jit(map_metrics.member_spread)(members)
   np.testing.assert_allclose(std, members.std(0), rtol=1e-6)
   flat = members.reshape(3, 2, -1)
   pairs = [(0, 1), (0, 2), (1, 2)]
@@ -122,13 +129,16 @@ def test_localisation_and_complexity_by_hand():
   masks = np.zeros((2, 4, 4), bool)
   masks[0, :2, :2] = True
   masks[1, 0, 0] = True
-  np.testing.assert_allclose(simple.pointing_game(maps, masks), [1.0, 1.0])
-  np.testing.assert_allclose(simple.relevance_mass(maps, masks), [1 / 1.5, 1 / 16])
+  np.testing.assert_allclose(map_metrics.pointing_game(maps, masks), [1.0, 1.0])
+  np.testing.assert_allclose(map_metrics.relevance_mass(maps, masks), [1 / 1.5, 1 / 16])
   # Map 0's top 4: (1,1), (3,3), then the zeros (0,0), (0,1) by position: 3 of them in the mask.
-  np.testing.assert_allclose(simple.relevance_rank(maps, masks), [0.75, 1.0])
-  assert simple.sparseness(jnp.asarray(maps))[0] > 0.85 and abs(simple.sparseness(maps)[1]) < 1e-6
-  np.testing.assert_allclose(simple.entropy(jnp.asarray(maps))[1], np.log(16), rtol=1e-6)
-  assert np.isnan(simple.relevance_mass(maps, np.zeros_like(masks))).all()
+  np.testing.assert_allclose(map_metrics.relevance_rank(maps, masks), [0.75, 1.0])
+  assert (
+    map_metrics.sparseness(jnp.asarray(maps))[0] > 0.85
+    and abs(map_metrics.sparseness(maps)[1]) < 1e-6
+  )
+  np.testing.assert_allclose(map_metrics.entropy(jnp.asarray(maps))[1], np.log(16), rtol=1e-6)
+  assert np.isnan(map_metrics.relevance_mass(maps, np.zeros_like(masks))).all()
 
 
 def test_bad_requests_fail_with_one_clear_error():
@@ -137,15 +147,15 @@ def test_bad_requests_fail_with_one_clear_error():
     faithfulness.deletion_insertion(lambda p, i: i.sum((1, 2, 3)), None, x, jnp.zeros((2, 8, 7)))
   config = ml_collections.ConfigDict({"explain": {"metrics": ("deletion", "bogus")}})
   with pytest.raises(ExplainError, match="unknown metric.*'bogus'.*known: all, deletion"):
-    hook.request(config, np.ones(3, bool))
+    trust_hook.request(config, np.ones(3, bool))
   config.explain.metrics = ("pointing_game",)
   with pytest.raises(ExplainError, match="need ground-truth masks"):
-    hook.request(config, np.zeros(3, bool))
+    trust_hook.request(config, np.zeros(3, bool))
   wanted, skipped = registry.resolve(("all",), has_masks=False)
   assert set(skipped) == {"pointing_game", "relevance_mass", "relevance_rank"}
   assert set(wanted) | set(skipped) == set(registry.TRUST_METRICS)
   with pytest.raises(ValueError, match="unknown perturbation baseline 'grey'"):
-    core.baseline(x, "grey")
+    ops.baseline(x, "grey")
 
 
 def test_arrows_at_the_strongest_region_and_the_page(tmp_path):
@@ -177,7 +187,7 @@ def test_arrows_at_the_strongest_region_and_the_page(tmp_path):
     "skipped": {"pointing_game": "no ground-truth masks in this dataset"},
     "size_curves": {"sparseness": {"k": [1, 2], "ens_avg": [0.5, 0.4], "ind_avg": [0.5, 0.5]}},
   }
-  hook.save(str(out), "saliency", trust)
+  trust_hook.save(str(out), "saliency", trust)
   summary = {
     "task": "attributes",
     "split": "test",
@@ -185,7 +195,7 @@ def test_arrows_at_the_strongest_region_and_the_page(tmp_path):
     "checkpoint_step": 5,
     "num_targets": 2,
     "num_examples": 2,
-    "methods": {"saliency": {"compare": {}, "trust": hook.summary(trust)}},
+    "methods": {"saliency": {"compare": {}, "trust": trust_hook.summary(trust)}},
   }
   index = page.write(str(out), summary, images, pairs, ["wing", "beak"])
   text = open(index).read()

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mtljax.explain.trust import fused, simple
+from mtljax.attribution.trust import fused, map_metrics
 
 
 def test_fused_map_metrics_equal_the_separate_ones():
@@ -18,10 +18,10 @@ def test_fused_map_metrics_equal_the_separate_ones():
   masks[2] = False  # empty mask -> NaN
   m, s = jnp.asarray(maps), jnp.asarray(masks)
   got = jax.jit(fused.map_metrics)(m, s)
-  np.testing.assert_allclose(got["sparseness"], simple.sparseness(m), rtol=1e-5)
-  np.testing.assert_allclose(got["entropy"], simple.entropy(m), rtol=1e-6)
+  np.testing.assert_allclose(got["sparseness"], map_metrics.sparseness(m), rtol=1e-5)
+  np.testing.assert_allclose(got["entropy"], map_metrics.entropy(m), rtol=1e-6)
   for name in ("pointing_game", "relevance_mass", "relevance_rank"):
-    want = getattr(simple, name)(m, s)
+    want = getattr(map_metrics, name)(m, s)
     np.testing.assert_allclose(got[name], want, rtol=1e-6, err_msg=name)
   assert np.isnan(got["relevance_rank"][2]) and got["pointing_game"][0] == 1.0
   assert set(fused.map_metrics(m)) == {"sparseness", "entropy"}

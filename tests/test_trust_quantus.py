@@ -17,7 +17,13 @@ import pytest
 torch = pytest.importorskip("torch", reason="the Quantus cross-check needs PyTorch")
 quantus = pytest.importorskip("quantus", reason="the Quantus cross-check needs Quantus 0.6.0")
 
-from mtljax.explain.trust import core, faithfulness, robustness, sanity, simple  # noqa: E402
+from mtljax.attribution.trust import (  # noqa: E402
+  faithfulness,
+  map_metrics,
+  ops,
+  robustness,
+  sanity,
+)
 
 B, S, CLASSES = 4, 8, 3
 RTOL = 1e-5
@@ -129,15 +135,21 @@ def test_complexity_and_localisation_agree(twins):
   a = t["maps"][:, None]
   s = t["masks"][:, None].astype(np.float32)
   checks = [
-    (quantus.Sparseness(abs=True, normalise=False, disable_warnings=True), simple.sparseness),
-    (quantus.Complexity(abs=True, normalise=False, disable_warnings=True), simple.entropy),
+    (quantus.Sparseness(abs=True, normalise=False, disable_warnings=True), map_metrics.sparseness),
+    (quantus.Complexity(abs=True, normalise=False, disable_warnings=True), map_metrics.entropy),
   ]
   for metric, ours in checks:
     np.testing.assert_allclose(ours(jnp.asarray(t["maps"])), _q(metric, t, a.copy()), rtol=RTOL)
   checks = [
-    (quantus.PointingGame(normalise=False, disable_warnings=True), simple.pointing_game),
-    (quantus.RelevanceMassAccuracy(normalise=False, disable_warnings=True), simple.relevance_mass),
-    (quantus.RelevanceRankAccuracy(normalise=False, disable_warnings=True), simple.relevance_rank),
+    (quantus.PointingGame(normalise=False, disable_warnings=True), map_metrics.pointing_game),
+    (
+      quantus.RelevanceMassAccuracy(normalise=False, disable_warnings=True),
+      map_metrics.relevance_mass,
+    ),
+    (
+      quantus.RelevanceRankAccuracy(normalise=False, disable_warnings=True),
+      map_metrics.relevance_rank,
+    ),
   ]
   for metric, ours in checks:
     want = _q(metric, t, a.copy(), s_batch=s)
@@ -172,7 +184,7 @@ def test_pixel_flipping_agrees(twins, monkeypatch):
     # Quantus's AUC (return_auc_per_sample) is the trapezoid with dx = 1.
     metric.return_auc_per_sample = True
     auc = _q(metric, t, t["maps"][:, None].copy())
-    np.testing.assert_allclose(core.trapezoid(curve), auc, rtol=RTOL)
+    np.testing.assert_allclose(ops.trapezoid(curve), auc, rtol=RTOL)
 
 
 def test_faithfulness_correlation_agrees_with_the_same_subsets(twins):
@@ -315,7 +327,7 @@ def test_road_imputation_agrees_and_the_score_differs_on_purpose(twins):
   from quantus.functions.perturb_func import noisy_linear_imputation
 
   t = twins
-  ranks = np.asarray(core.descending_ranks(jnp.asarray(t["maps"])))
+  ranks = np.asarray(ops.descending_ranks(jnp.asarray(t["maps"])))
   k = 20
   noise = np.zeros((B, S * S, 1), np.float32)
   want = []

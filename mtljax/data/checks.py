@@ -1,7 +1,7 @@
 """All inputs checked before the first step: the batch sizes against every split, and every split's
 files through the readers' optional `check_files` capability (`mtljax.data.source.CAPABILITIES`).
 
-`check_inputs(sources, config)` is called by the run's set-up (`mtljax.train.prepare.setup`) once
+`check_inputs(sources, config)` is called by the run's set-up (`mtljax.train.build.setup`) once
 the config is validated, before statistics, model or the first step, so a corrupt file in the
 validation or test split is reported before training rather than after an epoch. The first problem
 is raised as a `DataError` naming the file (or the config key) and what was expected.

@@ -22,11 +22,9 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
+from mtljax.errors import DataError
+
 Example = dict[str, dict[str, Any]]
-
-
-class DataError(ValueError):
-  """A dataset on disk does not match what the reader expects (missing/odd file, bad label)."""
 
 
 @runtime_checkable
@@ -83,7 +81,7 @@ CAPABILITIES: dict[str, str] = {
   "class or attribute name, that explanations are scored against",
   "explanation_regions": "method () -> (relevant bool [N, H, W], decoy bool [N, H, W] | None): "
   "every example's true region and its shortcut region, for scoring explanation-guided training "
-  "(mtljax/egl/compare.py)",
+  "(mtljax/sweeps/egl.py)",
   "stored_inputs": "method () -> a random-access view of the split (same length, same examples) "
   "whose array inputs may keep a narrower stored type (e.g. uint8 imagery, exact values); the "
   "training and evaluation pipelines read it instead of the source (their normalisation makes "

@@ -6,7 +6,7 @@ The term is registered in `mtljax.objective.TERMS` (imported by the train step) 
 params *through* a saliency map (`mtljax.egl.saliency`), so the step's `jax.value_and_grad`
 differentiates it to second order; it is jitted, vmapped over ensemble members and sharded over
 the mesh with the rest of the step. Each example's annotations and their "present" flags come in
-`batch["meta"]` (`mtljax.egl.annotations`); an example without a mask (or rationale) adds nothing
+`batch["meta"]` (`mtljax.data.annotations`); an example without a mask (or rationale) adds nothing
 to the supervised part, and padding rows / an ensemble member's left-out rows (`valid` 0) add
 nothing at all. Losses (per example b, M its mask, S its class map, Ŝ = S / max S):
 
@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 
 from mtljax import objective, tasks
-from mtljax.egl import annotations as ann
+from mtljax.data import annotations as ann
 from mtljax.egl import saliency as sal
 
 LOSS_KINDS = ("none", "rrr", "gradia", "res", "megl")
@@ -258,7 +258,7 @@ def explanation_term(config):
     if ann.MASK not in meta:
       raise ValueError(
         f"config.explanation_loss.kind={kind!r}: the dataset {config.data.name!r} gives no "
-        f"explanation annotations (meta/{ann.MASK}); see mtljax/egl/annotations.py"
+        f"explanation annotations (meta/{ann.MASK}); see mtljax/data/annotations.py"
       )
     mask = meta[ann.MASK].astype(x.dtype)
     _check_mask(mask, x, ann.MASK)

@@ -21,7 +21,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from mtljax.explain.flax_utils import flax_layer_fn
+from mtljax.attribution.layers import flax_layer_fn
 
 KINDS = ("input_gradient", "input_x_gradient", "gradcam")
 

@@ -31,8 +31,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtljax import fileio
+from mtljax.data.annotations import phrase
 from mtljax.data.source import capability
-from mtljax.egl.annotations import phrase
 
 _ROWS, _COLS = ("upper", "middle", "lower"), ("left", "center", "right")
 

@@ -11,11 +11,11 @@ from typing import Any, Mapping
 import numpy as np
 
 from mtljax import fileio
+from mtljax.attribution import localization as xm
+from mtljax.attribution.trust import map_metrics as trust_simple
 from mtljax.data.source import capability
-from mtljax.explain import metrics as xm
 from mtljax.explain import render
-from mtljax.explain.common import ExplainError
-from mtljax.explain.trust import simple as trust_simple
+from mtljax.explain.setup import ExplainError
 
 #: (metric, lower is better) in the order of the report.
 METRICS = (

@@ -10,8 +10,8 @@ centre-of-mass distance) and compared with a paired t-test (Ind-Avg vs Ens-Avg, 
 also as a function of the ensemble size (Fig. 5). Pictures: per-member panels beside the
 ensemble map (Fig. 2) and labelled arrows at the centre of mass of each present attribute's map
 (Figs. 4, 14). Everything goes to `<workdir>/explanations/<split>/` and TensorBoard, written by
-process 0. Methods are called through the registry (`attributions.attribute`); the shared
-restore / collect / checks are in `common.py`, the scores and pictures in `image_report.py`.
+process 0. Methods are called through the registry (`methods.attribute`); the shared
+restore / collect / checks are in `setup.py`, the scores and pictures in `image_report.py`.
 With `config.explain.kind = "time_series"` the run is `timeseries.explain_workdir`.
 """
 
@@ -29,13 +29,13 @@ import numpy as np
 from tqdm import tqdm
 
 from mtljax import train
-from mtljax.explain import attributions, common, target_batches, timeseries
-from mtljax.explain import ensemble as ens_lib
+from mtljax.attribution import ensemble as ens_lib
+from mtljax.attribution import methods
+from mtljax.attribution import targets as targets_lib
+from mtljax.explain import batches, setup, timeseries, trust_hook
 from mtljax.explain import image_report as report
-from mtljax.explain import targets as targets_lib
-from mtljax.explain.common import ExplainError, explained_targets
-from mtljax.explain.trust import hook as trust_hook
-from mtljax.explain.trust import page as trust_page
+from mtljax.explain import page as trust_page
+from mtljax.explain.setup import ExplainError, explained_targets
 
 __all__ = ["ExplainError", "explain_workdir", "explained_targets", "make_attribute_fn"]
 
@@ -54,15 +54,15 @@ def make_attribute_fn(
   image input (otherwise None and {}). `num_segments`: how many labels the segments of
   `needs_segments` methods hold (they are traced under jit)."""
   ex = config.explain
-  spec = attributions.get_method(name)
+  spec = methods.get_method(name)
   modality = ex.modality
-  heads = common.explain_heads(config)
+  heads = setup.explain_heads(config)
 
   def outputs(variables, x):
     return model.apply(variables, x, train=False)[0]
 
-  affine = target_batches.affine_input_layers(config)
-  ctx = attributions.Context(
+  affine = batches.affine_input_layers(config)
+  ctx = methods.Context(
     explain=ex,
     rng=jax.random.key(int(config.seed)),
     modality=modality,
@@ -74,9 +74,7 @@ def make_attribute_fn(
 
   def attribute_member(variables, x, idx, segments):
     f = targets_lib.make_pair_scores(outputs, heads, idx)
-    return attributions.attribute(
-      spec, f, variables, x, dataclasses.replace(ctx, segments=segments)
-    )
+    return methods.attribute(spec, f, variables, x, dataclasses.replace(ctx, segments=segments))
 
   reduce = "sum" if spec.signed else "abs_sum"
 
@@ -110,9 +108,9 @@ def _segments(ex, images, hw) -> tuple[Callable[[np.ndarray], jax.Array], int]:
   (`config.explain.lime_segments = "slic"`, computed once; the count is the largest image's) or
   a grid of `config.explain.lime_grid` cells."""
   if ex.lime_segments == "slic":
-    labels = attributions.superpixel_segments(images, int(ex.lime_superpixels))
+    labels = methods.superpixel_segments(images, int(ex.lime_superpixels))
     return (lambda i: jnp.asarray(labels[i])), int(labels.max()) + 1
-  grid = attributions.grid_segments(*hw, tuple(ex.lime_grid))
+  grid = methods.grid_segments(*hw, tuple(ex.lime_grid))
   rows, cols = tuple(ex.lime_grid)
   return (lambda i: jnp.asarray(np.broadcast_to(grid, (len(i),) + hw))), int(rows * cols)
 
@@ -122,7 +120,7 @@ def _attribute_pairs(fn, spec, stacked, x, pairs, bs, segments, *, desc):
   `[P, H, W]`, modality shares (list of `[E, b, M]`) and the other inputs' maps `{m: [...]}`."""
   member_maps, ens_maps, masses, others = [], [], [], {}
   for start in tqdm(
-    range(0, len(pairs), bs), desc=desc, disable=not common.is_main(), mininterval=2
+    range(0, len(pairs), bs), desc=desc, disable=not setup.is_main(), mininterval=2
   ):
     p = pairs[start : start + bs]
     pad = bs - len(p)  # a fixed batch shape: one compilation per method
@@ -147,21 +145,21 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
     return timeseries.explain_workdir(config, workdir)
   s = train.setup(config, workdir, write_config=False)
   ex = config.explain
-  state, meta = common.restore(config, s, workdir)
+  state, meta = setup.restore(config, s, workdir)
   stacked = {"params": state["params"], "batch_stats": state["batch_stats"]}
   size = train.ensemble_size(config)
-  common.check_request(config, s, stacked=stacked)
+  setup.check_request(config, s, stacked=stacked)
   src = s.sources[ex.split]
   out_dir = os.path.join(s.workdir, "explanations", ex.split)
-  is_main = common.is_main()
+  is_main = setup.is_main()
   if is_main:
     os.makedirs(out_dir, exist_ok=True)
 
-  data = common.collect(s, ex.split, int(ex.max_examples), int(ex.batch_size))
+  data = setup.collect(s, ex.split, int(ex.max_examples), int(ex.batch_size))
   x, index = data["inputs"], data["index"]
   # (example, target) pairs of every task of config.explain.tasks (targets in the heads' joint
   # index space; `labels` name the head of each target when there are several).
-  pairs, names, labels, per_task = common.explained_pairs(config, src, data)
+  pairs, names, labels, per_task = setup.explained_pairs(config, src, data)
   hw = tuple(x[ex.modality].shape[1:3])
   ann = report.annotations(src, index, pairs, names, hw)
   keypoints, has_mask = ann[1], ann[2]
@@ -192,15 +190,15 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
     "classification": cls_metrics,
     "methods": {},
   }
-  specs = {name: attributions.get_method(name) for name in ex.methods}
+  specs = {name: methods.get_method(name) for name in ex.methods}
   segments, num_segments = None, None
   if any(p.needs_segments for p in specs.values()):
     segments, num_segments = _segments(ex, images, hw)
   for name, spec in specs.items():
     t0 = time.perf_counter()
     if ex.get("multi_target", True):  # every target of an example in one call (issue 18)
-      fn = target_batches.make_targets_attribute_fn(s.model, config, name, hw, num_segments)
-      attribute_rows = target_batches.attribute_examples
+      fn = batches.make_targets_attribute_fn(s.model, config, name, hw, num_segments)
+      attribute_rows = batches.attribute_examples
     else:  # one (example, target) pair per row, as before
       fn = make_attribute_fn(s.model, config, name, hw, num_segments)
       attribute_rows = _attribute_pairs
@@ -264,8 +262,8 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
   trusted = {m: {"compare": r["trust"]["compare"]} for m, r in results.items() if "trust" in r}
   if trusted:  # the trust metrics' own table below the localisation one
     table += "\n\nTrust metrics (docs/trust.md):\n\n" + report.table(trusted)
-  common.write_json(os.path.join(out_dir, "results.json"), summary, default=float)
-  common.write_text(os.path.join(out_dir, "table.md"), table + "\n")
+  setup.write_json(os.path.join(out_dir, "results.json"), summary, default=float)
+  setup.write_text(os.path.join(out_dir, "table.md"), table + "\n")
   if is_main:
     trust_page.write(out_dir, summary, images, pairs, names)
     report.tensorboard(s.workdir, out_dir, ex)

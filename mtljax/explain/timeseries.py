@@ -32,10 +32,11 @@ import ml_collections
 import numpy as np
 
 from mtljax import fileio, tasks, train
+from mtljax.attribution import ensemble as ens_lib
+from mtljax.attribution import methods
+from mtljax.attribution import targets as targets_lib
 from mtljax.data.source import capability
-from mtljax.explain import attributions, common
-from mtljax.explain import ensemble as ens_lib
-from mtljax.explain import targets as targets_lib
+from mtljax.explain import setup
 
 
 def is_series(x) -> bool:
@@ -172,12 +173,12 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
   """Time-series importance of a trained workdir (see the module docstring)."""
   s = train.setup(config, workdir, write_config=False)
   ex = config.explain
-  common.check_request(config, s, time_series=True)
-  state, meta = common.restore(config, s, workdir)
+  setup.check_request(config, s, time_series=True)
+  state, meta = setup.restore(config, s, workdir)
   stacked = {"params": state["params"], "batch_stats": state["batch_stats"]}
   task_cfg = config.tasks[ex.task]
   src = s.sources[ex.split]
-  data = common.collect(s, ex.split, int(ex.max_examples), int(ex.batch_size))
+  data = setup.collect(s, ex.split, int(ex.max_examples), int(ex.batch_size))
   x = data["inputs"]
   fields = src.input_fields
   channels = {
@@ -202,8 +203,8 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
 
   # Integrated Gradients runs unsplit here (no `affine_layers`): the plain path integral over
   # every input, as this run has always computed it.
-  ctx = attributions.Context(explain=ex, rng=jax.random.key(int(config.seed)))
-  is_main = common.is_main()
+  ctx = methods.Context(explain=ex, rng=jax.random.key(int(config.seed)))
+  is_main = setup.is_main()
   out_dir = os.path.join(s.workdir, "explanations", ex.split)
   writer = None
   if is_main:
@@ -220,11 +221,11 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
   }
   bs = int(ex.batch_size)
   for name in ex.methods:
-    spec = attributions.get_method(name)
+    spec = methods.get_method(name)
 
     def method(variables, inputs, idx, spec=spec):
       f = targets_lib.make_score_fn(apply_fn, ex.task, task_cfg.kind, idx, num_outputs=num_outputs)
-      return attributions.attribute(spec, f, variables, inputs, ctx)
+      return methods.attribute(spec, f, variables, inputs, ctx)
 
     chunks = []
     n = len(data["index"])
@@ -269,5 +270,5 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
     )
   if writer is not None:
     writer.close()
-  common.write_json(os.path.join(out_dir, "importance.json"), results)
+  setup.write_json(os.path.join(out_dir, "importance.json"), results)
   return results

@@ -37,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mtljax import configlib
+from mtljax.errors import ConfigError
 from mtljax import tasks as tasks_lib
 from mtljax.models.encoders import ENCODERS
 
@@ -66,7 +66,7 @@ def parse_variant(name: str) -> dict[str, Any]:
     ConfigError: for a name not in ``VARIANTS``.
   """
   if name not in VARIANTS:
-    raise configlib.ConfigError(
+    raise ConfigError(
       f"config.model.variant={name!r} is not one of the MTC-LIM configurations {list(VARIANTS)}"
     )
   base, _, ms = name.partition("-")
@@ -188,7 +188,7 @@ def build_lim_model(config: ml_collections.ConfigDict) -> LIMModel:
   variant = config.model.variant
   parse_variant(variant)
   if len(config.inputs) != 1:
-    raise configlib.ConfigError(
+    raise ConfigError(
       f"config.model.variant={variant!r} (MTC-LIM) takes exactly one "
       f"image input; config.inputs has {sorted(config.inputs)}"
     )
@@ -196,7 +196,7 @@ def build_lim_model(config: ml_collections.ConfigDict) -> LIMModel:
   # The LIM modules exchange one class distribution per example and task.
   bad = [t for t, c in config.tasks.items() if not tasks_lib.is_per_example_class(c.kind)]
   if bad:
-    raise configlib.ConfigError(
+    raise ConfigError(
       f"config.model.variant={variant!r} (MTC-LIM) needs classification tasks; {bad} are not"
     )
   kwargs = mcfg.get("encoder_kwargs")

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from mtljax.configlib import ConfigError
+from mtljax.errors import ConfigError
 
 _RGB = {"r": 0, "red": 0, "g": 1, "green": 1, "b": 2, "blue": 2}
 

@@ -12,6 +12,7 @@ same step over stacked states, and data parallelism is `jax.jit` with shardings 
 applied where the step is called. `from mtljax import train` gives the names below.
 """
 
+from mtljax.train.build import Setup, setup
 from mtljax.train.evaluation import (
   _source_context,
   evaluate,
@@ -20,7 +21,6 @@ from mtljax.train.evaluation import (
   write_pictures,
 )
 from mtljax.train.loop import NonFiniteLossError, Preempted, evaluate_workdir, train_and_evaluate
-from mtljax.train.prepare import Setup, regression_target_stats, setup
 from mtljax.train.state import (
   create_learning_rate,
   create_optimizer,
@@ -59,7 +59,6 @@ __all__ = [
   "member_map",
   "member_sample_weights",
   "pictures_folder",
-  "regression_target_stats",
   "save_predictions",
   "setup",
   "target_transform",

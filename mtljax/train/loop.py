@@ -23,8 +23,8 @@ from tqdm import tqdm
 
 from mtljax import configlib, faults, fileio, parallel
 from mtljax.checkpoint import Checkpointer
+from mtljax.train.build import Setup, setup
 from mtljax.train.evaluation import evaluate, save_predictions, write_pictures
-from mtljax.train.prepare import Setup, setup
 from mtljax.train.state import ensemble_size, init_ensemble, member_sample_weights
 from mtljax.train.steps import make_ensemble_train_step, on_device_inputs
 from mtljax.writers import MetricWriter

@@ -11,7 +11,7 @@ Beside the archive it writes:
                                                                  attributes: "red bill, blue wing"
 
 ``ShortcutCUBSource`` (the CUB reader plus annotations) puts into every training example's
-``meta`` (``mtljax.egl.annotations``): the relevant region for ``mask_fraction`` of the
+``meta`` (``mtljax.data.annotations``): the relevant region for ``mask_fraction`` of the
 examples — ``mask_region="attributes"``: the union of the image's present attributes' masks
 (``attribute_masks/``); ``"box"``: the bird's bounding box (``bounding_boxes.txt``, what real
 CUB gives for every image); ``"all_but_decoy"``: everything but the decoy square (the annotator
@@ -31,15 +31,14 @@ from pathlib import Path
 
 import numpy as np
 
-from mtljax.data import Dataset
+from mtljax.data import Dataset, annotations
+from mtljax.data.annotations import phrase
 from mtljax.data.attributes import synthetic as draw
 from mtljax.data.attributes import synthetic_cub
 from mtljax.data.attributes.common import disc_mask, image_size_of, read_mask
 from mtljax.data.attributes.cub import CUB200Source
 from mtljax.data.source import DataError
 from mtljax.data.synthetic import write_once
-from mtljax.egl import annotations
-from mtljax.egl.annotations import phrase
 
 SHORTCUT_DIR, CAPTIONS_DIR = "shortcut_masks", "text_c10"
 #: What a training mask marks as relevant (``ShortcutCUBSource(mask_region=...)``).

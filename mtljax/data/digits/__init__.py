@@ -19,10 +19,10 @@ Example (``source[i]``)::
 
     {"inputs": {"image": float32 [S, S, 1]},
      "targets": {"digit": int32 []}, "mask": {"digit": float32 []},
-     "meta": {"index": int32 [], **explanation annotations (mtljax.egl.annotations)}}
+     "meta": {"index": int32 [], **explanation annotations (mtljax.data.annotations)}}
 
 Training examples carry the relevant-region mask as an explanation annotation for a
-``mask_fraction`` of them (``mtljax.egl.annotations.annotated``); validation and test carry
+``mask_fraction`` of them (``mtljax.data.annotations.annotated``); validation and test carry
 none (their regions are scored by ``explain_annotations``: ``digit`` = the box, ``decoy`` = the
 swatch).
 """
@@ -33,10 +33,9 @@ from pathlib import Path
 
 import numpy as np
 
-from mtljax.data import Dataset
+from mtljax.data import Dataset, annotations
 from mtljax.data.source import DataError, example_index
 from mtljax.data.synthetic import write_once
-from mtljax.egl import annotations
 
 SPLITS = ("train", "val", "test")
 VERSION = 1

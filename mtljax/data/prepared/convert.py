@@ -20,6 +20,7 @@ import json
 import multiprocessing
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -177,6 +178,7 @@ def convert(
   shard_size: int = 1024,
   workers: int = 0,
   progress: bool = True,
+  standardized: Mapping[str, bool],
 ) -> dict:
   """Convert the dataset ``config.data`` names into ``out`` (see the module docstring); returns
   the manifest. Reruns finish a killed conversion; a complete one is verified and kept.
@@ -188,6 +190,8 @@ def convert(
     out: the prepared dataset's folder.
     shard_size: examples per shard (the unit of parallelism and of resuming).
     workers: processes writing shards (0 = one per core).
+    standardized: `{task: dense}` of the regression targets whose statistics are saved
+      (`mtljax.tasks.standardized_targets(config)`).
   """
   from mtljax.data import build
 
@@ -251,9 +255,7 @@ def convert(
     "input_fields": _jsonable(train.input_fields),
     "target_fields": _jsonable(train.target_fields),
   }
-  from mtljax.train.prepare import regression_target_stats  # (imports jax: only when needed)
-
-  manifest["statistics"] = _statistics(config, out, manifest, regression_target_stats)
+  manifest["statistics"] = _statistics(config, out, manifest, standardized)
   fileio.write_json(manifest_path, manifest, fault="prepare.manifest")
   print(f"{out}: prepared {_counts(manifest)} in {manifest['seconds']} s", flush=True)
   return manifest
@@ -263,11 +265,11 @@ def _counts(manifest) -> str:
   return ", ".join(f"{s} {v['count']}" for s, v in manifest["splits"].items())
 
 
-def _statistics(config, out, manifest, regression_target_stats) -> dict:
+def _statistics(config, out, manifest, standardized) -> dict:
   """Training's normalisation statistics, computed as training computes them (the same
   function, seed and subsample) over the prepared training split; reused by a run whose seed,
   ``stats_examples`` and inputs match."""
-  from mtljax.data import pipeline
+  from mtljax.data import pipeline, statistics
 
   train = records.PreparedSource(out, "train", manifest)
   fields = train.input_fields
@@ -278,5 +280,5 @@ def _statistics(config, out, manifest, regression_target_stats) -> dict:
     "inputs": pipeline.compute_stats(
       train, names, max_examples=config.data.stats_examples, seed=config.seed
     ),
-    "targets": {t: list(v) for t, v in regression_target_stats(train, config).items()},
+    "targets": {t: list(v) for t, v in statistics.regression_target_stats(train, config, standardized).items()},
   }

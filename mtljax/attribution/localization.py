@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 import scipy.stats
 
-from mtljax.explain.ensemble import normalize
+from mtljax.attribution.ensemble import normalize
 
 
 def _check_spatial(maps: np.ndarray, other: np.ndarray, what: str) -> None:

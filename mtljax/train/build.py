@@ -2,7 +2,7 @@
 sources, the input and target statistics, the mesh, the model, the optimizer and the abstract
 (shape-only) train state, gathered in one `Setup`.
 
-(The module is not called `setup.py` so that `train.setup` stays the function.)
+(The module is `build`, not `setup`, so that `train.setup` stays the function.)
 
 Batch sizes: `config.train.batch_size` and `config.eval.batch_size` are both GLOBAL, the examples
 of one step summed over all processes and devices; each process reads its `1 / process_count`
@@ -26,49 +26,11 @@ from mtljax import configlib, fileio, hierarchy, parallel, tasks, weighting
 from mtljax.data import build as data_build
 from mtljax.data import checks as data_checks
 from mtljax.data import pipeline
+from mtljax.data.statistics import regression_target_stats
 from mtljax.data.source import capability
 from mtljax.models.multitask import build_model
 from mtljax.train.state import create_optimizer, ensemble_size, init_ensemble
 from mtljax.train.steps import make_eval_step, on_device_inputs
-
-
-# ============================================================================ data statistics
-def regression_target_stats(source, config) -> dict[str, tuple]:
-  """Mean and std of each standardised target over the training split (labels only, no images).
-
-  A per-example target `[N, D]` gets per-output lists (e.g. weather in K, %, hPa); a dense target
-  one mean/std over the labelled pixels of up to `config.data.stats_examples` training examples
-  (read with `source.read_target(task, i)` when the source has it). A task with `normalize=False`
-  is left in its own units. Which tasks are standardised is their kind's `standardized`.
-  """
-  if not config.train.normalize_regression_targets:
-    return {}
-  kind = {t: tasks.of(c) for t, c in config.tasks.items()}
-  reg = [t for t, c in config.tasks.items() if kind[t].standardized and c.get("normalize", True)]
-  out = {}
-  labels = source.label_arrays() if any(not kind[t].dense for t in reg) else None
-  for t in reg:
-    if not kind[t].dense:
-      vals = np.asarray(labels["targets"][t], np.float64)[np.asarray(labels["mask"][t]) > 0]
-    else:
-      n = min(len(source), int(config.data.get("stats_examples", 2048)))
-      rows = np.random.default_rng(int(config.seed)).permutation(len(source))[:n]
-
-      def read(i):
-        if (read_target := capability(source, "read_target")) is not None:  # no input rasters
-          return read_target(t, i)
-        example = source[i]
-        return example["targets"][t], example["mask"][t]
-
-      pairs = [read(int(i)) for i in rows]
-      vals = np.concatenate([np.asarray(y, np.float64)[np.asarray(m) > 0] for y, m in pairs])
-    if vals.size == 0:
-      raise ValueError(f"regression task {t!r}: no training example has a label")
-    if vals.ndim > 1:  # a vector target [N, D] (CropYield's DEM): per-column statistics
-      out[t] = (vals.mean(0).tolist(), np.maximum(vals.std(0), 1e-6).tolist())
-      continue
-    out[t] = (float(vals.mean()), float(max(vals.std(), 1e-6)))
-  return out
 
 
 def _input_stats(config, train_src, names):
@@ -315,7 +277,9 @@ def setup(
         train_src,
         [m for m in input_names if train_src.input_fields.get(m, {}).get("kind") != "categorical"],
       ),
-      "targets": {t: list(v) for t, v in regression_target_stats(train_src, config).items()},
+      "targets": {t: list(v) for t, v in regression_target_stats(
+        train_src, config, tasks.standardized_targets(config)
+      ).items()},
     },
   )
   target_stats = {t: tuple(v) for t, v in stats["targets"].items() if t in config.tasks}

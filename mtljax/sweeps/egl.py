@@ -32,8 +32,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtljax import fileio
+from mtljax.attribution import localization as xm
 from mtljax.data.source import capability
-from mtljax.explain import metrics as xm
 
 METRICS = ("accuracy", "iou", "pearson", "com", "decoy_share")
 EXTRA = ("swapped_accuracy",)
@@ -63,18 +63,18 @@ def score_workdir(
   being `saliency` (mtljax/egl/saliency.py; the input gradient by default). With a
   shortcut in the validation split, use "latest": the "best" checkpoint by validation accuracy
   is the one that leans on the shortcut most."""
-  from mtljax.explain import common
-  from mtljax.train import prepare
+  from mtljax.explain import setup
+  from mtljax.train import build
 
-  s = prepare.setup(config, workdir, write_config=False)
-  state, _ = common.restore(config, s, workdir)
+  s = build.setup(config, workdir, write_config=False)
+  state, _ = setup.restore(config, s, workdir)
   src = s.sources[split]
   regions = capability(src, "explanation_regions")
   if regions is None:
     raise ValueError(f"dataset {config.data.name!r} has no explanation_regions to score")
   relevant, decoy = regions()
   e = config.explanation_loss
-  data = common.collect(s, split, len(src), int(config.eval.batch_size))
+  data = setup.collect(s, split, len(src), int(config.eval.batch_size))
   fn = _member_fn(s.model, e.task, e.modality, saliency)
   variables = {"params": state["params"], "batch_stats": state["batch_stats"]}
   outs, maps, swapped = [], [], []

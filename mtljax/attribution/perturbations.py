@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mtljax.explain.attr_core import ScoreFn, _baseline_tree, _is_float, _weighted_sum
+from mtljax.attribution.base import ScoreFn, _baseline_tree, _is_float, _weighted_sum
 
 
 def _window_starts(size: int, window: int, stride: int) -> np.ndarray:

@@ -1,7 +1,7 @@
 r"""Train the MTC-LIM table (paper Table 3) over R independent realisations and write it.
 
-  python -m mtljax.mtc.sweep --config=configs/facades.py --workdir=W
-  python -m mtljax.mtc.sweep --config=configs/facades.py --workdir=W --realisations=5 \
+  python -m mtljax.sweeps.mtc --config=configs/facades.py --workdir=W
+  python -m mtljax.sweeps.mtc --config=configs/facades.py --workdir=W --realisations=5 \
       --variants=STC,BL,BL-MS,LIM-MS_ALL --config.train.num_epochs=30
 
 Each variant is one `train.train_and_evaluate` run in `W/<variant>/` whose R realisations (seeds)
@@ -56,7 +56,7 @@ def realisation_metrics(results: dict, tasks, size: int) -> list[dict[str, dict[
 def build_table(per_variant: dict[str, list], tasks, baseline: str = "STC") -> list[dict]:
   """Rows of Table 3: per task and mean over tasks, mean and std over realisations of OA and κ
   (fractions), and Δm (Eq. 15) of the realisation means against ``baseline`` when present."""
-  from mtljax.mtc.metrics import delta_m
+  from mtljax.mtc.scores import delta_m
 
   rows = []
   base_means = None
@@ -104,7 +104,7 @@ def write_table(rows: list[dict], tasks, workdir: str) -> dict[str, str]:
 def write_cooccurrence(data_root: str, workdir: str) -> str:
   """Fig. 4 of the whole labels table of ``data_root``: cooccurrence.png and .csv."""
   from mtljax.data.facades.reader import read_table
-  from mtljax.mtc.metrics import cooccurrence, plot_cooccurrence
+  from mtljax.mtc.scores import cooccurrence, plot_cooccurrence
 
   table = read_table(data_root)
   names = [f"{t}:{c}" for t, cls in table["tasks"].items() for c in cls]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import jax.numpy as jnp
 
-from mtljax.explain.trust import core
+from mtljax.attribution.trust import ops
 
 
 def _flat(a):
@@ -87,9 +87,9 @@ def member_spread(member_maps):
   one member)."""
   e, b = member_maps.shape[:2]
   std = member_maps.std(0)
-  flat = core.rankdata(member_maps.reshape(e, b, -1), -1)
+  flat = ops.rankdata(member_maps.reshape(e, b, -1), -1)
   pairs = [(i, j) for i in range(e) for j in range(i + 1, e)]
   if not pairs:
     return std, jnp.full((b,), jnp.nan)
-  agree = jnp.stack([core.pearson(flat[i], flat[j]) for i, j in pairs]).mean(0)
+  agree = jnp.stack([ops.pearson(flat[i], flat[j]) for i, j in pairs]).mean(0)
   return std, agree

@@ -10,7 +10,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-from mtljax.explain.trust import core
+from mtljax.attribution.trust import ops
 
 
 def uniform_noise(rng, samples: int, shape, radius: float, dtype=jnp.float32):
@@ -33,25 +33,25 @@ def max_sensitivity(explain: Callable, params, x, maps, noise, *, chunk=None):
   samples, `max ||explain(x + noise_s) - maps||_F / ||maps||_F`. `maps` may have leading axes
   (`[..., B, H, W]`, e.g. members), which `explain` then returns too. Returns `[..., B]`; lower =
   more robust."""
-  core.check_maps(x, maps)
+  ops.check_maps(x, maps)
   ref = _flat(maps)
   den = jnp.linalg.norm(ref, axis=-1)
 
   def at(d):
     return jnp.linalg.norm(_flat(explain(params, x + d)) - ref, axis=-1) / den
 
-  return jnp.max(core.map_steps(at, noise, chunk), axis=0)
+  return jnp.max(ops.map_steps(at, noise, chunk), axis=0)
 
 
 def local_lipschitz(explain: Callable, params, x, maps, noise, *, chunk=None, eps: float = 1e-10):
   """Local Lipschitz estimate (Alvarez-Melis and Jaakkola 2018, Eq. 5, Quantus's
   `LocalLipschitzEstimate`): over the samples, `max ||explain(x + d) - maps||_2 / (||d||_2 +
   eps)`. Returns `[B]`; lower = more robust."""
-  core.check_maps(x, maps)
+  ops.check_maps(x, maps)
   ref = _flat(maps)
 
   def at(d):
     num = jnp.linalg.norm(_flat(explain(params, x + d)) - ref, axis=-1)
     return num / (jnp.linalg.norm(_flat(d, 1), axis=-1) + eps)
 
-  return jnp.max(core.map_steps(at, noise, chunk), axis=0)
+  return jnp.max(ops.map_steps(at, noise, chunk), axis=0)

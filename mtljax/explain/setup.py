@@ -12,10 +12,10 @@ import ml_collections
 import numpy as np
 
 from mtljax import configlib, fileio, tasks, train
+from mtljax.attribution import layers, methods
+from mtljax.attribution import targets as targets_lib
 from mtljax.checkpoint import Checkpointer
 from mtljax.data import pipeline
-from mtljax.explain import attributions, flax_utils
-from mtljax.explain import targets as targets_lib
 
 
 class ExplainError(configlib.ConfigError):
@@ -53,7 +53,7 @@ def check_request(
   ex = config.explain
   problems = []
   if time_series:
-    allowed = tuple(n for n, spec in attributions.METHODS.items() if spec.time_series)
+    allowed = tuple(n for n, spec in methods.METHODS.items() if spec.time_series)
     problems += [
       f"config.explain.methods: {m!r} is not one of {allowed}"
       for m in ex.methods
@@ -62,7 +62,7 @@ def check_request(
   else:
     for name in ex.methods:
       try:
-        attributions.get_method(name)
+        methods.get_method(name)
       except ValueError as e:
         problems.append(f"config.explain.methods: {e}")
   if ex.task not in config.tasks:
@@ -78,18 +78,16 @@ def check_request(
         f"config.explain.modality={ex.modality!r} must be an image input (one of "
         f"{sorted(m for m in config.inputs if len(fields[m]['shape']) == 3)})"
       )
-  if ex.get("target_form", "auto") not in attributions.TARGET_FORMS:
+  if ex.get("target_form", "auto") not in methods.TARGET_FORMS:
     problems.append(
-      f"config.explain.target_form={ex.target_form!r} is not one of {attributions.TARGET_FORMS}"
+      f"config.explain.target_form={ex.target_form!r} is not one of {methods.TARGET_FORMS}"
     )
   chunk = ex.get("target_chunk", 0)
   if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
     problems.append(f"config.explain.target_chunk={chunk!r} must be an integer >= 0 (0 = all)")
   if ex.split not in s.sources:
     problems.append(f"config.explain.split={ex.split!r} is not one of {sorted(s.sources)}")
-  needs_layer = any(
-    attributions.METHODS[m].needs_layer_fn for m in ex.methods if m in attributions.METHODS
-  )
+  needs_layer = any(methods.METHODS[m].needs_layer_fn for m in ex.methods if m in methods.METHODS)
   if not time_series and needs_layer and not problems:
     _check_layer(s, ex, stacked, problems)
   if problems:
@@ -100,7 +98,7 @@ def _check_layer(s, ex, stacked, problems: list[str]) -> None:
   def score(v, xx):
     return s.model.apply(v, xx, train=False)[0][ex.task].reshape(len(xx[ex.modality]), -1).sum(-1)
 
-  paths = flax_utils.module_paths(score, jax.tree.map(lambda a: a[0], stacked), s.example_inputs)
+  paths = layers.module_paths(score, jax.tree.map(lambda a: a[0], stacked), s.example_inputs)
   if ex.layer not in paths:
     near = [p for p in paths if p.startswith(f"encoders_{ex.modality}/")]
     problems.append(

@@ -7,6 +7,6 @@ Modules: `core` (baselines, ranks, correlations, chunked steps), `faithfulness`,
 Definitions: `docs/trust.md`.
 """
 
-from mtljax.explain.trust.registry import TRUST_METRICS, TrustMetric, resolve
+from mtljax.attribution.trust.registry import TRUST_METRICS, TrustMetric, resolve
 
 __all__ = ["TRUST_METRICS", "TrustMetric", "resolve"]

@@ -12,7 +12,7 @@ from matplotlib import patheffects
 from matplotlib.backends.backend_agg import RendererAgg
 from matplotlib.font_manager import FontProperties
 
-from mtljax.explain.render_core import _as_float_rgb, _figure, _save_png
+from mtljax.explain.render.base import _as_float_rgb, _figure, _save_png
 
 # ----------------------------------------------------------------------------- labelled arrows
 

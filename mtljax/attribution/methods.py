@@ -38,16 +38,16 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 
-from mtljax.explain import flax_utils
-from mtljax.explain.attr_core import (
+from mtljax.attribution import controls, layers
+from mtljax.attribution.base import (
   TARGET_FORMS,
   LayerFn,
   ScoreFn,
   num_targets,
   resolve_target_form,
 )
-from mtljax.explain.blur_ig import blur_ig
-from mtljax.explain.gradients import (
+from mtljax.attribution.blur_ig import blur_ig
+from mtljax.attribution.gradients import (
   IG_METHODS,
   NOISE_KINDS,
   grad_cam,
@@ -61,10 +61,9 @@ from mtljax.explain.gradients import (
   saliency,
   smoothgrad,
 )
-from mtljax.explain.guided_ig import guided_ig
-from mtljax.explain.perturbations import grid_segments, lime, occlusion, superpixel_segments
-from mtljax.explain.trust import controls
-from mtljax.explain.xrai import xrai
+from mtljax.attribution.guided_ig import guided_ig
+from mtljax.attribution.perturbations import grid_segments, lime, occlusion, superpixel_segments
+from mtljax.attribution.xrai import xrai
 from mtljax.models import activations
 
 __all__ = [
@@ -166,7 +165,7 @@ class MethodSpec:
 
 def _ig_options(ctx, f):
   ex = ctx.explain
-  split = flax_utils.affine_split(f, list(ctx.affine_layers)) if ctx.affine_layers else None
+  split = layers.affine_split(f, list(ctx.affine_layers)) if ctx.affine_layers else None
   return {
     "steps": int(ex.ig_steps),
     "method": ex.ig_method,
@@ -249,7 +248,7 @@ METHODS: dict[str, MethodSpec] = {
     output="map",
     target_axis="native",
   ),
-  # Blur IG (PAIR saliency's BlurIG, mtljax.explain.blur_ig): ig_steps blur steps up to sigma 50.
+  # Blur IG (PAIR saliency's BlurIG, mtljax.attribution.blur_ig): ig_steps blur steps up to sigma 50.
   "blur_ig": MethodSpec(
     blur_ig,
     signed=True,
@@ -260,12 +259,12 @@ METHODS: dict[str, MethodSpec] = {
     },
     output="image",
   ),
-  # Guided IG and XRAI (PAIR saliency's GuidedIG / XRAI; mtljax.explain.guided_ig, .xrai).
+  # Guided IG and XRAI (PAIR saliency's GuidedIG / XRAI; mtljax.attribution.guided_ig, .xrai).
   "guided_ig": MethodSpec(
     guided_ig, signed=True, needs_modality=True, options=_steps_option, output="image"
   ),
   "xrai": MethodSpec(xrai, signed=True, needs_modality=True, options=_steps_option, output="map"),
-  # Controls that ignore the model (mtljax.explain.trust.controls): what a sanity check and a
+  # Controls that ignore the model (mtljax.attribution.controls): what a sanity check and a
   # faithfulness metric must tell apart from the methods above.
   "edges": MethodSpec(controls.edges, signed=False, needs_modality=True, output="image"),
   "random_map": MethodSpec(
@@ -345,7 +344,7 @@ def _call(spec: MethodSpec, f: ScoreFn, params, inputs, ctx: Context):
   if spec.needs_guided_fn:
     head.append(_guided(f))
   if spec.needs_layer_fn:
-    head.append(flax_utils.flax_layer_fn(f, ctx.layer))
+    head.append(layers.flax_layer_fn(f, ctx.layer))
   if not (spec.needs_guided_fn or spec.needs_layer_fn):
     head.append(f)
   rng = [ctx.rng] if spec.needs_rng else []

@@ -29,14 +29,14 @@ The figures live in `panels.py` (panels, grids, size curves), `arrows.py` (label
 
 import os  # noqa: F401  (`render.os`: tests patch `os.replace` to crash an atomic write)
 
-from mtljax.explain.arrows import save_labelled_arrows
-from mtljax.explain.panels import (
+from mtljax.explain.render.arrows import save_labelled_arrows
+from mtljax.explain.render.base import overlay, png_to_array, tensorboard_images
+from mtljax.explain.render.panels import (
   save_heatmap_grid,
   save_member_panels,
   save_method_size_curve,
   save_size_curve,
 )
-from mtljax.explain.render_core import overlay, png_to_array, tensorboard_images
 
 __all__ = [
   "overlay",

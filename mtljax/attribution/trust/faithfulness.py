@@ -4,7 +4,7 @@ Every function takes a score function `score(params, x [B, H, W, C]) -> [B]` (th
 target already selected, other inputs held fixed), its `params`, the images `x` and the maps
 `[B, H, W]` (one value per pixel; a pixel's channels are removed together), and is pure and
 jit-able (`static_argnames` for the integer options). The perturbation steps are evaluated in
-chunks of `chunk` (`core.map_steps`) to bound memory. Conventions and their literature are in
+chunks of `chunk` (`ops.map_steps`) to bound memory. Conventions and their literature are in
 `docs/trust.md`.
 """
 
@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.sparse.linalg import cg
 
-from mtljax.explain.trust import core
+from mtljax.attribution.trust import ops
 
 
 def _removal_curve(score, params, x, ranks, counts, base, *, insert: bool, chunk):
@@ -30,7 +30,7 @@ def _removal_curve(score, params, x, ranks, counts, base, *, insert: bool, chunk
     xs = jnp.where(removed, x, base) if insert else jnp.where(removed, base, x)
     return score(params, xs)
 
-  return core.map_steps(at, counts, chunk).T
+  return ops.map_steps(at, counts, chunk).T
 
 
 def pixel_flipping(
@@ -41,17 +41,17 @@ def pixel_flipping(
   The pixels are replaced by the baseline in descending order of the map, `features_in_step` at
   a time; the curve holds the score after each step (`ceil(H*W / features_in_step)` points, the
   unperturbed score not included). Returns the curve `[B, S]`; its area is
-  `core.trapezoid(curve)` (dx = 1, as Quantus's `return_auc_per_sample`)."""
-  core.check_maps(x, maps)
+  `ops.trapezoid(curve)` (dx = 1, as Quantus's `return_auc_per_sample`)."""
+  ops.check_maps(x, maps)
   n = x.shape[1] * x.shape[2]
   counts = jnp.minimum(jnp.arange(1, math.ceil(n / features_in_step) + 1) * features_in_step, n)
   return _removal_curve(
     score,
     params,
     x,
-    core.descending_ranks(maps),
+    ops.descending_ranks(maps),
     counts,
-    core.baseline(x, baseline),
+    ops.baseline(x, baseline),
     insert=False,
     chunk=chunk,
   )
@@ -76,12 +76,12 @@ def deletion_insertion(
   blurred copy by default) with those pixels restored from `x`. Returns `(deletion [B, S+1],
   insertion [B, S+1], deletion_auc [B], insertion_auc [B])`, the areas over the unit fraction axis
   (trapezoid): a faithful map has a low deletion AUC and a high insertion AUC."""
-  core.check_maps(x, maps)
+  ops.check_maps(x, maps)
   n = x.shape[1] * x.shape[2]
   counts = jnp.round(jnp.linspace(0.0, 1.0, steps + 1) * n).astype(jnp.int32)
-  ranks = core.descending_ranks(maps)
+  ranks = ops.descending_ranks(maps)
   dele = _removal_curve(
-    score, params, x, ranks, counts, core.baseline(x, baseline), insert=False, chunk=chunk
+    score, params, x, ranks, counts, ops.baseline(x, baseline), insert=False, chunk=chunk
   )
   ins = _removal_curve(
     score,
@@ -89,11 +89,11 @@ def deletion_insertion(
     x,
     ranks,
     counts,
-    core.baseline(x, insert_baseline, blur_sigma),
+    ops.baseline(x, insert_baseline, blur_sigma),
     insert=True,
     chunk=chunk,
   )
-  return dele, ins, core.trapezoid(dele, 1.0 / steps), core.trapezoid(ins, 1.0 / steps)
+  return dele, ins, ops.trapezoid(dele, 1.0 / steps), ops.trapezoid(ins, 1.0 / steps)
 
 
 def region_perturbation(
@@ -104,12 +104,12 @@ def region_perturbation(
   order of their summed map value. Returns `(aopc [B], curve [B, K+1])`: `curve[:, k] =
   score(x) - score(x with the first k regions removed)` and AOPC its mean over k = 0..K (K =
   `regions`, default all). Larger AOPC = more faithful."""
-  core.check_maps(x, maps)
+  ops.check_maps(x, maps)
   b, h, w, _ = x.shape
   gh, gw = -(-h // patch), -(-w // patch)
   padded = jnp.pad(maps, ((0, 0), (0, gh * patch - h), (0, gw * patch - w)))
   region_sum = padded.reshape(b, gh, patch, gw, patch).sum((2, 4))
-  rank = core.descending_ranks(region_sum).reshape(b, gh, gw)
+  rank = ops.descending_ranks(region_sum).reshape(b, gh, gw)
   pixel_rank = jnp.repeat(jnp.repeat(rank, patch, 1), patch, 2)[:, :h, :w]
   k = gh * gw if regions is None else min(int(regions), gh * gw)
   y = score(params, x)
@@ -119,7 +119,7 @@ def region_perturbation(
     x,
     pixel_rank,
     jnp.arange(k + 1),
-    core.baseline(x, baseline),
+    ops.baseline(x, baseline),
     insert=False,
     chunk=chunk,
   )
@@ -140,10 +140,10 @@ def faithfulness_correlation(score, params, x, maps, subsets, *, baseline="min",
   For each run r the pixels `subsets[:, r]` (`[B, R, K]` flat indices into H*W, e.g. from
   `random_subsets`) are replaced by `baseline`; the Pearson correlation over runs of the map's sum
   over the subset with the score drop `score(x) - score(x_r)`. Returns `[B]` in [-1, 1]."""
-  core.check_maps(x, maps)
+  ops.check_maps(x, maps)
   b, h, w, _ = x.shape
   y = score(params, x)
-  base = core.baseline(x, baseline)
+  base = ops.baseline(x, baseline)
   flat = maps.reshape(b, -1)
   rows = jnp.arange(b)[:, None]
 
@@ -151,8 +151,8 @@ def faithfulness_correlation(score, params, x, maps, subsets, *, baseline="min",
     hit = jnp.zeros((b, h * w), bool).at[rows, idx].set(True).reshape(b, h, w, 1)
     return y - score(params, jnp.where(hit, base, x)), flat[rows, idx].sum(-1)
 
-  drops, sums = core.map_steps(run, jnp.swapaxes(subsets, 0, 1), chunk)  # [R, B] each
-  return core.pearson(sums.T, drops.T)
+  drops, sums = ops.map_steps(run, jnp.swapaxes(subsets, 0, 1), chunk)  # [R, B] each
+  return ops.pearson(sums.T, drops.T)
 
 
 _OFFSETS = (
@@ -207,13 +207,13 @@ def road(
   most relevant first; "lerf": least relevant first) by noisy linear imputation, for each p in
   `percentages`. `noise [B, H, W, C]` is the standard-normal draw (the same for every p).
   Returns `(curve [B, P], mean [B])`; MoRF: lower is more faithful."""
-  core.check_maps(x, maps)
+  ops.check_maps(x, maps)
   n = x.shape[1] * x.shape[2]
-  ranks = core.descending_ranks(maps if order == "morf" else -maps).reshape(maps.shape)
+  ranks = ops.descending_ranks(maps if order == "morf" else -maps).reshape(maps.shape)
   counts = jnp.asarray([int(n * p / 100) for p in percentages])
 
   def at(count):
     return score(params, noisy_linear_imputation(x, ranks < count, noise, noise_scale=noise_scale))
 
-  curve = core.map_steps(at, counts, chunk).T
+  curve = ops.map_steps(at, counts, chunk).T
   return curve, curve.mean(-1)

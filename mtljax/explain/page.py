@@ -13,7 +13,7 @@ import numpy as np
 
 from mtljax import fileio
 from mtljax.analysis import html_page
-from mtljax.explain import panels
+from mtljax.explain.render import panels
 
 _CSS = html_page._CSS  # the analysis report's look
 

@@ -11,10 +11,11 @@ import jax
 import numpy as np
 
 from mtljax import fileio
-from mtljax.explain import common, flax_utils, render
-from mtljax.explain import targets as targets_lib
-from mtljax.explain.common import ExplainError
-from mtljax.explain.trust import evaluate, registry, sanity
+from mtljax.attribution import layers
+from mtljax.attribution import targets as targets_lib
+from mtljax.attribution.trust import registry, sanity
+from mtljax.explain import render, setup, trust
+from mtljax.explain.setup import ExplainError
 
 
 def request(config, has_mask) -> tuple[list[str], dict[str, str]]:
@@ -43,9 +44,9 @@ def run_method(
   *,
   name: str,
 ) -> dict[str, Any]:
-  """`evaluate.evaluate_method` for method `name` of the explain run (see there)."""
+  """`trust.evaluate_method` for method `name` of the explain run (see there)."""
   ex = config.explain
-  heads = common.explain_heads(config)  # the targets of config.explain.tasks, in one index space
+  heads = setup.explain_heads(config)  # the targets of config.explain.tasks, in one index space
   num_outputs = sum(n for _, _, n in heads)
 
   def member_score(variables, inputs, idx):
@@ -53,9 +54,11 @@ def run_method(
     return targets_lib.make_pair_scores(outputs, heads, idx)(variables, inputs)
 
   member0 = jax.tree.map(lambda a: a[0], stacked)
-  order = flax_utils.module_paths(lambda v, xx: member_score(v, xx, 0), member0, s.example_inputs)
-  layers = ["params/" + p if p else "params" for p in sanity.param_layers(member0["params"], order)]
-  return evaluate.evaluate_method(
+  order = layers.module_paths(lambda v, xx: member_score(v, xx, 0), member0, s.example_inputs)
+  layer_names = [
+    "params/" + p if p else "params" for p in sanity.param_layers(member0["params"], order)
+  ]
+  return trust.evaluate_method(
     wanted,
     skipped,
     ex.trust,
@@ -70,7 +73,7 @@ def run_method(
     masks=ann[0],
     has_mask=ann[2],
     num_targets=num_outputs,
-    layers=layers,
+    layers=layer_names,
     batch_size=int(ex.batch_size),
     segments=segments,
     seed=int(config.seed),

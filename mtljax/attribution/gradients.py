@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mtljax.explain.attr_core import (
+from mtljax.attribution.base import (
   LayerFn,
   ScoreFn,
   _add_noise,

@@ -12,9 +12,15 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from mtljax.explain import metrics as xm
-from mtljax.explain.trust import core, faithfulness, robustness, sanity, simple
-from mtljax.explain.trust.registry import TRUST_METRICS
+from mtljax.attribution import localization as xm
+from mtljax.attribution.trust import (
+  faithfulness,
+  map_metrics,
+  ops,
+  robustness,
+  sanity,
+)
+from mtljax.attribution.trust.registry import TRUST_METRICS
 
 
 def _model_metrics(names, tc, score, params, x, maps, key):
@@ -40,7 +46,7 @@ def _model_metrics(names, tc, score, params, x, maps, key):
     curve = faithfulness.pixel_flipping(
       score, params, x, maps, features_in_step=step, baseline=tc.baseline, chunk=chunk
     )
-    out["pixel_flipping"] = core.trapezoid(curve) / max(curve.shape[1] - 1, 1)
+    out["pixel_flipping"] = ops.trapezoid(curve) / max(curve.shape[1] - 1, 1)
   if "region_perturbation" in names:
     out["region_perturbation"] = faithfulness.region_perturbation(
       score,
@@ -77,11 +83,11 @@ def _model_metrics(names, tc, score, params, x, maps, key):
 
 #: The metrics of the maps alone (and masks): their ensemble-size curve costs no model call.
 _MAP_METRICS = {
-  "sparseness": lambda m, s: simple.sparseness(jnp.abs(m)),
-  "entropy": lambda m, s: simple.entropy(jnp.abs(m)),
-  "pointing_game": simple.pointing_game,
-  "relevance_mass": simple.relevance_mass,
-  "relevance_rank": simple.relevance_rank,
+  "sparseness": lambda m, s: map_metrics.sparseness(jnp.abs(m)),
+  "entropy": lambda m, s: map_metrics.entropy(jnp.abs(m)),
+  "pointing_game": map_metrics.pointing_game,
+  "relevance_mass": map_metrics.relevance_mass,
+  "relevance_rank": map_metrics.relevance_rank,
 }
 
 
@@ -222,16 +228,16 @@ def evaluate_method(
     if "pointing_game" in names or "relevance_mass" in names or "relevance_rank" in names:
       mk = jnp.asarray(masks[sel])
       for n, fn in (
-        ("pointing_game", simple.pointing_game),
-        ("relevance_mass", simple.relevance_mass),
-        ("relevance_rank", simple.relevance_rank),
+        ("pointing_game", map_metrics.pointing_game),
+        ("relevance_mass", map_metrics.relevance_mass),
+        ("relevance_rank", map_metrics.relevance_rank),
       ):
         if n in names:
           got[n] = jax.vmap(lambda m, fn=fn: fn(m, mk))(both)
     if "sparseness" in names:
-      got["sparseness"] = jax.vmap(simple.sparseness)(jnp.abs(both))
+      got["sparseness"] = jax.vmap(map_metrics.sparseness)(jnp.abs(both))
     if "entropy" in names:
-      got["entropy"] = jax.vmap(simple.entropy)(jnp.abs(both))
+      got["entropy"] = jax.vmap(map_metrics.entropy)(jnp.abs(both))
     for n in names:
       v = got.get(n)
       values[n].append(
@@ -259,6 +265,6 @@ def evaluate_method(
       "ensemble": np.nanmean(c[:, size], axis=-1).tolist(),
     }
   out["size_curves"] = _size_curves(names, member_maps, masks, has_mask)
-  std, agree = simple.member_spread(jnp.asarray(member_maps))
+  std, agree = map_metrics.member_spread(jnp.asarray(member_maps))
   out["uncertainty"] = {"std": np.asarray(std, np.float32), "agreement": np.asarray(agree)}
   return out

@@ -11,7 +11,7 @@ from typing import Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from mtljax.explain.trust import core
+from mtljax.attribution.trust import ops
 
 RANDOMISATIONS = ("normal_like", "permute")
 
@@ -99,13 +99,13 @@ def mprt(
   gives the random weights instead of drawing them from `rng` (to pass another library's draws).
   `maps` may have leading axes (`[..., B, H, W]`, e.g. members),
   which `explain` returns too. Returns `[L, ..., B]`: a method that depends on the model falls towards 0 as l grows."""
-  core.check_maps(x, maps)
+  ops.check_maps(x, maps)
   if random_params is None:
     random_params = _randomised(params, rng, randomisation)
   pos = _layer_of_leaves(params, list(layers))
   leaves, tree = jax.tree.flatten(params)
   rand_leaves = jax.tree.leaves(random_params)
-  sim = core.similarity(similarity)
+  sim = ops.similarity(similarity)
   ref = jnp.abs(maps) if absolute else maps
   flat = lambda a: a.reshape(*a.shape[:-2], -1)  # noqa: E731
 
@@ -115,7 +115,7 @@ def mprt(
     m = jnp.abs(m) if absolute else m
     return sim(flat(ref), flat(m))
 
-  return core.map_steps(at, jnp.arange(len(layers)), chunk)
+  return ops.map_steps(at, jnp.arange(len(layers)), chunk)
 
 
 def random_logit(
@@ -124,11 +124,11 @@ def random_logit(
   """Random logit test (Sixt et al. 2020): similarity of the map of the explained target
   (`maps [B, H, W]`) with the map of another target `other [B]` (e.g. `other_targets`). Low =
   the method tells targets apart. Returns `[B]`."""
-  core.check_maps(x, maps)
+  ops.check_maps(x, maps)
   m = explain_target(params, x, other)
   a, o = (jnp.abs(maps), jnp.abs(m)) if absolute else (maps, m)
   flat = lambda v: v.reshape(*v.shape[:-2], -1)  # noqa: E731
-  return core.similarity(similarity)(flat(a), flat(o))
+  return ops.similarity(similarity)(flat(a), flat(o))
 
 
 def other_targets(rng, idx, num_targets: int):

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib import ticker
 
-from mtljax.explain.render_core import (
+from mtljax.explain.render.base import (
   _as_float_rgb,
   _figure,
   _is_signed,

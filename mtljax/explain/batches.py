@@ -4,7 +4,7 @@ member and each IG step / noise sample / perturbation runs one forward pass for 
 image instead of K.
 
 The rows written by the explain run stay the `(example, target)` pairs of
-`common.explained_targets`, in their order: `group_pairs` turns the pairs into padded per-example
+`setup.explained_targets`, in their order: `group_pairs` turns the pairs into padded per-example
 targets `[N, K]` with a validity mask (K = the most targets any example has, so one compilation
 serves the run), and `attribute_examples` scatters the maps back to the pair rows.
 `config.explain.target_chunk` bounds memory (targets per compiled sub-call) and
@@ -23,9 +23,10 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from mtljax.explain import attributions, common
-from mtljax.explain import ensemble as ens_lib
-from mtljax.explain import targets as targets_lib
+from mtljax.attribution import ensemble as ens_lib
+from mtljax.attribution import methods
+from mtljax.attribution import targets as targets_lib
+from mtljax.explain import setup
 from mtljax.models import encoders
 
 
@@ -55,7 +56,7 @@ def group_pairs(pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, 
 def affine_input_layers(config: ml_collections.ConfigDict) -> list[str]:
   """Each encoder's first layer that is affine in its modality (`encoders_<m>/<layer>`):
   Integrated Gradients runs it twice instead of once per step, and its transpose once (exact;
-  `attributions.integrated_gradients(split=...)`)."""
+  `methods.integrated_gradients(split=...)`)."""
   affine = []
   for m in sorted(config.inputs):
     layer = encoders.affine_input_layer(
@@ -67,11 +68,11 @@ def affine_input_layers(config: ml_collections.ConfigDict) -> list[str]:
 
 
 def method_context(config: ml_collections.ConfigDict, image_hw, num_segments=None):
-  """The `attributions.Context` of the image explain run (as `run.make_attribute_fn` builds it)
+  """The `methods.Context` of the image explain run (as `run.make_attribute_fn` builds it)
   with the target settings of `config.explain`."""
   ex = config.explain
   affine = affine_input_layers(config)
-  return attributions.Context(
+  return methods.Context(
     explain=ex,
     rng=jax.random.key(int(config.seed)),
     modality=ex.modality,
@@ -95,8 +96,8 @@ def make_targets_attribute_fn(
   ens [B, K, H, W], mass [E, B, K, M] or None, others {m: [B, K, h, w]})`, jitted: the target-axis
   counterpart of `run.make_attribute_fn` (members × targets × examples in one call)."""
   ex = config.explain
-  spec = attributions.get_method(name)
-  heads = common.explain_heads(config)  # config.explain.tasks: one or several heads
+  spec = methods.get_method(name)
+  heads = setup.explain_heads(config)  # config.explain.tasks: one or several heads
   ctx = method_context(config, image_hw, num_segments)
   reduce = "sum" if spec.signed else "abs_sum"
 
@@ -104,7 +105,7 @@ def make_targets_attribute_fn(
     return model.apply(variables, x, train=False)[0]
 
   def attribute_member(variables, x, index, valid, segments):
-    return attributions.attribute_targets(
+    return methods.attribute_targets(
       spec,
       lambda i, v: targets_lib.make_target_scores(outputs, heads, i, v),
       variables,
@@ -161,7 +162,7 @@ def attribute_examples(fn, spec, stacked, x, pairs, bs, segments, *, desc):
     return store
 
   for start in tqdm(
-    range(0, len(examples), bs), desc=desc, disable=not common.is_main(), mininterval=2
+    range(0, len(examples), bs), desc=desc, disable=not setup.is_main(), mininterval=2
   ):
     sl = slice(start, start + bs)
     ex_b, idx_b, ok_b, rows_b = examples[sl], index[sl], valid[sl], rows[sl]
