@@ -121,6 +121,10 @@ def get_config(arg=None):
     batch=32, epochs=20 if tiny else 8, lr=1e-2 if tiny else 3e-3, log_every=10, checkpoint_every=50
   )
 
+  if shortcut:  # the validation split carries the decoy: select by the class accuracy with each
+    # decoy square repainted in another example's colour (docs/training.md)
+    c.train.select_by = "class/accuracy_decoy_swapped"
+
   # ---------------------------------------------------------------- ensemble
   c.ensemble = blocks.ensemble_config(size=opts.size, strategy=opts.strategy)
 

@@ -66,6 +66,9 @@ def get_config(arg=None):
   c.train = blocks.train_config(
     batch=64, epochs=6 if opts.tiny else 20, lr=3e-3, log_every=20, checkpoint_every=1000
   )
+  if opts.decoy:  # the validation split carries the decoy: keep the epoch that reads the digit
+    # best, by accuracy with each swatch repainted in another example's shade (docs/training.md)
+    c.train.select_by = "digit/accuracy_decoy_swapped"
   c.ensemble = blocks.ensemble_config(size=opts.size)
 
   c.objective = ml_collections.ConfigDict({"terms": ("tasks", "aux", "explanation")})

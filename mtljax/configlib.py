@@ -14,9 +14,9 @@ from typing import Mapping
 
 import ml_collections
 
-from mtljax.errors import ConfigError
 from mtljax import config_blocks
 from mtljax import tasks as tasks_lib
+from mtljax.errors import ConfigError
 from mtljax.models.encoders import ENCODERS
 from mtljax.models.fusion import FUSIONS
 from mtljax.models.heads import HEADS
@@ -220,13 +220,15 @@ def _harmless(key: str) -> bool:
 
 
 def _added_defaults() -> dict:
-  """Sections added after runs were recorded (issue 21: `weighting`, `hierarchy`): a recorded
-  config without them ran as their defaults do, so their default values are no change."""
+  """Sections added after runs were recorded (`weighting`, `hierarchy`) and keys added to a
+  section (`train.select_by`): a recorded config without them ran as their defaults do, so their
+  default values are no change."""
   sections = {
     "weighting": config_blocks.weighting_config(),
     "hierarchy": config_blocks.hierarchy_config(),
   }
-  return _flatten({k: v.to_dict() for k, v in sections.items()})
+  # Keys added to a section later, the same way: the checkpoint selection's default.
+  return _flatten({k: v.to_dict() for k, v in sections.items()}) | {"train.select_by": ""}
 
 
 def run_changes(saved: dict, config: ml_collections.ConfigDict) -> dict[str, tuple]:

@@ -46,7 +46,8 @@ class TaskKind:
     target: CLASS, LABELS or VALUE (what a target array holds).
     dense: one target per pixel (`[B, H, W]`) instead of one per example.
     loss: `(output, target, mask) -> scalar`, the masked mean over labelled examples / pixels.
-    main_metric: the metric a best checkpoint is selected on, and `larger_is_better` its direction.
+    main_metric: the metric a best checkpoint is selected on by default, and `larger_is_better`
+      its direction (`metric_directions`: every metric's, for `config.train.select_by`).
   """
 
   name: str
@@ -108,6 +109,12 @@ class TaskKind:
     """Metrics from the gathered `target`, saved prediction and `mask` (numpy, host side)."""
     raise NotImplementedError
 
+  def metric_directions(self, task_cfg: Mapping[str, Any]) -> dict[str, bool]:
+    """`{metric: larger is better}` for what `metrics` reports (all but `count`): the names a
+    checkpoint may be selected by (`config.train.select_by`). By default the main metric alone."""
+    del task_cfg
+    return {self.main_metric: self.larger_is_better}
+
   # ------------------------------------------------------------------ analysis
   def error(
     self,
@@ -155,6 +162,9 @@ class _Classification(TaskKind):
   def metrics(self, target, prediction, mask, num_classes=None):
     return metrics.classification_metrics(target, prediction, num_classes, mask)
 
+  def metric_directions(self, task_cfg):
+    return dict.fromkeys(("f1_micro", "f1_macro", "accuracy", "kappa"), True)
+
   def error(self, arrays, task, *, classification_error="prob", regression_error="absolute"):
     del regression_error
     target = np.asarray(arrays[f"target/{task}"]).astype(np.int64)
@@ -188,6 +198,9 @@ class _Multilabel(TaskKind):
   def metrics(self, target, prediction, mask, num_classes=None):
     return metrics.multilabel_metrics(target, prediction, mask)
 
+  def metric_directions(self, task_cfg):
+    return dict.fromkeys(("f1_micro", "f1_macro"), True)
+
   def error(self, arrays, task, *, classification_error="prob", regression_error="absolute"):
     target = np.asarray(arrays[f"target/{task}"])
     mask = np.asarray(arrays[f"mask/{task}"]) > 0
@@ -207,6 +220,12 @@ class _Regression(TaskKind):
     # Several outputs per example are scored each around its own mean (`r2/<k>`, averaged as
     # `r2`); a dense target pools its pixels as one quantity.
     return metrics.regression_metrics(target, prediction, mask, multioutput=not self.dense)
+
+  def metric_directions(self, task_cfg):
+    names = {"mae": False, "rmse": False, "r2": True}
+    outputs = self.out_dim(task_cfg) if not self.dense else 1
+    per_output = {f"{n}/{k}": v for n, v in names.items() for k in range(outputs)}
+    return names | (per_output if outputs > 1 else {})
 
   def error(self, arrays, task, *, classification_error="prob", regression_error="absolute"):
     target = np.asarray(arrays[f"target/{task}"])
@@ -235,6 +254,9 @@ class _Segmentation(TaskKind):
 
   def metrics(self, target, prediction, mask, num_classes=None):
     return metrics.segmentation_metrics(target, prediction, num_classes, mask)
+
+  def metric_directions(self, task_cfg):
+    return dict.fromkeys(("pixel_accuracy", "miou"), True)
 
   def error(self, arrays, task, *, classification_error="prob", regression_error="absolute"):
     target = np.asarray(arrays[f"target/{task}"])
@@ -304,5 +326,7 @@ def standardized_targets(config) -> dict[str, bool]:
   kind's `standardized`, unless `config.tasks.<t>.normalize=False`), in config order; the input of
   `mtljax.data.statistics.regression_target_stats`."""
   return {
-    t: of(c).dense for t, c in config.tasks.items() if of(c).standardized and c.get("normalize", True)
+    t: of(c).dense
+    for t, c in config.tasks.items()
+    if of(c).standardized and c.get("normalize", True)
   }

@@ -22,7 +22,8 @@ names the config keys its reader and its generator take), add one line to ``DATA
 config under ``configs/``.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: it would bind the name `annotations` in this
+# package, hiding the submodule mtljax.data.annotations from `from mtljax.data import annotations`.
 
 import importlib
 from dataclasses import dataclass, field

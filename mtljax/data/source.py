@@ -82,6 +82,10 @@ CAPABILITIES: dict[str, str] = {
   "explanation_regions": "method () -> (relevant bool [N, H, W], decoy bool [N, H, W] | None): "
   "every example's true region and its shortcut region, for scoring explanation-guided training "
   "(mtljax/sweeps/egl.py)",
+  "decoy_swapped": "method () -> a view of the split (same examples, names, labels and fields) "
+  "whose decoy is repainted in another example's decoy colour (mtljax.data.decoys.DecoySwapped): "
+  "the evaluation scores it too, as `<task>/<metric>_decoy_swapped` (a shortcut-free validation "
+  "metric to select the best checkpoint by, `config.train.select_by`)",
   "stored_inputs": "method () -> a random-access view of the split (same length, same examples) "
   "whose array inputs may keep a narrower stored type (e.g. uint8 imagery, exact values); the "
   "training and evaluation pipelines read it instead of the source (their normalisation makes "

@@ -11,7 +11,8 @@ mean ± std over E seeds), then scores each member on the shortcut-free test spl
   com               centre-of-mass distance to the true region's centroid (image = unit square)
   decoy_share       the share of the map's mass on the decoy (0 = the shortcut is ignored)
   swapped_accuracy  (in the json, `EXTRA`) accuracy with each decoy repainted in the decoy
-                    colour of a random other example of the split (a seeded permutation): the
+                    colour of a random other example of the split (a seeded permutation,
+                    mtljax/data/decoys.py; the evaluation's `<task>/accuracy_decoy_swapped`): the
                     test split's decoy (a random class's colour) on the split's own images. On
                     the decoyed validation split it measures the shortcut without the test split
                     (profiling/egl_compare.py `--split val`, the λ rule)
@@ -33,6 +34,7 @@ import numpy as np
 
 from mtljax import fileio
 from mtljax.attribution import localization as xm
+from mtljax.data import decoys
 from mtljax.data.source import capability
 
 METRICS = ("accuracy", "iou", "pearson", "com", "decoy_share")
@@ -80,12 +82,8 @@ def score_workdir(
   outs, maps, swapped = [], [], []
   n, bs = len(data["index"]), int(config.eval.batch_size)
   idx = data["index"]
-  if decoy is not None:  # [N, H, W, 1] the decoy; [N, C] its colour; another example's colour
-    d = decoy[idx].astype(np.float32)[..., None]
-    x = data["inputs"][e.modality]
-    colour = (x * d).sum((1, 2)) / np.maximum(d.sum((1, 2)), 1.0)
-    other = colour[np.random.default_rng(0).permutation(n)][:, None, None, :]
-    x_swapped = (x * (1.0 - d) + d * other).astype(x.dtype)
+  if decoy is not None:  # each decoy in another example's decoy colour (mtljax/data/decoys.py)
+    x_swapped = decoys.swap_decoys(data["inputs"][e.modality], decoy[idx])
   for a in range(0, n, bs):
     inputs = {k: jnp.asarray(v[a : a + bs]) for k, v in data["inputs"].items()}
     lab = jnp.asarray(data["targets"][e.task][a : a + bs], jnp.int32)

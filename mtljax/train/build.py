@@ -20,15 +20,15 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import ml_collections
-import numpy as np
 
 from mtljax import configlib, fileio, hierarchy, parallel, tasks, weighting
 from mtljax.data import build as data_build
 from mtljax.data import checks as data_checks
 from mtljax.data import pipeline
 from mtljax.data.statistics import regression_target_stats
-from mtljax.data.source import capability
 from mtljax.models.multitask import build_model
+from mtljax.train import selection
+from mtljax.train.evaluation import metric_directions
 from mtljax.train.state import create_optimizer, ensemble_size, init_ensemble
 from mtljax.train.steps import make_eval_step, on_device_inputs
 
@@ -69,8 +69,9 @@ def _banner(lines):
 class Setup:
   """Everything a run derives from (config, workdir) before training or evaluating.
 
-  main_key: the validation metric the best checkpoint is chosen on (`<task>/<metric>`), and
-  larger_better its direction. input_names, task_names: sorted.
+  main_key: the run's headline validation metric (`<task>/<metric>`: the main task's main metric,
+  or `task_mean/<metric>`), and larger_better its direction; select: what the best checkpoint
+  is chosen on (`config.train.select_by`, by default main_key). input_names, task_names: sorted.
   """
 
   config: ml_collections.ConfigDict
@@ -91,6 +92,14 @@ class Setup:
   larger_better: bool
   input_names: tuple
   task_names: tuple
+  select: selection.Selection = None
+
+  def eval_batches(self, source):
+    """This process's rows of the global eval batches (`config.eval.batch_size`) of `source`."""
+    # pipeline.eval_batches takes the global batch size and splits it over the shards.
+    return pipeline.eval_batches(
+      source, batch_size=int(self.config.eval.batch_size), **self._read()
+    )
 
   @property
   def batch_size(self) -> int:
@@ -118,10 +127,7 @@ class Setup:
 
   def eval_iter(self, split):
     """This process's rows of the global eval batches (`config.eval.batch_size`) of `split`."""
-    # pipeline.eval_batches takes the global batch size and splits it over the shards.
-    return pipeline.eval_batches(
-      self.sources[split], batch_size=int(self.config.eval.batch_size), **self._read()
-    )
+    return self.eval_batches(self.sources[split])
 
   def train_iter(self, start_step: int = 0):
     """This process's rows of the global training batches (`config.train.batch_size`), from
@@ -225,6 +231,11 @@ def setup(
     )
   configlib.resolve_from_data(config, train_src.target_fields)
   configlib.validate(config, train_src.input_fields, train_src.target_fields)
+  # The checkpoint selection names a metric the validation logs (before anything is written).
+  main_key, larger_better = _main_metric(config)
+  select = selection.resolve(
+    config, metric_directions(config, sources["val"]), main_key, larger_better
+  )
   # Every split's files and the batch sizes, before anything is written or trained (a corrupt
   # val/test file is reported now, not after an epoch).
   checked = data_checks.check_inputs(sources, config, progress=is_main)
@@ -277,9 +288,12 @@ def setup(
         train_src,
         [m for m in input_names if train_src.input_fields.get(m, {}).get("kind") != "categorical"],
       ),
-      "targets": {t: list(v) for t, v in regression_target_stats(
-        train_src, config, tasks.standardized_targets(config)
-      ).items()},
+      "targets": {
+        t: list(v)
+        for t, v in regression_target_stats(
+          train_src, config, tasks.standardized_targets(config)
+        ).items()
+      },
     },
   )
   target_stats = {t: tuple(v) for t, v in stats["targets"].items() if t in config.tasks}
@@ -309,13 +323,6 @@ def setup(
     in_shardings=(state_shardings, parallel.data_sharded(mesh)),
     out_shardings=parallel.data_sharded(mesh),
   )
-  main_kind = tasks.of(config.tasks[config.main_task])
-  main_key, larger_better = (
-    f"{config.main_task}/{main_kind.main_metric}",
-    main_kind.larger_is_better,
-  )
-  if config.train.get("select_task_mean", ""):  # see evaluate(); e.g. "kappa": larger is better
-    main_key, larger_better = f"task_mean/{config.train.select_task_mean}", True
   if is_main and write_config:
     _record_config(config, config_path, saved, changes, _checkpoint_steps(workdir))
   return Setup(
@@ -337,4 +344,14 @@ def setup(
     larger_better=larger_better,
     input_names=input_names,
     task_names=task_names,
+    select=select,
   )
+
+
+def _main_metric(config) -> tuple[str, bool]:
+  """The run's headline validation metric and whether larger is better: the main task's main
+  metric, or `task_mean/<metric>` with `config.train.select_task_mean`."""
+  main_kind = tasks.of(config.tasks[config.main_task])
+  if config.train.get("select_task_mean", ""):  # see evaluate(); e.g. "kappa": larger is better
+    return f"task_mean/{config.train.select_task_mean}", True
+  return f"{config.main_task}/{main_kind.main_metric}", main_kind.larger_is_better

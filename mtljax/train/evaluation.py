@@ -4,12 +4,18 @@ prediction files, the split's optional per-example context, and the pictures of 
 What each task's prediction is, how it is saved and scored comes from its kind (mtljax/tasks.py):
 `saved_as` (`prob/<t>` or `pred/<t>`), `hard_labels` (argmax labels saved beside probabilities),
 `metrics`.
+
+A split whose source offers `decoy_swapped` (a dataset with a decoy: mtljax/data/decoys.py) is
+scored a second time on that view, each metric logged again as `<name>_decoy_swapped` (e.g.
+`digit/accuracy_decoy_swapped`): a validation metric the decoy cannot inflate, to select the
+best checkpoint by (`config.train.select_by`). `metric_directions` lists every name an evaluation
+logs, with its direction, before anything is evaluated.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Mapping
+from typing import Callable, Iterator, Mapping
 
 import jax
 import ml_collections
@@ -32,8 +38,19 @@ def _task_metrics(config, out, pred_of) -> dict[str, float]:
   return metrics
 
 
+#: What the metrics of a split's decoy-swapped view are logged as: `<name><SWAPPED>`.
+SWAPPED = "_decoy_swapped"
+
+
 def evaluate(
-  eval_fn, state, batches, config: ml_collections.ConfigDict, mesh, desc: str = "eval", source=None
+  eval_fn,
+  state,
+  batches,
+  config: ml_collections.ConfigDict,
+  mesh,
+  desc: str = "eval",
+  source=None,
+  batches_of: Callable[[object], Iterator] | None = None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
   """One pass over `batches`; returns `(metrics, predictions)` with every real example once.
 
@@ -44,7 +61,9 @@ def evaluate(
   An ensemble (E > 1) adds each member's `member_prob/<t>` / `member_pred/<t>` `[N, E, ...]`;
   its metrics are the ensemble's (averaged probabilities), each member's as `member<k>/...` and
   their mean over members as `members_mean/...` (the paper's Ind-Avg).
-  With the split's `source`, its optional per-example context is added (`_source_context`).
+  With the split's `source`, its optional per-example context is added (`_source_context`);
+  with `batches_of(source) -> batches` too, a source's `decoy_swapped` view is scored as well
+  (its metrics, counts left out, as `<name>_decoy_swapped`; its predictions are not kept).
   """
   size = ensemble_size(config)
   saved_as = {t: tasks.of(c).saved_as for t, c in config.tasks.items()}
@@ -70,8 +89,8 @@ def evaluate(
 
     m = _task_metrics(config, out, pred_of)
     m.update(hierarchy.metrics(config, pred_of))  # hierarchy/<child>_in_<parent>
-    # Optional `config.train.select_task_mean` (issue 7, multitask tables): that metric's mean
-    # over all tasks as `task_mean/<metric>`, the best-checkpoint score instead of the main task's.
+    # Optional `config.train.select_task_mean` (multitask tables): that metric's mean over all
+    # tasks as `task_mean/<metric>`, the best-checkpoint score instead of the main task's.
     name = config.train.get("select_task_mean", "")
     if name:
       m[f"task_mean/{name}"] = float(np.mean([m[f"{t}/{name}"] for t in config.tasks]))
@@ -91,7 +110,37 @@ def evaluate(
     )
   if source is not None:
     _source_context(config, source, out, metrics)
+    view = capability(source, "decoy_swapped")
+    if view is not None and batches_of is not None:
+      swapped, _ = evaluate(eval_fn, state, batches_of(view()), config, mesh, f"{desc} swapped")
+      metrics.update({k + SWAPPED: v for k, v in swapped.items() if not k.endswith("/count")})
   return metrics, out
+
+
+def metric_directions(config: ml_collections.ConfigDict, source=None) -> dict[str, bool]:
+  """`{name: larger is better}` of every metric `evaluate` logs for `config` on `source` (with
+  `batches_of`), counts left out: each task's (its kind's `metric_directions`), the hierarchy's,
+  `task_mean/<metric>`, each member's and their mean, the decoy-swapped ones and the strata."""
+  per_task = {t: tasks.of(c).metric_directions(c) for t, c in config.tasks.items()}
+  one = {f"{t}/{m}": up for t, d in per_task.items() for m, up in d.items()}
+  one.update({f"hierarchy/{c}_in_{p}": True for c, p, _ in hierarchy.pairs(config)})
+  if name := config.train.get("select_task_mean", ""):
+    one[f"task_mean/{name}"] = next((d[name] for d in per_task.values() if name in d), True)
+  out = dict(one)
+  if (size := ensemble_size(config)) > 1:
+    for prefix in [f"member{k}/" for k in range(size)] + ["members_mean/"]:
+      out.update({prefix + k: up for k, up in one.items()})
+  if source is None:
+    return out
+  if capability(source, "decoy_swapped") is not None:
+    out.update({k + SWAPPED: up for k, up in out.items()})
+  if (metric_strata := capability(source, "metric_strata")) is not None:
+    for prefix, labels in metric_strata().items():
+      for t, tcfg in config.tasks.items():
+        if tasks.is_per_example_value(tcfg.kind):
+          for value in np.unique(np.asarray(labels)):
+            out.update({f"{t}/{m}_{prefix}{value}": up for m, up in per_task[t].items()})
+  return out
 
 
 def _source_context(config, source, out, metrics) -> None:

@@ -1,9 +1,10 @@
 """The loop: train, evaluate every epoch, checkpoint, resume, stop cleanly on SIGTERM; then the
 final test of the best checkpoint. `evaluate_workdir` re-evaluates a trained workdir.
 
-Stages of `train_and_evaluate` (big_vision style): set-up (train/prepare.py) → state (fresh or
+Stages of `train_and_evaluate` (big_vision style): set-up (train/build.py) → state (fresh or
 resumed) → jitted steps → epochs (steps, logging, pre-emption, checkpoints; validation,
-prediction files and model selection at each epoch's end) → test of the best checkpoint.
+prediction files and model selection (`config.train.select_by`, train/selection.py) at each
+epoch's end) → test of the best checkpoint.
 """
 
 from __future__ import annotations
@@ -84,7 +85,14 @@ def _summary_keys(metrics: Mapping[str, float]) -> list[str]:
 
 def _evaluate(s: Setup, state, split: str, desc: str):
   return evaluate(
-    s.p_eval_step, state, s.eval_iter(split), s.config, s.mesh, desc=desc, source=s.sources[split]
+    s.p_eval_step,
+    state,
+    s.eval_iter(split),
+    s.config,
+    s.mesh,
+    desc=desc,
+    source=s.sources[split],
+    batches_of=s.eval_batches,
   )
 
 
@@ -238,10 +246,8 @@ def train_and_evaluate(
         for split in config.eval.prediction_splits:
           preds = val_preds if split == "val" else _evaluate(s, state, split, f"{split} {epoch}")[1]
           save_predictions(s.workdir, split, epoch, preds, s.sources[split].names)
-        score = val_metrics[s.main_key]
-        improved = meta["best"] is None or (
-          score > meta["best"] if s.larger_better else score < meta["best"]
-        )
+        score = s.select.score(val_metrics, epoch)
+        improved = s.select.better(score, meta["best"])
         meta["epoch_done"] = epoch
         # best/<step> complete before latest/<step> (which names it); both skip an existing step.
         if improved:
@@ -264,6 +270,7 @@ def train_and_evaluate(
     "best_epoch": best_meta["best_epoch"],
     "best_step": best_meta["step"],
     "main_metric": s.main_key,
+    "selected_by": s.select.describe(),
   }
   for split in ("val", "test"):
     m, preds = _evaluate(s, best_state, split, f"{split} best")
@@ -284,9 +291,10 @@ def train_and_evaluate(
 
 def _print_summary(s: Setup, results) -> None:
   test, main_key = results["test"], s.main_key
+  chosen = s.select.key or main_key
   lines = [
-    f"Done. Best epoch {results['best_epoch']} (val {main_key} = "
-    f"{results['val'][main_key]:.4f}). Test metrics (best checkpoint):"
+    f"Done. Best epoch {results['best_epoch']} by {s.select.describe()} (val {chosen} = "
+    f"{results['val'][chosen]:.4f}). Test metrics (best checkpoint):"
   ]
   lines += [f"  {k:28s} {test[k]:.4f}" for k in _summary_keys(test)]
   lines += [
@@ -295,7 +303,7 @@ def _print_summary(s: Setup, results) -> None:
     "  metrics.jsonl         train/val/test scalars, one JSON record per line",
     "  tensorboard/          TensorBoard events (tensorboard --logdir ...)",
     "  checkpoints/latest/   resumable checkpoints (rerun the command to continue)",
-    "  checkpoints/best/     best checkpoint by the main task's validation metric",
+    f"  checkpoints/best/     the checkpoint of the epoch selected by {s.select.describe()}",
     "  predictions/<split>/  per-epoch predictions (npz) for the intrinsic analysis",
     "  final_metrics.json    val/test metrics of the best checkpoint",
   ]

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtljax.data import Dataset, annotations
+from mtljax.data import Dataset, annotations, decoys
 from mtljax.data.annotations import phrase
 from mtljax.data.attributes import synthetic as draw
 from mtljax.data.attributes import synthetic_cub
@@ -216,6 +216,11 @@ class ShortcutCUBSource(CUB200Source):
 
   def explanation_regions(self):
     return self._relevant, self._decoy
+
+  def decoy_swapped(self):
+    """This split with each decoy square repainted in another example's decoy colour
+    (mtljax/data/decoys.py)."""
+    return decoys.DecoySwapped(self, "image", self._decoy)
 
 
 CUB_SHORTCUT = Dataset(

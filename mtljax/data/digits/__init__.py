@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mtljax.data import Dataset, annotations
+from mtljax.data import Dataset, annotations, decoys
 from mtljax.data.source import DataError, example_index
 from mtljax.data.synthetic import write_once
 
@@ -149,6 +149,10 @@ class DigitsSource:
   def explanation_regions(self):
     """``(relevant [N, S, S], decoy [N, S, S])`` bool, for the comparison's metrics."""
     return self._relevant, self._decoy
+
+  def decoy_swapped(self):
+    """This split with each swatch repainted in another example's shade (mtljax/data/decoys.py)."""
+    return decoys.DecoySwapped(self, "image", self._decoy)
 
 
 DATASET = Dataset(
