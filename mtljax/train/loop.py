@@ -83,7 +83,8 @@ def _summary_keys(metrics: Mapping[str, float]) -> list[str]:
   )
 
 
-def _evaluate(s: Setup, state, split: str, desc: str):
+def _evaluate(s: Setup, state, split: str, desc: str, swapped: bool = True):
+  """`evaluate` on `split`; `swapped`: with the source's decoy-swapped metrics, if it has them."""
   return evaluate(
     s.p_eval_step,
     state,
@@ -92,7 +93,7 @@ def _evaluate(s: Setup, state, split: str, desc: str):
     s.mesh,
     desc=desc,
     source=s.sources[split],
-    batches_of=s.eval_batches,
+    batches_of=s.eval_batches if swapped else None,
   )
 
 
@@ -244,7 +245,9 @@ def train_and_evaluate(
         faults.point("eval.val.done")
         writer.write(step, "val", {**val_metrics, "epoch": epoch})
         for split in config.eval.prediction_splits:
-          preds = val_preds if split == "val" else _evaluate(s, state, split, f"{split} {epoch}")[1]
+          preds = val_preds
+          if split != "val":  # the predictions alone: no decoy-swapped pass
+            preds = _evaluate(s, state, split, f"{split} {epoch}", swapped=False)[1]
           save_predictions(s.workdir, split, epoch, preds, s.sources[split].names)
         score = s.select.score(val_metrics, epoch)
         improved = s.select.better(score, meta["best"])

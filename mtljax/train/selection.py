@@ -44,7 +44,7 @@ class Selection:
     if self.key is None:
       return float(epoch)
     if self.key not in val_metrics:
-      raise ConfigError(_unknown(self.setting, val_metrics, "the validation logged"))
+      raise ConfigError(_unknown(self.setting, val_metrics, "the first validation logged"))
     return float(val_metrics[self.key])
 
   def better(self, score: float, best: float | None) -> bool:
@@ -57,9 +57,8 @@ class Selection:
 def _unknown(setting: str, names, where: str) -> str:
   listed = ", ".join(sorted(k for k in names if not k.endswith("/count")))
   return (
-    f"config.train.select_by={setting!r} is not a validation metric {where}; expected "
-    f"'{LATEST}', a name among: {listed} (optionally after 'max:' or 'min:'), or '' for the "
-    "main task's"
+    f"config.train.select_by={setting!r} is not a metric {where}; expected '{LATEST}', '' (the "
+    f"main task's main metric) or one of these, optionally after 'max:' or 'min:': {listed}"
   )
 
 
@@ -77,8 +76,8 @@ def resolve(
   if prefix in _DIRECTIONS:
     name = setting[4:]
     if not name:
-      raise ConfigError(_unknown(setting, directions, "this run logs"))
+      raise ConfigError(_unknown(setting, directions, "this run's validation logs"))
     return Selection(name, _DIRECTIONS[prefix], setting)
   if setting not in directions:
-    raise ConfigError(_unknown(setting, directions, "this run logs"))
+    raise ConfigError(_unknown(setting, directions, "this run's validation logs"))
   return Selection(setting, directions[setting], setting)
