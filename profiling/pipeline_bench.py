@@ -177,8 +177,8 @@ def step_flops(config) -> float:
 
 def main(argv):
   del argv
-  from mtljax.data import build, prepared
   from mtljax import tasks
+  from mtljax.data import build, prepared
   from mtljax.data.prepared import convert
   from mtljax.data.treesat.synthetic import write_synthetic_treesat
 

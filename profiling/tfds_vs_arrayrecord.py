@@ -28,8 +28,8 @@ def main(argv):
   import tensorflow_datasets as tfds
 
   from configs import treesat
-  from mtljax.data import build
   from mtljax import tasks
+  from mtljax.data import build
   from mtljax.data.prepared import PreparedSource, convert
   from mtljax.train import build as _train_prepare  # noqa: F401 (jax imported before the timing)
 

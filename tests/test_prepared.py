@@ -176,7 +176,9 @@ def test_refuses_a_prepared_folder_that_does_not_fit(converted, tmp_path):
   with pytest.raises(DataError, match=r"dataset \('treesat' there, 'facades' now\)\. Convert"):
     prepared.open_sources(fac)
   with pytest.raises(convert.PrepareError, match="another dataset or config"):
-    convert.convert(other, out, workers=1, progress=False, standardized=_std(other))  # nothing overwritten
+    convert.convert(
+      other, out, workers=1, progress=False, standardized=_std(other)
+    )  # nothing overwritten
   assert os.path.exists(os.path.join(out, records.MANIFEST))
   # Prepared from a real archive: a config without data.root trains from it; another root not.
   real = json.load(open(os.path.join(out, records.MANIFEST)))

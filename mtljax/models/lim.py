@@ -37,8 +37,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mtljax.errors import ConfigError
 from mtljax import tasks as tasks_lib
+from mtljax.errors import ConfigError
 from mtljax.models.encoders import ENCODERS
 
 VARIANTS = (
