@@ -220,7 +220,7 @@ def _harmless(key: str) -> bool:
 
 
 def _added_defaults() -> dict:
-  """Sections added after runs were recorded (issue 21: `weighting`, `hierarchy`): a recorded
+  """Sections added after runs were recorded (`weighting`, `hierarchy`): a recorded
   config without them ran as their defaults do, so their default values are no change."""
   sections = {
     "weighting": config_blocks.weighting_config(),

@@ -176,7 +176,9 @@ def test_refuses_a_prepared_folder_that_does_not_fit(converted, tmp_path):
   with pytest.raises(DataError, match=r"dataset \('treesat' there, 'facades' now\)\. Convert"):
     prepared.open_sources(fac)
   with pytest.raises(convert.PrepareError, match="another dataset or config"):
-    convert.convert(other, out, workers=1, progress=False, standardized=_std(other))  # nothing overwritten
+    convert.convert(
+      other, out, workers=1, progress=False, standardized=_std(other)
+    )  # nothing overwritten
   assert os.path.exists(os.path.join(out, records.MANIFEST))
   # Prepared from a real archive: a config without data.root trains from it; another root not.
   real = json.load(open(os.path.join(out, records.MANIFEST)))
@@ -244,10 +246,11 @@ def test_killed_conversion_resumes_and_matches(converted, tmp_path):
 
 @pytest.mark.slow
 def test_a_run_from_prepared_data_matches_the_raw_run_and_resumes(fault_reference, tmp_path):
-  """Part 4 of issue 22 end to end: `python -m mtljax.main` on a prepared dataset (uint8 aerial
+  """A prepared dataset end to end: `python -m mtljax.main` on a prepared dataset (uint8 aerial
   standardised in the jitted steps), SIGKILLed mid-epoch and resumed, writes the raw archive's
-  run's metrics, predictions and final results (profiling/fault_injection.py compares them)."""
-  from profiling import fault_injection as fi
+  run's metrics, predictions and final results (profiling/experiments/fault_injection.py compares
+  them)."""
+  from profiling.experiments import fault_injection as fi
 
   ref, root = fault_reference
   config = treesat.get_config("tiny")

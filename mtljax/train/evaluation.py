@@ -70,7 +70,7 @@ def evaluate(
 
     m = _task_metrics(config, out, pred_of)
     m.update(hierarchy.metrics(config, pred_of))  # hierarchy/<child>_in_<parent>
-    # Optional `config.train.select_task_mean` (issue 7, multitask tables): that metric's mean
+    # Optional `config.train.select_task_mean` (for multitask tables): that metric's mean
     # over all tasks as `task_mean/<metric>`, the best-checkpoint score instead of the main task's.
     name = config.train.get("select_task_mean", "")
     if name:
