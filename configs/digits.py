@@ -21,7 +21,7 @@ Commands:
       --config.explanation_loss.kind=gradia --config.explanation_loss.saliency=gradcam@encoders_image/conv2
   python -m mtljax.main --config=configs/digits.py:decoy --workdir=W4 --mode=explain
 The whole comparison (baseline vs each loss vs annotated fraction):
-`python -m profiling.experiments.egl_compare`.
+`python -m profiling.experiments.egl_compare --out W5`.
 """
 
 import ml_collections

@@ -107,7 +107,8 @@ def _torch_steps(tmodel, lam, lr):
   return steps, rrr_value
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
+  """The command line (docs/explanation-guided.md's commands are checked against it)."""
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--size", type=int, default=32)
   ap.add_argument("--batch", type=int, default=32)
@@ -115,7 +116,11 @@ def main(argv=None):
   ap.add_argument("--lam", type=float, default=1.0)
   ap.add_argument("--torch-threads", type=int, default=0)
   ap.add_argument("--out", default="")
-  a = ap.parse_args(argv)
+  return ap
+
+
+def main(argv=None):
+  a = parser().parse_args(argv)
   payload = common.start_run(a, torch_threads=a.torch_threads)
   import torch
 

@@ -70,7 +70,8 @@ DILATION = {
 SETS = {"digits": {}, "attributes": {"megl": {"megl_consistency": 0.1}}}
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
+  """The command line (docs/explanation-guided.md's commands are checked against it)."""
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--out", required=True)
   ap.add_argument("--family", default="digits", choices=("digits", "attributes"))
@@ -111,6 +112,11 @@ def main(argv=None):
   ap.add_argument(
     "--only", nargs="*", default=(), help="run only these rows (labels), in this order"
   )
+  return ap
+
+
+def main(argv=None):
+  ap = parser()
   a = ap.parse_args(argv)
   lam = dict(LAMBDA[a.family])
   lam.update({k: float(v) for k, _, v in (x.partition("=") for x in a.lam)})

@@ -29,15 +29,20 @@ def correctness(workdir: str) -> np.ndarray:
   return egl.score_workdir(cfg, workdir, "test")["correct_examples"].mean(0)
 
 
-def main(argv=None):
-  from scipy import stats
-
+def parser() -> argparse.ArgumentParser:
+  """The command line (docs/explanation-guided.md's commands are checked against it)."""
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument(
     "--out", required=True, help="the --out folder of profiling/experiments/egl_compare.py"
   )
   ap.add_argument("rows", nargs="+", help="row labels; the first is compared with the others")
-  a = ap.parse_args(argv)
+  return ap
+
+
+def main(argv=None):
+  from scipy import stats
+
+  a = parser().parse_args(argv)
   first = correctness(os.path.join(a.out, a.rows[0]))
   for row in a.rows[1:]:
     other = correctness(os.path.join(a.out, row))
