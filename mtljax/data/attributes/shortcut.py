@@ -31,7 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mtljax.data import Dataset, annotations
+import mtljax.data.annotations as annotations  # by path: mtljax.data.annotations is __future__'s
+from mtljax.data import Dataset
 from mtljax.data.annotations import phrase
 from mtljax.data.attributes import synthetic as draw
 from mtljax.data.attributes import synthetic_cub

@@ -33,7 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from mtljax.data import Dataset, annotations
+import mtljax.data.annotations as annotations  # by path: mtljax.data.annotations is __future__'s
+from mtljax.data import Dataset
 from mtljax.data.source import DataError, example_index
 from mtljax.data.synthetic import write_once
 
