@@ -76,7 +76,7 @@ def get_config(arg=None):
     },
   )
 
-  if shortcut:  # issue 19: the decoy, and the training annotations' fractions (one value each,
+  if shortcut:  # the decoy, and the training annotations' fractions (one value each,
     # read by the reader and by the explanation loss)
     mask_fraction = ml_collections.FieldReference(0.2)
     c.data.name, c.data.image_size = "cub_shortcut", 32
@@ -144,7 +144,7 @@ def get_config(arg=None):
     c.objective = ml_collections.ConfigDict({"terms": ("tasks", "aux", "explanation")})
     # MEGL's setting chosen on the decoyed validation split (docs/explanation-guided.md: λ 20 on
     # Grad-CAM at conv2, masks grown by 2 px, consistency 0.1, rationales → their part regions);
-    # the other losses' λ are in profiling/egl_compare.py LAMBDA["attributes"].
+    # the other losses' λ are in profiling/experiments/egl_compare.py LAMBDA["attributes"].
     c.explanation_loss = explanation_loss_config(
       task="class", lam=20.0, saliency="gradcam@encoders_image/conv2", mask_fraction=mask_fraction
     )

@@ -1,4 +1,4 @@
-r"""Decoy digits: explanation-guided training where a shortcut fools the plain model (issue 19).
+r"""Decoy digits: explanation-guided training where a shortcut fools the plain model.
 
 scikit-learn's bundled 8×8 handwritten digits (offline) on a 14×14 canvas; with `decoy`, a 3×3
 corner swatch whose shade encodes the label in train and validation and is random in test
@@ -20,7 +20,8 @@ Commands:
   python -m mtljax.main --config=configs/digits.py:decoy,encoder=cnn,size=3 --workdir=W3 \
       --config.explanation_loss.kind=gradia --config.explanation_loss.saliency=gradcam@encoders_image/conv2
   python -m mtljax.main --config=configs/digits.py:decoy --workdir=W4 --mode=explain
-The whole comparison (baseline vs each loss vs annotated fraction): profiling/egl_compare.py.
+The whole comparison (baseline vs each loss vs annotated fraction):
+`python -m profiling.experiments.egl_compare --out W5`.
 """
 
 import ml_collections

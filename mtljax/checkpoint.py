@@ -13,7 +13,7 @@ complete, so a process killed during a save leaves the previous checkpoint intac
 folder is ignored by `latest_step()` and removed when the next *training* run opens the managers
 (`cleanup=True`; an eval or explain run leaves them, as they could belong to a run in progress).
 
-Saves are idempotent and ordered, so that a run killed anywhere resumes (issue 17):
+Saves are idempotent and ordered, so that a run killed anywhere resumes:
 - a step already present in `latest/` or `best/` is recognised and not saved again (a rerun of
   an epoch whose `best/<step>` was written before the kill reaches the same state and score);
 - at an epoch end `best/<step>` is written and *finished* before `latest/<step>` is started:

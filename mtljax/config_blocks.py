@@ -204,7 +204,7 @@ def ensemble_config(
   options of `config.data.augment`), as separately trained networks would; without it, members
   of a seeds ensemble differ only in initialisation and dropout. Off by default: on the planted
   attribute data it lowered the members' Grad-CAM agreement only slightly (map correlation 0.90
-  → 0.88) and changed no explanation result (issue 3 note).
+  → 0.88) and changed no explanation result.
   """
   return ml_collections.ConfigDict(
     {
@@ -277,7 +277,7 @@ def explain_config(
       # the true class of a classification task (or a fixed output index for every example).
       "task": task,
       "target": -1,
-      # Several task heads explained in one call (issue 18), e.g. ("class", "attributes"): each
+      # Several task heads explained in one call, e.g. ("class", "attributes"): each
       # example's targets of every one of them; () = just `task`.
       "tasks": (),
       # Image input whose attributions are drawn and scored; Grad-CAM's layer (module path).
@@ -289,7 +289,7 @@ def explain_config(
       # "loop", "map") and targets per attribution batch.
       "strategy": "auto",
       "batch_size": 16,
-      # Targets (issue 18): multi_target explains every target of an example in one call
+      # Targets: multi_target explains every target of an example in one call
       # (batch_size then counts examples), sharing the forward pass; False = one call row per
       # (example, target) pair. target_chunk: targets per compiled sub-call (0 = all; bounds
       # memory). target_form: how gradient methods share the forward ("auto", "grads", "vjp").

@@ -7,7 +7,7 @@ points may be given, separated by commas; the first one reached kills. Unset (th
 a point costs one dictionary lookup.
 
 The points a run passes (see `POINTS`) are listed for the harnesses (tests/test_faults.py,
-profiling/fault_injection.py).
+profiling/experiments/fault_injection.py).
 """
 
 from __future__ import annotations

@@ -146,7 +146,7 @@ def main(argv):
         from mtljax.models import lim
 
         lim.parse_variant(config.model.variant)
-      from mtljax import hierarchy, weighting  # task weighting / hierarchy mistakes (issue 21)
+      from mtljax import hierarchy, weighting  # task weighting / hierarchy mistakes
 
       early = weighting.problems(config) + hierarchy.problems(config)
       if early:

@@ -18,7 +18,7 @@ configs). Optional keys, read with `.get`:
                               "equal": 1/T each); `config.weighting.kind`, when set, wins
                               (learned weightings and gradient aggregation: mtljax/weighting.py)
 
-Extending (the slots the next issues fill):
+Extending:
 
 * A loss term (e.g. an explanation loss that differentiates a saliency map through the params):
   `@register_term("name")` on a factory `(config) -> term`; the term gets `ctx.apply(params,

@@ -19,9 +19,10 @@ def tiny_treesat_root(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def fault_reference(tmp_path_factory):
-  """One uninterrupted 2-epoch run of profiling/fault_injection.py's harness and its data root
+  """One uninterrupted 2-epoch run of profiling/experiments/fault_injection.py's harness and its
+  data root
   (the killed and resumed runs of test_faults.py and test_prepared.py are compared with it)."""
-  from profiling import fault_injection as fi
+  from profiling.experiments import fault_injection as fi
 
   base = tmp_path_factory.mktemp("faults")
   root = fi.make_root(str(base / "data"))

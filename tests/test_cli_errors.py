@@ -1,5 +1,5 @@
 """A user's mistake ends in exactly one line `error: ...` on stderr, exit status 2, no traceback,
-and nothing written or lost in the workdir (issue 17, part 6): one test per case."""
+and nothing written or lost in the workdir: one test per case."""
 
 import os
 import re

@@ -155,26 +155,76 @@ def test_variant_parser():
     assert "strategy=S (default seeds), size=N (default 1), tiny" in str(e.value)
 
 
+def _documented_commands(text: str):
+  """The `python -m ...` commands of a docstring or a docs page (lines, or quoted inline) as token
+  lists: continuation lines joined, `$NAME` expanded from the text's own `NAME="..."` lines (as a shell would), a trailing
+  `# comment` dropped."""
+  import re
+  import shlex
+
+  env = {}
+  for line in re.sub(r"\\\n\s*", " ", text).splitlines():
+    line = line.strip()
+    assignment = re.fullmatch(r'([A-Z]\w*)="(.*)"', line)
+    if assignment:
+      env[assignment.group(1)] = assignment.group(2)
+      continue
+    # a command line, or commands quoted inline (`python -m ...`) in a sentence
+    for cmd in (
+      [line] if line.startswith("python -m ") else re.findall(r"`(python -m [^`]+)`", line)
+    ):
+      yield shlex.split(re.sub(r"\$(\w+)", lambda m: env[m.group(1)], cmd), comments=True)
+
+
+def _parse_main_command(toks: list[str]):
+  """The config of a documented `python -m mtljax.<main or a sweep> ...` command, parsed as
+  mtljax.main does."""
+  args = [t for t in toks[3:] if t.startswith("--config")]
+  args[0] = args[0].replace("configs/", os.path.join(ROOT, "configs") + "/", 1)
+  return _parse(*args)
+
+
 def test_documented_commands_parse():
   """Every `python -m ...` command in a config file's docstring parses (its config variant and
-  overrides, as mtljax.main reads them) and names a module that exists."""
+  overrides, as mtljax.main reads them; an experiment's arguments with its own parser) and names a
+  module that exists."""
   import ast
   import glob
   import importlib.util
-  import re
-  import shlex
 
   count = 0
   for path in sorted(glob.glob(os.path.join(ROOT, "configs", "*.py"))):
     with open(path) as f:
       doc = ast.get_docstring(ast.parse(f.read()), clean=False)
-    for line in re.sub(r"\\\n\s*", " ", doc).splitlines():
-      if not line.strip().startswith("python -m "):
-        continue
-      toks = shlex.split(line)
-      assert importlib.util.find_spec(toks[2]), line
-      args = [t for t in toks[3:] if t.startswith("--config")]
-      args[0] = args[0].replace("configs/", os.path.join(ROOT, "configs") + "/", 1)
-      assert _parse(*args).data.name, line
+    for toks in _documented_commands(doc):
+      assert importlib.util.find_spec(toks[2]), toks
+      if toks[2].startswith("profiling."):  # an experiment's own command line
+        importlib.import_module(toks[2]).parser().parse_args(toks[3:])
+      else:
+        assert _parse_main_command(toks).data.name, toks
       count += 1
   assert count >= 20
+
+
+def test_explanation_guided_commands_parse():
+  """Every command docs/explanation-guided.md shows parses: the training and explain runs' configs
+  and overrides as mtljax.main reads them, the experiments' and benchmark's arguments with their
+  own parsers, and each override names a key the config has (a locked config refuses others)."""
+  import importlib
+
+  with open(os.path.join(ROOT, "docs", "explanation-guided.md")) as f:
+    commands = list(_documented_commands(f.read()))
+  modules = {}
+  for toks in commands:
+    if toks[2] == "mtljax.main":
+      config = _parse_main_command(toks)
+      assert config.objective.terms[-1] == "explanation", toks
+    else:
+      importlib.import_module(toks[2]).parser().parse_args(toks[3:])
+    modules[toks[2]] = modules.get(toks[2], 0) + 1
+  assert modules == {
+    "mtljax.main": 8,
+    "profiling.experiments.egl_compare": 6,
+    "profiling.experiments.egl_paired_accuracy": 1,
+    "profiling.benchmarks.egl_bench": 1,
+  }

@@ -428,7 +428,8 @@ def test_rrr_on_decoy_digits_learns_the_digit_not_the_decoy(tmp_path):
     drop[kind] = row["metrics"]["accuracy"][0] - row["metrics"]["swapped_accuracy"][0]
   assert drop["none"] > drop["rrr"] + 0.1, drop
   assert (tmp_path / "egl_comparison_val.md").is_file()
-  # The per-example arrays [E, N] (profiling/egl_diagnose.py --annotated) average to the row's.
+  # The per-example arrays [E, N] (profiling/experiments/egl_diagnose.py --annotated) average to
+  # the row's.
   m = egl.score_workdir(c, str(tmp_path / "rrr"), "val")
   n = len(m["index"])
   assert m["correct_examples"].shape == m["swapped_correct_examples"].shape == (1, n)

@@ -547,7 +547,7 @@ def test_registry_and_unknown_method():
     "guided_backprop",
     "guided_grad_cam",
     "lime",
-    # issue 20: PAIR's methods and the model-independent controls of the sanity checks
+    # PAIR's methods and the model-independent controls of the sanity checks
     "blur_ig",
     "guided_ig",
     "xrai",

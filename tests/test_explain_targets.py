@@ -1,4 +1,4 @@
-"""The target axis of the attribution API (issue 18): K targets per example in one call equal K
+"""The target axis of the attribution API: K targets per example in one call equal K
 one-target calls, for every registered method, ragged targets, both forms, chunks and heads."""
 
 import types

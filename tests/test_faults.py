@@ -1,6 +1,7 @@
-"""Crash-proof workdirs (issue 17): atomic result files, a torn metrics.jsonl line, idempotent
+"""Crash-proof workdirs: atomic result files, a torn metrics.jsonl line, idempotent
 checkpoint saves, and runs SIGKILLed at chosen points (mtljax/faults.py) that resume to the same
-files as an uninterrupted run. The many-points version is profiling/fault_injection.py."""
+files as an uninterrupted run. The many-points version is
+profiling/experiments/fault_injection.py."""
 
 import json
 import os
@@ -14,7 +15,7 @@ import pytest
 
 from mtljax import faults, fileio
 from mtljax.writers import MetricWriter, read_metrics
-from profiling import fault_injection as fi
+from profiling.experiments import fault_injection as fi
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,4 @@
-"""All inputs checked before the first step (issue 17, part 5): for each dataset family one corrupt
+"""All inputs checked before the first step: for each dataset family one corrupt
 or wrong-shaped file in the validation or test split makes the run fail in its set-up, naming the
 file (no checkpoint, no metrics line); a batch larger than the training split is one clear error."""
 

@@ -246,10 +246,11 @@ def test_killed_conversion_resumes_and_matches(converted, tmp_path):
 
 @pytest.mark.slow
 def test_a_run_from_prepared_data_matches_the_raw_run_and_resumes(fault_reference, tmp_path):
-  """Part 4 of issue 22 end to end: `python -m mtljax.main` on a prepared dataset (uint8 aerial
+  """A prepared dataset end to end: `python -m mtljax.main` on a prepared dataset (uint8 aerial
   standardised in the jitted steps), SIGKILLed mid-epoch and resumed, writes the raw archive's
-  run's metrics, predictions and final results (profiling/fault_injection.py compares them)."""
-  from profiling import fault_injection as fi
+  run's metrics, predictions and final results (profiling/experiments/fault_injection.py compares
+  them)."""
+  from profiling.experiments import fault_injection as fi
 
   ref, root = fault_reference
   config = treesat.get_config("tiny")

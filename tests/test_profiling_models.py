@@ -1,18 +1,16 @@
-"""The benchmarks compare like with like: the PyTorch mirrors in profiling/common.py compute the
-same function as the JAX models they are built from (same weights, layouts converted), and the
-ensemble strategies give the same attributions as Captum on them."""
+"""The benchmarks compare like with like: the PyTorch mirrors in profiling/benchmarks/common.py
+compute the same function as the JAX models they are built from (same weights, layouts converted),
+and the ensemble strategies give the same attributions as Captum on them."""
 
-import os
 import sys
 
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch", reason="the benchmark mirrors need PyTorch")
+from profiling.benchmarks import common
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(__file__)), "profiling"))
-import common  # noqa: E402
+torch = pytest.importorskip("torch", reason="the benchmark mirrors need PyTorch")
 
 
 @pytest.mark.parametrize("name,size", [("cnn", 16), ("mlp", 0), ("resnet18", 32)])
@@ -33,7 +31,7 @@ def test_torch_mirror_computes_the_same_function(name, size):
 
 def test_attribution_bench_agrees_with_captum(tmp_path):
   pytest.importorskip("captum")
-  import attribution_bench
+  from profiling.benchmarks import attribution_bench
 
   out = tmp_path / "bench.json"
   sys_argv = sys.argv

@@ -161,7 +161,7 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tiny_treesat_root, tmp_
     "--config.train.num_epochs=3",
     "--config.train.learning_rate=1e30",
     "--config.train.checkpoint_every_steps=1",
-    "--allow_config_change",  # issue 17: a resume that changes the run must say so
+    "--allow_config_change",  # a resume that changes the run must say so
   )
   assert bad.returncode == 2, bad.stdout + bad.stderr
   assert "training diverged" in bad.stderr and "last good checkpoint" in bad.stderr

@@ -1,4 +1,4 @@
-"""Task weighting (issue 21): the aggregations against TorchJD 0.18.0 on fixed per-task gradients,
+"""Task weighting: the aggregations against TorchJD 0.18.0 on fixed per-task gradients,
 uncertainty weighting against a hand computation, tasks without labels, every strategy in the
 vmapped ensemble step, the result on 4 simulated devices against 1, the weighting state through
 a checkpoint, DWA/FAMO state updates, the hierarchy metric and constraints, and config errors."""

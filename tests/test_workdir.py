@@ -1,5 +1,5 @@
-"""The workdir lock (mtljax/workdir.py) and resuming with a changed config (issue 17, parts 2
-and 4): a second run on a busy workdir is refused with the holder named and the first is
+"""The workdir lock (mtljax/workdir.py) and resuming with a changed config: a
+second run on a busy workdir is refused with the holder named and the first is
 unharmed; stale locks are taken over; a resume that changes the run is refused unless
 --allow_config_change, which records the change."""
 

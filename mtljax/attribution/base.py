@@ -35,11 +35,11 @@ TARGET_FORMS = ("auto", "grads", "vjp")
 def resolve_target_form(form: str, backend: str | None = None) -> str:
   """The form "auto" stands for on `backend` (default: JAX's default backend).
 
-  Measured (profiling/multitarget_bench.py, 2-core CPU): on CPU, K `jax.grad` calls of the K target
-  scores in one program ("grads": XLA shares the identical forward, each backward runs at batch B)
-  beats one `jax.vjp` with its pullback vmapped over K one-hot cotangents ("vjp": the backward runs
-  at batch K·B) and the per-row form of the explain run before (K forward passes). On GPU/TPU the vmapped pullback
-  fills the device better than K small backward passes.
+  Measured (profiling/benchmarks/multitarget_bench.py, 2-core CPU): on CPU, K `jax.grad` calls of
+  the K target scores in one program ("grads": XLA shares the identical forward, each backward runs
+  at batch B) beats one `jax.vjp` with its pullback vmapped over K one-hot cotangents ("vjp": the
+  backward runs at batch K·B) and the per-row form of the explain run before (K forward passes). On
+  GPU/TPU the vmapped pullback fills the device better than K small backward passes.
   """
   if form not in TARGET_FORMS:
     raise ValueError(f"unknown target form {form!r}; known: {', '.join(TARGET_FORMS)}")

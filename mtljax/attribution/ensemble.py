@@ -61,7 +61,7 @@ def _has_conv(stacked_params) -> bool:
 def resolve_strategy(strategy: str, stacked_params, backend: str | None = None) -> str:
   """The strategy "auto" stands for on `backend` (default: JAX's default backend).
 
-  Measured (profiling/attribution_bench.py): on CPU, vmapped conv weights become grouped
+  Measured (profiling/benchmarks/attribution_bench.py): on CPU, vmapped conv weights become grouped
   convolutions that XLA:CPU runs several times slower than E ordinary ones, so conv models loop
   over members there; dense models (MLPs) run `lax.map` over members inside one program on CPU
   (measured 1.0-1.1x the loop and 1.03-1.1x vmap, whose batched matmuls touch E times the memory at

@@ -97,9 +97,9 @@ DATASETS: dict[str, str] = {
   "benge": "mtljax.data.benge:DATASET",
   # Street-level façades, five interdependent classification tasks (MTC-LIM paper).
   "facades": "mtljax.data.facades:DATASET",
-  # scikit-learn's bundled 8×8 digits with DecoyMNIST-style decoys (issue 19, mtljax/egl/).
+  # scikit-learn's bundled 8×8 digits with DecoyMNIST-style decoys (for mtljax/egl/).
   "digits": "mtljax.data.digits:DATASET",
-  # The planted CUB data with a class-coloured decoy and training annotations (issue 19).
+  # The planted CUB data with a class-coloured decoy and training annotations.
   "cub_shortcut": "mtljax.data.attributes.shortcut:CUB_SHORTCUT",
 }
 

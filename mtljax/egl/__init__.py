@@ -1,4 +1,4 @@
-"""Learning from explanations (issue 19): explanation-guided training.
+"""Learning from explanations: explanation-guided training.
 
 ``saliency``: saliency maps as differentiable functions of the params; ``losses``: RRR, GRADIA,
 RES and MEGL as the objective term "explanation" (``config.explanation_loss``);

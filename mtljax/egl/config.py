@@ -27,7 +27,7 @@ def explanation_loss_config(
       # The model's mode inside the map: "train" (batch statistics and dropout, the forward pass
       # of the task loss) or "eval" (BatchNorm running statistics, no dropout: each example's map
       # depends on that example only, as the scored one; with BatchNorm the lagging running
-      # statistics made RRR diverge on shortcut CUB, docs/explanation-guided.md).
+      # statistics made RRR diverge on shortcut CUB: docs/notes/explanation-guided-rounds.md).
       "saliency_mode": "train",
       # The explained classification task and its image input.
       "task": task,

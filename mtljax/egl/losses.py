@@ -46,8 +46,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+import mtljax.data.annotations as ann  # by path: mtljax.data.annotations is __future__'s
 from mtljax import objective, tasks
-from mtljax.data import annotations as ann
 from mtljax.egl import saliency as sal
 
 LOSS_KINDS = ("none", "rrr", "gradia", "res", "megl")

@@ -69,7 +69,8 @@ def log_prob_gradient(score: Callable, params, x, index=None, output: str = "sum
     out, vjp = jax.vjp(logp, x)
     k = out.shape[-1]
     cotangents = jnp.eye(k, dtype=out.dtype) - 1.0 / k  # row c: ∂(log p_c − mean_j log p_j)
-    if k <= UNROLL_CLASSES:  # unrolled: 1.7× faster than vmap on XLA:CPU (profiling/egl_bench.py)
+    # Unrolled: 1.7× faster than vmap on XLA:CPU (profiling/benchmarks/egl_bench.py).
+    if k <= UNROLL_CLASSES:
       return jnp.stack([vjp(jnp.broadcast_to(cotangents[c], out.shape))[0] for c in range(k)])
     (g,) = jax.vmap(vjp)(jnp.broadcast_to(cotangents[:, None, :], (k, *out.shape)))
     return g

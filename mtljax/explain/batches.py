@@ -1,4 +1,4 @@
-"""The explain run's targets, all of an example at once (issue 18): one attribution call per batch
+"""The explain run's targets, all of an example at once: one attribution call per batch
 of examples gives every target's maps (`[B, K, ...]`, the attribution API's target axis), so each
 member and each IG step / noise sample / perturbation runs one forward pass for all K targets of an
 image instead of K.

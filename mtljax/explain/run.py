@@ -196,7 +196,7 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
     segments, num_segments = _segments(ex, images, hw)
   for name, spec in specs.items():
     t0 = time.perf_counter()
-    if ex.get("multi_target", True):  # every target of an example in one call (issue 18)
+    if ex.get("multi_target", True):  # every target of an example in one call
       fn = batches.make_targets_attribute_fn(s.model, config, name, hw, num_segments)
       attribute_rows = batches.attribute_examples
     else:  # one (example, target) pair per row, as before
@@ -252,7 +252,7 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
       )
       report.save_other_modalities(out_dir, name, x, s.stats["inputs"], others, pairs, labels, ex)
   summary["methods"] = results
-  if ex.get("textual"):  # sentences grounded by saliency (issue 19, mtljax/egl/textual.py)
+  if ex.get("textual"):  # sentences grounded by saliency (mtljax/egl/textual.py)
     from mtljax.egl import textual
 
     summary["textual"] = textual.explain(

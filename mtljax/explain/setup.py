@@ -159,7 +159,7 @@ def collect(s, split: str, max_examples: int, batch_size: int) -> dict[str, Any]
 # ============================================================================ targets
 def explain_tasks(ex: ml_collections.ConfigDict) -> tuple[str, ...]:
   """The tasks whose targets the image run explains: `config.explain.tasks` (several heads in one
-  call, issue 18), or `(config.explain.task,)` when that is empty."""
+  call), or `(config.explain.task,)` when that is empty."""
   return tuple(ex.get("tasks") or ()) or (ex.task,)
 
 

@@ -1,4 +1,4 @@
-"""Per-time-step and per-feature importance of time-series inputs (CropYield, issue 5).
+"""Per-time-step and per-feature importance of time-series inputs (e.g. CropYield).
 
 Attribution methods return attributions shaped like the inputs, so a padded time series
 `{"values": [B, T, F], "days": [B, T], "mask": [B, T]}` gets `{"values": [B, T, F], ...}` (the

@@ -291,7 +291,7 @@ ENCODERS: dict[str, type[nn.Module]] = {
   "resnet": ResNet,
   "mlp": MLPEncoder,
   "embedding": Embedding,
-  "transformer": TimeSeriesTransformer,  # CropYield time series (issue 5)
+  "transformer": TimeSeriesTransformer,  # time series (CropYield)
   "unet": UNet,  # returns a feature map [B, H, W, C] (segmentation; models/spatial.py)
   "small_cnn": SmallCNN,  # MTC-LIM's shared CNN at synthetic scale (models/cnn.py)
 }

@@ -55,7 +55,7 @@ def task_out_dim(task_cfg: ml_collections.ConfigDict) -> int:
 def build_model(config: ml_collections.ConfigDict) -> MultitaskModel:
   """Build the model from `config.inputs`, `config.model.fusion` and `config.tasks` by name."""
   # A non-empty config.model.variant selects a label-interdependency (MTC-LIM) configuration
-  # instead (issue 7, mtljax/models/lim.py).
+  # instead (mtljax/models/lim.py).
   if config.model.get("variant"):
     from mtljax.models import lim
 

@@ -15,11 +15,11 @@ mean ± std over E seeds), then scores each member on the shortcut-free test spl
                     mtljax/data/decoys.py; the evaluation's `<task>/accuracy_decoy_swapped`): the
                     test split's decoy (a random class's colour) on the split's own images. On
                     the decoyed validation split it measures the shortcut without the test split
-                    (profiling/egl_compare.py `--split val`, the λ rule)
+                    (profiling/experiments/egl_compare.py `--split val`, the λ rule)
 
 and a paired t-test (per test example, the member-averaged IoU) of each setting against the
 plain run. `compare(...)` writes `egl_comparison.json` and `egl_comparison.md` (a table) into its
-output folder; profiling/egl_compare.py is its command line.
+output folder; profiling/experiments/egl_compare.py is its command line.
 """
 
 from __future__ import annotations

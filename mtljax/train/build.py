@@ -206,7 +206,7 @@ def setup(
   `write_config` (a training run): a workdir with checkpoints is resumed only with a config that
   does not change the run (`configlib.check_resume`), unless `allow_config_change`; config.json
   is written once everything has validated."""
-  # task weighting and label hierarchy mistakes (issue 21) fail before anything is written
+  # task weighting and label hierarchy mistakes fail before anything is written
   early = weighting.problems(config) + hierarchy.problems(config)
   if early:
     raise configlib.ConfigError("; ".join(early))

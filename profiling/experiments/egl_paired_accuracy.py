@@ -1,6 +1,7 @@
 r"""Two finished egl_compare.py rows of shortcut CUB compared on test accuracy, paired per example.
 
-    python profiling/egl_paired_accuracy.py --out /tmp/megl3/final megl_0.05+p res_0.05 gradia_0.05
+    python -m profiling.experiments.egl_paired_accuracy --out /tmp/megl3/final megl_0.05+p \
+        res_0.05 gradia_0.05
 
 For every test example the member-mean correctness of each row (its ensemble's members at the
 last checkpoint), then a paired t-test of the first row against each other row
@@ -12,13 +13,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from configs import attributes  # noqa: E402
+from configs import attributes
 
 
 def correctness(workdir: str) -> np.ndarray:
@@ -31,13 +29,20 @@ def correctness(workdir: str) -> np.ndarray:
   return egl.score_workdir(cfg, workdir, "test")["correct_examples"].mean(0)
 
 
+def parser() -> argparse.ArgumentParser:
+  """The command line (docs/explanation-guided.md's commands are checked against it)."""
+  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  ap.add_argument(
+    "--out", required=True, help="the --out folder of profiling/experiments/egl_compare.py"
+  )
+  ap.add_argument("rows", nargs="+", help="row labels; the first is compared with the others")
+  return ap
+
+
 def main(argv=None):
   from scipy import stats
 
-  ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  ap.add_argument("--out", required=True, help="the --out folder of profiling/egl_compare.py")
-  ap.add_argument("rows", nargs="+", help="row labels; the first is compared with the others")
-  a = ap.parse_args(argv)
+  a = parser().parse_args(argv)
   first = correctness(os.path.join(a.out, a.rows[0]))
   for row in a.rows[1:]:
     other = correctness(os.path.join(a.out, row))

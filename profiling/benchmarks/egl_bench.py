@@ -1,10 +1,10 @@
 r"""Cost of explanation-guided training steps, side by side in one run.
 
-    python profiling/egl_bench.py --out /tmp/egl_bench.json            # 32×32×3, batch 32
-    python profiling/egl_bench.py --size 16 --batch 64 --repeats 10
+    python -m profiling.benchmarks.egl_bench --out /tmp/egl_bench.json  # 32×32×3, batch 32
+    python -m profiling.benchmarks.egl_bench --size 16 --batch 64 --repeats 10
 
-One SGD training step of the benchmark CNN (profiling/common.py `cnn`: three 3×3 convs, ReLU,
-global average pooling, a linear head; the same network and weights in JAX and PyTorch) with:
+One SGD training step of the benchmark CNN (profiling/benchmarks/common.py `cnn`: three 3×3 convs,
+ReLU, global average pooling, a linear head; the same network and weights in JAX and PyTorch) with:
   plain                 cross-entropy only
   rrr / gradia / res / megl   + the explanation loss of mtljax/egl/losses.py on the input gradient
   rrr centred           + RRR on the centred log-probabilities (`rrr_output="centred_log_probs"`:
@@ -12,28 +12,24 @@ global average pooling, a linear head; the same network and weights in JAX and P
                           JAX, a loop of double-backprop gradients in PyTorch)
   gradia@conv3          + GRADIA on Grad-CAM at conv3
 each jitted in JAX; and in PyTorch the plain step and the same RRR step (input gradient with
-`create_graph=True`, double backprop; and its centred form). All timed interleaved (profiling/common.py
-`time_side_by_side`), so contention on a shared machine hits every row alike; the table gives
-each step's median and its ratio to the plain step of its framework, and JAX's RRR against
-PyTorch's. The RRR loss values of both frameworks are checked to agree first.
+`create_graph=True`, double backprop; and its centred form). All timed interleaved
+(profiling/benchmarks/common.py `time_side_by_side`), so contention on a shared machine hits every
+row alike; the table gives each step's median and its ratio to the plain step of its framework, and
+JAX's RRR against PyTorch's. The RRR loss values of both frameworks are checked to agree first.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-
-from mtljax.egl import losses  # noqa: E402
-from mtljax.egl import saliency as sal  # noqa: E402
+from mtljax.egl import losses
+from mtljax.egl import saliency as sal
+from profiling.benchmarks import common
 
 
 def _jax_steps(model, lam, lr):
@@ -111,7 +107,8 @@ def _torch_steps(tmodel, lam, lr):
   return steps, rrr_value
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
+  """The command line (docs/explanation-guided.md's commands are checked against it)."""
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--size", type=int, default=32)
   ap.add_argument("--batch", type=int, default=32)
@@ -119,7 +116,11 @@ def main(argv=None):
   ap.add_argument("--lam", type=float, default=1.0)
   ap.add_argument("--torch-threads", type=int, default=0)
   ap.add_argument("--out", default="")
-  a = ap.parse_args(argv)
+  return ap
+
+
+def main(argv=None):
+  a = parser().parse_args(argv)
   payload = common.start_run(a, torch_threads=a.torch_threads)
   import torch
 

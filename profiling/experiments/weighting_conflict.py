@@ -1,4 +1,4 @@
-"""A planted task conflict: the main task's accuracy under each task weighting (issue 21).
+"""A planted task conflict: the main task's accuracy under each task weighting.
 
 Two tasks share a narrow trunk (16 → 32 → 4 units): the main task is a 4-class classification
 (the argmax of 4 random linear functions of the input), the auxiliary a regression on other input
@@ -11,8 +11,8 @@ Each strategy trains `--members` seeds as ONE vmapped ensemble (mtljax's own ens
 each member its own weighting state) and reports the main task's test accuracy and the
 auxiliary's test R² as mean ± std over the members, plus the step time.
 
-  PYTHONPATH=$PWD python profiling/weighting_conflict.py            # all strategies
-  PYTHONPATH=$PWD python profiling/weighting_conflict.py --kinds=fixed,uncertainty@lr=0.05
+  python -m profiling.experiments.weighting_conflict            # all strategies
+  python -m profiling.experiments.weighting_conflict --kinds=fixed,uncertainty@lr=0.05
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 r"""Map-only trust metrics on a realistic batch: mtljax's fused jitted program against Quantus 0.6.0,
 side by side in one process.
 
-    python profiling/trust_map_bench.py                                  # 512 maps of 64x64
-    python profiling/trust_map_bench.py --batch 256 --size 224 --repeats 3 --out /tmp/map.json
+    python -m profiling.benchmarks.trust_map_bench  # 512 maps of 64x64
+    python -m profiling.benchmarks.trust_map_bench --batch 256 --size 224 --repeats 3
 
 The five map-only metrics (sparseness, complexity/entropy, pointing game, relevance mass, relevance
 rank) of `--batch` non-negative maps `[B, size, size]` with box masks, as a user runs them after an
@@ -17,20 +17,16 @@ interleaved runs after one warm-up call (compilation reported separately).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-
 from mtljax.attribution.trust import (
-  fused,  # noqa: E402
+  fused,
   map_metrics,
 )
+from profiling.benchmarks import common
 
 NAMES = ("sparseness", "entropy", "pointing_game", "relevance_mass", "relevance_rank")
 

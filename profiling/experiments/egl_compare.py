@@ -1,15 +1,14 @@
 r"""Explanation-guided training on decoy digits: baseline vs each loss vs the annotated fraction.
 
-    python profiling/egl_compare.py --out /tmp/egl_cmp                # the full table (~10 min,
-                                                                      # 2-core CPU)
-    python profiling/egl_compare.py --out W --kinds rrr --fractions 0.2 --members 3
-    python profiling/egl_compare.py --family attributes --out W2 --members 2 \
+    python -m profiling.experiments.egl_compare --out /tmp/egl_cmp  # the table (~10 min, 2 cores)
+    python -m profiling.experiments.egl_compare --out W --kinds rrr --fractions 0.2 --members 3
+    python -m profiling.experiments.egl_compare --family attributes --out W2 --members 2 \
         --kinds rrr gradia res megl --fractions 0.05 0.2      # configs/attributes.py:shortcut
-    python profiling/egl_compare.py --family attributes --out W3 --members 1 --fractions 0.2 \
-        --kinds gradia --lam gradia=50 --mask-dilation gradia=2 --split val --only gradia_0.2
-                                   # one setting of the λ sweep, scored on the validation split
-    python profiling/egl_compare.py --family attributes --out W4 --members 1 --fractions 0.2 \
-        --kinds rrr --lam rrr+c=100 --split val --only rrr_0.2+c      # RRR, centred log-probs
+    python -m profiling.experiments.egl_compare --family attributes --out W3 --members 1 \
+        --fractions 0.2 --kinds gradia --lam gradia=50 --mask-dilation gradia=2 --split val \
+        --only gradia_0.2          # one setting of the λ sweep, scored on the validation split
+    python -m profiling.experiments.egl_compare --family attributes --out W4 --members 1 \
+        --fractions 0.2 --kinds rrr --lam rrr+c=100 --split val --only rrr_0.2+c  # RRR, centred
 
 Rows: `clean` (plain model, no decoy: the accuracy the decoy takes away), `plain` (the decoy, no
 explanation loss = annotated fraction 0), then every loss of `--kinds` at every fraction of
@@ -32,12 +31,9 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from configs import attributes, digits  # noqa: E402
-from mtljax.sweeps import egl  # noqa: E402
+from configs import attributes, digits
+from mtljax.sweeps import egl
 
 #: λ per family and loss. digits: chosen on decoy digits (input-gradient maps of the MLP; on the
 #: validation split's loss scale so that each term is comparable to the task loss at the start of
@@ -47,10 +43,10 @@ from mtljax.sweeps import egl  # noqa: E402
 #: colour) among RRR λ 10…10⁴ × dilation 0/2/4, GRADIA 5/50/500 × 0/2/4, RES 5/20, MEGL 5/20 × 0/2
 #: (third round); fourth round: RRR on log p_y (+y) and on the centred log-probabilities (+c),
 #: λ 10…1000 × dilation 0/2/4, and MEGL λ 10/20/50 × consistency weight 0.02…0.3; fifth round:
-#: RRR on Grad-CAM as a share (+g), λ 3…100 × the mask region (docs/explanation-guided.md, the
-#: sweep's tables); sixth round: RRR summed over p × p blocks (+gp: p 4), p 2…8 × λ 1…1000 ×
-#: the mask region, on input gradients and Grad-CAM (its centred signed maps too); seventh round:
-#: for 24 epochs the same rule picks λ 30 for +gp (`--epochs 24 --lam rrr+gp=30`).
+#: RRR on Grad-CAM as a share (+g), λ 3…100 × the mask region; sixth round: RRR summed over
+#: p × p blocks (+gp: p 4), p 2…8 × λ 1…1000 × the mask region, on input gradients and Grad-CAM
+#: (its centred signed maps too); seventh round: for 24 epochs the same rule picks λ 30 for +gp
+#: (`--epochs 24 --lam rrr+gp=30`). The sweeps' tables: docs/notes/explanation-guided-rounds.md.
 LAMBDA = {
   "digits": {"rrr": 10.0, "gradia": 5.0, "res": 5.0, "megl": 5.0},
   "attributes": {
@@ -74,7 +70,8 @@ DILATION = {
 SETS = {"digits": {}, "attributes": {"megl": {"megl_consistency": 0.1}}}
 
 
-def main(argv=None):
+def parser() -> argparse.ArgumentParser:
+  """The command line (docs/explanation-guided.md's commands are checked against it)."""
   ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   ap.add_argument("--out", required=True)
   ap.add_argument("--family", default="digits", choices=("digits", "attributes"))
@@ -115,6 +112,11 @@ def main(argv=None):
   ap.add_argument(
     "--only", nargs="*", default=(), help="run only these rows (labels), in this order"
   )
+  return ap
+
+
+def main(argv=None):
+  ap = parser()
   a = ap.parse_args(argv)
   lam = dict(LAMBDA[a.family])
   lam.update({k: float(v) for k, _, v in (x.partition("=") for x in a.lam)})

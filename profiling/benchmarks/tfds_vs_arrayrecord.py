@@ -2,7 +2,7 @@ r"""Why mtljax.prepare writes ArrayRecord itself rather than through a TFDS buil
 TreeSatAI split written by a `tfds.core.GeneratorBasedBuilder` (file_format="array_record", no
 TensorFlow) and by `mtljax.data.prepared.convert`, then read back at random (docs/prepared-data.md).
 
-  nice python profiling/tfds_vs_arrayrecord.py --dir=/tmp/prepared/tfds_cmp
+  nice python -m profiling.benchmarks.tfds_vs_arrayrecord --dir=/tmp/prepared/tfds_cmp
 
 Needs `pip install tensorflow-datasets` (no longer a dependency of mtljax). Prints the build
 time, the read examples/s of both (side by side), the sizes, and the order TFDS stores the
@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 import time
 
 import numpy as np
 from absl import app, flags
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 _DIR = flags.DEFINE_string("dir", "/tmp/prepared/tfds_cmp", "Scratch folder.")
 
 

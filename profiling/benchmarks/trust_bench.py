@@ -1,12 +1,13 @@
 r"""Trust metrics: mtljax (jitted JAX) against Quantus 0.6.0 (PyTorch), side by side in one process.
 
-    python profiling/trust_bench.py                       # the 3-conv CNN, 8 images of 24x24
-    python profiling/trust_bench.py --size 48 --batch 16 --repeats 3 --out /tmp/trust_bench.json
+    python -m profiling.benchmarks.trust_bench  # the 3-conv CNN, 8 images of 24x24
+    python -m profiling.benchmarks.trust_bench --size 48 --batch 16 --repeats 3 --out /tmp/t.json
 
-The model is `profiling/common.py`'s 3-conv CNN (64→32→... channels, 10 classes), once in linen and
-once in torch with the same weights; the maps are the Saliency maps of the explained class
-(`|grad|` summed over channels), the same array on both sides. Every metric that Quantus also has
-runs with the same settings on both sides (the numbers agree: `tests/test_trust_quantus.py`):
+The model is `profiling/benchmarks/common.py`'s 3-conv CNN (64→32→... channels, 10 classes), once
+in linen and once in torch with the same weights; the maps are the Saliency maps of the explained
+class (`|grad|` summed over channels), the same array on both sides. Every metric that Quantus
+also has runs with the same settings on both sides (the numbers agree:
+`tests/test_trust_quantus.py`):
 
   pixel_flipping       `--steps` steps (H*W/steps pixels each; Quantus: 3x as many features, the
                        map broadcast over the channels), black/min baseline
@@ -26,17 +27,13 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-
-from mtljax.attribution.trust import faithfulness, map_metrics, robustness, sanity  # noqa: E402
+from mtljax.attribution.trust import faithfulness, map_metrics, robustness, sanity
+from profiling.benchmarks import common
 
 
 def main(argv=None):

@@ -7,14 +7,14 @@ each method's deletion / insertion AUC against the `random_map` control's, per t
       --mode=explain "--config.explain.methods=('saliency','integrated_gradients','edges','random_map')" \
       "--config.explain.metrics=('mprt','deletion','insertion','sparseness')" \
       --config.explain.max_examples=6 --config.explain.ig_steps=8 --config.explain.batch_size=32
-    python profiling/trust_acceptance.py /tmp/attr/explanations/test
+    python -m profiling.experiments.trust_acceptance /tmp/attr/explanations/test
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import sys
 
 import numpy as np
 import scipy.stats
@@ -51,4 +51,6 @@ def main(folder: str) -> None:
 
 
 if __name__ == "__main__":
-  main(sys.argv[1])
+  ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  ap.add_argument("folder", help="an explain run's split folder, e.g. W/explanations/test")
+  main(ap.parse_args().folder)

@@ -1,9 +1,9 @@
 r"""Training throughput, side by side in one process: ensembles, the TreeSAT step against PyTorch,
 achieved FLOP/s, and the input pipeline against the step's consumption.
 
-    python profiling/train_bench.py                       # all four, TreeSAT at 304×304, batch 16
-    python profiling/train_bench.py --size 64 --parts treesat flops     # a reduced size
-    python profiling/train_bench.py --parts ensemble --members 5 --ensemble-size 64
+    python -m profiling.benchmarks.train_bench  # all four, TreeSAT at 304×304, batch 16
+    python -m profiling.benchmarks.train_bench --size 64 --parts treesat flops     # a reduced size
+    python -m profiling.benchmarks.train_bench --parts ensemble --members 5 --ensemble-size 64
 
 Parts:
   ensemble  E members of the attributes ResNet-18 (configs/attributes.py) in one vmapped jitted
@@ -25,19 +25,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-
-from configs import attributes, treesat  # noqa: E402
-from mtljax import train  # noqa: E402
-from mtljax.models.multitask import build_model  # noqa: E402
+from configs import attributes, treesat
+from mtljax import train
+from mtljax.models.multitask import build_model
+from profiling.benchmarks import common
 
 
 def _timed(fn, repeats):

@@ -5,8 +5,9 @@ read / augment / normalise / batch, and the load average of each round); and the
 accelerator's training step would consume (from the compiled step's FLOPs at a stated utilisation) against
 what the pipeline delivers per core.
 
-  nice python profiling/pipeline_bench.py --num_train=2000 --dir=/tmp/prepared/bench
-  nice python profiling/pipeline_bench.py --num_train=2000 --dir=/tmp/prepared/bench --skip_flops
+  nice python -m profiling.benchmarks.pipeline_bench --num_train=2000 --dir=/tmp/prepared/bench
+  nice python -m profiling.benchmarks.pipeline_bench --num_train=2000 --dir=/tmp/prepared/bench \
+    --skip_flops
 
 Writes the synthetic archive (real layout, TIFFs as the real archive's: uncompressed) and its
 prepared form once under --dir, then alternates the measured configurations (rounds) so that a
@@ -27,12 +28,9 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 
 from absl import app, flags
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _DIR = flags.DEFINE_string(
   "dir", "/tmp/prepared/bench", "Where the archive and its prepared form go."

@@ -1,13 +1,13 @@
 r"""Ensemble attribution throughput: mtljax (every strategy) against Captum looping over the same
 PyTorch models, side by side in one process.
 
-    python profiling/attribution_bench.py                          # cnn, mlp, resnet18 at 64 px
-    python profiling/attribution_bench.py --models resnet18 --size 304 --batch 4   # TreeSAT size
-    python profiling/attribution_bench.py --models cnn --methods ig --members 11 --repeats 5
+    python -m profiling.benchmarks.attribution_bench  # cnn, mlp, resnet18 at 64 px
+    python -m profiling.benchmarks.attribution_bench --models resnet18 --size 304 --batch 4
+    python -m profiling.benchmarks.attribution_bench --models cnn --methods ig --members 11 --repeats 5
 
-For each model (see profiling/common.py: the issue's 3-conv CNN, the TreeSAT aerial ResNet-18,
-the TreeSAT Sentinel MLP) E members are initialised with different seeds in JAX and copied into
-E identical torch modules. Each method explains the logit of one class per example:
+For each model (see profiling/benchmarks/common.py: the 3-conv CNN, the TreeSAT aerial ResNet-18,
+the TreeSAT Sentinel MLP) E members are initialised with different seeds in JAX and copied into E
+identical torch modules. Each method explains the logit of one class per example:
   ig          Integrated Gradients, riemann_middle, `--ig-steps` steps evaluated `--ig-chunk` at a
               time on both sides (Captum's internal_batch_size = chunk × batch); the JAX side
               splits after the model's first layer, affine in the input (the MLP's first Dense,
@@ -30,21 +30,17 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import resource
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-
-from mtljax.attribution import ensemble as ens_lib  # noqa: E402
-from mtljax.attribution import layers  # noqa: E402
-from mtljax.attribution import methods as attr_lib  # noqa: E402
+from mtljax.attribution import ensemble as ens_lib
+from mtljax.attribution import layers
+from mtljax.attribution import methods as attr_lib
+from profiling.benchmarks import common
 
 METHODS = ("ig", "saliency", "gradcam", "smoothgrad", "ig_plain")
 DEFAULT_METHODS = ("ig", "saliency", "gradcam", "smoothgrad")

@@ -1,20 +1,20 @@
 r"""Why an explanation loss does (not) bite: its size and parameter gradient against the task's.
 
-    python profiling/egl_diagnose.py --workdir W/plain      # a finished shortcut-CUB run
+    python -m profiling.experiments.egl_diagnose --workdir W/plain  # a finished shortcut-CUB run
 
 On one batch of training images (every mask given, λ = 1), at a fresh initialisation and at the
 workdir's last checkpoint (member 0): the class cross-entropy, RRR (input gradient), GRADIA and
 RES (Grad-CAM at conv2), each as value / ‖∂/∂θ‖; the decoy's and the relevant region's share of
 the input-gradient and Grad-CAM maps; the overlap of the decoy with the masks; and the share of
-the decoy in MEGL's attribute-map rationale target. docs/explanation-guided.md, "Why RRR and
-GRADIA did nothing".
+the decoy in MEGL's attribute-map rationale target (docs/notes/explanation-guided-rounds.md, "Why
+RRR and GRADIA did nothing").
 
-    python profiling/egl_diagnose.py --workdir W/rrr_0.2+gp --annotated
+    python -m profiling.experiments.egl_diagnose --workdir W/rrr_0.2+gp --annotated
 
 `--annotated`: whether the explanation loss is memorised by the annotated examples — per member,
 on the training split, accuracy, swapped accuracy (the decoy repainted in another example's
 colour) and the Grad-CAM decoy share, for the examples with a mask and for those without
-(docs/explanation-guided.md, seventh round).
+(docs/notes/explanation-guided-rounds.md, seventh round).
 """
 
 from __future__ import annotations
@@ -22,17 +22,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import jax.numpy as jnp
+import numpy as np
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-
-from configs import attributes  # noqa: E402
-from mtljax.data.source import capability  # noqa: E402
-from mtljax.egl import losses, saliency  # noqa: E402
+from configs import attributes
+from mtljax.data.source import capability
+from mtljax.egl import losses, saliency
 
 GRADCAM = "gradcam@encoders_image/conv2"
 

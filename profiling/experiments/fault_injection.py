@@ -1,12 +1,12 @@
 """Fault injection: SIGKILL a tiny TreeSAT run at many points, resume it, compare with one
-uninterrupted run (issue 17's acceptance).
+uninterrupted run.
 
 Each trial runs the CLI with `MTLJAX_KILL_AT=<point>` (mtljax/faults.py), checks that it died by
 SIGKILL, reruns the same command without it, and compares `final_metrics.json`, `metrics.jsonl`
 (without timing fields) and every prediction file with the reference run. Printed at the end:
 kill points tried, resumed identically, unresumable workdirs (the rerun failed).
 
-  PYTHONPATH=$PWD python profiling/fault_injection.py --random-steps 4 --jobs 2 [--all]
+  python -m profiling.experiments.fault_injection --random-steps 4 --jobs 2 [--all]
 
 `tests/test_faults.py` uses the same functions on a handful of points.
 """
@@ -30,7 +30,7 @@ import numpy as np
 
 from mtljax.writers import TIMING_FIELDS
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # 96 training examples, batch 16: 6 steps per epoch, 12 steps in all; latest/ saves at steps 4, 6,
 # 8, 12 (mid-epoch every 4 and each epoch end), train log records at steps 5, 6, 10, 12.
@@ -73,7 +73,6 @@ SELECTION = {
 
 def make_root(folder: str) -> str:
   """A small synthetic TreeSatAI archive (96 train, 64 test examples, 32×32 aerial)."""
-  sys.path.insert(0, ROOT)
   from mtljax.data.treesat.synthetic import write_synthetic_treesat
 
   return str(write_synthetic_treesat(folder, num_train=96, num_test=64, seed=0, aerial_size=32))

@@ -1,13 +1,13 @@
 """Step time of every task weighting against the fixed weighting, measured side by side in one
 run (rounds interleaved, so machine contention hits all alike), and the aggregation step against
-TorchJD 0.18.0 on the same per-task gradients (issue 21).
+TorchJD 0.18.0 on the same per-task gradients.
 
 Model: an MLP trunk (`--width` units, 2 layers: the shared parameters) and T regression heads,
 batch 64, Adam; the one-backward strategies take one `value_and_grad`, the gradient strategies
 the T per-task gradients (`jax.jacrev`) plus a T × T problem on their Gram matrix.
 
-  PYTHONPATH=$PWD python profiling/weighting_bench.py                       # T = 2, 4, 8
-  PYTHONPATH=$PWD python profiling/weighting_bench.py --tasks=3 --widths=64,512 --rounds=5
+  python -m profiling.benchmarks.weighting_bench                       # T = 2, 4, 8
+  python -m profiling.benchmarks.weighting_bench --tasks=3 --widths=64,512 --rounds=5
 """
 
 from __future__ import annotations

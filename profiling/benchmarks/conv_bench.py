@@ -2,8 +2,8 @@ r"""Per-layer convolution timings: XLA:CPU (forward, input gradient, kernel grad
 alternative kernel-gradient formulations and a Winograd convolution) against PyTorch's oneDNN, side
 by side in one process.
 
-    python profiling/conv_bench.py                  # ResNet-18's conv shapes at 304 px, batch 16
-    python profiling/conv_bench.py --batch 4 --repeats 10
+    python -m profiling.benchmarks.conv_bench  # ResNet-18's conv shapes at 304 px, batch 16
+    python -m profiling.benchmarks.conv_bench --batch 4 --repeats 10
 
 Shapes (NHWC, HWIO): the stem (7×7 stride 2, 3 → 64 on 304×304) and one 3×3 conv of each stage
 (76², 38², 19², 10²). Columns, in milliseconds (medians of interleaved runs,
@@ -21,15 +21,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
-import sys
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
+from profiling.benchmarks import common
 
 # (batch-free) input side, in channels, out channels, kernel, stride: ResNet-18 at 304 px.
 SHAPES = (

@@ -1,12 +1,12 @@
 r"""K targets per image: mtljax's target axis against Captum's loop over targets and mtljax's own
-per-target forms, side by side in one process (issue 18).
+per-target forms, side by side in one process.
 
-    python profiling/multitarget_bench.py                      # cnn, resnet18 at 64 px, K = 1 4 8
-    python profiling/multitarget_bench.py --models cnn --methods saliency --targets 4 --repeats 5
+    python -m profiling.benchmarks.multitarget_bench  # cnn, resnet18 at 64 px, K = 1 4 8
+    python -m profiling.benchmarks.multitarget_bench --models cnn --methods saliency --targets 4
 
-E members (profiling/common.py: the 3-conv CNN and ResNet-18, identical weights in JAX and torch)
-explain K classes of each of B images (example b: classes b, b+1, ..., b+K-1 mod C), averaged over
-members. Columns (seconds per call, median of interleaved repeats):
+E members (profiling/benchmarks/common.py: the 3-conv CNN and ResNet-18, identical weights in JAX
+and torch) explain K classes of each of B images (example b: classes b, b+1, ..., b+K-1 mod C),
+averaged over members. Columns (seconds per call, median of interleaved repeats):
   captum   Captum, one `attribute(target=...)` call per target and member (the only way it does K
            targets: K full passes)
   grads    mtljax target axis, K `jax.grad` calls of the K scores in one program (XLA shares the
@@ -14,8 +14,8 @@ members. Columns (seconds per call, median of interleaved repeats):
   vjp      mtljax target axis, one `jax.vjp` with its pullback vmapped over K one-hot cotangents
            (one backward at batch K·B) — what "auto" picks on GPU/TPU
   loop     mtljax, K one-target calls (a Python loop over targets)
-  rows     mtljax, every (image, target) pair its own row of one call (the explain run before
-           issue 18: K forward passes, batch K·B)
+  rows     mtljax, every (image, target) pair its own row of one call (the explain run's former
+           per-row form: K forward passes, batch K·B)
 Members run with the ensemble strategy "auto" (a loop over members on CPU for conv models). Each
 row checks that all forms agree with the loop (and Captum with it), then reports the ratios.
 Methods: saliency (|gradient|), gradcam (last conv block, no upsampling), ig (riemann_middle,
@@ -25,19 +25,15 @@ Methods: saliency (|gradient|), gradcam (last conv block, no upsampling), ig (ri
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import common  # noqa: E402
-
-from mtljax.attribution import ensemble as ens_lib  # noqa: E402
-from mtljax.attribution import layers  # noqa: E402
-from mtljax.attribution import methods as attr_lib  # noqa: E402
+from mtljax.attribution import ensemble as ens_lib
+from mtljax.attribution import layers
+from mtljax.attribution import methods as attr_lib
+from profiling.benchmarks import common
 
 FORMS = ("grads", "vjp", "loop", "rows")
 

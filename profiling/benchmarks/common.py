@@ -2,7 +2,7 @@
 weights, side-by-side timing, and the JSON/table output.
 
 Models (each exists as a linen module and as a torch module; `to_torch` copies the weights):
-  cnn       3-conv CNN of the performance issue: conv3x3(32) → ReLU → conv3x3/2(64) → ReLU →
+  cnn       3-conv CNN: conv3x3(32) → ReLU → conv3x3/2(64) → ReLU →
             conv3x3/2(64) → ReLU → global average pool → dense(10); 64×64×3 inputs.
   resnet18  the TreeSAT aerial encoder (`mtljax.models.encoders.ResNet`, ResNet-18, BatchNorm in
             inference mode) + the L3 linear head (15 classes); 4-band inputs (304×304 in TreeSAT).
@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import statistics
-import sys
 import time
 from typing import Any, Callable
 
@@ -27,8 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from mtljax.models import activations, encoders  # noqa: E402
+from mtljax.models import activations, encoders
 
 NUM_CLASSES = {"cnn": 10, "resnet18": 15, "mlp": 15}
 GRAD_CAM_LAYER = {"cnn": "conv3", "resnet18": "encoder/stage4_block2"}
@@ -38,7 +36,7 @@ AFFINE_FIRST_LAYER = {"cnn": "conv1", "resnet18": "encoder/stem_conv", "mlp": "e
 
 # ============================================================================ JAX models
 class SmallCNN(nn.Module):
-  """The issue's 3-conv CNN. Symmetric padding (torch's `padding=1`), ReLUs switchable to guided."""
+  """The 3-conv CNN. Symmetric padding (torch's `padding=1`), ReLUs switchable to guided."""
 
   @nn.compact
   def __call__(self, x):
