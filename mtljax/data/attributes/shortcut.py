@@ -1,4 +1,4 @@
-"""The planted CUB data with a shortcut, and explanation annotations for training (issue 19).
+"""The planted CUB data with a shortcut, and explanation annotations for training.
 
 ``write_shortcut_cub`` writes the synthetic CUB archive (``synthetic_cub``) and then paints a
 decoy square in a random corner of every image whose colour encodes the class in the training
