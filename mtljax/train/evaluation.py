@@ -33,7 +33,14 @@ def _task_metrics(config, out, pred_of) -> dict[str, float]:
 
 
 def evaluate(
-  eval_fn, state, batches, config: ml_collections.ConfigDict, mesh, desc: str = "eval", source=None
+  eval_fn,
+  state,
+  batches,
+  config: ml_collections.ConfigDict,
+  mesh,
+  desc: str = "eval",
+  source=None,
+  dataset=None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
   """One pass over `batches`; returns `(metrics, predictions)` with every real example once.
 
@@ -45,8 +52,10 @@ def evaluate(
   its metrics are the ensemble's (averaged probabilities), each member's as `member<k>/...` and
   their mean over members as `members_mean/...` (the paper's Ind-Avg).
   With the split's `source`, its optional per-example context is added (`_source_context`).
+  `dataset`: the run's registry entry (`Setup.dataset`), for the hierarchy's class maps.
   """
   size = ensemble_size(config)
+  hierarchy_pairs = hierarchy.pairs(config, dataset)
   saved_as = {t: tasks.of(c).saved_as for t, c in config.tasks.items()}
   chunks: dict[str, list] = {}
   for batch in tqdm(
@@ -69,7 +78,7 @@ def evaluate(
       return out[key] if member is None else out[key][:, member]
 
     m = _task_metrics(config, out, pred_of)
-    m.update(hierarchy.metrics(config, pred_of))  # hierarchy/<child>_in_<parent>
+    m.update(hierarchy.metrics(config, pred_of, hierarchy_pairs))  # hierarchy/<child>_in_<parent>
     # Optional `config.train.select_task_mean` (issue 7, multitask tables): that metric's mean
     # over all tasks as `task_mean/<metric>`, the best-checkpoint score instead of the main task's.
     name = config.train.get("select_task_mean", "")
@@ -137,18 +146,21 @@ def pictures_folder(workdir: str, split: str) -> str:
   return os.path.join(workdir, "pictures", split)
 
 
-def write_pictures(config, workdir, split, preds, source, writer, step) -> None:
+def write_pictures(config, workdir, split, preds, source, writer, step, *, dataset=None) -> None:
   """Pictures of `preds` under `pictures_folder(workdir, split)` and as TensorBoard images:
   truth, prediction and error maps of the dense tasks (`dense_<k>.png`), then the dataset's own
-  (its registry entry's `pictures_fn`, e.g. CropYield's `yield_map_<field>.png`). Process 0 only."""
+  (its registry entry's `pictures_fn`, e.g. CropYield's `yield_map_<field>.png`; `dataset`: the
+  run's entry, `Setup.dataset`, else looked up). Process 0 only."""
   if jax.process_index() != 0:
     return
   dense_pictures.write_dense_pictures(
     workdir, preds, config, split=split, names=source.names, tb_writer=writer, step=step
   )
-  from mtljax.data import get_dataset
+  if dataset is None:
+    from mtljax.data import get_dataset
 
-  fn = get_dataset(config.data.name).pictures_fn
+    dataset = get_dataset(config.data.name)
+  fn = dataset.pictures_fn
   if fn is None:
     return
   for tag, image in fn(preds, source, pictures_folder(workdir, split)):
