@@ -51,19 +51,22 @@ def resolve_from_data(config: ml_collections.ConfigDict, target_fields: Mapping[
       t.num_classes = int(field["num_classes"])
 
 
-def _data_problems(config) -> list[str]:
+def _dataset(config, problems: list[str]):
+  """The registry entry of `config.data.name` (None, with a problem when it is not registered;
+  None without one when the config names no dataset)."""
   data = config.get("data", None)
   name = data.get("name", "") if data else ""
   if not name:
-    return []
-  from mtljax.data import DATASETS
+    return None
+  from mtljax.data import DATASETS, get_dataset
 
   if name not in DATASETS:
-    return [f"config.data.name={name!r} is not one of the datasets {sorted(DATASETS)}"]
-  return []
+    problems.append(f"config.data.name={name!r} is not one of the datasets {sorted(DATASETS)}")
+    return None
+  return get_dataset(name)
 
 
-def _section_problems(config) -> list[str]:
+def _section_problems(config, dataset) -> list[str]:
   """The task weighting, label hierarchy, objective terms, explanation loss and MTC-LIM variant
   (each module's own check)."""
   from mtljax import hierarchy, objective, weighting
@@ -72,7 +75,8 @@ def _section_problems(config) -> list[str]:
 
   out = []
   if config.get("tasks", None):
-    out += weighting.problems(config) + hierarchy.problems(config) + objective.problems(config)
+    out += weighting.problems(config) + hierarchy.problems(config, dataset)
+    out += objective.problems(config)
   try:
     egl_losses.check_config(config)
   except ConfigError as e:
@@ -117,7 +121,8 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
     w = t.get("weight")
     if not isinstance(w, (int, float)) or w < 0:
       problems.append(f"{key}.weight={w!r} must be a number >= 0")
-  problems.extend(_section_problems(config))
+  dataset = _dataset(config, problems)
+  problems.extend(_section_problems(config, dataset))
   if not tasks:
     problems.append("config.tasks is empty: a model needs at least one task")
   elif sum(float(t.get("weight", 0) or 0) for t in tasks.values()) <= 0:
@@ -128,7 +133,6 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
     )
   if config.model.fusion not in FUSIONS:
     problems.append(f"config.model.fusion={config.model.fusion!r} is not one of {sorted(FUSIONS)}")
-  problems.extend(_data_problems(config))
   tr = config.train
   if tr.schedule not in _SCHEDULES:
     problems.append(f"config.train.schedule={tr.schedule!r} is not one of {_SCHEDULES}")

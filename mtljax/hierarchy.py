@@ -102,8 +102,8 @@ def pairs(config, dataset=None) -> list[tuple[str, str, np.ndarray]]:
   return _parse(config, dataset=dataset)
 
 
-def problems(config) -> list[str]:
-  """Every mistake of `config.hierarchy` (each naming its key)."""
+def problems(config, dataset=None) -> list[str]:
+  """Every mistake of `config.hierarchy` (each naming its key); `dataset`: as for `pairs`."""
   out: list[str] = []
   opts = options(config)
   unknown = sorted(set(dict(config.get("hierarchy", None) or {})) - set(DEFAULTS))
@@ -111,7 +111,7 @@ def problems(config) -> list[str]:
     out.append(f"config.hierarchy: unknown keys {unknown} (allowed: {sorted(DEFAULTS)})")
   if opts["constraint"] not in CONSTRAINTS:
     out.append(f"config.hierarchy.constraint={opts['constraint']!r} is not one of {CONSTRAINTS}")
-  found = _parse(config, out)
+  found = _parse(config, out, dataset)
   if opts["constraint"] in ("loss", "marginal") and not found and not out:
     out.append(
       f"config.hierarchy.constraint={opts['constraint']!r} but no hierarchy pair applies "

@@ -149,8 +149,9 @@ def problems(config) -> list[str]:
   if entry is None:
     out.append(f"config.weighting.kind={kind!r} is not one of {', '.join(kinds())}")
   elif len(config.tasks) < entry.min_tasks:
+    least = {2: "two", 3: "three"}.get(entry.min_tasks, str(entry.min_tasks))
     out.append(
-      f"config.weighting.kind={kind!r} weighs {entry.min_tasks} or more tasks against each "
+      f"config.weighting.kind={kind!r} weighs {least} or more tasks against each "
       f"other, but config.tasks has {len(config.tasks)} ({', '.join(config.tasks)}); use 'fixed'"
     )
   for key in ("window",):

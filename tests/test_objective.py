@@ -130,7 +130,7 @@ def test_a_registered_weighting_declares_its_settings(monkeypatch):
   weighting.register("toy", entry)
   assert config_blocks.weighting_config().toy_alpha == 0.5
   assert weighting.options(_config("toy"))["toy_alpha"] == 0.5
-  assert any("3 or more tasks" in p for p in weighting.problems(_config("toy")))
+  assert any("three or more tasks" in p for p in weighting.problems(_config("toy")))
   with pytest.raises(ValueError, match="clashes"):
     weighting.register("toy2", weighting.Entry(lambda c, n, o: {}, defaults={"window": 3}))
   with pytest.raises(ValueError, match="already registered"):
