@@ -215,9 +215,6 @@ def nash_mtl(M, present, *, max_norm: float = 1.0, iters: int = 50):
   return alpha
 
 
-STRATEGIES = ("pcgrad", "mgda", "upgrad", "cagrad", "nash_mtl")
-
-
 def gram(task_grads_leaves) -> jax.Array:
   """`M = Σ_l G_l G_lᵀ` of per-task gradient leaves `[T, ...]`."""
   out = 0.0

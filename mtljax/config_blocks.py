@@ -41,21 +41,12 @@ def base_config(**fields) -> ml_collections.ConfigDict:
 
 
 def weighting_config() -> ml_collections.ConfigDict:
-  """`config.weighting`: how the task losses / per-task gradients are combined
-  (mtljax/weighting.py; docs/weighting.md)."""
-  c = ml_collections.ConfigDict()
-  # fixed | equal | uncertainty | dwa | rlw | famo (loss weighting, one backward pass) or
-  # pcgrad | mgda | upgrad | cagrad | nash_mtl (per-task gradient aggregation); "" = fixed (or
-  # config.objective.weighting when set).
-  c.kind = ""
-  c.lr = 0.0  # uncertainty: Adam learning rate of the log-variances (0 = train.learning_rate)
-  c.temperature = 2.0  # dwa
-  c.window = 20  # dwa: steps per averaged loss
-  c.famo_lr = 0.025
-  c.famo_decay = 0.001
-  c.cagrad_c = 0.4
-  c.nash_max_norm = 1.0
-  return c
+  """`config.weighting`: how the task losses / per-task gradients are combined; `kind` ("" =
+  "fixed") and every registered weighting's settings with their defaults, read from the registry
+  (`mtljax.weighting.settings()`; docs/weighting.md)."""
+  from mtljax import weighting  # the registry holds the defaults; imported when a config is built
+
+  return ml_collections.ConfigDict(weighting.settings())
 
 
 def hierarchy_config() -> ml_collections.ConfigDict:
@@ -289,11 +280,10 @@ def explain_config(
       # "loop", "map") and targets per attribution batch.
       "strategy": "auto",
       "batch_size": 16,
-      # Targets: multi_target explains every target of an example in one call
-      # (batch_size then counts examples), sharing the forward pass; False = one call row per
-      # (example, target) pair. target_chunk: targets per compiled sub-call (0 = all; bounds
-      # memory). target_form: how gradient methods share the forward ("auto", "grads", "vjp").
-      "multi_target": True,
+      # Targets: every target of an example is explained in one call (batch_size counts
+      # examples), sharing the forward pass. target_chunk: targets per compiled sub-call (0 = all;
+      # bounds memory). target_form: how gradient methods share the forward ("auto", "grads",
+      # "vjp").
       "target_chunk": 0,
       "target_form": "auto",
       # Integrated Gradients: steps, rule ("riemann_left/right/middle/trapezoid",

@@ -1,10 +1,21 @@
-"""Validation of a resolved config against the registries and the dataset's fields.
+"""Validation of a config against the registries and the dataset's fields.
 
 Unknown or misspelt keys on the command line are already rejected by the locked ConfigDict that
-`config_flags` builds; this module checks what only makes sense with the whole picture: that every
-input is an input field of the dataset, every task a target field of the right kind, that names
-refer to registered encoders/heads/fusions, and so on. All problems are collected and reported in
-one `ConfigError`, each naming its key.
+`config_flags` builds; this module checks what only makes sense with the whole picture, in two
+parts, each run once per run:
+
+  problems(config)   the config alone: names of registered encoders/heads/fusions/task kinds/
+                     datasets, the training and ensemble settings, the task weighting, the label
+                     hierarchy, the objective's terms, the explanation loss and the MTC-LIM
+                     variant. `check(config)` raises them; `python -m mtljax.main` calls it before
+                     anything is written to the workdir.
+  field_problems(config, input_fields, target_fields)
+                     the config against the dataset's fields (every input an input field, every
+                     task a target field of the right kind and class count), known once the
+                     run's set-up has opened the data.
+
+`validate(config, input_fields, target_fields)` is both at once. All problems are collected and
+reported in one `ConfigError`, each naming its key.
 """
 
 from __future__ import annotations
@@ -40,13 +51,48 @@ def resolve_from_data(config: ml_collections.ConfigDict, target_fields: Mapping[
       t.num_classes = int(field["num_classes"])
 
 
-def validate(
-  config: ml_collections.ConfigDict,
-  input_fields: Mapping[str, dict],
-  target_fields: Mapping[str, dict],
-) -> None:
-  """`input_fields`/`target_fields`: the dataset's fields usable as inputs / targets, name → info
-  (`{"kind": ..., "num_classes": ...}`)."""
+def _dataset(config, problems: list[str]):
+  """The registry entry of `config.data.name` (None, with a problem when it is not registered;
+  None without one when the config names no dataset)."""
+  data = config.get("data", None)
+  name = data.get("name", "") if data else ""
+  if not name:
+    return None
+  from mtljax.data import DATASETS, get_dataset
+
+  if name not in DATASETS:
+    problems.append(f"config.data.name={name!r} is not one of the datasets {sorted(DATASETS)}")
+    return None
+  return get_dataset(name)
+
+
+def _section_problems(config, dataset) -> list[str]:
+  """The task weighting, label hierarchy, objective terms, explanation loss and MTC-LIM variant
+  (each module's own check)."""
+  from mtljax import hierarchy, objective, weighting
+  from mtljax.egl import losses as egl_losses  # also registers the "explanation" term
+  from mtljax.models import lim
+
+  out = []
+  if config.get("tasks", None):
+    out += weighting.problems(config) + hierarchy.problems(config, dataset)
+    out += objective.problems(config)
+  try:
+    egl_losses.check_config(config)
+  except ConfigError as e:
+    out.append(str(e))
+  variant = config.get("model", {}).get("variant", "")
+  if variant:
+    try:
+      lim.parse_variant(variant)
+    except ConfigError as e:
+      out.append(str(e))
+  return out
+
+
+def problems(config: ml_collections.ConfigDict) -> list[str]:
+  """Every mistake of `config` that the config alone shows (module docstring), each naming its
+  key."""
   problems = []
   inputs, tasks = config.inputs, config.tasks
   for name, m in inputs.items():
@@ -54,11 +100,6 @@ def validate(
     unknown = set(m.keys()) - _INPUT_KEYS
     if unknown:
       problems.append(f"{key}: unknown keys {sorted(unknown)} (allowed: {sorted(_INPUT_KEYS)})")
-    if name not in input_fields:
-      problems.append(
-        f"{key}: the dataset {config.data.name!r} has no input modality {name!r} "
-        f"(available: {sorted(input_fields)})"
-      )
     if m.get("encoder") not in ENCODERS:
       problems.append(f"{key}.encoder={m.get('encoder')!r} is not one of {sorted(ENCODERS)}")
   if not inputs:
@@ -75,30 +116,13 @@ def validate(
       problems.append(
         f"{key}: {name!r} is also an input; a modality is an input or a target, not both"
       )
-    field = target_fields.get(name)
-    if field is None:
-      problems.append(
-        f"{key}: the dataset {config.data.name!r} has no target {name!r} "
-        f"(available: {sorted(target_fields)})"
-      )
-    else:
-      if field["kind"] != kind:
-        problems.append(f"{key}.kind={kind!r} but the dataset's {name!r} is {field['kind']!r}")
-      has_classes = kind in tasks_lib.KINDS and tasks_lib.spec(kind).has_classes
-      if has_classes and t.get("num_classes") != field.get("num_classes"):
-        problems.append(
-          f"{key}.num_classes={t.get('num_classes')!r} but the dataset's {name!r} "
-          f"has {field.get('num_classes')} classes"
-        )
     if t.get("head") not in HEADS:
       problems.append(f"{key}.head={t.get('head')!r} is not one of {sorted(HEADS)}")
     w = t.get("weight")
     if not isinstance(w, (int, float)) or w < 0:
       problems.append(f"{key}.weight={w!r} must be a number >= 0")
-  if tasks:  # task weighting and label hierarchy (mtljax/weighting.py, mtljax/hierarchy.py)
-    from mtljax import hierarchy, weighting
-
-    problems.extend(weighting.problems(config) + hierarchy.problems(config))
+  dataset = _dataset(config, problems)
+  problems.extend(_section_problems(config, dataset))
   if not tasks:
     problems.append("config.tasks is empty: a model needs at least one task")
   elif sum(float(t.get("weight", 0) or 0) for t in tasks.values()) <= 0:
@@ -148,8 +172,70 @@ def validate(
         "config.ensemble.strategy='leave_one_bucket_out' needs "
         "config.ensemble.size >= 2 (member k leaves out bucket k of E)"
       )
+  return problems
+
+
+def field_problems(
+  config: ml_collections.ConfigDict,
+  input_fields: Mapping[str, dict],
+  target_fields: Mapping[str, dict],
+) -> list[str]:
+  """Every mismatch between `config` and the dataset's fields. `input_fields`/`target_fields`:
+  the dataset's fields usable as inputs / targets, name → info (`{"kind": ..., "num_classes":
+  ...}`)."""
+  problems = []
+  for name in config.inputs:
+    if name not in input_fields:
+      problems.append(
+        f"config.inputs.{name}: the dataset {config.data.name!r} has no input modality {name!r} "
+        f"(available: {sorted(input_fields)})"
+      )
+  for name, t in config.tasks.items():
+    key, kind = f"config.tasks.{name}", t.get("kind")
+    field = target_fields.get(name)
+    if field is None:
+      problems.append(
+        f"{key}: the dataset {config.data.name!r} has no target {name!r} "
+        f"(available: {sorted(target_fields)})"
+      )
+      continue
+    if field["kind"] != kind:
+      problems.append(f"{key}.kind={kind!r} but the dataset's {name!r} is {field['kind']!r}")
+    has_classes = kind in tasks_lib.KINDS and tasks_lib.spec(kind).has_classes
+    if has_classes and t.get("num_classes") != field.get("num_classes"):
+      problems.append(
+        f"{key}.num_classes={t.get('num_classes')!r} but the dataset's {name!r} "
+        f"has {field.get('num_classes')} classes"
+      )
+  return problems
+
+
+def _raise(problems: list[str]) -> None:
   if problems:
     raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
+
+
+def check(config: ml_collections.ConfigDict) -> None:
+  """Raise one ConfigError listing every problem of `problems(config)`."""
+  _raise(problems(config))
+
+
+def check_fields(
+  config: ml_collections.ConfigDict,
+  input_fields: Mapping[str, dict],
+  target_fields: Mapping[str, dict],
+) -> None:
+  """Raise one ConfigError listing every problem of `field_problems`."""
+  _raise(field_problems(config, input_fields, target_fields))
+
+
+def validate(
+  config: ml_collections.ConfigDict,
+  input_fields: Mapping[str, dict],
+  target_fields: Mapping[str, dict],
+) -> None:
+  """`check` and `check_fields` at once: one ConfigError listing every problem of both."""
+  _raise(problems(config) + field_problems(config, input_fields, target_fields))
 
 
 # Sections whose change makes an existing workdir's checkpoints meaningless.

@@ -38,7 +38,9 @@ def constraint(config) -> str:
   return options(config)["constraint"]
 
 
-def _dataset_map(config):
+def _dataset_map(config, dataset=None):
+  if dataset is not None:
+    return dataset.label_hierarchy
   data = config.get("data", None)
   if not data or not data.get("name"):
     return None
@@ -55,9 +57,9 @@ def _single_class(config, t) -> bool:
   return kind in tasks.KINDS and tasks.is_per_example_class(kind)
 
 
-def _parse(config, problems=None) -> list[tuple[str, str, np.ndarray]]:
+def _parse(config, problems=None, dataset=None) -> list[tuple[str, str, np.ndarray]]:
   opts = options(config)
-  spec, lookup = str(opts["pairs"] or ""), _dataset_map(config)
+  spec, lookup = str(opts["pairs"] or ""), _dataset_map(config, dataset)
   out = []
   if spec == "auto":
     if lookup is None:
@@ -94,13 +96,14 @@ def _parse(config, problems=None) -> list[tuple[str, str, np.ndarray]]:
   return out
 
 
-def pairs(config) -> list[tuple[str, str, np.ndarray]]:
-  """`[(child, parent, parent_of_child_class int32 [C_child])]` the config asks for."""
-  return _parse(config)
+def pairs(config, dataset=None) -> list[tuple[str, str, np.ndarray]]:
+  """`[(child, parent, parent_of_child_class int32 [C_child])]` the config asks for; `dataset`:
+  the run's registry entry (`Setup.dataset`; looked up from `config.data.name` when None)."""
+  return _parse(config, dataset=dataset)
 
 
-def problems(config) -> list[str]:
-  """Every mistake of `config.hierarchy` (each naming its key)."""
+def problems(config, dataset=None) -> list[str]:
+  """Every mistake of `config.hierarchy` (each naming its key); `dataset`: as for `pairs`."""
   out: list[str] = []
   opts = options(config)
   unknown = sorted(set(dict(config.get("hierarchy", None) or {})) - set(DEFAULTS))
@@ -108,7 +111,7 @@ def problems(config) -> list[str]:
     out.append(f"config.hierarchy: unknown keys {unknown} (allowed: {sorted(DEFAULTS)})")
   if opts["constraint"] not in CONSTRAINTS:
     out.append(f"config.hierarchy.constraint={opts['constraint']!r} is not one of {CONSTRAINTS}")
-  found = _parse(config, out)
+  found = _parse(config, out, dataset)
   if opts["constraint"] in ("loss", "marginal") and not found and not out:
     out.append(
       f"config.hierarchy.constraint={opts['constraint']!r} but no hierarchy pair applies "
@@ -126,11 +129,11 @@ def _log_marginal(child_logits, parent_of, num_parent):
   return jax.nn.logsumexp(masked, axis=-2)
 
 
-def output_transform(config):
+def output_transform(config, dataset=None):
   """`outputs -> outputs` for `constraint = "marginal"` (identity otherwise): each parent's
   logits become the log-marginal of its child's softmax (applied len(pairs) times so that a
-  chain l3 > l2 > l1 propagates whatever the order of the pairs)."""
-  found = pairs(config) if constraint(config) == "marginal" else []
+  chain l3 > l2 > l1 propagates whatever the order of the pairs). `dataset`: as for `pairs`."""
+  found = pairs(config, dataset) if constraint(config) == "marginal" else []
   if not found:
     return lambda outputs: outputs
 
@@ -165,11 +168,12 @@ def consistency_term(config):
 
 
 # ============================================================================ the metric
-def metrics(config, pred_of: Callable[[str], np.ndarray]) -> dict[str, float]:
+def metrics(config, pred_of: Callable[[str], np.ndarray], found=None) -> dict[str, float]:
   """`{hierarchy/<child>_in_<parent>: share}` from an evaluation's gathered class probabilities
-  (`pred_of(task) -> [N, C]`; an ensemble's or one member's)."""
+  (`pred_of(task) -> [N, C]`; an ensemble's or one member's); `found`: `pairs(config)` when
+  already resolved."""
   result = {}
-  for child, parent, m in pairs(config):
+  for child, parent, m in pairs(config) if found is None else found:
     pc, pp = np.asarray(pred_of(child)), np.asarray(pred_of(parent))
     if pc.ndim < 2 or pp.ndim < 2 or len(pc) == 0:
       continue

@@ -141,25 +141,22 @@ def main(argv):
     _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_DISTRIBUTED.value
   )
   try:
+    # The whole config, every problem at once, before anything is written to the workdir; the
+    # run's set-up then checks only what needs the data (its fields). (analyze reads files only.)
+    if mode != "analyze":
+      configlib.check(config)
     if mode == "train":
-      if config.model.get("variant"):  # an unknown MTC-LIM variant fails before the workdir exists
-        from mtljax.models import lim
-
-        lim.parse_variant(config.model.variant)
-      from mtljax import hierarchy, weighting  # task weighting / hierarchy mistakes
-
-      early = weighting.problems(config) + hierarchy.problems(config)
-      if early:
-        raise configlib.ConfigError("; ".join(early))
       try:
         os.makedirs(workdir, exist_ok=True)
       except OSError as e:
         raise workdir_lib.WorkdirError(f"--workdir={workdir}: cannot create it ({e})") from e
     with workdir_lib.locked(workdir, break_lock=_BREAK_LOCK.value):
       if mode == "train":
-        train.train_and_evaluate(config, workdir, allow_config_change=_ALLOW_CHANGE.value)
+        train.train_and_evaluate(
+          config, workdir, allow_config_change=_ALLOW_CHANGE.value, checked=True
+        )
       elif mode == "eval":
-        train.evaluate_workdir(config, workdir)
+        train.evaluate_workdir(config, workdir, checked=True)
       elif mode == "analyze":  # reads the workdir's files only; no model, no data
         from mtljax.analysis import report
 
@@ -167,7 +164,7 @@ def main(argv):
       else:
         from mtljax.explain import run as explain_run
 
-        explain_run.explain_workdir(config, workdir)
+        explain_run.explain_workdir(config, workdir, checked=True)
   except (
     configlib.ConfigError,
     DataError,

@@ -11,12 +11,8 @@ rng and an `apply` closure that re-runs the model). The train step logs `loss` (
 `loss_<log name>` for every log entry (`loss_<task>`, `loss_aux_<module>`).
 
 A config without an `objective` section gets the defaults (nothing to change in existing
-configs). Optional keys, read with `.get`:
-
-  config.objective.terms      names in TERMS, summed in this order
-  config.objective.weighting  a name in WEIGHTINGS ("fixed": the configured task weights;
-                              "equal": 1/T each); `config.weighting.kind`, when set, wins
-                              (learned weightings and gradient aggregation: mtljax/weighting.py)
+configs). Optional key, read with `.get`: `config.objective.terms`, names in TERMS, summed in this
+order. The weighting is `config.weighting.kind`, an entry of `mtljax.weighting.WEIGHTINGS`.
 
 Extending:
 
@@ -25,14 +21,10 @@ Extending:
   inputs, ...)` to re-run the model (e.g. inside `jax.grad` w.r.t. the inputs for a saliency
   map), and its value is differentiated w.r.t. `ctx.params` by the step like every other term.
   Name it in `config.objective.terms`.
-* A weighting (learned task weights: `combine` may read its own parameters from `ctx.params`):
-  `WEIGHTINGS["name"] = factory (config) -> Weighting`.
-* A gradient-aggregation strategy (PCGrad, MGDA, ...): a `Weighting` whose `aggregate` is set.
-  The step then asks `Objective.split(ctx)` for the per-task losses as a vector `[T]` (the order
-  of `Objective.task_names`) and the other terms' sum, takes the per-task gradients with
-  `jax.jacrev` (leaves `[T, ...]`) and the other terms' gradient with `jax.grad`, and updates with
-  `aggregate({task: grads_t}, {task: L_t}) + grads_rest` (train/steps.py
-  `_make_aggregated_grads_fn`).
+* A weighting (loss weighting or gradient aggregation): `weighting.register(name, Entry(...))`
+  (mtljax/weighting.py). For a GRADIENT entry the step asks `Objective.split(ctx)` for the
+  per-task losses as a vector `[T]` (the order of `Objective.task_names`) and the other terms'
+  sum (mtljax/train/grads.py).
 """
 
 from __future__ import annotations
@@ -45,10 +37,10 @@ import jax.numpy as jnp
 
 from mtljax import hierarchy, tasks
 from mtljax import weighting as weighting_lib
-from mtljax.losses import normalized_weights
+from mtljax.errors import ConfigError
+from mtljax.weighting import Weighting
 
 DEFAULT_TERMS = ("tasks", "aux")
-DEFAULT_WEIGHTING = "fixed"
 
 
 # ============================================================================ the losses
@@ -57,11 +49,10 @@ def task_losses(outputs, targets, masks, kinds: Mapping[str, str]) -> dict[str, 
   return {t: tasks.spec(kinds[t]).loss(outputs[t], targets[t], masks[t]) for t in kinds}
 
 
-def multitask_loss(outputs, targets, masks, kinds: Mapping[str, str], weights: Mapping[str, float]):
-  """Returns `(total, {task: loss_t})`; `weights` must already be normalised."""
+def _weighted_loss(outputs, targets, masks, kinds: Mapping[str, str], weights: Mapping[str, float]):
+  """Σ_t w_t L_t over `kinds` (in its order); `weights` already normalised."""
   per_task = task_losses(outputs, targets, masks, kinds)
-  total = sum(weights[t] * per_task[t] for t in kinds)
-  return total, per_task
+  return sum(weights[t] * per_task[t] for t in kinds)
 
 
 def auxiliary_loss(
@@ -77,7 +68,7 @@ def auxiliary_loss(
   per_module = {}
   for module, outs in (aux or {}).items():
     module_kinds = {t: kinds[t] for t in outs if t in kinds}
-    per_module[module], _ = multitask_loss(outs, targets, masks, module_kinds, weights)
+    per_module[module] = _weighted_loss(outs, targets, masks, module_kinds, weights)
   return sum(per_module.values(), 0.0), per_module
 
 
@@ -160,56 +151,6 @@ def _aux_term(config) -> Term:
   return term
 
 
-# ============================================================================ weightings
-@dataclasses.dataclass(frozen=True)
-class Weighting:
-  """How the per-task losses become the "tasks" term (and, optionally, how per-task gradients
-  become the update).
-
-  weights: static normalised `{task: w_t}` (also used for the auxiliary modules' losses).
-  combine: `(task_losses {task: L_t}, ctx) -> scalar`, the tasks term (and the logged loss).
-  aggregate: None, or `(task_grads {task: grad tree}, task_losses) -> grad tree` for a
-    gradient-aggregation strategy (the step then takes per-task gradients; module docstring).
-  """
-
-  name: str
-  weights: Mapping[str, float]
-  combine: Callable[[Mapping[str, jax.Array], Context], jax.Array]
-  aggregate: Callable[[Mapping[str, Any], Mapping[str, jax.Array]], Any] | None = None
-  # mtljax/weighting.py: state kept between steps (`init_state() -> tree`, `update_state(state,
-  # grads of state["params"], losses [T], present [T], rng) -> state`; `learned`: the loss is
-  # differentiated w.r.t. state["params"] too), Gram-matrix aggregation (`gram_weights(M [T, T],
-  # present [T], rng) -> w [T]`, mtljax/aggregation.py) and whether the step logs the weights.
-  init_state: Callable[[], Any] | None = None
-  update_state: Callable[..., Any] | None = None
-  learned: bool = False
-  gram_weights: Callable[..., jax.Array] | None = None
-  log_weights: bool = False
-
-
-def _weighted_sum(weights):
-  # Σ_t w_t · L_t in the order of the task losses (config order): the same floating-point
-  # operations, in the same order, as before the objective was split into terms.
-  return lambda losses, ctx: sum(weights[t] * losses[t] for t in losses)
-
-
-def _fixed(config) -> Weighting:
-  w = normalized_weights({t: c.weight for t, c in config.tasks.items()})
-  return Weighting("fixed", w, _weighted_sum(w))
-
-
-def _equal(config) -> Weighting:
-  w = normalized_weights({t: 1.0 for t in config.tasks})
-  return Weighting("equal", w, _weighted_sum(w))
-
-
-# name -> factory `(config) -> Weighting`
-WEIGHTINGS: dict[str, Callable[[Any], Weighting]] = {"fixed": _fixed, "equal": _equal}
-# the learned loss weightings and the gradient-aggregation strategies (mtljax/weighting.py)
-for _kind in weighting_lib.KINDS:
-  if _kind not in WEIGHTINGS:
-    WEIGHTINGS[_kind] = lambda config, k=_kind: Weighting(k, **weighting_lib.pieces(config, k))
-
 # hierarchy consistency loss (`config.hierarchy.constraint = "loss"`; mtljax/hierarchy.py)
 TERMS["hierarchy"] = hierarchy.consistency_term
 
@@ -267,30 +208,37 @@ class Objective:
     return jnp.stack([ctx.task_losses[t] for t in self.task_names]), other, logs
 
 
-def build(config) -> Objective:
-  """The objective `config.objective` asks for (defaults: DEFAULT_TERMS, DEFAULT_WEIGHTING)."""
-  from mtljax.configlib import ConfigError  # configlib imports the models; only needed here
+def problems(config) -> list[str]:
+  """Every mistake of `config.objective` (terms unknown or named twice)."""
+  names = _term_names(config)
+  unknown = [n for n in names if n not in TERMS]
+  out = []
+  if unknown:
+    out.append(f"config.objective.terms: unknown {unknown}; known: {', '.join(sorted(TERMS))}")
+  if not names or len(set(names)) != len(names):
+    out.append(f"config.objective.terms must name each term once: {names}")
+  return out
 
-  section = _section(config)
-  names = tuple(section.get("terms", DEFAULT_TERMS))
-  # config.weighting.kind (mtljax/weighting.py) wins over config.objective.weighting
-  weighting = weighting_lib.options(config)["kind"] or DEFAULT_WEIGHTING
+
+def _term_names(config) -> tuple[str, ...]:
+  names = tuple(_section(config).get("terms", DEFAULT_TERMS))
   if hierarchy.constraint(config) == "loss" and "hierarchy" not in names:
     names = names + ("hierarchy",)
-  unknown = [n for n in names if n not in TERMS]
-  if unknown:
-    raise ConfigError(
-      f"config.objective.terms: unknown {unknown}; known: {', '.join(sorted(TERMS))}"
-    )
-  if weighting not in WEIGHTINGS:
-    raise ConfigError(
-      f"config.weighting.kind (or config.objective.weighting)={weighting!r}; known: "
-      f"{', '.join(sorted(WEIGHTINGS))}"
-    )
-  if not names or len(set(names)) != len(names):
-    raise ConfigError(f"config.objective.terms must name each term once: {names}")
+  return names
+
+
+def build(config) -> Objective:
+  """The objective `config.objective` and `config.weighting` ask for (default terms:
+  DEFAULT_TERMS). A run has checked the config before (`configlib.check`); an unknown name is
+  still a ConfigError here, for a caller that did not."""
+  found = problems(config)
+  kind = weighting_lib.options(config)["kind"]
+  if kind not in weighting_lib.WEIGHTINGS:
+    found.append(f"config.weighting.kind={kind!r}; known: {', '.join(weighting_lib.kinds())}")
+  if found:
+    raise ConfigError("; ".join(found))
   return Objective(
-    terms=tuple((n, TERMS[n](config)) for n in names),
-    weighting=WEIGHTINGS[weighting](config),
+    terms=tuple((n, TERMS[n](config)) for n in _term_names(config)),
+    weighting=weighting_lib.build(config),
     kinds={t: c.kind for t, c in config.tasks.items()},
   )

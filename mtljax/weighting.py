@@ -1,8 +1,9 @@
-"""Task weighting strategies: learned loss weightings and per-task gradient aggregation.
+"""Task weighting: one registry of the ways the per-task losses (or gradients) become the update.
 
-`config.weighting.kind` picks one (default "": `config.objective.weighting`, else "fixed"):
+`config.weighting.kind` names an entry of `WEIGHTINGS` (default "": "fixed"). Each entry declares
+its family, which the train step dispatches on (mtljax/train/grads.py):
 
-  loss weightings (one backward pass; `combine(losses, ctx)` is the tasks term)
+  loss weightings (LOSS: one backward pass; the entry's `combine(losses, ctx)` is the tasks term)
     fixed        Σ_t w_t L_t, the configured weights normalised to sum 1
     equal        Σ_t L_t / T
     uncertainty  Kendall et al. 2018: Σ_t ½(exp(-s_t) L_t + s_t), s_t = log σ_t² learned by Adam
@@ -13,21 +14,24 @@
     famo         Liu et al. 2023: Σ_t z_t log L_t / c, z = softmax(ξ), c = Σ z_t / L_t (no
                  gradient); ξ updated by Adam (`famo_lr`, `famo_decay`) from the change of log L_t
                  between consecutive steps (the next batch's losses: one forward pass per step)
-  gradient aggregation (per-task gradients of the shared parameters; mtljax/aggregation.py)
+  gradient aggregation (GRADIENT: per-task gradients of the shared parameters, weighted by
+  `gram_weights(M [T, T], present [T], rng) -> w [T]`; mtljax/aggregation.py)
     pcgrad, mgda, upgrad, cagrad (`cagrad_c`), nash_mtl (`nash_max_norm`); the task heads
     (`heads_<task>`) take their own task's gradient.
+
+An entry (`Entry`) carries its factory, its family, the fewest tasks it means something with, the
+static task weights it starts from and its own settings with their defaults: the keys of
+`config.weighting` (config_blocks reads them from here). `register(name, entry)` adds one.
 
 State that a strategy keeps between steps lives in `state["weighting_state"]` (each ensemble
 member its own), checkpointed with the rest of the train state. A task without a label in the
 batch (mask sum 0) takes no part: weight 0, no state change, no gradient.
-
-This module only returns the pieces (`pieces(config)` → keyword arguments of
-`objective.Weighting`); mtljax/objective.py wraps them, so it imports nothing from there.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import dataclasses
+from typing import Any, Callable, Mapping
 
 import jax
 import jax.numpy as jnp
@@ -36,51 +40,137 @@ import optax
 from mtljax import aggregation
 from mtljax.losses import normalized_weights
 
-LOSS_KINDS = ("fixed", "equal", "uncertainty", "dwa", "rlw", "famo")
-GRAD_KINDS = aggregation.STRATEGIES
-KINDS = LOSS_KINDS + GRAD_KINDS
-# strategies that only mean something with two or more tasks
-NEED_TWO = ("dwa", "rlw", "famo") + GRAD_KINDS
-DEFAULTS = {
-  "kind": "",
-  "lr": 0.0,  # uncertainty: Adam learning rate of the log-variances (0 = train.learning_rate)
-  "temperature": 2.0,  # dwa
-  "window": 20,  # dwa: steps per loss average
-  "famo_lr": 0.025,
-  "famo_decay": 0.001,
-  "cagrad_c": 0.4,
-  "nash_max_norm": 1.0,
-}
+LOSS = "loss"  # the entry's `combine` of the per-task losses; one backward pass
+GRADIENT = "gradient"  # the entry's `gram_weights` of the per-task gradients' Gram matrix
+FAMILIES = (LOSS, GRADIENT)
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+  """One weighting of the registry.
+
+  factory: `(config, names (T task names), opts (config.weighting with defaults)) -> {field:
+    value}`, the `Weighting` fields the entry sets beyond the static weights: `combine`,
+    `init_state`, `update_state`, `learned` (LOSS) or `gram_weights` (GRADIENT).
+  family: LOSS or GRADIENT; the train step takes one backward pass for LOSS and the per-task
+    gradients for GRADIENT.
+  min_tasks: the fewest tasks it means something with (2: it weighs tasks against each other).
+  defaults: its settings in `config.weighting` with their default values.
+  configured_weights: the static weights (`Weighting.weights`, also those of the auxiliary
+    modules' losses) are `config.tasks.<t>.weight` normalised; otherwise 1/T each.
+  log_weights: the step logs `weight_<task>` (and `cos_<task>` for GRADIENT).
+  """
+
+  factory: Callable[[Any, tuple, Mapping[str, Any]], dict]
+  family: str = LOSS
+  min_tasks: int = 1
+  defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  configured_weights: bool = False
+  log_weights: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class Weighting:
+  """A built weighting: how the per-task losses become the "tasks" term (LOSS) or the per-task
+  gradients the update (GRADIENT).
+
+  weights: static normalised `{task: w_t}` (also used for the auxiliary modules' losses).
+  combine: `(task_losses {task: L_t}, ctx) -> scalar`, the tasks term (and the logged loss).
+  init_state / update_state: state kept between steps (`init_state() -> tree`,
+    `update_state(state, grads of state["params"], losses [T], present [T], rng) -> state`).
+  learned: the loss is differentiated w.r.t. `state["weighting_state"]["params"]` too.
+  gram_weights: GRADIENT: `(M [T, T], present [T], rng) -> w [T]`.
+  """
+
+  name: str
+  family: str
+  weights: Mapping[str, float]
+  combine: Callable[..., jax.Array]
+  init_state: Callable[[], Any] | None = None
+  update_state: Callable[..., Any] | None = None
+  learned: bool = False
+  gram_weights: Callable[..., jax.Array] | None = None
+  log_weights: bool = False
+
+
+#: name -> Entry; `register` adds one.
+WEIGHTINGS: dict[str, Entry] = {}
+
+
+def register(name: str, entry: Entry) -> Entry:
+  """Adds `entry` under `name`. Its settings share `config.weighting` with every other entry's:
+  a key another entry declares must have the same default."""
+  if name in WEIGHTINGS:
+    raise ValueError(f"weighting {name!r} is already registered")
+  if entry.family not in FAMILIES:
+    raise ValueError(f"weighting {name!r}: family {entry.family!r} is not one of {FAMILIES}")
+  taken = settings()
+  for key, value in entry.defaults.items():
+    if key == "kind" or (key in taken and taken[key] != value):
+      raise ValueError(
+        f"weighting {name!r}: setting {key!r} clashes with config.weighting.{key}"
+        f"={taken.get(key)!r}"
+      )
+  WEIGHTINGS[name] = entry
+  return entry
+
+
+def kinds() -> tuple[str, ...]:
+  """The registered names, in registration order."""
+  return tuple(WEIGHTINGS)
+
+
+def settings() -> dict[str, Any]:
+  """`config.weighting`'s keys and defaults: `kind` ("" = "fixed") and every entry's settings."""
+  out: dict[str, Any] = {"kind": ""}
+  for entry in WEIGHTINGS.values():
+    out.update(entry.defaults)
+  return out
 
 
 def options(config) -> dict[str, Any]:
-  """`config.weighting` with defaults; `kind` resolved (`config.objective.weighting` maps)."""
-  section = dict(config.get("weighting", None) or {})
-  out = {**DEFAULTS, **section}
-  if not out["kind"]:
-    out["kind"] = (config.get("objective", None) or {}).get("weighting", "fixed")
+  """`config.weighting` with defaults; an empty `kind` is "fixed"."""
+  out = {**settings(), **dict(config.get("weighting", None) or {})}
+  out["kind"] = out["kind"] or "fixed"
   return out
 
 
 def problems(config) -> list[str]:
-  """Every mistake of `config.weighting` (unknown kind/key, a strategy needing two tasks)."""
+  """Every mistake of `config.weighting` (unknown kind/key, too few tasks for the kind, a
+  setting out of range)."""
   section = dict(config.get("weighting", None) or {})
+  allowed = settings()
   out = []
-  unknown = sorted(set(section) - set(DEFAULTS))
+  unknown = sorted(set(section) - set(allowed))
   if unknown:
-    out.append(f"config.weighting: unknown keys {unknown} (allowed: {sorted(DEFAULTS)})")
+    out.append(f"config.weighting: unknown keys {unknown} (allowed: {sorted(allowed)})")
   kind = options(config)["kind"]
-  if kind not in KINDS:
-    out.append(f"config.weighting.kind={kind!r} is not one of {', '.join(KINDS)}")
-  elif kind in NEED_TWO and len(config.tasks) < 2:
+  entry = WEIGHTINGS.get(kind)
+  if entry is None:
+    out.append(f"config.weighting.kind={kind!r} is not one of {', '.join(kinds())}")
+  elif len(config.tasks) < entry.min_tasks:
+    least = {2: "two", 3: "three"}.get(entry.min_tasks, str(entry.min_tasks))
     out.append(
-      f"config.weighting.kind={kind!r} weighs two or more tasks against each other, but "
-      f"config.tasks has {len(config.tasks)} ({', '.join(config.tasks)}); use 'fixed'"
+      f"config.weighting.kind={kind!r} weighs {least} or more tasks against each "
+      f"other, but config.tasks has {len(config.tasks)} ({', '.join(config.tasks)}); use 'fixed'"
     )
   for key in ("window",):
     if key in section and int(section[key]) < 1:
       out.append(f"config.weighting.{key}={section[key]!r} must be >= 1")
   return out
+
+
+def build(config) -> Weighting:
+  """The `Weighting` `config.weighting.kind` names (a known kind: see `problems`)."""
+  kind = options(config)["kind"]
+  entry = WEIGHTINGS[kind]
+  names = tuple(config.tasks)
+  if entry.configured_weights:
+    w = normalized_weights({t: c.weight for t, c in config.tasks.items()})
+  else:
+    w = normalized_weights({t: 1.0 for t in names})
+  fields = {"combine": _weighted(w), **entry.factory(config, names, options(config))}
+  return Weighting(kind, entry.family, w, log_weights=entry.log_weights, **fields)
 
 
 def present_of(ctx, names) -> jax.Array:
@@ -216,44 +306,50 @@ def _famo(config, names, opts):
 
 
 # ============================================================================ aggregation
-def _gram(kind, opts):
-  if kind == "pcgrad":
-
-    def weights(M, present, rng):
-      T = M.shape[0]
-      perms = jax.vmap(lambda k: jax.random.permutation(k, T))(jax.random.split(rng, T))
-      return aggregation.pcgrad(M, present, perms)
-
-    return weights
-  fns = {
-    "mgda": lambda M, p: aggregation.mgda(M, p),
-    "upgrad": lambda M, p: aggregation.upgrad(M, p),
-    "cagrad": lambda M, p: aggregation.cagrad(M, p, c=float(opts["cagrad_c"])),
-    "nash_mtl": lambda M, p: aggregation.nash_mtl(M, p, max_norm=float(opts["nash_max_norm"])),
-  }
-  fn = fns[kind]
-  return lambda M, present, rng: fn(M, present)
+def _gram(fn):
+  """A GRADIENT factory: `fn(M, present, opts) -> w` as `gram_weights(M, present, rng)`."""
+  return lambda config, names, opts: {"gram_weights": lambda M, present, rng: fn(M, present, opts)}
 
 
-_FACTORIES = {"uncertainty": _uncertainty, "dwa": _dwa, "rlw": _rlw, "famo": _famo}
+def _pcgrad(config, names, opts):
+  def weights(M, present, rng):
+    T = M.shape[0]
+    perms = jax.vmap(lambda k: jax.random.permutation(k, T))(jax.random.split(rng, T))
+    return aggregation.pcgrad(M, present, perms)
+
+  return {"gram_weights": weights}
 
 
-def pieces(config, kind: str) -> dict[str, Any]:
-  """Keyword arguments of `objective.Weighting` for `kind` (besides `name`)."""
-  names = tuple(config.tasks)
-  opts = options(config)
-  if kind == "fixed":
-    w = normalized_weights({t: c.weight for t, c in config.tasks.items()})
-  else:
-    w = normalized_weights({t: 1.0 for t in names})
-  out = {"weights": w, "combine": _weighted(w)}
-  if kind in _FACTORIES:
-    out.update(_FACTORIES[kind](config, names, opts))
-    out["log_weights"] = True
-  elif kind in GRAD_KINDS:
-    out["gram_weights"] = _gram(kind, opts)
-    out["log_weights"] = True
-  return out
+# ============================================================================ the registry
+register("fixed", Entry(lambda c, n, o: {}, configured_weights=True, log_weights=False))
+register("equal", Entry(lambda c, n, o: {}, log_weights=False))
+# lr: Adam learning rate of the log-variances (0 = train.learning_rate)
+register("uncertainty", Entry(_uncertainty, defaults={"lr": 0.0}))
+# window: steps per averaged loss
+register("dwa", Entry(_dwa, min_tasks=2, defaults={"temperature": 2.0, "window": 20}))
+register("rlw", Entry(_rlw, min_tasks=2))
+register("famo", Entry(_famo, min_tasks=2, defaults={"famo_lr": 0.025, "famo_decay": 0.001}))
+register("pcgrad", Entry(_pcgrad, GRADIENT, min_tasks=2))
+register("mgda", Entry(_gram(lambda M, p, o: aggregation.mgda(M, p)), GRADIENT, min_tasks=2))
+register("upgrad", Entry(_gram(lambda M, p, o: aggregation.upgrad(M, p)), GRADIENT, min_tasks=2))
+register(
+  "cagrad",
+  Entry(
+    _gram(lambda M, p, o: aggregation.cagrad(M, p, c=float(o["cagrad_c"]))),
+    GRADIENT,
+    min_tasks=2,
+    defaults={"cagrad_c": 0.4},
+  ),
+)
+register(
+  "nash_mtl",
+  Entry(
+    _gram(lambda M, p, o: aggregation.nash_mtl(M, p, max_norm=float(o["nash_max_norm"]))),
+    GRADIENT,
+    min_tasks=2,
+    defaults={"nash_max_norm": 1.0},
+  ),
+)
 
 
 def effective_weights(combine, losses: Mapping[str, jax.Array], ctx) -> dict[str, jax.Array]:

@@ -136,3 +136,20 @@ def test_nan_in_the_first_steps_names_no_checkpoint(workdir, tiny_treesat_root):
   assert "training diverged" in line and "No checkpoint was kept" in line, line
   assert "step 0" not in line, line
   assert (workdir / "notes.txt").read_text() == "keep me"
+
+
+def test_problems_in_two_sections_are_one_error_and_no_workdir(tmp_path):
+  """A weighting that needs two tasks on the one-task digits config and an unknown explanation
+  loss: both reported in the one `error:` line (the whole config is checked at once, before the
+  workdir is created), exit 2, and no workdir left behind."""
+  missing = tmp_path / "run"
+  res = cli(
+    missing,
+    "--config.weighting.kind=upgrad",
+    "--config.explanation_loss.kind=lrp",
+    config="configs/digits.py:tiny",
+  )
+  line = error_line(res)
+  assert "config.weighting.kind='upgrad'" in line and "two or more tasks" in line, line
+  assert "config.explanation_loss.kind='lrp'" in line, line
+  assert not missing.exists()

@@ -228,3 +228,54 @@ def test_explanation_guided_commands_parse():
     "profiling.experiments.egl_paired_accuracy": 1,
     "profiling.benchmarks.egl_bench": 1,
   }
+
+
+def test_a_training_run_checks_and_builds_once(tiny_treesat_root, tmp_path, monkeypatch):
+  """One training run (in process, one epoch): the whole-config check, each section's own check,
+  the objective and the hierarchy's output transform run once; the dataset entry is looked up
+  once by the check and once by the run's set-up, which passes it down."""
+  from mtljax import data, hierarchy, objective, train, weighting
+  from mtljax.egl import losses as egl_losses
+  from mtljax.train import build
+
+  calls = {}
+
+  def count(owner, name):
+    fn = getattr(owner, name)
+
+    key = f"{owner.__name__.rsplit('.', 1)[-1]}.{name}"
+
+    def wrapped(*args, **kwargs):
+      calls[key] = calls.get(key, 0) + 1
+      return fn(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, wrapped)
+
+  for owner, name in (
+    (configlib, "check"),
+    (configlib, "check_fields"),
+    (weighting, "problems"),
+    (hierarchy, "problems"),
+    (egl_losses, "check_config"),
+    (objective, "build"),
+    (hierarchy, "output_transform"),
+  ):
+    count(owner, name)
+  looked_up = []
+  lookup = data.get_dataset
+  monkeypatch.setattr(data, "get_dataset", lambda n: looked_up.append("check") or lookup(n))
+  monkeypatch.setattr(build, "get_dataset", lambda n: looked_up.append("setup") or lookup(n))
+  c = treesat_config.get_config("tiny")
+  c.data.root = tiny_treesat_root
+  c.train.num_epochs = 1
+  train.train_and_evaluate(c, str(tmp_path / "run"))
+  assert calls == {
+    "configlib.check": 1,
+    "configlib.check_fields": 1,
+    "weighting.problems": 1,
+    "hierarchy.problems": 1,
+    "losses.check_config": 1,
+    "objective.build": 1,
+    "hierarchy.output_transform": 1,
+  }, calls
+  assert looked_up == ["check", "setup"], looked_up

@@ -173,12 +173,14 @@ def test_ensemble_members_times_targets_in_one_program():
 
 
 def test_the_explain_run_rows_equal_the_per_row_path():
-  """`target_batches` (all targets of an example per call) gives the explain run's rows of the
-  per-pair path (`run.make_attribute_fn`) on the attribute config's tiny ResNet ensemble."""
+  """`explain.batches` (all targets of an example per call) gives the rows of the per-pair path
+  (the oracle in tests/helpers/per_pair.py) on the attribute config's tiny ResNet ensemble."""
   import importlib.util
   import os
 
-  from mtljax.explain import batches, run
+  from helpers import per_pair
+
+  from mtljax.explain import batches
   from mtljax.models.multitask import build_model
 
   path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "configs", "attributes.py")
@@ -201,8 +203,8 @@ def test_the_explain_run_rows_equal_the_per_row_path():
   x_np = {"image": np.asarray(x["image"])}
   for name in ("saliency", "grad_cam"):  # IG (with the stem split): the float64 test above
     spec = methods.get_method(name)
-    old = run._attribute_pairs(
-      run.make_attribute_fn(model, config, name, (16, 16)),
+    old = per_pair.attribute_pairs(
+      per_pair.make_attribute_fn(model, config, name, (16, 16)),
       spec,
       stacked,
       x_np,

@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers.loss_oracle import make_loss_fn
 
 from configs.facades import get_config
 from mtljax import configlib, train
@@ -84,7 +85,7 @@ def test_loss_is_sum_of_module_losses(variant, batch):
 
   @jax.jit
   def both(variables):
-    loss_fn = train.make_loss_fn(model, config, {})
+    loss_fn = make_loss_fn(model, config, {})
     total, (per_task, _) = loss_fn(
       variables["params"], variables["batch_stats"], batch, jax.random.key(1)
     )

@@ -1,7 +1,7 @@
 """The objective as a sum of registered terms (mtljax/objective.py): the default terms are the
 weighted task losses plus the auxiliary ones; a new term (here a toy input-gradient penalty that
 re-runs the model through `ctx.apply`) and a gradient-aggregation weighting plug in by
-registration and config only."""
+registration (`objective.register_term`, `weighting.register`) and config only."""
 
 import flax.linen as nn
 import jax
@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from mtljax import configlib, objective, train
+from mtljax import configlib, objective, train, weighting
 
 
 class _Toy(nn.Module):
@@ -24,7 +24,7 @@ class _Toy(nn.Module):
     return {"a": nn.Dense(3)(h), "b": nn.Dense(1)(h)[:, 0]}, {}
 
 
-def _config(**objective_section):
+def _config(weighting=None, **objective_section):
   c = ml_collections.ConfigDict()
   c.tasks = {
     "a": {"kind": "classification", "weight": 1.0, "num_classes": 3},
@@ -32,6 +32,8 @@ def _config(**objective_section):
   }
   if objective_section:
     c.objective = objective_section
+  if weighting:
+    c.weighting = {"kind": weighting}
   return c
 
 
@@ -91,28 +93,48 @@ def test_registered_term_re_runs_the_model(setup, monkeypatch):
 
 
 def test_gradient_aggregation_gets_per_task_gradients(setup, monkeypatch):
-  """An aggregator that re-weights the per-task gradients by the fixed weights reproduces the
-  summed loss's update; the per-task gradients it sees are each task's own gradient."""
+  """A registered GRADIENT weighting whose weights are the fixed ones (¼, ¾) reproduces the
+  summed loss's update (the toy has no `heads_<task>`: every parameter is shared); the Gram
+  matrix it sees is that of the two tasks' own gradients."""
   model, tx, state, batch = setup
   seen = {}
 
-  def factory(config):
-    fixed = objective.WEIGHTINGS["fixed"](config)
+  def gram_weights(M, present, rng):
+    seen["M"] = M
+    return jnp.asarray([0.25, 0.75], M.dtype)
 
-    def aggregate(task_grads, losses):
-      seen["tasks"] = sorted(task_grads)
-      return jax.tree.map(lambda a, b: 0.25 * a + 0.75 * b, task_grads["a"], task_grads["b"])
-
-    return objective.Weighting("toy", fixed.weights, fixed.combine, aggregate)
-
-  monkeypatch.setitem(objective.WEIGHTINGS, "toy", factory)
+  toy = weighting.Entry(
+    lambda c, n, o: {"gram_weights": gram_weights},
+    weighting.GRADIENT,
+    min_tasks=2,
+    configured_weights=True,  # the logged loss: Σ_t w_t L_t with the configured weights
+  )
+  monkeypatch.setitem(weighting.WEIGHTINGS, "toy", toy)
   ref_state, ref = _step(model, tx, _config(), state, batch)
   new_state, m = _step(model, tx, _config(weighting="toy"), state, batch)
-  assert seen["tasks"] == ["a", "b"]
+  assert seen["M"].shape == (2, 2)
   for k in ref:
     assert float(m[k]) == pytest.approx(float(ref[k]), rel=1e-5), k
+  assert float(m["weight_b"]) == pytest.approx(0.75)
   for x, y in zip(jax.tree.leaves(ref_state["params"]), jax.tree.leaves(new_state["params"])):
     np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-5, atol=1e-7)
+
+
+def test_a_registered_weighting_declares_its_settings(monkeypatch):
+  """`weighting.register`: the entry's settings join `config.weighting` with their defaults (read
+  by config_blocks), a clashing default is refused, and its `min_tasks` is checked."""
+  from mtljax import config_blocks
+
+  entry = weighting.Entry(lambda c, n, o: {}, min_tasks=3, defaults={"toy_alpha": 0.5})
+  monkeypatch.setattr(weighting, "WEIGHTINGS", dict(weighting.WEIGHTINGS))
+  weighting.register("toy", entry)
+  assert config_blocks.weighting_config().toy_alpha == 0.5
+  assert weighting.options(_config("toy"))["toy_alpha"] == 0.5
+  assert any("three or more tasks" in p for p in weighting.problems(_config("toy")))
+  with pytest.raises(ValueError, match="clashes"):
+    weighting.register("toy2", weighting.Entry(lambda c, n, o: {}, defaults={"window": 3}))
+  with pytest.raises(ValueError, match="already registered"):
+    weighting.register("toy", entry)
 
 
 def test_unknown_names_are_config_errors():

@@ -25,6 +25,16 @@ TORCHJD = {
 }
 
 
+# the registered gradient aggregations
+GRAM_KINDS = tuple(k for k, e in weighting.WEIGHTINGS.items() if e.family == weighting.GRADIENT)
+
+
+def _gram(kind):
+  """`gram_weights(M, present, rng)` of a registered aggregation with its default settings."""
+  entry = weighting.WEIGHTINGS[kind]
+  return entry.factory(None, (), {**weighting.settings(), **entry.defaults})["gram_weights"]
+
+
 def _gradients(T, seed):
   """Per-task gradients [T, 9] with a planted conflict (task 1 opposes task 0)."""
   g = np.random.default_rng(seed).normal(size=(T, 9))
@@ -32,7 +42,14 @@ def _gradients(T, seed):
   return g
 
 
-@pytest.mark.parametrize("kind", aggregation.STRATEGIES)
+def test_the_registry_holds_the_aggregations_of_aggregation_py():
+  assert GRAM_KINDS == ("pcgrad", "mgda", "upgrad", "cagrad", "nash_mtl")
+  assert set(weighting.kinds()) == {"fixed", "equal", "uncertainty", "dwa", "rlw", "famo"} | set(
+    GRAM_KINDS
+  )
+
+
+@pytest.mark.parametrize("kind", GRAM_KINDS)
 def test_aggregation_matches_torchjd(kind):
   torch = pytest.importorskip("torch")
   pytest.importorskip("torchjd")
@@ -46,19 +63,19 @@ def test_aggregation_matches_torchjd(kind):
       torch.manual_seed(seed)
       w = aggregation.pcgrad(M, present, perms)
     else:
-      w = weighting._gram(kind, weighting.DEFAULTS)(M, present, jax.random.key(0))
+      w = _gram(kind)(M, present, jax.random.key(0))
     ref = ref_agg(torch.tensor(G)).numpy()
     ours = np.asarray(w, np.float64) @ G
     rel = np.abs(ours - ref).max() / np.abs(ref).max()
     assert rel < 1e-5, (kind, T, rel, ours, ref)
 
 
-@pytest.mark.parametrize("kind", aggregation.STRATEGIES)
+@pytest.mark.parametrize("kind", GRAM_KINDS)
 def test_absent_task_takes_no_part(kind):
   G = _gradients(3, 0)
   G[2] = 0.0  # task 2 has no label in the batch: its gradient row is zero
   M = jnp.asarray(G @ G.T, jnp.float32)
-  gram = weighting._gram(kind, weighting.DEFAULTS)
+  gram = _gram(kind)
   w = np.asarray(gram(M, jnp.asarray([1, 1, 0], bool), jax.random.key(0)))
   assert np.all(np.isfinite(w)) and w[2] == 0.0
   # the same as the two-task problem without it
@@ -105,10 +122,7 @@ def _batch(mask_b=None, n=6):
 def _grads_fn(config):
   obj = objective.build(config)
   ctx_fn = steps._make_context_fn(_Toy(), obj, {})
-  w = obj.weighting
-  if w.gram_weights is not None:
-    return obj, grads_lib.make_gram_grads_fn(obj, ctx_fn)
-  return obj, grads_lib.make_weighted_grads_fn(obj, ctx_fn)
+  return obj, grads_lib.make_grads_fn(obj, ctx_fn)
 
 
 def test_uncertainty_loss_and_grads_match_hand_computation():
@@ -179,7 +193,7 @@ def test_every_strategy_runs_in_the_ensemble_step():
     assert all(np.isfinite(v) for v in jax.tree.leaves(m)), (kind, m)
     assert int(state["step"][0]) == 3
     assert {"weight_a", "weight_b"} <= set(m), kind
-    if kind in weighting.GRAD_KINDS:
+    if kind in GRAM_KINDS:
       assert -1.0 <= float(m["cos_a"]) <= 1.0
     if "weighting_state" in state:  # each member its own state
       assert all(x.shape[0] == 2 for x in jax.tree.leaves(state["weighting_state"]))

@@ -38,13 +38,15 @@ class _Adapters(Mapping):
 _ADAPTERS: Mapping[str, tuple[Callable, Callable]] = _Adapters()
 
 
-def make_sources(config: ml_collections.ConfigDict, workdir: str):
-  spec = get_dataset(config.data.name)
+def make_sources(config: ml_collections.ConfigDict, workdir: str, dataset=None):
+  """`({split: source}, synthetic_root)`; `dataset`: the run's registry entry (looked up from
+  `config.data.name` when not given)."""
+  spec = dataset or get_dataset(config.data.name)
   if config.data.get("prepared"):  # a prepared dataset (python -m mtljax.prepare) instead
     from mtljax.data import prepared
 
     return prepared.open_sources(config), None
-  source_kwargs, synthetic_kwargs = _ADAPTERS[spec.name]
+  source_kwargs, synthetic_kwargs = spec.source_kwargs, spec.synthetic_kwargs
   root, synthetic_root = config.data.root, None
   if not root:
     root = config.data.synthetic.dir or os.path.join(workdir, "synthetic_data")

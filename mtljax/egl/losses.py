@@ -49,6 +49,7 @@ import jax.numpy as jnp
 import mtljax.data.annotations as ann  # by path: mtljax.data.annotations is __future__'s
 from mtljax import objective, tasks
 from mtljax.egl import saliency as sal
+from mtljax.errors import ConfigError
 
 LOSS_KINDS = ("none", "rrr", "gradia", "res", "megl")
 RATIONALE_TARGETS = ("attribute_maps", "part_regions")
@@ -58,8 +59,6 @@ SHARE_EPS = 1e-12
 
 
 def _error(msg: str):
-  from mtljax.configlib import ConfigError  # configlib imports the models; only needed here
-
   return ConfigError(msg)
 
 
@@ -103,7 +102,6 @@ def check_config(config) -> None:
 
 
 def objective_errors():
-  from mtljax.configlib import ConfigError
   from mtljax.data.source import DataError
 
   return (ConfigError, DataError)
@@ -237,7 +235,9 @@ def _rationale_target(ctx, meta, x, valid, parts, attr_task, modality, saliency,
 
 @objective.register_term("explanation")
 def explanation_term(config):
-  """The configured explanation loss as an objective term (module docstring)."""
+  """The configured explanation loss as an objective term (module docstring). A run checked the
+  config before anything was written (`configlib.problems`); a direct caller gets the same
+  ConfigError here."""
   check_config(config)
   e = config.get("explanation_loss", None)
   if not e or e.kind == "none":

@@ -68,8 +68,8 @@ def affine_input_layers(config: ml_collections.ConfigDict) -> list[str]:
 
 
 def method_context(config: ml_collections.ConfigDict, image_hw, num_segments=None):
-  """The `methods.Context` of the image explain run (as `run.make_attribute_fn` builds it)
-  with the target settings of `config.explain`."""
+  """The `methods.Context` of the image explain run, with the target settings of
+  `config.explain`."""
   ex = config.explain
   affine = affine_input_layers(config)
   return methods.Context(
@@ -94,7 +94,7 @@ def make_targets_attribute_fn(
 ) -> Callable:
   """`(stacked, inputs, index [B, K], valid [B, K], segments) -> (member_maps [E, B, K, H, W],
   ens [B, K, H, W], mass [E, B, K, M] or None, others {m: [B, K, h, w]})`, jitted: the target-axis
-  counterpart of `run.make_attribute_fn` (members × targets × examples in one call)."""
+  counterpart of a per-pair attribution (members × targets × examples in one call)."""
   ex = config.explain
   spec = methods.get_method(name)
   heads = setup.explain_heads(config)  # config.explain.tasks: one or several heads
@@ -145,8 +145,7 @@ def make_targets_attribute_fn(
 
 def attribute_examples(fn, spec, stacked, x, pairs, bs, segments, *, desc):
   """`fn` (from `make_targets_attribute_fn`) over the examples of `pairs`, `bs` examples per call,
-  every target of an example in the same call. Returns what `run._attribute_pairs` returns, rows
-  in pair order: member maps `[E, P, H, W]`, ensemble maps `[P, H, W]`, modality shares (a list of
+  every target of an example in the same call. Returns rows in the order of `pairs`: member maps `[E, P, H, W]`, ensemble maps `[P, H, W]`, modality shares (a list of
   `[E, P, M]`) and the other inputs' maps `{m: [[P, h, w]]}`."""
   examples, index, valid, rows = group_pairs(pairs)
   member_maps = ens_maps = mass_rows = None

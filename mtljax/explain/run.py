@@ -17,7 +17,6 @@ With `config.explain.kind = "time_series"` the run is `timeseries.explain_workdi
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import time
 from typing import Any, Callable
@@ -26,82 +25,18 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from tqdm import tqdm
 
 from mtljax import train
-from mtljax.attribution import ensemble as ens_lib
 from mtljax.attribution import methods
-from mtljax.attribution import targets as targets_lib
 from mtljax.explain import batches, setup, timeseries, trust_hook
 from mtljax.explain import image_report as report
 from mtljax.explain import page as trust_page
 from mtljax.explain.setup import ExplainError, explained_targets
 
-__all__ = ["ExplainError", "explain_workdir", "explained_targets", "make_attribute_fn"]
+__all__ = ["ExplainError", "explain_workdir", "explained_targets"]
 
 
-# ============================================================================ attribution
-def make_attribute_fn(
-  model,
-  config: ml_collections.ConfigDict,
-  name: str,
-  image_hw: tuple[int, int],
-  num_segments: int | None = None,
-) -> Callable:
-  """`(stacked_variables, inputs, idx, segments) -> (member_maps [E,B,H,W], ens [B,H,W], mass,
-  others)`, jitted; for methods that attribute every input, `mass` is each input modality's share
-  of the attribution mass `[E, B, M]` and `others` the ensemble map `[B, h, w]` of every other
-  image input (otherwise None and {}). `num_segments`: how many labels the segments of
-  `needs_segments` methods hold (they are traced under jit)."""
-  ex = config.explain
-  spec = methods.get_method(name)
-  modality = ex.modality
-  heads = setup.explain_heads(config)
-
-  def outputs(variables, x):
-    return model.apply(variables, x, train=False)[0]
-
-  affine = batches.affine_input_layers(config)
-  ctx = methods.Context(
-    explain=ex,
-    rng=jax.random.key(int(config.seed)),
-    modality=modality,
-    layer=ex.layer,
-    image_hw=image_hw,
-    affine_layers=tuple(affine),
-    num_segments=num_segments,
-  )
-
-  def attribute_member(variables, x, idx, segments):
-    f = targets_lib.make_pair_scores(outputs, heads, idx)
-    return methods.attribute(spec, f, variables, x, dataclasses.replace(ctx, segments=segments))
-
-  reduce = "sum" if spec.signed else "abs_sum"
-
-  def run(stacked, x, idx, segments):
-    per_member, _ = ens_lib.ensemble_attribute(
-      lambda v, xx: attribute_member(v, xx, idx, segments), stacked, x, strategy=ex.strategy
-    )
-    mass, others = None, {}
-    if spec.output == "inputs":
-      leaves = {
-        m: jnp.abs(a).reshape(a.shape[0], a.shape[1], -1).sum(-1) for m, a in per_member.items()
-      }
-      total = sum(leaves.values()) + 1e-12
-      mass = jnp.stack([leaves[m] / total for m in sorted(leaves)], axis=-1)
-      # The ensemble map of every other image input (one attribution per modality).
-      others = {
-        m: ens_lib.ensemble_heatmaps(a, reduce=reduce, signed=spec.signed)[1]
-        for m, a in per_member.items()
-        if m != modality and a.ndim == 5
-      }
-      per_member = per_member[modality]
-    members, ens_map = ens_lib.ensemble_heatmaps(per_member, reduce=reduce, signed=spec.signed)
-    return members, ens_map, mass, others
-
-  return jax.jit(run)
-
-
+# ============================================================================ segments
 def _segments(ex, images, hw) -> tuple[Callable[[np.ndarray], jax.Array], int]:
   """`(segments, num_segments)` for `needs_segments` methods: `segments(examples [B]) ->
   [B, H, W]` labels in `[0, num_segments)`, SLIC superpixels of the display images
@@ -115,35 +50,15 @@ def _segments(ex, images, hw) -> tuple[Callable[[np.ndarray], jax.Array], int]:
   return (lambda i: jnp.asarray(np.broadcast_to(grid, (len(i),) + hw))), int(rows * cols)
 
 
-def _attribute_pairs(fn, spec, stacked, x, pairs, bs, segments, *, desc):
-  """`fn` over the pairs in batches of `bs`: member maps `[E, P, H, W]`, ensemble maps
-  `[P, H, W]`, modality shares (list of `[E, b, M]`) and the other inputs' maps `{m: [...]}`."""
-  member_maps, ens_maps, masses, others = [], [], [], {}
-  for start in tqdm(
-    range(0, len(pairs), bs), desc=desc, disable=not setup.is_main(), mininterval=2
-  ):
-    p = pairs[start : start + bs]
-    pad = bs - len(p)  # a fixed batch shape: one compilation per method
-    p_full = np.concatenate([p, np.repeat(p[-1:], pad, 0)]) if pad else p
-    xb = {m: jnp.asarray(v[p_full[:, 0]]) for m, v in x.items()}
-    seg = segments(p_full[:, 0]) if spec.needs_segments else None
-    mm, em, mass, other = fn(stacked, xb, jnp.asarray(p_full[:, 1]), seg)
-    keep = len(p)
-    for m, v in other.items():
-      others.setdefault(m, []).append(np.asarray(v[:keep], np.float32))
-    member_maps.append(np.asarray(mm[:, :keep], np.float32))
-    ens_maps.append(np.asarray(em[:keep], np.float32))
-    if mass is not None:
-      masses.append(np.asarray(mass[:, :keep]))
-  return np.concatenate(member_maps, axis=1), np.concatenate(ens_maps), masses, others
-
-
 # ============================================================================ the run
-def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Explain the ensemble of a trained workdir (see the module docstring)."""
+def explain_workdir(
+  config: ml_collections.ConfigDict, workdir: str, *, checked: bool = False
+) -> dict[str, Any]:
+  """Explain the ensemble of a trained workdir (see the module docstring); `checked`: the caller
+  ran `configlib.check(config)` (see `train.setup`)."""
   if config.explain.get("kind") == "time_series":  # CropYield: importance over steps/features
-    return timeseries.explain_workdir(config, workdir)
-  s = train.setup(config, workdir, write_config=False)
+    return timeseries.explain_workdir(config, workdir, checked=checked)
+  s = train.setup(config, workdir, write_config=False, checked=checked)
   ex = config.explain
   state, meta = setup.restore(config, s, workdir)
   stacked = {"params": state["params"], "batch_stats": state["batch_stats"]}
@@ -196,13 +111,9 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
     segments, num_segments = _segments(ex, images, hw)
   for name, spec in specs.items():
     t0 = time.perf_counter()
-    if ex.get("multi_target", True):  # every target of an example in one call
-      fn = batches.make_targets_attribute_fn(s.model, config, name, hw, num_segments)
-      attribute_rows = batches.attribute_examples
-    else:  # one (example, target) pair per row, as before
-      fn = make_attribute_fn(s.model, config, name, hw, num_segments)
-      attribute_rows = _attribute_pairs
-    member_maps, ens_maps, masses, others = attribute_rows(
+    # every target of an example in one call
+    fn = batches.make_targets_attribute_fn(s.model, config, name, hw, num_segments)
+    member_maps, ens_maps, masses, others = batches.attribute_examples(
       fn, spec, stacked, x, pairs, int(ex.batch_size), segments, desc=name
     )
     seconds = time.perf_counter() - t0

@@ -169,9 +169,11 @@ def _write_csvs(out_dir: str, name: str, summary: Mapping[str, Any]) -> None:
   fileio.write_csv(os.path.join(out_dir, f"time_{name}.csv"), rows)
 
 
-def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+def explain_workdir(
+  config: ml_collections.ConfigDict, workdir: str, *, checked: bool = False
+) -> dict[str, Any]:
   """Time-series importance of a trained workdir (see the module docstring)."""
-  s = train.setup(config, workdir, write_config=False)
+  s = train.setup(config, workdir, write_config=False, checked=checked)
   ex = config.explain
   setup.check_request(config, s, time_series=True)
   state, meta = setup.restore(config, s, workdir)

@@ -3,7 +3,7 @@
   state.py       optimizer, learning rate, initial state, ensembles (member_map, sample weights)
   steps.py       the pure steps: loss (the objective, mtljax/objective.py), train, ensemble, eval
   evaluation.py  evaluate a split → metrics and prediction arrays; prediction files; pictures
-  prepare.py     Setup: data sources, statistics, mesh, model, optimizer, abstract state
+  build.py       Setup: data sources, statistics, mesh, model, optimizer, abstract state
   loop.py        train_and_evaluate (epochs, checkpoints, resume, pre-emption), evaluate_workdir
 
 The train state is a plain dict `{"step", "params", "batch_stats", "opt_state"}` and the step a
@@ -33,7 +33,6 @@ from mtljax.train.state import (
 from mtljax.train.steps import (
   make_ensemble_train_step,
   make_eval_step,
-  make_loss_fn,
   make_train_step,
   on_device_inputs,
   target_transform,
@@ -53,7 +52,6 @@ __all__ = [
   "init_state",
   "make_ensemble_train_step",
   "make_eval_step",
-  "make_loss_fn",
   "make_train_step",
   "on_device_inputs",
   "member_map",

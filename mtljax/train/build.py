@@ -21,10 +21,11 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mtljax import configlib, fileio, hierarchy, parallel, tasks, weighting
+from mtljax import configlib, fileio, hierarchy, parallel, tasks
+from mtljax import objective as objective_lib
 from mtljax.data import build as data_build
 from mtljax.data import checks as data_checks
-from mtljax.data import pipeline
+from mtljax.data import get_dataset, pipeline
 from mtljax.data.statistics import regression_target_stats
 from mtljax.models.multitask import build_model
 from mtljax.train import selection
@@ -72,6 +73,9 @@ class Setup:
   main_key: the run's headline validation metric (`<task>/<metric>`: the main task's main metric,
   or `task_mean/<metric>`), and larger_better its direction; select: what the best checkpoint
   is chosen on (`config.train.select_by`, by default main_key). input_names, task_names: sorted.
+  dataset: the registry entry of `config.data.name`; objective: the training objective
+  (`objective.build`); output_transform: the hierarchy's map of the model's outputs
+  (`hierarchy.output_transform`): each built once here and passed to what needs them.
   """
 
   config: ml_collections.ConfigDict
@@ -92,6 +96,9 @@ class Setup:
   larger_better: bool
   input_names: tuple
   task_names: tuple
+  dataset: Any = None
+  objective: Any = None
+  output_transform: Any = None
   select: selection.Selection = None
 
   def eval_batches(self, source):
@@ -199,27 +206,26 @@ def setup(
   *,
   write_config: bool = True,
   allow_config_change: bool = False,
+  checked: bool = False,
 ) -> Setup:
   """Data sources (writing the synthetic dataset when no root is given), validation, statistics,
-  mesh, model, optimizer and the abstract (shape-only) train state.
+  mesh, model, optimizer, the objective and the abstract (shape-only) train state.
 
+  `checked`: the caller has run `configlib.check(config)` (mtljax/main.py, before anything was
+  written); otherwise it runs here first. Either way the config is checked once, and its fields
+  against the dataset's once the data is open (`configlib.check_fields`).
   `write_config` (a training run): a workdir with checkpoints is resumed only with a config that
   does not change the run (`configlib.check_resume`), unless `allow_config_change`; config.json
   is written once everything has validated."""
-  # task weighting and label hierarchy mistakes fail before anything is written
-  early = weighting.problems(config) + hierarchy.problems(config)
-  if early:
-    raise configlib.ConfigError("; ".join(early))
-  if config.model.get("variant"):  # an unknown MTC-LIM variant fails before anything is written
-    from mtljax.models import lim
-
-    lim.parse_variant(config.model.variant)
+  if not checked:
+    configlib.check(config)
   workdir = os.path.abspath(workdir)
   os.makedirs(workdir, exist_ok=True)
   is_main = jax.process_index() == 0
 
   # ------------------------------------------------------------------ data sources
-  sources, synthetic_root = data_build.make_sources(config, workdir)
+  dataset = get_dataset(config.data.name)
+  sources, synthetic_root = data_build.make_sources(config, workdir, dataset)
   train_src = sources["train"]
   if synthetic_root and is_main:
     _banner(
@@ -230,11 +236,11 @@ def setup(
       ]
     )
   configlib.resolve_from_data(config, train_src.target_fields)
-  configlib.validate(config, train_src.input_fields, train_src.target_fields)
+  configlib.check_fields(config, train_src.input_fields, train_src.target_fields)
   # The checkpoint selection names a metric the validation logs (before anything is written).
   main_key, larger_better = _main_metric(config)
   select = selection.resolve(
-    config, metric_directions(config, sources["val"]), main_key, larger_better
+    config, metric_directions(config, sources["val"], dataset), main_key, larger_better
   )
   # Every split's files and the batch sizes, before anything is written or trained (a corrupt
   # val/test file is reported now, not after an epoch).
@@ -298,8 +304,10 @@ def setup(
   )
   target_stats = {t: tuple(v) for t, v in stats["targets"].items() if t in config.tasks}
 
-  # ------------------------------------------------------------------ model, optimizer
+  # ------------------------------------------------------------------ model, optimizer, objective
   model = build_model(config)
+  objective = objective_lib.build(config)
+  transform = hierarchy.output_transform(config, dataset)
   tx, lr_fn = create_optimizer(config, steps_per_epoch)
 
   first = next(
@@ -312,14 +320,17 @@ def setup(
   # ------------------------------------------------------------------ abstract state, eval step
   members = parallel.ensemble_sharded(mesh)  # replicated unless members are spread over devices
   abstract_state = jax.eval_shape(
-    lambda r: init_ensemble(model, tx, example_inputs, r, size, config), jax.random.key(0)
+    lambda r: init_ensemble(model, tx, example_inputs, r, size, objective=objective),
+    jax.random.key(0),
   )
   state_shardings = jax.tree.map(lambda _: members, abstract_state)
   abstract_state = jax.tree.map(
     lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, state_shardings
   )
   p_eval_step = jax.jit(
-    on_device_inputs(make_eval_step(model, config, target_stats), stats["inputs"]),
+    on_device_inputs(
+      make_eval_step(model, config, target_stats, transform=transform), stats["inputs"]
+    ),
     in_shardings=(state_shardings, parallel.data_sharded(mesh)),
     out_shardings=parallel.data_sharded(mesh),
   )
@@ -345,6 +356,9 @@ def setup(
     input_names=input_names,
     task_names=task_names,
     select=select,
+    dataset=dataset,
+    objective=objective,
+    output_transform=transform,
   )
 
 

@@ -51,6 +51,7 @@ def evaluate(
   desc: str = "eval",
   source=None,
   batches_of: Callable[[object], Iterator] | None = None,
+  dataset=None,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]:
   """One pass over `batches`; returns `(metrics, predictions)` with every real example once.
 
@@ -64,8 +65,10 @@ def evaluate(
   With the split's `source`, its optional per-example context is added (`_source_context`);
   with `batches_of(source) -> batches` too, a source's `decoy_swapped` view is scored as well
   (its metrics, counts left out, as `<name>_decoy_swapped`; its predictions are not kept).
+  `dataset`: the run's registry entry (`Setup.dataset`), for the hierarchy's class maps.
   """
   size = ensemble_size(config)
+  hierarchy_pairs = hierarchy.pairs(config, dataset)
   saved_as = {t: tasks.of(c).saved_as for t, c in config.tasks.items()}
   chunks: dict[str, list] = {}
   for batch in tqdm(
@@ -88,7 +91,7 @@ def evaluate(
       return out[key] if member is None else out[key][:, member]
 
     m = _task_metrics(config, out, pred_of)
-    m.update(hierarchy.metrics(config, pred_of))  # hierarchy/<child>_in_<parent>
+    m.update(hierarchy.metrics(config, pred_of, hierarchy_pairs))  # hierarchy/<child>_in_<parent>
     # Optional `config.train.select_task_mean` (multitask tables): that metric's mean over all
     # tasks as `task_mean/<metric>`, the best-checkpoint score instead of the main task's.
     name = config.train.get("select_task_mean", "")
@@ -117,13 +120,15 @@ def evaluate(
   return metrics, out
 
 
-def metric_directions(config: ml_collections.ConfigDict, source=None) -> dict[str, bool]:
+def metric_directions(
+  config: ml_collections.ConfigDict, source=None, dataset=None
+) -> dict[str, bool]:
   """`{name: larger is better}` of every metric `evaluate` logs for `config` on `source` (with
   `batches_of`), counts left out: each task's (its kind's `metric_directions`), the hierarchy's,
   `task_mean/<metric>`, each member's and their mean, the decoy-swapped ones and the strata."""
   per_task = {t: tasks.of(c).metric_directions(c) for t, c in config.tasks.items()}
   one = {f"{t}/{m}": up for t, d in per_task.items() for m, up in d.items()}
-  one.update({f"hierarchy/{c}_in_{p}": True for c, p, _ in hierarchy.pairs(config)})
+  one.update({f"hierarchy/{c}_in_{p}": True for c, p, _ in hierarchy.pairs(config, dataset)})
   if name := config.train.get("select_task_mean", ""):
     one[f"task_mean/{name}"] = next((d[name] for d in per_task.values() if name in d), True)
   out = dict(one)
@@ -186,18 +191,21 @@ def pictures_folder(workdir: str, split: str) -> str:
   return os.path.join(workdir, "pictures", split)
 
 
-def write_pictures(config, workdir, split, preds, source, writer, step) -> None:
+def write_pictures(config, workdir, split, preds, source, writer, step, *, dataset=None) -> None:
   """Pictures of `preds` under `pictures_folder(workdir, split)` and as TensorBoard images:
   truth, prediction and error maps of the dense tasks (`dense_<k>.png`), then the dataset's own
-  (its registry entry's `pictures_fn`, e.g. CropYield's `yield_map_<field>.png`). Process 0 only."""
+  (its registry entry's `pictures_fn`, e.g. CropYield's `yield_map_<field>.png`; `dataset`: the
+  run's entry, `Setup.dataset`, else looked up). Process 0 only."""
   if jax.process_index() != 0:
     return
   dense_pictures.write_dense_pictures(
     workdir, preds, config, split=split, names=source.names, tb_writer=writer, step=step
   )
-  from mtljax.data import get_dataset
+  if dataset is None:
+    from mtljax.data import get_dataset
 
-  fn = get_dataset(config.data.name).pictures_fn
+    dataset = get_dataset(config.data.name)
+  fn = dataset.pictures_fn
   if fn is None:
     return
   for tag, image in fn(preds, source, pictures_folder(workdir, split)):

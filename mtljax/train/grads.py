@@ -1,14 +1,14 @@
-"""The gradient of one step for each kind of weighting (mtljax/weighting.py, aggregation.py).
+"""The gradient of one step for each family of weighting (mtljax/weighting.py, aggregation.py).
 
 Every `grads_fn(params, batch_stats, batch, rng, weighting_state) -> (loss, logs,
 new_batch_stats, grads, extra)`; `extra` holds `losses [T]` and `present [T]` (for the
 weighting's state update), `wgrads` (the gradient w.r.t. `weighting_state["params"]` of a learned
 weighting, else None) and `measure` (`weight_<task>`, `cos_<task>`: what the step logs).
 
-* loss weighting: one `value_and_grad` of the objective (and of the weighting's own parameters);
-  the effective weight of task t is `∂ tasks-term / ∂ L_t`.
-* Gram aggregation: `jax.jacrev` of the vector `[L_1, ..., L_T, Σ other terms]` (one forward
-  pass, T + 1 backward passes vmapped); the shared parameters' update is `wᵀ G` with `w` from the
+* LOSS (a loss weighting): one `value_and_grad` of the objective (and of the weighting's own
+  parameters); the effective weight of task t is `∂ tasks-term / ∂ L_t`.
+* GRADIENT (a Gram aggregation): `jax.jacrev` of the vector `[L_1, ..., L_T, Σ other terms]` (one
+  forward pass, T + 1 backward passes vmapped); the shared parameters' update is `wᵀ G` with `w` from the
   Gram matrix of their per-task gradients, each task head (`heads_<task>`) takes its own task's
   gradient, and the other terms' gradient is added. Under `jit` over a mesh the jacobian is the
   global batch's (XLA all-reduces it), so the update does not depend on the number of devices.
@@ -105,25 +105,10 @@ def make_gram_grads_fn(objective, context_fn) -> Callable:
   return grads_fn
 
 
-def make_aggregate_grads_fn(objective, context_fn) -> Callable:
-  """A `Weighting.aggregate` (task gradient trees → one tree; tests/test_objective.py's toy):
-  `jax.jacrev` of the per-task losses, `aggregate` of them plus the other terms' gradient."""
-  names = objective.task_names
-  T = len(names)
+#: a weighting's family (`weighting.Entry.family`) -> the maker of its step's gradient
+MAKERS = {weighting_lib.LOSS: make_weighted_grads_fn, weighting_lib.GRADIENT: make_gram_grads_fn}
 
-  def vector_fn(params, batch_stats, batch, rng, wstate):
-    ctx, new_bs = context_fn(params, batch_stats, batch, rng, wstate)
-    vector, other, logs = objective.split(ctx)
-    other = jnp.asarray(other, vector.dtype)  # a plain 0.0 when the tasks term is the only one
-    loss = objective.weighting.combine(ctx.task_losses, ctx) + other
-    return jnp.concatenate([vector, other[None]]), (loss, logs, new_bs, _extra(ctx, names, {}))
 
-  def grads_fn(params, batch_stats, batch, rng, wstate):
-    jac, (loss, logs, new_bs, extra) = jax.jacrev(vector_fn, has_aux=True)(
-      params, batch_stats, batch, rng, wstate
-    )
-    task_grads = {t: jax.tree.map(lambda g, i=i: g[i], jac) for i, t in enumerate(names)}
-    grads = objective.weighting.aggregate(task_grads, {t: logs[t] for t in names})
-    return loss, logs, new_bs, jax.tree.map(lambda a, g: a + g[T], grads, jac), extra
-
-  return grads_fn
+def make_grads_fn(objective, context_fn) -> Callable:
+  """The gradient of one step for the objective's weighting, by the family it declares."""
+  return MAKERS[objective.weighting.family](objective, context_fn)

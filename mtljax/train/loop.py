@@ -94,6 +94,7 @@ def _evaluate(s: Setup, state, split: str, desc: str, swapped: bool = True):
     desc=desc,
     source=s.sources[split],
     batches_of=s.eval_batches if swapped else None,
+    dataset=s.dataset,
   )
 
 
@@ -114,11 +115,16 @@ def _describe(s: Setup) -> None:
 
 
 def train_and_evaluate(
-  config: ml_collections.ConfigDict, workdir: str, *, allow_config_change: bool = False
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  *,
+  allow_config_change: bool = False,
+  checked: bool = False,
 ) -> dict[str, Any]:
   """Train, evaluate every epoch, checkpoint, resume; returns the final test metrics.
-  `allow_config_change`: resume with a config that changes the run (see prepare.setup)."""
-  s = setup(config, workdir, allow_config_change=allow_config_change)
+  `allow_config_change`: resume with a config that changes the run; `checked`: the caller ran
+  `configlib.check(config)` (see build.setup)."""
+  s = setup(config, workdir, allow_config_change=allow_config_change, checked=checked)
   is_main = jax.process_index() == 0
   repl = parallel.replicated(s.mesh)
   size = ensemble_size(config)
@@ -132,7 +138,7 @@ def train_and_evaluate(
   restored = ckpt.restore_latest(s.abstract_state)
   if restored is None:
     state = jax.jit(
-      lambda r: init_ensemble(s.model, s.tx, s.example_inputs, r, size, config),
+      lambda r: init_ensemble(s.model, s.tx, s.example_inputs, r, size, objective=s.objective),
       out_shardings=s.state_shardings,
     )(init_rng)
     meta = {"step": 0, "best": None, "best_epoch": None, "epoch_done": 0}
@@ -153,7 +159,15 @@ def train_and_evaluate(
   # ------------------------------------------------------------------ the jitted train step
   p_train_step = jax.jit(
     on_device_inputs(
-      make_ensemble_train_step(s.model, s.tx, config, s.target_stats), s.stats["inputs"]
+      make_ensemble_train_step(
+        s.model,
+        s.tx,
+        config,
+        s.target_stats,
+        objective=s.objective,
+        transform=s.output_transform,
+      ),
+      s.stats["inputs"],
     ),
     in_shardings=(s.state_shardings, parallel.data_sharded(s.mesh), repl, repl),
     out_shardings=(s.state_shardings, repl),
@@ -280,7 +294,9 @@ def train_and_evaluate(
     results[split] = m
     writer.write(step, f"{split}_best", m)
     if split == "test":  # pictures of the best model: <workdir>/pictures/test/
-      write_pictures(config, s.workdir, split, preds, s.sources[split], writer, step)
+      write_pictures(
+        config, s.workdir, split, preds, s.sources[split], writer, step, dataset=s.dataset
+      )
   if is_main:
     fileio.write_json(
       os.path.join(s.workdir, "final_metrics.json"), results, fault="final_metrics.rename"
@@ -313,11 +329,14 @@ def _print_summary(s: Setup, results) -> None:
   print("\n".join(lines), flush=True)
 
 
-def evaluate_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
-  """Evaluate the best checkpoint of an existing workdir on val and test (`--mode=eval`)."""
+def evaluate_workdir(
+  config: ml_collections.ConfigDict, workdir: str, *, checked: bool = False
+) -> dict[str, Any]:
+  """Evaluate the best checkpoint of an existing workdir on val and test (`--mode=eval`);
+  `checked`: as for `train_and_evaluate`."""
   if not os.path.isdir(os.path.join(workdir, "checkpoints", "best")):
     raise configlib.ConfigError(f"{workdir}: no checkpoints/best to evaluate; train first")
-  s = setup(config, workdir, write_config=False)
+  s = setup(config, workdir, write_config=False, checked=checked)
   ckpt = Checkpointer(os.path.join(s.workdir, "checkpoints"), keep=config.train.keep_checkpoints)
   restored = ckpt.restore_best(s.abstract_state)
   if restored is None:

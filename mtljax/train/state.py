@@ -60,8 +60,11 @@ def create_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
 
 
 # ============================================================================ state
-def init_state(model, tx, example_inputs: Mapping[str, Any], rng, config=None) -> dict:
-  """A fresh state; with `config`, the weighting's state too when it keeps one."""
+def init_state(
+  model, tx, example_inputs: Mapping[str, Any], rng, config=None, *, objective=None
+) -> dict:
+  """A fresh state; with `config` (or the run's built `objective`, `Setup.objective`), the
+  weighting's state too when it keeps one."""
   variables = model.init({"params": rng, "dropout": rng}, example_inputs, train=False)
   # Encoders that name pretrained weights (encoder_kwargs.pretrained) start from them.
   params, batch_stats = pretrained.apply(
@@ -73,10 +76,12 @@ def init_state(model, tx, example_inputs: Mapping[str, Any], rng, config=None) -
     "batch_stats": batch_stats,
     "opt_state": tx.init(params),
   }
-  if config is not None:
-    from mtljax import objective  # only here: objective imports the task kinds and hierarchy
+  if objective is None and config is not None:
+    from mtljax import objective as objective_lib  # only here: it imports the task kinds
 
-    init = objective.build(config).weighting.init_state
+    objective = objective_lib.build(config)
+  if objective is not None:
+    init = objective.weighting.init_state
     if init is not None:
       state["weighting_state"] = init()
   return state
@@ -106,13 +111,17 @@ def member_map(fn: Callable, size: int, in_axes: tuple) -> Callable:
 
 
 def init_ensemble(
-  model, tx, example_inputs: Mapping[str, Any], rng, size: int, config=None
+  model, tx, example_inputs: Mapping[str, Any], rng, size: int, config=None, *, objective=None
 ) -> dict:
   """E train states stacked on a leading axis; member k is initialised from `fold_in(rng, k)`
   (the "different random weights" ensemble of the ensembles paper, §3.1), so member 0 of any
-  ensemble is the single model of the same seed."""
+  ensemble is the single model of the same seed. `config`, `objective`: as for `init_state`."""
   rngs = jax.vmap(lambda k: jax.random.fold_in(rng, k))(jnp.arange(size))
-  return member_map(lambda r: init_state(model, tx, example_inputs, r, config), size, (0,))(rngs)
+
+  def one(r):
+    return init_state(model, tx, example_inputs, r, config, objective=objective)
+
+  return member_map(one, size, (0,))(rngs)
 
 
 def member_sample_weights(config: ml_collections.ConfigDict, num_train: int) -> np.ndarray:

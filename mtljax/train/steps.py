@@ -89,41 +89,27 @@ def _make_context_fn(model, objective, target_stats, transform=None) -> Callable
   return context_fn
 
 
-def make_loss_fn(
-  model, config: ml_collections.ConfigDict, target_stats: Mapping[str, tuple[float, float]]
-) -> Callable:
-  """Pure `(params, batch_stats, batch, rng) -> (loss, (logs, new_batch_stats))`.
-
-  The loss is the configured objective's sum of terms (mtljax/objective.py); `logs` holds every
-  term's logs (`{task: L_t}`, `{aux_<module>: L_m}`, ...)."""
-  objective = objective_lib.build(config)
-  context_fn = _make_context_fn(model, objective, target_stats, hierarchy.output_transform(config))
-
-  def loss_fn(params, batch_stats, batch, rng, weighting_state=None):
-    ctx, new_batch_stats = context_fn(params, batch_stats, batch, rng, weighting_state)
-    total, logs = objective(ctx)
-    return total, (logs, new_batch_stats)
-
-  return loss_fn
-
-
 def make_train_step(
-  model, tx, config: ml_collections.ConfigDict, target_stats: Mapping[str, tuple[float, float]]
+  model,
+  tx,
+  config: ml_collections.ConfigDict,
+  target_stats: Mapping[str, tuple[float, float]],
+  *,
+  objective=None,
+  transform=None,
 ) -> Callable:
   """Pure `(state, batch, rng) -> (state, measurements)`; jit/shard/vmap it where it is called.
 
   measurements: `loss`, `grad_norm`, `param_norm`, `loss_<name>` for every objective log and,
   for a learned weighting or a gradient aggregation, `weight_<task>` (and `cos_<task>`). A
-  weighting with state keeps it in `state["weighting_state"]` (updated here after each step)."""
-  objective = objective_lib.build(config)
+  weighting with state keeps it in `state["weighting_state"]` (updated here after each step).
+  `objective`, `transform`: the run's (`Setup.objective`, `Setup.output_transform`); built from
+  `config` when not given."""
+  objective = objective or objective_lib.build(config)
   weighting = objective.weighting
-  context_fn = _make_context_fn(model, objective, target_stats, hierarchy.output_transform(config))
-  if weighting.gram_weights is not None:
-    grads_fn = grads_lib.make_gram_grads_fn(objective, context_fn)
-  elif weighting.aggregate is not None:
-    grads_fn = grads_lib.make_aggregate_grads_fn(objective, context_fn)
-  else:
-    grads_fn = grads_lib.make_weighted_grads_fn(objective, context_fn)
+  transform = transform or hierarchy.output_transform(config)
+  context_fn = _make_context_fn(model, objective, target_stats, transform)
+  grads_fn = grads_lib.make_grads_fn(objective, context_fn)
 
   def train_step(state, batch, rng):
     rng = jax.random.fold_in(rng, state["step"])
@@ -161,7 +147,13 @@ def make_train_step(
 
 
 def make_ensemble_train_step(
-  model, tx, config: ml_collections.ConfigDict, target_stats: Mapping[str, tuple[float, float]]
+  model,
+  tx,
+  config: ml_collections.ConfigDict,
+  target_stats: Mapping[str, tuple[float, float]],
+  *,
+  objective=None,
+  transform=None,
 ) -> Callable:
   """Pure `(stacked_state, batch, rng, sample_weights [E, N]) -> (stacked_state, measurements)`.
 
@@ -171,10 +163,11 @@ def make_ensemble_train_step(
   `config.ensemble.augment_per_member` (and `config.data.augment` on), member k also applies its
   own random flips/rotations to the batch (`pipeline.augment_batch`, from `fold_in(rng, k)`), so
   members see independently augmented data, as separately trained networks do. Measurements are
-  averaged over members (a non-finite member makes the average non-finite).
+  averaged over members (a non-finite member makes the average non-finite). `objective`,
+  `transform`: as for `make_train_step`.
   """
   size = ensemble_size(config)
-  step = make_train_step(model, tx, config, target_stats)
+  step = make_train_step(model, tx, config, target_stats, objective=objective, transform=transform)
   augment = (
     pipeline.augment_options(config.data.get("augment"))
     if size > 1 and config.ensemble.get("augment_per_member", False)
@@ -210,7 +203,11 @@ def on_device_inputs(step: Callable, input_stats) -> Callable:
 
 
 def make_eval_step(
-  model, config: ml_collections.ConfigDict, target_stats: Mapping[str, tuple[float, float]]
+  model,
+  config: ml_collections.ConfigDict,
+  target_stats: Mapping[str, tuple[float, float]],
+  *,
+  transform=None,
 ) -> Callable:
   """Pure `(stacked_state, batch) -> {"pred": {task: prediction}, "targets", "mask", "index",
   "valid"}` (+ `"member_pred": {task: [B, E, ...]}` for an ensemble of E > 1).
@@ -218,12 +215,13 @@ def make_eval_step(
   Predictions are each kind's activation of the outputs (class probabilities, label
   probabilities, or regression values in the target's original units); an ensemble's prediction
   is the mean over its members (averaged probabilities), of which only the kind's `on_device`
-  part leaves the device (segmentation: the argmax labels).
+  part leaves the device (segmentation: the argmax labels). `transform`: the run's
+  `Setup.output_transform` (built from `config` when not given).
   """
   size = ensemble_size(config)
   specs = {t: tasks.of(c) for t, c in config.tasks.items()}  # each task's kind
   _, from_model = target_transform(target_stats)
-  transform = hierarchy.output_transform(config)
+  transform = transform or hierarchy.output_transform(config)
 
   def member_preds(state, batch):
     variables = {"params": state["params"], "batch_stats": state["batch_stats"]}

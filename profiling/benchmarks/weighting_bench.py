@@ -119,7 +119,8 @@ def bench_vs_torchjd(args):
       G[1] -= 1.5 * G[0]
       Gj, Gt = jnp.asarray(G), torch.tensor(G)
       for kind, ref_fn in refs.items():
-        wfn = weighting._gram(kind, weighting.DEFAULTS)
+        entry = weighting.WEIGHTINGS[kind]
+        wfn = entry.factory(None, (), weighting.settings())["gram_weights"]
 
         @jax.jit
         def ours(G, key):
@@ -148,7 +149,7 @@ def bench_vs_torchjd(args):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  p.add_argument("--kinds", default=",".join(weighting.KINDS))
+  p.add_argument("--kinds", default=",".join(weighting.kinds()))
   p.add_argument("--tasks", default="2,4,8")
   p.add_argument("--widths", default="64,512")
   p.add_argument("--batch", type=int, default=64)

@@ -112,7 +112,7 @@ def run(kind, args, train_data, test_data):
 
 def main():
   p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-  p.add_argument("--kinds", default=",".join(weighting.KINDS))
+  p.add_argument("--kinds", default=",".join(weighting.kinds()))
   p.add_argument("--members", type=int, default=5)
   p.add_argument("--steps", type=int, default=600)
   p.add_argument("--batch", type=int, default=64)

@@ -6,6 +6,7 @@ import sys
 
 import jax
 import numpy as np
+from loss_oracle import make_loss_fn  # tests/helpers, the script's own folder
 
 from configs import treesat as treesat_config
 from mtljax import parallel, train
@@ -19,7 +20,7 @@ def main(root):
   s = train.setup(config, sys.argv[2], write_config=False)
   batch = next(s.train_iter())
   model = build_model(config)
-  loss_fn = train.make_loss_fn(model, config, s.target_stats)
+  loss_fn = make_loss_fn(model, config, s.target_stats)
   state = train.init_state(model, s.tx, s.example_inputs, jax.random.key(0))
   rng = jax.random.key(1)
   out = {}
