@@ -33,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import common  # noqa: E402
 
 from mtljax.egl import losses  # noqa: E402
-from mtljax.egl import saliency as sal  # noqa: E402
+from mtljax.egl import maps as sal  # noqa: E402
 
 
 def _jax_steps(model, lam, lr):

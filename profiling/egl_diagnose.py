@@ -32,7 +32,8 @@ import numpy as np  # noqa: E402
 
 from configs import attributes  # noqa: E402
 from mtljax.data.source import capability  # noqa: E402
-from mtljax.egl import losses, saliency  # noqa: E402
+from mtljax.egl import losses  # noqa: E402
+from mtljax.egl import maps as saliency  # noqa: E402
 
 GRADCAM = "gradcam@encoders_image/conv2"
 

@@ -147,6 +147,12 @@ class MethodSpec:
   target; the default for newly registered methods). `signed` says whether attributions
   can be negative (normalise them to [-1, 1]; unsigned ones to [0, 1]). `time_series`: the method
   attributes any pytree of float leaves (time series too), not only images.
+  `signed_options`: keyword options that make an unsigned method give its attributions before
+  they are made non-negative (the gradient before |·|, Grad-CAM before its ReLU), for a consumer
+  that needs the sign (explanation-guided training's RRR squares sums of them).
+  `differentiable`: the attributions are differentiable functions of the params, so a loss on
+  them trains the model (second order); False where they are piecewise constant in the params
+  or ignore the model (segment rankings, controls).
   """
 
   fn: Callable
@@ -161,6 +167,8 @@ class MethodSpec:
   output: str = "inputs"
   time_series: bool = False
   target_axis: str = "loop"
+  signed_options: Mapping[str, Any] | None = None
+  differentiable: bool = True
 
 
 def _ig_options(ctx, f):
@@ -189,7 +197,13 @@ def _steps_option(ctx, f):
 
 METHODS: dict[str, MethodSpec] = {
   # Unsigned with the default absolute=True.
-  "saliency": MethodSpec(saliency, signed=False, time_series=True, target_axis="form"),
+  "saliency": MethodSpec(
+    saliency,
+    signed=False,
+    time_series=True,
+    target_axis="form",
+    signed_options={"absolute": False},
+  ),
   "input_x_gradient": MethodSpec(
     input_x_gradient, signed=True, time_series=True, target_axis="form"
   ),
@@ -222,6 +236,7 @@ METHODS: dict[str, MethodSpec] = {
     options=lambda ctx, f: {"upsample_to": ctx.image_hw},
     output="map",
     target_axis="form",
+    signed_options={"relu": False},
   ),
   "guided_backprop": MethodSpec(
     guided_backprop, signed=True, needs_guided_fn=True, target_axis="form"

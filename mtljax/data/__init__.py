@@ -28,6 +28,10 @@ import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+# The __future__ import binds the name `annotations` here, which would shadow the submodule
+# mtljax.data.annotations in `from mtljax.data import annotations` until something imported it.
+del annotations
+
 
 def _frozen(value: Any) -> Any:
   """A config value as a keyword argument: lists and tuples become tuples, the rest is as is."""
