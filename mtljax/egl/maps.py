@@ -7,8 +7,8 @@
 of the params, so differentiating the loss w.r.t. the params differentiates *through* the map
 (second order): no stop-gradient, no Python loop over examples; the whole batch in one program,
 vmappable over ensemble members. A method added to the registry reaches training unchanged; one
-that declares `differentiable=False` (or needs segments the training step has none of) is a
-config error.
+that declares `differentiable=False` (feature selection in a loop, controls that ignore the model)
+or needs segments (LIME) is a config error. A method's settings come from `config.explain`.
 
   `score(params, x) -> [B, K]`  the explained task's logits with image input x [B, H, W, C]
 
@@ -55,13 +55,18 @@ def parse(name: str) -> tuple[methods.MethodSpec, str]:
     )
   if layer and not spec.needs_layer_fn:
     raise ValueError(f"{spelled} takes no @<layer> (only layer methods such as grad_cam do)")
-  if not spec.differentiable or spec.needs_segments:
-    trainable = sorted(
-      n for n, s in methods.METHODS.items() if s.differentiable and not s.needs_segments
-    )
+  trainable = sorted(
+    n for n, s in methods.METHODS.items() if s.differentiable and not s.needs_segments
+  )
+  if not spec.differentiable:
     raise ValueError(
       f"{spelled}'s attributions are not differentiable w.r.t. the params, so no loss trains "
       f"through them (differentiable: {', '.join(trainable)})"
+    )
+  if spec.needs_segments:
+    raise ValueError(
+      f"{spelled} needs segments, which the training step does not make (methods without: "
+      f"{', '.join(trainable)})"
     )
   return spec, layer
 
