@@ -70,17 +70,14 @@ def _section_problems(config, dataset) -> list[str]:
   """The task weighting, label hierarchy, objective terms, explanation loss and MTC-LIM variant
   (each module's own check)."""
   from mtljax import hierarchy, objective, weighting
-  from mtljax.egl import losses as egl_losses  # also registers the "explanation" term
+  from mtljax.egl import term as egl_term  # also registers the "explanation" term
   from mtljax.models import lim
 
   out = []
   if config.get("tasks", None):
     out += weighting.problems(config) + hierarchy.problems(config, dataset)
     out += objective.problems(config)
-  try:
-    egl_losses.check_config(config)
-  except ConfigError as e:
-    out.append(str(e))
+  out += egl_term.check_config(config)
   variant = config.get("model", {}).get("variant", "")
   if variant:
     try:

@@ -235,7 +235,7 @@ def test_a_training_run_checks_and_builds_once(tiny_treesat_root, tmp_path, monk
   the objective and the hierarchy's output transform run once; the dataset entry is looked up
   once by the check and once by the run's set-up, which passes it down."""
   from mtljax import data, hierarchy, objective, train, weighting
-  from mtljax.egl import losses as egl_losses
+  from mtljax.egl import term as egl_term
   from mtljax.train import build
 
   calls = {}
@@ -256,7 +256,7 @@ def test_a_training_run_checks_and_builds_once(tiny_treesat_root, tmp_path, monk
     (configlib, "check_fields"),
     (weighting, "problems"),
     (hierarchy, "problems"),
-    (egl_losses, "check_config"),
+    (egl_term, "check_config"),
     (objective, "build"),
     (hierarchy, "output_transform"),
   ):
@@ -274,7 +274,7 @@ def test_a_training_run_checks_and_builds_once(tiny_treesat_root, tmp_path, monk
     "configlib.check_fields": 1,
     "weighting.problems": 1,
     "hierarchy.problems": 1,
-    "losses.check_config": 1,
+    "term.check_config": 1,
     "objective.build": 1,
     "hierarchy.output_transform": 1,
   }, calls

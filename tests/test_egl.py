@@ -15,7 +15,9 @@ import pytest
 from mtljax import configlib, objective
 from mtljax.data import annotations as ann
 from mtljax.data.source import DataError
-from mtljax.egl import losses  # noqa: F401 (registers the term)
+from mtljax.egl import losses
+from mtljax.egl import maps as sal
+from mtljax.egl import term as _term  # noqa: F401 (registers the term)
 from mtljax.egl.config import explanation_loss_config
 
 
@@ -242,7 +244,6 @@ def test_centred_gradcam_matches_captum_layer_gradcam_of_the_centred_logits():
   _Tiny whose output is the centred logits z − z̄, one target class at a time."""
   torch = pytest.importorskip("torch")
   captum_attr = pytest.importorskip("captum.attr")
-  from mtljax.egl import saliency as sal
 
   with jax.enable_x64(True):
     batch = _batch(jnp.float64)
@@ -330,13 +331,12 @@ def test_each_rrr_output_is_blind_where_its_docstring_says_and_only_there(monkey
     assert all(pen[o] > 0.5 for o in pen if o != blind), (t, pen)
     assert pen["centred_log_probs"] == pytest.approx(centred, rel=1e-6)
   # many classes: the K input gradients are one vmapped VJP instead of an unrolled loop
-  monkeypatch.setattr(losses.sal, "UNROLL_CLASSES", 0)
+  monkeypatch.setattr(sal, "UNROLL_CLASSES", 0)
   vmapped = losses.rrr(score, 1.0, x, mask, flags, labels=labels, output="centred_log_probs")
   assert float(vmapped) == pytest.approx(centred, rel=1e-6)
 
 
 def test_megl_part_regions_supervise_the_rationale_examples_towards_their_region():
-  from mtljax.egl import saliency as sal
 
   batch = _batch(jnp.float32)
   c = _config("megl", "gradcam@conv", rationale_target="part_regions", megl_consistency=0.0)

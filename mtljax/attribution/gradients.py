@@ -260,7 +260,9 @@ def gradient_shap(
 # Layer and guided methods.
 
 
-def grad_cam(layer_fn: LayerFn, params, inputs, *, upsample_to=None, target_form: str = "auto"):
+def grad_cam(
+  layer_fn: LayerFn, params, inputs, *, upsample_to=None, target_form: str = "auto", relu=True
+):
   """Grad-CAM (Selvaraju et al.) on one layer's activation.
 
   `layer_fn(params, inputs, delta) -> (scores [B], activation [B, h, w, c])` must add `delta`
@@ -268,7 +270,8 @@ def grad_cam(layer_fn: LayerFn, params, inputs, *, upsample_to=None, target_form
   pass, so the gradient w.r.t. `delta` at zero is the gradient w.r.t. the activation.
 
   Returns:
-    `[B, h, w]` = ReLU(sum_c α_c A_c), α_c the spatial mean of `d score / d A_c`; bilinearly resized
+    `[B, h, w]` = ReLU(sum_c α_c A_c), α_c the spatial mean of `d score / d A_c` (without the ReLU
+    when `relu` is False: evidence against the score too, Captum's `relu_attributions=False`); bilinearly resized
     to `upsample_to = (H, W)` when given (half-pixel centres, as torch's `align_corners=False`).
     With `[B, K]` scores: `[B, K, h, w]`, one backward pass per target from the layer on (the
     forward is shared; `target_form`: see `attr_core.resolve_target_form`).
@@ -281,9 +284,11 @@ def grad_cam(layer_fn: LayerFn, params, inputs, *, upsample_to=None, target_form
   )
   alpha = jnp.mean(grads, axis=(-3, -2))  # [B, (K,) c]
   if num is None:
-    cam = jax.nn.relu(jnp.einsum("bhwc,bc->bhw", act, alpha))
+    cam = jnp.einsum("bhwc,bc->bhw", act, alpha)
   else:
-    cam = jax.nn.relu(jnp.einsum("bhwc,bkc->bkhw", act, alpha))
+    cam = jnp.einsum("bhwc,bkc->bkhw", act, alpha)
+  if relu:
+    cam = jax.nn.relu(cam)
   if upsample_to is not None:
     cam = jax.image.resize(cam, (*cam.shape[:-2], *upsample_to), method="bilinear")
   return cam

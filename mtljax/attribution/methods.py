@@ -147,6 +147,9 @@ class MethodSpec:
   target; the default for newly registered methods). `signed` says whether attributions
   can be negative (normalise them to [-1, 1]; unsigned ones to [0, 1]). `time_series`: the method
   attributes any pytree of float leaves (time series too), not only images.
+  `signed_options`: keywords giving an unsigned method's attributions before |·| or ReLU (RRR
+  squares sums of signed ones). `differentiable`: a loss on the attributions trains the params
+  (second order); False for feature selection in a loop and for controls that ignore the model.
   """
 
   fn: Callable
@@ -161,6 +164,8 @@ class MethodSpec:
   output: str = "inputs"
   time_series: bool = False
   target_axis: str = "loop"
+  signed_options: Mapping[str, Any] | None = None
+  differentiable: bool = True
 
 
 def _ig_options(ctx, f):
@@ -187,9 +192,18 @@ def _steps_option(ctx, f):
   return {"steps": int(ctx.explain.ig_steps)}
 
 
+_SELECTING = {"needs_modality": True, "options": _steps_option, "differentiable": False}
+_CONTROL = {"signed": False, "needs_modality": True, "output": "image", "differentiable": False}
+
 METHODS: dict[str, MethodSpec] = {
   # Unsigned with the default absolute=True.
-  "saliency": MethodSpec(saliency, signed=False, time_series=True, target_axis="form"),
+  "saliency": MethodSpec(
+    saliency,
+    signed=False,
+    time_series=True,
+    target_axis="form",
+    signed_options={"absolute": False},
+  ),
   "input_x_gradient": MethodSpec(
     input_x_gradient, signed=True, time_series=True, target_axis="form"
   ),
@@ -222,6 +236,7 @@ METHODS: dict[str, MethodSpec] = {
     options=lambda ctx, f: {"upsample_to": ctx.image_hw},
     output="map",
     target_axis="form",
+    signed_options={"relu": False},
   ),
   "guided_backprop": MethodSpec(
     guided_backprop, signed=True, needs_guided_fn=True, target_axis="form"
@@ -259,17 +274,14 @@ METHODS: dict[str, MethodSpec] = {
     },
     output="image",
   ),
-  # Guided IG and XRAI (PAIR saliency's GuidedIG / XRAI; mtljax.attribution.guided_ig, .xrai).
-  "guided_ig": MethodSpec(
-    guided_ig, signed=True, needs_modality=True, options=_steps_option, output="image"
-  ),
-  "xrai": MethodSpec(xrai, signed=True, needs_modality=True, options=_steps_option, output="map"),
+  # Guided IG and XRAI (PAIR saliency's GuidedIG / XRAI; mtljax.attribution.guided_ig, .xrai):
+  # they select features in a while loop (no gradient w.r.t. the params).
+  "guided_ig": MethodSpec(guided_ig, signed=True, output="image", **_SELECTING),
+  "xrai": MethodSpec(xrai, signed=True, output="map", **_SELECTING),
   # Controls that ignore the model (mtljax.attribution.controls): what a sanity check and a
   # faithfulness metric must tell apart from the methods above.
-  "edges": MethodSpec(controls.edges, signed=False, needs_modality=True, output="image"),
-  "random_map": MethodSpec(
-    controls.random_map, signed=False, needs_rng=True, needs_modality=True, output="image"
-  ),
+  "edges": MethodSpec(controls.edges, **_CONTROL),
+  "random_map": MethodSpec(controls.random_map, needs_rng=True, **_CONTROL),
 }
 
 

@@ -1,8 +1,8 @@
-"""Learning from explanations: explanation-guided training.
+"""Explanation-guided training.
 
-``saliency``: saliency maps as differentiable functions of the params; ``losses``: RRR, GRADIA,
-RES and MEGL as the objective term "explanation" (``config.explanation_loss``);
-``annotations``: the masks / rationales / class patterns a reader puts in ``example["meta"]``;
-``compare``: the baseline-vs-losses-vs-fractions table; ``textual``: sentences grounded by
-saliency. Docs: docs/explanation-guided.md.
+``maps``: the maps a loss trains through, from the attribution registry (differentiable w.r.t.
+the params); ``losses``: the explanation-loss kinds (RRR, GRADIA, RES, MEGL) as a registry;
+``term``: the objective term "explanation" (``config.explanation_loss``) and its config check;
+``config``: that config section; ``textual``: sentences grounded by saliency. The comparison
+sweep is ``mtljax.sweeps.egl``. Docs: docs/explanation-guided.md.
 """

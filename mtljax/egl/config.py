@@ -22,7 +22,9 @@ def explanation_loss_config(
       # "none", "rrr", "gradia", "res" or "megl"; its weight λ.
       "kind": kind,
       "lam": lam,
-      # The supervised map: "input_gradient", "input_x_gradient" or "gradcam@<module path>".
+      # The supervised map: a method of mtljax.attribution.methods.METHODS, "<method>" or
+      # "<method>@<module path>" for a layer method ("saliency" alias "input_gradient",
+      # "input_x_gradient", "grad_cam@..." alias "gradcam@...", "integrated_gradients", ...).
       "saliency": saliency,
       # The model's mode inside the map: "train" (batch statistics and dropout, the forward pass
       # of the task loss) or "eval" (BatchNorm running statistics, no dropout: each example's map
@@ -39,7 +41,7 @@ def explanation_loss_config(
       # RRR's input gradient: of Σ_k log p_k ("sum_log_probs", Ross et al. 2017), of log p_y, the
       # example's own class ("true_log_prob"), or of each log p_k − mean_j log p_j
       # ("centred_log_probs"): the sum vanishes at uniform p, log p_y as p_y → 1, the centred
-      # ones with neither (mtljax/egl/saliency.py `log_prob_gradient`).
+      # ones with neither (mtljax/egl/losses.py `rrr_scores`).
       "rrr_output": "sum_log_probs",
       # RRR as a share: each example's penalty divided by the same sum over the whole image
       # (the share of its squared map outside M, in [0, 1]). Scale-free: the plain form can be

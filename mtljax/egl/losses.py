@@ -1,34 +1,31 @@
-"""Explanation-guided training: RRR, GRADIA, RES and MEGL as one objective term, "explanation".
+"""Explanation-loss kinds: RRR, GRADIA, RES and MEGL, a registry of `LossKind` entries.
 
-The term is registered in `mtljax.objective.TERMS` (imported by the train step) and configured by
-`config.explanation_loss` (`mtljax/egl/config.py `explanation_loss_config``); a config names it in
-`config.objective.terms`. With `kind="none"` it adds nothing. Every loss is a function of the
-params *through* a saliency map (`mtljax.egl.saliency`), so the step's `jax.value_and_grad`
-differentiates it to second order; it is jitted, vmapped over ensemble members and sharded over
-the mesh with the rest of the step. Each example's annotations and their "present" flags come in
-`batch["meta"]` (`mtljax.data.annotations`); an example without a mask (or rationale) adds nothing
-to the supervised part, and padding rows / an ensemble member's left-out rows (`valid` 0) add
-nothing at all. Losses (per example b, M its mask, S its class map, Ŝ = S / max S):
+Each entry carries its function and what it needs; the objective term "explanation"
+(`mtljax/egl/term.py`) dispatches on what the entry declares. Every loss is a function of the
+params *through* a map of the attribution registry (`mtljax/egl/maps.py`), so the step's
+`jax.value_and_grad` differentiates it to second order. An example without a mask (or rationale)
+adds nothing to the supervised part, and padding rows / an ensemble member's left-out rows
+(`valid` 0) add nothing at all. Losses (per example b, M its mask, S its class map, Ŝ = S / max S):
 
-  rrr     Ross et al. 2017: Σ_{h,w,c} ((1 − M) ⊙ ∂ₓ Σ_k log p_k)²  (input_gradient), or the class
-          map squared outside M (other saliencies); mean over annotated examples. `rrr_output`
+  rrr     Ross et al. 2017: Σ_{h,w,c} ((1 − M) ⊙ ∂ₓ Σ_k log p_k)²  (the gradient), or the class
+          map squared outside M (other methods); mean over annotated examples. `rrr_output`
           picks what is differentiated: "sum_log_probs" (Σ_k log p_k, the published form),
           "true_log_prob" (log p_y) or "centred_log_probs" (each log p_k − mean_j log p_j,
-          squared gradients summed over k); why: `saliency.log_prob_gradient`. With Grad-CAM,
-          "centred_log_probs" takes the K signed maps of z_k − z̄ (`saliency.centred_gradcam`:
-          evidence for and against every class), the others the true class's ReLU map. `rrr_share`:
-          divided by the same sum without (1 − M), the share of the squared map outside M
-          (scale-free: the plain sum also falls when every logit shrinks). `rrr_pool` p > 1:
-          (1 − M) ⊙ ∂ₓ is summed over p × p blocks before it is squared (the gradient of a
-          uniform change of each block outside M: a patch read as its mean colour has per-pixel
-          gradients 1/n of its own, squares 1/n², so per pixel its n pixels weigh 1/n of it)
+          squared gradients summed over k); why: `rrr_scores`. With a map method (Grad-CAM),
+          "centred_log_probs" takes the K signed maps of the centred scores (evidence for and
+          against every class), the others the true class's map. `rrr_share`: divided by the
+          same sum without (1 − M), the share of the squared map outside M (scale-free: the plain
+          sum also falls when every logit shrinks). `rrr_pool` p > 1: (1 − M) ⊙ ∂ₓ is summed over
+          p × p blocks before it is squared (the gradient of a uniform change of each block
+          outside M: a patch read as its mean colour has per-pixel gradients 1/n of its own,
+          squares 1/n², so per pixel its n pixels weigh 1/n of it)
   gradia  mean_{h,w} |Ŝ − M|  (L1 between the normalised map of the true class and the mask)
   res     robust GRADIA (Gao et al. 2022, our reading): T = tanh(β·Ŝ) soft-thresholded; outside
           the mask dilated by `res_slack` pixels T should be 0, inside M it should reach
           `res_threshold` (hinge); the boundary band is free (inaccurate boundaries)
   megl    (a) supervision: the GRADIA L1 towards M where a mask is given, else, where a textual
           rationale names attributes of `attribute_task`, towards the union (max) of those
-          attributes' own normalised saliency maps from their heads (stop-gradient target;
+          attributes' own normalised maps from their heads (stop-gradient target;
           `rationale_target="attribute_maps"`), or towards their annotated part regions
           (`"part_regions"`: the reader's `expl_rationale_region`, discs around the named parts'
           keypoints);
@@ -36,101 +33,80 @@ nothing at all. Losses (per example b, M its mask, S its class map, Ŝ = S / max
           class's dataset-level pattern Q (`expl_prior`: the mean annotated mask of the class),
           weighted by `megl_consistency`
 
-`mask_dilation` > 0 grows every mask by that many pixels before rrr, gradia and megl use it (a
-tolerance at the annotation's boundary; RES has its own `res_slack`). All are multiplied by `lam`.
-Logged as `loss_explanation` (+ `loss_explanation_consistency`).
+To add a kind: write `fn(batch: Explained) -> (value, logs)` and
+`register("name", LossKind(fn, ...))`; `config.explanation_loss.kind="name"` selects it.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from typing import Any, Callable, Mapping
+
 import jax
 import jax.numpy as jnp
 
-import mtljax.data.annotations as ann  # by path: mtljax.data.annotations is __future__'s
-from mtljax import objective, tasks
-from mtljax.egl import saliency as sal
-from mtljax.errors import ConfigError
+from mtljax.data import annotations as ann
+from mtljax.egl import maps as mp
+from mtljax.errors import DataError
 
-LOSS_KINDS = ("none", "rrr", "gradia", "res", "megl")
 RATIONALE_TARGETS = ("attribute_maps", "part_regions")
 RRR_OUTPUTS = ("sum_log_probs", "true_log_prob", "centred_log_probs")
 #: Added to the denominator of RRR's share form (a map that is 0 everywhere has share 0).
 SHARE_EPS = 1e-12
 
 
-def _error(msg: str):
-  return ConfigError(msg)
+@dataclasses.dataclass(frozen=True)
+class Explained:
+  """What a kind's function reads: one batch, its annotations and the configured maps.
+
+  Attributes:
+    settings: `config.explanation_loss`.
+    params: the model's params (the loss is differentiated w.r.t. them).
+    x: the image input `[B, H, W, C]`; labels: each example's class `[B]`.
+    mask: `[B, H, W]` (grown by `mask_dilation` when the kind's `dilates_mask`); flags: `[B]`
+      mask present × valid; valid: `[B]` (0 = padding / left out of this member).
+    meta: the batch's annotations (`mtljax.data.annotations`).
+    prior: `[B, H, W]` the class pattern of a kind that `needs_prior`, else None.
+    score: `(params, x) -> [B, K]` the explained task's logits.
+    score_of: `task -> score` of another task's logits (MEGL's attribute task).
+    maps: the configured attribution method (`maps.Maps`).
+  """
+
+  settings: Any
+  params: Any
+  x: jax.Array
+  labels: jax.Array
+  mask: jax.Array
+  flags: jax.Array
+  valid: jax.Array
+  meta: Mapping[str, jax.Array]
+  prior: jax.Array | None
+  score: Callable
+  score_of: Callable[[str], Callable]
+  maps: mp.Maps
 
 
-def check_config(config) -> None:
-  """Raise ConfigError naming the `config.explanation_loss` key that cannot work."""
-  e = config.get("explanation_loss", None)
-  if not e or e.kind == "none":
-    return
-  key = "config.explanation_loss"
-  if e.kind not in LOSS_KINDS:
-    raise _error(f"{key}.kind={e.kind!r} is not one of {LOSS_KINDS}")
-  try:
-    sal.parse(e.saliency)
-  except ValueError as err:
-    raise _error(f"{key}.saliency: {err}") from None
-  if e.modality not in config.inputs:
-    raise _error(
-      f"{key}.modality={e.modality!r}: the model has no such input (inputs: "
-      f"{sorted(config.inputs)}); an explanation loss needs an image input"
-    )
-  task = config.tasks.get(e.task)
-  kind = tasks.KINDS.get(task.kind) if task is not None else None
-  if kind is None or kind.target != tasks.CLASS or kind.dense:  # one class per example
-    raise _error(f"{key}.task={e.task!r} must name a classification task of config.tasks")
-  attr = e.get("attribute_task", "")
-  if attr and attr not in config.tasks:
-    raise _error(f"{key}.attribute_task={attr!r} is not one of the tasks {sorted(config.tasks)}")
-  if e.get("saliency_mode", "train") not in ("eval", "train"):
-    raise _error(f"{key}.saliency_mode={e.saliency_mode!r} is not 'eval' or 'train'")
-  if e.get("rationale_target", "attribute_maps") not in RATIONALE_TARGETS:
-    raise _error(f"{key}.rationale_target={e.rationale_target!r} is not one of {RATIONALE_TARGETS}")
-  if e.get("rrr_output", "sum_log_probs") not in RRR_OUTPUTS:
-    raise _error(f"{key}.rrr_output={e.rrr_output!r} is not one of {RRR_OUTPUTS}")
-  pool = e.get("rrr_pool", 1)
-  if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
-    raise _error(f"{key}.rrr_pool={pool!r} must be a whole number of pixels ≥ 1 (1 = per pixel)")
-  if not 0.0 <= float(e.mask_fraction) <= 1.0:
-    raise _error(f"{key}.mask_fraction={e.mask_fraction!r} must be in [0, 1]")
-  if "explanation" not in tuple(config.get("objective", {}).get("terms", ())):
-    raise _error(f"{key}.kind={e.kind!r} needs 'explanation' in config.objective.terms")
+@dataclasses.dataclass(frozen=True)
+class LossKind:
+  """An explanation loss: `fn(Explained) -> (value, logs)`, both before the weight λ (logs are
+  logged as `loss_<name>`, λ-weighted). `dilates_mask`: `mask_dilation` grows the mask first;
+  `needs_prior`: reads `meta/expl_prior` (the class patterns); `check(settings, config) ->
+  [problem]`: its own settings' problems, each naming its `config.explanation_loss` key."""
 
-
-def objective_errors():
-  from mtljax.data.source import DataError
-
-  return (ConfigError, DataError)
-
-
-def _score(ctx, task, modality, train: bool = True):
-  """The task's logits as a function of (params, image). `train=True` (`saliency_mode="train"`,
-  the default): the task loss's forward pass (BatchNorm batch statistics, dropout), so the batch
-  statistics couple the examples (∂/∂x_b of Σ_b' log p(x_b') picks up the other examples' terms);
-  `train=False`: running statistics, no dropout, each example's map a function of that example
-  alone (the map the evaluation scores)."""
-
-  def score(params, x):
-    outputs, _ = ctx.apply(params, {**ctx.batch["inputs"], modality: x}, train=train)
-    return outputs[task]
-
-  return score
+  fn: Callable[[Explained], tuple[jax.Array, Mapping[str, jax.Array]]]
+  dilates_mask: bool = True
+  needs_prior: bool = False
+  check: Callable[[Any, Any], list[str]] | None = None
 
 
 def _mean_over(values, weights):
   return jnp.sum(values * weights) / jnp.maximum(jnp.sum(weights), 1.0)
 
 
-def _check_mask(mask, x, key):
-  from mtljax.data.source import DataError
-
-  if mask.shape[1:] != x.shape[1:3]:
+def check_size(a, x, key):
+  if a.shape[1:] != x.shape[1:3]:
     raise DataError(
-      f"config.explanation_loss: the batch's meta/{key} is {mask.shape[1:]}, not the image's "
+      f"config.explanation_loss: the batch's meta/{key} is {a.shape[1:]}, not the image's "
       f"{x.shape[1:3]}: a mask must have its image's size"
     )
 
@@ -147,21 +123,51 @@ def _sum_pool(v, pool: int):
   )
 
 
+def rrr_scores(score: Callable, output: str, index=None) -> Callable:
+  """RRR's scores `(params, x) -> [B]` (`[B, K]` for "centred_log_probs") of `score`'s logits:
+
+    sum_log_probs      Σ_k log p_k  (Ross et al. 2017)
+    true_log_prob      log p_{index_b}  (each example's own class)
+    centred_log_probs  log p_k − mean_j log p_j (= z_k − z̄), one per class k
+
+  The published sum's gradient is Σ_k ∇z_k − K Σ_j p_j ∇z_j: it vanishes at uniform p whatever
+  the logits depend on, so a model can silence it by staying unconfident while the argmax still
+  follows a shortcut. The own class's ∇ log p_y = (1 − p_y) ∇z_y − Σ_{j≠y} p_j ∇z_j vanishes as
+  p_y → 1 instead, which the task loss drives towards. The centred log-probabilities (the
+  softmax's normaliser cancels) vanish with neither: their gradients are 0 only where the input
+  does not change how the classes compare."""
+  if output not in RRR_OUTPUTS:
+    raise ValueError(f"unknown RRR output {output!r}")
+
+  def scores(params, x):
+    if output == "centred_log_probs":
+      return mp.centred_log_probs(score(params, x))
+    logp = jax.nn.log_softmax(score(params, x), axis=-1)
+    return jnp.sum(logp, axis=-1) if output == "sum_log_probs" else mp.picked(logp, index)
+
+  return scores
+
+
 def rrr(
   score, params, x, mask, flags, saliency="input_gradient", labels=None, output="sum_log_probs",
-  share=False, pool=1,
+  share=False, pool=1, maps: mp.Maps | None = None,
 ):  # fmt: skip
   """The RRR penalty, averaged over the flagged examples (module docstring); `share`: each
   example's penalty divided by the same sum without the mask (its share outside, in [0, 1]);
   `pool` > 1: the signed map (1 − M) ⊙ ∂ₓ is summed over pool × pool blocks before it is
-  squared — the gradient with respect to each block's uniform change outside M."""
-  kind, layer = sal.parse(saliency)
-  if kind == "input_gradient":
-    g = sal.log_prob_gradient(score, params, x, labels, output).reshape((-1, *x.shape))
-  elif kind == "gradcam" and output == "centred_log_probs":  # [K, B, H, W, 1], signed
-    g = sal.centred_gradcam(score, params, x, layer)[..., None]
+  squared — the gradient with respect to each block's uniform change outside M. `maps`: the
+  attribution method (default: `saliency` on the defaults of `config.explain`).
+
+  The maps: a method with a signed form (`MethodSpec.signed_options`) whose attributions are
+  shaped like the inputs gives its signed attributions of `rrr_scores` (the gradient: Ross et
+  al.'s form, channels kept); a map method's signed form is taken for the centred scores only (K
+  maps: evidence for and against each class); otherwise the true class's map."""
+  maps = maps or mp.default_maps(saliency)
+  spec = maps.spec
+  if spec.signed_options and (output == "centred_log_probs" or spec.output == "inputs"):
+    g = maps.signed_maps(rrr_scores(score, output, labels), params, x)  # [N, B, H, W, C]
   else:  # [1, B, H, W, 1]
-    g = sal.class_map(score, params, x, labels, saliency)[None, ..., None]
+    g = maps.class_map(score, params, x, labels)[None, ..., None]
   outside = _sum_pool((1.0 - mask)[None, ..., None] * g, pool)
   per = jnp.sum(outside**2, axis=(0, 2, 3, 4))  # [B], summed over K, blocks and C
   if share:
@@ -170,11 +176,11 @@ def rrr(
 
 
 def gradia(smap, mask, flags):
-  per = jnp.mean(jnp.abs(sal.normalise(smap) - mask), axis=(1, 2))
+  per = jnp.mean(jnp.abs(mp.normalise(smap) - mask), axis=(1, 2))
   return _mean_over(per, flags)
 
 
-def _dilate(mask, pixels: int):
+def dilate(mask, pixels: int):
   if pixels <= 0:
     return mask
   k = 2 * pixels + 1
@@ -182,8 +188,8 @@ def _dilate(mask, pixels: int):
 
 
 def res(smap, mask, flags, *, threshold=0.5, slack=1, beta=4.0):
-  t = jnp.tanh(beta * sal.normalise(smap))
-  outside = 1.0 - _dilate(mask, slack)
+  t = jnp.tanh(beta * mp.normalise(smap))
+  outside = 1.0 - dilate(mask, slack)
   off = jnp.sum(outside * t, axis=(1, 2)) / jnp.maximum(jnp.sum(outside, axis=(1, 2)), 1.0)
   under = jax.nn.relu(threshold - t) / threshold
   on = jnp.sum(mask * under, axis=(1, 2)) / jnp.maximum(jnp.sum(mask, axis=(1, 2)), 1.0)
@@ -199,26 +205,62 @@ def megl(smap, mask, mask_flags, prior, valid, target_alt=None, alt_flags=None, 
     target = jnp.where(use_alt[:, None, None] > 0, target_alt, mask)
     flags = mask_flags + use_alt
   sup = gradia(smap, target, flags)
-  p, q = sal.distribution(smap), sal.distribution(prior, eps=1e-3)
+  p, q = mp.distribution(smap), mp.distribution(prior, eps=1e-3)
   kl = jnp.sum(p * (jnp.log(p) - jnp.log(q)), axis=(1, 2))
   return sup, gamma * _mean_over(kl, valid)
 
 
 def attribute_union(score_attr, params, x, rationale, saliency):
   """max over the attributes named by `rationale [B, A]` (0/1) of their own normalised maps
-  (each from its head's logit), a stop-gradient target `[B, H, W]`."""
+  (each from its head's logit), a stop-gradient target `[B, H, W]`; `saliency`: the method's
+  name or a `maps.Maps`."""
+  maps = saliency if isinstance(saliency, mp.Maps) else mp.default_maps(saliency)
   a = rationale.shape[1]
-  maps = jax.vmap(
-    lambda k: sal.normalise(
-      sal.class_map(score_attr, params, x, jnp.full((x.shape[0],), k), saliency)
-    )
+  union = jax.vmap(
+    lambda k: mp.normalise(maps.class_map(score_attr, params, x, jnp.full((x.shape[0],), k)))
   )(jnp.arange(a))  # [A, B, H, W]
-  maps = jnp.moveaxis(maps, 0, 1) * rationale[:, :, None, None]
-  return jax.lax.stop_gradient(jnp.max(maps, axis=1))
+  union = jnp.moveaxis(union, 0, 1) * rationale[:, :, None, None]
+  return jax.lax.stop_gradient(jnp.max(union, axis=1))
 
 
-def _rationale_target(ctx, meta, x, valid, parts, attr_task, modality, saliency, train):
+# ------------------------------------------------------------------------------ the kinds
+
+
+def _rrr(b: Explained):
+  e = b.settings
+  value = rrr(
+    b.score, b.params, b.x, b.mask, b.flags, labels=b.labels,
+    output=e.get("rrr_output", "sum_log_probs"), share=bool(e.get("rrr_share", False)),
+    pool=int(e.get("rrr_pool", 1)), maps=b.maps,
+  )  # fmt: skip
+  return value, {}
+
+
+def _check_rrr(e, config) -> list[str]:
+  key, out = "config.explanation_loss", []
+  if e.get("rrr_output", "sum_log_probs") not in RRR_OUTPUTS:
+    out.append(f"{key}.rrr_output={e.rrr_output!r} is not one of {RRR_OUTPUTS}")
+  pool = e.get("rrr_pool", 1)
+  if isinstance(pool, bool) or not isinstance(pool, int) or pool < 1:
+    out.append(f"{key}.rrr_pool={pool!r} must be a whole number of pixels ≥ 1 (1 = per pixel)")
+  return out
+
+
+def _gradia(b: Explained):
+  return gradia(b.maps.class_map(b.score, b.params, b.x, b.labels), b.mask, b.flags), {}
+
+
+def _res(b: Explained):
+  e = b.settings
+  smap = b.maps.class_map(b.score, b.params, b.x, b.labels)
+  value = res(smap, b.mask, b.flags, threshold=float(e.res_threshold), slack=int(e.res_slack),
+              beta=float(e.res_beta))  # fmt: skip
+  return value, {}
+
+
+def _rationale_target(b: Explained, parts: bool, attr_task: str):
   """`(flags [B], target [B, H, W])` of MEGL's textual supervision (module docstring)."""
+  meta, x = b.meta, b.x
   if parts:
     if ann.RATIONALE_REGION not in meta:
       raise ValueError(
@@ -226,79 +268,46 @@ def _rationale_target(ctx, meta, x, valid, parts, attr_task, modality, saliency,
         f"meta/{ann.RATIONALE_REGION} (rationales with part keypoints)"
       )
     target = meta[ann.RATIONALE_REGION].astype(x.dtype)
-    _check_mask(target, x, ann.RATIONALE_REGION)
+    check_size(target, x, ann.RATIONALE_REGION)
   else:
-    score = _score(ctx, attr_task, modality, train)
-    target = attribute_union(score, ctx.params, x, meta[ann.RATIONALE], saliency)
-  return meta[ann.RATIONALE_PRESENT].astype(x.dtype) * valid, target
+    target = attribute_union(b.score_of(attr_task), b.params, x, meta[ann.RATIONALE], b.maps)
+  return meta[ann.RATIONALE_PRESENT].astype(x.dtype) * b.valid, target
 
 
-@objective.register_term("explanation")
-def explanation_term(config):
-  """The configured explanation loss as an objective term (module docstring). A run checked the
-  config before anything was written (`configlib.problems`); a direct caller gets the same
-  ConfigError here."""
-  check_config(config)
-  e = config.get("explanation_loss", None)
-  if not e or e.kind == "none":
-    return lambda ctx: (0.0, {})
-  kind, lam, saliency = e.kind, float(e.lam), e.saliency
-  task, modality = e.task, e.modality
+def _megl(b: Explained):
+  e = b.settings
   attr_task = e.get("attribute_task", "")
   parts = e.get("rationale_target", "attribute_maps") == "part_regions"
-  train = e.get("saliency_mode", "train") == "train"
-  dilation = int(e.get("mask_dilation", 0))
-  rrr_output = e.get("rrr_output", "sum_log_probs")
-  rrr_share = bool(e.get("rrr_share", False))
-  rrr_pool = int(e.get("rrr_pool", 1))
+  smap = b.maps.class_map(b.score, b.params, b.x, b.labels)
+  alt = alt_flags = None
+  if parts or (attr_task and ann.RATIONALE in b.meta):
+    alt_flags, alt = _rationale_target(b, parts, attr_task)
+  gamma = float(e.megl_consistency)
+  sup, cons = megl(smap, b.mask, b.flags, b.prior, b.valid, alt, alt_flags, gamma)
+  return sup + cons, {"explanation_consistency": cons}
 
-  def term(ctx):
-    x = ctx.batch["inputs"][modality]
-    meta, valid = ctx.batch["meta"], ctx.batch["valid"]
-    if ann.MASK not in meta:
-      raise ValueError(
-        f"config.explanation_loss.kind={kind!r}: the dataset {config.data.name!r} gives no "
-        f"explanation annotations (meta/{ann.MASK}); see mtljax/data/annotations.py"
-      )
-    mask = meta[ann.MASK].astype(x.dtype)
-    _check_mask(mask, x, ann.MASK)
-    if kind != "res" and dilation:  # RES has its own boundary slack
-      mask = _dilate(mask, dilation)
-    flags = meta[ann.MASK_PRESENT].astype(x.dtype) * valid
-    labels = ctx.batch["targets"][task]
-    score = _score(ctx, task, modality, train)
-    logs = {}
-    try:
-      if kind == "rrr":
-        value = rrr(
-          score, ctx.params, x, mask, flags, saliency, labels, rrr_output, rrr_share, rrr_pool
-        )
-      else:
-        smap = sal.class_map(score, ctx.params, x, labels, saliency)
-        if kind == "gradia":
-          value = gradia(smap, mask, flags)
-        elif kind == "res":
-          value = res(smap, mask, flags, threshold=float(e.res_threshold),
-                      slack=int(e.res_slack), beta=float(e.res_beta))  # fmt: skip
-        else:
-          alt = alt_flags = None
-          if parts or (attr_task and ann.RATIONALE in meta):
-            alt_flags, alt = _rationale_target(
-              ctx, meta, x, valid, parts, attr_task, modality, saliency, train
-            )
-          prior = meta[ann.PRIOR].astype(x.dtype)
-          _check_mask(prior, x, ann.PRIOR)
-          sup, cons = megl(
-            smap, mask, flags, prior, valid, alt, alt_flags, float(e.megl_consistency)
-          )
-          value = sup + cons
-          logs["explanation_consistency"] = lam * cons
-    except ValueError as err:  # an unknown layer, a layer without a map: the user's config
-      if "explanation_loss" in str(err) or isinstance(err, objective_errors()):
-        raise
-      raise _error(f"config.explanation_loss.saliency={saliency!r}: {err}") from None
-    value = lam * value
-    logs["explanation"] = value
-    return value, logs
 
-  return term
+def _check_megl(e, config) -> list[str]:
+  key, out = "config.explanation_loss", []
+  attr = e.get("attribute_task", "")
+  if attr and attr not in config.tasks:
+    out.append(f"{key}.attribute_task={attr!r} is not one of the tasks {sorted(config.tasks)}")
+  if e.get("rationale_target", "attribute_maps") not in RATIONALE_TARGETS:
+    out.append(f"{key}.rationale_target={e.rationale_target!r} is not one of {RATIONALE_TARGETS}")
+  return out
+
+
+KINDS: dict[str, LossKind] = {
+  "rrr": LossKind(_rrr, check=_check_rrr),
+  "gradia": LossKind(_gradia),
+  "res": LossKind(_res, dilates_mask=False),  # its own boundary slack
+  "megl": LossKind(_megl, needs_prior=True, check=_check_megl),
+}
+
+
+def register(name: str, kind: LossKind) -> LossKind:
+  """Adds explanation-loss kind `name` (ValueError if the name is taken); returns `kind`."""
+  if name in KINDS or name == "none":
+    raise ValueError(f"explanation-loss kind {name!r} is already registered")
+  KINDS[name] = kind
+  return kind

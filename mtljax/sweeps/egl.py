@@ -42,7 +42,7 @@ EXTRA = ("swapped_accuracy",)
 
 
 def _member_fn(model, task, modality, saliency="input_gradient"):
-  from mtljax.egl import saliency as sal
+  from mtljax.egl import maps as sal
 
   def one(variables, inputs, labels):
     def score(params, x):
@@ -62,7 +62,8 @@ def score_workdir(
   per member and example `[E, N]` `correct_examples`, `swapped_correct_examples` and
   `decoy_share_examples` (with `index [N]`, each example's place in the source) of a trained
   workdir's `config.explain.checkpoint` on `split` (module docstring), the maps
-  being `saliency` (mtljax/egl/saliency.py; the input gradient by default). With a
+  being `saliency` (mtljax/egl/maps.py: a method of the attribution registry; the input gradient by
+  default). With a
   shortcut in the validation split, use "latest": the "best" checkpoint by validation accuracy
   is the one that leans on the shortcut most."""
   from mtljax.explain import setup

@@ -21,7 +21,7 @@ import optax
 from mtljax import hierarchy, tasks
 from mtljax import objective as objective_lib
 from mtljax.data import pipeline
-from mtljax.egl import losses as _egl_losses  # noqa: F401 (registers the "explanation" term)
+from mtljax.egl import term as _egl_term  # noqa: F401 (registers the "explanation" term)
 from mtljax.train import grads as grads_lib
 from mtljax.train.state import ensemble_size, member_map
 

@@ -28,7 +28,7 @@ import numpy as np
 import optax
 
 from mtljax.egl import losses
-from mtljax.egl import saliency as sal
+from mtljax.egl import maps as sal
 from profiling.benchmarks import common
 
 

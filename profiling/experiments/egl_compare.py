@@ -178,7 +178,7 @@ def main(argv=None):
     settings += [setting(f"{kind}_{f:g}", kind, f, kind) for f in a.fractions]
     if kind == "rrr" and a.family == "attributes":
       # RRR on log p_y (+y) or on the centred log p (+c): the published Σ_k log p_k vanishes at
-      # uniform p (mtljax/egl/saliency.py log_prob_gradient)
+      # uniform p (mtljax/egl/losses.py rrr_scores)
       for f in a.fractions:
         for tag, output in (("y", "true_log_prob"), ("c", "centred_log_probs")):
           first = {"explanation_loss.saliency": "input_gradient"}

@@ -29,7 +29,8 @@ import numpy as np
 
 from configs import attributes
 from mtljax.data.source import capability
-from mtljax.egl import losses, saliency
+from mtljax.egl import losses
+from mtljax.egl import maps as saliency
 
 GRADCAM = "gradcam@encoders_image/conv2"
 
