@@ -130,15 +130,15 @@ def test_the_toy_metric_is_gone_afterwards():
   assert "mean_abs" not in registry.TRUST_METRICS
 
 
+@pytest.mark.slow
 def test_the_time_series_run_refuses_trust_metrics(tmp_path):
   """Trust metrics perturb image pixels: asked of the time-series run, one error line, exit 2,
   before any attribution."""
+  cy = "configs/cropyield.py:tiny"
+  res = _main(tmp_path / "cy", "--config.train.num_epochs=1", config=cy, timeout=600)
+  assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
   res = _main(
-    tmp_path / "cy",
-    "--mode=explain",
-    "--config.explain.metrics=('deletion',)",
-    config="configs/cropyield.py:tiny",
-    timeout=300,
+    tmp_path / "cy", "--mode=explain", "--config.explain.metrics=('deletion',)", config=cy
   )
   assert res.returncode == 2, res.stdout[-3000:] + res.stderr[-3000:]
   lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
