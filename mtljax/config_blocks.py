@@ -310,7 +310,7 @@ def explain_config(
       # supporting attributes of `task` (multilabel) with their locations (mtljax/egl/textual.py);
       # "" = none.
       "textual": "",
-      # Trust metrics (mtljax.explain.trust.TRUST_METRICS, or "all"; docs/trust.md) and their
+      # Trust metrics (mtljax.attribution.trust.registry, or "all"; docs/trust.md) and their
       # settings; () = only the localisation table above.
       "metrics": (),
       "trust": trust_config(),

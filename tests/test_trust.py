@@ -19,7 +19,7 @@ from mtljax.attribution.trust import (
   registry,
   sanity,
 )
-from mtljax.explain import image_report, page, render, trust_hook
+from mtljax.explain import image_report, page, render, trust
 from mtljax.explain.setup import ExplainError
 
 
@@ -147,10 +147,10 @@ def test_bad_requests_fail_with_one_clear_error():
     faithfulness.deletion_insertion(lambda p, i: i.sum((1, 2, 3)), None, x, jnp.zeros((2, 8, 7)))
   config = ml_collections.ConfigDict({"explain": {"metrics": ("deletion", "bogus")}})
   with pytest.raises(ExplainError, match="unknown metric.*'bogus'.*known: all, deletion"):
-    trust_hook.request(config, np.ones(3, bool))
+    trust.request(config, np.ones(3, bool))
   config.explain.metrics = ("pointing_game",)
   with pytest.raises(ExplainError, match="need ground-truth masks"):
-    trust_hook.request(config, np.zeros(3, bool))
+    trust.request(config, np.zeros(3, bool))
   wanted, skipped = registry.resolve(("all",), has_masks=False)
   assert set(skipped) == {"pointing_game", "relevance_mass", "relevance_rank"}
   assert set(wanted) | set(skipped) == set(registry.TRUST_METRICS)
@@ -174,7 +174,7 @@ def test_arrows_at_the_strongest_region_and_the_page(tmp_path):
   render.save_labelled_arrows(
     str(out / "arrows_saliency_000.png"), images[0], [("wing", (2.5, 2.5)), ("beak", (3.0, 2.5))]
   )
-  trust = {
+  result = {
     "member": {"deletion": np.zeros((2, 2))},
     "ensemble": {"deletion": np.zeros(2)},
     "uncertainty": {
@@ -187,7 +187,7 @@ def test_arrows_at_the_strongest_region_and_the_page(tmp_path):
     "skipped": {"pointing_game": "no ground-truth masks in this dataset"},
     "size_curves": {"sparseness": {"k": [1, 2], "ens_avg": [0.5, 0.4], "ind_avg": [0.5, 0.5]}},
   }
-  trust_hook.save(str(out), "saliency", trust)
+  trust.save(str(out), "saliency", result)
   summary = {
     "task": "attributes",
     "split": "test",
@@ -195,7 +195,7 @@ def test_arrows_at_the_strongest_region_and_the_page(tmp_path):
     "checkpoint_step": 5,
     "num_targets": 2,
     "num_examples": 2,
-    "methods": {"saliency": {"compare": {}, "trust": trust_hook.summary(trust)}},
+    "methods": {"saliency": {"compare": {}, "trust": trust.summary(result)}},
   }
   index = page.write(str(out), summary, images, pairs, ["wing", "beak"])
   text = open(index).read()

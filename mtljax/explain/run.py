@@ -28,7 +28,7 @@ import numpy as np
 
 from mtljax import train
 from mtljax.attribution import methods
-from mtljax.explain import batches, setup, timeseries, trust_hook
+from mtljax.explain import batches, setup, timeseries, trust
 from mtljax.explain import image_report as report
 from mtljax.explain import page as trust_page
 from mtljax.explain.setup import ExplainError, explained_targets
@@ -78,7 +78,7 @@ def explain_workdir(
   hw = tuple(x[ex.modality].shape[1:3])
   ann = report.annotations(src, index, pairs, names, hw)
   keypoints, has_mask = ann[1], ann[2]
-  trust_wanted, trust_skipped = trust_hook.request(config, has_mask)
+  trust_wanted, trust_skipped = trust.request(config, has_mask)
   images = report.display_images(x[ex.modality], s.stats["inputs"][ex.modality])
   if is_main:
     print(
@@ -133,7 +133,7 @@ def explain_workdir(
       "targets_per_second": len(pairs) / max(seconds, 1e-9),
     }
     if trust_wanted:
-      trust = trust_hook.run_method(
+      scores = trust.run_method(
         config,
         s,
         stacked,
@@ -142,15 +142,16 @@ def explain_workdir(
         ann,
         member_maps,
         ens_maps,
-        fn,
         trust_wanted,
         trust_skipped,
-        segments if spec.needs_segments else None,
         name=name,
+        image_hw=hw,
+        segments=segments if spec.needs_segments else None,
+        num_segments=num_segments,
       )
-      results[name]["trust"] = trust_hook.summary(trust)
+      results[name]["trust"] = trust.summary(scores)
       if is_main:
-        trust_hook.save(out_dir, name, trust)
+        trust.save(out_dir, name, scores)
     if masses:
       share = np.concatenate(masses, axis=1).mean(axis=(0, 1))
       results[name]["modality_share"] = dict(zip(sorted(x), share.tolist()))

@@ -36,7 +36,7 @@ from mtljax.attribution import ensemble as ens_lib
 from mtljax.attribution import methods
 from mtljax.attribution import targets as targets_lib
 from mtljax.data.source import capability
-from mtljax.explain import setup
+from mtljax.explain import setup, trust
 
 
 def is_series(x) -> bool:
@@ -176,6 +176,7 @@ def explain_workdir(
   s = train.setup(config, workdir, write_config=False, checked=checked)
   ex = config.explain
   setup.check_request(config, s, time_series=True)
+  trust.request(config, (), time_series=True)  # trust metrics are image-only: one clear error
   state, meta = setup.restore(config, s, workdir)
   stacked = {"params": state["params"], "batch_stats": state["batch_stats"]}
   task_cfg = config.tasks[ex.task]
