@@ -163,6 +163,8 @@ def _extras(source) -> dict[str, Any]:
       extras[name] = True
   if (planted := capability(source, "planted_truth")) is not None:
     extras["planted_truth"] = _jsonable(planted())
+  if (owners := capability(source, "annotation_owners")) is not None:
+    extras["annotation_owners"] = {n: [list(o) for o in v] for n, v in owners().items()}
   return extras
 
 
@@ -280,5 +282,7 @@ def _statistics(config, out, manifest, standardized) -> dict:
     "inputs": pipeline.compute_stats(
       train, names, max_examples=config.data.stats_examples, seed=config.seed
     ),
-    "targets": {t: list(v) for t, v in statistics.regression_target_stats(train, config, standardized).items()},
+    "targets": {
+      t: list(v) for t, v in statistics.regression_target_stats(train, config, standardized).items()
+    },
   }
