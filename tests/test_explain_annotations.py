@@ -119,6 +119,14 @@ def test_the_digit_box_belongs_to_every_class_and_the_decoy_to_none(tmp_path):
   assert keys == [("digit",)] * 10  # "decoy" scores no target
 
 
+def test_the_annotations_module_imports_from_the_data_package():
+  """`from mtljax.data import annotations` in a fresh process is the module (the readers and the
+  explanation loss import it so), not a name the package's own imports bound."""
+  code = "from mtljax.data import annotations as a; print(a.__name__)"
+  res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+  assert res.stdout.strip() == "mtljax.data.annotations", res.stderr[-2000:]
+
+
 def _main(workdir, *args):
   cmd = [sys.executable, "-m", "mtljax.main", DIGITS, f"--workdir={workdir}", *args]
   env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=ROOT)
@@ -128,7 +136,7 @@ def _main(workdir, *args):
 @pytest.fixture(scope="module")
 def decoy_digits(tmp_path_factory):
   work = tmp_path_factory.mktemp("digits") / "run"
-  res = _main(work, "--config.train.epochs=1")
+  res = _main(work, "--config.train.num_epochs=1")
   assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
   return work
 

@@ -22,8 +22,8 @@ names the config keys its reader and its generator take), add one line to ``DATA
 config under ``configs/``.
 """
 
-from __future__ import annotations
-
+# No `from __future__ import annotations` here: it would bind the package attribute
+# `annotations`, so `from mtljax.data import annotations` would get that flag, not the submodule.
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
