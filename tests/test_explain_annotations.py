@@ -119,6 +119,18 @@ def test_the_digit_box_belongs_to_every_class_and_the_decoy_to_none(tmp_path):
   assert keys == [("digit",)] * 10  # "decoy" scores no target
 
 
+def test_a_prepared_split_keeps_what_its_annotations_belong_to(tmp_path):
+  from mtljax.data.prepared import records
+
+  cmd = [sys.executable, "-m", "mtljax.prepare", "--config=configs/digits.py:decoy,tiny",
+         f"--out={tmp_path}", "--config.data.synthetic.num_train=60"]  # fmt: skip
+  res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+  src = records.PreparedSource(str(tmp_path), "test")
+  assert owners(src) == {"digit": (Owner("digit"),)}
+  assert sorted(src.explain_annotations(0)["masks"]) == ["decoy", "digit"]
+
+
 def test_the_annotations_module_imports_from_the_data_package():
   """`from mtljax.data import annotations` in a fresh process is the module (the readers and the
   explanation loss import it so), not a name the package's own imports bound."""
