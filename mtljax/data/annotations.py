@@ -125,8 +125,9 @@ def owners(source: Any) -> dict[str, tuple[Owner, ...]]:
   whole task. An annotation without an owner (e.g. the decoy digits' swatch) scores no target."""
   declared = capability(source, "annotation_owners")
   if declared is not None:
-    return {str(n): tuple(Owner(o[0], None if o[1] is None else int(o[1])) for o in v)
-            for n, v in declared().items()}  # fmt: skip
+    given = {str(n): [Owner(*o) for o in v] for n, v in declared().items()}  # JSON: lists
+    return {n: tuple(Owner(o.task, o.output if o.output is None else int(o.output)) for o in v)
+            for n, v in given.items()}  # fmt: skip
   out: dict[str, list[Owner]] = {}
   for task, field in source.target_fields.items():
     out.setdefault(task, []).append(Owner(task))
@@ -144,8 +145,8 @@ def target_keys(
   Raises DataError when two annotations are declared for the same output (or the same task):
   which of them an explanation is scored against would depend on the example."""
   by_owner: dict[Owner, list[str]] = {}
-  for name, os_ in owned.items():
-    for o in os_:
+  for name, belongs_to in owned.items():
+    for o in belongs_to:
       by_owner.setdefault(Owner(*o), []).append(name)
   for o, names in by_owner.items():
     if len(names) > 1:
@@ -153,5 +154,8 @@ def target_keys(
         f"the whole task {o.task!r}" if o.output is None else f"output {o.output} of {o.task!r}"
       )
       raise DataError(f"annotations {sorted(names)} are all declared to belong to {what}")
-  own = lambda t: by_owner.get(Owner(t.task, t.output), []) if t.output is not None else []  # noqa: E731
-  return [tuple(own(t) + by_owner.get(Owner(t.task), [])) for t in targets]
+  out = []
+  for t in targets:
+    own = by_owner.get(Owner(t.task, t.output), []) if t.output is not None else []
+    out.append(tuple(own + by_owner.get(Owner(t.task), [])))
+  return out

@@ -154,8 +154,8 @@ class PreparedSource:
 
   Capabilities of the raw reader that do not need its files are kept: ``groups``,
   ``day_reference``, ``prediction_meta``, ``metric_strata``, ``planted_truth``,
-  ``annotation_owners`` (saved at conversion), ``read_target`` and ``explain_annotations`` (from the records), and
-  ``check_files`` (shard sizes, or their checksums with ``full``).
+  ``annotation_owners`` (saved at conversion), ``read_target`` and ``explain_annotations`` (from
+  the records), and ``check_files`` (shard sizes, or their checksums with ``full``).
   """
 
   def __init__(self, directory: str, split: str, manifest: dict | None = None):
