@@ -22,7 +22,7 @@ import hashlib
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
-from mtljax.errors import DataError
+from mtljax.errors import DataError  # noqa: F401 (re-exported: readers import it from here)
 
 Example = dict[str, dict[str, Any]]
 
