@@ -315,3 +315,16 @@ def test_explain_targets_and_annotations_for_segmentation(root):
   cls, ok = src.read_lulc(0)
   for k in np.unique(cls[ok > 0]):
     np.testing.assert_array_equal(ann["masks"][benge.LULC_NAMES[k]], (cls == k) & (ok > 0))
+  # The explain run gives each land cover class target the pixels of that class (declared by the
+  # reader: class k of `lulc`), and a class absent from the example no mask.
+  from mtljax.explain import image_report, setup
+
+  config = ml_collections.ConfigDict({"tasks": {"lulc": cfg}, "explain": {"task": "lulc"}})
+  present = np.unique(cls[ok > 0])
+  absent = next(k for k in range(11) if k not in present)
+  pairs = np.array([[0, k] for k in present] + [[0, absent]], np.int32)
+  targets = setup.target_owners(config)
+  masks, _, has = image_report.annotations(src, np.array([0]), pairs, targets, (12, 12))
+  assert has.tolist() == [True] * len(present) + [False]
+  for p, k in enumerate(present):
+    np.testing.assert_array_equal(masks[p], (cls == k) & (ok > 0))

@@ -196,6 +196,13 @@ def test_cub_real_layout_keypoints_and_part_discs(tmp_path):
   ann2 = src.explain_annotations(1)  # beak not visible: no keypoint, no region
   assert "has_bill_shape::curved_(up_or_down)" not in ann2["keypoints"]
   assert ann2["masks"] == {}
+  # Each attribute's annotations belong to that attribute of the task `attributes` (not to a
+  # class, whatever the names): the explain run scores attribute k's target against them.
+  from mtljax.data.annotations import Owner, owners, target_keys
+
+  targets = [Owner("attributes", a) for a in range(3)] + [Owner("class", 0), Owner("class", 1)]
+  keys = target_keys(owners(src), targets)
+  assert keys == [(n,) for n in src.attribute_names] + [(), ()]
   with pytest.raises(ValueError, match="unknown split"):
     CUB200Source(root, "validation")
 

@@ -15,11 +15,22 @@ the same keys; an absent annotation is zeros with its ``*_present`` flag 0)::
 
 Which training examples are annotated is ``annotated(n, fraction)``: a fixed seeded choice of
 ``round(fraction · n)`` examples, so runs with a larger fraction annotate a superset.
+
+Evaluation-only annotations (capability ``explain_annotations``: masks and keypoints by
+annotation name) say what they belong to through ``annotation_owners``: an ``Owner`` is a whole
+task (any class of it) or one output of a task (a class, or an attribute of a multilabel task).
+The explain run matches them to its targets by ``owners`` and ``target_keys``, never by a
+target's display name.
 """
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple, Sequence
+
 import numpy as np
+
+from mtljax.data.source import capability
+from mtljax.errors import DataError
 
 MASK, MASK_PRESENT, PRIOR = "expl_mask", "expl_mask_present", "expl_prior"
 RATIONALE, RATIONALE_PRESENT = "expl_rationale", "expl_rationale_present"
@@ -94,3 +105,57 @@ def phrase(attribute_name: str) -> str:
   for suffix in ("_color", "_pattern", "_shape", "_length"):
     word = word[: -len(suffix)] if word.endswith(suffix) else word
   return f"{value.replace('_', ' ')} {word.replace('_', ' ')}".strip()
+
+
+# ------------------------------------------------------------------ explanation annotations' owners
+class Owner(NamedTuple):
+  """What an explanation annotation belongs to. ``Owner(task)``: the whole task, whatever the
+  class (e.g. the decoy digits' box: where the evidence for any digit lies); ``Owner(task, k)``:
+  output ``k`` of the task only (class k of a classification or segmentation task, attribute k
+  of a multilabel task)."""
+
+  task: str
+  output: int | None = None
+
+
+def owners(source: Any) -> dict[str, tuple[Owner, ...]]:
+  """Each explanation annotation's owners by annotation name: what ``source`` declares
+  (capability ``annotation_owners``), else what its ``target_fields`` declare: an annotation named
+  like an entry of a task's ``class_names`` belongs to that output, one named like a task to the
+  whole task. An annotation without an owner (e.g. the decoy digits' swatch) scores no target."""
+  declared = capability(source, "annotation_owners")
+  if declared is not None:
+    given = {str(n): [Owner(*o) for o in v] for n, v in declared().items()}  # JSON: lists
+    return {n: tuple(Owner(o.task, o.output if o.output is None else int(o.output)) for o in v)
+            for n, v in given.items()}  # fmt: skip
+  out: dict[str, list[Owner]] = {}
+  for task, field in source.target_fields.items():
+    out.setdefault(task, []).append(Owner(task))
+    for k, name in enumerate(field.get("class_names") or ()):
+      out.setdefault(str(name), []).append(Owner(task, k))
+  return {n: tuple(v) for n, v in out.items()}
+
+
+def target_keys(
+  owned: dict[str, tuple[Owner, ...]], targets: Sequence[Owner]
+) -> list[tuple[str, ...]]:
+  """For each target ``Owner(task, k)`` the names of the annotations that belong to it, in the
+  order they are tried on an example: the output's own, then its task's (``[T]`` tuples).
+
+  Raises DataError when two annotations are declared for the same output (or the same task):
+  which of them an explanation is scored against would depend on the example."""
+  by_owner: dict[Owner, list[str]] = {}
+  for name, belongs_to in owned.items():
+    for o in belongs_to:
+      by_owner.setdefault(Owner(*o), []).append(name)
+  for o, names in by_owner.items():
+    if len(names) > 1:
+      what = (
+        f"the whole task {o.task!r}" if o.output is None else f"output {o.output} of {o.task!r}"
+      )
+      raise DataError(f"annotations {sorted(names)} are all declared to belong to {what}")
+  out = []
+  for t in targets:
+    own = by_owner.get(Owner(t.task, t.output), []) if t.output is not None else []
+    out.append(tuple(own + by_owner.get(Owner(t.task), [])))
+  return out

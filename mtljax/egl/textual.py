@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mtljax import fileio
-from mtljax.data.annotations import phrase
+from mtljax.data.annotations import Owner, owners, phrase, target_keys
 from mtljax.data.source import capability
 
 _ROWS, _COLS = ("upper", "middle", "lower"), ("left", "center", "right")
@@ -100,6 +100,9 @@ def explain(config, s, stacked, data, images, src, out_dir, *, write=True) -> di
   probs, aprobs = np.concatenate(probs), np.concatenate(aprobs)
   cmaps, amaps = np.concatenate(cmaps), np.concatenate(amaps)
   annotate = capability(src, "explain_annotations")
+  # Attribute k's annotation: the one the source declares for it (or for the whole task).
+  targets = [Owner(attr_task, k) for k in range(num_attr)]
+  keys = target_keys(owners(src), targets) if annotate else [()] * num_attr
   hw = cmaps.shape[1:]
   items, tp, fp, fn_, loc_ok, loc_n = [], 0, 0, 0, 0, 0
   labels = data["targets"][attr_task]
@@ -114,9 +117,10 @@ def explain(config, s, stacked, data, images, src, out_dir, *, write=True) -> di
       parts.append(
         f"{phrase(attr_names[k])} (p={aprobs[i, k]:.2f}, {shares[k]:.0%} of the class map), {where}"
       )
-      kp = ann["keypoints"].get(attr_names[k])
-      if kp is None and attr_names[k] in ann["masks"]:
-        kp = _com(ann["masks"][attr_names[k]].astype(np.float32))
+      kp = next((ann["keypoints"][a] for a in keys[k] if a in ann["keypoints"]), None)
+      mask = next((ann["masks"][a] for a in keys[k] if a in ann["masks"]), None)
+      if kp is None and mask is not None:
+        kp = _com(mask.astype(np.float32))
       if kp is not None and np.all(np.isfinite(kp)) and labels[i, k] > 0:
         located.append(where == location_words(kp, hw))
     cname = class_names[c] if c < len(class_names) else str(c)

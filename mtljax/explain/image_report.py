@@ -13,7 +13,8 @@ import numpy as np
 from mtljax import fileio
 from mtljax.attribution import localization as xm
 from mtljax.attribution.trust import map_metrics as trust_simple
-from mtljax.data.source import capability
+from mtljax.data.annotations import owners, target_keys
+from mtljax.data.source import DataError, capability
 from mtljax.explain import render
 from mtljax.explain.setup import ExplainError
 
@@ -39,8 +40,11 @@ def display_images(x: np.ndarray, stats: Mapping[str, Any]) -> np.ndarray:
   return (raw - lo) / np.maximum(hi - lo, 1e-6)
 
 
-def annotations(src, index, pairs, names, hw):
-  """Masks `[P,H,W]` (bool) and keypoints `[P,2]` for the explained pairs; has_mask/has_kp."""
+def annotations(src, index, pairs, targets, hw):
+  """Masks `[P,H,W]` (bool) and keypoints `[P,2]` of the explained pairs `[P, 2]`, and has_mask
+  `[P]`. `targets[t]`: what target t is (`setup.target_owners`); a pair takes the annotations
+  that the source declares for its target's class or attribute, else for its whole task
+  (`mtljax.data.annotations.owners`)."""
   num = len(pairs)
   masks = np.zeros((num,) + hw, bool)
   keypoints = np.full((num, 2), np.nan, np.float32)
@@ -48,21 +52,27 @@ def annotations(src, index, pairs, names, hw):
   explain_annotations = capability(src, "explain_annotations")
   if explain_annotations is None:
     return masks, keypoints, has_mask
+  try:
+    keys = target_keys(owners(src), targets)
+  except DataError as e:
+    raise ExplainError(f"{type(src).__name__}: {e}") from None
   cache = {}
   for p, (i, t) in enumerate(pairs):
+    if not keys[t]:
+      continue
     j = int(index[i])
     if j not in cache:
       cache[j] = explain_annotations(j)
     ann = cache[j]
-    m = ann["masks"].get(names[t])
-    if m is not None:
+    name = next((k for k in keys[t] if ann["masks"].get(k) is not None), None)
+    if name is not None:
+      m = ann["masks"][name]
       if m.shape != hw:
         raise ExplainError(
-          f"{type(src).__name__} example {j}: mask of {names[t]!r} has size "
-          f"{m.shape}, its image {hw}"
+          f"{type(src).__name__} example {j}: mask of {name!r} has size {m.shape}, its image {hw}"
         )
       masks[p], has_mask[p] = m, True
-    kp = ann["keypoints"].get(names[t])
+    kp = next((ann["keypoints"][k] for k in keys[t] if ann["keypoints"].get(k) is not None), None)
     if kp is not None:
       keypoints[p] = kp
   return masks, keypoints, has_mask

@@ -76,7 +76,7 @@ def explain_workdir(
   # index space; `labels` name the head of each target when there are several).
   pairs, names, labels, per_task = setup.explained_pairs(config, src, data)
   hw = tuple(x[ex.modality].shape[1:3])
-  ann = report.annotations(src, index, pairs, names, hw)
+  ann = report.annotations(src, index, pairs, setup.target_owners(config), hw)
   keypoints, has_mask = ann[1], ann[2]
   trust_wanted, trust_skipped = trust.request(config, has_mask)
   images = report.display_images(x[ex.modality], s.stats["inputs"][ex.modality])

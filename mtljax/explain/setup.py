@@ -16,6 +16,7 @@ from mtljax.attribution import layers, methods
 from mtljax.attribution import targets as targets_lib
 from mtljax.checkpoint import Checkpointer
 from mtljax.data import pipeline
+from mtljax.data.annotations import Owner
 
 
 class ExplainError(configlib.ConfigError):
@@ -189,8 +190,10 @@ def explained_pairs(config, src, data) -> tuple[np.ndarray, list[str], list[str]
   """The explain run's pairs over every task of `explain_tasks`: `(pairs [P, 2], names, labels,
   per_task)`. A pair's target indexes the concatenated outputs of the heads
   (`targets.head_offsets`); pairs are ordered by example (an example's targets, head by head).
-  `names[t]`: target t's class name (the key of its annotations); `labels[t]`: the name shown in
-  pictures ("task: name" when several tasks are explained); `per_task`: pairs per task.
+  `names[t]`: target t's class name (`<task>[k]` for output k of a task without class names, the
+  task's name for a single output); `labels[t]`: the name shown in pictures ("task: name" when
+  several tasks are explained); `per_task`: pairs per task. Which annotation belongs to a target
+  is `target_owners`, not its name.
   Raises ExplainError naming a task without any example to explain."""
   ex = config.explain
   heads = explain_heads(config)
@@ -207,7 +210,7 @@ def explained_pairs(config, src, data) -> tuple[np.ndarray, list[str], list[str]
       )
     per_task[task] = len(got)
     pairs.append(got + np.asarray([0, offsets[task]], np.int32))
-    own = list(src.target_fields[task].get("class_names") or [task])
+    own = list(src.target_fields[task].get("class_names") or ([task] if n == 1 else []))
     own += [f"{task}[{i}]" for i in range(len(own), n)]
     own = own if len(heads) == 1 else own[:n]
     names += own
@@ -215,6 +218,12 @@ def explained_pairs(config, src, data) -> tuple[np.ndarray, list[str], list[str]
   pairs = np.concatenate(pairs)
   pairs = pairs[np.argsort(pairs[:, 0], kind="stable")]
   return pairs, names, labels, per_task
+
+
+def target_owners(config) -> list[Owner]:
+  """What each target of the heads' joint index space is (`[T]`, as `explained_pairs` indexes
+  them): output k of its task, for matching the source's annotations (`Owner`)."""
+  return [Owner(task, k) for task, _, n in explain_heads(config) for k in range(n)]
 
 
 def explained_targets(task_cfg, targets: np.ndarray, mask: np.ndarray, target: int) -> np.ndarray:

@@ -23,6 +23,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mtljax.data.annotations import Owner
 from mtljax.data.source import DataError, example_index, rgb_image_field
 
 __all__ = [
@@ -224,6 +225,10 @@ class AttributeImageSource:
     name: bool [S, S]}, "keypoints": {attribute name: float [2] (y, x)}}``; an attribute with no
     annotation is left out."""
     raise NotImplementedError
+
+  def annotation_owners(self) -> dict[str, tuple[Owner, ...]]:
+    """An attribute's mask and keypoint belong to that attribute of the task ``attributes``."""
+    return {name: (Owner("attributes", a),) for a, name in enumerate(self.attribute_names)}
 
   def check_files(
     self, max_files: int | None = None, *, progress: bool = True, full: bool = False

@@ -45,6 +45,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from mtljax.data.annotations import Owner
 from mtljax.data.benge.files import (
   CLIMATE_ZONES,
   DEM_NODATA,
@@ -266,6 +267,10 @@ class BenGeSource:
       masks[LULC_NAMES[k]] = m
       keypoints[LULC_NAMES[k]] = np.array([yy[m].mean(), xx[m].mean()], np.float32)
     return {"masks": masks, "keypoints": keypoints}
+
+  def annotation_owners(self) -> dict[str, tuple[Owner, ...]]:
+    """A land cover class's pixels belong to that class of the task ``lulc``."""
+    return {name: (Owner("lulc", k),) for k, name in enumerate(LULC_NAMES)}
 
   # ------------------------------------------------------------------------------------ contract
   @property

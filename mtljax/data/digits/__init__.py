@@ -23,8 +23,9 @@ Example (``source[i]``)::
 
 Training examples carry the relevant-region mask as an explanation annotation for a
 ``mask_fraction`` of them (``mtljax.data.annotations.annotated``); validation and test carry
-none (their regions are scored by ``explain_annotations``: ``digit`` = the box, ``decoy`` = the
-swatch).
+none (their regions are scored by ``explain_annotations``: ``digit`` = the box, owned by the task
+``digit`` so that every explained class is scored against it; ``decoy`` = the swatch, owned by no
+target).
 """
 
 from __future__ import annotations
@@ -145,6 +146,11 @@ class DigitsSource:
   def explain_annotations(self, index):
     i = example_index(index, len(self))
     return {"masks": {"digit": self._relevant[i], "decoy": self._decoy[i]}, "keypoints": {}}
+
+  def annotation_owners(self):
+    """The digit box belongs to the task ``digit`` whatever the class (the evidence for any digit
+    lies there); the decoy swatch belongs to no target."""
+    return {"digit": (annotations.Owner("digit"),)}
 
   def explanation_regions(self):
     """``(relevant [N, S, S], decoy [N, S, S])`` bool, for the comparison's metrics."""

@@ -163,6 +163,8 @@ def _extras(source) -> dict[str, Any]:
       extras[name] = True
   if (planted := capability(source, "planted_truth")) is not None:
     extras["planted_truth"] = _jsonable(planted())
+  if (owners := capability(source, "annotation_owners")) is not None:
+    extras["annotation_owners"] = {n: [list(o) for o in v] for n, v in owners().items()}
   return extras
 
 

@@ -153,9 +153,9 @@ class PreparedSource:
   """One split of a prepared dataset: the ``Source`` contract over ArrayRecord shards.
 
   Capabilities of the raw reader that do not need its files are kept: ``groups``,
-  ``day_reference``, ``prediction_meta``, ``metric_strata``, ``planted_truth`` (saved at
-  conversion), ``read_target`` and ``explain_annotations`` (from the records), and
-  ``check_files`` (shard sizes, or their checksums with ``full``).
+  ``day_reference``, ``prediction_meta``, ``metric_strata``, ``planted_truth``,
+  ``annotation_owners`` (saved at conversion), ``read_target`` and ``explain_annotations`` (from
+  the records), and ``check_files`` (shard sizes, or their checksums with ``full``).
   """
 
   def __init__(self, directory: str, split: str, manifest: dict | None = None):
@@ -234,10 +234,9 @@ class PreparedSource:
 
   def __getattr__(self, name):
     # Methods of the raw reader that return what was saved at conversion (only when it had them).
-    if name in ("prediction_meta", "metric_strata", "planted_truth") and name in self.__dict__.get(
-      "info", {}
-    ).get("extras", {}):
-      if name == "planted_truth":
+    saved = ("prediction_meta", "metric_strata", "planted_truth", "annotation_owners")
+    if name in saved and name in self.__dict__.get("info", {}).get("extras", {}):
+      if name in ("planted_truth", "annotation_owners"):
         return lambda: self._extra(name)
       prefix = f"{name}/"
       return lambda: {k[len(prefix) :]: v for k, v in self._index.items() if k.startswith(prefix)}
