@@ -32,7 +32,7 @@ from mtljax import train
 from mtljax.attribution import ensemble as ens_lib
 from mtljax.attribution import methods
 from mtljax.attribution import targets as targets_lib
-from mtljax.explain import batches, setup, timeseries, trust_hook
+from mtljax.explain import batches, memory, setup, timeseries, trust_hook
 from mtljax.explain import image_report as report
 from mtljax.explain import page as trust_page
 from mtljax.explain.setup import ExplainError, explained_targets
@@ -139,6 +139,36 @@ def _attribute_pairs(fn, spec, stacked, x, pairs, bs, segments, *, desc):
 
 
 # ============================================================================ the run
+#: What lowers the memory of the trust metrics (docs/explanations.md).
+_TRUST_KNOBS = (
+  "--config.explain.memory_budget=<a smaller fraction or bytes>",
+  "--config.explain.trust.chunk=<fewer perturbation steps together>",
+  "--config.explain.batch_size=<fewer examples per call>",
+)
+
+
+#: What lowers the memory of an attribution method's calls.
+_METHOD_KNOBS = (
+  "--config.explain.memory_budget=<a smaller fraction or bytes>",
+  "--config.explain.batch_size=<fewer examples per call>",
+)
+
+
+def _chunk_line(chunks, largest) -> str:
+  return ", ".join(f"{chunks[k]} of {largest[k]} {k}" for k in largest)
+
+
+def _write_tables(out_dir: str, summary: dict[str, Any], results: dict[str, Any]) -> str:
+  """`results.json` and `table.md` of the methods in `results` (process 0); returns the table."""
+  table = report.table(results)
+  trusted = {m: {"compare": r["trust"]["compare"]} for m, r in results.items() if "trust" in r}
+  if trusted:  # the trust metrics' own table below the localisation one
+    table += "\n\nTrust metrics (docs/trust.md):\n\n" + report.table(trusted)
+  setup.write_json(os.path.join(out_dir, "results.json"), summary, default=float)
+  setup.write_text(os.path.join(out_dir, "table.md"), table + "\n")
+  return table
+
+
 def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
   """Explain the ensemble of a trained workdir (see the module docstring)."""
   if config.explain.get("kind") == "time_series":  # CropYield: importance over steps/features
@@ -196,15 +226,20 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
     segments, num_segments = _segments(ex, images, hw)
   for name, spec in specs.items():
     t0 = time.perf_counter()
-    if ex.get("multi_target", True):  # every target of an example in one call (issue 18)
-      fn = batches.make_targets_attribute_fn(s.model, config, name, hw, num_segments)
-      attribute_rows = batches.attribute_examples
-    else:  # one (example, target) pair per row, as before
-      fn = make_attribute_fn(s.model, config, name, hw, num_segments)
-      attribute_rows = _attribute_pairs
-    member_maps, ens_maps, masses, others = attribute_rows(
-      fn, spec, stacked, x, pairs, int(ex.batch_size), segments, desc=name
-    )
+    with memory.guard(f"{name} (config.explain.methods)", _METHOD_KNOBS):
+      if ex.get("multi_target", True):  # every target of an example in one call (issue 18)
+        fn, bs, chunks, largest = batches.sized_attribute_fn(
+          s.model, config, name, hw, num_segments, stacked, x, pairs
+        )
+        attribute_rows = batches.attribute_examples
+        if is_main and chunks != largest:
+          print(f"{name}: {_chunk_line(chunks, largest)} per call (memory budget)", flush=True)
+      else:  # one (example, target) pair per row, as before
+        fn, bs = make_attribute_fn(s.model, config, name, hw, num_segments), int(ex.batch_size)
+        attribute_rows = _attribute_pairs
+      member_maps, ens_maps, masses, others = attribute_rows(
+        fn, spec, stacked, x, pairs, bs, segments, desc=name
+      )
     seconds = time.perf_counter() - t0
     ind, en, compare, curve = report.compare(
       member_maps,
@@ -222,21 +257,22 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
       "targets_per_second": len(pairs) / max(seconds, 1e-9),
     }
     if trust_wanted:
-      trust = trust_hook.run_method(
-        config,
-        s,
-        stacked,
-        x,
-        pairs,
-        ann,
-        member_maps,
-        ens_maps,
-        fn,
-        trust_wanted,
-        trust_skipped,
-        segments if spec.needs_segments else None,
-        name=name,
-      )
+      with memory.guard(f"{name}'s trust metrics", _TRUST_KNOBS):
+        trust = trust_hook.run_method(
+          config,
+          s,
+          stacked,
+          x,
+          pairs,
+          ann,
+          member_maps,
+          ens_maps,
+          fn,
+          trust_wanted,
+          trust_skipped,
+          segments if spec.needs_segments else None,
+          name=name,
+        )
       results[name]["trust"] = trust_hook.summary(trust)
       if is_main:
         trust_hook.save(out_dir, name, trust)
@@ -251,19 +287,16 @@ def explain_workdir(config: ml_collections.ConfigDict, workdir: str) -> dict[str
         out_dir, name, images, pairs, labels, member_maps, ens_maps, en, ind, ex, size
       )
       report.save_other_modalities(out_dir, name, x, s.stats["inputs"], others, pairs, labels, ex)
-  summary["methods"] = results
+    # Written after every method, so that a later method's failure keeps this one's results.
+    summary["methods"] = results
+    _write_tables(out_dir, summary, results)
   if ex.get("textual"):  # sentences grounded by saliency (issue 19, mtljax/egl/textual.py)
     from mtljax.egl import textual
 
     summary["textual"] = textual.explain(
       config, s, stacked, data, images, src, out_dir, write=is_main
     )
-  table = report.table(results)
-  trusted = {m: {"compare": r["trust"]["compare"]} for m, r in results.items() if "trust" in r}
-  if trusted:  # the trust metrics' own table below the localisation one
-    table += "\n\nTrust metrics (docs/trust.md):\n\n" + report.table(trusted)
-  setup.write_json(os.path.join(out_dir, "results.json"), summary, default=float)
-  setup.write_text(os.path.join(out_dir, "table.md"), table + "\n")
+  table = _write_tables(out_dir, summary, results)
   if is_main:
     trust_page.write(out_dir, summary, images, pairs, names)
     report.tensorboard(s.workdir, out_dir, ex)
