@@ -121,16 +121,27 @@ def test_a_tiny_budget_writes_the_maps_of_a_large_one(trained, tmp_path):
   out = trained / "explanations" / "test"
   maps = {}
   for budget in ("0", "64"):  # 0: no sizing (as configured); 64 bytes: every chunk at 1
-    res = _main(trained, "--mode=explain", METHODS, f"--config.explain.memory_budget={budget}")
+    res = _main(
+      trained,
+      "--mode=explain",
+      METHODS,
+      "--config.explain.metrics=('deletion',)",
+      f"--config.explain.memory_budget={budget}",
+    )
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     maps[budget] = {m: dict(np.load(out / f"maps_{m}.npz")) for m in ("saliency", "grad_cam")}
     maps[budget]["integrated_gradients"] = dict(np.load(out / "maps_integrated_gradients.npz"))
+    maps[budget]["trust"] = dict(np.load(out / "trust_grad_cam.npz"))
     if budget == "64":
       assert "integrated_gradients: 1 of 32 steps" in res.stdout, res.stdout[-2000:]
+  trust = maps["64"].pop("trust"), maps["0"].pop("trust")
   for m, got in maps["64"].items():
     want = maps["0"][m]
     np.testing.assert_array_equal(got["pairs"], want["pairs"])
     np.testing.assert_allclose(got["ensemble"], want["ensemble"], rtol=1e-4, atol=1e-5)
+  # Deletion with one perturbation step per call (the trust chunk sized to the budget).
+  for key in ("member_deletion", "ensemble_deletion"):
+    np.testing.assert_allclose(trust[0][key], trust[1][key], rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.slow

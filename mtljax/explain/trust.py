@@ -21,12 +21,13 @@ from mtljax.attribution.trust import (
   sanity,
 )
 from mtljax.attribution.trust.registry import TRUST_METRICS
+from mtljax.explain import memory
 
 
-def _model_metrics(names, tc, score, params, x, maps, key):
-  """`{metric: [B]}` of the "model" metrics for one model (`score`, `params`) and its maps."""
+def _model_metrics(names, tc, score, params, x, maps, key, chunk):
+  """`{metric: [B]}` of the "model" metrics for one model (`score`, `params`) and its maps;
+  `chunk` perturbation steps per vectorised call (None = all)."""
   out = {}
-  chunk = int(tc.chunk) or None
   if "deletion" in names or "insertion" in names:
     _, _, d, i = faithfulness.deletion_insertion(
       score,
@@ -112,6 +113,35 @@ def _size_curves(names, member_maps, masks, has_mask) -> dict[str, dict]:
   return curves
 
 
+def _sized_chunk(
+  make_faith, chunk, tc, stacked, x, modality, member_maps, batch_size, budget
+) -> int | None:
+  """Perturbation steps per call of the model metrics that fit `budget` (compiled bytes of one
+  batch, `memory.plan`); at most `chunk` (None = every step: `tc.steps`, pixel flipping's or
+  the regions' count bounded by the image's pixels)."""
+  largest = chunk or int(np.prod(x[modality].shape[1:3]))
+
+  def spec(shape, dtype):
+    return jax.ShapeDtypeStruct(tuple(shape), dtype)
+
+  def measure(c):
+    xb = {m: spec((batch_size,) + v.shape[1:], v.dtype) for m, v in x.items()}
+    args = (
+      jax.tree.map(lambda a: spec(np.shape(a), jnp.result_type(a)), stacked),
+      xb,
+      spec((batch_size,), jnp.int32),
+      spec((member_maps.shape[0], batch_size) + member_maps.shape[2:], jnp.float32),
+      spec((batch_size,) + member_maps.shape[2:], jnp.float32),
+      jax.random.key(0),
+    )
+    return memory.program_bytes(make_faith(c["chunk"]), *args)
+
+  key = ("trust", str(sorted(tc.items())), str([(m, v.shape[1:]) for m, v in sorted(x.items())]))
+  key = (key, member_maps.shape[0], batch_size)
+  sized = memory.plan(key, [("chunk", largest)], measure, budget)["chunk"]
+  return chunk if sized == largest else sized
+
+
 def evaluate_method(
   names,
   skipped,
@@ -133,6 +163,7 @@ def evaluate_method(
   segments=None,
   seed: int = 0,
   desc: str = "trust",
+  budget: int | None = None,
 ) -> dict[str, Any]:
   """Runs the metrics `names` (already resolved) for one method.
 
@@ -146,6 +177,8 @@ def evaluate_method(
       has_mask `[P]`.
     layers: the model's parameter-owning module paths ("params/...") in call order (MPRT
       randomises them from the last).
+    budget: bytes the model metrics' program may take (`memory.plan` sizes the perturbation
+      steps per call, `config.explain.trust.chunk` at most, to fit); None = as configured.
 
   Returns:
     `{"compare": {metric: Ind-Avg vs Ens-Avg}, "member": {metric: [E, P]}, "ensemble": {metric:
@@ -159,17 +192,29 @@ def evaluate_method(
   def ens_score(params, inputs, idx):
     return jax.vmap(lambda v: member_score(v, inputs, idx))(params).mean(0)
 
-  @jax.jit
-  def faith(stacked, xb, idx, mm, em, key):
-    def with_image(fn):
-      return lambda p, img: fn(p, {**xb, modality: img}, idx)
+  def make_faith(chunk):
+    @jax.jit
+    def faith(stacked, xb, idx, mm, em, key):
+      def with_image(fn):
+        return lambda p, img: fn(p, {**xb, modality: img}, idx)
 
-    img = xb[modality]
-    members = jax.vmap(
-      lambda v, m: _model_metrics(model_names, tc, with_image(member_score), v, img, m, key)
-    )(stacked, mm)
-    ens = _model_metrics(model_names, tc, with_image(ens_score), stacked, img, em, key)
-    return members, ens
+      img = xb[modality]
+      members = jax.vmap(
+        lambda v, m: _model_metrics(
+          model_names, tc, with_image(member_score), v, img, m, key, chunk
+        )
+      )(stacked, mm)
+      ens = _model_metrics(model_names, tc, with_image(ens_score), stacked, img, em, key, chunk)
+      return members, ens
+
+    return faith
+
+  chunk = int(tc.chunk) or None
+  if model_names and budget is not None and chunk != 1:
+    chunk = _sized_chunk(
+      make_faith, chunk, tc, stacked, x, modality, member_maps, batch_size, budget
+    )
+  faith = make_faith(chunk)
 
   def explain_all(stacked, xb, idx, seg):
     def explain(params, img):
@@ -198,7 +243,6 @@ def evaluate_method(
       got.update({n: jnp.concatenate([members[n], ens[n][None]], 0) for n in model_names})
     explain = explain_all(stacked, xb, idx, seg)
     img = xb[modality]
-    chunk = int(tc.chunk) or None
     if "max_sensitivity" in names:
       noise = robustness.uniform_noise(k_rob, int(tc.samples), img.shape, float(tc.radius))
       got["max_sensitivity"] = robustness.max_sensitivity(

@@ -14,7 +14,7 @@ from mtljax import fileio
 from mtljax.attribution import layers
 from mtljax.attribution import targets as targets_lib
 from mtljax.attribution.trust import registry, sanity
-from mtljax.explain import render, setup, trust
+from mtljax.explain import memory, render, setup, trust
 from mtljax.explain.setup import ExplainError
 
 
@@ -78,6 +78,7 @@ def run_method(
     segments=segments,
     seed=int(config.seed),
     desc=f"{name} trust",
+    budget=memory.budget_bytes(ex.get("memory_budget", 0.5)),
   )
 
 
