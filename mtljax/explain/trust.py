@@ -192,7 +192,12 @@ def evaluate_method(
   def ens_score(params, inputs, idx):
     return jax.vmap(lambda v: member_score(v, inputs, idx))(params).mean(0)
 
+  faiths = {}  # one program per chunk: the one measured is the one run
+
   def make_faith(chunk):
+    if chunk in faiths:
+      return faiths[chunk]
+
     @jax.jit
     def faith(stacked, xb, idx, mm, em, key):
       def with_image(fn):
@@ -207,7 +212,7 @@ def evaluate_method(
       ens = _model_metrics(model_names, tc, with_image(ens_score), stacked, img, em, key, chunk)
       return members, ens
 
-    return faith
+    return faiths.setdefault(chunk, faith)
 
   chunk = int(tc.chunk) or None
   if model_names and budget is not None and chunk != 1:
