@@ -304,7 +304,5 @@ def standardized_targets(config) -> dict[str, bool]:
   kind's `standardized`, unless `config.tasks.<t>.normalize=False`), in config order; the input of
   `mtljax.data.statistics.regression_target_stats`."""
   return {
-    t: of(c).dense
-    for t, c in config.tasks.items()
-    if of(c).standardized and c.get("normalize", True)
+    t: of(c).dense for t, c in config.tasks.items() if of(c).standardized and c.get("normalize", True)
   }

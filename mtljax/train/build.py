@@ -277,12 +277,9 @@ def setup(
         train_src,
         [m for m in input_names if train_src.input_fields.get(m, {}).get("kind") != "categorical"],
       ),
-      "targets": {
-        t: list(v)
-        for t, v in regression_target_stats(
-          train_src, config, tasks.standardized_targets(config)
-        ).items()
-      },
+      "targets": {t: list(v) for t, v in regression_target_stats(
+        train_src, config, tasks.standardized_targets(config)
+      ).items()},
     },
   )
   target_stats = {t: tuple(v) for t, v in stats["targets"].items() if t in config.tasks}

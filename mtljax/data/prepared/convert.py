@@ -280,7 +280,5 @@ def _statistics(config, out, manifest, standardized) -> dict:
     "inputs": pipeline.compute_stats(
       train, names, max_examples=config.data.stats_examples, seed=config.seed
     ),
-    "targets": {
-      t: list(v) for t, v in statistics.regression_target_stats(train, config, standardized).items()
-    },
+    "targets": {t: list(v) for t, v in statistics.regression_target_stats(train, config, standardized).items()},
   }
