@@ -291,6 +291,11 @@ def explain_config(
       "ig_steps": 32,
       "ig_method": "riemann_middle",
       "ig_batch_steps": 0,
+      # Memory of one attribution / trust call (docs/explanations.md): a fraction (<= 1) of the
+      # free memory of the device (on CPU: the host's available memory) or bytes (> 1); the
+      # steps, samples, targets, members and examples evaluated together are sized from XLA's
+      # compiled memory analysis to fit it. 0 = no sizing (the settings above as they are).
+      "memory_budget": 0.5,
       # SmoothGrad / Gradient SHAP: samples and noise (fraction of the input's value range).
       "samples": 16,
       "noise": 0.15,

@@ -32,8 +32,7 @@ write `fn`, then `register("name", MethodSpec(fn, signed=..., options=...))` (or
 
 from __future__ import annotations
 
-import dataclasses
-from typing import Any, Callable, Mapping
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -63,6 +62,7 @@ from mtljax.attribution.gradients import (
 )
 from mtljax.attribution.guided_ig import guided_ig
 from mtljax.attribution.perturbations import grid_segments, lime, occlusion, superpixel_segments
+from mtljax.attribution.spec import Context, MethodSpec
 from mtljax.attribution.xrai import xrai
 from mtljax.models import activations
 
@@ -97,77 +97,6 @@ __all__ = [
 ]
 
 
-@dataclasses.dataclass(frozen=True)
-class Context:
-  """What a method may need besides `(f, params, inputs)`, given by the explain run.
-
-  Attributes:
-    explain: `config.explain` (ig_steps, samples, noise, occlusion_window, lime_samples, ...).
-    rng: the key random methods (`needs_rng`) draw from.
-    modality: the image input of `needs_modality` methods.
-    layer: module path of the layer of `needs_layer_fn` methods (e.g. "encoders_image/stage4").
-    image_hw: `(H, W)` that layer maps are resized to; None = their own size.
-    affine_layers: module paths of the encoders' affine first layers: Integrated Gradients runs
-      them twice instead of once per step (exact, `integrated_gradients(split=...)`); () = no split.
-    segments: this batch's segment labels `[B, H, W]` (int) for `needs_segments` methods (LIME).
-    num_segments: how many labels `segments` may hold (static: under jit the segments are traced);
-      None = read from `segments` (only outside jit).
-    target_form: how gradient methods share the forward across the K targets of `[B, K]` scores
-      ("auto", "grads", "vjp"; see `attr_core.resolve_target_form`).
-    target_chunk: targets per compiled sub-call of `attribute_targets` (memory bound); None = all.
-  """
-
-  explain: Any
-  rng: Any = None
-  modality: str | None = None
-  layer: str | None = None
-  image_hw: tuple[int, int] | None = None
-  affine_layers: tuple[str, ...] = ()
-  segments: Any = None
-  num_segments: int | None = None
-  target_form: str = "auto"
-  target_chunk: int | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class MethodSpec:
-  """How to call an attribution method and read its output.
-
-  Calling conventions (keyword options after these): plain `fn(f, params, inputs)`; `needs_rng`:
-  `fn(f, params, inputs, rng)`; `needs_layer_fn`: `fn(layer_fn, params, inputs)`;
-  `needs_guided_fn`: `fn(guided_f, params, inputs)`; both: `fn(guided_f, layer_fn, params,
-  inputs)`; `wraps` (a registered method's name): that method's `fn` comes first (the noise
-  tunnel). `needs_modality`: a `modality=` option; `needs_segments`: a `segments=` option.
-  `options(ctx, f) -> {keyword: value}` reads the method's settings from `ctx.explain`.
-  `output` is "inputs" (a pytree shaped like the inputs), "map" (`[B, h, w]`, or `[B, H, W]` with
-  `upsample_to`) or "image" (shaped like `inputs[modality]`). `target_axis` says how the method
-  treats a score function with a target axis (`[B, K]` scores; outputs gain an axis K after B):
-  "form" (it does, sharing the forward, and takes a `target_form=` option: the gradient methods),
-  "native" (it does: occlusion, LIME) or "loop" (it does not: `attribute` calls it once per
-  target; the default for newly registered methods). `signed` says whether attributions
-  can be negative (normalise them to [-1, 1]; unsigned ones to [0, 1]). `time_series`: the method
-  attributes any pytree of float leaves (time series too), not only images.
-  `signed_options`: keywords giving an unsigned method's attributions before |·| or ReLU (RRR
-  squares sums of signed ones). `differentiable`: a loss on the attributions trains the params
-  (second order); False for feature selection in a loop and for controls that ignore the model.
-  """
-
-  fn: Callable
-  signed: bool
-  needs_rng: bool = False
-  needs_layer_fn: bool = False
-  needs_guided_fn: bool = False
-  needs_modality: bool = False
-  needs_segments: bool = False
-  wraps: str | None = None
-  options: Callable[[Context, ScoreFn], Mapping[str, Any]] | None = None
-  output: str = "inputs"
-  time_series: bool = False
-  target_axis: str = "loop"
-  signed_options: Mapping[str, Any] | None = None
-  differentiable: bool = True
-
-
 def _ig_options(ctx, f):
   ex = ctx.explain
   split = layers.affine_split(f, list(ctx.affine_layers)) if ctx.affine_layers else None
@@ -192,6 +121,15 @@ def _steps_option(ctx, f):
   return {"steps": int(ctx.explain.ig_steps)}
 
 
+def _ig_chunks(ctx):
+  ex = ctx.explain
+  return "batch_steps", int(ex.ig_batch_steps or ex.ig_steps)
+
+
+def _sample_chunks(ctx):
+  return "batch_samples", int(ctx.explain.samples)
+
+
 _SELECTING = {"needs_modality": True, "options": _steps_option, "differentiable": False}
 _CONTROL = {"signed": False, "needs_modality": True, "output": "image", "differentiable": False}
 
@@ -208,7 +146,12 @@ METHODS: dict[str, MethodSpec] = {
     input_x_gradient, signed=True, time_series=True, target_axis="form"
   ),
   "integrated_gradients": MethodSpec(
-    integrated_gradients, signed=True, options=_ig_options, time_series=True, target_axis="form"
+    integrated_gradients,
+    signed=True,
+    options=_ig_options,
+    time_series=True,
+    target_axis="form",
+    chunks=_ig_chunks,
   ),
   # Signedness follows the wrapped method; signed normalisation is also right for maps >= 0.
   "smoothgrad": MethodSpec(
@@ -219,6 +162,7 @@ METHODS: dict[str, MethodSpec] = {
     options=_noise_options,
     time_series=True,
     target_axis="form",
+    chunks=_sample_chunks,
   ),
   "gradient_shap": MethodSpec(
     gradient_shap,
@@ -227,8 +171,15 @@ METHODS: dict[str, MethodSpec] = {
     options=_noise_options,
     time_series=True,
     target_axis="form",
+    chunks=_sample_chunks,
   ),
-  "occlusion": MethodSpec(occlusion, signed=True, options=_occlusion_options, target_axis="native"),
+  "occlusion": MethodSpec(
+    occlusion,
+    signed=True,
+    options=_occlusion_options,
+    target_axis="native",
+    chunks=lambda ctx: ("batch_windows", 32),
+  ),
   "grad_cam": MethodSpec(
     grad_cam,
     signed=False,
@@ -262,6 +213,7 @@ METHODS: dict[str, MethodSpec] = {
     },
     output="map",
     target_axis="native",
+    chunks=lambda ctx: ("batch_size", min(64, int(ctx.explain.lime_samples))),
   ),
   # Blur IG (PAIR saliency's BlurIG, mtljax.attribution.blur_ig): ig_steps blur steps up to sigma 50.
   "blur_ig": MethodSpec(
@@ -273,6 +225,7 @@ METHODS: dict[str, MethodSpec] = {
       "batch_steps": ctx.explain.ig_batch_steps or None,
     },
     output="image",
+    chunks=_ig_chunks,
   ),
   # Guided IG and XRAI (PAIR saliency's GuidedIG / XRAI; mtljax.attribution.guided_ig, .xrai):
   # they select features in a while loop (no gradient w.r.t. the params).
@@ -359,6 +312,10 @@ def _call(spec: MethodSpec, f: ScoreFn, params, inputs, ctx: Context):
     head.append(layers.flax_layer_fn(f, ctx.layer))
   if not (spec.needs_guided_fn or spec.needs_layer_fn):
     head.append(f)
+  if ctx.chunk and spec.chunks is not None:
+    keyword, configured = spec.chunks(ctx)
+    if ctx.chunk < configured:
+      options[keyword] = int(ctx.chunk)
   rng = [ctx.rng] if spec.needs_rng else []
   return spec.fn(*head, params, inputs, *rng, **options)
 

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from mtljax.attribution import ensemble as ens_lib
 from mtljax.attribution import methods
 from mtljax.attribution import targets as targets_lib
-from mtljax.explain import setup
+from mtljax.explain import memory, setup
 from mtljax.models import encoders
 
 
@@ -91,14 +91,21 @@ def make_targets_attribute_fn(
   name: str,
   image_hw: tuple[int, int],
   num_segments: int | None = None,
+  chunks: dict[str, int] | None = None,
 ) -> Callable:
   """`(stacked, inputs, index [B, K], valid [B, K], segments) -> (member_maps [E, B, K, H, W],
   ens [B, K, H, W], mass [E, B, K, M] or None, others {m: [B, K, h, w]})`, jitted: the target-axis
-  counterpart of a per-pair attribution (members × targets × examples in one call)."""
+  counterpart of a per-pair attribution (members × targets × examples in one call). `chunks`:
+  `{"steps", "targets", "members": n}` evaluated together (`sized_attribute_fn`); a missing key
+  or a count as large as the configured one = as configured."""
   ex = config.explain
   spec = methods.get_method(name)
   heads = setup.explain_heads(config)  # config.explain.tasks: one or several heads
   ctx = method_context(config, image_hw, num_segments)
+  chunks = dict(chunks or {})
+  if chunks.get("targets"):
+    ctx = dataclasses.replace(ctx, target_chunk=chunks["targets"])
+  ctx = dataclasses.replace(ctx, chunk=chunks.get("steps"))
   reduce = "sum" if spec.signed else "abs_sum"
 
   def outputs(variables, x):
@@ -127,6 +134,7 @@ def make_targets_attribute_fn(
       stacked,
       x,
       strategy=ex.strategy,
+      member_chunk=chunks.get("members"),
     )
     mass, others = None, {}
     if spec.output == "inputs":
@@ -141,6 +149,54 @@ def make_targets_attribute_fn(
     return members, ens_map, mass, others
 
   return jax.jit(run)
+
+
+def _abstract(tree):
+  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), tree)
+
+
+def sized_attribute_fn(
+  model, config, name: str, image_hw, num_segments, stacked, x, pairs
+) -> tuple[Callable, int, dict[str, int], dict[str, int]]:
+  """`make_targets_attribute_fn` with chunks that fit `config.explain.memory_budget`
+  (`memory.plan` on the compiled program of one batch): the method's steps / samples first, then
+  targets, then members (when they are vmapped), then examples per call. The maps are the same
+  whichever chunks (up to float rounding; random methods draw per batch, so their draws change
+  only when the examples per call do). Returns `(fn, examples per call, chunks, largest)`."""
+  ex = config.explain
+  spec = methods.get_method(name)
+  _, index, _, _ = group_pairs(pairs)
+  num_targets, size = index.shape[1], jax.tree.leaves(stacked)[0].shape[0]
+  dims = []
+  if spec.chunks is not None:
+    dims.append(("steps", spec.chunks(method_context(config, image_hw, num_segments))[1]))
+  dims.append(("targets", int(ex.get("target_chunk", 0)) or num_targets))
+  if ens_lib.resolve_strategy(ex.strategy, stacked) == "vmap":
+    dims.append(("members", size))
+  dims.append(("examples", int(ex.batch_size)))
+  largest = dict(dims)
+  built: dict[tuple, Callable] = {}
+
+  def build(chunks):
+    key = tuple(sorted(chunks.items()))
+    if key not in built:
+      used = {k: v for k, v in chunks.items() if v < largest[k] and k != "examples"}
+      built[key] = make_targets_attribute_fn(model, config, name, image_hw, num_segments, used)
+    return built[key]
+
+  def measure(chunks):
+    b = chunks["examples"]
+    xb = {m: jax.ShapeDtypeStruct((b,) + v.shape[1:], v.dtype) for m, v in x.items()}
+    idx = jax.ShapeDtypeStruct((b, num_targets), jnp.int32)
+    ok = jax.ShapeDtypeStruct((b, num_targets), jnp.bool_)
+    seg = jax.ShapeDtypeStruct((b,) + tuple(image_hw), jnp.int32) if spec.needs_segments else None
+    return memory.program_bytes(build(chunks), _abstract(stacked), xb, idx, ok, seg)
+
+  shapes = tuple((m, v.shape[1:], str(v.dtype)) for m, v in sorted(x.items()))
+  key = (name, shapes, num_targets, size, str(sorted(ex.items())), str(model))
+  budget = memory.budget_bytes(ex.get("memory_budget", 0.5))
+  chunks = memory.plan(key, dims, measure, budget)
+  return build(chunks), chunks["examples"], chunks, largest
 
 
 def attribute_examples(fn, spec, stacked, x, pairs, bs, segments, *, desc):

@@ -28,7 +28,7 @@ import numpy as np
 
 from mtljax import train
 from mtljax.attribution import methods
-from mtljax.explain import batches, setup, timeseries, trust
+from mtljax.explain import batches, memory, setup, timeseries, trust
 from mtljax.explain import image_report as report
 from mtljax.explain import page as trust_page
 from mtljax.explain.setup import ExplainError, explained_targets
@@ -51,6 +51,36 @@ def _segments(ex, images, hw) -> tuple[Callable[[np.ndarray], jax.Array], int]:
 
 
 # ============================================================================ the run
+#: What lowers the memory of the trust metrics (docs/explanations.md).
+_TRUST_KNOBS = (
+  "--config.explain.memory_budget=<a smaller fraction or bytes>",
+  "--config.explain.trust.chunk=<fewer perturbation steps together>",
+  "--config.explain.batch_size=<fewer examples per call>",
+)
+
+
+#: What lowers the memory of an attribution method's calls.
+_METHOD_KNOBS = (
+  "--config.explain.memory_budget=<a smaller fraction or bytes>",
+  "--config.explain.batch_size=<fewer examples per call>",
+)
+
+
+def _chunk_line(chunks, largest) -> str:
+  return ", ".join(f"{chunks[k]} of {largest[k]} {k}" for k in largest)
+
+
+def _write_tables(out_dir: str, summary: dict[str, Any], results: dict[str, Any]) -> str:
+  """`results.json` and `table.md` of the methods in `results` (process 0); returns the table."""
+  table = report.table(results)
+  trusted = {m: {"compare": r["trust"]["compare"]} for m, r in results.items() if "trust" in r}
+  if trusted:  # the trust metrics' own table below the localisation one
+    table += "\n\nTrust metrics (docs/trust.md):\n\n" + report.table(trusted)
+  setup.write_json(os.path.join(out_dir, "results.json"), summary, default=float)
+  setup.write_text(os.path.join(out_dir, "table.md"), table + "\n")
+  return table
+
+
 def explain_workdir(
   config: ml_collections.ConfigDict, workdir: str, *, checked: bool = False
 ) -> dict[str, Any]:
@@ -111,11 +141,16 @@ def explain_workdir(
     segments, num_segments = _segments(ex, images, hw)
   for name, spec in specs.items():
     t0 = time.perf_counter()
-    # every target of an example in one call
-    fn = batches.make_targets_attribute_fn(s.model, config, name, hw, num_segments)
-    member_maps, ens_maps, masses, others = batches.attribute_examples(
-      fn, spec, stacked, x, pairs, int(ex.batch_size), segments, desc=name
-    )
+    with memory.guard(f"{name} (config.explain.methods)", _METHOD_KNOBS):
+      # every target of an example in one call, its chunks sized to the memory budget
+      fn, bs, chunks, largest = batches.sized_attribute_fn(
+        s.model, config, name, hw, num_segments, stacked, x, pairs
+      )
+      if is_main and chunks != largest:
+        print(f"{name}: {_chunk_line(chunks, largest)} per call (memory budget)", flush=True)
+      member_maps, ens_maps, masses, others = batches.attribute_examples(
+        fn, spec, stacked, x, pairs, bs, segments, desc=name
+      )
     seconds = time.perf_counter() - t0
     ind, en, compare, curve = report.compare(
       member_maps,
@@ -133,22 +168,23 @@ def explain_workdir(
       "targets_per_second": len(pairs) / max(seconds, 1e-9),
     }
     if trust_wanted:
-      scores = trust.run_method(
-        config,
-        s,
-        stacked,
-        x,
-        pairs,
-        ann,
-        member_maps,
-        ens_maps,
-        trust_wanted,
-        trust_skipped,
-        name=name,
-        image_hw=hw,
-        segments=segments if spec.needs_segments else None,
-        num_segments=num_segments,
-      )
+      with memory.guard(f"{name}'s trust metrics", _TRUST_KNOBS):
+        scores = trust.run_method(
+          config,
+          s,
+          stacked,
+          x,
+          pairs,
+          ann,
+          member_maps,
+          ens_maps,
+          trust_wanted,
+          trust_skipped,
+          name=name,
+          image_hw=hw,
+          segments=segments if spec.needs_segments else None,
+          num_segments=num_segments,
+        )
       results[name]["trust"] = trust.summary(scores)
       if is_main:
         trust.save(out_dir, name, scores)
@@ -163,19 +199,16 @@ def explain_workdir(
         out_dir, name, images, pairs, labels, member_maps, ens_maps, en, ind, ex, size
       )
       report.save_other_modalities(out_dir, name, x, s.stats["inputs"], others, pairs, labels, ex)
-  summary["methods"] = results
+    # Written after every method, so that a later method's failure keeps this one's results.
+    summary["methods"] = results
+    _write_tables(out_dir, summary, results)
   if ex.get("textual"):  # sentences grounded by saliency (mtljax/egl/textual.py)
     from mtljax.egl import textual
 
     summary["textual"] = textual.explain(
       config, s, stacked, data, images, src, out_dir, write=is_main
     )
-  table = report.table(results)
-  trusted = {m: {"compare": r["trust"]["compare"]} for m, r in results.items() if "trust" in r}
-  if trusted:  # the trust metrics' own table below the localisation one
-    table += "\n\nTrust metrics (docs/trust.md):\n\n" + report.table(trusted)
-  setup.write_json(os.path.join(out_dir, "results.json"), summary, default=float)
-  setup.write_text(os.path.join(out_dir, "table.md"), table + "\n")
+  table = _write_tables(out_dir, summary, results)
   if is_main:
     trust_page.write(out_dir, summary, images, pairs, names)
     report.tensorboard(s.workdir, out_dir, ex)

@@ -23,6 +23,7 @@ writes (on process 0) to `<workdir>/explanations/<split>/`:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Mapping, Sequence
 
@@ -36,7 +37,7 @@ from mtljax.attribution import ensemble as ens_lib
 from mtljax.attribution import methods
 from mtljax.attribution import targets as targets_lib
 from mtljax.data.source import capability
-from mtljax.explain import setup, trust
+from mtljax.explain import memory, setup, trust
 
 
 def is_series(x) -> bool:
@@ -169,6 +170,63 @@ def _write_csvs(out_dir: str, name: str, summary: Mapping[str, Any]) -> None:
   fileio.write_csv(os.path.join(out_dir, f"time_{name}.csv"), rows)
 
 
+_KNOBS = (
+  "--config.explain.memory_budget=<a smaller fraction or bytes>",
+  "--config.explain.batch_size=<fewer examples per call>",
+)
+
+
+def _sized(config, name, spec, apply_fn, ctx, stacked, x, index, num_outputs):
+  """`(run, examples per call)`: `run(stacked, inputs, idx) -> the members' mean attribution`,
+  jitted, with the method's steps / samples, the members (vmapped) and the examples per call
+  sized to `config.explain.memory_budget` (`memory.plan`; the same numbers up to rounding)."""
+  ex, task_cfg = config.explain, config.tasks[config.explain.task]
+  size = jax.tree.leaves(stacked)[0].shape[0]
+  dims = [("steps", spec.chunks(ctx)[1])] if spec.chunks is not None else []
+  dims += [("members", size), ("examples", int(ex.batch_size))]
+  largest = dict(dims)
+  built = {}
+
+  def build(c):
+    key = tuple(sorted(c.items()))
+    if key not in built:
+      cctx = dataclasses.replace(ctx, chunk=c.get("steps"))
+      member_chunk = c["members"] if c["members"] < size else None
+
+      def run(stacked, inputs, idx):
+        def method(variables, xx):
+          f = targets_lib.make_score_fn(
+            apply_fn, ex.task, task_cfg.kind, idx, num_outputs=num_outputs
+          )
+          return methods.attribute(spec, f, variables, xx, cctx)
+
+        return ens_lib.ensemble_attribute(
+          method, stacked, inputs, strategy="vmap", member_chunk=member_chunk
+        )[1]
+
+      built[key] = jax.jit(run)
+    return built[key]
+
+  def measure(c):
+    b = c["examples"]
+
+    def abstract(v, n):
+      return jax.ShapeDtypeStruct((n,) + np.shape(v)[1:], jnp.result_type(v))
+
+    xb = jax.tree.map(lambda v: abstract(v, b), x)
+    idx = index if isinstance(index, int) else abstract(index, b)
+    stacked_abs = jax.tree.map(lambda v: abstract(v, np.shape(v)[0]), stacked)
+    return memory.program_bytes(build(c), stacked_abs, xb, idx)
+
+  shapes = tuple((k, np.shape(v)[1:]) for k, v in jax.tree.leaves_with_path(x))
+  key = ("series", name, str(shapes), size, str(sorted(ex.items())))
+  chunks = memory.plan(key, dims, measure, memory.budget_bytes(ex.get("memory_budget", 0.5)))
+  if chunks != largest and setup.is_main():
+    text = ", ".join(f"{chunks[k]} of {largest[k]} {k}" for k in largest)
+    print(f"{name}: {text} per call (memory budget)", flush=True)
+  return build(chunks), chunks["examples"]
+
+
 def explain_workdir(
   config: ml_collections.ConfigDict, workdir: str, *, checked: bool = False
 ) -> dict[str, Any]:
@@ -222,24 +280,17 @@ def explain_workdir(
     "checkpoint_step": int(meta["step"]),
     "methods": {},
   }
-  bs = int(ex.batch_size)
   for name in ex.methods:
     spec = methods.get_method(name)
-
-    def method(variables, inputs, idx, spec=spec):
-      f = targets_lib.make_score_fn(apply_fn, ex.task, task_cfg.kind, idx, num_outputs=num_outputs)
-      return methods.attribute(spec, f, variables, inputs, ctx)
-
-    chunks = []
-    n = len(data["index"])
-    for start in range(0, n, bs):
-      sl = slice(start, min(start + bs, n))
-      xb = jax.tree.map(lambda v: jnp.asarray(v[sl]), x)
-      idx = index if isinstance(index, int) else jnp.asarray(index[sl])
-      _, mean = ens_lib.ensemble_attribute(
-        lambda v, xx: method(v, xx, idx), stacked, xb, strategy="vmap"
-      )
-      chunks.append(jax.tree.map(np.asarray, mean))
+    with memory.guard(f"{name} (config.explain.methods)", _KNOBS):
+      run, bs = _sized(config, name, spec, apply_fn, ctx, stacked, x, index, num_outputs)
+      chunks = []
+      n = len(data["index"])
+      for start in range(0, n, bs):
+        sl = slice(start, min(start + bs, n))
+        xb = jax.tree.map(lambda v: jnp.asarray(v[sl]), x)
+        idx = index if isinstance(index, int) else jnp.asarray(index[sl])
+        chunks.append(jax.tree.map(np.asarray, run(stacked, xb, idx)))
     attr = jax.tree.map(lambda *v: np.concatenate(v), *chunks)
     summary = summarize(attr, x, channels, int(ex.day_bin))
     if truth and "s2" in summary["modalities"]:

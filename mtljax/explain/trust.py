@@ -28,7 +28,7 @@ from mtljax.attribution import localization as xm
 from mtljax.attribution import targets as targets_lib
 from mtljax.attribution.trust import map_metrics, sanity
 from mtljax.attribution.trust.registry import TRUST_METRICS, Inputs, resolve
-from mtljax.explain import batches, render, setup
+from mtljax.explain import batches, memory, render, setup
 from mtljax.explain.setup import ExplainError
 
 _RERUN = frozenset({"explain", "targets"})
@@ -99,6 +99,42 @@ def _size_curves(names, tc, member_maps, masks, has_mask) -> dict[str, dict]:
   return curves
 
 
+def _sized_model_program(
+  make_program, tc, stacked, x, modality, member_maps, batch_size, budget, names
+) -> Callable:
+  """The model metrics' program with the perturbation steps per call (`tc.chunk` at most; 0 =
+  every step, bounded by the image's pixels) that fit `budget` (compiled bytes of one batch,
+  `memory.plan`); the configured program when it fits."""
+  largest = int(tc.chunk) or int(np.prod(x[modality].shape[1:3]))
+  programs = {}
+
+  def program(c):
+    if c not in programs:
+      settings = tc.copy_and_resolve_references()
+      settings.chunk = 0 if c == largest and not int(tc.chunk) else c
+      programs[c] = make_program(settings)
+    return programs[c]
+
+  def spec(shape, dtype):
+    return jax.ShapeDtypeStruct(tuple(shape), dtype)
+
+  def measure(c):
+    e = member_maps.shape[0]
+    args = (
+      jax.tree.map(lambda a: spec(np.shape(a), jnp.result_type(a)), stacked),
+      {m: spec((batch_size,) + v.shape[1:], v.dtype) for m, v in x.items()},
+      spec((batch_size,), jnp.int32),
+      spec((e, batch_size) + member_maps.shape[2:], jnp.float32),
+      spec((batch_size,) + member_maps.shape[2:], jnp.float32),
+      {n: jax.random.key(0) for n in names},
+    )
+    return memory.program_bytes(program(c["chunk"]), *args)
+
+  key = ("trust", str(sorted(tc.items())), str([(m, v.shape[1:]) for m, v in sorted(x.items())]))
+  key = (key, member_maps.shape[0], batch_size, tuple(names))
+  return program(memory.plan(key, [("chunk", largest)], measure, budget)["chunk"])
+
+
 def evaluate_method(
   names,
   skipped,
@@ -120,6 +156,7 @@ def evaluate_method(
   segments=None,
   seed: int = 0,
   desc: str = "trust",
+  budget: int | None = None,
 ) -> dict[str, Any]:
   """Runs the metrics `names` (already resolved) for one method.
 
@@ -133,6 +170,8 @@ def evaluate_method(
       has_mask `[P]`.
     layers: the model's parameter-owning module paths ("params/...") in call order (MPRT
       randomises them from the last).
+    budget: bytes the model metrics' program may take (`memory.plan` sizes their perturbation
+      steps per call, `config.explain.trust.chunk` at most, to fit); None = as configured.
 
   Returns:
     `{"compare": {metric: Ind-Avg vs Ens-Avg}, "member": {metric: [E, P]}, "ensemble": {metric:
@@ -155,22 +194,36 @@ def evaluate_method(
   def ens_score(params, inputs, idx):
     return jax.vmap(lambda v: member_score(v, inputs, idx))(params).mean(0)
 
-  @jax.jit
-  def model_program(stacked, xb, idx, mm, em, keys):
-    def run(score, params, maps):
-      image_score = lambda p, img: score(p, {**xb, modality: img}, idx)  # noqa: E731
-      return {
-        n: _call(
-          entries[n],
-          Inputs(
-            maps=maps, settings=tc, x=xb[modality], params=params, key=keys[n], score=image_score
-          ),
-        )
-        for n in by_model
-      }
+  def make_model_program(settings):
+    @jax.jit
+    def model_program(stacked, xb, idx, mm, em, keys):
+      def run(score, params, maps):
+        image_score = lambda p, img: score(p, {**xb, modality: img}, idx)  # noqa: E731
+        return {
+          n: _call(
+            entries[n],
+            Inputs(
+              maps=maps,
+              settings=settings,
+              x=xb[modality],
+              params=params,
+              key=keys[n],
+              score=image_score,
+            ),
+          )
+          for n in by_model
+        }
 
-    members = jax.vmap(lambda v, m: run(member_score, v, m))(stacked, mm)
-    return _with_ensemble(members, run(ens_score, stacked, em))
+      members = jax.vmap(lambda v, m: run(member_score, v, m))(stacked, mm)
+      return _with_ensemble(members, run(ens_score, stacked, em))
+
+    return model_program
+
+  model_program = make_model_program(tc)
+  if by_model and budget is not None and int(tc.chunk) != 1:
+    model_program = _sized_model_program(
+      make_model_program, tc, stacked, x, modality, member_maps, batch_size, budget, by_model
+    )
 
   @jax.jit
   def maps_program(both, mk, keys):
@@ -314,6 +367,7 @@ def run_method(
     segments=segments,
     seed=int(config.seed),
     desc=f"{name} trust",
+    budget=memory.budget_bytes(ex.get("memory_budget", 0.5)),
   )
 
 
