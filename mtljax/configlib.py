@@ -208,6 +208,9 @@ def field_problems(
 
 
 def _raise(problems: list[str]) -> None:
+  """One ConfigError: the problem itself, or every problem listed."""
+  if len(problems) == 1:
+    raise ConfigError(problems[0])
   if problems:
     raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
 

@@ -77,8 +77,13 @@ CAPABILITIES: dict[str, str] = {
   "read_target": "method (task, index) -> (target, mask): one dense target without reading the "
   "inputs (for target statistics)",
   "explain_annotations": "method (index) -> {'masks': {name: bool [H, W]}, 'keypoints': {name: "
-  "float [2] (y, x)}} (a name without annotation left out): evaluation-only annotations, by "
-  "class or attribute name, that explanations are scored against",
+  "float [2] (y, x)}} (a name without annotation left out): evaluation-only annotations that "
+  "explanations are scored against, matched to the explained targets by `annotation_owners`",
+  "annotation_owners": "method () -> {annotation name: ((task, output index | None), ...)}: what "
+  "each `explain_annotations` entry belongs to (mtljax.data.annotations.Owner): output k of a "
+  "task (class k, or attribute k of a multilabel task) or, with None, the whole task whatever "
+  "the class; an entry not named belongs to no target. Without it, the names in the tasks' "
+  "`class_names` (and the task names) say it",
   "explanation_regions": "method () -> (relevant bool [N, H, W], decoy bool [N, H, W] | None): "
   "every example's true region and its shortcut region, for scoring explanation-guided training "
   "(mtljax/sweeps/egl.py)",
