@@ -76,8 +76,9 @@ def test_attribution_bench_agrees_with_captum(tmp_path):
 @pytest.mark.parametrize("k,stride", [(3, 1), (7, 2)])
 def test_conv_bench_kernel_gradient_forms_equal_xla(k, stride):
   """conv_bench's two matmul forms of a convolution's kernel gradient are the kernel gradient."""
-  from profiling.benchmarks import conv_bench
   import jax
+
+  from profiling.benchmarks import conv_bench
 
   x = jax.random.normal(jax.random.key(0), (2, 9, 9, 3))
   w = jax.random.normal(jax.random.key(1), (k, k, 3, 4))
@@ -98,8 +99,9 @@ def test_conv_bench_kernel_gradient_forms_equal_xla(k, stride):
 def test_conv_bench_winograd_convolution_equals_xla(h, w):
   """conv_bench's Winograd F(2×2, 3×3) is the 3×3 SAME convolution, forward and both gradients,
   also when a side is odd (the last tile is cropped)."""
-  from profiling.benchmarks import conv_bench
   import jax
+
+  from profiling.benchmarks import conv_bench
 
   x = jax.random.normal(jax.random.key(0), (2, h, w, 5))
   k = jax.random.normal(jax.random.key(1), (3, 3, 5, 4))
