@@ -43,7 +43,7 @@ def saliency(f: ScoreFn, params, inputs, *, absolute: bool = True, target_form: 
   """Vanilla gradient `d f / d x` (Simonyan et al.); its magnitude `|d f / d x|` when `absolute`.
 
   Returns a pytree shaped like `inputs` (with a target axis `[B, K, ...]` when `f` returns
-  `[B, K]`; `target_form`: see `attr_core.resolve_target_form`).
+  `[B, K]`; `target_form`: see `base.resolve_target_form`).
   """
   grads = _input_grad(f, params, inputs, target_form)
   return jax.tree.map(jnp.abs, grads) if absolute else grads
@@ -111,7 +111,7 @@ def integrated_gradients(
       per node, and its backward runs once, on the averaged gradient (the transpose of an affine
       map commutes with the average). Exact up to float rounding; see `flax_utils.affine_split`.
 
-    target_form: how `[B, K]` scores share the forward, see `attr_core.resolve_target_form`.
+    target_form: how `[B, K]` scores share the forward, see `base.resolve_target_form`.
 
   Returns:
     A pytree shaped like `inputs` (`[B, K, ...]` for `[B, K]` scores); its sum per example
@@ -274,7 +274,7 @@ def grad_cam(
     when `relu` is False: evidence against the score too, Captum's `relu_attributions=False`); bilinearly resized
     to `upsample_to = (H, W)` when given (half-pixel centres, as torch's `align_corners=False`).
     With `[B, K]` scores: `[B, K, h, w]`, one backward pass per target from the layer on (the
-    forward is shared; `target_form`: see `attr_core.resolve_target_form`).
+    forward is shared; `target_form`: see `base.resolve_target_form`).
   """
   score_shape, act_shape = jax.eval_shape(layer_fn, params, inputs, None)
   num = num_targets(score_shape)

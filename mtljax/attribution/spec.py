@@ -26,7 +26,7 @@ class Context:
     num_segments: how many labels `segments` may hold (static: under jit the segments are traced);
       None = read from `segments` (only outside jit).
     target_form: how gradient methods share the forward across the K targets of `[B, K]` scores
-      ("auto", "grads", "vjp"; see `attr_core.resolve_target_form`).
+      ("auto", "grads", "vjp"; see `base.resolve_target_form`).
     target_chunk: targets per compiled sub-call of `attribute_targets` (memory bound); None = all.
     chunk: steps / samples / perturbations a method with `MethodSpec.chunks` evaluates together
       (memory bound; the result is the same up to float rounding); None = as configured.

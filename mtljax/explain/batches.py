@@ -9,7 +9,7 @@ targets `[N, K]` with a validity mask (K = the most targets any example has, so 
 serves the run), and `attribute_examples` scatters the maps back to the pair rows.
 `config.explain.target_chunk` bounds memory (targets per compiled sub-call) and
 `config.explain.target_form` picks how the gradient methods share the forward
-(`attr_core.resolve_target_form`).
+(`base.resolve_target_form`).
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ temporary file beside the target, fsynced, then `os.replace`d), so a crash never
 truncated PNG.
 
 The figures live in `panels.py` (panels, grids, size curves), `arrows.py` (labelled arrows) and
-`render_core.py` (overlay, figure and PNG helpers, TensorBoard); this module is their one front.
+`base.py` (overlay, figure and PNG helpers, TensorBoard); this module is their one front.
 """
 
 import os  # noqa: F401  (`render.os`: tests patch `os.replace` to crash an atomic write)
