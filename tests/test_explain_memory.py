@@ -143,11 +143,11 @@ def test_a_tiny_budget_writes_the_maps_of_a_large_one(trained, tmp_path):
     np.testing.assert_allclose(got["ensemble"], want["ensemble"], rtol=1e-4, atol=1e-5)
   # Deletion with one perturbation step per call (the trust chunk sized to the budget); the maps
   # agree to rounding, so a pixel order may flip between near-ties: most pairs agree to 1e-4,
-  # the mean to 1e-3.
+  # the mean to a few 1e-3 (one flipped pixel of 8 × 24 × 24 moves a curve).
   for key in ("member_deletion", "ensemble_deletion"):
     got, want = trust[0][key], trust[1][key]
     assert np.mean(np.isclose(got, want, rtol=1e-4, atol=1e-5)) >= 0.9, key
-    np.testing.assert_allclose(np.nanmean(got), np.nanmean(want), rtol=1e-3)
+    np.testing.assert_allclose(np.nanmean(got), np.nanmean(want), rtol=5e-3)
 
 
 @pytest.mark.slow
