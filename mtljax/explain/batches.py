@@ -151,10 +151,6 @@ def make_targets_attribute_fn(
   return jax.jit(run)
 
 
-def _abstract(tree):
-  return jax.tree.map(lambda a: jax.ShapeDtypeStruct(np.shape(a), jnp.result_type(a)), tree)
-
-
 def sized_attribute_fn(
   model, config, name: str, image_hw, num_segments, stacked, x, pairs
 ) -> tuple[Callable, int, dict[str, int], dict[str, int]]:
@@ -186,11 +182,11 @@ def sized_attribute_fn(
 
   def measure(chunks):
     b = chunks["examples"]
-    xb = {m: jax.ShapeDtypeStruct((b,) + v.shape[1:], v.dtype) for m, v in x.items()}
+    xb = memory.abstract(x, b)
     idx = jax.ShapeDtypeStruct((b, num_targets), jnp.int32)
     ok = jax.ShapeDtypeStruct((b, num_targets), jnp.bool_)
     seg = jax.ShapeDtypeStruct((b,) + tuple(image_hw), jnp.int32) if spec.needs_segments else None
-    return memory.program_bytes(build(chunks), _abstract(stacked), xb, idx, ok, seg)
+    return memory.program_bytes(build(chunks), memory.abstract(stacked), xb, idx, ok, seg)
 
   shapes = tuple((m, v.shape[1:], str(v.dtype)) for m, v in sorted(x.items()))
   key = (name, shapes, num_targets, size, str(sorted(ex.items())), str(model))

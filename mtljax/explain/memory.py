@@ -22,6 +22,8 @@ import os
 from typing import Callable, Iterator, Mapping, Sequence
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 
 from mtljax.explain.setup import ExplainError
 
@@ -64,6 +66,17 @@ def budget_bytes(setting, device=None) -> int | None:
   if value == 0:
     return None
   return int(value * free_bytes(device)) if value <= 1 else int(value)
+
+
+def abstract(tree, rows: int | None = None):
+  """Shape-only stand-ins (`jax.ShapeDtypeStruct`) of `tree`'s leaves, for `program_bytes`; with
+  `rows`, every leaf's leading axis has that length (one chunk of examples)."""
+
+  def one(a):
+    shape = np.shape(a) if rows is None else (rows,) + np.shape(a)[1:]
+    return jax.ShapeDtypeStruct(shape, jnp.result_type(a))
+
+  return jax.tree.map(one, tree)
 
 
 def program_bytes(fn: Callable, *args) -> int:

@@ -209,14 +209,8 @@ def _sized(config, name, spec, apply_fn, ctx, stacked, x, index, num_outputs):
 
   def measure(c):
     b = c["examples"]
-
-    def abstract(v, n):
-      return jax.ShapeDtypeStruct((n,) + np.shape(v)[1:], jnp.result_type(v))
-
-    xb = jax.tree.map(lambda v: abstract(v, b), x)
-    idx = index if isinstance(index, int) else abstract(index, b)
-    stacked_abs = jax.tree.map(lambda v: abstract(v, np.shape(v)[0]), stacked)
-    return memory.program_bytes(build(c), stacked_abs, xb, idx)
+    idx = index if isinstance(index, int) else memory.abstract(index, b)
+    return memory.program_bytes(build(c), memory.abstract(stacked), memory.abstract(x, b), idx)
 
   shapes = tuple((k, np.shape(v)[1:]) for k, v in jax.tree.leaves_with_path(x))
   key = ("series", name, str(shapes), size, str(sorted(ex.items())))

@@ -115,17 +115,14 @@ def _sized_model_program(
       programs[c] = make_program(settings)
     return programs[c]
 
-  def spec(shape, dtype):
-    return jax.ShapeDtypeStruct(tuple(shape), dtype)
-
   def measure(c):
     e = member_maps.shape[0]
     args = (
-      jax.tree.map(lambda a: spec(np.shape(a), jnp.result_type(a)), stacked),
-      {m: spec((batch_size,) + v.shape[1:], v.dtype) for m, v in x.items()},
-      spec((batch_size,), jnp.int32),
-      spec((e, batch_size) + member_maps.shape[2:], jnp.float32),
-      spec((batch_size,) + member_maps.shape[2:], jnp.float32),
+      memory.abstract(stacked),
+      memory.abstract(x, batch_size),
+      jax.ShapeDtypeStruct((batch_size,), jnp.int32),
+      jax.ShapeDtypeStruct((e, batch_size) + member_maps.shape[2:], jnp.float32),
+      jax.ShapeDtypeStruct((batch_size,) + member_maps.shape[2:], jnp.float32),
       {n: jax.random.key(0) for n in names},
     )
     return memory.program_bytes(program(c["chunk"]), *args)
