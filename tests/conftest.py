@@ -1,11 +1,27 @@
 import os
 import sys
+import tempfile
 
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:  # `configs` is a folder of config files, importable from the repo root
   sys.path.insert(0, ROOT)
+
+# One persistent XLA compilation cache for the whole test session, shared by the xdist workers
+# and every `python -m mtljax.main` subprocess a test starts (they inherit the environment): the
+# suite compiles the same tiny configs' steps many times, and a cached executable is the very
+# program a fresh compile gives (XLA:CPU compiles deterministically), so results are unchanged.
+# A test about compilation itself (e.g. a signal during the first compile) removes the variable
+# from its subprocess's environment. Set MTLJAX_TEST_JAX_CACHE="" to run without it.
+_CACHE = os.environ.get(
+  "MTLJAX_TEST_JAX_CACHE",
+  os.path.join(tempfile.gettempdir(), f"mtljax-tests-jax-cache-{os.getuid()}"),
+)
+if _CACHE:
+  os.environ.setdefault("JAX_COMPILATION_CACHE_DIR", _CACHE)
+  os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
+  os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(2 << 30))  # bytes, LRU-evicted
 
 
 @pytest.fixture(scope="session")
