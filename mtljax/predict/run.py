@@ -30,8 +30,10 @@ from tqdm import tqdm
 
 from mtljax import fileio, tasks, train
 from mtljax.data import pipeline
+from mtljax.data.source import DataError
 from mtljax.predict import inputs as inputs_lib
 from mtljax.predict import model as model_lib
+from mtljax.predict import tiles
 from mtljax.predict.model import PredictError
 
 
@@ -91,6 +93,8 @@ def predict_workdir(config, workdir: str, *, checked: bool = False) -> str:
   """Predict `config.predict`'s inputs with the workdir's checkpoint; returns the output folder."""
   s = train.setup(config, workdir, write_config=False, checked=checked)
   p = config.predict
+  if p.get("raster"):
+    return predict_rasters(config, s)
   inp = inputs_lib.open_inputs(config, s)
   state, meta = model_lib.restore(config, s, p.checkpoint)
   variables = model_lib.variables_of(state)
@@ -213,3 +217,67 @@ def table(config, s, columns: dict, arrays: dict, rasters: dict) -> list[list]:
       header.append(k)
       cols.append([f"{x:.6g}" if isinstance(x, (float, np.floating)) else str(x) for x in v])
   return [header] + [list(r) for r in zip(*cols)]
+
+
+# ============================================================================ large rasters
+def predict_rasters(config, s) -> str:
+  """`config.predict.raster` (a GeoTIFF, or a folder of them) predicted in blended tiles
+  (tiles.py) into `<workdir>/predict/<name>/<scene>/`: per output `<task>_<key>.tif` (the
+  blended map, the scene's georeferencing), `<task>_class.tif` for classes, `tiles.csv` (one row
+  per tile: its corner, then the predictions table's columns) and `tiles.npz` (written last: a
+  scene with it is complete and skipped by a rerun)."""
+  p = config.predict
+  m = p.get("modality") or (s.input_names[0] if len(s.input_names) == 1 else "")
+  if m not in s.input_names or len(s.input_names) != 1:
+    raise PredictError(
+      f"config.predict.raster: tiled prediction needs a model whose only input is an image "
+      f"(config.predict.modality); this one reads {list(s.input_names)}"
+    )
+  shape = tuple(s.sources["train"].input_fields[m]["shape"])
+  tile, bands = int(shape[0]), int(shape[-1])
+  stride = int(p.get("stride") or max(tile // 2, 1))
+  if os.path.isdir(p.raster):
+    paths = sorted(
+      glob.glob(os.path.join(p.raster, "*.tif")) + glob.glob(os.path.join(p.raster, "*.tiff"))
+    )
+  elif os.path.isfile(p.raster):
+    paths = [p.raster]
+  else:
+    raise DataError(f"config.predict.raster={p.raster!r}: no such file or folder")
+  if not paths:
+    raise DataError(f"config.predict.raster={p.raster!r}: no .tif file in that folder")
+  state, meta = model_lib.restore(config, s, p.checkpoint)
+  variables = model_lib.variables_of(state)
+  predict = jax.jit(model_lib.make_predict_fn(s, raw_inputs=True))
+
+  def fn(batch):
+    out = jax.device_get(predict(variables, {m: batch}))
+    return {k: v for k, v in out.items() if not k.endswith("/members")}
+
+  name = p.get("name") or "raster-" + _safe(os.path.normpath(p.raster))
+  out_root = os.path.join(s.workdir, "predict", name)
+  for path in paths:
+    scene, tags = tiles.read_raster(path)
+    if scene.shape[-1] != bands:
+      raise DataError(
+        f"{path}: {scene.shape[-1]} bands, the model's input {m!r} has {bands} (shape {shape})"
+      )
+    out = os.path.join(out_root, _safe(path))
+    if os.path.exists(os.path.join(out, "tiles.npz")):
+      continue
+    maps, per_tile, corners = tiles.predict_tiled(
+      scene, tile, stride, fn, int(p.batch_size or config.eval.batch_size)
+    )
+    for k, v in maps.items():
+      tiles.write_raster(os.path.join(out, k.replace("/", "_") + ".tif"), v, tags)
+    for t, c in config.tasks.items():
+      if tasks.of(c).target == tasks.CLASS and f"{t}/prob" in maps:
+        labels = maps[f"{t}/prob"].argmax(-1).astype(np.uint16)
+        tiles.write_raster(os.path.join(out, f"{t}_class.tif"), labels, tags)
+    per_tile = _compact(config, per_tile)
+    columns = {"y": corners[:, 0], "x": corners[:, 1]}
+    dense = {t: [f"{t}_*.tif"] * len(corners) for t in config.tasks}
+    fileio.write_csv(os.path.join(out, "tiles.csv"), table(config, s, columns, per_tile, dense))
+    fileio.savez(os.path.join(out, "tiles.npz"), corners=corners, **per_tile)
+    print(f"{path}: {len(corners)} tiles of {tile} px every {stride} px -> {out}", flush=True)
+  return out_root
