@@ -129,3 +129,21 @@ def test_inputs_that_do_not_fit_name_the_modality():
   fields = {"aerial": {"shape": (32, 32, 3)}, "s1": {"shape": (6, 6, 2)}}
   with pytest.raises(DataError, match=r"'aerial' has shape \(32, 32, 3\).*3 bands, expected 4"):
     check_inputs(_Fake(fields), _Setup, "new data")
+
+
+def test_the_documented_commands_parse():
+  """Every command docs/use-a-trained-model.md shows parses, with a mode this entry point has."""
+  from absl import flags
+  from test_config import _documented_commands, _parse_main_command
+
+  from mtljax import main  # noqa: F401 (defines --mode)
+
+  with open(os.path.join(ROOT, "docs", "use-a-trained-model.md")) as f:
+    commands = [c for c in _documented_commands(f.read()) if c[2] == "mtljax.main"]
+  modes = set()
+  for toks in commands:
+    assert _parse_main_command(toks).predict.chunk > 0, toks
+    mode = [t.split("=", 1)[1] for t in toks if t.startswith("--mode=")] or ["train"]
+    assert mode[0] in flags.FLAGS["mode"].parser.enum_values, toks
+    modes.add(mode[0])
+  assert {"train", "predict", "export"} <= modes
