@@ -37,6 +37,7 @@ def base_config(**fields) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict({"seed": 0, **fields})
   c.weighting = weighting_config()
   c.hierarchy = hierarchy_config()
+  c.predict = predict_config()
   return c
 
 
@@ -323,6 +324,33 @@ def explain_config(
       # centre of its strongest region holding the top `arrow_top` of its mass ("top_mass").
       "arrow_at": "com",
       "arrow_top": 0.1,
+    }
+  )
+
+
+def predict_config() -> ml_collections.ConfigDict:
+  """`config.predict`: what `--mode=predict` applies the trained workdir to and `--mode=export`
+  exports (docs/use-a-trained-model.md)."""
+  return ml_collections.ConfigDict(
+    {
+      # The inputs: a data root of the config's dataset (`root`) or a prepared folder
+      # (`prepared`), its split `split`; both empty = split `split` of the workdir's dataset.
+      "root": "",
+      "prepared": "",
+      "split": "test",
+      # Outputs go to <workdir>/predict/<name>/ ("" = named after the inputs).
+      "name": "",
+      # "best" or "latest" checkpoint.
+      "checkpoint": "best",
+      # Examples per forward pass (0 = config.eval.batch_size) and per resumable part file.
+      "batch_size": 0,
+      "chunk": 256,
+      # Large rasters (`raster`: a GeoTIFF file larger than the model's image input, or a folder
+      # of them): predicted in tiles of the model's input size every `stride` pixels (0 = half a
+      # tile), dense outputs blended with a weight falling towards each tile's border.
+      "raster": "",
+      "modality": "",
+      "stride": 0,
     }
   )
 

@@ -288,6 +288,7 @@ HARMLESS_CHANGES = (
   "data.check_files",
   "explain.",
   "analysis.",
+  "predict.",
 )
 
 
@@ -312,6 +313,7 @@ def _added_defaults() -> dict:
   sections = {
     "weighting": config_blocks.weighting_config(),
     "hierarchy": config_blocks.hierarchy_config(),
+    "predict": config_blocks.predict_config(),
   }
   # Keys added to a section later, the same way: the checkpoint selection's default.
   return _flatten({k: v.to_dict() for k, v in sections.items()}) | {"train.select_by": ""}

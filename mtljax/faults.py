@@ -37,6 +37,8 @@ POINTS = (
   "prepare.shard.sidecar",  # the shard renamed, its .json (count, sha256) not yet renamed
   "prepare.shard.done",  # the shard and its .json complete
   "prepare.manifest",  # every split written and verified, prepared.json not yet renamed
+  # python -m mtljax.main --mode=predict (mtljax/predict/run.py), per part of the inputs:
+  "predict.part",  # a part's predictions in their temporary file, not yet renamed
 )
 
 _hits: dict[str, int] = {}

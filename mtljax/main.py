@@ -31,12 +31,14 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Where the run writes everything
 _MODE = flags.DEFINE_enum(
   "mode",
   "train",
-  ["train", "eval", "explain", "analyze"],
+  ["train", "eval", "explain", "analyze", "predict", "export"],
   "train: train (or resume) and evaluate; eval: evaluate the best "
   "checkpoint of --workdir on val and test; explain: ensemble "
   "explanations of the best checkpoint (config.explain); analyze: "
   "intrinsic multitask analysis of the per-epoch predictions "
-  "(config.analysis) into <workdir>/report/.",
+  "(config.analysis) into <workdir>/report/; predict: the best checkpoint applied to new "
+  "inputs (config.predict) into <workdir>/predict/; export: a jax.export artifact of the "
+  "prediction function into <workdir>/export/.",
 )
 _DISTRIBUTED = flags.DEFINE_bool(
   "distributed",
@@ -133,7 +135,8 @@ def main(argv):
       if os.path.exists(workdir) and not os.path.isdir(workdir):
         raise workdir_lib.WorkdirError(f"--workdir={workdir} is a file, not a directory")
     else:
-      which = config.get("explain", {}).get("checkpoint", "best") if mode == "explain" else "best"
+      section = {"explain": "explain", "predict": "predict", "export": "predict"}.get(mode)
+      which = config.get(section, {}).get("checkpoint", "best") if section else "best"
       workdir_lib.check_trained(workdir, mode, which if which in ("best", "latest") else "best")
   except workdir_lib.WorkdirError as e:
     _fail(e)
@@ -161,6 +164,12 @@ def main(argv):
         from mtljax.analysis import report
 
         report.analyze_workdir(config, workdir)
+      elif mode in ("predict", "export"):
+        from mtljax.predict import export, run
+
+        (run.predict_workdir if mode == "predict" else export.export_workdir)(
+          config, workdir, checked=True
+        )
       else:
         from mtljax.explain import run as explain_run
 

@@ -46,3 +46,29 @@ def fault_reference(tmp_path_factory):
   res = fi.run(ref, root)
   assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
   return ref, root
+
+
+# The tiny ensemble that predict and export tests share (tests/test_predict.py, test_export.py):
+# its flags, repeated by every command run on the workdir.
+PREDICT_FLAGS = (
+  "--config.train.num_epochs=1",
+  "--config.data.synthetic.num_train=48",
+  "--config.data.synthetic.num_test=32",
+)
+PREDICT_CONFIG = "configs/treesat.py:tiny,size=3"
+
+
+@pytest.fixture(scope="session")
+def predict_workdir(tmp_path_factory):
+  """A trained tiny TreeSAT ensemble of 3 (one epoch) for the predict and export tests."""
+  import subprocess
+
+  from helpers.commands import main_command
+
+  work = tmp_path_factory.mktemp("predict") / "run"
+  cmd = main_command(work, *PREDICT_FLAGS, config=PREDICT_CONFIG)
+  res = subprocess.run(
+    cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True
+  )
+  assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+  return work

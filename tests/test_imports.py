@@ -98,7 +98,8 @@ LAYERS = (
   ("objective", ("mtljax.objective", "mtljax.weighting", "mtljax.aggregation", "mtljax.egl",
                  "mtljax.config_blocks", "mtljax.configlib")),
   ("trainer", ("mtljax.train", "mtljax.checkpoint", "mtljax.writers", "mtljax.dense_pictures")),
-  ("runners", ("mtljax.explain", "mtljax.analysis", "mtljax.sweeps", "mtljax.prepare")),
+  ("runners", ("mtljax.explain", "mtljax.analysis", "mtljax.sweeps", "mtljax.prepare",
+               "mtljax.predict")),
   ("entry point", ("mtljax.main",)),
 )  # fmt: skip
 

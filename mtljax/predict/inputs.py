@@ -1,0 +1,105 @@
+"""Where predict mode's inputs come from, each opened as one `Source` of examples.
+
+`open_inputs(config, s)` reads `config.predict`: `root` (a data root of the workdir's registered
+dataset, its split `split`), `prepared` (a prepared folder, `python -m mtljax.prepare`), or, when
+both are empty, split `split` of the workdir's own dataset. A new kind of input is one more
+`_OPENERS` entry: a function `(config, s, p) -> Source` and the name its outputs go under.
+Only the model's *input* modalities are read from the examples (`pipeline.eval_batches` with no
+task); `check_inputs` refuses a source that lacks one, or holds one of another shape (band count),
+naming it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import ml_collections
+
+from mtljax.data import build as data_build
+from mtljax.data.source import DataError
+
+
+@dataclasses.dataclass
+class Inputs:
+  """A predict run's inputs: `source` (random access, `Source`), the `name` its outputs go under
+  (`<workdir>/predict/<name>/`), `what` (a description, recorded to refuse resuming another
+  request) and `columns`: the inputs' own CSV columns `{column: [N] values}`."""
+
+  source: Any
+  name: str
+  what: str
+  columns: dict
+
+
+def _with_data(config, **data) -> ml_collections.ConfigDict:
+  c = config.copy_and_resolve_references()
+  with c.unlocked():
+    for k, v in data.items():
+      c.data[k] = v
+  return c
+
+
+def _split(config, s, p):
+  if p.split not in s.sources:
+    raise DataError(f"config.predict.split={p.split!r} is not one of {sorted(s.sources)}")
+  return s.sources[p.split], f"split-{p.split}", f"split {p.split!r} of the workdir's dataset"
+
+
+def _root(config, s, p):
+  if not os.path.isdir(p.root):
+    raise DataError(f"config.predict.root={p.root!r} is not a folder")
+  sources, _ = data_build.make_sources(_with_data(config, root=p.root, prepared=""), s.workdir)
+  if p.split not in sources:
+    raise DataError(f"config.predict.split={p.split!r} is not one of {sorted(sources)}")
+  base = os.path.basename(os.path.normpath(p.root))
+  return sources[p.split], f"root-{base}-{p.split}", f"split {p.split!r} of data root {p.root}"
+
+
+def _prepared(config, s, p):
+  if not os.path.isdir(p.prepared):
+    raise DataError(f"config.predict.prepared={p.prepared!r} is not a folder")
+  sources, _ = data_build.make_sources(_with_data(config, prepared=p.prepared), s.workdir)
+  if p.split not in sources:
+    raise DataError(f"config.predict.split={p.split!r} is not one of {sorted(sources)}")
+  base = os.path.basename(os.path.normpath(p.prepared))
+  what = f"split {p.split!r} of prepared folder {p.prepared}"
+  return sources[p.split], f"prepared-{base}-{p.split}", what
+
+
+# (config.predict key that selects it, opener); the first whose key is set wins, else the split.
+_OPENERS = (("root", _root), ("prepared", _prepared))
+
+
+def open_inputs(config, s) -> Inputs:
+  """The inputs `config.predict` names, checked against the model's inputs (`s`: `train.Setup`)."""
+  p = config.predict
+  chosen = [k for k, _ in _OPENERS if p.get(k)]
+  if len(chosen) > 1:
+    raise DataError(f"config.predict: give one of {[k for k, _ in _OPENERS]}, not {chosen}")
+  opener = dict(_OPENERS)[chosen[0]] if chosen else _split
+  source, name, what = opener(config, s, p)
+  check_inputs(source, s, what)
+  columns = {"name": [str(n) for n in source.names], "index": list(range(len(source)))}
+  return Inputs(source, p.get("name") or name, what, columns)
+
+
+def check_inputs(source, s, what: str) -> None:
+  """Every input modality of the model is in `source`, with the shape it was trained on."""
+  trained = s.sources["train"].input_fields
+  have = source.input_fields
+  for m in s.input_names:
+    if m not in have:
+      raise DataError(
+        f"{what} has no input {m!r}: the model reads {list(s.input_names)} "
+        f"(the inputs have {sorted(have)})"
+      )
+    want, got = tuple(trained[m].get("shape", ())), tuple(have[m].get("shape", ()))
+    if want and got and want != got:
+      raise DataError(
+        f"{what}: input {m!r} has shape {got}, the model was trained on {want}"
+        + (f" ({got[-1]} bands, expected {want[-1]})" if got[-1] != want[-1] else "")
+      )
+  if len(source) == 0:
+    raise DataError(f"{what} has no example")
