@@ -25,7 +25,7 @@ from typing import Mapping
 
 import ml_collections
 
-from mtljax import config_blocks
+from mtljax import config_blocks, plugins
 from mtljax import tasks as tasks_lib
 from mtljax.errors import ConfigError
 from mtljax.models.encoders import ENCODERS
@@ -60,10 +60,17 @@ def _dataset(config, problems: list[str]):
     return None
   from mtljax.data import DATASETS, get_dataset
 
-  if name not in DATASETS:
-    problems.append(f"config.data.name={name!r} is not one of the datasets {sorted(DATASETS)}")
+  if name not in DATASETS and not plugins.is_reference(name):
+    problems.append(
+      f"config.data.name={name!r} is not one of the datasets {sorted(DATASETS)} "
+      "(or package.module:ATTRIBUTE)"
+    )
     return None
-  return get_dataset(name)
+  try:
+    return get_dataset(name)
+  except ConfigError as e:  # a plug-in reference that does not load
+    problems.append(str(e))
+    return None
 
 
 def _section_problems(config, dataset) -> list[str]:
@@ -89,8 +96,16 @@ def _section_problems(config, dataset) -> list[str]:
 
 def problems(config: ml_collections.ConfigDict) -> list[str]:
   """Every mistake of `config` that the config alone shows (module docstring), each naming its
-  key."""
+  key.
+
+  A dataset whose entry has ``complete_config`` (the manifest) first fills what its data decides
+  (task kinds, class counts, encoders; ``mtljax.data.Dataset``), so the checks below see the
+  completed config; the data's own problems are raised then as one ``DataError``."""
   problems = []
+  dataset = _dataset(config, problems)
+  if dataset is not None and dataset.complete_config is not None:
+    kinds = {n: (k.target, k.dense) for n, k in tasks_lib.KINDS.items()}
+    dataset.complete_config(config, kinds)
   inputs, tasks = config.inputs, config.tasks
   for name, m in inputs.items():
     key = f"config.inputs.{name}"
@@ -118,7 +133,6 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
     w = t.get("weight")
     if not isinstance(w, (int, float)) or w < 0:
       problems.append(f"{key}.weight={w!r} must be a number >= 0")
-  dataset = _dataset(config, problems)
   problems.extend(_section_problems(config, dataset))
   if not tasks:
     problems.append("config.tasks is empty: a model needs at least one task")
