@@ -148,7 +148,9 @@ def assign_splits(
       s = r[SPLIT_COLUMN].lower()
       s = "val" if s in ("validation", "valid") else s
       if s not in out:
-        problems.append((table.lines[i], SPLIT_COLUMN, f"'train', 'val' or 'test', got {s!r}"))
+        problems.append(
+          (table.lines[i], SPLIT_COLUMN, f"expected 'train', 'val' or 'test', got {s!r}")
+        )
         continue
       out[s].append(i)
     return out, problems
