@@ -56,3 +56,23 @@ def known(registry: Mapping[str, Any], name: Any, what: str) -> str | None:
   except ConfigError as e:
     return str(e)
   return None
+
+
+def register(registry: dict, name: Any, what: str, expected: type | None = None) -> str | None:
+  """Add the plug-in ``name`` (``package.module:ATTRIBUTE``) to ``registry`` under that name, so
+  that every later lookup by name finds it; a registered name or a plain name is left alone (the
+  registry's own check reports an unknown one). Returns the problem, or None.
+
+  expected: the type the attribute must be an instance of (or, for a class, a subclass of)."""
+  if not is_reference(name) or name in registry:
+    return None
+  try:
+    entry = load(name, what)
+  except ConfigError as e:
+    return str(e)
+  if expected is not None:
+    ok = issubclass(entry, expected) if isinstance(entry, type) else isinstance(entry, expected)
+    if not ok:
+      return f"{what}={name!r} is a {type(entry).__name__}, not a {expected.__name__}"
+  registry[name] = entry
+  return None
