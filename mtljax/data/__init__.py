@@ -1,7 +1,8 @@
 """Datasets (readers, synthetic generators) and the grain input pipeline.
 
 Layout: one package per dataset (``treesat/``, ``attributes/`` for CUB-200-2011 and ISIC 2018,
-``cropyield/``, ``benge/``, ``facades/``) holding its reader, its synthetic generator (which writes
+``cropyield/``, ``benge/``, ``facades/``; ``manifest/`` reads a table of the user's own files)
+holding its reader, its synthetic generator (which writes
 the real on-disk layout with planted truth) and its extras; beside them, shared by all:
 
 * ``source.py``: the written source contract (``Source``: the required members; ``CAPABILITIES``
@@ -19,7 +20,8 @@ lists them once by name. ``get_dataset(name)`` imports the package on first use,
 To add a dataset: write ``mtljax/data/<name>/`` with a source class (``Source`` in ``source.py``),
 a synthetic generator (a ``Generator`` and its ``generate`` function) and a ``Dataset`` entry (it
 names the config keys its reader and its generator take), add one line to ``DATASETS``, and a
-config under ``configs/``.
+config under ``configs/``. A dataset outside mtljax needs no line: ``config.data.name`` may be
+``package.module:ATTRIBUTE`` naming its ``Dataset`` entry (whose generator may be None).
 """
 
 # No `from __future__ import annotations` here: it would bind the name `annotations` in this
