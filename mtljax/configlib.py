@@ -25,7 +25,7 @@ from typing import Mapping
 
 import ml_collections
 
-from mtljax import config_blocks
+from mtljax import config_blocks, plugins
 from mtljax import tasks as tasks_lib
 from mtljax.errors import ConfigError
 from mtljax.models.encoders import ENCODERS
@@ -60,10 +60,46 @@ def _dataset(config, problems: list[str]):
     return None
   from mtljax.data import DATASETS, get_dataset
 
-  if name not in DATASETS:
-    problems.append(f"config.data.name={name!r} is not one of the datasets {sorted(DATASETS)}")
+  if name not in DATASETS and not plugins.is_reference(name):
+    problems.append(
+      f"config.data.name={name!r} is not one of the datasets {sorted(DATASETS)} "
+      "(or package.module:ATTRIBUTE)"
+    )
     return None
-  return get_dataset(name)
+  try:
+    return get_dataset(name)
+  except ConfigError as e:  # a plug-in reference that does not load
+    problems.append(str(e))
+    return None
+
+
+def _register_plugins(config) -> list[str]:
+  """Register every `package.module:ATTRIBUTE` the config names as an encoder, head, fusion, task
+  kind, attribution method, explanation-loss kind or objective term in its registry (under that
+  name, so every later lookup finds it); the problems of those that do not load."""
+  import flax.linen as nn
+
+  from mtljax import objective
+  from mtljax.attribution import methods, spec
+  from mtljax.egl import losses as egl_losses
+
+  named = [(ENCODERS, m.get("encoder"), f"config.inputs.{n}.encoder", nn.Module)
+           for n, m in config.inputs.items()]  # fmt: skip
+  for n, t in config.tasks.items():
+    named.append((HEADS, t.get("head"), f"config.tasks.{n}.head", nn.Module))
+    named.append((tasks_lib.KINDS, t.get("kind"), f"config.tasks.{n}.kind", tasks_lib.TaskKind))
+  named.append((FUSIONS, config.model.get("fusion"), "config.model.fusion", nn.Module))
+  for m in config.get("explain", {}).get("methods", ()):
+    named.append((methods.METHODS, m, "config.explain.methods", spec.MethodSpec))
+  loss = config.get("explanation_loss", None) or {}
+  named.append(
+    (egl_losses.KINDS, loss.get("kind"), "config.explanation_loss.kind", egl_losses.LossKind)
+  )
+  saliency = str(loss.get("saliency", "")).rsplit("@", 1)[0]  # "<method>@<layer>"
+  named.append((methods.METHODS, saliency, "config.explanation_loss.saliency", spec.MethodSpec))
+  for t in (config.get("objective", None) or {}).get("terms", ()):
+    named.append((objective.TERMS, t, "config.objective.terms", None))
+  return [p for r, name, key, cls in named if (p := plugins.register(r, name, key, cls))]
 
 
 def _section_problems(config, dataset) -> list[str]:
@@ -89,8 +125,17 @@ def _section_problems(config, dataset) -> list[str]:
 
 def problems(config: ml_collections.ConfigDict) -> list[str]:
   """Every mistake of `config` that the config alone shows (module docstring), each naming its
-  key."""
+  key.
+
+  A dataset whose entry has ``complete_config`` (the manifest) first fills what its data decides
+  (task kinds, class counts, encoders; ``mtljax.data.Dataset``), so the checks below see the
+  completed config; the data's own problems are raised then as one ``DataError``."""
   problems = []
+  problems += _register_plugins(config)
+  dataset = _dataset(config, problems)
+  if dataset is not None and dataset.complete_config is not None:
+    kinds = {n: (k.target, k.dense) for n, k in tasks_lib.KINDS.items()}
+    dataset.complete_config(config, kinds)
   inputs, tasks = config.inputs, config.tasks
   for name, m in inputs.items():
     key = f"config.inputs.{name}"
@@ -118,7 +163,6 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
     w = t.get("weight")
     if not isinstance(w, (int, float)) or w < 0:
       problems.append(f"{key}.weight={w!r} must be a number >= 0")
-  dataset = _dataset(config, problems)
   problems.extend(_section_problems(config, dataset))
   if not tasks:
     problems.append("config.tasks is empty: a model needs at least one task")

@@ -85,17 +85,21 @@ def write_dense_pictures(
   paths = []
   n = min(num_examples, len(preds["index"]))
   for k in range(n):
-    rows = [
-      (
-        t,
-        config.tasks[t].kind,
-        np.asarray(preds[f"target/{t}"][k]),
-        np.asarray(preds[f"pred/{t}"][k]),
+    rows = []
+    for t in tasks:
+      target, pred = np.asarray(preds[f"target/{t}"][k]), np.asarray(preds[f"pred/{t}"][k])
+      mask, classes = (
         np.asarray(preds[f"mask/{t}"][k]),
         int(config.tasks[t].get("num_classes") or 0),
       )
-      for t in tasks
-    ]
+      if target.ndim == 3:  # several values per pixel (a multi-band raster target): one row each
+        mask = np.broadcast_to(mask[..., None] if mask.ndim == 2 else mask, target.shape)
+        rows += [
+          (f"{t}[{b}]", config.tasks[t].kind, target[..., b], pred[..., b], mask[..., b], classes)
+          for b in range(target.shape[-1])
+        ]
+      else:
+        rows.append((t, config.tasks[t].kind, target, pred, mask, classes))
     idx = int(preds["index"][k])
     name = str(names[idx]) if names is not None else str(idx)
     fig = _figure(rows, f"{split} example {name}")

@@ -48,7 +48,7 @@ def _parse_flags(argv):
 
 
 def main(argv):
-  from mtljax import tasks
+  from mtljax import configlib, tasks
   from mtljax import workdir as workdir_lib
   from mtljax.data.prepared import convert
   from mtljax.data.source import DataError
@@ -57,6 +57,9 @@ def main(argv):
     _fail(f"unexpected arguments {argv[1:]} (flags are --name=value)")
   out = os.path.abspath(_OUT.value)
   try:
+    # The whole config, completed from the data where the dataset decides part of it (a
+    # manifest's kinds and schema), before anything is written.
+    configlib.check(_CONFIG.value)
     if os.path.exists(out) and not os.path.isdir(out):
       raise convert.PrepareError(f"--out={out} is a file, not a directory")
     os.makedirs(out, exist_ok=True)
@@ -69,7 +72,13 @@ def main(argv):
         progress=True,
         standardized=tasks.standardized_targets(_CONFIG.value),
       )
-  except (convert.PrepareError, DataError, workdir_lib.WorkdirError, KeyError) as e:
+  except (
+    convert.PrepareError,
+    configlib.ConfigError,
+    DataError,
+    workdir_lib.WorkdirError,
+    KeyError,
+  ) as e:
     _fail(e.args[0] if isinstance(e, KeyError) else e)
 
 

@@ -1,7 +1,8 @@
 """Datasets (readers, synthetic generators) and the grain input pipeline.
 
 Layout: one package per dataset (``treesat/``, ``attributes/`` for CUB-200-2011 and ISIC 2018,
-``cropyield/``, ``benge/``, ``facades/``) holding its reader, its synthetic generator (which writes
+``cropyield/``, ``benge/``, ``facades/``; ``manifest/`` reads a table of the user's own files)
+holding its reader, its synthetic generator (which writes
 the real on-disk layout with planted truth) and its extras; beside them, shared by all:
 
 * ``source.py``: the written source contract (``Source``: the required members; ``CAPABILITIES``
@@ -19,7 +20,8 @@ lists them once by name. ``get_dataset(name)`` imports the package on first use,
 To add a dataset: write ``mtljax/data/<name>/`` with a source class (``Source`` in ``source.py``),
 a synthetic generator (a ``Generator`` and its ``generate`` function) and a ``Dataset`` entry (it
 names the config keys its reader and its generator take), add one line to ``DATASETS``, and a
-config under ``configs/``.
+config under ``configs/``. A dataset outside mtljax needs no line: ``config.data.name`` may be
+``package.module:ATTRIBUTE`` naming its ``Dataset`` entry (whose generator may be None).
 """
 
 # No `from __future__ import annotations` here: it would bind the name `annotations` in this
@@ -28,6 +30,8 @@ config under ``configs/``.
 import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from mtljax import plugins
 
 
 def _frozen(value: Any) -> Any:
@@ -44,7 +48,8 @@ class Dataset:
     name: the ``config.data.name`` that selects it.
     source_cls: the reader, called as ``source_cls(root, split, **source_kwargs(config))``.
     write_synthetic: the generator, ``write_synthetic(root, **synthetic_kwargs(config)) -> Path``
-      (the real on-disk layout with planted truth, written once).
+      (the real on-disk layout with planted truth, written once); None = real data only (a
+      run without ``config.data.root`` then passes ``root=None`` to the reader).
     source_keys: ``config.data`` keys passed to the reader under the same name.
     source_keys_if_set: ``config.data`` keys passed to the reader only when set (not empty);
       otherwise the reader's default applies.
@@ -57,11 +62,15 @@ class Dataset:
       split's predictions drawn at the end of training (e.g. CropYield's yield maps); None = none.
     label_hierarchy: optional, ``(child_task, parent_task) -> int [C_child] | None``: the parent
       class of each child class (read by the intrinsic analysis); None = no hierarchy.
+    complete_config: optional, ``(config, kinds) -> None``: fills what the data decides (task
+      kinds, class counts, encoders; the manifest's schema) before the config is checked
+      (``configlib.problems``); ``kinds`` is the task registry's ``{name: (target, dense)}``.
+      Raises ``DataError`` for the data's problems. None = the config says everything.
   """
 
   name: str
   source_cls: Callable[..., Any]
-  write_synthetic: Callable[..., Any]
+  write_synthetic: Callable[..., Any] | None
   source_keys: tuple[str, ...]
   synthetic_keys: tuple[str, ...]
   synthetic_data_keys: tuple[str, ...] = ()
@@ -70,6 +79,7 @@ class Dataset:
   splits: tuple[str, ...] = ("train", "val", "test")
   pictures_fn: Callable[..., Any] | None = None
   label_hierarchy: Callable[[str, str], Any] | None = None
+  complete_config: Callable[..., None] | None = None
 
   def source_kwargs(self, config) -> dict[str, Any]:
     """The reader's keyword arguments read from ``config``."""
@@ -101,11 +111,21 @@ DATASETS: dict[str, str] = {
   "digits": "mtljax.data.digits:DATASET",
   # The planted CUB data with a class-coloured decoy and training annotations.
   "cub_shortcut": "mtljax.data.attributes.shortcut:CUB_SHORTCUT",
+  # The user's own files: a table of paths and labels (configs/manifest.py, docs/data.md).
+  "manifest": "mtljax.data.manifest:DATASET",
 }
 
 
 def get_dataset(name: str) -> Dataset:
-  """The registered dataset ``name`` (see ``DATASETS``)."""
+  """The registered dataset ``name`` (see ``DATASETS``), or the ``Dataset`` entry that a
+  plug-in reference ``package.module:ATTRIBUTE`` names (a dataset outside mtljax)."""
+  if name not in DATASETS and plugins.is_reference(name):
+    entry = plugins.load(name, "config.data.name")
+    if not isinstance(entry, Dataset):
+      raise plugins.ConfigError(
+        f"config.data.name={name!r} is a {type(entry).__name__}, not a mtljax.data.Dataset entry"
+      )
+    return entry
   try:
     ref = DATASETS[name]
   except KeyError:

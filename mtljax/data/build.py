@@ -47,8 +47,8 @@ def make_sources(config: ml_collections.ConfigDict, workdir: str, dataset=None):
 
     return prepared.open_sources(config), None
   source_kwargs, synthetic_kwargs = spec.source_kwargs, spec.synthetic_kwargs
-  root, synthetic_root = config.data.root, None
-  if not root:
+  root, synthetic_root = config.data.root or None, None
+  if not root and spec.write_synthetic is not None:
     root = config.data.synthetic.dir or os.path.join(workdir, "synthetic_data")
     synthetic_root = str(spec.write_synthetic(root, **synthetic_kwargs(config)))
     root = synthetic_root
