@@ -141,12 +141,19 @@ def check_option(name: str, value: Any, options: Sequence[Any]) -> None:
 _realpath = functools.lru_cache(maxsize=64)(os.path.realpath)
 
 
+def _within(path: str, folder: str) -> bool:
+  return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
 def inside_root(root, folder, name: str, where: str):
   """``folder / name`` for a ``name`` read from a data file (a list, a CSV or JSON label file),
-  checked to stay inside the data ``root``: not absolute, and once resolved (``..`` and symlinks
-  followed) under the root's real path, so that a hostile or mistaken list cannot make a reader
-  open (or a writer named after an example write) a file elsewhere. ``where``: the file and line
-  the name came from, for the error.
+  checked to stay inside the data ``root`` (``folder`` is the root or a folder under it), so that
+  a hostile or mistaken list cannot make a reader open (or a writer named after an example write)
+  a file elsewhere: not absolute, no ``..`` climbing out, and once resolved (symlinks followed)
+  inside the root's or the folder's real path. A folder of the archive that is itself a link
+  (e.g. an archive assembled from links to another disk) is the user's layout and is followed;
+  a name reaching through a link to elsewhere is not. ``where``: the file and line the name came
+  from, for the error.
 
   Raises:
     DataError: naming ``where``, the name and the root.
@@ -158,12 +165,15 @@ def inside_root(root, folder, name: str, where: str):
     why = "an empty name" if not name else "an absolute path"
     raise DataError(f"{where}: {name!r} is {why}; names must be relative to the data root {root}")
   path = Path(folder) / name
-  real_root = _realpath(str(root))
+  real_folder = _realpath(str(folder))
   if os.sep not in name and name not in (".", "..") and not os.path.islink(path):
-    real = os.path.join(_realpath(str(folder)), name)  # one lstat for a plain name in a long list
+    real = os.path.join(real_folder, name)  # one lstat for a plain name of a long list
   else:
     real = os.path.realpath(path)
-  if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+  climbs = os.path.normpath(os.path.join(str(folder), name))
+  if not _within(climbs, os.path.normpath(str(root))) or not (
+    _within(real, _realpath(str(root))) or _within(real, real_folder)
+  ):
     raise DataError(
       f"{where}: {name!r} leads outside the data root {root} (to {real}); names must stay inside it"
     )
