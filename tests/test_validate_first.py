@@ -272,3 +272,18 @@ def test_workdir_entries_of_a_missing_folder(tmp_path):
   assert workdir_lib.entries(str(tmp_path / "missing")) is None
   shutil.copy(__file__, tmp_path / "a.py")
   assert workdir_lib.entries(str(tmp_path)) == {"a.py"}
+
+
+def test_a_csv_id_outside_the_root_is_a_data_error(tmp_path):
+  """The same check on a CSV label file (the façades' labels.csv): row and name in the error."""
+  from mtljax.data.facades.reader import FacadesSource
+  from mtljax.data.facades.synthetic import write_synthetic_facades
+
+  root = write_synthetic_facades(tmp_path / "f", num_images=40, num_blocks=8, image_size=8)
+  csv = root / "labels.csv"
+  lines = csv.read_text().splitlines()
+  assert lines[0].startswith("id,"), lines[0]
+  lines[1] = "../../outside," + lines[1].split(",", 1)[1]
+  csv.write_text("\n".join(lines) + "\n")
+  with pytest.raises(DataError, match=r"row 1: '\.\./\.\./outside\.png' leads outside"):
+    FacadesSource(root, "train", image_size=8)
