@@ -84,6 +84,10 @@ def data_config(
   # Files of every split checked before the first step: "header" (shape, dtype, bands, no pixel
   # decoding), "full" (every file decoded) or "off" (mtljax/data/checks.py).
   c.check_files = "header"
+  # Largest image side a reader accepts, checked from the file's header before decoding (a file
+  # read at another size, e.g. with TreeSAT's aerial_resize, may differ from the configured one
+  # only up to this bound): a huge or hostile file fails naming it instead of exhausting memory.
+  c.max_image_side = 4096
   # Reader threads and prefetched batches of the grain pipeline.
   c.num_threads = 2
   c.prefetch = 4

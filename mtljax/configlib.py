@@ -6,9 +6,10 @@ parts, each run once per run:
 
   problems(config)   the config alone: names of registered encoders/heads/fusions/task kinds/
                      datasets, the training and ensemble settings, the task weighting, the label
-                     hierarchy, the objective's terms, the explanation loss and the MTC-LIM
-                     variant. `check(config)` raises them; `python -m mtljax.main` calls it before
-                     anything is written to the workdir.
+                     hierarchy, the objective's terms, the explanation loss, the MTC-LIM variant
+                     and the values of `config.data` (fractions, counts, sizes, names, the data
+                     root: `mtljax.data.values`). `check(config)` raises them; `python -m
+                     mtljax.main` calls it before anything is written to the workdir.
   field_problems(config, input_fields, target_fields)
                      the config against the dataset's fields (every input an input field, every
                      task a target field of the right kind and class count), known once the
@@ -27,6 +28,7 @@ import ml_collections
 
 from mtljax import config_blocks, plugins
 from mtljax import tasks as tasks_lib
+from mtljax.data import values as data_values
 from mtljax.errors import ConfigError
 from mtljax.models.encoders import ENCODERS
 from mtljax.models.fusion import FUSIONS
@@ -164,6 +166,7 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
     if not isinstance(w, (int, float)) or w < 0:
       problems.append(f"{key}.weight={w!r} must be a number >= 0")
   problems.extend(_section_problems(config, dataset))
+  problems.extend(data_values.problems(config))
   if not tasks:
     problems.append("config.tasks is empty: a model needs at least one task")
   elif sum(float(t.get("weight", 0) or 0) for t in tasks.values()) <= 0:
@@ -330,6 +333,7 @@ HARMLESS_CHANGES = (
   "data.normalise_on_device",  # the same values either way (tests/test_prepared.py)
   "data.prepared",  # the same examples as the archive's (mtljax.data.prepared checks it)
   "data.check_files",
+  "data.max_image_side",  # a bound on the files read, not what is read from them
   "explain.",
   "analysis.",
   "predict.",

@@ -148,12 +148,16 @@ def main(argv):
     # run's set-up then checks only what needs the data (its fields). (analyze reads files only.)
     if mode != "analyze":
       configlib.check(config)
+    before = workdir_lib.entries(workdir)  # what a failed first run leaves as it was
     if mode == "train":
       try:
         os.makedirs(workdir, exist_ok=True)
       except OSError as e:
         raise workdir_lib.WorkdirError(f"--workdir={workdir}: cannot create it ({e})") from e
-    with workdir_lib.locked(workdir, break_lock=_BREAK_LOCK.value):
+    with (
+      workdir_lib.locked(workdir, break_lock=_BREAK_LOCK.value) as lock,
+      workdir_lib.cleaned_if_failed(workdir, before, lock if mode == "train" else None),
+    ):
       if mode == "train":
         train.train_and_evaluate(
           config, workdir, allow_config_change=_ALLOW_CHANGE.value, checked=True

@@ -210,3 +210,58 @@ def check_trained(workdir: str, mode: str, checkpoint: str = "best") -> None:
     raise WorkdirError(
       f"--mode={mode}: {workdir} has no checkpoints/{checkpoint}; train first (--mode=train)"
     )
+
+
+def entries(workdir: str) -> frozenset[str] | None:
+  """The names in `workdir` now (None if it does not exist): what `cleaned_if_failed` keeps."""
+  try:
+    return frozenset(os.listdir(workdir))
+  except (FileNotFoundError, NotADirectoryError):
+    return None
+
+
+def has_checkpoint(workdir: str) -> bool:
+  """Whether `workdir` holds a saved checkpoint (a step folder under checkpoints/latest or best;
+  orbax's unfinished `<step>.orbax-checkpoint-tmp-*` folders do not count)."""
+  for which in ("latest", "best"):
+    folder = os.path.join(workdir, "checkpoints", which)
+    with contextlib.suppress(OSError):
+      if any(n.isdigit() for n in os.listdir(folder)):
+        return True
+  return False
+
+
+@contextlib.contextmanager
+def cleaned_if_failed(workdir: str, before: frozenset[str] | None, lock: WorkdirLock | None):
+  """A training run that fails before its first checkpoint leaves nothing behind.
+
+  A first run that stops on a mistake (config, data, a diverging loss) or any other exception
+  would otherwise leave `config.json`, `normalization.json`, `tensorboard/` or the synthetic
+  dataset in the workdir: a stray folder that looks like a run, and whose files the next attempt
+  has to work around. On an exception in the body, when no checkpoint exists, this removes what
+  the run added: every entry of `workdir` not in `before` (`entries(workdir)` taken before the
+  run created anything), and the workdir itself if `before` is None (it did not exist). Nothing
+  that existed before is removed, and nothing at all once a checkpoint exists (a resumable run).
+
+  `lock`: the workdir lock this process holds (None: another process of a multi-host run, which
+  removes nothing). The workdir is removed only after the lock is released, with `os.rmdir`, which
+  fails harmlessly if another run took the lock in the meantime.
+  """
+  try:
+    yield
+  except BaseException:
+    if lock is not None and not has_checkpoint(workdir):
+      import shutil
+
+      for name in set(entries(workdir) or ()) - set(before or ()) - {LOCK_NAME}:
+        path = os.path.join(workdir, name)
+        with contextlib.suppress(OSError):
+          if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+          else:
+            os.unlink(path)
+      if before is None:
+        lock.release()
+        with contextlib.suppress(OSError):
+          os.rmdir(workdir)
+    raise

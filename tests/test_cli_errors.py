@@ -136,6 +136,8 @@ def test_nan_in_the_first_steps_names_no_checkpoint(workdir, tiny_treesat_root):
   assert "training diverged" in line and "No checkpoint was kept" in line, line
   assert "step 0" not in line, line
   assert (workdir / "notes.txt").read_text() == "keep me"
+  # No checkpoint: what the run wrote (config.json, normalization.json, tensorboard/) is removed.
+  assert sorted(os.listdir(workdir)) == ["notes.txt"]
 
 
 def test_problems_in_two_sections_are_one_error_and_no_workdir(tmp_path):

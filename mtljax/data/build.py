@@ -12,12 +12,13 @@ its generator's keyword arguments are read from the config.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable, Iterator, Mapping
 
 import ml_collections
 
-from mtljax.data import DATASETS, get_dataset
+from mtljax.data import DATASETS, get_dataset, values
 
 
 class _Adapters(Mapping):
@@ -53,4 +54,8 @@ def make_sources(config: ml_collections.ConfigDict, workdir: str, dataset=None):
     synthetic_root = str(spec.write_synthetic(root, **synthetic_kwargs(config)))
     root = synthetic_root
   kwargs = source_kwargs(config)
+  # The bound on image sides (read from each file's header before decoding), for a reader that
+  # takes it; not a reader option of the dataset's identity (a prepared dataset's check).
+  if "max_image_side" in inspect.signature(spec.source_cls).parameters:
+    kwargs["max_image_side"] = values.max_image_side(config)
   return {split: spec.source_cls(root, split, **kwargs) for split in spec.splits}, synthetic_root

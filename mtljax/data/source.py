@@ -18,7 +18,9 @@ One example (all numpy, see DESIGN.md)::
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import os
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -134,6 +136,48 @@ def check_option(name: str, value: Any, options: Sequence[Any]) -> None:
   if value not in options:
     allowed = " or ".join(map(repr, options)) if len(options) == 2 else f"one of {options}"
     raise ValueError(f"{name} must be {allowed}, got {value!r}")
+
+
+_realpath = functools.lru_cache(maxsize=64)(os.path.realpath)
+
+
+def _within(path: str, folder: str) -> bool:
+  return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
+
+
+def inside_root(root, folder, name: str, where: str):
+  """``folder / name`` for a ``name`` read from a data file (a list, a CSV or JSON label file),
+  checked to stay inside the data ``root`` (``folder`` is the root or a folder under it), so that
+  a hostile or mistaken list cannot make a reader open (or a writer named after an example write)
+  a file elsewhere: not absolute, no ``..`` climbing out, and once resolved (symlinks followed)
+  inside the root's or the folder's real path. A folder of the archive that is itself a link
+  (e.g. an archive assembled from links to another disk) is the user's layout and is followed;
+  a name reaching through a link to elsewhere is not. ``where``: the file and line the name came
+  from, for the error.
+
+  Raises:
+    DataError: naming ``where``, the name and the root.
+  """
+  from pathlib import Path
+
+  name = str(name)
+  if not name or os.path.isabs(name) or name.startswith("~"):
+    why = "an empty name" if not name else "an absolute path"
+    raise DataError(f"{where}: {name!r} is {why}; names must be relative to the data root {root}")
+  path = Path(folder) / name
+  real_folder = _realpath(str(folder))
+  if os.sep not in name and name not in (".", "..") and not os.path.islink(path):
+    real = os.path.join(real_folder, name)  # one lstat for a plain name of a long list
+  else:
+    real = os.path.realpath(path)
+  climbs = os.path.normpath(os.path.join(str(folder), name))
+  if not _within(climbs, os.path.normpath(str(root))) or not (
+    _within(real, _realpath(str(root))) or _within(real, real_folder)
+  ):
+    raise DataError(
+      f"{where}: {name!r} leads outside the data root {root} (to {real}); names must stay inside it"
+    )
+  return path
 
 
 def rgb_image_field(size: int) -> dict[str, Any]:

@@ -34,6 +34,34 @@ def _marker_params(path: Path) -> dict[str, Any] | None:
   return None
 
 
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # exists, owned by someone else
+    return True
+  return True
+
+
+def remove_stale(root: Path) -> list[Path]:
+  """Remove the ``.<name>.tmp<pid>`` / ``.<name>.old<pid>`` folders beside ``root`` left by
+  writers that were killed (their pid no longer runs), as ``fileio`` does for its temporary
+  files; a live writer's folders (another process writing the same dataset) are kept. Returns
+  the folders removed."""
+  removed = []
+  if not root.parent.is_dir():
+    return removed
+  for p in root.parent.iterdir():
+    for tag in (".tmp", ".old"):
+      prefix = f".{root.name}{tag}"
+      pid = p.name[len(prefix) :] if p.name.startswith(prefix) else ""
+      if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+        shutil.rmtree(p, ignore_errors=True)
+        removed.append(p)
+  return removed
+
+
 def write_once(
   root: Path,
   params: dict[str, Any],
@@ -49,12 +77,14 @@ def write_once(
   kept as is (cheap to call on every start); one with other parameters is replaced as a whole; a
   non-empty folder without the marker is never touched. The new folder is built beside ``root``
   and swapped in with renames, so readers (and other processes calling this concurrently, e.g.
-  several local jax processes) never see a half-written dataset.
+  several local jax processes) never see a half-written dataset. A writer killed half-way leaves
+  its temporary folder; the next call removes those of dead processes (``remove_stale``).
 
   Raises:
     FileExistsError: ``root`` is a non-empty folder that was not written by a generator.
   """
   root = Path(root).expanduser()
+  remove_stale(root)
   if root.exists():
     old = _marker_params(root)
     if old is None and any(root.iterdir()):

@@ -46,7 +46,7 @@ from mtljax.data.attributes.common import (
   read_mask,
   scale_points,
 )
-from mtljax.data.source import DataError, split_test_list
+from mtljax.data.source import DataError, inside_root, split_test_list
 
 __all__ = ["CUB200Source", "attribute_parts", "SPLITS"]
 
@@ -248,7 +248,10 @@ class CUB200Source(AttributeImageSource):
       rows = train_pool[val_pos if split == "val" else train_pos]
     self._rows = rows
     self.names = [arc["paths"][k] for k in rows]
-    self._paths = [base / "images" / p for p in self.names]
+    where = f"{base / 'images.txt'}: image id"
+    self._paths = [
+      inside_root(base, base / "images", arc["paths"][k], f"{where} {arc['ids'][k]}") for k in rows
+    ]
 
     # ---------------------------------------------------------------- classes
     classes_path = base / "classes.txt"

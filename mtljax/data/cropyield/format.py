@@ -67,7 +67,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from mtljax.data.source import DataError
+from mtljax.data.source import DataError, inside_root
 
 CROPS: tuple[str, ...] = ("corn", "soybean", "wheat")
 S2_BANDS: tuple[str, ...] = (
@@ -158,6 +158,7 @@ def read_fields_csv(root: Path) -> list[dict[str, Any]]:
         raise DataError(f"{where}: year {r['year']!r} is not an integer") from None
       seeding = _date(r["seeding_date"], f"{where} seeding_date")
       harvest = _date(r["harvest_date"], f"{where} harvest_date")
+      inside_root(root, root / "fields", r["field_id"].strip(), f"{path}:{line}")
       if harvest <= seeding:
         raise DataError(f"{where}: harvest_date {harvest} is not after seeding_date {seeding}")
       rows.append(

@@ -53,7 +53,7 @@ import numpy as np
 
 from mtljax.data.attributes.common import read_rgb
 from mtljax.data.facades import labelsets
-from mtljax.data.source import DataError, example_index, rgb_image_field
+from mtljax.data.source import DataError, example_index, inside_root, rgb_image_field
 
 __all__ = ["FacadesSource", "read_table", "DEFAULT_TASKS", "FIXED_COLUMNS", "SPLITS"]
 
@@ -126,7 +126,7 @@ def read_table(root: str | os.PathLike) -> dict[str, Any]:
             f"({tasks_path.name})"
           )
         labels.append(index[t][value])
-      path = root / "images" / f"{name}.png"
+      path = inside_root(root, root / "images", f"{name}.png", f"{csv_path}: row {r}")
       if not path.is_file():
         raise DataError(f"{path}: image file missing (row {r}, id {name!r} of {csv_path})")
       ids.append(name)

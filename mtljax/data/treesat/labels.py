@@ -1,5 +1,6 @@
-"""TreeSatAI label files: the multi-label genus shares JSON and the optional side CSV
-(``name,stand_type,age``), read with checks (every problem is a ``DataError`` naming the file)."""
+"""TreeSatAI label files: the split lists (``*.lst``), the multi-label genus shares JSON and the
+optional side CSV (``name,stand_type,age``), read with checks (every problem is a ``DataError``
+naming the file)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,21 @@ from pathlib import Path
 
 import numpy as np
 
-from mtljax.data.source import DataError
+from mtljax.data.source import DataError, inside_root
 from mtljax.data.treesat.archive import GENERA, GENUS_INDEX, L2_INDEX, STAND_TYPES
+
+
+def read_list(root: Path, path: Path, folders: Sequence[Path]) -> list[str]:
+  """Names in a ``*.lst`` file: one per line, whitespace stripped, blank lines skipped; each must
+  stay inside ``root`` in every image folder (``inside_root``)."""
+  names = []
+  for n, line in enumerate(path.read_text().splitlines(), 1):
+    line = line.strip()
+    if line:
+      names.append(line if line.lower().endswith((".tif", ".tiff")) else line + ".tif")
+      for folder in folders:
+        inside_root(root, folder, names[-1], f"{path}, line {n}")
+  return names
 
 
 def read_labels_json(

@@ -62,20 +62,11 @@ from mtljax.data.treesat.archive import (
   STAND_TYPES,
   parse_name,
 )
-from mtljax.data.treesat.labels import read_labels_json, read_side_csv
+from mtljax.data.treesat.labels import read_labels_json, read_list, read_side_csv
 from mtljax.data.treesat.tiff import area_resize, check_image, read_image
+from mtljax.data.values import DEFAULT_MAX_IMAGE_SIDE
 
 log = logging.getLogger(__name__)
-
-
-def _read_list(path: Path) -> list[str]:
-  """Names in a ``*.lst`` file: one per line, whitespace stripped, blank lines skipped."""
-  names = []
-  for line in path.read_text().splitlines():
-    line = line.strip()
-    if line:
-      names.append(line if line.lower().endswith((".tif", ".tiff")) else line + ".tif")
-  return names
 
 
 # --------------------------------------------------------------------------------------------------
@@ -113,6 +104,8 @@ class TreeSatAISource:
     aerial_size: override of the aerial side length (default from ``AERIAL_SIZES``).
     s_size: override of the Sentinel side length (default from ``S_SIZES``).
     aerial_resize: read aerial files of any square size, area-averaged to ``aerial_size``.
+    max_image_side: with ``aerial_resize``, the largest side read (from the header, before
+      decoding; ``config.data.max_image_side``).
 
   Raises:
     DataError: the archive does not look like TreeSatAI (see messages).
@@ -135,6 +128,7 @@ class TreeSatAISource:
     aerial_size: int | None = None,
     s_size: int | None = None,
     aerial_resize: bool = False,
+    max_image_side: int = DEFAULT_MAX_IMAGE_SIDE,
   ):
     self.root = Path(root).expanduser()
     check_option("split", split, SPLITS)
@@ -149,7 +143,7 @@ class TreeSatAISource:
     self.age_source = age_source
     self.multi_threshold = float(multi_threshold)
     self.modalities = tuple(dict.fromkeys(modalities))
-    self.aerial_resize = bool(aerial_resize)
+    self.aerial_resize, self.max_image_side = bool(aerial_resize), int(max_image_side)
 
     if not self.root.is_dir():
       raise DataError(f"TreeSatAI root {self.root} does not exist or is not a directory")
@@ -170,7 +164,7 @@ class TreeSatAISource:
     list_path = self.root / SPLIT_LISTS[split]
     if not list_path.is_file():
       raise DataError(f"split list {list_path} does not exist")
-    names = _read_list(list_path)
+    names = read_list(self.root, list_path, [self.root / m / resolution for m in self.modalities])
     if split != "train":
       val_pos, test_pos = split_test_list(names, val_fraction, split_seed)
       names = [names[i] for i in (val_pos if split == "val" else test_pos)]
@@ -341,9 +335,8 @@ class TreeSatAISource:
     size = self.aerial_size if modality == "aerial" else self.s_size
     any_size = modality == "aerial" and self.aerial_resize
     path = self.image_path(modality, index)
-    arr = read_image(
-      path, bands=len(spec["bands"]), size=None if any_size else size, dtype=spec["dtype"]
-    )
+    kw = dict(bands=len(spec["bands"]), dtype=spec["dtype"], max_side=self.max_image_side)
+    arr = read_image(path, size=None if any_size else size, **kw)
     arr = area_resize(arr, size) if any_size else arr.astype(np.float32)
     if modality == "s1":
       arr[(arr == S1_NODATA) | ~np.isfinite(arr)] = np.nan
@@ -382,7 +375,8 @@ class TreeSatAISource:
           continue
         size = self.s_size if m != "aerial" else None if self.aerial_resize else self.aerial_size
         bands, dtype = len(MODALITIES[m]["bands"]), MODALITIES[m]["dtype"]
-        check_image(self.image_path(m, i), bands=bands, size=size, dtype=dtype)
+        path, bound = self.image_path(m, i), self.max_image_side
+        check_image(path, bands=bands, size=size, dtype=dtype, max_side=bound)
     return n
 
   def __repr__(self) -> str:

@@ -58,7 +58,26 @@ def area_resize(arr: np.ndarray, size: int) -> np.ndarray:
   return out.astype(np.float32)
 
 
-def read_image(path: str | os.PathLike, *, bands: int, size: int | None, dtype: Any) -> np.ndarray:
+def _check_side(path: Path, shape: tuple, bands: int, max_side: int | None) -> None:
+  """Refuse, before any pixel is decoded, an image whose side exceeds ``max_side``: a file of any
+  size is accepted when it is resampled (``size=None``), so a huge one would otherwise be
+  decoded whole."""
+  side = max(shape[1:] if len(shape) == 3 and shape[0] == bands else shape[:2], default=0)
+  if max_side is not None and side > max_side:
+    raise DataError(
+      f"{path}: image of {'×'.join(map(str, shape))} pixels, larger than the bound of {max_side} "
+      "per side (raise config.data.max_image_side to read it)"
+    )
+
+
+def read_image(
+  path: str | os.PathLike,
+  *,
+  bands: int,
+  size: int | None,
+  dtype: Any,
+  max_side: int | None = None,
+) -> np.ndarray:
   """Read a square multi-band GeoTIFF as [H, W, C] with checks.
 
   Handles pixel-interleaved (H, W, C), band-interleaved (C, H, W) and one-page-per-band files;
@@ -70,6 +89,8 @@ def read_image(path: str | os.PathLike, *, bands: int, size: int | None, dtype: 
     bands: expected band count C.
     size: expected side length (H = W = size); None = any square size.
     dtype: expected on-disk dtype.
+    max_side: with ``size=None``, the largest side read (checked from the header, before the
+      pixels are decoded); None = no bound.
 
   Returns:
     array [size, size, bands] of the file's dtype.
@@ -89,11 +110,14 @@ def read_image(path: str | os.PathLike, *, bands: int, size: int | None, dtype: 
     with tifffile.TiffFile(path) as tif:
       series = tif.series[0]
       axes = series.axes
+      _check_side(path, tuple(series.shape), bands, max_side)
       arr = series.asarray()
       if arr.ndim == 2 and bands > 1:  # one page per band: stack same-shape pages (not overviews)
         pages = [p for p in tif.pages if p.shape == arr.shape]
         if len(pages) == bands:
           arr, axes = np.stack([p.asarray() for p in pages]), "Q" + axes
+  except DataError:
+    raise
   except KeyError as e:  # tifffile signals a missing codec with KeyError
     raise DataError(
       f"{path}: cannot decode ({e}); compressed GeoTIFFs (e.g. LZW) need `pip install imagecodecs`"
@@ -106,11 +130,18 @@ def read_image(path: str | os.PathLike, *, bands: int, size: int | None, dtype: 
   return out
 
 
-def check_image(path: str | os.PathLike, *, bands: int, size: int | None, dtype: Any) -> None:
+def check_image(
+  path: str | os.PathLike,
+  *,
+  bands: int,
+  size: int | None,
+  dtype: Any,
+  max_side: int | None = None,
+) -> None:
   """``read_image``'s checks from the TIFF header only (no pixel decoding): the file exists and
   parses, its first series is ``bands`` × ``size`` × ``size`` of ``dtype`` (or one page per band;
-  ``size=None``: any square size), and every strip/tile the header points to lies inside the
-  file (a truncated copy fails).
+  ``size=None``: any square size up to ``max_side``), and every strip/tile the header points to
+  lies inside the file (a truncated copy fails).
 
   Raises:
     DataError: naming the file and what was expected.
@@ -134,6 +165,7 @@ def check_image(path: str | os.PathLike, *, bands: int, size: int | None, dtype:
       end = tiff_data_end(tif)
   except Exception as e:  # noqa: BLE001 - any reader failure becomes a DataError naming the file
     raise DataError(f"{path}: not a readable TIFF ({type(e).__name__}: {e})") from e
+  _check_side(path, shape, bands, max_side)
   found_size = square_size(shape, bands)
   if found_size < 1 or (size is not None and found_size != size) or found != dtype:
     raise DataError(f"{path}: {expected}, found {shape} {found.name}")
