@@ -209,13 +209,14 @@ def _run(workdir, root, *extra):
 
 @pytest.fixture(scope="module")
 def half_trained(tmp_path_factory):
-  """A 2-epoch tiny run killed after epoch 1's checkpoints: latest/4, latest/6, best/6."""
+  """A 2-epoch tiny run killed before it saves step 8: latest/4, latest/6, best/6 (manifests
+  written: each when the next save started)."""
   from profiling.experiments import fault_injection as fi
 
   base = tmp_path_factory.mktemp("integrity")
   root = fi.make_root(str(base / "data"))
   work = str(base / "half")
-  env = dict(os.environ, PYTHONPATH=ROOT, MTLJAX_KILL_AT="train.step@7")
+  env = dict(os.environ, PYTHONPATH=ROOT, MTLJAX_KILL_AT="ckpt.latest.before@3")
   cmd = [
     sys.executable,
     "-m",
@@ -248,7 +249,7 @@ def test_no_intact_step_stops_with_one_line(half_trained, tmp_path):
 
 @pytest.mark.slow
 def test_damage_and_a_lost_config_json_resume_to_the_end(half_trained, tmp_path):
-  """latest/6 truncated (no manifest yet: the restore notices), best/6 flipped, config.json
+  """latest/6 truncated, best/6 flipped, config.json
   deleted: a changed learning rate is refused by the config recorded with the checkpoint; the
   same config falls back to latest/4, re-makes best/6 on the way and completes."""
   src, root = half_trained
