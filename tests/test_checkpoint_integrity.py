@@ -228,6 +228,7 @@ def half_trained(tmp_path_factory):
   res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert res.returncode == -9, res.stderr[-2000:]
   assert sorted(os.listdir(f"{work}/checkpoints/latest")) == ["4", "6"]
+  os.remove(f"{work}/.lock")  # the killed run's (a rerun would take it over with a note)
   return work, root
 
 
