@@ -178,6 +178,9 @@ def train_config(
       "checkpoint_every_steps": checkpoint_every,
       # How many recent resumable checkpoints to keep (the best one is kept separately).
       "keep_checkpoints": 2,
+      # Which checkpoints a restore verifies by checksum (mtljax/checkpoint.py): "all", "best"
+      # (best/ by checksum, latest/ by file sizes) or "none" (sizes only).
+      "verify_checksums": "all",
       # What checkpoints/best/ keeps (docs/training.md): "" = the main task's main metric;
       # "<task>/<metric>" any validation metric the run logs (direction from its task kind),
       # "max:<name>" / "min:<name>" with the direction given, or "latest" (the last epoch).

@@ -191,6 +191,10 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
   ):
     if int(tr[key]) < 1:
       problems.append(f"config.train.{key}={tr[key]!r} must be >= 1")
+  if tr.get("verify_checksums", "all") not in ("all", "best", "none"):
+    problems.append(
+      f"config.train.verify_checksums={tr.verify_checksums!r} is not one of 'all', 'best', 'none'"
+    )
   if int(config.eval.batch_size) < 1:
     problems.append(f"config.eval.batch_size={config.eval.batch_size!r} must be >= 1")
   for split in config.eval.prediction_splits:
@@ -325,6 +329,7 @@ HARMLESS_CHANGES = (
   "train.log_every_steps",
   "train.checkpoint_every_steps",
   "train.keep_checkpoints",
+  "train.verify_checksums",
   "eval.batch_size",  # the metrics are exact over the whole split, whatever the batch
   "eval.prediction_splits",
   "data.num_threads",

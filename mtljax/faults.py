@@ -28,6 +28,7 @@ POINTS = (
   "predictions.rename",  # predictions npz written to its temporary file, not yet renamed
   "ckpt.best.before",  # before the orbax save of best/<step>
   "ckpt.best.saved",  # after the save call, before it finished
+  "ckpt.manifest.rename",  # a finished step's manifest in its temporary file, not yet renamed
   "ckpt.best.done",  # best/<step> complete, latest/<step> not yet saved
   "epoch.end.done",  # the epoch's checkpoints saved (latest possibly still being written)
   "final.test",  # before the final test of the best checkpoint

@@ -11,7 +11,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from mtljax import configlib, fileio, tasks, train
+from mtljax import checkpoint, configlib, fileio, tasks, train
 from mtljax.attribution import layers, methods
 from mtljax.attribution import targets as targets_lib
 from mtljax.checkpoint import Checkpointer
@@ -111,7 +111,12 @@ def _check_layer(s, ex, stacked, problems: list[str]) -> None:
 # ============================================================================ restore and collect
 def restore(config: ml_collections.ConfigDict, s, workdir: str):
   """`(state, meta)` of `config.explain.checkpoint` ("best" or "latest") of the trained ensemble."""
-  ckpt = Checkpointer(os.path.join(s.workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+  ckpt = Checkpointer(
+    os.path.join(s.workdir, "checkpoints"),
+    keep=config.train.keep_checkpoints,
+    verify=config.train.get("verify_checksums", "all"),
+    record=checkpoint.config_record(config),
+  )
   which = config.explain.checkpoint
   if which not in ("best", "latest"):
     raise ExplainError(f"config.explain.checkpoint={which!r} must be 'best' or 'latest'")
@@ -119,6 +124,8 @@ def restore(config: ml_collections.ConfigDict, s, workdir: str):
     raise ExplainError(f"{workdir}: no checkpoints/{which} to explain; train first")
   try:
     restored = (ckpt.restore_best if which == "best" else ckpt.restore_latest)(s.abstract_state)
+  except checkpoint.CheckpointDamagedError:  # one line naming the damaged step (mtljax/main.py)
+    raise
   except Exception as e:  # a checkpoint of another shape: e.g. one model, not an ensemble
     raise ExplainError(
       f"{workdir}/checkpoints/{which} does not hold the ensemble of "

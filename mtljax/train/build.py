@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from mtljax import configlib, fileio, hierarchy, parallel, tasks
+from mtljax import checkpoint, configlib, fileio, hierarchy, parallel, tasks
 from mtljax import objective as objective_lib
 from mtljax.data import build as data_build
 from mtljax.data import checks as data_checks
@@ -251,15 +251,24 @@ def setup(
     )
 
   # ------------------------------------------------------------------ workdir config
-  # Checked now, written at the end once the whole run has validated (see _record_config).
+  # Checked now, written at the end once the whole run has validated (see _record_config). The
+  # reference is the config recorded with the newest checkpoint (mtljax/checkpoint.py), so that
+  # a missing, edited or replaced config.json changes nothing; config.json only for checkpoints
+  # from before configs were recorded with them.
   config_path = os.path.join(workdir, "config.json")
   saved, changes = _read_config(config_path), {}
-  if saved is not None and not write_config:  # eval/explain: the checkpoints must fit
-    configlib.check_compatible(saved, config, config_path)
-  elif saved is not None and _checkpoint_steps(workdir):  # a resume: the same run, or say so
-    changes = configlib.run_changes(saved, config)
+  recorded = None
+  if _checkpoint_steps(workdir):
+    recorded = checkpoint.recorded_config(os.path.join(workdir, "checkpoints"))
+  reference, where = saved, config_path
+  if recorded is not None:
+    reference, where = recorded[0], f"{recorded[1]} (the config recorded with that checkpoint)"
+  if reference is not None and not write_config:  # eval/explain: the checkpoints must fit
+    configlib.check_compatible(reference, config, where)
+  elif reference is not None and _checkpoint_steps(workdir):  # a resume: the same run, or say so
+    changes = configlib.run_changes(reference, config)
     if changes and not allow_config_change:
-      configlib.check_resume(saved, config, config_path)
+      configlib.check_resume(reference, config, where)
 
   # ------------------------------------------------------------------ batch sizes
   size = ensemble_size(config)

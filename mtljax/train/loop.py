@@ -22,7 +22,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from mtljax import configlib, faults, fileio, parallel
+from mtljax import checkpoint, configlib, faults, fileio, parallel
 from mtljax.checkpoint import Checkpointer
 from mtljax.train.build import Setup, setup
 from mtljax.train.evaluation import evaluate, save_predictions, write_pictures
@@ -72,6 +72,18 @@ class Preempted(SystemExit):
 
   def __init__(self):
     super().__init__(143)
+
+
+def _checkpointer(s: Setup, cleanup: bool = False) -> Checkpointer:
+  """The run's checkpoints (`cleanup`: a training run's open), each step saved with the run's
+  config and verified on restore per `config.train.verify_checksums`."""
+  return Checkpointer(
+    os.path.join(s.workdir, "checkpoints"),
+    keep=s.config.train.keep_checkpoints,
+    cleanup=cleanup,
+    verify=s.config.train.get("verify_checksums", "all"),
+    record=checkpoint.config_record(s.config),
+  )
 
 
 def _summary_keys(metrics: Mapping[str, float]) -> list[str]:
@@ -131,11 +143,15 @@ def train_and_evaluate(
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
 
   # ------------------------------------------------------------------ state: fresh or resumed
-  ckpt = Checkpointer(
-    os.path.join(s.workdir, "checkpoints"), keep=config.train.keep_checkpoints, cleanup=True
-  )
-  writer = MetricWriter(s.workdir)
+  ckpt = _checkpointer(s, cleanup=True)
+  # Verified, with a fallback to the newest intact step (mtljax/checkpoint.py); best/ is checked
+  # now too, so that a damaged one stops the run before it trains, not at the final test.
   restored = ckpt.restore_latest(s.abstract_state)
+  if restored is not None:
+    best_epoch = restored[1].get("best_epoch")
+    best_step = None if best_epoch is None else int(best_epoch) * s.steps_per_epoch
+    ckpt.check_best(s.abstract_state, best_step, int(restored[1]["step"]))
+  writer = MetricWriter(s.workdir)
   if restored is None:
     state = jax.jit(
       lambda r: init_ensemble(s.model, s.tx, s.example_inputs, r, size, objective=s.objective),
@@ -282,7 +298,10 @@ def train_and_evaluate(
 
   # ------------------------------------------------------------------ final test on the best
   faults.point("final.test")
-  best_state, best_meta = ckpt.restore_best(s.abstract_state)
+  restored = ckpt.restore_best(s.abstract_state)
+  if restored is None:
+    raise checkpoint.CheckpointDamagedError(f"{ckpt.directory}/best holds no checkpoint to test")
+  best_state, best_meta = restored
   results = {
     "best_epoch": best_meta["best_epoch"],
     "best_step": best_meta["step"],
@@ -337,7 +356,7 @@ def evaluate_workdir(
   if not os.path.isdir(os.path.join(workdir, "checkpoints", "best")):
     raise configlib.ConfigError(f"{workdir}: no checkpoints/best to evaluate; train first")
   s = setup(config, workdir, write_config=False, checked=checked)
-  ckpt = Checkpointer(os.path.join(s.workdir, "checkpoints"), keep=config.train.keep_checkpoints)
+  ckpt = _checkpointer(s)
   restored = ckpt.restore_best(s.abstract_state)
   if restored is None:
     raise configlib.ConfigError(f"{workdir}/checkpoints/best holds no checkpoint; train first")

@@ -9,6 +9,16 @@ kill points tried, resumed identically, unresumable workdirs (the rerun failed).
   python -m profiling.experiments.fault_injection --random-steps 4 --jobs 2 [--all]
 
 `tests/test_faults.py` uses the same functions on a handful of points.
+
+`--damage` instead damages checkpoints: a run killed before its last save (latest/6, latest/8 and
+best/6 on disk, each with its manifest) is copied once per case; the case truncates, deletes or
+flips bytes of one kind of file (the largest state data file, `state/_METADATA`,
+`_CHECKPOINT_METADATA`, `meta/metadata`, the manifest) of the newest `latest/` step or of `best/`,
+then reruns the command. Each case is classified: resumed to the uninterrupted run's files /
+stopped with one `error:` line naming the damaged step / traceback / silently wrong (exit 0,
+different files) / other. `tests/test_checkpoint_integrity.py` tries a few cases.
+
+  python -m profiling.experiments.fault_injection --damage --jobs 2 [--only latest:data:flip,...]
 """
 
 from __future__ import annotations
@@ -161,6 +171,97 @@ def points(random_steps: int, seed: int, every: bool = False) -> list[str]:
   return [g[i] for i in range(max(map(len, groups))) for g in groups if i < len(g)]
 
 
+# ------------------------------------------------------------------------------ damage
+# Killed before latest/12 is saved: latest/6 and latest/8 (each with its manifest, written when
+# the next save started) and best/6.
+DAMAGE_KILL = "ckpt.latest.before@4"
+DAMAGE_STEPS = {"latest": 8, "best": 6}
+FILES = {
+  "data": None,  # the largest file under state/ (array chunks)
+  "_METADATA": "state/_METADATA",
+  "_CHECKPOINT_METADATA": "_CHECKPOINT_METADATA",
+  "meta": "meta/metadata",
+  "manifest": "mtljax_manifest.json",
+}
+DAMAGES = ("truncate", "delete", "flip")
+
+
+def damage_cases() -> list[str]:
+  return [f"{w}:{f}:{d}" for w in DAMAGE_STEPS for f in FILES for d in DAMAGES]
+
+
+def damage(step_dir: str, kind: str, how: str) -> str:
+  """Damages one file of `step_dir`; returns its relative path."""
+  rel = FILES[kind]
+  if rel is None:
+    files = [
+      os.path.relpath(os.path.join(r, n), step_dir)
+      for r, _, ns in os.walk(os.path.join(step_dir, "state"))
+      for n in ns
+    ]
+    rel = max(files, key=lambda f: os.path.getsize(os.path.join(step_dir, f)))
+  path = os.path.join(step_dir, rel)
+  size = os.path.getsize(path)
+  if how == "truncate":
+    os.truncate(path, size // 2)
+  elif how == "delete":
+    os.remove(path)
+  else:  # a few bytes inverted in the middle
+    with open(path, "r+b") as f:
+      f.seek(size // 2)
+      b = f.read(4)
+      f.seek(size // 2)
+      f.write(bytes(x ^ 0xFF for x in b))
+  return rel
+
+
+def damage_trial(ref: str, base: str, root: str, case: str, workdir: str) -> tuple[str, str]:
+  """Copies the killed run `base`, applies `case` (`which:file:how`), reruns; `(outcome,
+  detail)`, outcome one of "resumed", "stopped", "traceback", "silently wrong", "other"."""
+  which, kind, how = case.split(":")
+  shutil.copytree(base, workdir)
+  step = DAMAGE_STEPS[which]
+  rel = damage(os.path.join(workdir, "checkpoints", which, str(step)), kind, how)
+  res = run(workdir, root)
+  err = res.stderr.strip()
+  note = f"{rel}; " + " | ".join(l for l in err.splitlines() if l.startswith(("warning", "error")))
+  if "Traceback" in err:
+    return "traceback", err[-800:]
+  if res.returncode == 0:
+    diffs = compare(ref, workdir)
+    return ("silently wrong", "; ".join(diffs)) if diffs else ("resumed", note)
+  lines = err.splitlines()
+  if res.returncode == 2 and lines and lines[-1].startswith("error: "):
+    if f"{which}/{step}" in lines[-1]:
+      return "stopped", note
+  return "other", f"rc {res.returncode}: {err[-800:]}"
+
+
+def damage_main(args, base: str, ref: str, root: str) -> int:
+  killed = os.path.join(base, "killed")
+  if not os.path.isdir(killed):
+    res = run(killed, root, kill_at=DAMAGE_KILL)
+    if res.returncode != -signal.SIGKILL:
+      print(f"the run to damage was not killed: rc {res.returncode}: {res.stderr[-2000:]}")
+      return 1
+  todo = args.only.split(",") if args.only else damage_cases()
+  print(f"{len(todo)} damage cases; reference run in {ref}", flush=True)
+
+  def one(case):
+    work = os.path.join(base, "damage_" + case.replace(":", "_"))
+    shutil.rmtree(work, ignore_errors=True)
+    outcome, detail = damage_trial(ref, killed, root, case, work)
+    print(f"{case:34s} {outcome}: {detail}", flush=True)
+    return outcome
+
+  with ThreadPoolExecutor(args.jobs) as pool:
+    outcomes = list(pool.map(one, todo))
+  counts = {k: outcomes.count(k) for k in ("resumed", "stopped", "traceback", "silently wrong")}
+  counts["other"] = len(outcomes) - sum(counts.values())
+  print("\n" + "\n".join(f"{k}: {v}" for k, v in counts.items()), flush=True)
+  return 0 if counts["traceback"] == counts["silently wrong"] == counts["other"] == 0 else 1
+
+
 def main(argv=None) -> int:
   ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   ap.add_argument("--random-steps", type=int, default=4, help="kills at random training steps")
@@ -169,6 +270,7 @@ def main(argv=None) -> int:
   ap.add_argument("--only", default="", help="comma-separated points instead of all")
   ap.add_argument("--all", action="store_true", help="every occurrence of every point")
   ap.add_argument("--keep", default="", help="folder for the workdirs (its reference is reused)")
+  ap.add_argument("--damage", action="store_true", help="damage checkpoints instead of killing")
   args = ap.parse_args(argv)
   base = args.keep or tempfile.mkdtemp(prefix="fault_injection_")
   os.makedirs(base, exist_ok=True)
@@ -181,6 +283,8 @@ def main(argv=None) -> int:
     if res.returncode != 0:
       print(res.stdout[-3000:], res.stderr[-3000:])
       return 1
+  if args.damage:
+    return damage_main(args, base, ref, root)
   todo = args.only.split(",") if args.only else points(args.random_steps, args.seed, args.all)
   print(f"{len(todo)} kill points; reference run in {ref}", flush=True)
 
