@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mtljax import configlib, hierarchy, tasks, train
+from mtljax import checkpoint, configlib, hierarchy, tasks, train
 from mtljax.checkpoint import Checkpointer
 from mtljax.predict import uncertainty
 from mtljax.train.steps import target_transform
@@ -35,9 +35,16 @@ def restore(config, s, which: str = "best"):
   folder = os.path.join(s.workdir, "checkpoints")
   if not os.path.isdir(os.path.join(folder, which)):
     raise PredictError(f"{s.workdir}: no checkpoints/{which}; train first (--mode=train)")
-  ckpt = Checkpointer(folder, keep=config.train.keep_checkpoints)
+  ckpt = Checkpointer(
+    folder,
+    keep=config.train.keep_checkpoints,
+    verify=config.train.get("verify_checksums", "all"),
+    record=checkpoint.config_record(config),
+  )
   try:
     restored = (ckpt.restore_best if which == "best" else ckpt.restore_latest)(s.abstract_state)
+  except checkpoint.CheckpointDamagedError:  # one line naming the damaged step (mtljax/main.py)
+    raise
   except Exception as e:  # a checkpoint of another shape (another ensemble size, model)
     raise PredictError(
       f"{s.workdir}/checkpoints/{which} does not hold the model of this config "
