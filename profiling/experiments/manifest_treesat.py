@@ -25,8 +25,9 @@ _EPOCHS = flags.DEFINE_integer("epochs", 0, "Epochs of both runs (0 = the tiny c
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def export(out: str) -> tuple[str, list[str], list[str], str]:
-  """Writes the synthetic archive and its manifest: `(manifest, inputs, targets, data root)`."""
+def export(out: str) -> tuple[str, list[str], dict[str, str], str]:
+  """Writes the synthetic archive and its manifest: `(manifest, inputs, {target: the built-in
+  kind}, data root)`."""
   import numpy as np
 
   from configs import treesat
@@ -42,7 +43,7 @@ def export(out: str) -> tuple[str, list[str], list[str], str]:
     src = spec.source_cls(root, split, **kwargs)
     fields = src.target_fields
     if targets is None:
-      targets = [t for t, f in fields.items() if len(f.get("shape", ())) <= 1]
+      targets = {t: f["kind"] for t, f in fields.items() if len(f.get("shape", ())) <= 1}
     labels = src.label_arrays()
     for i, name in enumerate(src.names):
       row = {"id": name, "split": split}
@@ -88,8 +89,10 @@ def main(argv):
   builtin = _train(os.path.join(out, "builtin"), "configs/treesat.py:tiny",
                    f"--config.data.root={root}", *epochs)  # fmt: skip
   arg = f"inputs={'+'.join(inputs)},targets={'+'.join(targets)},tiny"
+  # The built-in kinds (the manifest would infer classification for the integer ages).
+  kinds = [f"--config.tasks.{t}.kind={k}" for t, k in targets.items()]
   ours = _train(os.path.join(out, "manifest"), f"configs/manifest.py:{arg}",
-                f"--config.data.manifest={path}", *epochs)  # fmt: skip
+                f"--config.data.manifest={path}", *kinds, *epochs)  # fmt: skip
   keys = sorted(set(builtin["test"]) | set(ours["test"]))
   print(f"manifest: {path} ({arg})")
   print("| test metric | configs/treesat.py:tiny | manifest |\n|---|---|---|")
