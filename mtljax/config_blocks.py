@@ -344,6 +344,8 @@ def predict_config() -> ml_collections.ConfigDict:
       # (`prepared`), its split `split`; both empty = split `split` of the workdir's dataset.
       "root": "",
       "prepared": "",
+      # A table of new inputs of a manifest run (its input columns; no labels or split needed).
+      "manifest": "",
       "split": "test",
       # Outputs go to <workdir>/predict/<name>/ ("" = named after the inputs).
       "name": "",

@@ -181,15 +181,24 @@ def test_a_kind_that_does_not_fit_the_column(table):
     configlib.check(c)
 
 
-@pytest.mark.parametrize("which", ["bad_table", "no_manifest"])
-def test_the_command_line_says_it_in_one_line_and_writes_nothing(table, tmp_path, which):
+def test_the_command_line_says_it_in_one_line_and_writes_nothing(table, tmp_path):
+  """One process (a second costs its start-up only): the bad table through `mtljax.main`."""
   folder, rows = table
   rows[4][0] = "nope.png"
   path = _write(folder, rows)
   workdir = tmp_path / "run"
-  flags = [] if which == "no_manifest" else [f"--config.data.manifest={path}"]
-  cmd = main_command(workdir, *flags, config="configs/manifest.py:inputs=image,targets=label")
+  cmd = main_command(
+    workdir,
+    f"--config.data.manifest={path}",
+    config="configs/manifest.py:inputs=image,targets=label",
+  )
   res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-  line = error_line(res)
-  assert ("nope.png: missing file" if which == "bad_table" else "config.data.manifest") in line
+  assert "nope.png: missing file" in error_line(res)
   assert snapshot(workdir) is None  # not even the workdir
+
+
+def test_no_manifest_is_a_config_problem(table):
+  """What `mtljax.main` prints in one line (the same ConfigError) when no table is named."""
+  c = manifest_config.get_config("inputs=image,targets=label")
+  with pytest.raises(ConfigError, match=r"config.data.manifest is empty"):
+    configlib.check(c)

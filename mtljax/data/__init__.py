@@ -113,6 +113,8 @@ DATASETS: dict[str, str] = {
   "cub_shortcut": "mtljax.data.attributes.shortcut:CUB_SHORTCUT",
   # The user's own files: a table of paths and labels (configs/manifest.py, docs/data.md).
   "manifest": "mtljax.data.manifest:DATASET",
+  # A TFDS catalog builder prepared as ArrayRecord (configs/tfds.py; tensorflow-datasets extra).
+  "tfds": "mtljax.data.tfds_source:DATASET",
 }
 
 

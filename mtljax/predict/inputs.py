@@ -1,8 +1,10 @@
 """Where predict mode's inputs come from, each opened as one `Source` of examples.
 
 `open_inputs(config, s)` reads `config.predict`: `root` (a data root of the workdir's registered
-dataset, its split `split`), `prepared` (a prepared folder, `python -m mtljax.prepare`), or, when
-both are empty, split `split` of the workdir's own dataset. A new kind of input is one more
+dataset, its split `split`), `prepared` (a prepared folder, `python -m mtljax.prepare`),
+`manifest` (a table of new inputs of a manifest run: only its input columns are needed, read
+with the run's recorded schema; the table's own columns go first in the predictions' CSV), or,
+when all are empty, split `split` of the workdir's own dataset. A new kind of input is one more
 `_OPENERS` entry: a function `(config, s, p) -> Source` and the name its outputs go under.
 Only the model's *input* modalities are read from the examples (`pipeline.eval_batches` with no
 task); `check_inputs` refuses a source that lacks one, or holds one of another shape (band count),
@@ -68,8 +70,27 @@ def _prepared(config, s, p):
   return sources[p.split], f"prepared-{base}-{p.split}", what
 
 
+def _manifest(config, s, p):
+  """A table of new inputs (a manifest without labels or split) read with the run's schema; the
+  table's own columns (an `id`, paths, anything else) are kept for the predictions' CSV."""
+  from mtljax.data import manifest
+
+  if config.data.name != "manifest":
+    raise DataError(
+      f"config.predict.manifest needs a workdir trained on a manifest "
+      f"(configs/manifest.py); this one was trained on {config.data.name!r}"
+    )
+  src = manifest.open_source(p.manifest, config.data.schema, s.input_names, grid=config.data.grid)
+  table = src.table
+  skip = {"name", "index", *config.tasks}  # a task's column is the prediction's
+  own = {c: table.column(c, src.rows) for c in table.columns if c not in skip}
+  base = os.path.splitext(os.path.basename(p.manifest))[0]
+  return src, f"manifest-{base}", f"manifest {p.manifest}", own
+
+
 # (config.predict key that selects it, opener); the first whose key is set wins, else the split.
-_OPENERS = (("root", _root), ("prepared", _prepared))
+# An opener returns (source, name, what) or (source, name, what, {column: [N] values}).
+_OPENERS = (("root", _root), ("prepared", _prepared), ("manifest", _manifest))
 
 
 def open_inputs(config, s) -> Inputs:
@@ -79,9 +100,10 @@ def open_inputs(config, s) -> Inputs:
   if len(chosen) > 1:
     raise DataError(f"config.predict: give one of {[k for k, _ in _OPENERS]}, not {chosen}")
   opener = dict(_OPENERS)[chosen[0]] if chosen else _split
-  source, name, what = opener(config, s, p)
+  source, name, what, *own = opener(config, s, p)
   check_inputs(source, s, what)
   columns = {"name": [str(n) for n in source.names], "index": list(range(len(source)))}
+  columns.update(own[0] if own else {})
   return Inputs(source, p.get("name") or name, what, columns)
 
 

@@ -19,15 +19,15 @@ def write_csv(path: Path, header, rows) -> Path:
   return path
 
 
-def write_digits(root: Path, n_train: int = 1200, n_val: int = 250) -> Path:
-  """sklearn's 1797 digits as 8×8 grey PNGs under ``root/img`` and ``root/digits.csv``
-  (id, image, label n0..n9, split)."""
+def write_digits(root: Path, n_train: int = 1200, n_val: int = 250, n: int = 1797) -> Path:
+  """``n`` of sklearn's 1797 digits (a seeded draw) as 8×8 grey PNGs under ``root/img`` and
+  ``root/digits.csv`` (id, image, label n0..n9, split)."""
   from PIL import Image
   from sklearn.datasets import load_digits
 
   d = load_digits()
   (root / "img").mkdir(parents=True, exist_ok=True)
-  order = np.random.default_rng(0).permutation(len(d.target))
+  order = np.random.default_rng(0).permutation(len(d.target))[:n]
   rows = []
   for k, i in enumerate(order):
     Image.fromarray(np.round(d.images[i] * 255 / 16).astype(np.uint8)).save(root / f"img/{i}.png")

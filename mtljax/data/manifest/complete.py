@@ -88,7 +88,14 @@ def complete_config(config, kinds: Mapping[str, tuple[str, bool]]) -> None:
   if mode != "off":
     problems += files.check_files(table, schema, range(len(table)), full=mode == "full")
   files.raise_problems(table, problems)
+  complete_from_schema(config, schema)
 
+
+def complete_from_schema(config, schema: dict) -> None:
+  """Fill what ``schema`` (the columns' entries of ``schema.py``) decides: task kinds, class
+  counts, encoders, heads, fusion, grid; ``config.data.schema``. Shared with the TFDS source
+  (``mtljax/data/tfds_source``), whose schema comes from the builder's features."""
+  d = config.data
   cols = schema["columns"]
   dense = [cols[t] for t in config.tasks if cols[t]["dense"]]
   spatial = bool(dense)
