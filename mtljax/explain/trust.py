@@ -34,11 +34,25 @@ from mtljax.explain.setup import ExplainError
 _RERUN = frozenset({"explain", "targets"})
 
 
+#: What `config.explain.metrics = ("auto",)` (the default) runs: the metrics a user reads on any
+#: data and that cost about one more attribution per method on a small model: faithfulness
+#: (deletion, insertion: `trust.steps` forward passes), sanity (random_logit: the method once
+#: more, on another target) and complexity (sparseness: the map alone); with masks also the
+#: localisation metrics of the map alone. MPRT, ROAD and the robustness metrics re-run the
+#: method many times: named explicitly only.
+AUTO = ("deletion", "insertion", "random_logit", "sparseness")
+AUTO_MASKS = ("relevance_mass", "pointing_game")
+
+
 def request(config, has_mask, *, time_series: bool = False) -> tuple[list[str], dict[str, str]]:
   """The metrics `config.explain.metrics` asks for and those skipped (with why); one ExplainError
   for an unknown name, a mask metric on data without masks, a missing setting, or any metric in
-  the time-series run (the metrics perturb image pixels)."""
+  the time-series run (the metrics perturb image pixels). "auto" is `AUTO` (and `AUTO_MASKS`
+  where the split has masks); none in the time-series run."""
   names = tuple(config.explain.get("metrics") or ())
+  if "auto" in names:
+    auto = () if time_series else AUTO + (AUTO_MASKS if np.any(has_mask) else ())
+    names = tuple(dict.fromkeys(n for m in names for n in (auto if m == "auto" else (m,))))
   try:
     wanted, skipped = resolve(
       names,
