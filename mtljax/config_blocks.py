@@ -318,7 +318,7 @@ def explain_config(
       "textual": "",
       # Trust metrics (mtljax.attribution.trust.registry, or "all"; docs/trust.md) and their
       # settings. "auto": the cheap ones that need no mask (deletion, insertion, random_logit,
-      # sparseness; with masks also relevance_mass, pointing_game: mtljax/explain/trust.py AUTO);
+      # sparseness; with masks also relevance_mass: mtljax/explain/trust.py AUTO);
       # () = only the localisation table above.
       "metrics": ("auto",),
       "trust": trust_config(),
