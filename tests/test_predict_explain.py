@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from conftest import PREDICT_CONFIG, PREDICT_FLAGS, ROOT
 from helpers.commands import main_command
+from test_analysis_report import check_report_renders
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +61,8 @@ def test_new_inputs_are_explained_across_the_predicted_classes(explained):
   glances = sorted(out.glob("glance_saliency_*.png"))
   assert len(glances) == 4 and all(f"src='{g.name}'" in page for g in glances)
   assert page.count("<figcaption>Predicted ") == 4
+  shown = check_report_renders(str(out / "index.html"))  # in Chromium where one is installed
+  assert {g.name for g in glances} <= set(shown)
   assert (explained / "predictions.csv").exists() and not (explained / "parts").exists()
 
 
