@@ -324,8 +324,10 @@ def explain_config(
       # "" = none.
       "textual": "",
       # Trust metrics (mtljax.attribution.trust.registry, or "all"; docs/trust.md) and their
-      # settings; () = only the localisation table above.
-      "metrics": (),
+      # settings. "auto": the cheap ones that need no mask (deletion, insertion, random_logit,
+      # sparseness; with masks also relevance_mass: mtljax/explain/trust.py AUTO);
+      # () = only the localisation table above.
+      "metrics": ("auto",),
       "trust": trust_config(),
       # Labelled arrows point at the whole map's centre of mass ("com", the paper's) or at the
       # centre of its strongest region holding the top `arrow_top` of its mass ("top_mass").
@@ -360,6 +362,11 @@ def predict_config() -> ml_collections.ConfigDict:
       "raster": "",
       "modality": "",
       "stride": 0,
+      # Also explain the predictions (config.explain's methods and trust metrics, no annotation
+      # needed): `explain_examples` inputs picked across the predicted classes, each explained
+      # for its predicted class (labels), into <workdir>/predict/<name>/explanations/index.html.
+      "explain": False,
+      "explain_examples": 16,
     }
   )
 

@@ -94,7 +94,8 @@ def make_targets_attribute_fn(
   chunks: dict[str, int] | None = None,
 ) -> Callable:
   """`(stacked, inputs, index [B, K], valid [B, K], segments) -> (member_maps [E, B, K, H, W],
-  ens [B, K, H, W], mass [E, B, K, M] or None, others {m: [B, K, h, w]})`, jitted: the target-axis
+  ens [B, K, H, W], mass [E, B, K, M] or None, others {m: [B, K, h, w]}, bands {m: [E, B, K,
+  C_m]})`, jitted: the target-axis
   counterpart of a per-pair attribution (members × targets × examples in one call). `chunks`:
   `{"steps", "targets", "members": n}` evaluated together (`sized_attribute_fn`); a missing key
   or a count as large as the configured one = as configured."""
@@ -136,17 +137,23 @@ def make_targets_attribute_fn(
       strategy=ex.strategy,
       member_chunk=chunks.get("members"),
     )
-    mass, others = None, {}
+    mass, others, bands = None, {}, {}
     if spec.output == "inputs":
       leaves = {m: jnp.abs(a).reshape(a.shape[:3] + (-1,)).sum(-1) for m, a in per_member.items()}
       total = sum(leaves.values()) + 1e-12
       mass = jnp.stack([leaves[m] / total for m in sorted(leaves)], axis=-1)
+      # Each band's share of the whole attribution (an image's last axis; any other input is
+      # one band): which bands a prediction rests on, per target.
+      bands = {
+        m: (jnp.abs(a).sum((3, 4)) if a.ndim == 6 else leaves[m][..., None]) / total[..., None]
+        for m, a in per_member.items()
+      }
       others = {
         m: heatmaps(a)[1] for m, a in per_member.items() if m != ex.modality and a.ndim == 6
       }
       per_member = per_member[ex.modality]
     members, ens_map = heatmaps(per_member)
-    return members, ens_map, mass, others
+    return members, ens_map, mass, others, bands
 
   return jax.jit(run)
 
@@ -197,11 +204,14 @@ def sized_attribute_fn(
 
 def attribute_examples(fn, spec, stacked, x, pairs, bs, segments, *, desc):
   """`fn` (from `make_targets_attribute_fn`) over the examples of `pairs`, `bs` examples per call,
-  every target of an example in the same call. Returns rows in the order of `pairs`: member maps `[E, P, H, W]`, ensemble maps `[P, H, W]`, modality shares (a list of
-  `[E, P, M]`) and the other inputs' maps `{m: [[P, h, w]]}`."""
+  every target of an example in the same call. Returns rows in the order of `pairs`: member maps
+  `[E, P, H, W]`, ensemble maps `[P, H, W]`, modality shares (a list of `[E, P, M]`), the other
+  inputs' maps `{m: [[P, h, w]]}` and each band's share of the attribution `{m: [E, P, C_m]}`
+  (empty for a layer method)."""
   examples, index, valid, rows = group_pairs(pairs)
   member_maps = ens_maps = mass_rows = None
   others: dict[str, np.ndarray] = {}
+  bands: dict[str, np.ndarray] = {}
 
   def put(store, value, batch_rows, axis):
     """Scatter `value [..., b, K, ...]` (batch at `axis`) into `store [..., P, ...]`."""
@@ -225,13 +235,16 @@ def attribute_examples(fn, spec, stacked, x, pairs, bs, segments, *, desc):
       rows_b = np.concatenate([rows_b, np.full((pad,) + rows_b.shape[1:], -1)])
     xb = {m: jnp.asarray(v[ex_b]) for m, v in x.items()}
     seg = segments(ex_b) if spec.needs_segments else None
-    mm, em, mass, other = fn(stacked, xb, jnp.asarray(idx_b), jnp.asarray(ok_b), seg)
+    mm, em, mass, other, band = fn(stacked, xb, jnp.asarray(idx_b), jnp.asarray(ok_b), seg)
     member_maps = put(member_maps, mm, rows_b, 1)
     ens_maps = put(ens_maps, em, rows_b, 0)
     if mass is not None:
       mass_rows = put(mass_rows, mass, rows_b, 1)
     for m, v in other.items():
       others[m] = put(others.get(m), v, rows_b, 0)
+    for m, v in band.items():
+      bands[m] = put(bands.get(m), v, rows_b, 1)
   member_maps = np.moveaxis(member_maps, 0, 1)  # [P, E, ...] → [E, P, ...]
   masses = [] if mass_rows is None else [np.moveaxis(mass_rows, 0, 1)]
-  return member_maps, ens_maps, masses, {m: [v] for m, v in others.items()}
+  bands = {m: np.moveaxis(v, 0, 1) for m, v in bands.items()}
+  return member_maps, ens_maps, masses, {m: [v] for m, v in others.items()}, bands

@@ -127,6 +127,7 @@ def explain_workdir(
   summary = {
     "split": ex.split,
     "task": ex.task,
+    "modality": ex.modality,
     "targets_per_task": per_task,
     "ensemble_size": size,
     "checkpoint_step": int(meta["step"]),
@@ -136,6 +137,8 @@ def explain_workdir(
     "methods": {},
   }
   specs = {name: methods.get_method(name) for name in ex.methods}
+  channels = {m: f.get("channels") for m, f in s.sources["train"].input_fields.items()}
+  pair_bands: dict[str, dict] = {}
   segments, num_segments = None, None
   if any(p.needs_segments for p in specs.values()):
     segments, num_segments = _segments(ex, images, hw)
@@ -148,7 +151,7 @@ def explain_workdir(
       )
       if is_main and chunks != largest:
         print(f"{name}: {_chunk_line(chunks, largest)} per call (memory budget)", flush=True)
-      member_maps, ens_maps, masses, others = batches.attribute_examples(
+      member_maps, ens_maps, masses, others, bands = batches.attribute_examples(
         fn, spec, stacked, x, pairs, bs, segments, desc=name
       )
     seconds = time.perf_counter() - t0
@@ -191,6 +194,8 @@ def explain_workdir(
     if masses:
       share = np.concatenate(masses, axis=1).mean(axis=(0, 1))
       results[name]["modality_share"] = dict(zip(sorted(x), share.tolist()))
+      results[name]["share_by_class"] = trust_page.shares_by_class(bands, pairs, labels, channels)
+      pair_bands[name] = bands
     if is_main:
       report.save_maps(
         out_dir, name, ens_maps, member_maps, pairs, index, ann, ind, en, others, ex, labels
@@ -210,7 +215,16 @@ def explain_workdir(
     )
   table = _write_tables(out_dir, summary, results)
   if is_main:
-    trust_page.write(out_dir, summary, images, pairs, names)
+    trust_page.write(
+      out_dir,
+      summary,
+      images,
+      pairs,
+      labels,
+      bands=pair_bands,
+      channels=channels,
+      count=int(ex.num_pictures),
+    )
     report.tensorboard(s.workdir, out_dir, ex)
     main = config.main_task
     lines = [

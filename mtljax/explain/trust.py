@@ -1,15 +1,14 @@
 """The trust metrics inside `--mode=explain`: the request check (before any attribution), then per
-method every requested metric (`registry.resolve`) of each member's maps (with that member's
-model) and of the ensemble's map (with the ensemble: the mean of the members' scores, its
-explanation the run's averaged map), Ind-Avg vs Ens-Avg (paired t-test, `localization.compare`),
-the members' spread (uncertainty), and the saved arrays.
+method every requested metric (`registry.resolve`) of each member's maps (with that member's model)
+and of the ensemble's map (with the ensemble: the mean of the members' scores, its explanation the
+run's averaged map), Ind-Avg vs Ens-Avg (paired t-test, `localization.compare`), the members' spread
+(uncertainty), and the saved arrays.
 
 A metric is evaluated by what its registry entry declares (`registry.NEEDS`), never by its name:
-"model" metrics run in one jitted program per batch, vmapped over the members; metrics that
-re-run the attribution ("explain", "targets") get all members and the ensemble at once; the
-others (maps, masks) run in one jitted program per batch. Trust metrics perturb image pixels: the
-time-series explain run refuses them (one error before any work).
-"""
+"model" metrics run in one jitted program per batch, vmapped over the members; metrics that re-run
+the attribution ("explain", "targets") get all members and the ensemble at once; the others (maps,
+masks) run in one jitted program per batch. Trust metrics perturb image pixels: the time-series
+explain run refuses them (one error before any work)."""
 
 from __future__ import annotations
 
@@ -34,17 +33,22 @@ from mtljax.explain.setup import ExplainError
 _RERUN = frozenset({"explain", "targets"})
 
 
+#: `config.explain.metrics = ("auto",)` (the default): cheap metrics read on any data: faithfulness,
+#: sanity (one more attribution per method), complexity; with masks a map-only localisation one.
+AUTO, AUTO_MASKS = ("deletion", "insertion", "random_logit", "sparseness"), ("relevance_mass",)
+
+
 def request(config, has_mask, *, time_series: bool = False) -> tuple[list[str], dict[str, str]]:
   """The metrics `config.explain.metrics` asks for and those skipped (with why); one ExplainError
   for an unknown name, a mask metric on data without masks, a missing setting, or any metric in
-  the time-series run (the metrics perturb image pixels)."""
+  the time-series run (the metrics perturb image pixels). "auto": `AUTO` (+ `AUTO_MASKS`)."""
   names = tuple(config.explain.get("metrics") or ())
+  if "auto" in names:
+    auto = () if time_series else AUTO + (AUTO_MASKS if np.any(has_mask) else ())
+    names = tuple(dict.fromkeys(n for m in names for n in (auto if m == "auto" else (m,))))
+  masks = time_series or bool(np.any(has_mask))
   try:
-    wanted, skipped = resolve(
-      names,
-      has_masks=time_series or bool(np.any(has_mask)),
-      settings=config.explain.get("trust"),
-    )
+    wanted, skipped = resolve(names, has_masks=masks, settings=config.explain.get("trust"))
   except ValueError as e:
     raise ExplainError(str(e)) from None
   if time_series and names:

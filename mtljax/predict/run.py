@@ -10,6 +10,8 @@ Writes under `<workdir>/predict/<name>/` (name: `config.predict.name`, else from
                     `<task>/pred` instead of their per-pixel probabilities), `index`, `name`
   rasters/<task>/   dense tasks: `<name>.tif` (class or value map) and `<name>_uncertainty.tif`
   request.json      what was predicted (inputs, checkpoint and its step)
+  explanations/     with `config.predict.explain`: maps, trust metrics and index.html of inputs
+                    picked across the predicted classes (explain.py)
 Resumable: the inputs are predicted in parts of `config.predict.chunk` examples, each written
 atomically to `parts/` as it completes; a killed run rerun with the same command skips the parts
 already there. The final files are written atomically once every part is there, then the parts
@@ -94,6 +96,11 @@ def predict_workdir(config, workdir: str, *, checked: bool = False) -> str:
   s = train.setup(config, workdir, write_config=False, checked=checked)
   p = config.predict
   if p.get("raster"):
+    if p.get("explain"):
+      raise PredictError(
+        "config.predict.explain explains inputs of the model's size; a raster's tiles are not "
+        "explained (drop config.predict.raster or config.predict.explain)"
+      )
     return predict_rasters(config, s)
   inp = inputs_lib.open_inputs(config, s)
   state, meta = model_lib.restore(config, s, p.checkpoint)
@@ -135,6 +142,13 @@ def predict_workdir(config, workdir: str, *, checked: bool = False) -> str:
     )
     shutil.rmtree(parts_dir, ignore_errors=True)
   print(f"predictions of {n} inputs ({inp.what}) in {out_dir}", flush=True)
+  if p.get("explain"):  # explanations/ of inputs picked across the predicted classes
+    from mtljax.predict import explain
+
+    with np.load(os.path.join(out_dir, "predictions.npz")) as f:
+      arrays = {k: f[k] for k in f.files}
+    names = class_names(s, config.explain.task)
+    explain.explain_predictions(config, s, inp, state, meta, arrays, out_dir, names)
   return out_dir
 
 
