@@ -173,6 +173,7 @@ def test_an_allocation_failure_is_one_error_line_and_keeps_earlier_methods(train
     f.unlink()
   cmd = [sys.executable, str(script), CONFIG, f"--workdir={trained}", "--mode=explain"]
   cmd += ["--config.explain.methods=('saliency','exhausted')", "--config.explain.max_examples=8"]
+  cmd += ["--config.explain.metrics=()"]
   env = dict(os.environ, PYTHONPATH=ROOT)
   res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env=env)
   assert res.returncode == 2, res.stdout[-3000:] + res.stderr[-3000:]
