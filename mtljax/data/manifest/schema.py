@@ -135,15 +135,18 @@ class _Inference:
     return {**entry, "role": "target", "target": target, "dense": dense, "kind": name}
 
   def raster_classes(self, cells) -> int:
-    """The number of classes of a class raster: 1 + its largest value over the training files."""
+    """The number of classes of a class raster: 1 + its largest value over the training files
+    (nodata pixels left out)."""
     top = 0
     train = set(self.train)
     for i, cell in cells:
       if i in train:
         try:
-          top = max(top, int(np.max(rasters.read(self.table.resolve(cell)))))
-        except (DataError, ValueError):
+          x = rasters.read(self.table.resolve(cell), values=True)
+        except DataError:
           continue
+        x = x[np.isfinite(x)]
+        top = max(top, int(x.max())) if x.size else top
     return top + 1
 
   def labels(self, column: str, cells, target: str | None, declared: Sequence[str]) -> dict | None:
