@@ -4,7 +4,8 @@ r"""Your own data: a manifest (CSV or JSON Lines, one row per example) of your f
 to the other turns a modality from an input into an auxiliary target. Each target's kind is
 inferred from its column (names or few integers: classification; `a;b` cells: multilabel;
 numbers: regression; paths to integer rasters: segmentation; to float rasters: dense
-regression) and can be set with `--config.tasks.<col>.kind=...`; encoders are chosen by each
+regression) and can be set with `--config.tasks.<col>.kind=...`; a class column's vocabulary is
+the training split's unless `--config.tasks.<col>.classes=a,b,c` declares it; encoders are chosen by each
 modality's shape (`--config.inputs.<col>.encoder=...` to choose). An empty cell is a missing
 label. The table's columns, the splits and the checks are described in docs/data.md.
 
@@ -82,10 +83,13 @@ def get_config(arg=None):
   c.model = ml_collections.ConfigDict({"fusion": "", "fusion_kwargs": {}})
   c.tasks = ml_collections.ConfigDict()
   for t in targets:
-    # kind "" = inferred from the column; num_classes 0 = the training split's classes.
+    # kind "" = inferred from the column; num_classes 0 = the training split's classes, or the
+    # declared vocabulary: classes="a,b,c" (that order; val/test may hold classes training
+    # never saw, any other name is an error).
     c.tasks[t] = {
       "kind": "",
       "num_classes": 0,
+      "classes": "",
       "num_outputs": 1,
       "weight": 1.0,
       "head": "",

@@ -38,8 +38,11 @@ _SCHEDULES = ("warmup_cosine", "constant", "plateau")
 ENSEMBLE_STRATEGIES = ("seeds", "bagging", "leave_one_bucket_out")
 _OPTIMIZERS = ("adamw", "adam", "sgd")
 # num_outputs: width of a regression target (default 1); normalize: False keeps a regression
-# target in its own units for the loss (e.g. a sigmoid head's [0, 1] target).
-_TASK_KEYS = {"kind", "num_classes", "weight", "head", "head_kwargs", "num_outputs", "normalize"}
+# target in its own units for the loss (e.g. a sigmoid head's [0, 1] target); classes: a declared
+# class vocabulary (the manifest's "a,b,c").
+_TASK_KEYS = {
+  "kind", "num_classes", "classes", "weight", "head", "head_kwargs", "num_outputs", "normalize"
+}  # fmt: skip
 _INPUT_KEYS = {"encoder", "encoder_kwargs"}
 
 

@@ -226,5 +226,28 @@ def test_json_lines_manifest_reads_like_csv(tmp_path):
   assert table.lines == [1, 2]
 
 
+def test_geotiff_nodata_is_read_as_missing(tmp_path):
+  """A GeoTIFF's GDAL nodata value (as the TreeSatAI S1 patches carry -9999) and non-finite
+  pixels are NaN in what a run reads (so the statistics skip them and the pipeline fills them);
+  a TIFF without the tag keeps every value; the raw read keeps the stored numbers."""
+  import tifffile
+
+  from mtljax.data.manifest import rasters
+
+  x = np.arange(32, dtype=np.float32).reshape(4, 4, 2)
+  x[0, 0, 0], x[1, 2, 1], x[3, 3, 0] = -9999.0, np.nan, np.inf
+  tagged, plain = tmp_path / "tagged.tif", tmp_path / "plain.tif"
+  nodata = [(rasters.GDAL_NODATA, 2, 0, "-9999", True)]
+  planar = {"photometric": "minisblack", "planarconfig": "separate"}  # bands first, as GDAL
+  tifffile.imwrite(tagged, np.moveaxis(x, -1, 0), extratags=nodata, **planar)
+  tifffile.imwrite(plain, np.moveaxis(x, -1, 0), **planar)
+  read = rasters.read(tagged, values=True)
+  assert read.dtype == np.float32 and read.shape == (4, 4, 2)
+  assert np.argwhere(np.isnan(read)).tolist() == [[0, 0, 0], [1, 2, 1], [3, 3, 0]]
+  assert np.array_equal(read[np.isfinite(read)], x[np.isfinite(x) & (x != -9999.0)])
+  assert rasters.read(tagged)[0, 0, 0] == -9999.0
+  assert rasters.read(plain, values=True)[0, 0, 0] == -9999.0
+
+
 if __name__ == "__main__":
   sys.exit(pytest.main([__file__, "-q", "-n", "0"]))

@@ -202,3 +202,51 @@ def test_no_manifest_is_a_config_problem(table):
   c = manifest_config.get_config("inputs=image,targets=label")
   with pytest.raises(ConfigError, match=r"config.data.manifest is empty"):
     configlib.check(c)
+
+
+def _declared(path, classes: str):
+  c = manifest_config.get_config("inputs=image,targets=label")
+  c.data.manifest = str(path)
+  c.tasks.label.classes = classes
+  configlib.check(c)
+  return c
+
+
+def test_a_declared_vocabulary_admits_classes_training_never_saw(table):
+  """`config.tasks.<col>.classes` declares the vocabulary: a val/test class outside the training
+  split is an output (in the declared order, read by that index); an undeclared class is still a
+  problem, in any split, and so is a vocabulary naming a class twice."""
+  from mtljax.data import manifest
+
+  folder, rows = table
+  rows[7][1] = "c"  # a val row: a class the six training rows never show
+  path = _write(folder, rows)
+  assert "line 9, column 'label': expected a class of the training split, got 'c' (or " in (
+    _message(path)
+  )
+  c = _declared(path, "c, b,a")
+  assert c.tasks.label.num_classes == 3
+  schema = c.data.schema.to_dict()
+  assert schema["columns"]["label"]["classes"] == ["c", "b", "a"]
+  val = manifest.ManifestSource(
+    None, "val", manifest=str(path), schema=schema, inputs=("image",), tasks=("label",)
+  )
+  assert val.target_fields["label"]["class_names"] == ("c", "b", "a")
+  # Val rows 6, 7, 8 of the table: "a", "c", "a" -> indices 2, 0, 2 of the declared order.
+  assert [int(val[i]["targets"]["label"]) for i in range(3)] == [2, 0, 2]
+
+  rows[10][1] = "zz"  # a test row outside the declared names
+  rows[0][1] = "d"  # a training row outside them
+  with pytest.raises(DataError) as e:
+    _declared(_write(folder, rows), "a,b,c")
+  msg = str(e.value)
+  assert "2 problems" in msg, msg
+  assert "line 2, column 'label': expected a class of config.tasks.label.classes, got 'd'" in msg
+  assert "line 12, column 'label': expected a class of config.tasks.label.classes, got 'zz'" in msg
+  with pytest.raises(DataError, match=r"expected each declared class once, got 'a' twice"):
+    _declared(path, "a,b,c,a")
+  c = manifest_config.get_config("inputs=image,targets=weight")
+  c.data.manifest, c.tasks.weight.classes = str(path), "a,b"
+  c.tasks.weight.kind = "regression"
+  with pytest.raises(DataError, match=r"expected no declared classes for kind 'regression'"):
+    configlib.check(c)

@@ -3,7 +3,8 @@ counts, encoders, heads, fusion, the grid of a run with dense targets, the schem
 uses), filled in before the config is checked (``configlib.problems`` calls the dataset entry's
 ``complete_config``).
 
-Only what the config leaves open is filled: a task kind "" (inferred), ``num_classes`` 0, an
+Only what the config leaves open is filled: a task kind "" (inferred), ``num_classes`` 0 (the
+training split's classes, or the count of ``config.tasks.<col>.classes`` when declared), an
 encoder or head "" (chosen by the modality's shape and the run's targets), ``model.fusion`` "",
 ``data.grid`` 0, empty ``explain`` names. Anything set on the command line stays, and a value
 that contradicts the table is a problem (``configlib.check_fields``). Every problem of the table
@@ -80,8 +81,15 @@ def complete_config(config, kinds: Mapping[str, tuple[str, bool]]) -> None:
   splits, problems = assign_splits(table, d.split_fractions, d.split_seed)
   groups = schema_lib.parse_groups(d.groups)
   targets = {t: c.get("kind", "") for t, c in config.tasks.items()}
+  declared = {t: declared_classes(c.get("classes", "")) for t, c in config.tasks.items()}
   schema, more = schema_lib.infer(
-    table, splits, inputs=list(config.inputs), targets=targets, groups=groups, kinds=kinds
+    table,
+    splits,
+    inputs=list(config.inputs),
+    targets=targets,
+    groups=groups,
+    kinds=kinds,
+    classes={t: v for t, v in declared.items() if v},
   )
   problems += more
   mode = d.get("check_files", "header")
@@ -89,6 +97,12 @@ def complete_config(config, kinds: Mapping[str, tuple[str, bool]]) -> None:
     problems += files.check_files(table, schema, range(len(table)), full=mode == "full")
   files.raise_problems(table, problems)
   complete_from_schema(config, schema)
+
+
+def declared_classes(text) -> list[str]:
+  """``config.tasks.<col>.classes`` as names: ``"a,b,c"`` (or a list) -> ``["a", "b", "c"]``."""
+  parts = text.split(",") if isinstance(text, str) else list(text or ())
+  return [n for n in (str(p).strip() for p in parts) if n]
 
 
 def complete_from_schema(config, schema: dict) -> None:

@@ -3,7 +3,11 @@ pickle), each read as ``[H, W, C]`` in its stored type (a one-band image gets ``
 ``.npy`` stays ``[D]``: a vector).
 
 ``header(path)`` reads only what a file says about itself (shape, bands, type) — the cheap check
-every row gets; ``read(path)`` decodes it. ``resize(x, size, nearest)`` resamples a raster to a
+every row gets; ``read(path)`` decodes it; ``read(path, values=True)`` (what a run reads) gives
+float32 with the pixels of the GeoTIFF's GDAL nodata value (tag 42113, as GDAL and rasterio
+write it) and non-finite pixels as NaN, so a sensor's nodata does not enter the normalisation
+statistics or the model as a number (the pipeline's statistics ignore NaN and standardised
+NaN pixels become 0, as with the built-in readers). ``resize(x, size, nearest)`` resamples a raster to a
 square grid (area means for values, nearest pixels for classes) when a run has dense targets and
 its rasters differ in size.
 """
@@ -105,10 +109,24 @@ def header(path: str | os.PathLike) -> tuple[tuple[int, ...], str]:
   raise DataError(f"unsupported file type {ext!r} (expected one of {EXTENSIONS})")
 
 
-def read(path: str | os.PathLike) -> np.ndarray:
-  """The raster decoded: ``[H, W, C]`` (or ``[D]`` for a 1-D ``.npy``) in its stored type."""
+GDAL_NODATA = 42113
+
+
+def _nodata(tif) -> float | None:
+  """The GDAL nodata value of a TIFF (an ASCII tag), or None."""
+  tag = tif.pages[0].tags.get(GDAL_NODATA)
+  try:
+    return float(str(tag.value).strip("\x00 ")) if tag is not None else None
+  except ValueError:
+    return None
+
+
+def read(path: str | os.PathLike, values: bool = False) -> np.ndarray:
+  """The raster decoded: ``[H, W, C]`` (or ``[D]`` for a 1-D ``.npy``) in its stored type, or
+  with ``values`` float32 with nodata and non-finite pixels NaN (module docstring)."""
   path = Path(path)
   ext = path.suffix.lower()
+  nodata = None
   try:
     if ext in TIFF:
       import tifffile
@@ -117,6 +135,7 @@ def read(path: str | os.PathLike) -> np.ndarray:
         series = tif.series[0]
         arr = series.asarray()
         _, first = _tiff_layout(tuple(series.shape), series.axes)
+        nodata = _nodata(tif) if values else None
       arr = np.moveaxis(arr, 0, -1) if first else arr
     elif ext in IMAGE:
       from PIL import Image
@@ -131,7 +150,15 @@ def read(path: str | os.PathLike) -> np.ndarray:
     raise
   except Exception as e:  # noqa: BLE001
     raise DataError(f"{path}: unreadable ({type(e).__name__}: {e})") from e
-  return arr[..., None] if arr.ndim == 2 else arr
+  arr = arr[..., None] if arr.ndim == 2 else arr
+  if not values:
+    return arr
+  out = arr.astype(np.float32)
+  bad = ~np.isfinite(out)
+  if nodata is not None:
+    bad |= arr == nodata
+  out[bad] = np.nan
+  return out
 
 
 def resize(x: np.ndarray, size: int, nearest: bool) -> np.ndarray:

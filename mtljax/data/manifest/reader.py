@@ -8,12 +8,13 @@ run (``open_source``).
 
 Example (``source[i]``)::
 
-    {"inputs":  {raster: float32 [H, W, C] (resampled to grid × grid in a run with dense targets),
+    {"inputs":  {raster: float32 [H, W, C] (resampled to grid × grid in a run with dense targets;
+                         a GeoTIFF's nodata pixels NaN: ``rasters.read``),
                  vector: float32 [D] (NaN for an empty cell), categorical: int32 []},
      "targets": {class: int32 [], labels: float32 [K], value: float32 [],
                  class raster: int32 [H, W], value raster: float32 [H, W] (or [H, W, C])},
      "mask":    {task: float32 [] / [H, W] / [H, W, C]: 0 = empty cell, NaN value or a class
-                 raster's pixel outside its classes},
+                 raster's pixel outside its classes or nodata},
      "meta":    {"index": int32 [], + expl_mask, expl_mask_present, expl_prior with an
                  `expl_mask` column (mtljax.data.annotations)}}
 """
@@ -119,7 +120,7 @@ class ManifestSource:
   # ------------------------------------------------------------------ reading
   def _raster(self, name: str, row: int, nearest: bool) -> np.ndarray:
     cell = self.table.rows[row][name]
-    x = rasters.read(self.table.resolve(cell))
+    x = rasters.read(self.table.resolve(cell), values=True)  # float32, nodata NaN
     if self.grid and x.ndim == 3:
       x = rasters.resize(x, self.grid, nearest)
     return x
@@ -127,7 +128,7 @@ class ManifestSource:
   def _input(self, name: str, row: int):
     c, r = self._cols[name], self.table.rows[row]
     if c["type"] == "raster":
-      return self._raster(name, row, nearest=False).astype(np.float32)
+      return self._raster(name, row, nearest=False)
     if c["type"] == "categorical":
       v = r.get(name, "")
       return np.asarray(c["classes"].index(v) if v in c["classes"] else 0, np.int32)
@@ -141,8 +142,9 @@ class ManifestSource:
     if c["dense"]:
       x = self._raster(name, row, nearest=c["target"] == CLASS)
       if c["target"] == CLASS:
-        y = x[..., 0].astype(np.int64)
-        ok = (y >= 0) & (y < field["num_classes"])
+        ok = np.isfinite(x[..., 0])
+        y = np.where(ok, x[..., 0], -1).astype(np.int64)
+        ok &= (y >= 0) & (y < field["num_classes"])
         return np.where(ok, y, 0).astype(np.int32), ok.astype(np.float32)
       y = x.astype(np.float32).reshape(field["shape"])
       ok = np.isfinite(y)

@@ -13,6 +13,12 @@ A column's entry in the schema (``schema["columns"][name]``, plain JSON)::
      "target": "class" | "labels" | "value" (targets: what the task kind's target holds),
      "dense": bool (targets: a raster target), "kind": the task kind (targets)}
 
+A class or labels target's vocabulary is the training split's classes, sorted, unless the config
+declares one (``config.tasks.<col>.classes="a,b,c"``): then it is the declared names in the
+declared order, so a val/test class that training never saw is an output like any other (the
+field's usual answer, and how a built-in dataset with a fixed vocabulary reads its labels), and
+any cell outside the declared names, in any split, is still a problem.
+
 Inference of a target's kind (unless ``config.tasks.<col>.kind`` names one): a raster column is
 dense (an integer raster: classes per pixel; a float raster: values per pixel); cells with ";"
 hold several labels; numbers that are all integers with at most ``MAX_INT_CLASSES`` distinct
@@ -85,7 +91,9 @@ class _Inference:
     self.problem(cells[0][0] if cells else None, column, "at least one readable file")
     return None
 
-  def target(self, column: str, kind: str, kinds: Mapping[str, tuple[str, bool]]) -> dict | None:
+  def target(
+    self, column: str, kind: str, kinds: Mapping[str, tuple[str, bool]], declared: Sequence[str]
+  ) -> dict | None:
     cells = self.filled(column)
     if not cells:
       self.problem(None, column, "a target column with at least one label")
@@ -103,6 +111,10 @@ class _Inference:
       what = "file paths (a dense kind)" if dense else "labels, not file paths"
       self.problem(cells[0][0], column, f"{what} for kind {kind!r}")
       return None
+    if declared and (dense or target == VALUE):
+      what = "a raster target" if dense else f"kind {kind!r}"
+      self.problem(None, column, f"no declared classes for {what} (config.tasks.{column}.classes)")
+      return None
     if dense:
       entry = self.raster(column, cells)
       if entry is None:
@@ -112,7 +124,7 @@ class _Inference:
       if target == CLASS:
         entry["classes"] = self.raster_classes(cells)
     else:
-      entry = self.labels(column, cells, target)
+      entry = self.labels(column, cells, target, declared)
       if entry is None:
         return None
       target = entry.pop("target")
@@ -123,19 +135,25 @@ class _Inference:
     return {**entry, "role": "target", "target": target, "dense": dense, "kind": name}
 
   def raster_classes(self, cells) -> int:
-    """The number of classes of a class raster: 1 + its largest value over the training files."""
+    """The number of classes of a class raster: 1 + its largest value over the training files
+    (nodata pixels left out)."""
     top = 0
     train = set(self.train)
     for i, cell in cells:
       if i in train:
         try:
-          top = max(top, int(np.max(rasters.read(self.table.resolve(cell)))))
-        except (DataError, ValueError):
+          x = rasters.read(self.table.resolve(cell), values=True)
+        except DataError:
           continue
+        x = x[np.isfinite(x)]
+        top = max(top, int(x.max())) if x.size else top
     return top + 1
 
-  def labels(self, column: str, cells, target: str | None) -> dict | None:
-    """A per-example target column: classes, labels or values."""
+  def labels(self, column: str, cells, target: str | None, declared: Sequence[str]) -> dict | None:
+    """A per-example target column: classes, labels or values (``declared``: the config's
+    vocabulary, or empty)."""
+    if target is None and declared:
+      target = LABELS if any(";" in c for _, c in cells) else CLASS
     if target is None:
       if any(";" in c for _, c in cells):
         target = LABELS
@@ -161,13 +179,24 @@ class _Inference:
       return {"type": "value", "target": VALUE}
     train = set(self.train)
     split = _labels if target == LABELS else (lambda c: [c])
-    classes = _sort_classes({v for i, c in cells if i in train for v in split(c)})
-    known = set(classes)
+    if declared:
+      twice = sorted({v for v in declared if list(declared).count(v) > 1})
+      if twice:
+        self.problem(None, column, f"each declared class once, got {twice[0]!r} twice")
+        return None
+      classes, checked = list(declared), range(len(self.table))
+      what = f"a class of config.tasks.{column}.classes"
+    else:
+      classes = _sort_classes({v for i, c in cells if i in train for v in split(c)})
+      checked = [i for i in range(len(self.table)) if i not in train]
+      what = "a class of the training split"
+    known, checked = set(classes), set(checked)
     for i, c in cells:
-      if i not in train:
+      if i in checked:
         unknown = [v for v in split(c) if v not in known]
         if unknown:
-          self.problem(i, column, f"a class of the training split, got {unknown[0]!r}")
+          hint = "" if declared else f" (or declare them: config.tasks.{column}.classes)"
+          self.problem(i, column, f"{what}, got {unknown[0]!r}{hint}")
     return {"type": "class" if target == CLASS else "labels", "classes": classes, "target": target}
 
   def input(self, column: str, groups: Mapping[str, Sequence[str]]) -> dict | None:
@@ -226,9 +255,12 @@ def infer(
   targets: Mapping[str, str],
   groups: Mapping[str, Sequence[str]],
   kinds: Mapping[str, tuple[str, bool]],
+  classes: Mapping[str, Sequence[str]] | None = None,
 ) -> tuple[dict, list[Problem]]:
   """``(schema, problems)`` of the columns a run uses: ``inputs`` (names: a column or a group),
-  ``targets`` (``{column: kind or ""}``: "" = inferred), the annotation columns present."""
+  ``targets`` (``{column: kind or ""}``: "" = inferred), the annotation columns present;
+  ``classes``: declared vocabularies of targets (``{column: [names]}``, module docstring)."""
+  classes = classes or {}
   inf = _Inference(table, splits)
   columns = {}
   known = set(table.columns)
@@ -238,7 +270,11 @@ def infer(
     if missing:
       inf.problem(None, missing[0], f"a column of the manifest (it has {sorted(known)})")
       continue
-    entry = inf.input(name, groups) if name in inputs else inf.target(name, targets[name], kinds)
+    entry = (
+      inf.input(name, groups)
+      if name in inputs
+      else inf.target(name, targets[name], kinds, classes.get(name, ()))
+    )
     if entry is not None:
       columns[name] = entry
   if MASK_COLUMN in known:
