@@ -50,7 +50,8 @@ def _onednn_cfg(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, d
     return None
   if lhs.dtype != jnp.float32 or rhs.dtype != jnp.float32:
     return None
-  if tuple(dn) != tuple(lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))):
+  nhwc = lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC"))
+  if lax.conv_dimension_numbers(lhs.shape, rhs.shape, dn) != nhwc:  # names or numbers
     return None
   if any(d not in (None, 1) for d in tuple(lhs_dilation or ())):
     return None
