@@ -32,9 +32,13 @@ from mtljax.config_variants import Option, Variants  # noqa: F401 (the configs u
 
 # ------------------------------------------------------------------------------ top
 def base_config(**fields) -> ml_collections.ConfigDict:
-  """A config's top level: `seed` 0 (parameter init, dropout and data order), then `fields`, e.g.
+  """A config's top level: `seed` 0 (parameter init, dropout and data order), `conv` (the
+  convolution backend), then `fields`, e.g.
   `experiment`: the paper's table row the config was built for (informational; set by `exp=N`)."""
   c = ml_collections.ConfigDict({"seed": 0, **fields})
+  # The models' convolutions: "auto" (oneDNN on CPU where its library loads, else XLA's), "xla"
+  # or "onednn" (mtljax/models/convolution.py).
+  c.conv = "auto"
   c.weighting = weighting_config()
   c.hierarchy = hierarchy_config()
   c.predict = predict_config()

@@ -30,6 +30,7 @@ from mtljax import config_blocks, plugins
 from mtljax import tasks as tasks_lib
 from mtljax.data import values as data_values
 from mtljax.errors import ConfigError
+from mtljax.models import convolution
 from mtljax.models.encoders import ENCODERS
 from mtljax.models.fusion import FUSIONS
 from mtljax.models.heads import HEADS
@@ -178,6 +179,8 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
     problems.append(
       f"config.main_task={config.main_task!r} is not one of the tasks {sorted(tasks)}"
     )
+  if config.get("conv", "xla") not in convolution.BACKENDS:
+    problems.append(f"config.conv={config.conv!r} is not one of {convolution.BACKENDS}")
   if config.model.fusion not in FUSIONS:
     problems.append(f"config.model.fusion={config.model.fusion!r} is not one of {sorted(FUSIONS)}")
   tr = config.train

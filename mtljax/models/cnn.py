@@ -14,7 +14,7 @@ from typing import Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mtljax.models import activations
+from mtljax.models import activations, convolution
 
 
 class SmallCNN(nn.Module):
@@ -25,7 +25,9 @@ class SmallCNN(nn.Module):
     x = x.astype(jnp.float32)
     for i, f in enumerate(self.features):
       s = 1 if i == 0 else 2
-      x = nn.Conv(f, (3, 3), (s, s), padding="SAME", use_bias=False, name=f"conv{i + 1}")(x)
+      x = convolution.Conv(f, (3, 3), (s, s), padding="SAME", use_bias=False, name=f"conv{i + 1}")(
+        x
+      )
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i + 1}")(x)
       x = activations.relu(x)
     return jnp.mean(x, axis=(1, 2))  # global average pooling (paper §2.3.1)

@@ -15,81 +15,17 @@ from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
-from jax import lax
 
 from mtljax.models import activations
 from mtljax.models.cnn import SmallCNN
+from mtljax.models.convolution import (  # noqa: F401 (callers use them from here)
+  SMALL_SPATIAL_PIXELS,
+  Conv,
+  conv_general_dilated,
+)
 from mtljax.models.spatial import UNet
 
 ModuleDef = Callable[..., nn.Module]
-
-
-# Convolutions whose output has at most this many pixels run as one matmul over im2col patches.
-SMALL_SPATIAL_PIXELS = 16
-
-
-def conv_general_dilated(
-  lhs,
-  rhs,
-  window_strides,
-  padding,
-  lhs_dilation=None,
-  rhs_dilation=None,
-  dimension_numbers=None,
-  feature_group_count=1,
-  precision=None,
-  **kw,
-):
-  """`lax.conv_general_dilated`, except that a plain 2-D NHWC convolution with a tiny output
-  (≤ `SMALL_SPATIAL_PIXELS` pixels, e.g. ResNet-18's last stage at 64×64 inputs: 2×2) runs as
-  im2col patches @ kernel. XLA:CPU's convolution is pathologically slow there (measured 43 ms vs
-  1.3 ms for a 3×3, 512→512 conv on 4×2×2 inputs; profiling/README.md); the result is the same
-  up to float summation order, and the kernel keeps `nn.Conv`'s layout (checkpoints unchanged).
-  """
-  plain = (
-    lhs.ndim == 4
-    and feature_group_count == 1
-    and not kw
-    and all(d in (None, 1) for d in tuple(lhs_dilation or ()) + tuple(rhs_dilation or ()))
-    and dimension_numbers is not None
-    and tuple(dimension_numbers)
-    == tuple(lax.conv_dimension_numbers(lhs.shape, rhs.shape, ("NHWC", "HWIO", "NHWC")))
-  )
-  if plain:
-    kh, kw_, cin, cout = rhs.shape
-    if isinstance(padding, str):  # "SAME" / "VALID"
-      padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw_), window_strides, padding)
-    (pt, pb), (pl, pr) = padding
-    sh, sw = window_strides
-    oh = (lhs.shape[1] + pt + pb - kh) // sh + 1
-    ow = (lhs.shape[2] + pl + pr - kw_) // sw + 1
-    plain = oh * ow <= SMALL_SPATIAL_PIXELS
-  if not plain:
-    return lax.conv_general_dilated(
-      lhs,
-      rhs,
-      window_strides,
-      padding,
-      lhs_dilation=lhs_dilation,
-      rhs_dilation=rhs_dilation,
-      dimension_numbers=dimension_numbers,
-      feature_group_count=feature_group_count,
-      precision=precision,
-      **kw,
-    )
-  x = jnp.pad(lhs, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-  cols = [
-    x[:, i : i + sh * (oh - 1) + 1 : sh, j : j + sw * (ow - 1) + 1 : sw, :]
-    for i in range(kh)
-    for j in range(kw_)
-  ]
-  patches = jnp.concatenate(cols, axis=-1)  # [B, oh, ow, kh·kw·cin], (kh, kw, cin) order
-  return jnp.matmul(patches, rhs.reshape(kh * kw_ * cin, cout), precision=precision)
-
-
-def Conv(*args, **kwargs) -> nn.Conv:
-  """`nn.Conv` with `conv_general_dilated` above (same parameters)."""
-  return nn.Conv(*args, conv_general_dilated=conv_general_dilated, **kwargs)
 
 
 class BasicBlock(nn.Module):

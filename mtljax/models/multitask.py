@@ -16,6 +16,7 @@ import flax.linen as nn
 import ml_collections
 
 from mtljax import tasks
+from mtljax.models import convolution
 from mtljax.models.encoders import ENCODERS
 from mtljax.models.fusion import FUSIONS
 from mtljax.models.heads import HEADS
@@ -25,8 +26,14 @@ class MultitaskModel(nn.Module):
   encoders: Mapping[str, nn.Module]
   fusion: nn.Module
   heads: Mapping[str, nn.Module]
+  # The convolution backend (`config.conv`; mtljax/models/convolution.py), applied at trace time.
+  conv: str = "xla"
 
   def __call__(self, inputs: Mapping[str, Any], *, train: bool):
+    with convolution.use(self.conv):
+      return self._call(inputs, train=train)
+
+  def _call(self, inputs: Mapping[str, Any], *, train: bool):
     missing = sorted(set(self.encoders) - set(inputs))
     if missing:
       raise KeyError(f"model inputs lack modalities {missing}; got {sorted(inputs)}")
@@ -70,4 +77,5 @@ def build_model(config: ml_collections.ConfigDict) -> MultitaskModel:
       kwargs["squeeze"] = True
     heads[name] = HEADS[tcfg.head](out_dim=task_out_dim(tcfg), **kwargs)
   fusion = FUSIONS[config.model.fusion](**_kwargs(config.model.get("fusion_kwargs")))
-  return MultitaskModel(encoders=encoders, fusion=fusion, heads=heads)
+  conv = config.get("conv", "xla")
+  return MultitaskModel(encoders=encoders, fusion=fusion, heads=heads, conv=conv)

@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mtljax.models import activations
+from mtljax.models import activations, convolution
 
 
 class ConvBlock(nn.Module):
@@ -35,7 +35,9 @@ class ConvBlock(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool):
     for i in range(2):
-      x = nn.Conv(self.features, (3, 3), padding="SAME", use_bias=False, name=f"conv{i + 1}")(x)
+      x = convolution.Conv(
+        self.features, (3, 3), padding="SAME", use_bias=False, name=f"conv{i + 1}"
+      )(x)
       x = nn.BatchNorm(use_running_average=not train, momentum=0.9, name=f"bn{i + 1}")(x)
       x = activations.relu(x)
     return x
@@ -68,7 +70,7 @@ class UNet(nn.Module):
       x = jax.image.resize(x, skip.shape[:3] + (x.shape[-1],), "bilinear")
       x = jnp.concatenate([x, skip], axis=-1)
       x = ConvBlock(self.features[i], name=f"up{i}")(x, train=train)
-    return nn.Conv(self.out_features, (1, 1), name="out")(x)
+    return convolution.Conv(self.out_features, (1, 1), name="out")(x)
 
 
 class SpatialFusion(nn.Module):
@@ -106,7 +108,9 @@ class SpatialFusion(nn.Module):
         parts.append(jnp.broadcast_to(f.reshape(b, 1, 1, -1), (b, h, w, f.shape[-1])))
     x = jnp.concatenate(parts, axis=-1)
     for i in range(self.num_convs):
-      x = nn.Conv(self.features, (self.kernel, self.kernel), padding="SAME", name=f"conv{i + 1}")(x)
+      x = convolution.Conv(
+        self.features, (self.kernel, self.kernel), padding="SAME", name=f"conv{i + 1}"
+      )(x)
       x = activations.relu(x)
     return x
 
@@ -119,7 +123,7 @@ class SegmentationHead(nn.Module):
   @nn.compact
   def __call__(self, x, *, train: bool):
     del train
-    return nn.Conv(self.out_dim, (1, 1), name="out")(x)
+    return convolution.Conv(self.out_dim, (1, 1), name="out")(x)
 
 
 class DenseRegressionHead(nn.Module):
@@ -133,8 +137,10 @@ class DenseRegressionHead(nn.Module):
   def __call__(self, x, *, train: bool):
     del train
     for i in range(2):
-      x = activations.relu(nn.Conv(self.features, (3, 3), padding="SAME", name=f"conv{i + 1}")(x))
-    y = nn.Conv(self.out_dim, (1, 1), name="out")(x)
+      x = activations.relu(
+        convolution.Conv(self.features, (3, 3), padding="SAME", name=f"conv{i + 1}")(x)
+      )
+    y = convolution.Conv(self.out_dim, (1, 1), name="out")(x)
     return y[..., 0] if self.squeeze else y
 
 
@@ -151,7 +157,7 @@ class PooledHead(nn.Module):
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    x = nn.Conv(self.conv_features, (1, 1), name="conv")(x)
+    x = convolution.Conv(self.conv_features, (1, 1), name="conv")(x)
     x = jnp.mean(x, axis=(1, 2))
     for i, h in enumerate(self.hidden):
       x = activations.relu(nn.Dense(h, name=f"dense{i + 1}")(x))
