@@ -24,6 +24,8 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from mtljax import errors, interrupts
+
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Experiment config file, e.g. configs/treesat.py[:variant].", lock_config=True
 )
@@ -115,18 +117,45 @@ def _parse_flags(argv):
   return rest
 
 
+def _stop(stop) -> None:
+  """A run stopped by SIGTERM/SIGINT (`interrupts.Interrupted`): one line, exit 128 + signal."""
+  lead = "\n" if sys.stderr.isatty() else ""  # after a progress bar or the terminal's ^C
+  print(f"{lead}{stop.message()}", file=sys.stderr, flush=True)
+  sys.exit(stop.exit_code)
+
+
 def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]} (flags are --name=value)")
   # Imported here so that `--help` and flag errors are fast and jax sees XLA_FLAGS set by users.
+  from mtljax import train  # noqa: F401 (jax and the library; the start-up phase)
+
+  logging.set_verbosity(logging.WARNING)
+  config, workdir, mode = _CONFIG.value, os.path.abspath(_WORKDIR.value), _MODE.value
+  interrupts.point("main.start")
+  try:
+    _run(config, workdir, mode)
+    # A signal after the run's last check (its files all written) is still honoured.
+    interrupts.check(collective=False)
+  except interrupts.Interrupted as stop:
+    _stop(stop)
+  except Exception as e:
+    # A full disk, a read-only or forbidden path: the user's to fix, wherever it surfaced
+    # (an orbax/TensorStore error wraps the OSError or only quotes it).
+    message = errors.os_error_message(e)
+    if message is None:
+      raise
+    _fail(message)
+
+
+def _run(config, workdir: str, mode: str) -> None:
   from mtljax import configlib, parallel, train
   from mtljax import workdir as workdir_lib
   from mtljax.analysis import AnalysisError
   from mtljax.checkpoint import CheckpointMismatchError
   from mtljax.data.source import DataError
 
-  logging.set_verbosity(logging.WARNING)
-  config, workdir, mode = _CONFIG.value, os.path.abspath(_WORKDIR.value), _MODE.value
+  interrupts.check(collective=False)  # a signal during the start-up
   # Nothing is written in the workdir before these checks and the lock.
   try:
     if mode == "train":
@@ -140,6 +169,7 @@ def main(argv):
   parallel.initialize_distributed(
     _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_DISTRIBUTED.value
   )
+  interrupts.set_phase("set-up")
   try:
     # The whole config, every problem at once, before anything is written to the workdir; the
     # run's set-up then checks only what needs the data (its fields). (analyze reads files only.)
@@ -151,6 +181,8 @@ def main(argv):
       except OSError as e:
         raise workdir_lib.WorkdirError(f"--workdir={workdir}: cannot create it ({e})") from e
     with workdir_lib.locked(workdir, break_lock=_BREAK_LOCK.value):
+      interrupts.check()  # between phases: before the run reads or writes anything
+      interrupts.set_phase({"train": "set-up", "eval": "evaluation"}.get(mode, mode))
       if mode == "train":
         train.train_and_evaluate(
           config, workdir, allow_config_change=_ALLOW_CHANGE.value, checked=True
@@ -177,5 +209,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # First of all: from here on SIGTERM/SIGINT only set a flag (mtljax/interrupts.py).
+  interrupts.install()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   app.run(main, flags_parser=_parse_flags)

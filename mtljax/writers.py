@@ -33,13 +33,18 @@ class MetricWriter:
     self.enabled = jax.process_index() == 0
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard")) if self.enabled else None
 
-  def truncate_after(self, step: int) -> None:
+  def truncate_after(self, step: int, epoch_done: int | None = None) -> None:
+    """Keeps the records up to `step` (the final test's left out); with `epoch_done`, also
+    leaves out the validation of a later epoch (a run stopped during an epoch's end, which the
+    resumed run evaluates and logs again)."""
     if not self.enabled or not os.path.exists(self.path):
       return
     keep = [
       json.dumps(r) + "\n"
       for r in fileio.read_jsonl(self.path, warn=True)
-      if r.get("step", 0) <= step and not str(r.get("split", "")).endswith("_best")
+      if r.get("step", 0) <= step
+      and not str(r.get("split", "")).endswith("_best")
+      and not (epoch_done is not None and r.get("split") == "val" and r["epoch"] > epoch_done)
     ]
     fileio.write_text(self.path, "".join(keep))
 
