@@ -35,6 +35,7 @@ _QUOTED_PATH = re.compile(r"""["'](/[^"'\n]+)["']""")
 _CHECKPOINT_STEP = re.compile(
   r"^(.*/checkpoints/(?:latest|best))/(\d+)(?:\.orbax-checkpoint-tmp|/|$)"
 )
+_FILEIO_TMP = re.compile(r"^\.(.+)\.\d+\.[0-9a-f]{8}\.tmp$")  # mtljax/fileio.py's temporary files
 
 
 def _chain(e: BaseException):
@@ -64,14 +65,17 @@ def _os_fault(e: BaseException) -> tuple[int, str] | None:
   return None
 
 
-def _where(path: str) -> tuple[str, str]:
+def _where(path: str, number: int) -> tuple[str, str]:
   """`(path to name, what was being done)`: a checkpoint's folder and step rather than a file
-  deep in orbax's temporary folder; the folder of a file that could not be created."""
+  deep in orbax's temporary folder; the folder of a file that could not be written."""
   m = _CHECKPOINT_STEP.match(path)
   if m:
     return m.group(1), f" while saving checkpoint step {m.group(2)}"
-  if path and not os.path.exists(path) and os.path.isdir(os.path.dirname(path)):
-    return os.path.dirname(path), f" while writing {os.path.basename(path)}"
+  writing = number in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # (EACCES: a read, perhaps)
+  if writing and path and not os.path.exists(path) and os.path.isdir(os.path.dirname(path)):
+    name = os.path.basename(path)
+    name = m.group(1) if (m := _FILEIO_TMP.match(name)) else name
+    return os.path.dirname(path), f" while writing {name}"
   return path, ""
 
 
@@ -84,5 +88,5 @@ def os_error_message(e: BaseException) -> str | None:
     return None
   number, path = fault
   cause, remedy = _OS_CAUSES[number]
-  where, doing = _where(path)
+  where, doing = _where(path, number)
   return f"{where or '?'}: {cause}{doing}; {remedy}"

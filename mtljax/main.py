@@ -67,15 +67,33 @@ _BREAK_LOCK = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _fail(message: str):
-  """A user's mistake: one line on stderr, exit status 2."""
+def _fail(message: str, *, now: bool = False):
+  """A user's mistake: one line on stderr, exit status 2 (`now`: without the interpreter's
+  shutdown, whose joins of a failed orbax save's threads print tracebacks of their own)."""
   first, *rest = [line.strip() for line in str(message).strip().splitlines() if line.strip()] or [
     "?"
   ]
   parts = [" ".join(first.split())] + [" ".join(r.lstrip("- ").split()) for r in rest]
   message = parts[0] + (" " + "; ".join(parts[1:]) if rest else "")  # one line
   print(f"error: {message}", file=sys.stderr, flush=True)
+  if now:
+    sys.stdout.flush()
+    os._exit(2)
   sys.exit(2)
+
+
+class _QuietOsFaults:
+  """Leaves out the log records (orbax's background save threads log theirs with tracebacks) of
+  an OS fault that main reports as one line when it reaches the main thread."""
+
+  def filter(self, record) -> bool:
+    if record.exc_info and record.exc_info[1] is not None:
+      if errors.os_error_message(record.exc_info[1]) is not None:
+        return False
+    try:
+      return errors.os_error_message(Exception(record.getMessage())) is None
+    except Exception:  # noqa: BLE001 (a record that cannot be formatted: let logging say so)
+      return True
 
 
 def _config_file_error(argv, e: Exception) -> str:
@@ -131,6 +149,7 @@ def main(argv):
   from mtljax import train  # noqa: F401 (jax and the library; the start-up phase)
 
   logging.set_verbosity(logging.WARNING)
+  logging.get_absl_handler().addFilter(_QuietOsFaults())
   config, workdir, mode = _CONFIG.value, os.path.abspath(_WORKDIR.value), _MODE.value
   interrupts.point("main.start")
   try:
@@ -145,7 +164,7 @@ def main(argv):
     message = errors.os_error_message(e)
     if message is None:
       raise
-    _fail(message)
+    _fail(message, now=True)
 
 
 def _run(config, workdir: str, mode: str) -> None:

@@ -98,7 +98,10 @@ class WorkdirLock:
     self.held = False
 
   def _try_create(self) -> bool:
-    fd, tmp = tempfile.mkstemp(prefix=".lock.", dir=self.workdir)
+    try:
+      fd, tmp = tempfile.mkstemp(prefix=".lock.", dir=self.workdir)
+    except OSError as e:  # a read-only or full workdir: named by the lock, not the temporary file
+      raise OSError(e.errno, e.strerror, self.path) from e
     try:
       with os.fdopen(fd, "w") as f:
         json.dump(self.info, f)

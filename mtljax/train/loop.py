@@ -116,7 +116,7 @@ def train_and_evaluate(
         f"(epoch {meta['epoch_done']} of {config.train.num_epochs} done).",
         flush=True,
       )
-    writer.truncate_after(int(meta["step"]))
+    writer.truncate_after(int(meta["step"]), epoch_done=int(meta["epoch_done"]))
   if is_main:
     _describe(s)
 
