@@ -51,18 +51,20 @@ def _chain(e: BaseException):
 
 
 def _os_fault(e: BaseException) -> tuple[int, str] | None:
-  """`(errno, path or "")` of the first OS error of `_OS_CAUSES` in `e`'s chain: an OSError, or
-  an error whose message quotes the OS's text (and perhaps a path)."""
+  """`(errno, path or "")` of an OS error of `_OS_CAUSES` in `e`'s chain: an OSError, or an error
+  whose message quotes the OS's text (TensorStore's, with the file's path). The first that names
+  a path (a bare `OSError(28)` of a write may come first in the chain), else the first."""
+  found = []
   for x in _chain(e):
     if isinstance(x, OSError) and x.errno in _OS_CAUSES:
-      return x.errno, os.fspath(x.filename) if x.filename is not None else ""
-  for x in _chain(e):
+      found.append((x.errno, os.fspath(x.filename) if x.filename is not None else ""))
+      continue
     text = str(x)
     for words, number in _OS_TEXTS.items():
       if words in text.lower():
         paths = _QUOTED_PATH.findall(text)
-        return number, paths[0] if paths else ""
-  return None
+        found.append((number, paths[0] if paths else ""))
+  return next((f for f in found if f[1]), found[0] if found else None)
 
 
 def _where(path: str, number: int) -> tuple[str, str]:
@@ -79,14 +81,17 @@ def _where(path: str, number: int) -> tuple[str, str]:
   return path, ""
 
 
-def os_error_message(e: BaseException) -> str | None:
+def os_error_message(e: BaseException, written: str = "") -> str | None:
   """One line for a full disk, a read-only file system or a permission problem anywhere in `e`
   (`<path>: no space left on device while saving checkpoint step N; free space and rerun to
-  resume`); None when `e` is none of these."""
+  resume`); None when `e` is none of these. `written`: the folder the run writes in, named when a
+  full or read-only disk's error names no path."""
   fault = _os_fault(e)
   if fault is None:
     return None
   number, path = fault
   cause, remedy = _OS_CAUSES[number]
   where, doing = _where(path, number)
+  if not where and number in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+    where = written
   return f"{where or '?'}: {cause}{doing}; {remedy}"

@@ -82,6 +82,15 @@ def _fail(message: str, *, now: bool = False):
   sys.exit(2)
 
 
+def _quiet_closed_loops(unraisable) -> None:
+  """TensorStore's callbacks of a failed orbax save may still report to orbax's event loop once
+  it is closed: `RuntimeError('Event loop is closed')`, printed as an unraisable traceback; noise
+  beside the run's own error line. Any other unraisable error is printed as usual."""
+  e = unraisable.exc_value
+  if not (isinstance(e, RuntimeError) and str(e) == "Event loop is closed"):
+    sys.__unraisablehook__(unraisable)
+
+
 class _QuietOsFaults:
   """Leaves out the log records (orbax's background save threads log theirs with tracebacks) of
   an OS fault that main reports as one line when it reaches the main thread."""
@@ -150,6 +159,7 @@ def main(argv):
 
   logging.set_verbosity(logging.WARNING)
   logging.get_absl_handler().addFilter(_QuietOsFaults())
+  sys.unraisablehook = _quiet_closed_loops
   config, workdir, mode = _CONFIG.value, os.path.abspath(_WORKDIR.value), _MODE.value
   interrupts.point("main.start")
   try:
@@ -161,7 +171,7 @@ def main(argv):
   except Exception as e:
     # A full disk, a read-only or forbidden path: the user's to fix, wherever it surfaced
     # (an orbax/TensorStore error wraps the OSError or only quotes it).
-    message = errors.os_error_message(e)
+    message = errors.os_error_message(e, workdir)
     if message is None:
       raise
     _fail(message, now=True)
