@@ -14,6 +14,11 @@ from mtljax import faults, fileio
 from mtljax.workdir import WorkdirError
 
 
+class DamagedLogError(WorkdirError, ValueError):
+  """A line of metrics.jsonl before its last that is not a JSON record (a user error: main.py's
+  one `error:` line; still a ValueError, as `fileio.read_jsonl` raises it)."""
+
+
 def _clean(v):
   v = float(v)
   return v if math.isfinite(v) else str(v)
@@ -45,7 +50,7 @@ class MetricWriter:
     try:
       records = fileio.read_jsonl(self.path, warn=True)
     except ValueError as e:  # a damaged line before the last (a torn last line is dropped)
-      raise WorkdirError(
+      raise DamagedLogError(
         f"{e}: the run's log is damaged before its last line; move that line out of the file "
         f"(e.g. into {os.path.basename(self.path)}.corrupt) and rerun to resume (nothing else "
         "is changed until then)"
