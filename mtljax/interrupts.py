@@ -137,6 +137,21 @@ def install() -> None:
   os.set_blocking(write_fd, False)
   signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
   threading.Thread(target=_watch, args=(read_fd,), name="mtljax-signals", daemon=True).start()
+
+  def forget_in_child():
+    # A forked child (e.g. an input worker) must not write its own signals into this process's
+    # pipe: a Ctrl-C reaches the whole process group, and would count as a second signal here.
+    try:
+      signal.set_wakeup_fd(-1)
+    except ValueError:
+      pass
+    for fd in (read_fd, write_fd):
+      try:
+        os.close(fd)
+      except OSError:
+        pass
+
+  os.register_at_fork(after_in_child=forget_in_child)
   _installed = True
 
 

@@ -181,3 +181,21 @@ def test_a_second_signal_exits_at_once(tmp_path):
   assert res.stdout.split() == ["flag", str(int(signal.SIGTERM))]
   assert time.time() - t0 < 20
   assert stderr_lines(res.stderr) == ["note: second SIGINT while stopping: exiting at once"]
+
+
+def test_a_forked_childs_signal_is_not_a_second_one_here():
+  """A Ctrl-C reaches the forked input workers too; their signals must not reach this process's
+  watcher (which would take the parent's own, first, SIGINT for a second one and exit at once)."""
+  code = (
+    "import os, signal, time\nfrom mtljax import interrupts\ninterrupts.install()\n"
+    "pid = os.fork()\n"
+    "if pid == 0:\n  os.kill(os.getpid(), signal.SIGINT)\n  time.sleep(0.2)\n  os._exit(0)\n"
+    "os.waitpid(pid, 0)\ntime.sleep(0.2)\nassert interrupts.received() is None\n"
+    "os.kill(os.getpid(), signal.SIGINT)\ntime.sleep(0.2)\n"
+    "print('stopping on', interrupts.received(), flush=True)\n"
+  )
+  res = subprocess.run(
+    [sys.executable, "-c", code], env=_env(), capture_output=True, text=True, timeout=60
+  )
+  assert res.returncode == 0, res.stderr
+  assert res.stdout.split() == ["stopping", "on", str(int(signal.SIGINT))]
