@@ -124,15 +124,19 @@ def _watch(fd: int) -> None:
 
 
 def install() -> None:
-  """Flag-only SIGTERM/SIGINT handlers and the watcher of a second signal; once per process, from
-  the main thread (elsewhere: a no-op, the signals keep their handlers)."""
+  """Flag-only SIGTERM/SIGINT handlers and the watcher of a second signal, from the main thread
+  (elsewhere: a no-op, the signals keep their handlers). Called again after anything that sets
+  its own handler (`jax.distributed.initialize` installs XLA's SIGTERM pre-emption notifier),
+  it sets the handlers again; the watcher is started once."""
   global _installed
-  if _installed or threading.current_thread() is not threading.main_thread():
+  if threading.current_thread() is not threading.main_thread():
     return
   signal.signal(signal.SIGTERM, _handler)
   signal.signal(signal.SIGINT, _handler)
   # A shell may start a job with SIGTERM/SIGINT blocked; this process wants them.
   signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGTERM, signal.SIGINT])
+  if _installed:
+    return
   read_fd, write_fd = os.pipe()
   os.set_blocking(write_fd, False)
   signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)

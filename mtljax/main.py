@@ -154,6 +154,7 @@ def _stop(stop) -> None:
 def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]} (flags are --name=value)")
+  interrupts.install()  # (done first under `python -m mtljax.main`; here for other callers)
   # Imported here so that `--help` and flag errors are fast and jax sees XLA_FLAGS set by users.
   from mtljax import train  # noqa: F401 (jax and the library; the start-up phase)
 
@@ -198,6 +199,7 @@ def _run(config, workdir: str, mode: str) -> None:
   parallel.initialize_distributed(
     _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_DISTRIBUTED.value
   )
+  interrupts.install()  # again: jax.distributed replaces SIGTERM's handler by XLA's notifier
   interrupts.set_phase("set-up")
   try:
     # The whole config, every problem at once, before anything is written to the workdir; the
