@@ -11,7 +11,10 @@ r"""Entry point. Deliberately thin: parses flags and hands the config to the lib
 rejected). The same command rerun in the same workdir continues from the last checkpoint; a
 resume with a config that changes the run (see configlib.HARMLESS_CHANGES for what may change) is
 refused unless --allow_config_change. One run at a time per workdir (a lock, mtljax/workdir.py).
-A user's mistake (flags, config, data, workdir) ends in one line `error: ...` and exit status 2.
+A user's mistake (flags, config, data, workdir; a full disk, a read-only or forbidden path) ends
+in one line `error: ...` and exit status 2. SIGTERM/SIGINT at any moment stop the run at its next
+step or batch (a training run saves that step first) with one line and exit 143/130
+(mtljax/interrupts.py; a second signal exits at once).
 The same command runs on every host of a multi-host job (see launch/): add --distributed on a TPU
 pod or SLURM, or --coordinator_address/--num_processes/--process_id for explicit processes.
 """
