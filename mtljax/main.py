@@ -11,7 +11,10 @@ r"""Entry point. Deliberately thin: parses flags and hands the config to the lib
 rejected). The same command rerun in the same workdir continues from the last checkpoint; a
 resume with a config that changes the run (see configlib.HARMLESS_CHANGES for what may change) is
 refused unless --allow_config_change. One run at a time per workdir (a lock, mtljax/workdir.py).
-A user's mistake (flags, config, data, workdir) ends in one line `error: ...` and exit status 2.
+A user's mistake (flags, config, data, workdir; a full disk, a read-only or forbidden path) ends
+in one line `error: ...` and exit status 2. SIGTERM/SIGINT at any moment stop the run at its next
+step or batch (a training run saves that step first) with one line and exit 143/130
+(mtljax/interrupts.py; a second signal exits at once).
 The same command runs on every host of a multi-host job (see launch/): add --distributed on a TPU
 pod or SLURM, or --coordinator_address/--num_processes/--process_id for explicit processes.
 """
@@ -23,6 +26,8 @@ import sys
 
 from absl import app, flags, logging
 from ml_collections import config_flags
+
+from mtljax import errors, interrupts
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Experiment config file, e.g. configs/treesat.py[:variant].", lock_config=True
@@ -67,15 +72,42 @@ _BREAK_LOCK = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _fail(message: str):
-  """A user's mistake: one line on stderr, exit status 2."""
+def _fail(message: str, *, now: bool = False):
+  """A user's mistake: one line on stderr, exit status 2 (`now`: without the interpreter's
+  shutdown, whose joins of a failed orbax save's threads print tracebacks of their own)."""
   first, *rest = [line.strip() for line in str(message).strip().splitlines() if line.strip()] or [
     "?"
   ]
   parts = [" ".join(first.split())] + [" ".join(r.lstrip("- ").split()) for r in rest]
   message = parts[0] + (" " + "; ".join(parts[1:]) if rest else "")  # one line
   print(f"error: {message}", file=sys.stderr, flush=True)
+  if now:
+    sys.stdout.flush()
+    os._exit(2)
   sys.exit(2)
+
+
+def _quiet_closed_loops(unraisable) -> None:
+  """TensorStore's callbacks of a failed orbax save may still report to orbax's event loop once
+  it is closed: `RuntimeError('Event loop is closed')`, printed as an unraisable traceback; noise
+  beside the run's own error line. Any other unraisable error is printed as usual."""
+  e = unraisable.exc_value
+  if not (isinstance(e, RuntimeError) and str(e) == "Event loop is closed"):
+    sys.__unraisablehook__(unraisable)
+
+
+class _QuietOsFaults:
+  """Leaves out the log records (orbax's background save threads log theirs with tracebacks) of
+  an OS fault that main reports as one line when it reaches the main thread."""
+
+  def filter(self, record) -> bool:
+    if record.exc_info and record.exc_info[1] is not None:
+      if errors.os_error_message(record.exc_info[1]) is not None:
+        return False
+    try:
+      return errors.os_error_message(Exception(record.getMessage())) is None
+    except Exception:  # noqa: BLE001 (a record that cannot be formatted: let logging say so)
+      return True
 
 
 def _config_file_error(argv, e: Exception) -> str:
@@ -117,18 +149,48 @@ def _parse_flags(argv):
   return rest
 
 
+def _stop(stop) -> None:
+  """A run stopped by SIGTERM/SIGINT (`interrupts.Interrupted`): one line, exit 128 + signal."""
+  lead = "\n" if sys.stderr.isatty() else ""  # after a progress bar or the terminal's ^C
+  print(f"{lead}{stop.message()}", file=sys.stderr, flush=True)
+  sys.exit(stop.exit_code)
+
+
 def main(argv):
   if len(argv) > 1:
     _fail(f"unexpected arguments {argv[1:]} (flags are --name=value)")
+  interrupts.install()  # (done first under `python -m mtljax.main`; here for other callers)
   # Imported here so that `--help` and flag errors are fast and jax sees XLA_FLAGS set by users.
+  from mtljax import train  # noqa: F401 (jax and the library; the start-up phase)
+
+  logging.set_verbosity(logging.WARNING)
+  logging.get_absl_handler().addFilter(_QuietOsFaults())
+  sys.unraisablehook = _quiet_closed_loops
+  config, workdir, mode = _CONFIG.value, os.path.abspath(_WORKDIR.value), _MODE.value
+  interrupts.point("main.start")
+  try:
+    _run(config, workdir, mode)
+    # A signal after the run's last check (its files all written) is still honoured.
+    interrupts.check(collective=False)
+  except interrupts.Interrupted as stop:
+    _stop(stop)
+  except Exception as e:
+    # A full disk, a read-only or forbidden path: the user's to fix, wherever it surfaced
+    # (an orbax/TensorStore error wraps the OSError or only quotes it).
+    message = errors.os_error_message(e, workdir)
+    if message is None:
+      raise
+    _fail(message, now=True)
+
+
+def _run(config, workdir: str, mode: str) -> None:
   from mtljax import configlib, parallel, train
   from mtljax import workdir as workdir_lib
   from mtljax.analysis import AnalysisError
   from mtljax.checkpoint import CheckpointMismatchError
   from mtljax.data.source import DataError
 
-  logging.set_verbosity(logging.WARNING)
-  config, workdir, mode = _CONFIG.value, os.path.abspath(_WORKDIR.value), _MODE.value
+  interrupts.check(collective=False)  # a signal during the start-up
   # Nothing is written in the workdir before these checks and the lock.
   try:
     if mode == "train":
@@ -143,6 +205,8 @@ def main(argv):
   parallel.initialize_distributed(
     _COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value, auto=_DISTRIBUTED.value
   )
+  interrupts.install()  # again: jax.distributed replaces SIGTERM's handler by XLA's notifier
+  interrupts.set_phase("set-up")
   try:
     # The whole config, every problem at once, before anything is written to the workdir; the
     # run's set-up then checks only what needs the data (its fields). (analyze reads files only.)
@@ -158,6 +222,8 @@ def main(argv):
       workdir_lib.locked(workdir, break_lock=_BREAK_LOCK.value) as lock,
       workdir_lib.cleaned_if_failed(workdir, before, lock if mode == "train" else None),
     ):
+      interrupts.check()  # between phases: before the run reads or writes anything
+      interrupts.set_phase({"train": "set-up", "eval": "evaluation"}.get(mode, mode))
       if mode == "train":
         train.train_and_evaluate(
           config, workdir, allow_config_change=_ALLOW_CHANGE.value, checked=True
@@ -190,5 +256,7 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # First of all: from here on SIGTERM/SIGINT only set a flag (mtljax/interrupts.py).
+  interrupts.install()
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
   app.run(main, flags_parser=_parse_flags)

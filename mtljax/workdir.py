@@ -9,8 +9,9 @@ time (Linux `/proc`, so a reused pid is not mistaken for the holder), start date
 A lock whose holder is gone is taken over with a one-line note on stderr: on the same host, a pid
 that no longer runs (or runs a different process). A lock held from another host cannot be checked
 from here: the run is refused, naming the holder, unless `--break_lock` says that holder is dead.
-The lock is released when the run ends, also on an exception, Ctrl-C or SIGTERM (the pre-emption
-exit 143). A `kill -9` leaves the file behind; the next run sees its dead pid and takes it over.
+The lock is released when the run ends, also on an exception, Ctrl-C or SIGTERM (exit 130/143:
+mtljax/interrupts.py stops the run at a safe point, which unwinds through `locked`). A `kill -9`
+leaves the file behind; the next run sees its dead pid and takes it over.
 
 Many processes (multi-host): only process 0 takes the lock; it tells every process whether it got
 it, so that all of them stop with exit 2 when the workdir is busy (none is left waiting in a
@@ -98,7 +99,10 @@ class WorkdirLock:
     self.held = False
 
   def _try_create(self) -> bool:
-    fd, tmp = tempfile.mkstemp(prefix=".lock.", dir=self.workdir)
+    try:
+      fd, tmp = tempfile.mkstemp(prefix=".lock.", dir=self.workdir)
+    except OSError as e:  # a read-only or full workdir: named by the lock, not the temporary file
+      raise OSError(e.errno, e.strerror, self.path) from e
     try:
       with os.fdopen(fd, "w") as f:
         json.dump(self.info, f)
@@ -159,8 +163,10 @@ def _sigterm_exit(signum, frame):
 def locked(workdir: str, command: str | None = None, *, break_lock: bool = False):
   """Hold the workdir lock (process 0) for the body; every process raises `WorkdirError` if
   process 0 could not take it. SIGTERM, when it would otherwise kill the process outright, exits
-  with 143 through the body's `finally` clauses (the train loop installs its own checkpointing
-  handler inside)."""
+  with 143 through the body's `finally` clauses: a fallback for library callers of pure Python
+  bodies. `mtljax.main` installs flag-only handlers first (mtljax/interrupts.py; raising from a
+  handler inside a C++ call such as XLA's compile crashes the interpreter), so this one is unused
+  there."""
   import jax
   import numpy as np
 

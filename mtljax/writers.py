@@ -11,6 +11,12 @@ import jax
 from tensorboardX import SummaryWriter
 
 from mtljax import faults, fileio
+from mtljax.workdir import WorkdirError
+
+
+class DamagedLogError(WorkdirError, ValueError):
+  """A line of metrics.jsonl before its last that is not a JSON record (a user error: main.py's
+  one `error:` line; still a ValueError, as `fileio.read_jsonl` raises it)."""
 
 
 def _clean(v):
@@ -24,7 +30,9 @@ class MetricWriter:
   On resume, `truncate_after(step)` drops the records a killed run wrote after its last
   checkpoint, a torn last line (a run killed while appending it; with a warning) and the final
   test's `*_best` records (the final test writes them again), so the log of a resumed run, or of
-  a finished one run again, equals that of an uninterrupted run.
+  a finished one run again, equals that of an uninterrupted run. A damaged line before the last
+  is a `WorkdirError` (one `error:` line naming the file and line): the user decides what becomes
+  of it, and nothing is dropped silently.
   Only process 0 writes (multi-host runs).
   """
 
@@ -33,13 +41,26 @@ class MetricWriter:
     self.enabled = jax.process_index() == 0
     self._tb = SummaryWriter(os.path.join(workdir, "tensorboard")) if self.enabled else None
 
-  def truncate_after(self, step: int) -> None:
+  def truncate_after(self, step: int, epoch_done: int | None = None) -> None:
+    """Keeps the records up to `step` (the final test's left out); with `epoch_done`, also
+    leaves out the validation of a later epoch (a run stopped during an epoch's end, which the
+    resumed run evaluates and logs again)."""
     if not self.enabled or not os.path.exists(self.path):
       return
+    try:
+      records = fileio.read_jsonl(self.path, warn=True)
+    except ValueError as e:  # a damaged line before the last (a torn last line is dropped)
+      raise DamagedLogError(
+        f"{e}: the run's log is damaged before its last line; move that line out of the file "
+        f"(e.g. into {os.path.basename(self.path)}.corrupt) and rerun to resume (nothing else "
+        "is changed until then)"
+      ) from None
     keep = [
       json.dumps(r) + "\n"
-      for r in fileio.read_jsonl(self.path, warn=True)
-      if r.get("step", 0) <= step and not str(r.get("split", "")).endswith("_best")
+      for r in records
+      if r.get("step", 0) <= step
+      and not str(r.get("split", "")).endswith("_best")
+      and not (epoch_done is not None and r.get("split") == "val" and r["epoch"] > epoch_done)
     ]
     fileio.write_text(self.path, "".join(keep))
 

@@ -90,7 +90,8 @@ def test_no_import_cycle_in_the_package():
 # one below. Each entry is a module or a package (every module under it).
 LAYERS = (
   ("leaves", ("mtljax.errors", "mtljax.faults", "mtljax.fileio", "mtljax.parallel",
-              "mtljax.workdir", "mtljax.config_variants", "mtljax.plugins")),
+              "mtljax.workdir", "mtljax.config_variants", "mtljax.plugins",
+              "mtljax.interrupts")),
   ("data", ("mtljax.data",)),
   ("models", ("mtljax.models", "mtljax.tasks", "mtljax.losses", "mtljax.metrics",
               "mtljax.hierarchy", "mtljax.mtc")),

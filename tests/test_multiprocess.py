@@ -146,7 +146,7 @@ def test_sigterm_all_then_resume_on_2_then_on_1(reference, tiny_treesat_root, tm
     p.send_signal(signal.SIGTERM)
   codes, logs = _wait(procs, work)
   assert codes == [143, 143], _summary(logs)
-  assert "Stopped by SIGTERM" in logs
+  assert "stopped by SIGTERM at step" in logs
   # Resume on 2 processes for the second epoch, then finish on 1 process: a checkpoint written
   # by 2 processes is restored by 2 and by 1.
   logs = _run(2, work, tiny_treesat_root, "--config.train.num_epochs=2", "--allow_config_change")

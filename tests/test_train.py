@@ -115,7 +115,7 @@ def test_sigkill_and_sigterm_then_resume_matches_uninterrupted(tiny_treesat_root
     proc.kill()
   assert "Resuming from" in out, out
   assert proc.returncode == 143, out
-  assert "Stopped by SIGTERM" in out, out
+  assert "stopped by SIGTERM at step" in out, out
   res = _main(work, tiny_treesat_root, *args)
   assert res.returncode == 0, res.stdout + res.stderr
   assert "Resuming from" in res.stdout and killed_at > 5

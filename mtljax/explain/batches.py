@@ -23,6 +23,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
+from mtljax import interrupts
 from mtljax.attribution import ensemble as ens_lib
 from mtljax.attribution import methods
 from mtljax.attribution import targets as targets_lib
@@ -225,6 +226,8 @@ def attribute_examples(fn, spec, stacked, x, pairs, bs, segments, *, desc):
   for start in tqdm(
     range(0, len(examples), bs), desc=desc, disable=not setup.is_main(), mininterval=2
   ):
+    interrupts.point("explain.batch")
+    interrupts.check()  # SIGTERM/SIGINT: stop before the next batch
     sl = slice(start, start + bs)
     ex_b, idx_b, ok_b, rows_b = examples[sl], index[sl], valid[sl], rows[sl]
     pad = bs - len(ex_b)  # a fixed batch shape: one compilation per method

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mtljax import train
+from mtljax import interrupts, train
 from mtljax.attribution import methods
 from mtljax.explain import batches, memory, setup, timeseries, trust
 from mtljax.explain import image_report as report
@@ -143,6 +143,7 @@ def explain_workdir(
   if any(p.needs_segments for p in specs.values()):
     segments, num_segments = _segments(ex, images, hw)
   for name, spec in specs.items():
+    interrupts.set_phase(f"explain ({name})")
     t0 = time.perf_counter()
     with memory.guard(f"{name} (config.explain.methods)", _METHOD_KNOBS):
       # every target of an example in one call, its chunks sized to the memory budget

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
-from mtljax import fileio
+from mtljax import fileio, interrupts
 from mtljax.attribution import layers as layers_lib
 from mtljax.attribution import localization as xm
 from mtljax.attribution import targets as targets_lib
@@ -260,6 +260,7 @@ def evaluate_method(
   curves: dict[str, list] = {}
   key = jax.random.key(seed)
   for start in tqdm(range(0, len(pairs), batch_size), desc=desc, mininterval=2):
+    interrupts.check()  # SIGTERM/SIGINT: stop before the next batch
     p = pairs[start : start + batch_size]
     pad = batch_size - len(p)
     sel = np.concatenate([np.arange(start, start + len(p)), np.repeat(start + len(p) - 1, pad)])

@@ -22,7 +22,7 @@ import ml_collections
 import numpy as np
 from tqdm import tqdm
 
-from mtljax import dense_pictures, fileio, hierarchy, parallel, tasks
+from mtljax import dense_pictures, fileio, hierarchy, interrupts, parallel, tasks
 from mtljax.data.source import capability
 from mtljax.train.state import ensemble_size
 
@@ -74,6 +74,8 @@ def evaluate(
   for batch in tqdm(
     batches, desc=desc, leave=False, disable=jax.process_index() != 0, mininterval=2.0
   ):
+    interrupts.point("eval.batch")
+    interrupts.check()  # SIGTERM/SIGINT: stop before the next batch (a collective, as `gather`)
     out = parallel.gather(eval_fn(state, parallel.shard_batch(batch, mesh)))
     valid = out["valid"] > 0
     chunks.setdefault("index", []).append(out["index"][valid])

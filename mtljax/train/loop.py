@@ -1,4 +1,5 @@
-"""The loop: train, evaluate every epoch, checkpoint, resume, stop cleanly on SIGTERM; then the
+"""The loop: train, evaluate every epoch, checkpoint, resume, stop cleanly on SIGTERM/SIGINT (at
+the next step or evaluation batch, saving `latest/` at that step: mtljax/interrupts.py); then the
 final test of the best checkpoint. `evaluate_workdir` re-evaluates a trained workdir.
 
 Stages of `train_and_evaluate` (big_vision style): set-up (train/build.py) → state (fresh or
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import os
-import signal
 import time
 from typing import Any, Mapping
 
@@ -19,10 +19,9 @@ import jax
 import ml_collections
 import numpy as np
 from absl import logging
-from jax.experimental import multihost_utils
 from tqdm import tqdm
 
-from mtljax import checkpoint, configlib, faults, fileio, parallel
+from mtljax import checkpoint, configlib, faults, fileio, interrupts, parallel
 from mtljax.checkpoint import Checkpointer
 from mtljax.train.build import Setup, setup
 from mtljax.train.evaluation import evaluate, save_predictions, write_pictures
@@ -35,43 +34,8 @@ class NonFiniteLossError(FloatingPointError):
   pass
 
 
-class _Preemption:
-  """SIGTERM (cluster pre-emption, TPU maintenance) → checkpoint at the next step, then exit."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-
-  def __enter__(self):
-    def handler(signum, frame):
-      del frame
-      logging.warning("received signal %d: will checkpoint and stop after this step", signum)
-      self.requested = True
-
-    try:
-      self._previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not in the main thread (e.g. some test runners): no handler
-      self._previous = None
-    return self
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-  def agreed(self) -> bool:
-    """True on every process once any process got the signal: all must checkpoint the same step
-    (orbax saves collectively), so the flag is combined across processes at each step."""
-    if jax.process_count() == 1:
-      return self.requested
-    flags = multihost_utils.process_allgather(np.int32(self.requested))
-    return bool(np.any(flags))
-
-
-class Preempted(SystemExit):
-  """Raised after a SIGTERM-triggered checkpoint; exit status 143 (= 128 + SIGTERM)."""
-
-  def __init__(self):
-    super().__init__(143)
+# Kept for callers of the old name: the exception a stopped run raises (exit 128 + signal).
+Preempted = interrupts.Interrupted
 
 
 def _checkpointer(s: Setup, cleanup: bool = False) -> Checkpointer:
@@ -168,7 +132,7 @@ def train_and_evaluate(
         f"(epoch {meta['epoch_done']} of {config.train.num_epochs} done).",
         flush=True,
       )
-    writer.truncate_after(int(meta["step"]))
+    writer.truncate_after(int(meta["step"]), epoch_done=int(meta["epoch_done"]))
   if is_main:
     _describe(s)
 
@@ -202,8 +166,11 @@ def train_and_evaluate(
   # ------------------------------------------------------------------ epochs
   step = int(meta["step"])
   last_good_step = step
+  saved_step = step  # the newest latest/ checkpoint: a stop at a later step saves that step
   data_it = s.train_iter(start_step=step)
-  with _Preemption() as preemption:
+  bar = None
+  try:
+    interrupts.check()  # a signal during set-up or restore: nothing newer to save
     try:
       while meta["epoch_done"] < config.train.num_epochs:
         epoch = meta["epoch_done"] + 1
@@ -218,6 +185,9 @@ def train_and_evaluate(
         )
         t0, n0, wait = time.perf_counter(), step, 0.0
         while step < epoch_end:
+          if step == int(meta["step"]):  # this process's first step: the compile
+            interrupts.set_phase("compile")
+            interrupts.point("train.compile")
           t_in = time.perf_counter()
           batch = next(data_it)
           wait += time.perf_counter() - t_in  # the loop waiting on the input pipeline
@@ -225,7 +195,9 @@ def train_and_evaluate(
             state, parallel.shard_batch(batch, s.mesh), train_rng, sample_weights
           )
           step += 1
+          interrupts.set_phase("training")
           faults.point("train.step")
+          interrupts.point("train.step")
           m = {k: float(v) for k, v in m.items()}
           window["count"] += 1
           for k, v in m.items():
@@ -256,21 +228,19 @@ def train_and_evaluate(
             bar.set_postfix(loss=f"{avg['loss']:.4f}", ex_s=f"{ex_s:.1f}")
             window = {"sums": {}, "count": 0}
             t0, n0, wait = time.perf_counter(), step, 0.0
-          if preemption.agreed():
-            ckpt.save_latest(step, state, meta_now(step), force=True)
-            ckpt.wait()
-            print(
-              f"Stopped by SIGTERM at step {step}; checkpoint saved in {ckpt.directory}. "
-              "Rerun the same command to resume.",
-              flush=True,
-            )
-            raise Preempted()
+          # SIGTERM/SIGINT: stop here, saving this step (below). On many processes the flag is
+          # combined at each step (`multihost_utils.process_allgather`, interrupts.agreed): all
+          # must checkpoint the same step, as orbax saves collectively.
+          interrupts.check()
           if step % config.train.checkpoint_every_steps == 0 and step < epoch_end:
+            interrupts.set_phase("saving")
             ckpt.save_latest(step, state, meta_now(step))
-            last_good_step = step
+            interrupts.point("train.saving")
+            last_good_step = saved_step = step
         bar.close()
 
         # -------------------------------------------------------------- end of epoch
+        interrupts.set_phase("evaluation")
         val_metrics, val_preds = _evaluate(s, state, "val", f"val {epoch}")
         faults.point("eval.val.done")
         writer.write(step, "val", {**val_metrics, "epoch": epoch})
@@ -283,18 +253,32 @@ def train_and_evaluate(
         improved = s.select.better(score, meta["best"])
         meta["epoch_done"] = epoch
         # best/<step> complete before latest/<step> (which names it); both skip an existing step.
+        interrupts.set_phase("saving")
         if improved:
           meta["best"], meta["best_epoch"] = float(score), epoch
           ckpt.save_best(step, state, {**meta_now(step), "val": val_metrics})
         ckpt.save_latest(step, state, meta_now(step))
         faults.point("epoch.end.done")
-        last_good_step = step
+        last_good_step = saved_step = step
         if is_main:
           summary = ", ".join(f"{k}={val_metrics[k]:.4f}" for k in _summary_keys(val_metrics))
           print(f"epoch {epoch}: val {summary}" + ("  (best)" if improved else ""), flush=True)
       ckpt.wait()
     finally:
+      if bar is not None:
+        bar.close()  # the stop's line starts on a line of its own
       ckpt.wait()
+  except interrupts.Interrupted as stop:
+    # The validation of an unfinished epoch is logged again when the run resumes it.
+    writer.truncate_after(step, epoch_done=int(meta["epoch_done"]))
+    if step > saved_step:  # a state newer than the last checkpoint: save it, and wait for it
+      interrupts.set_phase(f"saving checkpoint step {step}")
+      ckpt.save_latest(step, state, meta_now(step), force=True)
+      ckpt.wait()
+      stop.step, stop.checkpoint = step, os.path.join(ckpt.directory, "latest")
+    raise
+  interrupts.set_phase("final test")
+  interrupts.point("final.test")
 
   # ------------------------------------------------------------------ final test on the best
   faults.point("final.test")

@@ -4,6 +4,7 @@ tests/ on sys.path)."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -33,3 +34,14 @@ def device_check(script: str, *args, devices: int = 4) -> dict:
   res = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
   return json.loads(res.stdout.split("RESULT ", 1)[1])
+
+
+# tqdm's progress bars also go to stderr: segments like "epoch 1/1:  25%|██▌  | 3/12 [...]".
+_BAR = re.compile(r"^[^:]*: *\d+%\||^[^:]*: \d+it \[|it/s\]$|s/it\]$")
+
+
+def stderr_lines(stderr: str) -> list[str]:
+  """The non-empty lines of a run's stderr, its progress bars left out (a user's mistake or a
+  stop is one such line)."""
+  parts = re.split(r"[\r\n]", stderr)
+  return [p.strip() for p in parts if p.strip() and not _BAR.search(p.strip())]
