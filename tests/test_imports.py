@@ -97,7 +97,7 @@ LAYERS = (
               "mtljax.hierarchy", "mtljax.mtc")),
   ("attribution library", ("mtljax.attribution",)),
   ("objective", ("mtljax.objective", "mtljax.weighting", "mtljax.aggregation", "mtljax.egl",
-                 "mtljax.config_blocks", "mtljax.configlib")),
+                 "mtljax.config_blocks", "mtljax.configlib", "mtljax.config_resume")),
   ("trainer", ("mtljax.train", "mtljax.checkpoint", "mtljax.writers", "mtljax.dense_pictures")),
   ("runners", ("mtljax.explain", "mtljax.analysis", "mtljax.sweeps", "mtljax.prepare",
                "mtljax.predict")),

@@ -71,15 +71,15 @@ def test_full_disk_then_read_only_workdir_then_resume(tiny_treesat_root, tmpfs):
     f"error: {latest}: no space left on device while saving checkpoint step 4; free space and "
     "rerun to resume"
   )
-  assert not (work / ".lock").exists()
-  assert not [d for d in os.listdir(latest) if d.isdigit()]  # no half checkpoint taken for one
+  # The first run failed before any checkpoint: it leaves no workdir (the space is free again).
+  assert not work.exists()
 
-  # Space freed: the rerun removes orbax's temporary folder and completes.
+  # Space freed: the rerun completes.
   assert _mount("-o", "remount,size=16m", str(tmpfs)).returncode == 0
   res = _main(work, tiny_treesat_root, cache=cache)
   assert res.returncode == 0, res.stderr[-3000:]
   assert json.loads((work / "final_metrics.json").read_text())["best_epoch"] == 1
-  assert sorted(os.listdir(latest)) == ["12", "8"]  # keep=2; orbax's temporary folder gone
+  assert sorted(os.listdir(latest)) == ["12", "8"]  # keep=2
 
   # A damaged line in the middle of metrics.jsonl stops a resume with one line naming it.
   log = work / "metrics.jsonl"

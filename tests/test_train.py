@@ -174,7 +174,10 @@ def test_divergence_stops_and_keeps_last_good_checkpoint(tiny_treesat_root, tmp_
   "overrides, expected",
   [
     (("--config.train.batch_sise=8",), 'Did you mean "batch_size"'),
-    (("--config.data.root=/nonexistent/TreeSatAI",), "/nonexistent/TreeSatAI does not exist"),
+    (
+      ("--config.data.root=/nonexistent/TreeSatAI",),
+      "data.root='/nonexistent/TreeSatAI' does not exist",
+    ),
     (("--config.tasks.l3.num_classes=12",), "config.tasks.l3.num_classes=12"),
   ],
 )

@@ -7,8 +7,7 @@ run's averaged map), Ind-Avg vs Ens-Avg (paired t-test, `localization.compare`),
 A metric is evaluated by what its registry entry declares (`registry.NEEDS`), never by its name:
 "model" metrics run in one jitted program per batch, vmapped over the members; metrics that re-run
 the attribution ("explain", "targets") get all members and the ensemble at once; the others (maps,
-masks) run in one jitted program per batch. Trust metrics perturb image pixels: the time-series
-explain run refuses them (one error before any work)."""
+masks) run in one jitted program per batch. The time-series run refuses them (they perturb pixels)."""
 
 from __future__ import annotations
 

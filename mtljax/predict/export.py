@@ -14,6 +14,7 @@ Writes `<workdir>/export/` (atomically, file by file):
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from collections.abc import Mapping
@@ -64,6 +65,10 @@ def _describe_input(s, name, x) -> dict:
 def export_workdir(config, workdir: str, *, checked: bool = False) -> str:
   """Export the workdir's `config.predict.checkpoint`; returns the export folder."""
   s = train.setup(config, workdir, write_config=False, checked=checked)
+  # XLA's convolutions in the artifact, whatever `config.conv` trained with: the artifact must run
+  # where mtljax's oneDNN library is not (a custom call is not portable, and its batch axis is not
+  # polymorphic); the two backends compute the same function (tests/test_onednn_conv.py).
+  s = dataclasses.replace(s, model=s.model.clone(conv="xla"))
   state, meta = model_lib.restore(config, s, config.predict.checkpoint)
   flat, treedef = _flat_params(model_lib.variables_of(state))
   predict = model_lib.make_predict_fn(s, raw_inputs=True)
