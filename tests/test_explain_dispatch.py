@@ -200,6 +200,7 @@ def test_the_explain_run_takes_a_registered_method(toy_method, tmp_path):
   config.explain.methods = ("saliency", "gradient_sign", "lime")
   config.explain.max_examples = 4
   config.explain.lime_samples = 32
+  config.explain.metrics = ()  # the trust metrics are tested in test_trust_run.py
   summary = run.explain_workdir(config, str(tmp_path / "run"))
   assert set(summary["methods"]) == {"saliency", "gradient_sign", "lime"}
   out = tmp_path / "run" / "explanations" / config.explain.split
