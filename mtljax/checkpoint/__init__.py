@@ -212,7 +212,9 @@ class Checkpointer:
       ) from e
     except Exception as e:  # noqa: BLE001 (any other read failure: OSError, TensorStore, ...)
       raise _Damage(f"unreadable ({_first_line(e)})") from None
-    if not _all_finite(out.state):
+    # Checksummed files are the bytes that were saved (and a run saves only finite states: the
+    # loop stops at a non-finite loss or parameter norm); unchecked ones are also read for NaNs.
+    if not (checksums and manifest is not None) and not _all_finite(out.state):
       raise _Damage("it holds non-finite values")
     meta = dict(out.meta)
     record = meta.pop("run_config", None)
