@@ -27,7 +27,8 @@ def _tmp_path(path: str) -> str:
   return os.path.join(folder, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+  """Whether process `pid` runs (on this host)."""
   try:
     os.kill(pid, 0)
   except ProcessLookupError:
@@ -42,7 +43,7 @@ def _remove_stale_tmps(path: str) -> None:
   folder, name = os.path.split(os.path.abspath(path))
   for tmp in glob.glob(os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.tmp")):
     pid = tmp[len(os.path.join(folder, name)) + 2 :].split(".")[0]
-    if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+    if pid.isdigit() and int(pid) != os.getpid() and not pid_alive(int(pid)):
       with contextlib.suppress(OSError):
         os.remove(tmp)
 

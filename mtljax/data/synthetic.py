@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from mtljax import fileio
+
 #: Written last into every synthetic folder: says the data is synthetic, records the parameters.
 MARKER = "SYNTHETIC.txt"
 
@@ -34,16 +36,6 @@ def _marker_params(path: Path) -> dict[str, Any] | None:
   return None
 
 
-def _pid_alive(pid: int) -> bool:
-  try:
-    os.kill(pid, 0)
-  except ProcessLookupError:
-    return False
-  except PermissionError:  # exists, owned by someone else
-    return True
-  return True
-
-
 def remove_stale(root: Path) -> list[Path]:
   """Remove the ``.<name>.tmp<pid>`` / ``.<name>.old<pid>`` folders beside ``root`` left by
   writers that were killed (their pid no longer runs), as ``fileio`` does for its temporary
@@ -56,7 +48,7 @@ def remove_stale(root: Path) -> list[Path]:
     for tag in (".tmp", ".old"):
       prefix = f".{root.name}{tag}"
       pid = p.name[len(prefix) :] if p.name.startswith(prefix) else ""
-      if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+      if pid.isdigit() and int(pid) != os.getpid() and not fileio.pid_alive(int(pid)):
         shutil.rmtree(p, ignore_errors=True)
         removed.append(p)
   return removed
