@@ -28,9 +28,6 @@ import sys
 
 from absl import app, flags
 
-_OUT = flags.DEFINE_string("out", "/tmp/manifest_treesat", "Scratch folder (data, runs).")
-_EPOCHS = flags.DEFINE_integer("epochs", 0, "Epochs of every run (0 = the tiny config's).")
-
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -140,11 +137,11 @@ def main(argv):
   del argv
   from configs import treesat
 
-  out = os.path.abspath(_OUT.value)
+  out = os.path.abspath(flags.FLAGS.out)
   os.makedirs(out, exist_ok=True)
   path, inputs, fields, root = export(out)
   b = treesat.get_config("tiny")
-  epochs = _EPOCHS.value or b.train.num_epochs
+  epochs = flags.FLAGS.epochs or b.train.num_epochs
   runs = {}
   runs["builtin"] = _train(os.path.join(out, "builtin"), "configs/treesat.py:tiny",
                            f"--config.data.root={root}", f"--config.train.num_epochs={epochs}")  # fmt: skip
@@ -177,4 +174,8 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  # Defined here, not on import: profiling/benchmarks/manifest_bench.py imports `export` and has
+  # flags of its own.
+  flags.DEFINE_string("out", "/tmp/manifest_treesat", "Scratch folder (data, runs).")
+  flags.DEFINE_integer("epochs", 0, "Epochs of every run (0 = the tiny config's).")
   app.run(main)
