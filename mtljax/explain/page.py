@@ -62,6 +62,18 @@ def share_names(bands: dict, channels: dict | None = None) -> list[str]:
   return out
 
 
+def attribution_shares(masses, bands: dict, pairs, labels, channels, input_names) -> dict:
+  """A method's entries of results.json: each input's mean share of the attribution
+  (`modality_share`, from the batches' `masses`) and `shares_by_class`; {} without masses."""
+  if not masses:
+    return {}
+  share = np.concatenate(masses, axis=1).mean(axis=(0, 1))
+  return {
+    "modality_share": dict(zip(sorted(input_names), share.tolist())),
+    "share_by_class": shares_by_class(bands, pairs, labels, channels),
+  }
+
+
 def shares_by_class(bands: dict, pairs, labels, channels: dict | None = None) -> dict:
   """`{class: {"<modality>": share, "<modality>/<band>": share, "n": targets}}`: each input's and
   band's mean share of the attribution (|attribution| summed over it / over every input,

@@ -192,10 +192,8 @@ def explain_workdir(
       results[name]["trust"] = trust.summary(scores)
       if is_main:
         trust.save(out_dir, name, scores)
+    results[name].update(trust_page.attribution_shares(masses, bands, pairs, labels, channels, x))
     if masses:
-      share = np.concatenate(masses, axis=1).mean(axis=(0, 1))
-      results[name]["modality_share"] = dict(zip(sorted(x), share.tolist()))
-      results[name]["share_by_class"] = trust_page.shares_by_class(bands, pairs, labels, channels)
       pair_bands[name] = bands
     if is_main:
       report.save_maps(

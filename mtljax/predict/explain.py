@@ -137,10 +137,8 @@ def explain_predictions(
         )  # fmt: skip
       results[name]["trust"] = trust.summary(scores)
       trust.save(exp_dir, name, scores)
+    results[name].update(page_lib.attribution_shares(masses, bands, pairs, labels, channels, x))
     if masses:
-      share = np.concatenate(masses, axis=1).mean(axis=(0, 1))
-      results[name]["modality_share"] = dict(zip(sorted(x), share.tolist()))
-      results[name]["share_by_class"] = page_lib.shares_by_class(bands, pairs, labels, channels)
       pair_bands[name] = bands
     fileio.savez(
       os.path.join(exp_dir, f"maps_{name}.npz"),
