@@ -19,6 +19,11 @@ Variants come after a colon, comma-separated (big_vision style):
   arch=A    the aerial encoder: resnet18 (default) or resnet50
   pretrained=PATH  start the aerial ResNet from ImageNet weights (a torchvision/timm state dict,
             .safetensors or .pth; docs/prepared-data.md says where to get them)
+  s2=R      where Sentinel-2 goes: input (default: an input modality, as in the paper), target
+            (an auxiliary regression task `s2`: the patch's mean spectrum, 12 bands in the
+            archive's units, standardised, an MLP head, loss weight 1 before the weights are
+            normalised; the model then predicts from aerial + Sentinel-1 alone, and new data
+            needs no S2 files) or off (neither: the aerial + Sentinel-1 baseline)
 
 Commands:
   python -m mtljax.main --config=configs/treesat.py --workdir=/tmp/treesat
@@ -31,6 +36,8 @@ Commands:
   python -m mtljax.main --config=configs/treesat.py --workdir=/tmp/treesat --mode=analyze
   python -m mtljax.main --config=configs/treesat.py:tiny,size=3 --workdir=/tmp/ts_ens
   python -m mtljax.main --config=configs/treesat.py:tiny,size=3 --workdir=/tmp/ts_ens --mode=explain
+  python -m mtljax.main --config=configs/treesat.py:s2=target --workdir=/tmp/treesat_s2target
+  python -m mtljax.main --config=configs/treesat.py:s2=off --workdir=/tmp/treesat_s2off
 """
 
 import ml_collections
@@ -58,6 +65,7 @@ VARIANTS = blocks.Variants(
   multilabel=False,
   arch=blocks.Option("resnet18", choices=("resnet18", "resnet50"), what="the aerial ResNet"),
   pretrained=blocks.Option("", what="ImageNet weights of the aerial ResNet", metavar="PATH"),
+  s2=blocks.Option("input", choices=("input", "target", "off"), what="where Sentinel-2 goes"),
 )
 
 
@@ -111,9 +119,10 @@ def get_config(arg=None):
     {
       "aerial": {"encoder": "resnet", "encoder_kwargs": resnet},
       "s1": {"encoder": "mlp", "encoder_kwargs": blocks.mlp(sat_mlp, 0.3)},
-      "s2": {"encoder": "mlp", "encoder_kwargs": blocks.mlp(sat_mlp, 0.3)},
     }
   )
+  if opts.s2 == "input":
+    c.inputs.s2 = {"encoder": "mlp", "encoder_kwargs": blocks.mlp(sat_mlp, 0.3)}
   if "age" in aux_inputs:
     c.inputs.age = {"encoder": "mlp", "encoder_kwargs": blocks.mlp((32,))}
 
@@ -133,6 +142,10 @@ def get_config(arg=None):
       c.tasks[name] = blocks.task("classification", 1.0, "mlp", head, num_classes=num_classes)
   if "age" in aux_targets:
     c.tasks.age = blocks.task("regression", 1.0, "linear")
+  if opts.s2 == "target":
+    # S2's mean spectrum per band (the reader's target `s2`), an MLP head like L2's.
+    head = blocks.mlp((64,) if tiny else (256,), 0.25)
+    c.tasks.s2 = blocks.task("regression", 1.0, "mlp", head, num_outputs=12)
 
   # ---------------------------------------------------------------- training
   c.train = blocks.train_config(

@@ -263,6 +263,34 @@ def test_modality_subset_never_opens_other_folders(copy):
   assert set(s.input_fields) == {"s2", "age"}
 
 
+def test_s2_as_a_target_is_its_mean_spectrum(copy):
+  """`target_modalities=("s2",)`: the target `s2` is the patch's per-band mean in the units the
+  input path reads; the same from an example and from `label_arrays`; a role "both" field when
+  S2 is an input too; no S2 target (and no S2 folder opened) unless asked."""
+  target = src(copy, "val", modalities=("aerial", "s1"), target_modalities=("s2",))
+  both = src(copy, "val", target_modalities=("s2",))
+  labels = target.label_arrays()
+  for i in range(len(target)):
+    ex, ex_both = target[i], both[i]
+    want = both.read_modality("s2", i).mean((0, 1))
+    assert "s2" not in ex["inputs"] and ex["targets"]["s2"].dtype == np.float32
+    np.testing.assert_allclose(ex["targets"]["s2"], want, rtol=1e-6)
+    np.testing.assert_array_equal(ex_both["targets"]["s2"], ex["targets"]["s2"])
+    np.testing.assert_array_equal(labels["targets"]["s2"][i], ex["targets"]["s2"])
+    assert ex["mask"]["s2"] == labels["mask"]["s2"][i] == 1.0
+  assert labels["targets"]["s2"].max() > 100  # reflectance*10000, as the input reads it
+  field = target.fields["s2"]
+  assert field == {**field, "kind": "regression", "shape": (12,), "num_outputs": 12}
+  assert field["role"] == "target" and field["channels"] == S2_BANDS
+  assert both.fields["s2"]["role"] == "both" and both.fields["s2"]["input"]["shape"] == (6, 6, 12)
+  plain = src(copy, "val", modalities=("aerial", "s1"))
+  assert "s2" not in plain.target_fields and "s2" not in plain[0]["targets"]
+  shutil.rmtree(copy / "s2")
+  src(copy, "val", modalities=("aerial", "s1"))  # never opens s2/
+  with pytest.raises(DataError, match=r"s2/60m for modality 's2' does not exist"):
+    src(copy, "val", modalities=("aerial", "s1"), target_modalities=("s2",))
+
+
 def test_pickle_roundtrip(tiny):
   s = src(tiny, "val")
   s2 = pickle.loads(pickle.dumps(s))

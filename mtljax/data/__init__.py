@@ -54,7 +54,10 @@ class Dataset:
     source_keys_if_set: ``config.data`` keys passed to the reader only when set (not empty);
       otherwise the reader's default applies.
     used: reader keyword -> ``(config section, names)``: the tuple of those names that
-      ``config.<section>`` holds (e.g. only the modalities the run uses are opened).
+      ``config.<section>`` holds (e.g. only the modalities the run uses are opened). An entry
+      of section ``"tasks"`` (a modality that is a target) is passed only when that tuple is
+      not empty (a config without such a task reads as before it existed), and never when
+      only the inputs are read (``source_kwargs(config, inputs_only=True)``: new data).
     synthetic_keys: ``config.data.synthetic`` keys passed to the generator.
     synthetic_data_keys: ``config.data`` keys passed to the generator too (e.g. ``image_size``).
     splits: the splits ``make_sources`` builds.
@@ -81,13 +84,17 @@ class Dataset:
   label_hierarchy: Callable[[str, str], Any] | None = None
   complete_config: Callable[..., None] | None = None
 
-  def source_kwargs(self, config) -> dict[str, Any]:
-    """The reader's keyword arguments read from ``config``."""
+  def source_kwargs(self, config, *, inputs_only: bool = False) -> dict[str, Any]:
+    """The reader's keyword arguments read from ``config``; ``inputs_only``: without the
+    ``used`` entries of section ``"tasks"`` (the reader's default applies: no target is read
+    from files the model does not take as inputs)."""
     d = config.data
     kwargs = {k: _frozen(d[k]) for k in self.source_keys}
     kwargs.update({k: _frozen(d[k]) for k in self.source_keys_if_set if d.get(k)})
     for k, (section, names) in self.used.items():
-      kwargs[k] = tuple(n for n in names if n in config[section])
+      used = tuple(n for n in names if n in config[section])
+      if section != "tasks" or (used and not inputs_only):
+        kwargs[k] = used
     return kwargs
 
   def synthetic_kwargs(self, config) -> dict[str, Any]:

@@ -18,8 +18,10 @@ DATASET = Dataset(
   source_keys=("resolution", "l2_source", "age_source", "side_csv", "multi_threshold",
                "val_fraction", "split_seed", "aerial_size"),
   source_keys_if_set=("aerial_resize",),
-  # Only the image modalities the model uses are opened.
-  used={"modalities": ("inputs", ("aerial", "s1", "s2"))},
+  # Only the image modalities the model uses are opened: as inputs, and S2 as a target (its
+  # mean spectrum) only when a task `s2` exists.
+  used={"modalities": ("inputs", ("aerial", "s1", "s2")),
+        "target_modalities": ("tasks", ("s2",))},
   synthetic_keys=("num_train", "num_test", "seed"), synthetic_data_keys=("aerial_size",),
   label_hierarchy=label_hierarchy,
 )  # fmt: skip

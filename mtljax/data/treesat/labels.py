@@ -12,7 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from mtljax.data.source import DataError, inside_root
-from mtljax.data.treesat.archive import GENERA, GENUS_INDEX, L2_INDEX, STAND_TYPES
+from mtljax.data.treesat.archive import (
+  GENERA,
+  GENUS_INDEX,
+  L2_INDEX,
+  SPECIES_INDEX,
+  STAND_TYPES,
+  parse_name,
+)
 
 
 def read_list(root: Path, path: Path, folders: Sequence[Path]) -> list[str]:
@@ -112,3 +119,24 @@ def read_side_csv(
       except ValueError as e:
         raise DataError(f"side CSV {path}: age {age_s!r} of {name} is not a number") from e
   return l2, l2_mask, age, age_mask, absent
+
+
+def species_and_age(names: Sequence[str]):
+  """From the file names: ``(species int32 [N], its mask, age float32 [N], its mask, unknown)``,
+  the species of the name's prefix (``SPECIES_INDEX``; an unknown prefix is masked and listed,
+  sorted, in ``unknown``) and the name's first integer token as the age (masked when absent)."""
+  species = np.zeros(len(names), np.int32)
+  species_mask = np.zeros(len(names), np.float32)
+  age = np.zeros(len(names), np.float32)
+  age_mask = np.zeros(len(names), np.float32)
+  unknown: set[str] = set()
+  for i, name in enumerate(names):
+    prefix, token = parse_name(name)
+    s = SPECIES_INDEX.get(prefix)
+    if s is None:
+      unknown.add(prefix)
+    else:
+      species[i], species_mask[i] = s, 1.0
+    if token is not None:
+      age[i], age_mask[i] = token, 1.0
+  return species, species_mask, age, age_mask, sorted(unknown)

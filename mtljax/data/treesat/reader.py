@@ -15,11 +15,14 @@ One example (all numpy; see ``TreeSatAISource.__getitem__``)::
     {"inputs":  {"aerial": float32 [A, A, 4], "s1": float32 [S, S, 3], "s2": float32 [S, S, 12],
                  "age": float32 [1]},
      "targets": {"l3": int32 [], "l2": int32 [], "l1": int32 [], "age": float32 [],
-                 "species": int32 [], "l3_multi": float32 [15]},
+                 "species": int32 [], "l3_multi": float32 [15], "s2": float32 [12]},
      "mask":    {same keys as targets: float32 [], 1.0 = label present},
      "meta":    {"index": int32 []}}
 
-with A = 304 and S = 6 at 60 m (S = 20 at 200 m).
+with A = 304 and S = 6 at 60 m (S = 20 at 200 m). The target ``s2`` (the patch's mean spectrum,
+per band, in the input's units: reflectance*10000) is there only when ``target_modalities``
+asks for it: S2 as an auxiliary *target*, whose files a model trained that way never needs at
+prediction time.
 
 Vocabularies, the label hierarchy and the layout constants: ``mtljax.data.treesat.archive``.
 
@@ -56,14 +59,12 @@ from mtljax.data.treesat.archive import (
   S_SIZES,
   SIDE_CSV,
   SPECIES,
-  SPECIES_INDEX,
   SPLIT_LISTS,
   SPLITS,
   STAND_TYPES,
-  parse_name,
 )
-from mtljax.data.treesat.labels import read_labels_json, read_list, read_side_csv
-from mtljax.data.treesat.tiff import area_resize, check_image, read_image
+from mtljax.data.treesat.labels import read_labels_json, read_list, read_side_csv, species_and_age
+from mtljax.data.treesat.tiff import area_resize, band_means, check_image, read_image
 from mtljax.data.values import DEFAULT_MAX_IMAGE_SIDE
 
 log = logging.getLogger(__name__)
@@ -75,6 +76,8 @@ log = logging.getLogger(__name__)
 
 #: Target (task) names every example carries.
 TARGETS: tuple[str, ...] = ("l3", "l2", "l1", "age", "species", "l3_multi")
+#: Image modalities that can also be targets (``target_modalities``): the patch's mean spectrum.
+TARGET_MODALITIES: tuple[str, ...] = ("s2",)
 
 
 class TreeSatAISource:
@@ -101,6 +104,9 @@ class TreeSatAISource:
     val_fraction: fraction of the test list that goes to ``val``.
     split_seed: seed of the val/test split.
     modalities: image modalities to read (``"aerial"``, ``"s1"``, ``"s2"``); others are never opened.
+    target_modalities: image modalities that are also targets (``"s2"``: its per-band mean over
+      the patch, float32 [12], mask 1 when finite); their folders are opened too. A modality in
+      both ``modalities`` and here is a field of role "both" (like ``age``).
     aerial_size: override of the aerial side length (default from ``AERIAL_SIZES``).
     s_size: override of the Sentinel side length (default from ``S_SIZES``).
     aerial_resize: read aerial files of any square size, area-averaged to ``aerial_size``.
@@ -125,6 +131,7 @@ class TreeSatAISource:
     val_fraction: float = 0.5,
     split_seed: int = 0,
     modalities: Sequence[str] = ("aerial", "s1", "s2"),
+    target_modalities: Sequence[str] = (),
     aerial_size: int | None = None,
     s_size: int | None = None,
     aerial_resize: bool = False,
@@ -135,14 +142,21 @@ class TreeSatAISource:
     check_option("l2_source", l2_source, ("genus", "csv"))
     check_option("age_source", age_source, ("name", "csv"))
     unknown = [m for m in modalities if m not in MODALITIES]
+    unknown += [m for m in target_modalities if m not in TARGET_MODALITIES]
     if unknown:
-      raise ValueError(f"unknown modalities {unknown}; known: {tuple(MODALITIES)}")
+      known = f"{tuple(MODALITIES)}, as targets {TARGET_MODALITIES}"
+      raise ValueError(f"unknown modalities {unknown}; known: {known}")
     self.split = split
     self.resolution = resolution
     self.l2_source = l2_source
     self.age_source = age_source
     self.multi_threshold = float(multi_threshold)
     self.modalities = tuple(dict.fromkeys(modalities))
+    self.target_modalities = tuple(dict.fromkeys(target_modalities))
+    # Every folder this split reads: the inputs', then the targets' not already among them.
+    self._folders = tuple(dict.fromkeys(self.modalities + self.target_modalities))
+    #: target modality -> (band means [N, C], mask [N]), read on the first `label_arrays`.
+    self._spectra: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     self.aerial_resize, self.max_image_side = bool(aerial_resize), int(max_image_side)
 
     if not self.root.is_dir():
@@ -150,12 +164,12 @@ class TreeSatAISource:
 
     # Image geometry.
     self.s_size = int(s_size) if s_size is not None else S_SIZES.get(resolution)
-    if self.s_size is None and ({"s1", "s2"} & set(self.modalities)):
+    if self.s_size is None and ({"s1", "s2"} & set(self._folders)):
       raise DataError(f"unknown Sentinel patch size for resolution {resolution!r}: pass s_size")
     self.aerial_size = int(aerial_size) if aerial_size is not None else AERIAL_SIZES.get(resolution)
     if self.aerial_size is None and "aerial" in self.modalities:
       raise DataError(f"unknown aerial patch size for resolution {resolution!r}: pass aerial_size")
-    for m in self.modalities:
+    for m in self._folders:
       folder = self.root / m / resolution
       if not folder.is_dir():
         raise DataError(f"image folder {folder} for modality {m!r} does not exist")
@@ -164,7 +178,7 @@ class TreeSatAISource:
     list_path = self.root / SPLIT_LISTS[split]
     if not list_path.is_file():
       raise DataError(f"split list {list_path} does not exist")
-    names = read_list(self.root, list_path, [self.root / m / resolution for m in self.modalities])
+    names = read_list(self.root, list_path, [self.root / m / resolution for m in self._folders])
     if split != "train":
       val_pos, test_pos = split_test_list(names, val_fraction, split_seed)
       names = [names[i] for i in (val_pos if split == "val" else test_pos)]
@@ -190,32 +204,13 @@ class TreeSatAISource:
     self.shares = shares
     return {"l3": l3, "l3_multi": multi}
 
-  def _species(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    species = np.zeros(len(self.names), np.int32)
-    species_mask = np.zeros(len(self.names), np.float32)
-    age = np.zeros(len(self.names), np.float32)
-    age_mask = np.zeros(len(self.names), np.float32)
-    unknown: set[str] = set()
-    for i, name in enumerate(self.names):
-      prefix, token = parse_name(name)
-      s = SPECIES_INDEX.get(prefix)
-      if s is None:
-        unknown.add(prefix)
-      else:
-        species[i], species_mask[i] = s, 1.0
-      if token is not None:
-        age[i], age_mask[i] = token, 1.0
-    if unknown:
-      log.warning(
-        "TreeSatAI %s: unknown species prefixes (masked): %s", self.split, sorted(unknown)
-      )
-    return species, species_mask, age, age_mask
-
   def _build_targets(self, csv_l2=None, csv_age=None) -> None:
     """Fill ``self._targets`` / ``self._masks`` ({task: [N, ...]}) from the labels, the names
     and, where given, the side CSV's (values, mask) pairs."""
     l3 = self._labels["l3"]
-    species, species_mask, age, age_mask = self._species()
+    species, species_mask, age, age_mask, unknown = species_and_age(self.names)
+    if unknown:
+      log.warning("TreeSatAI %s: unknown species prefixes (masked): %s", self.split, unknown)
     ones = np.ones(len(self.names), np.float32)
     if csv_l2 is not None:
       l2, l2_mask = csv_l2
@@ -290,6 +285,10 @@ class TreeSatAISource:
                 "kind": "multilabel", "shape": (len(GENERA),), "dtype": "float32",
                 "num_classes": len(GENERA), "class_names": GENERA, "threshold": self.multi_threshold,
             },
+            **{m: {"kind": "regression", "shape": (len(MODALITIES[m]["bands"]),),
+                   "dtype": "float32", "num_outputs": len(MODALITIES[m]["bands"]),
+                   "channels": MODALITIES[m]["bands"], "units": "reflectance*10000"}
+               for m in self.target_modalities},
         }  # fmt: skip
 
   @property
@@ -312,15 +311,24 @@ class TreeSatAISource:
     return out
 
   def label_arrays(self) -> dict[str, dict[str, np.ndarray]]:
-    """All labels of the split without reading images.
+    """All labels of the split without reading images (but the target modalities' files: their
+    band means are read once, on the first call).
 
     Returns:
       ``{"targets": {task: [N, ...]}, "mask": {task: float32 [N]}}`` (copies).
     """
-    return {
+    out = {
       "targets": {k: v.copy() for k, v in self._targets.items()},
       "mask": {k: v.copy() for k, v in self._masks.items()},
     }
+    for m in self.target_modalities:
+      if m not in self._spectra:
+        pairs = [band_means(self.read_modality(m, i)) for i in range(len(self.names))]
+        shape = (0, len(MODALITIES[m]["bands"]))
+        means = np.stack([p[0] for p in pairs]) if pairs else np.zeros(shape, np.float32)
+        self._spectra[m] = (means, np.asarray([p[1] for p in pairs], np.float32))
+      out["targets"][m], out["mask"][m] = (a.copy() for a in self._spectra[m])
+    return out
 
   def image_path(self, modality: str, index_or_name: int | str) -> Path:
     """Path of one image file."""
@@ -351,12 +359,13 @@ class TreeSatAISource:
     inputs = {m: self.read_modality(m, i) for m in self.modalities}
     age_ok = self._masks["age"][i] > 0
     inputs["age"] = np.array([self._targets["age"][i] if age_ok else np.nan], np.float32)
-    return {
-      "inputs": inputs,
-      "targets": {k: np.array(v[i]) for k, v in self._targets.items()},
-      "mask": {k: np.asarray(v[i], np.float32) for k, v in self._masks.items()},
-      "meta": {"index": np.asarray(i, np.int32)},
-    }
+    targets = {k: np.array(v[i]) for k, v in self._targets.items()}
+    mask = {k: np.asarray(v[i], np.float32) for k, v in self._masks.items()}
+    for m in self.target_modalities:  # the image read for the input, if it is one, else its own
+      image = inputs[m] if m in inputs else self.read_modality(m, i)
+      targets[m], mask[m] = (np.asarray(a) for a in band_means(image))
+    return {"inputs": inputs, "targets": targets, "mask": mask,
+            "meta": {"index": np.asarray(i, np.int32)}}  # fmt: skip
 
   def check_files(self, max_files: int | None = None, *, progress=True, full=False) -> int:
     """Check every image of the split (or of the first ``max_files`` names) from its TIFF header
@@ -369,7 +378,7 @@ class TreeSatAISource:
 
       it = tqdm(it, desc=f"checking TreeSatAI {self.split} files", unit="patch", mininterval=1.0)
     for i in it:
-      for m in self.modalities:
+      for m in self._folders:
         if full:
           self.read_modality(m, i)
           continue
@@ -382,6 +391,7 @@ class TreeSatAISource:
   def __repr__(self) -> str:
     return (
       f"TreeSatAISource(root={str(self.root)!r}, split={self.split!r}, n={len(self)}, "
-      f"resolution={self.resolution!r}, modalities={self.modalities}, l2_source={self.l2_source!r}, "
+      f"resolution={self.resolution!r}, modalities={self.modalities}, "
+      f"target_modalities={self.target_modalities}, l2_source={self.l2_source!r}, "
       f"age_source={self.age_source!r})"
     )

@@ -175,3 +175,11 @@ def check_image(
       f"{path}: truncated TIFF ({file_size} bytes, its header points to pixel data up to byte "
       f"{end}; {expected})"
     )
+
+
+def band_means(image: np.ndarray) -> tuple[np.ndarray, np.float32]:
+  """A patch's mean per band (float32 [C], in the file's units) and its mask: 1 when every mean
+  is finite; otherwise the means are 0 with mask 0 (a target the loss skips)."""
+  means = image.reshape(-1, image.shape[-1]).astype(np.float64).mean(0).astype(np.float32)
+  ok = bool(np.isfinite(means).all())
+  return (means if ok else np.zeros_like(means)), np.float32(ok)
