@@ -134,9 +134,10 @@ def _section_problems(config, dataset) -> list[str]:
   return out
 
 
-def problems(config: ml_collections.ConfigDict) -> list[str]:
+def problems(config: ml_collections.ConfigDict, *, data_paths: bool = True) -> list[str]:
   """Every mistake of `config` that the config alone shows (module docstring), each naming its
-  key.
+  key; `data_paths=False`: not whether the training data's paths exist (predict and export
+  read the workdir, and the training data only where they predict one of its splits).
 
   A dataset whose entry has ``complete_config`` (the manifest) first fills what its data decides
   (task kinds, class counts, encoders; ``mtljax.data.Dataset``), so the checks below see the
@@ -175,7 +176,7 @@ def problems(config: ml_collections.ConfigDict) -> list[str]:
     if not isinstance(w, (int, float)) or w < 0:
       problems.append(f"{key}.weight={w!r} must be a number >= 0")
   problems.extend(_section_problems(config, dataset))
-  problems.extend(data_values.problems(config))
+  problems.extend(data_values.problems(config, paths=data_paths))
   if not tasks:
     problems.append("config.tasks is empty: a model needs at least one task")
   elif sum(float(t.get("weight", 0) or 0) for t in tasks.values()) <= 0:
@@ -277,9 +278,9 @@ def _raise(problems: list[str]) -> None:
     raise ConfigError("invalid config:\n  - " + "\n  - ".join(problems))
 
 
-def check(config: ml_collections.ConfigDict) -> None:
-  """Raise one ConfigError listing every problem of `problems(config)`."""
-  _raise(problems(config))
+def check(config: ml_collections.ConfigDict, *, data_paths: bool = True) -> None:
+  """Raise one ConfigError listing every problem of `problems(config, data_paths=...)`."""
+  _raise(problems(config, data_paths=data_paths))
 
 
 def check_fields(

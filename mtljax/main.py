@@ -210,8 +210,8 @@ def _run(config, workdir: str, mode: str) -> None:
   try:
     # The whole config, every problem at once, before anything is written to the workdir; the
     # run's set-up then checks only what needs the data (its fields). (analyze reads files only.)
-    if mode != "analyze":
-      configlib.check(config)
+    if mode != "analyze":  # (predict and export need the workdir, not the training data)
+      configlib.check(config, data_paths=mode not in ("predict", "export"))
     before = workdir_lib.entries(workdir)  # what a failed first run leaves as it was
     if mode == "train":
       try:

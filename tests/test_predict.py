@@ -118,7 +118,7 @@ class _Fake:
 
 class _Setup:
   input_names = ("aerial", "s1")
-  sources = {"train": _Fake({"aerial": {"shape": (32, 32, 4)}, "s1": {"shape": (6, 6, 2)}})}
+  input_fields = {"aerial": {"shape": (32, 32, 4)}, "s1": {"shape": (6, 6, 2)}}
 
 
 def test_inputs_that_do_not_fit_name_the_modality():

@@ -39,23 +39,35 @@ class _Adapters(Mapping):
 _ADAPTERS: Mapping[str, tuple[Callable, Callable]] = _Adapters()
 
 
-def make_sources(config: ml_collections.ConfigDict, workdir: str, dataset=None):
+def make_sources(
+  config: ml_collections.ConfigDict,
+  workdir: str,
+  dataset=None,
+  *,
+  splits: tuple[str, ...] | None = None,
+  inputs_only: bool = False,
+):
   """`({split: source}, synthetic_root)`; `dataset`: the run's registry entry (looked up from
-  `config.data.name` when not given)."""
+  `config.data.name` when not given); `splits`: only these of the dataset's splits (default
+  all); `inputs_only`: the readers open the model's input modalities alone, not those that are
+  targets (`Dataset.source_kwargs`; predicting new data that lacks them)."""
   spec = dataset or get_dataset(config.data.name)
+  splits = spec.splits if splits is None else tuple(s for s in spec.splits if s in splits)
   if config.data.get("prepared"):  # a prepared dataset (python -m mtljax.prepare) instead
     from mtljax.data import prepared
 
-    return prepared.open_sources(config), None
+    return {s: v for s, v in prepared.open_sources(config).items() if s in splits}, None
   source_kwargs, synthetic_kwargs = spec.source_kwargs, spec.synthetic_kwargs
   root, synthetic_root = config.data.root or None, None
   if not root and spec.write_synthetic is not None:
     root = config.data.synthetic.dir or os.path.join(workdir, "synthetic_data")
     synthetic_root = str(spec.write_synthetic(root, **synthetic_kwargs(config)))
     root = synthetic_root
-  kwargs = source_kwargs(config)
+  # (an entry whose own `source_kwargs` takes no `inputs_only` reads what it always reads)
+  only = inputs_only and "inputs_only" in inspect.signature(source_kwargs).parameters
+  kwargs = source_kwargs(config, inputs_only=True) if only else source_kwargs(config)
   # The bound on image sides (read from each file's header before decoding), for a reader that
   # takes it; not a reader option of the dataset's identity (a prepared dataset's check).
   if "max_image_side" in inspect.signature(spec.source_cls).parameters:
     kwargs["max_image_side"] = values.max_image_side(config)
-  return {split: spec.source_cls(root, split, **kwargs) for split in spec.splits}, synthetic_root
+  return {split: spec.source_cls(root, split, **kwargs) for split in splits}, synthetic_root

@@ -188,8 +188,9 @@ def _path_problems(data) -> list[str]:
   return out
 
 
-def problems(config) -> list[str]:
-  """Every mistake among the values of `config.data` (module docstring), each naming its key."""
+def problems(config, *, paths: bool = True) -> list[str]:
+  """Every mistake among the values of `config.data` (module docstring), each naming its key;
+  `paths=False`: not the paths' (a trained model used where its training data is not)."""
   data = config.get("data", None)
   if data is None:
     return []
@@ -206,7 +207,7 @@ def problems(config) -> list[str]:
     except (TypeError, ValueError) as e:  # a value of an unexpected type: report, not crash
       out.append(f"config.data: a value of an unexpected type ({e})")
   out += [f"config.data.{k}={_get(data, k)!r} {why}" for k, why in found]
-  return out + _path_problems(data)
+  return out + (_path_problems(data) if paths else [])
 
 
 def _get(data, dotted: str):

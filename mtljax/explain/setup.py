@@ -73,7 +73,7 @@ def check_request(
   if not time_series:
     problems += _check_tasks(config)
   if not time_series:
-    fields = s.sources["train"].input_fields
+    fields = s.input_fields
     if ex.modality not in config.inputs or len(fields[ex.modality]["shape"]) != 3:
       problems.append(
         f"config.explain.modality={ex.modality!r} must be an image input (one of "
@@ -86,7 +86,7 @@ def check_request(
   chunk = ex.get("target_chunk", 0)
   if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 0:
     problems.append(f"config.explain.target_chunk={chunk!r} must be an integer >= 0 (0 = all)")
-  if ex.split not in s.sources:
+  if s.sources and ex.split not in s.sources:  # (none: predict's new inputs, not a split)
     problems.append(f"config.explain.split={ex.split!r} is not one of {sorted(s.sources)}")
   needs_layer = any(methods.METHODS[m].needs_layer_fn for m in ex.methods if m in methods.METHODS)
   if not time_series and needs_layer and not problems:

@@ -101,7 +101,7 @@ def explain_predictions(
   images = report.display_images(x[ex.modality], s.stats["inputs"][ex.modality])
   exp_dir = os.path.join(out_dir, "explanations")
   os.makedirs(exp_dir, exist_ok=True)
-  channels = {m: f.get("channels") for m, f in s.sources["train"].input_fields.items()}
+  channels = {m: f.get("channels") for m, f in s.input_fields.items()}
   specs = {name: methods.get_method(name) for name in ex.methods}
   segments = num_segments = None
   if any(spec.needs_segments for spec in specs.values()):

@@ -25,6 +25,7 @@ import numpy as np
 from mtljax import fileio, tasks, train
 from mtljax.predict import model as model_lib
 from mtljax.predict.run import class_names
+from mtljax.train import data_fields
 
 
 def _flat_params(variables) -> tuple[dict, object]:
@@ -32,12 +33,6 @@ def _flat_params(variables) -> tuple[dict, object]:
   leaves, treedef = jax.tree_util.tree_flatten_with_path(variables)
   flat = {f"{i:05d}:{jax.tree_util.keystr(p)}": np.asarray(v) for i, (p, v) in enumerate(leaves)}
   return flat, treedef
-
-
-def _raw_example(s) -> dict:
-  """One raw example's inputs (as the reader gives them) of the training split."""
-  ex = s.sources["train"][0]["inputs"]
-  return {m: ex[m] for m in s.input_names}
 
 
 def _spec(x, batch):
@@ -48,7 +43,7 @@ def _spec(x, batch):
 
 
 def _describe_input(s, name, x) -> dict:
-  field = s.sources["train"].input_fields.get(name, {})
+  field = s.input_fields.get(name, {})
   d = {"name": name, "kind": field.get("kind", "")}
   if isinstance(x, Mapping):
     d["parts"] = {
@@ -64,7 +59,8 @@ def _describe_input(s, name, x) -> dict:
 
 def export_workdir(config, workdir: str, *, checked: bool = False) -> str:
   """Export the workdir's `config.predict.checkpoint`; returns the export folder."""
-  s = train.setup(config, workdir, write_config=False, checked=checked)
+  # The workdir's own files alone (mtljax/train/inference.py): no training data is read.
+  s = train.setup_for_inference(config, workdir, checked=checked)
   # XLA's convolutions in the artifact, whatever `config.conv` trained with: the artifact must run
   # where mtljax's oneDNN library is not (a custom call is not portable, and its batch axis is not
   # polymorphic); the two backends compute the same function (tests/test_onednn_conv.py).
@@ -77,7 +73,7 @@ def export_workdir(config, workdir: str, *, checked: bool = False) -> str:
   def fn(params, inputs):
     return predict(jax.tree_util.tree_unflatten(treedef, [params[k] for k in order]), inputs)
 
-  raw = _raw_example(s)
+  raw = data_fields.raw_example(s)  # shapes and dtypes as the reader gives them
   (b,) = jax.export.symbolic_shape("b")
   args = ({k: jax.ShapeDtypeStruct(v.shape, v.dtype) for k, v in flat.items()}, _spec(raw, b))
   exported, platforms = None, None

@@ -7,8 +7,12 @@ with the run's recorded schema; the table's own columns go first in the predicti
 when all are empty, split `split` of the workdir's own dataset. A new kind of input is one more
 `_OPENERS` entry: a function `(config, s, p) -> Source` and the name its outputs go under.
 Only the model's *input* modalities are read from the examples (`pipeline.eval_batches` with no
-task); `check_inputs` refuses a source that lacks one, or holds one of another shape (band count),
-naming it.
+task), and a data root is opened with its reader's input modalities alone (`make_sources(...,
+inputs_only=True)`: a modality the model was trained to predict, e.g. TreeSAT's Sentinel-2 as a
+target, need not be there); only the split predicted is opened. `check_inputs` refuses a source
+that lacks an input, or holds one of another shape (band count), naming it, against the fields
+the model was trained on (`Setup.input_fields`: recorded in the workdir, no training data read).
+`needs_training_data(config)`: whether the inputs are a split of the workdir's own dataset.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from typing import Any
 import ml_collections
 
 from mtljax.data import build as data_build
+from mtljax.data import get_dataset
 from mtljax.data.source import DataError
 
 
@@ -49,25 +54,31 @@ def _split(config, s, p):
   return s.sources[p.split], f"split-{p.split}", f"split {p.split!r} of the workdir's dataset"
 
 
+def _one_split(config, s, p, **data):
+  """Split `p.split` of the dataset `config` names with `data` changed, opened alone."""
+  splits = (s.dataset or get_dataset(config.data.name)).splits
+  if p.split not in splits:
+    raise DataError(f"config.predict.split={p.split!r} is not one of {sorted(splits)}")
+  # Only the model's inputs are opened: a modality that was a training target need not be there.
+  c = _with_data(config, **data)
+  return data_build.make_sources(c, s.workdir, splits=(p.split,), inputs_only=True)[0][p.split]
+
+
 def _root(config, s, p):
   if not os.path.isdir(p.root):
     raise DataError(f"config.predict.root={p.root!r} is not a folder")
-  sources, _ = data_build.make_sources(_with_data(config, root=p.root, prepared=""), s.workdir)
-  if p.split not in sources:
-    raise DataError(f"config.predict.split={p.split!r} is not one of {sorted(sources)}")
+  source = _one_split(config, s, p, root=p.root, prepared="")
   base = os.path.basename(os.path.normpath(p.root))
-  return sources[p.split], f"root-{base}-{p.split}", f"split {p.split!r} of data root {p.root}"
+  return source, f"root-{base}-{p.split}", f"split {p.split!r} of data root {p.root}"
 
 
 def _prepared(config, s, p):
   if not os.path.isdir(p.prepared):
     raise DataError(f"config.predict.prepared={p.prepared!r} is not a folder")
-  sources, _ = data_build.make_sources(_with_data(config, prepared=p.prepared), s.workdir)
-  if p.split not in sources:
-    raise DataError(f"config.predict.split={p.split!r} is not one of {sorted(sources)}")
+  source = _one_split(config, s, p, prepared=p.prepared)
   base = os.path.basename(os.path.normpath(p.prepared))
   what = f"split {p.split!r} of prepared folder {p.prepared}"
-  return sources[p.split], f"prepared-{base}-{p.split}", what
+  return source, f"prepared-{base}-{p.split}", what
 
 
 def _manifest(config, s, p):
@@ -93,6 +104,13 @@ def _manifest(config, s, p):
 _OPENERS = (("root", _root), ("prepared", _prepared), ("manifest", _manifest))
 
 
+def needs_training_data(config) -> bool:
+  """Whether `config.predict` names a split of the workdir's own dataset (no root, prepared
+  folder, manifest or raster): only then is the training data opened."""
+  p = config.predict
+  return not any(p.get(k) for k in ("root", "prepared", "manifest", "raster"))
+
+
 def open_inputs(config, s) -> Inputs:
   """The inputs `config.predict` names, checked against the model's inputs (`s`: `train.Setup`)."""
   p = config.predict
@@ -109,7 +127,7 @@ def open_inputs(config, s) -> Inputs:
 
 def check_inputs(source, s, what: str) -> None:
   """Every input modality of the model is in `source`, with the shape it was trained on."""
-  trained = s.sources["train"].input_fields
+  trained = s.input_fields
   have = source.input_fields
   for m in s.input_names:
     if m not in have:

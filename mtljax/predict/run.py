@@ -93,7 +93,12 @@ def _check_request(out_dir: str, request: dict, name: str) -> None:
 
 def predict_workdir(config, workdir: str, *, checked: bool = False) -> str:
   """Predict `config.predict`'s inputs with the workdir's checkpoint; returns the output folder."""
-  s = train.setup(config, workdir, write_config=False, checked=checked)
+  # New inputs (a root, a prepared folder, a manifest, a raster) need nothing of the training
+  # data: the model is set up from the workdir's own files (mtljax/train/inference.py).
+  if inputs_lib.needs_training_data(config):
+    s = train.setup(config, workdir, write_config=False, checked=checked)
+  else:
+    s = train.setup_for_inference(config, workdir, checked=checked)
   p = config.predict
   if p.get("raster"):
     if p.get("explain"):
@@ -191,7 +196,7 @@ def _write_rasters(config, s, out_dir, arrays) -> dict[str, list[str]]:
 
 def class_names(s, task: str) -> list[str]:
   """Task `task`'s class (or label) names from the dataset, `<task>[k]` where it has none."""
-  field = s.sources["train"].target_fields.get(task, {})
+  field = s.target_fields.get(task, {})
   n = int(s.config.tasks[task].get("num_classes") or field.get("num_classes") or 0)
   own = [str(c) for c in (field.get("class_names") or ())]
   return own + [f"{task}[{k}]" for k in range(len(own), n)]
@@ -213,8 +218,10 @@ def table(config, s, columns: dict, arrays: dict, rasters: dict) -> list[list]:
       value, spread = arrays[f"{t}/value"], arrays[f"{t}/spread"]
       if value.ndim == 1:
         add[t], add[f"{t}_spread"] = value, spread
+      own = list(s.target_fields.get(t, {}).get("channels") or ())  # e.g. S2's band names
       for k in range(value.shape[1] if value.ndim > 1 else 0):
-        add[f"{t}[{k}]"], add[f"{t}[{k}]_spread"] = value[:, k], spread[:, k]
+        col = f"{t}[{own[k] if k < len(own) else k}]"
+        add[col], add[f"{col}_spread"] = value[:, k], spread[:, k]
     else:
       names, prob = class_names(s, t), arrays[f"{t}/prob"]
       if kind.target == tasks.LABELS:
@@ -247,7 +254,7 @@ def predict_rasters(config, s) -> str:
       f"config.predict.raster: tiled prediction needs a model whose only input is an image "
       f"(config.predict.modality); this one reads {list(s.input_names)}"
     )
-  shape = tuple(s.sources["train"].input_fields[m]["shape"])
+  shape = tuple(s.input_fields[m]["shape"])
   tile, bands = int(shape[0]), int(shape[-1])
   stride = int(p.get("stride") or max(tile // 2, 1))
   if os.path.isdir(p.raster):

@@ -4,6 +4,8 @@
   steps.py       the pure steps: loss (the objective, mtljax/objective.py), train, ensemble, eval
   evaluation.py  evaluate a split → metrics and prediction arrays; prediction files; pictures
   build.py       Setup: data sources, statistics, mesh, model, optimizer, abstract state
+  data_fields.py what predict and export need of the training data, recorded in the workdir
+  inference.py   setup_for_inference: a Setup from the workdir's own files (no data opened)
   loop.py        train_and_evaluate (epochs, checkpoints, resume, pre-emption), evaluate_workdir
 
 The train state is a plain dict `{"step", "params", "batch_stats", "opt_state"}` and the step a
@@ -20,6 +22,7 @@ from mtljax.train.evaluation import (
   save_predictions,
   write_pictures,
 )
+from mtljax.train.inference import setup_for_inference
 from mtljax.train.loop import NonFiniteLossError, Preempted, evaluate_workdir, train_and_evaluate
 from mtljax.train.state import (
   create_learning_rate,
@@ -59,6 +62,7 @@ __all__ = [
   "pictures_folder",
   "save_predictions",
   "setup",
+  "setup_for_inference",
   "target_transform",
   "train_and_evaluate",
   "write_pictures",

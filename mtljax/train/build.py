@@ -28,9 +28,9 @@ from mtljax.data import checks as data_checks
 from mtljax.data import get_dataset, pipeline
 from mtljax.data.statistics import regression_target_stats
 from mtljax.models.multitask import build_model
-from mtljax.train import selection
+from mtljax.train import data_fields, selection
 from mtljax.train.evaluation import metric_directions
-from mtljax.train.state import create_optimizer, ensemble_size, init_ensemble
+from mtljax.train.state import abstract_ensemble, create_optimizer, ensemble_size
 from mtljax.train.steps import make_eval_step, on_device_inputs
 
 
@@ -76,6 +76,9 @@ class Setup:
   dataset: the registry entry of `config.data.name`; objective: the training objective
   (`objective.build`); output_transform: the hierarchy's map of the model's outputs
   (`hierarchy.output_transform`): each built once here and passed to what needs them.
+  input_fields, target_fields: the training split's; fields: the training data's record
+  (`data_fields.py`) when the run wrote it or was set up from it alone
+  (`inference.setup_for_inference`, whose `sources` is empty).
   """
 
   config: ml_collections.ConfigDict
@@ -100,6 +103,9 @@ class Setup:
   objective: Any = None
   output_transform: Any = None
   select: selection.Selection = None
+  fields: dict | None = None
+  input_fields: dict = None
+  target_fields: dict = None
 
   def eval_batches(self, source):
     """This process's rows of the global eval batches (`config.eval.batch_size`) of `source`."""
@@ -327,14 +333,8 @@ def setup(
   example_inputs = jax.tree.map(jnp.zeros_like, first["inputs"])
 
   # ------------------------------------------------------------------ abstract state, eval step
-  members = parallel.ensemble_sharded(mesh)  # replicated unless members are spread over devices
-  abstract_state = jax.eval_shape(
-    lambda r: init_ensemble(model, tx, example_inputs, r, size, objective=objective),
-    jax.random.key(0),
-  )
-  state_shardings = jax.tree.map(lambda _: members, abstract_state)
-  abstract_state = jax.tree.map(
-    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, state_shardings
+  abstract_state, state_shardings = abstract_ensemble(
+    model, tx, example_inputs, size, objective, parallel.ensemble_sharded(mesh)
   )
   p_eval_step = jax.jit(
     on_device_inputs(
@@ -343,8 +343,12 @@ def setup(
     in_shardings=(state_shardings, parallel.data_sharded(mesh)),
     out_shardings=parallel.data_sharded(mesh),
   )
+  record = None
   if is_main and write_config:
     _record_config(config, config_path, saved, changes, _checkpoint_steps(workdir))
+    # What predict and export need of the training data (data_fields.py).
+    record = data_fields.describe(train_src, input_names, example_inputs, steps_per_epoch)
+    data_fields.write(workdir, record)
   return Setup(
     config=config,
     workdir=workdir,
@@ -368,6 +372,9 @@ def setup(
     dataset=dataset,
     objective=objective,
     output_transform=transform,
+    fields=record,
+    input_fields=train_src.input_fields,
+    target_fields=train_src.target_fields,
   )
 
 

@@ -145,3 +145,17 @@ def member_sample_weights(config: ml_collections.ConfigDict, num_train: int) -> 
   raise configlib.ConfigError(
     f"config.ensemble.strategy={strategy!r} is not one of {configlib.ENSEMBLE_STRATEGIES}"
   )
+
+
+def abstract_ensemble(model, tx, example_inputs, size: int, objective, sharding):
+  """`(abstract_state, state_shardings)`: the shapes of the ensemble's train state (`init_ensemble`
+  traced, no parameter computed), every leaf with `sharding` (the members' placement)."""
+  abstract_state = jax.eval_shape(
+    lambda r: init_ensemble(model, tx, example_inputs, r, size, objective=objective),
+    jax.random.key(0),
+  )
+  state_shardings = jax.tree.map(lambda _: sharding, abstract_state)
+  abstract_state = jax.tree.map(
+    lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract_state, state_shardings
+  )
+  return abstract_state, state_shardings
