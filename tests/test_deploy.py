@@ -1,0 +1,181 @@
+"""Deployment (mtl-explainability paper: "the additional modalities do not need to be collected for
+model inference"): a TreeSAT model trained with Sentinel-2 as an auxiliary *target*
+(`configs/treesat.py:s2=target`) predicts and exports from its workdir alone, once its training
+data is gone, on a data root that has no Sentinel-2 folder, and predicts what it predicted with
+the data present; a model that takes S2 as an input is refused such a root in one line."""
+
+import json
+import os
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+from conftest import PREDICT_CONFIG, PREDICT_FLAGS, ROOT
+from helpers.commands import main_command
+
+CONFIG = "configs/treesat.py:tiny,s2=target"
+FLAGS = (
+  "--config.train.num_epochs=1",
+  "--config.data.synthetic.num_train=48",
+  "--config.data.synthetic.num_test=32",
+)
+
+
+def _run(work, *flags, config=CONFIG, base=FLAGS):
+  cmd = main_command(work, *base, *flags, config=config)
+  env = dict(os.environ, PYTHONPATH=ROOT)
+  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+
+
+def _ok(res):
+  assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+
+
+def _config():
+  from configs import treesat
+
+  c = treesat.get_config("tiny,s2=target")
+  c.train.num_epochs, c.data.synthetic.num_train, c.data.synthetic.num_test = 1, 48, 32
+  return c
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory):
+  """Trained with S2 as a target; the test split predicted with the data there; then the data
+  moved away (a copy of its root without `s2/` kept) and the copy predicted, and the model
+  exported, from the workdir alone."""
+  base = tmp_path_factory.mktemp("deploy")
+  work, root, moved = base / "run", base / "new_root", base / "moved"
+  _ok(_run(work))
+  _ok(_run(work, "--mode=predict", "--config.predict.name=before"))
+  data = work / "synthetic_data"
+  shutil.copytree(data, root, ignore=lambda d, names: ["s2"] if os.path.samefile(d, data) else [])
+  shutil.move(data, moved)
+  after = _run(
+    work, "--mode=predict", f"--config.predict.root={root}", "--config.predict.split=test"
+  )
+  exported = _run(work, "--mode=export")
+  return work, root, moved, after, exported
+
+
+def test_the_s2_variants():
+  from configs import treesat
+
+  target, off, default = (treesat.get_config(f"tiny,s2={v}") for v in ("target", "off", "input"))
+  assert set(target.inputs) == set(off.inputs) == {"aerial", "s1"} and "s2" in default.inputs
+  s2 = target.tasks.s2
+  assert (s2.kind, s2.num_outputs, s2.weight, s2.head) == ("regression", 12, 1.0, "mlp")
+  assert set(target.tasks) == set(default.tasks) | {"s2"} and set(off.tasks) == set(default.tasks)
+  assert default.to_json() == treesat.get_config("tiny").to_json()
+
+
+def test_predict_and_export_without_the_training_data(deployed):
+  work, root, moved, after, exported = deployed
+  _ok(after)
+  _ok(exported)
+  assert not (root / "s2").exists() and (moved / "s2").is_dir()
+  # Nothing of the training data was opened: the synthetic dataset was not written again.
+  assert not (work / "synthetic_data").exists()
+  assert "SYNTHETIC" not in after.stdout + exported.stdout
+  a = np.load(work / "predict" / "before" / "predictions.npz")
+  b = np.load(work / "predict" / "root-new_root-test" / "predictions.npz")
+  assert sorted(a.files) == sorted(b.files) and "s2/value" in a.files
+  assert a["s2/value"].shape == (16, 12)
+  for k in a.files:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  with open(work / "predict" / "root-new_root-test" / "predictions.csv") as f:
+    header = f.readline().strip().split(",")
+  assert "s2[B02]" in header and "s2[B09]_spread" in header  # S2's band names
+  description = json.loads((work / "export" / "model.json").read_text())
+  assert [i["name"] for i in description["inputs"]] == ["aerial", "s1"]
+  assert {"s2/value", "l3/prob"} <= {o["name"] for o in description["outputs"]}
+
+
+def test_the_export_matches_predict_on_the_new_root(deployed):
+  """The artifact, exported without the training data, on the raw inputs of the root's split."""
+  import sys
+
+  from mtljax.data import build
+
+  work, root, *_ = deployed
+  c = _config()
+  with c.unlocked():
+    c.data.root = str(root)
+  source = build.make_sources(c, str(work), splits=("test",), inputs_only=True)[0]["test"]
+  raw = {m: np.stack([source[i]["inputs"][m] for i in range(len(source))]) for m in c.inputs}
+  sys.path.insert(0, str(work / "export"))
+  try:
+    import load
+
+    out = load.Model(str(work / "export"))(raw)
+  finally:
+    sys.path.remove(str(work / "export"))
+    sys.modules.pop("load", None)
+  want = np.load(work / "predict" / "root-new_root-test" / "predictions.npz")
+  for k in ("l3/prob", "s2/value", "age/value"):
+    np.testing.assert_allclose(out[k], want[k], rtol=1e-4, atol=1e-3, err_msg=k)
+
+
+def test_a_workdir_without_the_record_opens_its_data(deployed):
+  """A workdir trained before `data_fields.json` existed is set up from its data, as before;
+  with the record, from the workdir alone, into the same abstract state."""
+  import jax
+
+  from mtljax import train
+
+  work, _, moved, *_ = deployed
+  record = work / "data_fields.json"
+  alone = train.setup_for_inference(_config(), str(work))
+  assert alone.sources == {} and alone.fields is not None
+  shutil.move(moved, work / "synthetic_data")
+  shutil.move(record, work / "record.json")
+  try:
+    old = train.setup_for_inference(_config(), str(work))
+  finally:
+    shutil.move(work / "record.json", record)
+    shutil.move(work / "synthetic_data", moved)
+  assert set(old.sources) == {"train", "val", "test"} and old.fields is None
+  assert jax.tree.structure(old.abstract_state) == jax.tree.structure(alone.abstract_state)
+  shapes = jax.tree.map(lambda a, b: a.shape == b.shape and a.dtype == b.dtype,
+                        old.abstract_state, alone.abstract_state)  # fmt: skip
+  assert all(jax.tree.leaves(shapes))
+  assert old.input_fields == alone.input_fields and old.target_fields == alone.target_fields
+
+
+def test_a_model_with_s2_as_input_needs_s2(deployed, predict_workdir):
+  _, root, *_ = deployed
+  flags = ("--mode=predict", f"--config.predict.root={root}", "--config.predict.name=no-s2")
+  res = _run(predict_workdir, *flags, config=PREDICT_CONFIG, base=PREDICT_FLAGS)
+  assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr[-2000:]
+  assert res.stderr.startswith("error: ") and "'s2'" in res.stderr
+
+
+def test_the_comparison_scores_the_predictions_against_the_labels(deployed, tmp_path):
+  """profiling/experiments/treesat_deploy.py on the tiny run: its predictions of the root without
+  S2, joined back to the root's labels, score what the training's evaluation scored."""
+  from profiling.experiments import treesat_deploy
+
+  work, root, *_ = deployed
+  (tmp_path / "target").symlink_to(work)
+  table = treesat_deploy.main(
+    [f"--out={tmp_path}", f"--root={root}", "--variant=tiny", *(f"--flag={f}" for f in FLAGS)]
+  )
+  row = table["target"]
+  assert set(row["without_s2"]) == {"l3/f1_micro", "l3/accuracy", "l2/accuracy", "age/mae"}
+  for k, v in row["without_s2"].items():
+    assert v == pytest.approx(row["evaluation"][k], abs=1e-6), k
+  assert "s2/mae" in row["evaluation"]  # (the root has no S2 to score S2's predictions on)
+  assert json.loads((tmp_path / "comparison.json").read_text())["runs"] == table
+
+
+def test_the_training_root_is_not_checked_for_predict_and_export():
+  """A model trained on an archive is used where that archive is not (`mtljax/main.py` checks
+  predict and export configs with `data_paths=False`)."""
+  from mtljax import configlib
+
+  c = _config()
+  with c.unlocked():
+    c.data.root = "/nowhere/TreeSatAI"
+  assert any("config.data.root" in p for p in configlib.problems(c))
+  assert configlib.problems(c, data_paths=False) == []
