@@ -42,28 +42,31 @@ POINTS = (
   "predict.part",  # a part's predictions in their temporary file, not yet renamed
 )
 
-_hits: dict[str, int] = {}
+_hits: dict[tuple[str, str], int] = {}
 
 
-def _targets(spec: str) -> dict[str, int]:
-  out = {}
+def passes(name: str, env: str = ENV) -> str | None:
+  """Counts a pass through point `name` for the spec in environment variable `env`
+  (`name[@N][:WHAT]`, several comma-separated); at the N-th pass (default 1) returns the spec's
+  `WHAT` ("" when none), else None. One parser for the kill points here and the signal points of
+  mtljax/interrupts.py."""
+  spec = os.environ.get(env)
+  if not spec:
+    return None
   for part in spec.split(","):
-    name, _, n = part.strip().partition("@")
-    if name:
-      out[name] = int(n) if n else 1
-  return out
+    where, _, what = part.strip().partition(":")
+    target, _, n = where.partition("@")
+    if target != name:
+      continue
+    key = (env, name)
+    _hits[key] = _hits.get(key, 0) + 1
+    return what if _hits[key] == (int(n) if n else 1) else None
+  return None
 
 
 def hit(name: str) -> bool:
   """Counts a pass through `name`; True when the environment asks to be killed here now."""
-  spec = os.environ.get(ENV)
-  if not spec:
-    return False
-  want = _targets(spec).get(name)
-  if want is None:
-    return False
-  _hits[name] = _hits.get(name, 0) + 1
-  return _hits[name] == want
+  return passes(name) is not None
 
 
 def kill(name: str) -> None:

@@ -25,6 +25,8 @@ import signal
 import sys
 import threading
 
+from mtljax import faults
+
 ENV = "MTLJAX_SIGNAL_AT"
 
 POINTS = (
@@ -67,7 +69,6 @@ _received: int | None = None  # the first signal's number
 _phase_at_signal = ""
 _phase = "start-up"
 _installed = False
-_hits: dict[str, int] = {}
 
 
 def set_phase(name: str) -> None:
@@ -189,16 +190,7 @@ def check(collective: bool = True) -> None:
 def point(name: str) -> None:
   """A signal point: sends this process the signal `MTLJAX_SIGNAL_AT` names for it (at its N-th
   pass); the handler runs before the next line, as for a signal from outside."""
-  spec = os.environ.get(ENV)
-  if not spec:
-    return
-  for part in spec.split(","):
-    where, _, sig = part.strip().partition(":")
-    target, _, n = where.partition("@")
-    if target != name:
-      continue
-    _hits[name] = _hits.get(name, 0) + 1
-    if _hits[name] == (int(n) if n else 1):
-      print(f"signals: SIG{sig or 'TERM'} at {name}", file=sys.stdout, flush=True)
-      os.kill(os.getpid(), _SIGNALS[sig or "TERM"])
-    return
+  sig = faults.passes(name, ENV)
+  if sig is not None:
+    print(f"signals: SIG{sig or 'TERM'} at {name}", file=sys.stdout, flush=True)
+    os.kill(os.getpid(), _SIGNALS[sig or "TERM"])
