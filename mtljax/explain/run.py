@@ -206,7 +206,7 @@ def explain_workdir(
         out_dir, name, ens_maps, member_maps, pairs, index, ann, ind, en, others, ex, labels
       )
       report.pictures(
-        out_dir, name, images, pairs, labels, member_maps, ens_maps, en, ind, ex, size
+        out_dir, name, images, pairs, labels, member_maps, ens_maps, en, ind, ex, size, index
       )
       report.save_other_modalities(out_dir, name, x, s.stats["inputs"], others, pairs, labels, ex)
     # Written after every method, so that a later method's failure keeps this one's results.
