@@ -1,12 +1,12 @@
 """`--mode=export` of every config in configs/: each tiny variant trains a few steps, exports, and
 its artifact, loaded in a fresh process that never imports mtljax (jax + numpy, via the copied
 load.py), gives on raw inputs what `--mode=predict` wrote for the same examples, to float
-tolerance. The variants cover what an export must carry: three image modalities and a
-regression head (TreeSAT), a categorical embedding, an elevation U-Net and a segmentation output
-(BEN-GE row 8), Sentinel-2 and weather time series with their days through Transformers
-(CropYield row 9), an ensemble with a multilabel head (attributes), the MTC-LIM model (façades),
-a plain MLP (digits), a dense-regression target of a manifest, and a TFDS builder (skipped without
-the extra). Train, export and predict run in this process (the runners the entry point calls);
+tolerance. The variants cover what an export must carry: an ensemble of three image modalities
+with a regression head (TreeSAT), U-Nets with a categorical embedding (the climate zone) and a
+segmentation output (BEN-GE row 3), a Sentinel-2 time series with its days through a Transformer
+(CropYield), an ensemble with a multilabel head (attributes), the MTC-LIM model (façades), a plain
+MLP (digits), a dense-regression target of a manifest, and a TFDS builder (skipped without the
+extra). Train, export and predict run in this process (the runners the entry point calls);
 only the artifact's load runs apart."""
 
 import os
@@ -44,8 +44,8 @@ _FEW = 4
 # trained ensemble of 3 that the predict and export tests share (conftest.predict_workdir).
 CASES = {
   "treesat": ("treesat", PREDICT_CONFIG.split(":")[1], {}),
-  "benge": ("benge", "tiny,exp=8", {"data.synthetic.num_patches": 24}),
-  "cropyield": ("cropyield", "tiny,exp=9", {"data.synthetic.num_fields": 12}),
+  "benge": ("benge", "tiny,exp=3", {"data.synthetic.num_patches": 24}),
+  "cropyield": ("cropyield", "tiny", {"data.synthetic.num_fields": 12}),
   "attributes": (
     "attributes",
     "tiny,size=2",
