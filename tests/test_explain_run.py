@@ -7,10 +7,11 @@ import os
 import subprocess
 import sys
 
+import ml_collections
 import numpy as np
 import pytest
 
-from mtljax.explain import render
+from mtljax.explain import render, setup
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = "--config=configs/attributes.py:tiny,size=3"
@@ -162,3 +163,76 @@ def test_treesat_ensemble_explains_every_modality(tmp_path):
   assert (out / "modality_s2_saliency.png").exists()
   assert "modality_share" not in summary["methods"]["grad_cam"]  # a layer method: aerial only
   assert np.isnan(maps["ensemble_iou"]).all()  # TreeSatAI has no masks to score against
+  # The synthetic split is ordered by genus: the 8 examples are picked across the genera, and
+  # every file names each row's example in the split.
+  from configs import treesat
+  from mtljax.data import build
+
+  source = build.make_sources(treesat.get_config("tiny,size=2"), str(tmp_path))[0]["test"]
+  genus = source.label_arrays()["targets"]["l3"]
+  picked = np.asarray(summary["examples"])
+  assert len(picked) == 8 and len(set(genus[picked])) == min(8, len(set(genus)))
+  assert len(set(genus[:8])) < len(set(genus[picked]))  # what the first 8 would have shown
+  np.testing.assert_array_equal(maps["index"], picked[maps["pairs"][:, 0]])
+  names = source.target_fields["l3"]["class_names"]
+  assert [names[g] for g in genus[maps["index"]]] == maps["target_names"].tolist()
+
+
+class _Labels:
+  """A split known by its labels only (what `explained_examples` reads)."""
+
+  def __init__(self, targets, mask):
+    self.targets, self.mask = np.asarray(targets), np.asarray(mask, np.float32)
+
+  def __len__(self):
+    return len(self.targets)
+
+  def label_arrays(self):
+    return {"targets": {"t": self.targets}, "mask": {"t": self.mask}}
+
+
+def _explain_config(kind, target=-1):
+  return ml_collections.ConfigDict(
+    {"tasks": {"t": {"kind": kind}}, "explain": {"task": "t", "tasks": (), "target": target}}
+  )
+
+
+def test_explained_examples_are_spread_over_the_classes():
+  """A split ordered by class (the first 20 of class 0): max_examples examples cover as many
+  classes as there are, in turn, each class's first examples (split order) first; unlabelled
+  examples are left out; the same picks on every call (no seed)."""
+  classes = np.repeat([0, 1, 2, 3], [20, 6, 3, 1])
+  mask = np.ones(30)
+  mask[20] = 0  # the first of class 1 has no label
+  src = _Labels(classes, mask)
+  got = setup.explained_examples(_explain_config("classification"), src, 8)
+  assert got.tolist() == [0, 21, 26, 29, 1, 22, 27, 2]
+  assert len(set(classes[got])) == 4 and 20 not in got.tolist()
+  assert setup.explained_examples(_explain_config("classification"), src, 3).tolist() == [0, 21, 26]
+  # The old pick (the first 8) saw one class.
+  assert len(set(classes[:8])) == 1
+
+
+def test_explained_multilabel_examples_cover_every_present_label():
+  """Multilabel: an example waits in the queue of each of its present labels and is taken once;
+  an example without a present label has nothing to explain unless a target is fixed."""
+  labels = np.zeros((12, 3), np.float32)
+  labels[:8, 0] = 1  # eight of label 0 first
+  labels[8:10, 1] = 1
+  labels[9, 2] = 1  # labels 1 and 2
+  # 10, 11: no label present
+  src = _Labels(labels, np.ones((12, 3)))
+  got = setup.explained_examples(_explain_config("multilabel"), src, 4).tolist()
+  assert got == [0, 8, 9, 1]
+  covered = set(np.flatnonzero(labels[got].max(0)))
+  assert covered == {0, 1, 2}
+  fixed = setup.explained_examples(_explain_config("multilabel", target=0), src, 12).tolist()
+  assert sorted(fixed) == list(range(12))
+
+
+def test_explained_regression_examples_span_the_target_quantiles():
+  value = np.linspace(0, 1, 40) ** 2  # sorted: the first examples are the smallest values
+  got = setup.explained_examples(_explain_config("regression"), _Labels(value, np.ones(40)), 4)
+  assert sorted(got.tolist()) == [0, 10, 20, 30]  # the first of each quarter, in split order
+  dense = setup.explained_examples(_explain_config("segmentation"), _Labels(value, np.ones(40)), 4)
+  assert dense.tolist() == [0, 1, 2, 3]  # per-pixel labels: the first examples

@@ -67,12 +67,15 @@ def test_new_inputs_are_explained_across_the_predicted_classes(explained):
 
 
 def test_pick_across_takes_each_class_in_turn():
-  from mtljax.explain.page import pick_across
+  from mtljax.explain.setup import pick_across
 
   keys = ["a"] * 7 + ["b", "c"]
   assert pick_across(keys, 3).tolist() == [0, 7, 8]
   assert pick_across(keys, 5).tolist() == [0, 7, 8, 1, 2]
   assert pick_across(keys, 2, order=np.arange(9)[::-1]).tolist() == [6, 8]
+  # Several keys per item (present labels): in each of their queues, taken once; [] never.
+  several = [["a", "b"], ["a"], ["a"], [], ["c"]]
+  assert pick_across(several, 5).tolist() == [0, 4, 1, 2]
 
 
 def test_the_glance_picture_stretches_the_map():

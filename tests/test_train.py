@@ -188,3 +188,18 @@ def test_command_line_errors_are_clear(tmp_path, overrides, expected):
   assert res.returncode != 0
   assert expected in res.stderr, res.stderr[-3000:]
   assert (tmp_path / "notes.txt").read_text() == "keep me"
+
+
+@pytest.mark.parametrize("total_steps", [1, 2, 40])
+def test_the_learning_rate_schedule_of_short_runs(total_steps):
+  """A run of one or two steps gets a schedule (optax refuses a cosine of no step), starting at
+  lr/10; a longer one warms up to lr and decays to 0."""
+  from mtljax.train.state import create_learning_rate
+
+  c = treesat_config.get_config("tiny")
+  c.train.num_epochs, c.train.learning_rate = 1, 0.1
+  lr = create_learning_rate(c, total_steps)
+  assert float(lr(0)) == pytest.approx(0.01)
+  if total_steps > 2:
+    assert float(lr(total_steps // 2)) == pytest.approx(0.1, rel=0.01)
+    assert float(lr(total_steps)) == pytest.approx(0.0, abs=1e-6)

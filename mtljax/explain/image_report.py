@@ -146,8 +146,12 @@ def fmt_classification(metrics, main, main_key):
   return f"{metric}={own:.4f}" + (f" vs average member {avg:.4f}" if avg is not None else "")
 
 
-def pictures(out_dir, name, images, pairs, names, member_maps, ens_maps, en, ind, ex, size):
-  """Per-member panels for the first pairs, and one labelled-arrow picture per example."""
+def pictures(
+  out_dir, name, images, pairs, names, member_maps, ens_maps, en, ind, ex, size, index=None
+):
+  """Per-member panels for the first pairs, and one labelled-arrow picture per example; `index`
+  (each row's example in the split) names the examples in titles and arrow files."""
+  split_index = (lambda i: int(i)) if index is None else (lambda i: int(index[i]))
   shown = 0
   for p, (i, t) in enumerate(pairs[: int(ex.num_pictures)]):
     key = "iou" if np.isfinite(en["iou"][p]) else "com_distance"
@@ -157,7 +161,7 @@ def pictures(out_dir, name, images, pairs, names, member_maps, ens_maps, en, ind
       images[i],
       member_maps[:, p],
       ens_maps[p],
-      title=f"{name}: {names[t]} (example {i})",
+      title=f"{name}: {names[t]} (example {split_index(i)})",
       member_scores=[d[key][p] for d in ind] if scored else None,
       ensemble_score=en[key][p] if scored else None,
       score_name="IoU" if key == "iou" else "CoM distance",
@@ -172,7 +176,7 @@ def pictures(out_dir, name, images, pairs, names, member_maps, ens_maps, en, ind
       arrows.append((label, tuple(arrow_points(ens_maps[p][None], ex)[0])))
       member_points[label] = arrow_points(member_maps[:, p], ex)
     render.save_labelled_arrows(
-      os.path.join(out_dir, f"arrows_{name}_{i:03d}.png"),
+      os.path.join(out_dir, f"arrows_{name}_{split_index(i):03d}.png"),
       images[i],
       arrows,
       member_points=member_points,

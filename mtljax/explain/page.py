@@ -2,7 +2,7 @@
 (`predict/<name>/explanations/`): one page a person reads.
 
 Top first: what was explained (one model or an ensemble of E), then "at a glance": for examples
-picked across the explained classes (`pick_across`), the image beside its stretched explanation
+picked across the explained classes (`setup.pick_across`), the image beside its stretched explanation
 with a colour bar that says what the colours mean, the members' disagreement where there are
 several, and one sentence under it grounded in the map (`sentence`). Then what a user reads on
 data without masks: each modality's and band's share of the attribution per class
@@ -25,28 +25,9 @@ from mtljax import fileio
 from mtljax.analysis import html_page
 from mtljax.egl.textual import location_words
 from mtljax.explain.render import glance, panels
+from mtljax.explain.setup import pick_across  # which examples a page shows, as the run picks
 
 _CSS = html_page._CSS  # the analysis report's look
-
-
-# ============================================================================ what the page picks
-def pick_across(keys, k: int, order=None) -> np.ndarray:
-  """Indices of up to `k` items taken in turn from each distinct key (`keys [N]`, e.g. the
-  predicted class of each input): the most frequent key first, each key's items in `order` (e.g.
-  most confident first; default: as given). So 8 examples of a split whose first 8 are one class
-  still show several classes."""
-  keys = [str(v) for v in keys]
-  order = np.arange(len(keys)) if order is None else np.asarray(order)
-  groups: dict[str, list[int]] = {}
-  for i in order:
-    groups.setdefault(keys[int(i)], []).append(int(i))
-  queues = sorted(groups.values(), key=len, reverse=True)
-  out: list[int] = []
-  while len(out) < k and any(queues):
-    for q in queues:
-      if q and len(out) < k:
-        out.append(q.pop(0))
-  return np.asarray(out, np.int64)
 
 
 def share_names(bands: dict, channels: dict | None = None) -> list[str]:

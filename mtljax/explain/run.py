@@ -1,8 +1,10 @@
 """`--mode=explain`: ensemble explanations of a trained workdir, measured and drawn.
 
-For the examples of `config.explain.split`, each explained target (every present attribute of a
-multilabel task, the true class of a classification task, the value of a regression task) is
-attributed by every member of the ensemble with each method of `config.explain.methods`; the
+For `config.explain.max_examples` examples of `config.explain.split`, picked in turn from each
+class of the explained task (`setup.explained_examples`: true labels, split order within a
+class; `results.json`'s `examples` and the maps' `index` name them in the split), each explained
+target (every present attribute of a multilabel task, the true class of a classification task,
+the value of a regression task) is attributed by every member of the ensemble with each method of `config.explain.methods`; the
 members' normalised maps are averaged (ensembles paper, Eq. 1). Where the dataset has
 evaluation-only annotations (masks, keypoints: `source.explain_annotations(i)`), each member's
 map and the ensemble's are scored (IoU at 0.3 with intersection and union, Pearson at 14×14,
@@ -100,7 +102,10 @@ def explain_workdir(
   if is_main:
     os.makedirs(out_dir, exist_ok=True)
 
-  data = setup.collect(s, ex.split, int(ex.max_examples), int(ex.batch_size))
+  # Up to max_examples examples spread over the explained task's classes (not the split's first,
+  # often one class); `index` maps each row of every file written below back to the split.
+  picked = setup.explained_examples(config, src, int(ex.max_examples))
+  data = setup.collect(s, ex.split, len(picked), int(ex.batch_size), indices=picked)
   x, index = data["inputs"], data["index"]
   # (example, target) pairs of every task of config.explain.tasks (targets in the heads' joint
   # index space; `labels` name the head of each target when there are several).
@@ -132,6 +137,7 @@ def explain_workdir(
     "ensemble_size": size,
     "checkpoint_step": int(meta["step"]),
     "num_examples": int(len(index)),
+    "examples": [int(i) for i in index],  # each row's example in the split, as maps' `index`
     "num_targets": int(len(pairs)),
     "classification": cls_metrics,
     "methods": {},
@@ -200,7 +206,7 @@ def explain_workdir(
         out_dir, name, ens_maps, member_maps, pairs, index, ann, ind, en, others, ex, labels
       )
       report.pictures(
-        out_dir, name, images, pairs, labels, member_maps, ens_maps, en, ind, ex, size
+        out_dir, name, images, pairs, labels, member_maps, ens_maps, en, ind, ex, size, index
       )
       report.save_other_modalities(out_dir, name, x, s.stats["inputs"], others, pairs, labels, ex)
     # Written after every method, so that a later method's failure keeps this one's results.

@@ -138,11 +138,29 @@ def restore(config: ml_collections.ConfigDict, s, workdir: str):
   return restored
 
 
-def collect(s, split: str, max_examples: int, batch_size: int) -> dict[str, Any]:
-  """The first `max_examples` examples of a split as numpy: `{"inputs": {modality: [N, ...]}
-  (normalised), "targets": {task: [N, ...]}, "mask": {task: [N, ...]}, "index": [N]}` (the
-  index of each example in its source)."""
+class Subset:
+  """Examples `index` of a source, in that order, as a source (`source[index[i]]`: each keeps its
+  own `meta.index`, its position in the whole split)."""
+
+  def __init__(self, source, index):
+    self.source, self.index = source, [int(i) for i in index]
+
+  def __len__(self) -> int:
+    return len(self.index)
+
+  def __getitem__(self, i: int):
+    return self.source[self.index[int(i)]]
+
+
+def collect(
+  s, split: str, max_examples: int, batch_size: int, indices: Sequence[int] | None = None
+) -> dict[str, Any]:
+  """The first `max_examples` examples of a split (or, given `indices`, those examples in that
+  order) as numpy: `{"inputs": {modality: [N, ...]} (normalised), "targets": {task: [N, ...]},
+  "mask": {task: [N, ...]}, "index": [N]}` (the index of each example in its source)."""
   src = s.sources[split]
+  if indices is not None:
+    src, max_examples = Subset(src, indices), len(indices)
   parts, n = [], 0
   for b in pipeline.eval_batches(
     src,
@@ -162,6 +180,72 @@ def collect(s, split: str, max_examples: int, batch_size: int) -> dict[str, Any]
     if n >= max_examples:
       break
   return jax.tree.map(lambda *v: np.concatenate(v)[:max_examples], *parts)
+
+
+# ============================================================================ which examples
+def pick_across(keys, k: int, order=None) -> np.ndarray:
+  """Indices of up to `k` items taken in turn from each distinct key (`keys [N]`, e.g. the
+  predicted class of each input): the most frequent key first, each key's items in `order` (e.g.
+  most confident first; default: as given), no item twice. An item's key may be a list of keys
+  (the present labels of a multilabel example: it waits in each of their queues; an empty list:
+  never taken). So 8 examples of a split whose first 8 are one class still show several
+  classes. Deterministic: no seed, ties between keys broken by their first item."""
+  order = np.arange(len(keys)) if order is None else np.asarray(order)
+  groups: dict[str, list[int]] = {}
+  for i in order:
+    key = keys[int(i)]
+    for g in key if isinstance(key, (list, tuple)) else [key]:
+      groups.setdefault(str(g), []).append(int(i))
+  queues = sorted(groups.values(), key=len, reverse=True)
+  out: list[int] = []
+  taken: set[int] = set()
+  while len(out) < k and any(queues):
+    for q in queues:
+      while q and q[0] in taken:  # taken from another of its keys' queues
+        q.pop(0)
+      if q and len(out) < k:
+        taken.add(q[0])
+        out.append(q.pop(0))
+  return np.asarray(out, np.int64)
+
+
+def explained_examples(config: ml_collections.ConfigDict, src, k: int) -> np.ndarray:
+  """Split indices of the up to `k` examples the explain run explains, spread over the classes of
+  its task (`config.explain.task`, else the first of `config.explain.tasks`): `pick_across` of
+  each labelled example's true targets (`TaskKind.explained_targets`: a classification task's
+  class, every present label of a multilabel task), or of `k` equal-count bins of a regression
+  target's output (its quantiles). Round robin over the classes, the most frequent first, each
+  class's examples in split order; no seed. Examples without a label of that task are left out
+  (they have nothing to explain). A dense task (per-pixel labels), or no labelled example at
+  all: the first `k` examples of the split, as before any spreading."""
+  ex = config.explain
+  names = explain_tasks(ex)
+  task = ex.task if ex.task in names else names[0]
+  kind, first = tasks.of(config.tasks[task]), np.arange(min(k, len(src)))
+  if kind.dense:
+    return first
+  labels = src.label_arrays()
+  if task not in labels["targets"]:
+    return first
+  target, mask = np.asarray(labels["targets"][task]), np.asarray(labels["mask"][task])
+  n = len(target)
+  labelled = mask.reshape(n, -1).max(-1) > 0 if n else np.zeros(0, bool)
+  if not labelled.any():
+    return first
+  if kind.target == tasks.VALUE:  # the rank of output 0 (or the fixed one) in k bins
+    out = max(int(ex.target), 0)
+    value = target.reshape(n, -1)[:, out].astype(np.float64)
+    rank = np.empty(n, np.int64)
+    sel = np.flatnonzero(labelled)
+    rank[sel] = np.argsort(np.argsort(value[sel], kind="stable"), kind="stable")
+    keys = [[int(rank[i] * k // len(sel))] if labelled[i] else [] for i in range(n)]
+  else:
+    fixed = int(ex.target) != -1  # every labelled example has that target to explain
+    keys = [
+      kind.explained_targets(target[i], mask[i]) or (["-"] if fixed else []) if labelled[i] else []
+      for i in range(n)
+    ]
+  return pick_across(keys, k)
 
 
 # ============================================================================ targets

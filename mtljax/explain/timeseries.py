@@ -8,7 +8,8 @@ irregular, `bin_by_day` summarises the per-step importance by each step's day va
 
 `explain_workdir` (`--mode=explain` with `config.explain.kind = "time_series"`) attributes the
 regression output of `config.explain.task` (or the true class of a classification task) for
-`config.explain.max_examples` examples of `config.explain.split` with each method of
+`config.explain.max_examples` examples of `config.explain.split` (spread over the target's
+quantiles or the task's classes, `setup.explained_examples`) with each method of
 `config.explain.methods` (the registered methods with `time_series=True`: saliency,
 input_x_gradient, integrated_gradients, smoothgrad, gradient_shap), averages over ensemble members (Eq. 1 of the ensembles paper), and
 writes (on process 0) to `<workdir>/explanations/<split>/`:
@@ -233,7 +234,8 @@ def explain_workdir(
   stacked = {"params": state["params"], "batch_stats": state["batch_stats"]}
   task_cfg = config.tasks[ex.task]
   src = s.sources[ex.split]
-  data = setup.collect(s, ex.split, int(ex.max_examples), int(ex.batch_size))
+  picked = setup.explained_examples(config, src, int(ex.max_examples))  # spread over the task
+  data = setup.collect(s, ex.split, len(picked), int(ex.batch_size), indices=picked)
   x = data["inputs"]
   fields = src.input_fields
   channels = {
@@ -271,6 +273,7 @@ def explain_workdir(
     "split": ex.split,
     "task": ex.task,
     "num_examples": int(len(data["index"])),
+    "examples": [int(i) for i in data["index"]],
     "checkpoint_step": int(meta["step"]),
     "methods": {},
   }

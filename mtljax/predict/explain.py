@@ -1,7 +1,7 @@
 """`--config.predict.explain=True`: the predictions of new inputs explained, without annotations.
 
 After the predictions are written, `config.predict.explain_examples` inputs picked across the
-predicted classes (`page.pick_across`, most confident first within a class) are explained for
+predicted classes (`setup.pick_across`, most confident first within a class) are explained for
 what the ensemble predicted for `config.explain.task`: the predicted class (classification), each
 predicted label (multilabel: probability >= 0.5, else the most probable one), output 0 (a
 value). The explain runner's pieces do the work, unchanged: `batches.sized_attribute_fn` (every
@@ -29,19 +29,6 @@ from mtljax.explain import batches, memory, setup, trust
 from mtljax.explain import image_report as report
 from mtljax.explain import page as page_lib
 from mtljax.explain.run import _METHOD_KNOBS, _TRUST_KNOBS, _segments
-
-
-class _Subset:
-  """Examples `index` of a source, as a source."""
-
-  def __init__(self, source, index):
-    self.source, self.index = source, [int(i) for i in index]
-
-  def __len__(self) -> int:
-    return len(self.index)
-
-  def __getitem__(self, i: int):
-    return self.source[self.index[int(i)]]
 
 
 def predicted_targets(task_cfg, arrays: dict, task: str) -> list[list[int]]:
@@ -82,11 +69,11 @@ def explain_predictions(
   kind = tasks.of(config.tasks[task])
   conf = None if kind.target == tasks.VALUE else np.asarray(arrays[f"{task}/prob"]).max(-1)
   keys = [";".join(names[t] for t in c) for c in chosen]
-  picked = page_lib.pick_across(
+  picked = setup.pick_across(
     keys, int(p.explain_examples), None if conf is None else np.argsort(-conf, kind="stable")
   )
   batch_size = int(p.batch_size or config.eval.batch_size)
-  x = _inputs(s, _Subset(inp.source, picked), batch_size)
+  x = _inputs(s, setup.Subset(inp.source, picked), batch_size)
   pairs = np.asarray([(n, t) for n, i in enumerate(picked) for t in chosen[i]], np.int32)
   leads = [_lead(config.tasks[task], arrays, task, names, picked[n], t) for n, t in pairs]
   pairs = pairs + np.asarray([0, offset], np.int32)

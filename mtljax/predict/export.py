@@ -63,8 +63,10 @@ def export_workdir(config, workdir: str, *, checked: bool = False) -> str:
   s = train.setup_for_inference(config, workdir, checked=checked)
   # XLA's convolutions in the artifact, whatever `config.conv` trained with: the artifact must run
   # where mtljax's oneDNN library is not (a custom call is not portable, and its batch axis is not
-  # polymorphic); the two backends compute the same function (tests/test_onednn_conv.py).
-  s = dataclasses.replace(s, model=s.model.clone(conv="xla"))
+  # polymorphic); the two backends compute the same function (tests/test_onednn_conv.py). A model
+  # without the setting (the MTC-LIM models of mtljax/models/lim.py) always traces XLA's.
+  if hasattr(s.model, "conv"):
+    s = dataclasses.replace(s, model=s.model.clone(conv="xla"))
   state, meta = model_lib.restore(config, s, config.predict.checkpoint)
   flat, treedef = _flat_params(model_lib.variables_of(state))
   predict = model_lib.make_predict_fn(s, raw_inputs=True)

@@ -25,10 +25,11 @@ def create_learning_rate(config: ml_collections.ConfigDict, steps_per_epoch: int
   tr = config.train
   total = max(1, int(tr.num_epochs * steps_per_epoch))
   if tr.schedule == "warmup_cosine":
-    warmup = min(total - 1, int(tr.warmup_epochs * steps_per_epoch))
-    # Starts at lr/10 rather than 0: with 0 the first update would be a no-op (STACK_NOTES).
+    warmup = max(1, min(total - 1, int(tr.warmup_epochs * steps_per_epoch)))
+    # Starts at lr/10 rather than 0: with 0 the first update would be a no-op (STACK_NOTES). At
+    # least one decay step after the warmup (optax refuses none): a one-step run takes lr/10.
     return optax.warmup_cosine_decay_schedule(
-      tr.learning_rate / 10, tr.learning_rate, max(warmup, 1), total, end_value=0.0
+      tr.learning_rate / 10, tr.learning_rate, warmup, max(total, warmup + 1), end_value=0.0
     )
   return optax.constant_schedule(tr.learning_rate)
 
