@@ -116,6 +116,9 @@ def test_mprt_tells_saliency_from_an_edge_detector():
     )
     curve = np.asarray(run(params, x, maps))
     assert curve.shape == (3, 4)
+    # The stops in a loop (one traced explanation) give the unrolled stops' numbers.
+    looped = sanity.mprt(explain, params, x, maps, jax.random.key(2), layers=layers, chunk=1)
+    np.testing.assert_allclose(looped, curve, rtol=1e-5, atol=1e-6)
     if low:
       assert curve[-1].mean() < 0.5  # far from the original map once the model is random
     else:
