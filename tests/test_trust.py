@@ -36,6 +36,10 @@ def test_ranks_correlations_and_spread_match_scipy():
   a = rng.integers(0, 5, (3, 40)).astype(np.float64)  # many ties
   b = rng.normal(size=(3, 40))
   np.testing.assert_allclose(jax.jit(ops.rankdata)(a), scipy.stats.rankdata(a, axis=1))
+  # NaNs tie with each other, after every number (scipy would make the whole row NaN).
+  np.testing.assert_allclose(
+    ops.rankdata(jnp.asarray([[1.0, np.nan, 0.0, np.nan]])), [[2, 3.5, 1, 3.5]]
+  )
   want = [scipy.stats.spearmanr(x, y)[0] for x, y in zip(a, b)]
   np.testing.assert_allclose(jax.jit(ops.spearman)(a, b), want, rtol=1e-6)
   members = rng.random((3, 2, 6, 6))
