@@ -96,6 +96,14 @@ def test_deletion_insertion_against_a_loop_and_exact_beats_random():
   assert np.all(np.asarray(i_auc) > np.asarray(i_rand))
 
 
+def test_random_subsets_draw_every_pixel_alike_without_replacement():
+  idx = np.asarray(faithfulness.random_subsets(jax.random.key(0), 4, 50, 200, 10))
+  assert idx.shape == (4, 200, 10) and idx.min() >= 0 and idx.max() < 50
+  assert all(len(set(row)) == 10 for row in idx.reshape(-1, 10))
+  counts = np.bincount(idx.ravel(), minlength=50)  # 8000 picks: 160 per pixel, std about 12
+  assert counts.min() > 110 and counts.max() < 210
+
+
 def test_mprt_tells_saliency_from_an_edge_detector():
   """Cascading randomisation: Saliency's similarity with the original falls well below 1 as the
   layers are randomised; the edge detector, which ignores the model, stays at exactly 1."""

@@ -130,10 +130,13 @@ def region_perturbation(
 
 
 def random_subsets(rng, batch: int, num_pixels: int, runs: int, subset: int):
-  """Pixel indices `[B, runs, subset]` drawn without replacement (faithfulness correlation)."""
-  keys = jax.random.split(rng, batch * runs)
-  idx = jax.vmap(lambda k: jax.random.permutation(k, num_pixels)[:subset])(keys)
-  return idx.reshape(batch, runs, subset)
+  """Pixel indices `[B, runs, subset]` drawn without replacement (faithfulness correlation): the
+  positions of the `subset` largest of `num_pixels` uniform draws, a uniformly random subset.
+  `jax.random.permutation` per row costs two full sorts per row; XLA:CPU's top-k is 10x faster
+  here (16 x 32 rows of 48x48 pixels), and that sort had cost as much as the metric's model calls.
+  Ties between the float32 draws (2^-23 apart) are broken by index, a negligible bias."""
+  u = jax.random.uniform(rng, (batch, runs, num_pixels))
+  return jax.lax.top_k(u, subset)[1]
 
 
 def faithfulness_correlation(score, params, x, maps, subsets, *, baseline="min", chunk=None):
