@@ -132,8 +132,8 @@ def main(argv=None):
       explain, v, xj, mj, gau, chunk=1
     ),
     "random_logit": lambda v, xj, mj: sanity.random_logit(explain_target, v, xj, mj, other),
-    # One layer's explanation at a time (the default): vmapping the cascade batches the weights,
-    # and XLA:CPU runs batched conv weights as grouped convolutions, much slower.
+    # Each stop of the cascade traced on its own (the default); a vmap over the stops batches the
+    # weights, which XLA:CPU runs as grouped convolutions, much slower.
     "mprt": lambda v, xj, mj: sanity.mprt(explain, v, xj, mj, key, layers=layers),
     "sparseness": lambda v, xj, mj: map_metrics.sparseness(mj),
     "complexity": lambda v, xj, mj: map_metrics.entropy(mj),
