@@ -133,7 +133,7 @@ def unrolled_chunks(fn: Callable, steps, chunk: int | None):
 
   Why unrolled: the robustness metrics re-run an explanation (a gradient) per step, and inside a
   `jax.lax.map` loop XLA:CPU gives the input gradient of a convolution an untransposed kernel
-  layout that runs about 1.5x slower than the same gradient outside a loop; and a vmap of many
+  layout that runs about 2x slower than the same gradient outside a loop; and a vmap of many
   steps makes one large batch whose gradient convolutions leave the cache (1.5x slower at 48 px
   than one step at a time on the benchmark's CNN). The price is compiling `fn` once per chunk."""
   n = jax.tree.leaves(steps)[0].shape[0]
@@ -187,8 +187,8 @@ def flat_scores(score: Callable, params, images):
 
   Why not `jax.vmap(score)` over S: vmapping a model over a leading axis keeps that axis on every
   activation (`[S, B, H, W, F]`), and XLA:CPU's fused convolution chain (YNNPACK) runs such 5-d
-  tensors several times slower than the same images as one 4-d batch (2.4x on the benchmark's
-  CNN at 48 px, in one process). So `score` must take any multiple of B rows (the score
+  tensors slower than the same images as one 4-d batch (2-3x on the benchmark's CNN at 48 px,
+  1.2x at 24 px, in one process). So `score` must take any multiple of B rows (the score
   functions of the explain run and of the benchmarks tile their per-example inputs, `tile_rows`)."""
   s, b = images.shape[:2]
   return score(params, images.reshape(s * b, *images.shape[2:])).reshape(s, b)
