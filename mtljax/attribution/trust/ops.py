@@ -187,8 +187,8 @@ def flat_scores(score: Callable, params, images):
 
   Why not `jax.vmap(score)` over S: vmapping a model over a leading axis keeps that axis on every
   activation (`[S, B, H, W, F]`), and XLA:CPU's fused convolution chain (YNNPACK) runs such 5-d
-  tensors slower than the same images as one 4-d batch (2-3x on the benchmark's CNN at 48 px,
-  1.2x at 24 px, in one process). So `score` must take any multiple of B rows (the score
+  tensors slower than the same images as one 4-d batch (1.2-3.5x on the benchmark's CNN at 24
+  and 48 px, measured in one process). So `score` must take any multiple of B rows (the score
   functions of the explain run and of the benchmarks tile their per-example inputs, `tile_rows`)."""
   s, b = images.shape[:2]
   return score(params, images.reshape(s * b, *images.shape[2:])).reshape(s, b)
