@@ -36,6 +36,10 @@ def test_ranks_correlations_and_spread_match_scipy():
   a = rng.integers(0, 5, (3, 40)).astype(np.float64)  # many ties
   b = rng.normal(size=(3, 40))
   np.testing.assert_allclose(jax.jit(ops.rankdata)(a), scipy.stats.rankdata(a, axis=1))
+  # NaNs tie with each other, after every number (scipy would make the whole row NaN).
+  np.testing.assert_allclose(
+    ops.rankdata(jnp.asarray([[1.0, np.nan, 0.0, np.nan]])), [[2, 3.5, 1, 3.5]]
+  )
   want = [scipy.stats.spearmanr(x, y)[0] for x, y in zip(a, b)]
   np.testing.assert_allclose(jax.jit(ops.spearman)(a, b), want, rtol=1e-6)
   members = rng.random((3, 2, 6, 6))
@@ -92,6 +96,14 @@ def test_deletion_insertion_against_a_loop_and_exact_beats_random():
   assert np.all(np.asarray(i_auc) > np.asarray(i_rand))
 
 
+def test_random_subsets_draw_every_pixel_alike_without_replacement():
+  idx = np.asarray(faithfulness.random_subsets(jax.random.key(0), 4, 50, 200, 10))
+  assert idx.shape == (4, 200, 10) and idx.min() >= 0 and idx.max() < 50
+  assert all(len(set(row)) == 10 for row in idx.reshape(-1, 10))
+  counts = np.bincount(idx.ravel(), minlength=50)  # 8000 picks: 160 per pixel, std about 12
+  assert counts.min() > 110 and counts.max() < 210
+
+
 def test_mprt_tells_saliency_from_an_edge_detector():
   """Cascading randomisation: Saliency's similarity with the original falls well below 1 as the
   layers are randomised; the edge detector, which ignores the model, stays at exactly 1."""
@@ -116,6 +128,9 @@ def test_mprt_tells_saliency_from_an_edge_detector():
     )
     curve = np.asarray(run(params, x, maps))
     assert curve.shape == (3, 4)
+    # The stops in a loop (one traced explanation) give the unrolled stops' numbers.
+    looped = sanity.mprt(explain, params, x, maps, jax.random.key(2), layers=layers, chunk=1)
+    np.testing.assert_allclose(looped, curve, rtol=1e-5, atol=1e-6)
     if low:
       assert curve[-1].mean() < 0.5  # far from the original map once the model is random
     else:

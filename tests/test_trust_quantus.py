@@ -86,8 +86,8 @@ def twins():
   def logits(p, img):
     return model.apply(p, img)
 
-  def score(p, img):
-    return logits(p, img)[jnp.arange(B), jnp.asarray(y)]
+  def score(p, img):  # img: any multiple of B rows (the metrics score several copies at once)
+    return logits(p, img)[jnp.arange(img.shape[0]), ops.tile_rows(jnp.asarray(y), img.shape[0])]
 
   def explain_target(p, img, t):
     g = jax.grad(lambda im: logits(p, im)[jnp.arange(im.shape[0]), t].sum())(img)
@@ -207,11 +207,19 @@ def test_faithfulness_correlation_agrees_with_the_same_subsets(twins):
     disable_warnings=True,
   )
   want = _q(metric, t, t["maps"][:, None].copy())
-  ours = faithfulness.faithfulness_correlation(
-    t["score"], t["params"], t["xj"], jnp.asarray(t["maps"]), jnp.asarray(idx), baseline="min"
-  )
-  # A correlation near 0 (example 1) carries float32 rounding: 1e-6 absolute there.
-  np.testing.assert_allclose(ours, want, rtol=RTOL, atol=1e-6)
+  # All runs in one model call, and 3 at a time (4 calls, the last padded).
+  for chunk in (None, 3):
+    ours = faithfulness.faithfulness_correlation(
+      t["score"],
+      t["params"],
+      t["xj"],
+      jnp.asarray(t["maps"]),
+      jnp.asarray(idx),
+      baseline="min",
+      chunk=chunk,
+    )
+    # A correlation near 0 (example 1) carries float32 rounding: 1e-6 absolute there.
+    np.testing.assert_allclose(ours, want, rtol=RTOL, atol=1e-6)
 
 
 def _replay(noise):
@@ -253,7 +261,7 @@ def test_robustness_agrees_with_the_same_noise(twins):
   )
   want = _q(metric, t, maps[:, None].copy(), explain_func=t["torch_explain"])
   ours = robustness.local_lipschitz(
-    t["explain"], t["params"], t["xj"], jnp.asarray(maps), jnp.asarray(noise)
+    t["explain"], t["params"], t["xj"], jnp.asarray(maps), jnp.asarray(noise), chunk=1
   )
   np.testing.assert_allclose(ours, want, rtol=RTOL)
 

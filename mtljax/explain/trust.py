@@ -24,7 +24,7 @@ from mtljax import fileio, interrupts
 from mtljax.attribution import layers as layers_lib
 from mtljax.attribution import localization as xm
 from mtljax.attribution import targets as targets_lib
-from mtljax.attribution.trust import map_metrics, sanity
+from mtljax.attribution.trust import map_metrics, ops, sanity
 from mtljax.attribution.trust.registry import TRUST_METRICS, Inputs, resolve
 from mtljax.explain import batches, memory, render, setup
 from mtljax.explain.setup import ExplainError
@@ -198,7 +198,7 @@ def evaluate_method(
     @jax.jit
     def model_program(stacked, xb, idx, mm, em, keys):
       def run(score, params, maps):
-        image_score = lambda p, img: score(p, {**xb, modality: img}, idx)  # noqa: E731
+        image_score = lambda p, im: score(p, *ops.tile_rows(({**xb, modality: im}, idx), len(im)))  # noqa: E731
         return {
           n: _call(
             entries[n],

@@ -52,8 +52,9 @@ class Inputs:
   "explain"/"targets" metrics, none otherwise), `x [B, H, W, C]` the images, `params` one model's
   variables ("model": a member's, or the stacked members' for the ensemble) or the stacked
   members' ("explain"), `key` a key of its own, `settings` = `config.explain.trust`. The other
-  fields are set where the entry's `needs` asks for them (`NEEDS`): `score(params, x) -> [B]`,
-  `explain(params, x) -> maps [..., B, H, W]`, `explain_target(params, x, idx [B]) -> maps`,
+  fields are set where the entry's `needs` asks for them (`NEEDS`): `score(params, x [N, H, W,
+  C]) -> [N]` for N any multiple of B (row r a copy of example r mod B: several perturbation
+  steps in one model call, `faithfulness`), `explain(params, x) -> maps [..., B, H, W]`, `explain_target(params, x, idx [B]) -> maps`,
   `targets [B]` the explained targets of `num_targets`, `masks [B, H, W]` bool, `layers` a tuple
   of tuples of module paths.
   """
@@ -175,8 +176,7 @@ def _mprt(i: Inputs):
     i.key,
     layers=i.layers,
     similarity=i.settings.similarity,
-    chunk=1,
-  )  # [L, ..., B]
+  )  # [L, ..., B]: each stop traced on its own (`sanity.mprt`'s default)
   return curve[-1], curve
 
 

@@ -40,16 +40,25 @@ def _randomised(params, rng, how: str):
   """Every leaf replaced by a random draw: "normal_like" N(0, std(leaf)^2) (a zero leaf, e.g. a
   bias at init, by N(0, 0.01^2)); "permute" a random permutation of the leaf's entries."""
   leaves, tree = jax.tree.flatten(params)
-  keys = jax.random.split(rng, len(leaves))
-  out = []
-  for k, leaf in zip(keys, leaves):
-    if how == "normal_like":
+  if how == "normal_like":
+    # One draw for all the leaves, cut into pieces: a draw per leaf compiles one random-bits
+    # kernel per leaf, about a second apiece on CPU (9 s of the first MPRT call on an 8-leaf CNN).
+    sizes = [leaf.size for leaf in leaves]
+    z = jax.random.normal(rng, (sum(sizes),), jnp.float32)
+    out, start = [], 0
+    for leaf, n in zip(leaves, sizes):
       std = jnp.std(leaf)
-      out.append(jax.random.normal(k, leaf.shape, leaf.dtype) * jnp.where(std > 0, std, 0.01))
-    elif how == "permute":
-      out.append(jax.random.permutation(k, leaf.reshape(-1)).reshape(leaf.shape))
-    else:
-      raise ValueError(f"unknown randomisation {how!r}; known: {', '.join(RANDOMISATIONS)}")
+      piece = z[start : start + n].reshape(leaf.shape) * jnp.where(std > 0, std, 0.01)
+      out.append(piece.astype(leaf.dtype))
+      start += n
+  elif how == "permute":
+    keys = jax.random.split(rng, len(leaves))
+    out = [
+      jax.random.permutation(k, leaf.reshape(-1)).reshape(leaf.shape)
+      for k, leaf in zip(keys, leaves)
+    ]
+  else:
+    raise ValueError(f"unknown randomisation {how!r}; known: {', '.join(RANDOMISATIONS)}")
   return jax.tree.unflatten(tree, out)
 
 
@@ -87,7 +96,7 @@ def mprt(
   randomisation: str = "normal_like",
   similarity: str = "spearman",
   absolute: bool = True,
-  chunk: int | None = 1,
+  chunk: int | None = None,
   random_params=None,
 ):
   """Cascading model parameter randomisation test (Adebayo et al. 2018, §3.1).
@@ -97,24 +106,35 @@ def mprt(
   the map is compared with the original `maps [B, H, W]` by `similarity` (Spearman rank correlation
   by default) of their absolute values (`absolute`). `random_params` (a pytree like `params`)
   gives the random weights instead of drawing them from `rng` (to pass another library's draws).
-  `maps` may have leading axes (`[..., B, H, W]`, e.g. members),
-  which `explain` returns too. Returns `[L, ..., B]`: a method that depends on the model falls towards 0 as l grows."""
+  `maps` may have leading axes (`[..., B, H, W]`, e.g. members), which `explain` returns too.
+  Returns `[L, ..., B]`: a method that depends on the model falls towards 0 as l grows.
+
+  `chunk` None (the default): every stop's explanation is traced on its own, with the weights it
+  takes known at trace time (XLA shares the forward pass of the layers not yet randomised between
+  stops); 2.5x faster on CPU than one traced explanation in a loop, at L times the compilation.
+  An int: one traced explanation in a `jax.lax.map` loop over the stops, `chunk` of them vmapped
+  together (vmapping batches the weights, which XLA:CPU runs as grouped convolutions: keep it at
+  1 there), for explanations too large to compile L times."""
   ops.check_maps(x, maps)
   if random_params is None:
     random_params = _randomised(params, rng, randomisation)
   pos = _layer_of_leaves(params, list(layers))
   leaves, tree = jax.tree.flatten(params)
   rand_leaves = jax.tree.leaves(random_params)
-  sim = ops.similarity(similarity)
-  ref = jnp.abs(maps) if absolute else maps
   flat = lambda a: a.reshape(*a.shape[:-2], -1)  # noqa: E731
+  # The original maps' ranks once, not once per stop.
+  sim = ops.similarity_to(similarity, flat(jnp.abs(maps) if absolute else maps))
 
   def at(step):
-    mixed = [jnp.where(step >= p, r, v) for p, r, v in zip(pos, rand_leaves, leaves)]
+    if isinstance(step, int):  # a stop known at trace time: its weights picked, no select
+      mixed = [r if step >= p else v for p, r, v in zip(pos, rand_leaves, leaves)]
+    else:
+      mixed = [jnp.where(step >= p, r, v) for p, r, v in zip(pos, rand_leaves, leaves)]
     m = explain(jax.tree.unflatten(tree, mixed), x)
-    m = jnp.abs(m) if absolute else m
-    return sim(flat(ref), flat(m))
+    return sim(flat(jnp.abs(m) if absolute else m))
 
+  if chunk is None:
+    return jnp.stack([at(step) for step in range(len(layers))])
   return ops.map_steps(at, jnp.arange(len(layers)), chunk)
 
 
