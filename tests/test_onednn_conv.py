@@ -210,6 +210,41 @@ def test_a_tiny_config_trains_to_the_same_metrics(tmp_path):
     np.testing.assert_allclose(onednn["val"][k], v, rtol=2e-3, atol=2e-3, err_msg=k)
 
 
+# Every way `multitask.build_model` builds a model from a config: the multitask model and the
+# MTC-LIM model (its STC form, one encoder per task, and a full LIM form).
+BUILDERS = [
+  ("configs/digits.py", "tiny,encoder=cnn", {}),
+  ("configs/facades.py", "tiny", {"model.variant": "STC"}),
+  ("configs/facades.py", "tiny", {"model.variant": "LIM-MS_ALL"}),
+]
+
+
+@pytest.mark.parametrize("family,variant,overrides", BUILDERS, ids=lambda b: str(b))
+def test_every_model_builder_honours_config_conv(family, variant, overrides):
+  """The model `build_model` returns carries `config.conv` and its traced apply runs the
+  convolutions there: oneDNN's kernels with "onednn" (when they load), XLA's with "xla"."""
+  import importlib
+
+  from mtljax.models import multitask
+
+  module = importlib.import_module(family[:-3].replace("/", "."))
+  traced = {}
+  for conv in ("xla", "onednn"):
+    c = module.get_config(variant)
+    for key, value in overrides.items():
+      section, name = key.split(".")
+      c[section][name] = value
+    c.conv = conv
+    model = multitask.build_model(c)
+    assert model.conv == conv, type(model).__name__
+    assert model.clone(conv="xla").conv == "xla"  # what the export does to any built model
+    inputs = {m: jnp.zeros((2, 16, 16, 3), jnp.float32) for m in c.inputs}
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), inputs, train=False))
+    apply = lambda v, x, model=model: model.apply(v, x, train=False)[0]
+    traced[conv] = _uses_onednn(apply, variables, inputs)
+  assert traced == {"xla": False, "onednn": not OFF}
+
+
 def test_a_wrong_backend_is_a_config_error(tmp_path):
   cmd = [
     sys.executable, "-m", "mtljax.main", "--config=configs/digits.py:tiny",
