@@ -2,8 +2,11 @@
 compute the same function as the JAX models they are built from (same weights, layouts converted),
 and the ensemble strategies give the same attributions as Captum on them."""
 
+import json
+import os
 import sys
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -116,3 +119,55 @@ def test_conv_bench_winograd_convolution_equals_xla(h, w):
   got = [conv_bench.winograd_conv3x3(x, k), *jax.vjp(conv_bench.winograd_conv3x3, x, k)[1](g)]
   for a, b in zip(got, want):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+ONEDNN_OFF = os.environ.get("MTLJAX_ONEDNN") == "0"
+
+
+def test_the_benchmark_cnn_runs_the_chosen_convolutions():
+  """`--conv` reaches the 3-conv CNN (it once ran XLA's whatever was asked; ResNet-18 is the
+  project's encoder, whose convolutions tests/test_onednn_conv.py checks)."""
+  model, stacked = common.init_ensemble("cnn", 16, 1)
+  x = jnp.zeros((2, *common.input_shape("cnn", 16)), jnp.float32)
+  traced = {}
+  for conv in ("xla", "auto"):
+    with common.conv_backend(conv):
+      text = jax.jit(model.apply).lower(common.member(stacked, 0), x).as_text()
+    traced[conv] = "mtljax_onednn_conv_fwd" in text
+  assert traced == {"xla": False, "auto": not ONEDNN_OFF}
+
+
+def _bench_conv_onednn(main, argv, capsys):
+  """Runs a benchmark's main with `--conv onednn`: its JSON when the kernels load, else the
+  one-line error."""
+  if ONEDNN_OFF:
+    with pytest.raises(SystemExit, match="^error: --conv onednn: the oneDNN convolutions"):
+      main(argv)
+    return None
+  main(argv)
+  return json.loads(open(argv[argv.index("--out") + 1]).read())
+
+
+def test_multitarget_bench_runs_with_onednn_convolutions(tmp_path, capsys):
+  pytest.importorskip("captum")
+  from profiling.benchmarks import multitarget_bench
+
+  argv = "--conv onednn --models cnn --methods saliency --targets 2 --members 2 --batch 2"
+  argv = argv.split() + ["--size", "16", "--repeats", "1", "--out", str(tmp_path / "mt.json")]
+  payload = _bench_conv_onednn(multitarget_bench.main, argv, capsys)
+  if payload is not None:
+    assert payload["device"]["conv"] == "onednn"
+    (row,) = payload["rows"]
+    assert row["max_rel_diff"] < 1e-4 and row["captum_rel_diff"] < 1e-4, row
+
+
+def test_trust_bench_runs_with_onednn_convolutions(tmp_path, capsys):
+  pytest.importorskip("quantus")
+  from profiling.benchmarks import trust_bench
+
+  argv = "--conv onednn --batch 2 --repeats 1 --metrics pixel_flipping,max_sensitivity".split()
+  payload = _bench_conv_onednn(trust_bench.main, argv + ["--out", str(tmp_path / "t.json")], capsys)
+  if payload is not None:
+    assert payload["device"]["conv"] == "onednn"
+    assert [r["metric"] for r in payload["rows"]] == ["pixel_flipping", "max_sensitivity"]
+    assert all(r["mtljax_per_s"] > 0 and r["quantus_per_s"] > 0 for r in payload["rows"])

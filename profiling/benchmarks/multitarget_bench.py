@@ -118,7 +118,7 @@ def bench(name, method, k, a, model, stacked, torch_models, rows):
   print("  " + " | ".join(f"{f} {t['median_s']:.3f} s" for f, t in times.items()), flush=True)
 
 
-def main():
+def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--models", nargs="+", default=["cnn", "resnet18"], choices=["cnn", "resnet18"])
   ap.add_argument("--methods", nargs="+", default=["saliency", "gradcam", "ig"])
@@ -133,8 +133,14 @@ def main():
   ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
   ap.add_argument("--skip-captum", action="store_true")
   ap.add_argument("--out", default="profiling/results/multitarget_bench.json")
-  a = ap.parse_args()
+  common.add_conv_option(ap)
+  a = ap.parse_args(argv)
   payload = common.start_run(a, torch_threads=0 if a.skip_captum else a.threads)
+  with common.conv_backend(a.conv):
+    run(a, payload)
+
+
+def run(a, payload):
   t0 = time.perf_counter()
   rows = []
   for name in a.models:
