@@ -171,3 +171,23 @@ def test_trust_bench_runs_with_onednn_convolutions(tmp_path, capsys):
     assert payload["device"]["conv"] == "onednn"
     assert [r["metric"] for r in payload["rows"]] == ["pixel_flipping", "max_sensitivity"]
     assert all(r["mtljax_per_s"] > 0 and r["quantus_per_s"] > 0 for r in payload["rows"])
+
+
+def test_attribution_profile_puts_each_op_in_a_category(tmp_path):
+  """The per-op profile of one Saliency call on each side: the convolutions are found (oneDNN's
+  kernels with the library's counters, or XLA's), and so are Captum's."""
+  pytest.importorskip("captum")
+  from profiling.benchmarks import attribution_profile
+
+  out = tmp_path / "profile.json"
+  argv = "--models cnn --methods saliency --size 16 --batch 2 --repeats 1 --conv auto".split()
+  attribution_profile.main(argv + ["--out", str(out)])
+  (row,) = json.loads(out.read_text())["rows"]
+  jax_ms, captum_ms = row["jax"]["ms"], row["captum"]["ms"]
+  if ONEDNN_OFF:
+    assert jax_ms["XLA convolution"] > 0 and "onednn" not in row["jax"]
+  else:
+    assert jax_ms["oneDNN fwd"] > 0 and jax_ms["oneDNN bwd_data"] > 0
+    assert "oneDNN bwd_weights" not in jax_ms  # an input gradient: the kernel's is never computed
+    assert row["jax"]["onednn"]["problems"] == 6 and row["jax"]["onednn"]["plan_misses"] == 0
+  assert captum_ms["convolution (mkldnn)"] > 0

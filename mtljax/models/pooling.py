@@ -41,7 +41,8 @@ def max_pool(x, window: Sequence[int], strides: Sequence[int] | None = None, pad
   pads = _pads(x.shape[-3:-1], window, strides, padding)
   if any(p < 0 for pair in pads for p in pair):
     raise ValueError(f"max_pool takes no negative padding; got {pads}")
-  y = _max_pool(x4, window, strides, pads)
+  with jax.named_scope("max_pool"):  # names its ops and their derivatives in profiles
+    y = _max_pool(x4, window, strides, pads)
   return y.reshape((*lead, *y.shape[1:]))
 
 
