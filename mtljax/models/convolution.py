@@ -1,7 +1,7 @@
 """The convolution every conv module of mtljax's models goes through (`Conv`), and its backend.
 
-`config.conv` picks the backend (one key for the whole model; `MultitaskModel` applies it around
-its call with `use`):
+`config.conv` picks the backend (one key for the whole model; every model `build_model` returns,
+`MultitaskModel` and MTC-LIM's `LIMModel`, applies it around its call with `use`):
 
     "xla"     lax.conv_general_dilated (with the im2col matmul for tiny outputs below)
     "onednn"  oneDNN's kernels through jax.ffi (mtljax/models/onednn/), on CPU, float32, NHWC

@@ -4,13 +4,15 @@
 forward is the same `lax.reduce_window`). Its derivative is defined here (`custom_jvp`): the
 output's tangent is the tangent of the window element that holds the maximum, the FIRST one in
 row-major window order when several tie (as PyTorch's `max_pool2d` picks it). Reverse mode
-transposes that rule, so a gradient is one strided pad per window offset, summed.
+transposes that rule: the index of each window's maximum is computed once (one int8 per output)
+and the input gradient is one fused pass of selects and pads over it.
 
 Why: jax differentiates `reduce_window(max)` on CPU through a variadic reduce-window that carries
 one s32 index array per dimension (four iotas the size of the padded input, built on every call)
 and a scatter of the cotangent. In a Saliency call on ResNet-18 at 224 px (batch 8) that was
-about a sixth of the whole call, single-threaded: more than the max pool's backward in PyTorch
-(profiling/benchmarks/attribution_profile.py shows the per-op shares). The rule here is also an
+about a sixth of the whole call, single-threaded, several times PyTorch's max pool forward and
+backward (profiling/benchmarks/attribution_profile.py shows the per-op shares); the rule here
+takes a small fraction of that. The rule here is also an
 ordinary jax function, so every order of differentiation and forward mode work.
 """
 
@@ -61,10 +63,15 @@ def _max_pool_jvp(window, strides, pads, primals, tangents):
   tb = _blocks(t, 0, y.shape, window, strides, pads)
   offsets = [(i, j) for i in range(window[0]) for j in range(window[1])]
   # Which window offset holds the maximum (the first one that does; -1 for a NaN maximum): one
-  # small index per output, so each tangent element is one select per offset.
+  # small index per output, so each tangent element is one select per offset. The max over a
+  # broadcast axis of 2 changes nothing but makes it a reduction, which XLA computes once into a
+  # buffer: as a plain elementwise chain XLA fused it into the gradient, where every element of
+  # the input gradient re-ran the comparisons of every window it is in (8x slower; XLA:CPU drops
+  # optimization barriers before fusing, and a batched `lax.cond` would become a select).
   which = jnp.full(y.shape, -1, jnp.int8 if len(offsets) < 128 else jnp.int32)
   for k in reversed(range(len(offsets))):
     which = jnp.where(xb(*offsets[k]) == y, k, which)
+  which = jnp.max(jnp.broadcast_to(which[..., None], (*which.shape, 2)), axis=-1)
   out = jnp.zeros_like(y)
   for k, (i, j) in enumerate(offsets):
     out = jnp.where(which == k, tb(i, j), out)

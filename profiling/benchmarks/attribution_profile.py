@@ -65,6 +65,8 @@ def jax_method(model, name, method, targets, a):
 
 # ============================================================================ JAX: HLO categories
 _INSTR = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*? ([\w\-]+)\((.*)$")
+# Instructions whose trace events hold other ops' events (loops, calls) or that do no work.
+_CONTAINERS = {"while", "conditional", "call", "parameter", "constant", "tuple", "get-tuple-element"}
 
 
 def hlo_categories(hlo: str) -> dict[str, str]:
@@ -96,7 +98,7 @@ def hlo_categories(hlo: str) -> dict[str, str]:
       out[name] = "XLA convolution"
     elif "max_pool" in op_name or ops & {"reduce-window", "select-and-scatter"}:
       out[name] = "max pool"
-    elif op == "fusion" or op in ("dot", "custom-call", "copy", "transpose", "scatter"):
+    elif op not in _CONTAINERS:
       path = op_name.split("/")
       if "dot" in ops:
         out[name] = "matmul (head)"
