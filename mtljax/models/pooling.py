@@ -72,9 +72,9 @@ def _max_pool_jvp(window, strides, pads, primals, tangents):
   for k in reversed(range(len(offsets))):
     which = jnp.where(xb(*offsets[k]) == y, k, which)
   which = jnp.max(jnp.broadcast_to(which[..., None], (*which.shape, 2)), axis=-1)
-  out = jnp.zeros_like(y)
-  for k, (i, j) in enumerate(offsets):
-    out = jnp.where(which == k, tb(i, j), out)
+  # A sum of masked terms (one of them nonzero), not a chain of selects: its transpose masks the
+  # cotangent once per offset, where a chain's re-tests every earlier offset for each one.
+  out = sum(jnp.where(which == k, tb(i, j), 0) for k, (i, j) in enumerate(offsets))
   return y, out
 
 
