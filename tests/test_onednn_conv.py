@@ -237,6 +237,24 @@ print("OK")
   assert res.returncode == 0 and "OK" in res.stdout, res.stderr[-3000:]
 
 
+def test_ensembles_of_conv_models_vmap_over_members_with_onednn_kernels():
+  """On CPU the members of a conv model loop with XLA's convolutions (a vmapped kernel is a slow
+  grouped convolution there) and vmap with oneDNN's (one call takes the member axis, no copy of
+  each member's kernels out of the stack); the explain run sets the backend from config.conv."""
+  from mtljax.attribution import ensemble
+
+  conv = {"kernel": jnp.zeros((3, 3, 3, 4, 8))}
+  assert ensemble.resolve_strategy("auto", conv, backend="cpu") == "loop"
+  with convolution.use("xla"):
+    assert ensemble.resolve_strategy("auto", conv, backend="cpu") == "loop"
+  for backend in ("onednn", "auto"):
+    with convolution.use(backend):
+      assert convolution.runs_onednn() == (not OFF)
+      want = "loop" if OFF else "vmap"
+      assert ensemble.resolve_strategy("auto", conv, backend="cpu") == want
+      assert ensemble.resolve_strategy("loop", conv, backend="cpu") == "loop"
+
+
 def _tiny_digits(conv: str, workdir: str) -> dict:
   from configs import digits
   from mtljax.models import multitask

@@ -44,6 +44,16 @@ def backend() -> str:
   return getattr(_state, "backend", "xla")
 
 
+def runs_onednn() -> bool:
+  """Whether the convolutions traced now run oneDNN's kernels (where oneDNN can take them): the
+  backend in effect is "onednn" or "auto" and the library loads on this (CPU) backend."""
+  if backend() == "xla":
+    return False
+  from mtljax.models import onednn
+
+  return onednn.available()
+
+
 def _onednn_cfg(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dn, groups, kw):
   """`ops.conv`'s cfg when oneDNN can run this convolution, else None."""
   if kw or lhs.ndim != 4 or rhs.ndim != 4 or dn is None:

@@ -66,7 +66,15 @@ def jax_method(model, name, method, targets, a):
 # ============================================================================ JAX: HLO categories
 _INSTR = re.compile(r"^\s*(?:ROOT )?%?([\w.\-]+) = .*? ([\w\-]+)\((.*)$")
 # Instructions whose trace events hold other ops' events (loops, calls) or that do no work.
-_CONTAINERS = {"while", "conditional", "call", "parameter", "constant", "tuple", "get-tuple-element"}
+_CONTAINERS = {
+  "while",
+  "conditional",
+  "call",
+  "parameter",
+  "constant",
+  "tuple",
+  "get-tuple-element",
+}
 
 
 def hlo_categories(hlo: str) -> dict[str, str]:

@@ -16,7 +16,8 @@ averaged over members. Columns (seconds per call, median of interleaved repeats)
   loop     mtljax, K one-target calls (a Python loop over targets)
   rows     mtljax, every (image, target) pair its own row of one call (the explain run's former
            per-row form: K forward passes, batch K·B)
-Members run with the ensemble strategy "auto" (a loop over members on CPU for conv models). Each
+Members run with the ensemble strategy "auto" (on CPU a loop over members with XLA's
+convolutions, vmap with oneDNN's: `--conv`). Each
 row checks that all forms agree with the loop (and Captum with it), then reports the ratios.
 Methods: saliency (|gradient|), gradcam (last conv block, no upsampling), ig (riemann_middle,
 `--ig-steps`, split after the affine first layer as the explain run does).
