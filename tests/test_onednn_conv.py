@@ -154,26 +154,80 @@ def test_vmap_over_an_ensemble_axis_and_jit():
 
 
 @needs_library
+def test_the_library_counts_its_work_and_runs_from_any_thread():
+  """One problem per kernel call, the kernel reordered once per call, primitives created once per
+  shape; the same results on the library's executor thread, on the calling threads
+  (MTLJAX_ONEDNN_EXECUTOR=0) and from several Python threads at once."""
+  import concurrent.futures
+
+  x, w, conv = _case(2, 9, 4, 6, 3, 2, 1, 1, 1)
+
+  def f(x, w):
+    y, vjp = jax.vjp(conv("onednn"), x, w)
+    return y, *vjp(jnp.ones_like(y))
+
+  f = jax.jit(f)
+  first = f(x, w)
+  build.stats(reset=True)
+  jax.block_until_ready(f(x, w))
+  s = build.stats(reset=True)
+  for kind in build.KINDS:
+    assert s[f"calls_{kind}"] == s[f"problems_{kind}"] == 1, s
+  assert s["plan_misses"] == 0 and s["plan_hits"] == 3 and s["caller_threads"] >= 1, s
+  assert s["reorder_bytes_fwd"] >= w.size * 4 and s["conv_ns_fwd"] > 0, s
+  try:
+    os.environ["MTLJAX_ONEDNN_EXECUTOR"] = "0"
+    direct = f(x, w)
+  finally:
+    del os.environ["MTLJAX_ONEDNN_EXECUTOR"]
+  with concurrent.futures.ThreadPoolExecutor(4) as pool:
+    threads = list(pool.map(lambda _: f(x, w), range(8)))
+  for got in [direct, *threads]:
+    for a, b in zip(got, first):
+      np.testing.assert_array_equal(a, b)
+
+
+@needs_library
 def test_a_mesh_of_two_cpu_devices():
-  """Under jit with the batch sharded over 2 simulated devices the result is the 1-device one."""
-  code = """
+  """Under jit with the batch sharded over 2 simulated devices each device convolves its own rows
+  (the custom calls take half the batch, nothing gathers the activations; the kernel gradient's
+  partial sums meet in an all-reduce), and with an ensemble's members sharded each device runs
+  its own member; the results are XLA's on one device."""
+  code = r"""
+import re
 import jax, jax.numpy as jnp, numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 from mtljax.models import convolution
 assert len(jax.devices()) == 2
 x = jnp.asarray(np.random.default_rng(0).normal(size=(4, 12, 12, 3)), jnp.float32)
 w = jnp.asarray(np.random.default_rng(1).normal(size=(3, 3, 3, 5)), jnp.float32)
-def loss(w, x):
-  with convolution.use("onednn"):
+ws = jnp.asarray(np.random.default_rng(2).normal(size=(2, 3, 3, 3, 5)), jnp.float32)
+def loss(w, x, backend="onednn"):
+  with convolution.use(backend):
     y = convolution.conv_general_dilated(x, w, (2, 2), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
   return jnp.sum(jnp.tanh(y))
 mesh = jax.make_mesh((2,), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 xs = jax.device_put(x, NamedSharding(mesh, P("data")))
+wss = jax.device_put(ws, NamedSharding(mesh, P("data")))
+def calls(f, *args):
+  hlo = f.lower(*args).compile().as_text()
+  assert "all-gather" not in hlo, hlo
+  pattern = r'= f32\[([\d,]+)\][^=]*custom_call_target="mtljax_onednn_conv_'
+  return hlo, {t: re.findall(pattern + t, hlo) for t in ("fwd", "bwd_weights")}
 f = jax.jit(jax.value_and_grad(loss))
-assert "mtljax_onednn_conv" in f.lower(w, xs).as_text()
-(l2, g2), (l1, g1) = f(w, xs), jax.value_and_grad(loss)(w, x)
+hlo, shapes = calls(f, w, xs)
+assert shapes == {"fwd": ["2,6,6,5"], "bwd_weights": ["3,3,3,5"]}, shapes
+assert re.search(r"all-reduce\(.*%ffi_call", hlo), hlo
+(l2, g2), (l1, g1) = f(w, xs), jax.value_and_grad(loss)(w, x, "xla")
 np.testing.assert_allclose(l2, l1, rtol=1e-5)
 np.testing.assert_allclose(g2, g1, rtol=1e-4, atol=1e-4)
+fv = jax.jit(jax.vmap(jax.value_and_grad(loss), (0, None)))
+want = jax.vmap(jax.value_and_grad(lambda w, x: loss(w, x, "xla")), (0, None))(ws, x)
+for args, fwd in (((ws, xs), "2,2,6,6,5"), ((wss, x), "1,4,6,6,5")):  # rows split, members split
+  assert calls(fv, *args)[1]["fwd"] == [fwd]
+  got = fv(*args)
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+  np.testing.assert_allclose(got[1], want[1], rtol=1e-4, atol=1e-4)
 print("OK")
 """
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", PYTHONPATH=ROOT)
@@ -181,6 +235,24 @@ print("OK")
     [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300
   )
   assert res.returncode == 0 and "OK" in res.stdout, res.stderr[-3000:]
+
+
+def test_ensembles_of_conv_models_vmap_over_members_with_onednn_kernels():
+  """On CPU the members of a conv model loop with XLA's convolutions (a vmapped kernel is a slow
+  grouped convolution there) and vmap with oneDNN's (one call takes the member axis, no copy of
+  each member's kernels out of the stack); the explain run sets the backend from config.conv."""
+  from mtljax.attribution import ensemble
+
+  conv = {"kernel": jnp.zeros((3, 3, 3, 4, 8))}
+  assert ensemble.resolve_strategy("auto", conv, backend="cpu") == "loop"
+  with convolution.use("xla"):
+    assert ensemble.resolve_strategy("auto", conv, backend="cpu") == "loop"
+  for backend in ("onednn", "auto"):
+    with convolution.use(backend):
+      assert convolution.runs_onednn() == (not OFF)
+      want = "loop" if OFF else "vmap"
+      assert ensemble.resolve_strategy("auto", conv, backend="cpu") == want
+      assert ensemble.resolve_strategy("loop", conv, backend="cpu") == "loop"
 
 
 def _tiny_digits(conv: str, workdir: str) -> dict:
@@ -208,6 +280,41 @@ def test_a_tiny_config_trains_to_the_same_metrics(tmp_path):
   assert xla["val"].keys() == onednn["val"].keys()
   for k, v in xla["val"].items():
     np.testing.assert_allclose(onednn["val"][k], v, rtol=2e-3, atol=2e-3, err_msg=k)
+
+
+# Every way `multitask.build_model` builds a model from a config: the multitask model and the
+# MTC-LIM model (its STC form, one encoder per task, and a full LIM form).
+BUILDERS = [
+  ("configs/digits.py", "tiny,encoder=cnn", {}),
+  ("configs/facades.py", "tiny", {"model.variant": "STC"}),
+  ("configs/facades.py", "tiny", {"model.variant": "LIM-MS_ALL"}),
+]
+
+
+@pytest.mark.parametrize("family,variant,overrides", BUILDERS, ids=lambda b: str(b))
+def test_every_model_builder_honours_config_conv(family, variant, overrides):
+  """The model `build_model` returns carries `config.conv` and its traced apply runs the
+  convolutions there: oneDNN's kernels with "onednn" (when they load), XLA's with "xla"."""
+  import importlib
+
+  from mtljax.models import multitask
+
+  module = importlib.import_module(family[:-3].replace("/", "."))
+  traced = {}
+  for conv in ("xla", "onednn"):
+    c = module.get_config(variant)
+    for key, value in overrides.items():
+      section, name = key.split(".")
+      c[section][name] = value
+    c.conv = conv
+    model = multitask.build_model(c)
+    assert model.conv == conv, type(model).__name__
+    assert model.clone(conv="xla").conv == "xla"  # what the export does to any built model
+    inputs = {m: jnp.zeros((2, 16, 16, 3), jnp.float32) for m in c.inputs}
+    variables = jax.eval_shape(lambda: model.init(jax.random.key(0), inputs, train=False))
+    apply = lambda v, x, model=model: model.apply(v, x, train=False)[0]
+    traced[conv] = _uses_onednn(apply, variables, inputs)
+  assert traced == {"xla": False, "onednn": not OFF}
 
 
 def test_a_wrong_backend_is_a_config_error(tmp_path):

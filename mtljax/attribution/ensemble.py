@@ -14,6 +14,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mtljax.models import convolution
+
 STRATEGIES = ("auto", "vmap", "loop", "map", "tune")
 REDUCTIONS = ("abs_sum", "sum", "max_abs")
 
@@ -65,7 +67,11 @@ def resolve_strategy(strategy: str, stacked_params, backend: str | None = None) 
   convolutions that XLA:CPU runs several times slower than E ordinary ones, so conv models loop
   over members there; dense models (MLPs) run `lax.map` over members inside one program on CPU
   (measured 1.0-1.1x the loop and 1.03-1.1x vmap, whose batched matmuls touch E times the memory at
-  once). On GPU and TPU the vectorised program fills the device better than E small ones.
+  once). On GPU and TPU the vectorised program fills the device better than E small ones. With
+  oneDNN's convolutions in effect (`convolution.use`, as the explain run sets from `config.conv`)
+  conv models vmap on CPU too: the kernels take the member axis in one call, where a loop copies
+  each member's kernels out of the stack on every call (as long as the convolutions themselves in
+  a ResNet-18 Saliency call at 64 px: profiling/benchmarks/attribution_profile.py).
   """
   if strategy not in STRATEGIES:
     raise ValueError(f"unknown ensemble strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
@@ -73,7 +79,9 @@ def resolve_strategy(strategy: str, stacked_params, backend: str | None = None) 
     return strategy
   backend = backend or jax.default_backend()
   if backend == "cpu":
-    return "loop" if _has_conv(stacked_params) else "map"
+    if not _has_conv(stacked_params):
+      return "map"
+    return "vmap" if convolution.runs_onednn() else "loop"
   return "vmap"
 
 

@@ -34,6 +34,7 @@ from mtljax.explain import batches, memory, setup, timeseries, trust
 from mtljax.explain import image_report as report
 from mtljax.explain import page as trust_page
 from mtljax.explain.setup import ExplainError, explained_targets
+from mtljax.models import convolution
 
 __all__ = ["ExplainError", "explain_workdir", "explained_targets"]
 
@@ -90,6 +91,13 @@ def explain_workdir(
   ran `configlib.check(config)` (see `train.setup`)."""
   if config.explain.get("kind") == "time_series":  # CropYield: importance over steps/features
     return timeseries.explain_workdir(config, workdir, checked=checked)
+  # The model's convolutions also decide how the members are batched (`ensemble.resolve_strategy`:
+  # oneDNN's kernels take the member axis in one call).
+  with convolution.use(config.get("conv", "xla")):
+    return _explain_images(config, workdir, checked=checked)
+
+
+def _explain_images(config: ml_collections.ConfigDict, workdir: str, *, checked: bool):
   s = train.setup(config, workdir, write_config=False, checked=checked)
   ex = config.explain
   state, meta = setup.restore(config, s, workdir)

@@ -1,7 +1,7 @@
 """The convolution every conv module of mtljax's models goes through (`Conv`), and its backend.
 
-`config.conv` picks the backend (one key for the whole model; `MultitaskModel` applies it around
-its call with `use`):
+`config.conv` picks the backend (one key for the whole model; every model `build_model` returns,
+`MultitaskModel` and MTC-LIM's `LIMModel`, applies it around its call with `use`):
 
     "xla"     lax.conv_general_dilated (with the im2col matmul for tiny outputs below)
     "onednn"  oneDNN's kernels through jax.ffi (mtljax/models/onednn/), on CPU, float32, NHWC
@@ -42,6 +42,16 @@ def use(backend: str):
 def backend() -> str:
   """The backend in effect ("xla" outside any `use` block)."""
   return getattr(_state, "backend", "xla")
+
+
+def runs_onednn() -> bool:
+  """Whether the convolutions traced now run oneDNN's kernels (where oneDNN can take them): the
+  backend in effect is "onednn" or "auto" and the library loads on this (CPU) backend."""
+  if backend() == "xla":
+    return False
+  from mtljax.models import onednn
+
+  return onednn.available()
 
 
 def _onednn_cfg(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation, dn, groups, kw):

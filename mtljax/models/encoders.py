@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mtljax.models import activations
+from mtljax.models import activations, pooling
 from mtljax.models.cnn import SmallCNN
 from mtljax.models.convolution import (  # noqa: F401 (callers use them from here)
   SMALL_SPATIAL_PIXELS,
@@ -124,7 +124,7 @@ class ResNet(nn.Module):
     )(x)
     x = norm(name="stem_bn")(x)
     x = activations.relu(x)
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+    x = pooling.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
     block = {"basic": BasicBlock, "bottleneck": Bottleneck}[self.block]
     for i, num_blocks in enumerate(self.stage_sizes):
       for j in range(num_blocks):

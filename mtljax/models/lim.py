@@ -39,6 +39,7 @@ import ml_collections
 
 from mtljax import tasks as tasks_lib
 from mtljax.errors import ConfigError
+from mtljax.models import convolution
 from mtljax.models.encoders import ENCODERS
 
 VARIANTS = (
@@ -132,9 +133,15 @@ class LIMModel(nn.Module):
   modality: str = "image"
   clim_units: int = 32
   tlim_units: int = 12
+  # The convolution backend (`config.conv`; mtljax/models/convolution.py), applied at trace time.
+  conv: str = "xla"
+
+  def __call__(self, inputs: Mapping[str, Any], *, train: bool):
+    with convolution.use(self.conv):
+      return self._call(inputs, train=train)
 
   @nn.compact
-  def __call__(self, inputs: Mapping[str, Any], *, train: bool):
+  def _call(self, inputs: Mapping[str, Any], *, train: bool):
     v = parse_variant(self.variant)
     tasks = sorted(self.num_classes)
     x = inputs[self.modality]
@@ -212,4 +219,5 @@ def build_lim_model(config: ml_collections.ConfigDict) -> LIMModel:
     modality=modality,
     clim_units=int(config.model.get("clim_units", 32)),
     tlim_units=int(config.model.get("tlim_units", 12)),
+    conv=config.get("conv", "xla"),
   )

@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mtljax.models import activations, convolution
+from mtljax.models import activations, convolution, pooling
 
 
 class ConvBlock(nn.Module):
@@ -62,7 +62,7 @@ class UNet(nn.Module):
     skips = []
     for i, f in enumerate(self.features):
       if i:
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = pooling.max_pool(x, (2, 2), strides=(2, 2))
       x = ConvBlock(f, name=f"down{i}")(x, train=train)
       skips.append(x)
     for i in range(len(self.features) - 2, -1, -1):

@@ -200,8 +200,14 @@ def main():
     help="JAX only (e.g. to read the peak memory of the JAX side alone)",
   )
   ap.add_argument("--out", default="profiling/results/attribution_bench.json")
+  common.add_conv_option(ap)
   a = ap.parse_args()
   payload = common.start_run(a, torch_threads=0 if a.skip_captum else a.threads)
+  with common.conv_backend(a.conv):
+    run(a, payload)
+
+
+def run(a, payload):
   t0 = time.perf_counter()
   rows = []
   for name in a.models:

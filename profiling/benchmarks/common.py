@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mtljax.models import activations, encoders
+from mtljax.models import activations, convolution, encoders
 
 NUM_CLASSES = {"cnn": 10, "resnet18": 15, "mlp": 15}
 GRAD_CAM_LAYER = {"cnn": "conv3", "resnet18": "encoder/stage4_block2"}
@@ -36,14 +36,17 @@ AFFINE_FIRST_LAYER = {"cnn": "conv1", "resnet18": "encoder/stem_conv", "mlp": "e
 
 # ============================================================================ JAX models
 class SmallCNN(nn.Module):
-  """The 3-conv CNN. Symmetric padding (torch's `padding=1`), ReLUs switchable to guided."""
+  """The 3-conv CNN. Symmetric padding (torch's `padding=1`), ReLUs switchable to guided. Its
+  convolutions go through `mtljax.models.convolution` like the project's models', so `--conv`
+  (`conv_backend`) reaches them."""
 
   @nn.compact
   def __call__(self, x):
     pad = ((1, 1), (1, 1))
-    x = activations.relu(nn.Conv(32, (3, 3), padding=pad, name="conv1")(x))
-    x = activations.relu(nn.Conv(64, (3, 3), (2, 2), padding=pad, name="conv2")(x))
-    x = activations.relu(nn.Conv(64, (3, 3), (2, 2), padding=pad, name="conv3")(x))
+    conv = convolution.Conv
+    x = activations.relu(conv(32, (3, 3), padding=pad, name="conv1")(x))
+    x = activations.relu(conv(64, (3, 3), (2, 2), padding=pad, name="conv2")(x))
+    x = activations.relu(conv(64, (3, 3), (2, 2), padding=pad, name="conv3")(x))
     return nn.Dense(NUM_CLASSES["cnn"], name="head")(x.mean(axis=(1, 2)))
 
 
@@ -269,14 +272,48 @@ def device_description() -> dict[str, Any]:
 
 def start_run(args, *, torch_threads: int = 0) -> dict[str, Any]:
   """A benchmark's JSON payload `{"device", "args", "rows"}`, with the device printed; sets
-  PyTorch's thread count first when `torch_threads` > 0 (so the payload records it)."""
+  PyTorch's thread count first when `torch_threads` > 0 (so the payload records it). With a
+  `--conv` option (`add_conv_option`) the payload's device also says which convolutions run."""
   if torch_threads:
     import torch
 
     torch.set_num_threads(torch_threads)
   payload = {"device": device_description(), "args": vars(args), "rows": []}
+  if getattr(args, "conv", None):
+    payload["device"]["conv"] = resolve_conv(args.conv)
+    payload["device"]["omp_num_threads"] = os.environ.get("OMP_NUM_THREADS", "")
   print(payload["device"], flush=True)
   return payload
+
+
+def add_conv_option(ap) -> None:
+  """`--conv auto|xla|onednn`: the convolutions of the JAX models (`config.conv`'s values)."""
+  ap.add_argument(
+    "--conv",
+    default="auto",
+    choices=convolution.BACKENDS,
+    help="the JAX side's convolutions: oneDNN's kernels, XLA's, or oneDNN where it loads (auto)",
+  )
+
+
+def resolve_conv(conv: str) -> str:
+  """The kernels `conv` runs here ("onednn" or "xla"); exits with one line when "onednn" was
+  asked for and the library does not load (a benchmark must not time XLA under oneDNN's name)."""
+  if conv == "xla":
+    return "xla"
+  from mtljax.models import onednn
+
+  if onednn.available():
+    return "onednn"
+  if conv == "onednn":
+    raise SystemExit("error: --conv onednn: the oneDNN convolutions do not load here (see above)")
+  return "xla"
+
+
+def conv_backend(conv: str):
+  """The context in which the JAX side is traced: every `convolution.Conv` of the benchmark
+  models runs `conv`'s kernels (read at trace time, so the first call must happen inside)."""
+  return convolution.use(resolve_conv(conv))
 
 
 def time_side_by_side(

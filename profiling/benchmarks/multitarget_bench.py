@@ -16,7 +16,8 @@ averaged over members. Columns (seconds per call, median of interleaved repeats)
   loop     mtljax, K one-target calls (a Python loop over targets)
   rows     mtljax, every (image, target) pair its own row of one call (the explain run's former
            per-row form: K forward passes, batch K·B)
-Members run with the ensemble strategy "auto" (a loop over members on CPU for conv models). Each
+Members run with the ensemble strategy "auto" (on CPU a loop over members with XLA's
+convolutions, vmap with oneDNN's: `--conv`). Each
 row checks that all forms agree with the loop (and Captum with it), then reports the ratios.
 Methods: saliency (|gradient|), gradcam (last conv block, no upsampling), ig (riemann_middle,
 `--ig-steps`, split after the affine first layer as the explain run does).
@@ -118,7 +119,7 @@ def bench(name, method, k, a, model, stacked, torch_models, rows):
   print("  " + " | ".join(f"{f} {t['median_s']:.3f} s" for f, t in times.items()), flush=True)
 
 
-def main():
+def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--models", nargs="+", default=["cnn", "resnet18"], choices=["cnn", "resnet18"])
   ap.add_argument("--methods", nargs="+", default=["saliency", "gradcam", "ig"])
@@ -133,8 +134,14 @@ def main():
   ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
   ap.add_argument("--skip-captum", action="store_true")
   ap.add_argument("--out", default="profiling/results/multitarget_bench.json")
-  a = ap.parse_args()
+  common.add_conv_option(ap)
+  a = ap.parse_args(argv)
   payload = common.start_run(a, torch_threads=0 if a.skip_captum else a.threads)
+  with common.conv_backend(a.conv):
+    run(a, payload)
+
+
+def run(a, payload):
   t0 = time.perf_counter()
   rows = []
   for name in a.models:

@@ -166,10 +166,9 @@ def bench_attribution(a, rows, extra):
   for backend in ("xla", "onednn"):
     out = f"profiling/results/attribution_bench_{backend}.json"
     argv = sys.argv
-    sys.argv = ["attribution_bench", *extra, "--out", out]
+    sys.argv = ["attribution_bench", *extra, "--conv", backend, "--out", out]
     try:
-      with convolution.use(backend):  # read when the benchmark's functions are traced
-        attribution_bench.main()
+      attribution_bench.main()
     finally:
       sys.argv = argv
     rows.append({"part": "attribution", "conv": backend, "results": out})

@@ -47,11 +47,17 @@ def main(argv=None):
   ap.add_argument("--repeats", type=int, default=3)
   ap.add_argument("--metrics", default="all")
   ap.add_argument("--out", default="")
+  common.add_conv_option(ap)
   args = ap.parse_args(argv)
+  payload = common.start_run(args)
+  with common.conv_backend(args.conv):
+    run(args, payload, ap)
+
+
+def run(args, payload, ap):
   import quantus
   import torch
 
-  payload = common.start_run(args)
   np.seterr(all="ignore")
   model, stacked = common.init_ensemble("cnn", args.size, 1)
   v = common.member(stacked, 0)

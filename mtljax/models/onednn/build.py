@@ -15,6 +15,10 @@ environment variable) before it finds a CPU at all.
 
 When anything fails (`MTLJAX_ONEDNN=0`, no package, no compiler, a compile or load error), `load`
 prints one line on stderr saying why and returns False; the convolutions then run XLA's.
+
+`stats()` reads the library's counters of the work it did (problems, time in the convolutions
+and in the kernel reorders, primitive cache misses, calling threads): what
+profiling/benchmarks/attribution_profile.py reports beside the per-op profile.
 """
 
 from __future__ import annotations
@@ -38,6 +42,14 @@ TARGETS = (
 )
 # Set to "0" to keep oneDNN off (XLA's convolutions run): the switch CI runs the tests both ways with.
 ENV_SWITCH = "MTLJAX_ONEDNN"
+KINDS = ("fwd", "bwd_data", "bwd_weights")
+# conv.cc's counters, in its order: per kind, then the cache, callers and executor wait.
+STATS = (
+  *(f"{what}_{k}" for what in ("calls", "problems", "conv_ns", "reorder_ns", "reorder_bytes")
+    for k in KINDS),
+  "plan_misses", "plan_hits", "caller_threads", "wait_ns",
+)  # fmt: skip
+_LIB: list = []  # the loaded library (ctypes), once `load` succeeded
 
 
 class Unavailable(Exception):
@@ -127,4 +139,15 @@ def load() -> bool:
   except (Unavailable, OSError) as e:
     print(f"mtljax: oneDNN convolutions unavailable ({e}); XLA's convolution runs", file=sys.stderr)
     return False
+  _LIB.append(lib)
   return True
+
+
+def stats(reset: bool = False) -> dict[str, int]:
+  """The library's counters since it loaded (or since the last `reset=True`), by `STATS` name;
+  empty when it is not loaded. The time counters are nanoseconds of the executor thread."""
+  if not _LIB:
+    return {}
+  out = (ctypes.c_int64 * len(STATS))()
+  _LIB[0].mtljax_onednn_stats(out, ctypes.c_int64(len(STATS)), ctypes.c_int64(int(reset)))
+  return dict(zip(STATS, out))

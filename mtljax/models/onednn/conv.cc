@@ -11,14 +11,32 @@
 //
 // Primitives are cached per problem (shapes + params): creating a primitive descriptor costs
 // far more than a small convolution. The kernel operand is handed to oneDNN in its own layout
-// (`format_tag::any`, usually blocked) and reordered from/to flax's HWIO on every call.
+// (`format_tag::any`, usually blocked) and reordered from/to flax's HWIO on every call (PyTorch
+// reorders its OIHW weights on every call too).
+//
+// Threads: XLA calls a custom call from whichever of its pool threads runs that part of the
+// program, and GNU OpenMP gives every thread that opens a parallel region a team of its own: the
+// convolutions of one program ran on several teams of OMP_NUM_THREADS threads each, a finished
+// team spinning (GOMP_SPINCOUNT) while the next one starts, all beside XLA's pool. Every problem
+// therefore runs on ONE thread of this library (`Executor`), the master of one OpenMP team, as
+// PyTorch's calling thread is; `MTLJAX_ONEDNN_EXECUTOR=0` runs it on the calling thread instead.
+// Counters of the work (`mtljax_onednn_stats`) say how many problems, reorders, cache misses and
+// calling threads there were and how long oneDNN took.
 #include <oneapi/dnnl/dnnl.hpp>
+#include <unistd.h>
 
 #include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <unordered_map>
 #include <vector>
 
@@ -47,6 +65,7 @@ struct Plan {
   memory::desc src, wei_user, wei, dst, scratch;
   bool reorder_weights = false;
   dnnl::reorder wei_reorder;  // user -> oneDNN (fwd, bwd data) or oneDNN -> user (bwd weights)
+  memory::desc reorder_scratch;
 };
 
 dnnl::engine& Engine() {
@@ -56,6 +75,94 @@ dnnl::engine& Engine() {
 
 std::mutex cache_mu;
 std::unordered_map<Key, std::shared_ptr<Plan>, KeyHash> cache;
+
+// ---------------------------------------------------------------------------- counters
+// Per kind: FFI calls, problems run (one per vmapped slice that is not folded into N), ns in the
+// convolution primitives, ns in the kernel reorders, bytes of kernel reordered; then primitive
+// cache misses and hits, calling threads seen, and ns the callers waited for the executor.
+enum Stat : int {
+  kCalls = 0, kProblems = 3, kConvNs = 6, kReorderNs = 9, kReorderBytes = 12,
+  kPlanMisses = 15, kPlanHits = 16, kCallerThreads = 17, kWaitNs = 18, kNumStats = 19,
+};
+std::atomic<int64_t> stats[kNumStats];
+std::atomic<int64_t> stats_generation{1};  // a reset starts a new one: callers are counted anew
+
+int64_t NowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+// ---------------------------------------------------------------------------- the executor
+// One thread that runs every problem, so that one OpenMP team (its own) serves all of them.
+// Callers hand it a job and block until it is done; jobs from concurrent callers run one after
+// the other (each uses all the team's threads anyway).
+class Executor {
+ public:
+  void Run(const std::function<void()>& job) {
+    std::lock_guard<std::mutex> one_caller(call_mu_);
+    std::unique_lock<std::mutex> lock(mu_);
+    job_ = &job;
+    done_ = false;
+    cv_.notify_all();
+    cv_.wait(lock, [this] { return done_; });
+  }
+
+  static Executor* Get() {
+    // A new one after fork(): the parent's thread does not exist in the child (the old object is
+    // left as it is: its mutexes may be held by threads that are gone).
+    static std::atomic<Executor*> executor{nullptr};
+    static std::atomic<pid_t> owner{0};
+    static std::mutex mu;
+    pid_t pid = getpid();
+    Executor* e = executor.load();
+    if (e && owner.load() == pid) return e;
+    std::lock_guard<std::mutex> lock(mu);
+    if (!executor.load() || owner.load() != pid) {
+      executor.store(new Executor());
+      owner.store(pid);
+    }
+    return executor.load();
+  }
+
+ private:
+  Executor() : thread_([this] { Loop(); }) { thread_.detach(); }
+
+  void Loop() {
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [this] { return job_ != nullptr; });
+      const std::function<void()>* job = job_;
+      job_ = nullptr;
+      lock.unlock();
+      (*job)();  // never throws: Conv catches oneDNN's errors inside the job
+      lock.lock();
+      done_ = true;
+      cv_.notify_all();
+    }
+  }
+
+  std::mutex call_mu_, mu_;
+  std::condition_variable cv_;
+  const std::function<void()>* job_ = nullptr;
+  bool done_ = false;
+  std::thread thread_;
+};
+
+// Read on every call (a getenv is cheap beside a convolution), so a benchmark can compare both.
+bool UseExecutor() {
+  const char* v = std::getenv("MTLJAX_ONEDNN_EXECUTOR");
+  return !(v && std::strcmp(v, "0") == 0);
+}
+
+void CountCaller() {
+  thread_local int64_t seen = 0;
+  int64_t generation = stats_generation.load();
+  if (seen != generation) {
+    seen = generation;
+    stats[kCallerThreads]++;
+  }
+}
 
 // flax's kernel [KH, KW, C/G, O] (O = G * O/G, group-major) as oneDNN's logical weights:
 // [O, C, KH, KW] without groups, [G, O/G, C/G, KH, KW] with.
@@ -70,8 +177,12 @@ std::shared_ptr<Plan> GetPlan(const Key& k) {
   {
     std::lock_guard<std::mutex> lock(cache_mu);
     auto it = cache.find(k);
-    if (it != cache.end()) return it->second;
+    if (it != cache.end()) {
+      stats[kPlanHits]++;
+      return it->second;
+    }
   }
+  stats[kPlanMisses]++;
   const int64_t kind = k[0], N = k[1], C = k[2], H = k[3], W = k[4], O = k[5], KH = k[6],
                 KW = k[7], OH = k[8], OW = k[9];
   const int64_t* p = &k[10];
@@ -112,10 +223,14 @@ std::shared_ptr<Plan> GetPlan(const Key& k) {
   }
   plan->reorder_weights = plan->wei != plan->wei_user;
   if (plan->reorder_weights) {
-    plan->wei_reorder =
+    // A scratchpad of the caller's too: a primitive with the library's own may not be run by two
+    // threads at once (MTLJAX_ONEDNN_EXECUTOR=0 with concurrent custom calls).
+    dnnl::reorder::primitive_desc rpd =
         kind == kBwdWeights
-            ? dnnl::reorder(dnnl::reorder::primitive_desc(eng, plan->wei, eng, plan->wei_user))
-            : dnnl::reorder(dnnl::reorder::primitive_desc(eng, plan->wei_user, eng, plan->wei));
+            ? dnnl::reorder::primitive_desc(eng, plan->wei, eng, plan->wei_user, attr)
+            : dnnl::reorder::primitive_desc(eng, plan->wei_user, eng, plan->wei, attr);
+    plan->wei_reorder = dnnl::reorder(rpd);
+    plan->reorder_scratch = rpd.scratchpad_desc();
   }
   std::lock_guard<std::mutex> lock(cache_mu);
   return cache.emplace(k, plan).first->second;
@@ -126,7 +241,7 @@ std::shared_ptr<Plan> GetPlan(const Key& k) {
 void Run(const Plan& plan, int64_t kind, float* a, float* b, float* out) {
   auto& eng = Engine();
   dnnl::stream stream(eng);
-  thread_local std::vector<float> scratch_buf, wei_buf;
+  thread_local std::vector<float> scratch_buf, wei_buf, reorder_buf;
   auto grow = [](std::vector<float>& v, size_t bytes) {
     if (v.size() * sizeof(float) < bytes) v.resize(bytes / sizeof(float) + 16);
     return v.data();
@@ -135,9 +250,19 @@ void Run(const Plan& plan, int64_t kind, float* a, float* b, float* out) {
   float* user_w = kind == kBwdWeights ? out : b;
   memory wei_user(plan.wei_user, eng, user_w);
   memory wei = wei_user;
+  int64_t t0 = NowNs(), reorder_ns = 0;
+  auto reorder = [&](const memory& from, const memory& to) {
+    int64_t r0 = NowNs();
+    memory rs(plan.reorder_scratch, eng, grow(reorder_buf, plan.reorder_scratch.get_size()));
+    plan.wei_reorder.execute(stream, {{DNNL_ARG_FROM, from}, {DNNL_ARG_TO, to},
+                                      {DNNL_ARG_SCRATCHPAD, rs}});
+    stream.wait();
+    reorder_ns += NowNs() - r0;
+    stats[kReorderBytes + kind] += plan.wei.get_size();
+  };
   if (plan.reorder_weights) {
     wei = memory(plan.wei, eng, grow(wei_buf, plan.wei.get_size()));
-    if (kind != kBwdWeights) plan.wei_reorder.execute(stream, wei_user, wei);
+    if (kind != kBwdWeights) reorder(wei_user, wei);
   }
   if (kind == kFwd) {
     plan.conv.execute(stream, {{DNNL_ARG_SRC, memory(plan.src, eng, a)},
@@ -154,9 +279,12 @@ void Run(const Plan& plan, int64_t kind, float* a, float* b, float* out) {
                                {DNNL_ARG_DIFF_DST, memory(plan.dst, eng, b)},
                                {DNNL_ARG_DIFF_WEIGHTS, wei},
                                {DNNL_ARG_SCRATCHPAD, scratch}});
-    if (plan.reorder_weights) plan.wei_reorder.execute(stream, wei, wei_user);
   }
   stream.wait();
+  if (kind == kBwdWeights && plan.reorder_weights) reorder(wei, wei_user);
+  stats[kProblems + kind]++;
+  stats[kConvNs + kind] += NowNs() - t0 - reorder_ns;
+  stats[kReorderNs + kind] += reorder_ns;
 }
 
 int64_t Prod(ffi::Span<const int64_t> d, size_t from, size_t to) {
@@ -196,36 +324,51 @@ ffi::Error Conv(int64_t kind, ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ff
   float* po = static_cast<float*>(out->untyped_data());
   const int64_t batch = Prod(dout, 0, lead);
   const int64_t sa = Prod(da, lead, rank), sb = Prod(db, lead, rank), so = Prod(dout, lead, rank);
-  try {
-    // The kernel unbatched and the image operands batched alike (vmap over inputs only):
-    // one convolution with the batch folded into N.
-    bool w_shared = Prod(ws, 0, lead) == 1;
-    bool x_full = Prod(xs, 0, lead) == batch && Prod(ys, 0, lead) == batch;
-    if (batch > 1 && w_shared && x_full && kind != kBwdWeights) {
-      key[1] *= batch;
-      Run(*GetPlan(key), kind, pa, pb, po);
-      return ffi::Error::Success();
-    }
-    auto plan = GetPlan(key);
-    // Row-major walk over the leading dimensions; an operand of size 1 there is broadcast.
-    std::vector<int64_t> idx(lead, 0);
-    for (int64_t i = 0; i < batch; ++i) {
-      int64_t oa = 0, ob = 0, ma = 1, mb = 1;
-      for (size_t d = lead; d-- > 0;) {
-        if (da[d] != 1) oa += idx[d] * ma;
-        if (db[d] != 1) ob += idx[d] * mb;
-        ma *= da[d];
-        mb *= db[d];
+  CountCaller();
+  stats[kCalls + kind]++;
+  std::string error;
+  std::function<void()> job = [&] {
+    try {
+      // The kernel unbatched and the image operands batched alike (vmap over inputs only):
+      // one convolution with the batch folded into N.
+      bool w_shared = Prod(ws, 0, lead) == 1;
+      bool x_full = Prod(xs, 0, lead) == batch && Prod(ys, 0, lead) == batch;
+      if (batch > 1 && w_shared && x_full && kind != kBwdWeights) {
+        key[1] *= batch;
+        Run(*GetPlan(key), kind, pa, pb, po);
+        return;
       }
-      Run(*plan, kind, pa + oa * sa, pb + ob * sb, po + i * so);
-      for (size_t d = lead; d-- > 0;) {
-        if (++idx[d] < dout[d]) break;
-        idx[d] = 0;
+      auto plan = GetPlan(key);
+      // Row-major walk over the leading dimensions; an operand of size 1 there is broadcast.
+      std::vector<int64_t> idx(lead, 0);
+      for (int64_t i = 0; i < batch; ++i) {
+        int64_t oa = 0, ob = 0, ma = 1, mb = 1;
+        for (size_t d = lead; d-- > 0;) {
+          if (da[d] != 1) oa += idx[d] * ma;
+          if (db[d] != 1) ob += idx[d] * mb;
+          ma *= da[d];
+          mb *= db[d];
+        }
+        Run(*plan, kind, pa + oa * sa, pb + ob * sb, po + i * so);
+        for (size_t d = lead; d-- > 0;) {
+          if (++idx[d] < dout[d]) break;
+          idx[d] = 0;
+        }
       }
+    } catch (const dnnl::error& e) {
+      error = std::string("oneDNN: ") + e.what();
+    } catch (const std::exception& e) {
+      error = std::string("mtljax oneDNN convolution: ") + e.what();
     }
-  } catch (const dnnl::error& e) {
-    return ffi::Error::Internal(std::string("oneDNN: ") + e.what());
+  };
+  if (UseExecutor()) {
+    int64_t t0 = NowNs();
+    Executor::Get()->Run(job);
+    stats[kWaitNs] += NowNs() - t0;
+  } else {
+    job();
   }
+  if (!error.empty()) return ffi::Error::Internal(error);
   return ffi::Error::Success();
 }
 
@@ -254,6 +397,15 @@ ffi::Error ConvBwdWeights(ffi::AnyBuffer x, ffi::AnyBuffer dy, ffi::Result<ffi::
 XLA_FFI_DEFINE_HANDLER_SYMBOL(mtljax_onednn_conv_fwd, ConvFwd, MTLJAX_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(mtljax_onednn_conv_bwd_data, ConvBwdData, MTLJAX_BIND);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(mtljax_onednn_conv_bwd_weights, ConvBwdWeights, MTLJAX_BIND);
+
+// The counters above, in their order (kNumStats of them), into `out`; `reset` zeroes them after.
+extern "C" int64_t mtljax_onednn_stats(int64_t* out, int64_t n, int64_t reset) {
+  for (int64_t i = 0; i < n && i < kNumStats; ++i) {
+    out[i] = reset ? stats[i].exchange(0) : stats[i].load();
+  }
+  if (reset) stats_generation++;
+  return kNumStats;
+}
 
 // The oneDNN version the library runs with (the Python side reports it).
 extern "C" int64_t mtljax_onednn_version() {

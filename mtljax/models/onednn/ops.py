@@ -15,9 +15,10 @@ the same three kernels:
 
 so every order of reverse differentiation works (the explanation-guided losses differentiate an
 input gradient with respect to the parameters). Forward mode (`jax.jvp`) is not defined, as for
-any `custom_vjp`. Under `vmap` the FFI call gets the batch as leading dimensions
-(`vmap_method="expand_dims"`) and conv.cc loops over them in one call, or folds them into B when
-the kernel is not batched.
+any `custom_vjp`. Under `vmap` the FFI call gets the batch as leading dimensions (an unbatched
+operand with size 1 there) and conv.cc loops over them in one call, or folds them into B when the
+kernel is not batched. Under `jit` on a mesh each device runs the kernels on its own rows of the
+batch (and its own members of a sharded ensemble): the partitioning rule of partition.py.
 """
 
 from __future__ import annotations
@@ -25,10 +26,8 @@ from __future__ import annotations
 import functools
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 
-from mtljax.models.onednn import build
+from mtljax.models.onednn import build, partition
 
 
 def out_shape(x_shape, w_shape, cfg) -> tuple[int, ...]:
@@ -42,11 +41,7 @@ def out_shape(x_shape, w_shape, cfg) -> tuple[int, ...]:
 
 
 def _call(target: str, a, b, shape, cfg):
-  (sh, sw), ((pt, pb), (pl, pr)), (dh, dw), groups = cfg
-  params = np.array([sh, sw, pt, pb, pl, pr, dh, dw, groups], np.int64)
-  return jax.ffi.ffi_call(
-    target, jax.ShapeDtypeStruct(shape, jnp.float32), vmap_method="expand_dims"
-  )(a, b, params=params)
+  return partition.call(target, a, b, shape, cfg)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
