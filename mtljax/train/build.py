@@ -263,12 +263,7 @@ def setup(
   # from before configs were recorded with them.
   config_path = os.path.join(workdir, "config.json")
   saved, changes = _read_config(config_path), {}
-  recorded = None
-  if _checkpoint_steps(workdir):
-    recorded = checkpoint.recorded_config(os.path.join(workdir, "checkpoints"))
-  reference, where = saved, config_path
-  if recorded is not None:
-    reference, where = recorded[0], f"{recorded[1]} (the config recorded with that checkpoint)"
+  reference, where = reference_config(workdir)
   if reference is not None and not write_config:  # eval/explain: the checkpoints must fit
     configlib.check_compatible(reference, config, where)
   elif reference is not None and _checkpoint_steps(workdir):  # a resume: the same run, or say so
@@ -376,6 +371,18 @@ def setup(
     input_fields=train_src.input_fields,
     target_fields=train_src.target_fields,
   )
+
+
+def reference_config(workdir: str) -> tuple[dict | None, str]:
+  """`(config, where)` the workdir's checkpoints were made with: the one recorded with the newest
+  checkpoint (mtljax/checkpoint/), else config.json (checkpoints from before configs were recorded
+  with them); `(None, path)` where neither exists."""
+  config_path = os.path.join(workdir, "config.json")
+  if _checkpoint_steps(workdir):
+    recorded = checkpoint.recorded_config(os.path.join(workdir, "checkpoints"))
+    if recorded is not None:
+      return recorded[0], f"{recorded[1]} (the config recorded with that checkpoint)"
+  return _read_config(config_path), config_path
 
 
 def _main_metric(config) -> tuple[str, bool]:

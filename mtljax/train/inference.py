@@ -16,25 +16,12 @@ import os
 
 import ml_collections
 
-from mtljax import checkpoint, configlib, hierarchy, parallel
+from mtljax import configlib, hierarchy, parallel
 from mtljax import objective as objective_lib
 from mtljax.data import get_dataset
 from mtljax.models.multitask import build_model
 from mtljax.train import build, data_fields
 from mtljax.train.state import abstract_ensemble, create_optimizer, ensemble_size
-
-
-def _check_recorded_config(config, workdir: str) -> None:
-  """The checkpoints were made by this config (the one recorded with the newest, else
-  config.json), as `build.setup` checks for an eval run."""
-  config_path = os.path.join(workdir, "config.json")
-  reference, where = build._read_config(config_path), config_path
-  if build._checkpoint_steps(workdir):
-    recorded = checkpoint.recorded_config(os.path.join(workdir, "checkpoints"))
-    if recorded is not None:
-      reference, where = recorded[0], f"{recorded[1]} (the config recorded with that checkpoint)"
-  if reference is not None:
-    configlib.check_compatible(reference, config, where)
 
 
 def setup_for_inference(
@@ -53,7 +40,9 @@ def setup_for_inference(
   input_fields, target_fields = record["input_fields"], record["target_fields"]
   configlib.resolve_from_data(config, target_fields)
   configlib.check_fields(config, input_fields, target_fields)
-  _check_recorded_config(config, workdir)
+  reference, where = build.reference_config(workdir)  # the checkpoints must fit, as for eval
+  if reference is not None:
+    configlib.check_compatible(reference, config, where)
 
   with open(stats_path) as f:
     stats = json.load(f)
