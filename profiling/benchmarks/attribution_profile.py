@@ -134,18 +134,24 @@ def _trace_events(run, repeats: int) -> list[dict]:
   return [e for e in data["traceEvents"] if e.get("ph") == "X"]
 
 
+def _walls(run, repeats: int) -> list[float]:
+  """Wall seconds of `repeats` calls of `run` after one warm-up call (compilation, caches)."""
+  run()
+  walls = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    run()
+    walls.append(time.perf_counter() - t0)
+  return walls
+
+
 def profile_jax(fn, v, x, a) -> dict:
   from mtljax.models.onednn import build
 
   jitted = jax.jit(fn)
   categories = hlo_categories(jitted.lower(v, x).compile().as_text())
   run = lambda: jax.block_until_ready(jitted(v, x))
-  run()
-  walls = []
-  for _ in range(a.repeats):
-    t0 = time.perf_counter()
-    run()
-    walls.append(time.perf_counter() - t0)
+  walls = _walls(run, a.repeats)
   build.stats(reset=True)
   events = _trace_events(run, a.repeats)
   counters = build.stats(reset=True)
@@ -194,12 +200,7 @@ def profile_captum(model, name, method, x_np, targets_np, a) -> dict:
   x = torch.from_numpy(common.to_nchw(x_np))
   t = torch.from_numpy(targets_np.astype(np.int64))
   run = lambda: common.captum_attribution(model, name, method, x, t, a)
-  run()
-  walls = []
-  for _ in range(a.repeats):
-    t0 = time.perf_counter()
-    run()
-    walls.append(time.perf_counter() - t0)
+  walls = _walls(run, a.repeats)
   with profile(activities=[ProfilerActivity.CPU]) as prof:
     for _ in range(a.repeats):
       run()
