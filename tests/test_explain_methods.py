@@ -608,6 +608,49 @@ def test_auto_strategy_per_backend():
   assert ensemble.resolve_strategy("map", conv, backend="cpu") == "map"
 
 
+def test_param_share_counts_the_bytes_a_member_writes():
+  # x * w writes 8·16 float32 (512 B), sin another 512 B; a scan of length 5 writes its body's
+  # 512 B five times plus its carry out: the parameters (w, 512 B) are 1/2 and 1/6 of that.
+  stacked = {"w": jnp.ones((3, 8, 16))}
+  x = jnp.ones((8, 16))
+  share = ensemble.param_share(lambda p, x: jnp.sin(x * p["w"]), stacked, x)
+  assert share == pytest.approx(512 / 1024)
+
+  def scanned(p, x):
+    return jax.lax.scan(lambda c, _: (jnp.sin(c), None), x * p["w"], length=5)[0]
+
+  assert ensemble.param_share(scanned, stacked, x) == pytest.approx(512 / (512 + 5 * 512 + 512))
+
+
+def test_auto_with_onednn_loops_when_a_member_is_mostly_work():
+  from mtljax.models import convolution, onednn
+
+  if not onednn.available():
+    pytest.skip("oneDNN's convolutions do not load here (mtljax.models.onednn)")
+  heavy_kernel = {"k": jnp.ones((4, 3, 3, 64, 64))}  # 147 KiB per member
+  light_kernel = {"k": jnp.ones((4, 1, 1, 1, 2))}
+
+  def attribute(p, x):  # a member's work: the input's size times 20 passes, then the kernel
+    for _ in range(20):
+      x = jnp.sin(x)
+    return x * jnp.sum(p["k"])
+
+  x = jnp.ones((64, 32, 32, 3))  # 768 KiB per pass
+  with convolution.use("onednn"):
+    pick = functools.partial(ensemble.resolve_strategy, "auto", backend="cpu", inputs=x)
+    assert pick(light_kernel, attribute_fn=attribute) == "loop"  # share ≈ 0
+    assert pick(heavy_kernel, attribute_fn=lambda p, x: x[:1] * jnp.sum(p["k"])) == "vmap"
+    assert pick(light_kernel) == "vmap"  # no function to weigh: the kernels' one call
+    per_member, mean = ensemble.ensemble_attribute(attribute, light_kernel, x)
+    # Inside an outer trace the loop is `lax.map` (a scan): not E unrolled copies of the member.
+    traced = jax.make_jaxpr(lambda x: ensemble.ensemble_attribute(attribute, light_kernel, x)[1])
+    eqns = traced(x).jaxpr.eqns
+    assert [e.primitive.name for e in eqns].count("sin") == 0 and "scan" in str(traced(x))
+  picked = [v for k, v in ensemble._COMPILED[attribute].items() if k[0] == "auto"]
+  assert picked == ["loop"] and per_member.shape == (4, *x.shape)
+  np.testing.assert_allclose(mean, attribute(jax.tree.map(lambda p: p[0], light_kernel), x))
+
+
 def test_heatmaps_and_normalisation():
   attr = np.zeros((2, 1, 3, 3, 2))
   attr[0, 0, 1, 1] = [2.0, -2.0]

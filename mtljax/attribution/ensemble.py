@@ -60,29 +60,87 @@ def _has_conv(stacked_params) -> bool:
   return any(jnp.ndim(p) >= 5 for p in jax.tree.leaves(stacked_params))
 
 
-def resolve_strategy(strategy: str, stacked_params, backend: str | None = None) -> str:
+# Below this many parameter bytes per byte a member's program writes, the member loop beats vmap
+# for a conv model with oneDNN's convolutions on CPU (measured: profiling/benchmarks/
+# attribution_crossover.py; loop faster at ≤ 0.0064, vmap faster at ≥ 0.04).
+LOOP_BELOW_PARAM_SHARE = 0.015
+
+
+def _written_bytes(jaxpr) -> float:
+  """Bytes every operation of `jaxpr` writes, sub-programs included (a scan's body times its
+  length, the larger branch of a cond): how much work a member's call moves through memory."""
+  total = 0.0
+  for eqn in jaxpr.eqns:
+    subs = []
+    for value in eqn.params.values():
+      for v in value if isinstance(value, (list, tuple)) else (value,):
+        inner = getattr(v, "jaxpr", v)  # a ClosedJaxpr holds its Jaxpr as `.jaxpr`
+        if hasattr(inner, "eqns"):
+          subs.append(_written_bytes(inner))
+    if subs:
+      total += (max(subs) if eqn.primitive.name == "cond" else sum(subs)) * (
+        eqn.params.get("length", 1) if eqn.primitive.name == "scan" else 1
+      )
+    for out in eqn.outvars:
+      aval = getattr(out, "aval", None)
+      if hasattr(aval, "shape") and hasattr(aval, "dtype"):
+        total += float(np.prod(aval.shape)) * np.dtype(aval.dtype).itemsize
+  return total
+
+
+def param_share(attribute_fn: Callable, stacked_params, inputs) -> float:
+  """One member's parameter bytes per byte its attribution program writes (traced, not run)."""
+  member = jax.tree.map(lambda p: jax.ShapeDtypeStruct(p.shape[1:], p.dtype), stacked_params)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)), inputs)
+  written = _written_bytes(jax.make_jaxpr(attribute_fn)(member, abstract).jaxpr)
+  params = sum(float(np.prod(p.shape)) * p.dtype.itemsize for p in jax.tree.leaves(member))
+  return params / max(written, 1.0)
+
+
+def resolve_strategy(
+  strategy: str,
+  stacked_params,
+  backend: str | None = None,
+  *,
+  attribute_fn: Callable | None = None,
+  inputs=None,
+) -> str:
   """The strategy "auto" stands for on `backend` (default: JAX's default backend).
 
   Measured (profiling/benchmarks/attribution_bench.py): on CPU, vmapped conv weights become grouped
   convolutions that XLA:CPU runs several times slower than E ordinary ones, so conv models loop
   over members there; dense models (MLPs) run `lax.map` over members inside one program on CPU
   (measured 1.0-1.1x the loop and 1.03-1.1x vmap, whose batched matmuls touch E times the memory at
-  once). On GPU and TPU the vectorised program fills the device better than E small ones. With
-  oneDNN's convolutions in effect (`convolution.use`, as the explain run sets from `config.conv`)
-  conv models vmap on CPU too: the kernels take the member axis in one call, where a loop copies
-  each member's kernels out of the stack on every call (as long as the convolutions themselves in
-  a ResNet-18 Saliency call at 64 px: profiling/benchmarks/attribution_profile.py).
+  once). On GPU and TPU the vectorised program fills the device better than E small ones.
+
+  With oneDNN's convolutions in effect (`convolution.use`, as the explain run sets from
+  `config.conv`) the kernels take a vmapped member axis in one call, where a loop copies each
+  member's parameters out of the stack on every call. Which costs more depends on the size of
+  that copy against the member's work (`param_share`, given `attribute_fn` and `inputs`): a
+  ResNet-18's Saliency or Grad-CAM of a few images is mostly that copy (vmap 1.8-2.9x the loop),
+  its Integrated Gradients (32 steps) is mostly convolutions over activations that vmap holds for
+  every member at once (the loop 1.7x vmap), and a small CNN's kernels cost nothing to copy. So
+  "auto" vmaps when the parameters are at least `LOOP_BELOW_PARAM_SHARE` of the bytes a member's
+  program writes, and loops otherwise; without the function it vmaps.
   """
   if strategy not in STRATEGIES:
     raise ValueError(f"unknown ensemble strategy {strategy!r}; known: {', '.join(STRATEGIES)}")
   if strategy != "auto":
     return strategy
   backend = backend or jax.default_backend()
-  if backend == "cpu":
-    if not _has_conv(stacked_params):
-      return "map"
-    return "vmap" if convolution.runs_onednn() else "loop"
-  return "vmap"
+  if backend != "cpu":
+    return "vmap"
+  if not _has_conv(stacked_params):
+    return "map"
+  if not convolution.runs_onednn():
+    return "loop"
+  if attribute_fn is None:
+    return "vmap"
+  return (
+    "vmap"
+    if param_share(attribute_fn, stacked_params, inputs) >= LOOP_BELOW_PARAM_SHARE
+    else "loop"
+  )
 
 
 # Compiled programs per attribution function, so that repeated calls (one per batch) reuse them
@@ -153,6 +211,8 @@ def ensemble_attribute(
   """
   if strategy == "tune":
     strategy = _tuned(attribute_fn, stacked_params, inputs, member_chunk)
+  elif strategy == "auto":
+    strategy = _auto(attribute_fn, stacked_params, inputs)
   else:
     strategy = resolve_strategy(strategy, stacked_params)
   per_member = _run(attribute_fn, strategy, member_chunk, stacked_params, inputs)
@@ -161,6 +221,18 @@ def ensemble_attribute(
 
 def _signature(tree) -> tuple:
   return tuple((tuple(jnp.shape(x)), str(jnp.result_type(x))) for x in jax.tree.leaves(tree))
+
+
+def _auto(attribute_fn, stacked_params, inputs) -> str:
+  """`resolve_strategy("auto", ...)` for these shapes, traced once per shape. Inside an outer
+  trace (the explain run jits its whole batch) the member loop becomes `lax.map`: one member at a
+  time as well, without compiling E unrolled copies of the member's program."""
+  cache = _COMPILED.setdefault(attribute_fn, {})
+  key = ("auto", _signature(stacked_params), _signature(inputs), convolution.runs_onednn())
+  if key not in cache:
+    cache[key] = resolve_strategy("auto", stacked_params, attribute_fn=attribute_fn, inputs=inputs)
+  traced = any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(inputs))
+  return "map" if traced and cache[key] == "loop" else cache[key]
 
 
 def _tuned(attribute_fn, stacked_params, inputs, member_chunk) -> str:

@@ -148,7 +148,7 @@ def bench_model(name, a, rows, payload):
       "batch": batch,
       "input": "x".join(map(str, x_np.shape[1:])),
       "max_rel_diff_vs_captum": err,
-      "auto_picks": ens_lib.resolve_strategy("auto", stacked),
+      "auto_picks": ens_lib.resolve_strategy("auto", stacked, attribute_fn=fn, inputs=x),
     }
     for k, t in times.items():
       row[f"{k}_s"] = t["median_s"]
