@@ -42,6 +42,9 @@ from mtljax.models.heads import HEADS
 
 _SCHEDULES = ("warmup_cosine", "constant", "plateau")
 ENSEMBLE_STRATEGIES = ("seeds", "bagging", "leave_one_bucket_out")
+# How an explain run batches its members (mtljax.attribution.ensemble; "tune" times programs,
+# which cannot happen inside the explain run's jitted batch).
+EXPLAIN_STRATEGIES = ("auto", "vmap", "loop", "map")
 _OPTIMIZERS = ("adamw", "adam", "sgd")
 # num_outputs: width of a regression target (default 1); normalize: False keeps a regression
 # target in its own units for the loss (e.g. a sigmoid head's [0, 1] target); classes: a declared
@@ -125,6 +128,9 @@ def _section_problems(config, dataset) -> list[str]:
     out += weighting.problems(config) + hierarchy.problems(config, dataset)
     out += objective.problems(config)
   out += egl_term.check_config(config)
+  strategy = config.get("explain", {}).get("strategy", "auto")
+  if strategy not in EXPLAIN_STRATEGIES:
+    out.append(f"config.explain.strategy={strategy!r} is not one of {EXPLAIN_STRATEGIES}")
   variant = config.get("model", {}).get("variant", "")
   if variant:
     try:

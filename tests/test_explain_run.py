@@ -103,6 +103,29 @@ def test_the_model_looks_at_the_planted_regions(trained):
   assert dist[ok].mean() < 0.8 * guess[ok].mean(), (dist[ok].mean(), guess[ok].mean())
 
 
+@pytest.mark.slow
+def test_every_member_strategy_gives_the_same_maps(trained):
+  """`config.explain.strategy`: all members in one vmapped program, a Python loop, or `lax.map`
+  compute the same ensemble maps (to float rounding) as "auto" does."""
+  maps = {}
+  for strategy in ("auto", "vmap", "loop", "map"):
+    res = _main(
+      trained,
+      "--mode=explain",
+      "--config.explain.methods=('grad_cam',)",
+      f"--config.explain.strategy={strategy}",
+      "--config.explain.num_pictures=2",
+      "--config.explain.max_examples=8",
+    )
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    saved = np.load(trained / "explanations" / "test" / "maps_grad_cam.npz")
+    maps[strategy] = (saved["members"], saved["ensemble"])
+  assert maps["auto"][0].shape[:2] == (3, 2)  # [E, num_pictures, H, W]
+  for strategy in ("vmap", "loop", "map"):
+    for got, want in zip(maps[strategy], maps["auto"]):
+      np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
 @pytest.mark.parametrize(
   "args, expected",
   [
@@ -115,6 +138,7 @@ def test_the_model_looks_at_the_planted_regions(trained):
       "encoders_image/stage2_block1",
     ),
     (("--config.explain.target=99",), "config.explain.target=99 is outside"),
+    (("--config.explain.strategy=pmap",), "config.explain.strategy='pmap' is not one of"),
     (
       ("--config.explain.tasks=('class','colour')",),
       "config.explain.tasks: 'colour' is not one of the tasks ['attributes', 'class']",

@@ -69,7 +69,10 @@ def explain_config(
       # Any of mtljax.attribution.methods.METHODS.
       "methods": tuple(methods),
       # Ensemble strategy of mtljax.attribution.ensemble.ensemble_attribute ("auto", "vmap",
-      # "loop", "map") and targets per attribution batch.
+      # "loop", "map", "tune") and targets per attribution batch. "auto": vmap on GPU/TPU; on
+      # CPU lax.map for dense models, and for conv models with oneDNN's convolutions vmap or one
+      # member at a time by the share of a member's parameters in its work
+      # (`ensemble.resolve_strategy`).
       "strategy": "auto",
       "batch_size": 16,
       # Targets: every target of an example is explained in one call (batch_size counts
