@@ -77,6 +77,24 @@ def test_reader_real_layout_fields_and_split(root):
   np.testing.assert_allclose(small["inputs"]["s2"][..., 12], small["inputs"]["elevation"][..., 0])
 
 
+def test_read_input_reads_a_patch_folder_as_the_source(root):
+  """The registry entry's hook (a table of new inputs): a patch's S1/S2 folder and DEM file read
+  as the source reads them."""
+  from mtljax.data.benge.files import read_input
+  from mtljax.data.source import DataError
+
+  s = benge.BenGeSource(root, "val", image_size=12)
+  ex = s[2]
+  folders = {"s2": root / "sentinel-2" / s.names[2], "s1": root / "sentinel-1" / s.s1_names[2]}
+  for m, path in {**folders, "elevation": s.dem_path(2)}.items():
+    got = read_input(m, path, image_size=12, prefix="ignored")
+    np.testing.assert_array_equal(got, ex["inputs"][m], err_msg=m)
+  with pytest.raises(DataError, match="patch folder"):
+    read_input("s1", s.dem_path(2), image_size=12)
+  with pytest.raises(DataError, match="stack_elevation"):
+    read_input("s2", folders["s2"], image_size=12, stack_elevation=True)
+
+
 def test_fallback_split_is_deterministic(root, tmp_path):
   d = _copy(root, tmp_path)
   shutil.rmtree(d / "splits")

@@ -322,6 +322,41 @@ def test_error_missing_list(copy):
     src(copy, "val")
 
 
+def test_new_data_opens_a_root_without_lists_or_labels(copy, caplog):
+  """Opened for its inputs alone (predict mode's `inputs_only`), a root without split lists is
+  every patch in all its folders, unsplit, and one without the labels JSON has no labels; a
+  training source on it is still refused."""
+  everything = sorted(set(_names(copy)) | set((copy / "test_filenames.lst").read_text().split()))
+  for f in ("train_filenames.lst", "test_filenames.lst", LABELS):
+    (copy / f).unlink()
+  with pytest.raises(DataError, match="train_filenames.lst does not exist"):
+    src(copy, "train")
+  with caplog.at_level("WARNING"):
+    new = src(copy, "test", modalities=("aerial", "s1"), inputs_only=True)
+  assert new.names == everything and f"all {len(everything)} patches" in caplog.text
+  assert new.split == "all"
+  labels = new.label_arrays()
+  assert set(labels["mask"]) == {"l3", "l2", "l1", "age", "species", "l3_multi"}
+  assert all(not m.any() for m in labels["mask"].values())
+  with pytest.raises(DataError, match="labels JSON"):  # (lists back, labels still absent)
+    (copy / "test_filenames.lst").write_text("\n".join(everything))
+    src(copy, "test", modalities=("aerial", "s1"))
+
+
+def test_read_input_reads_a_patch_as_the_source(tiny):
+  """The registry entry's hook (a table of new inputs) gives what the source gives."""
+  from mtljax.data.treesat.tiff import read_input
+
+  s = src(tiny, modalities=("aerial", "s1", "s2"))
+  for m in ("aerial", "s1", "s2"):
+    want = s.read_modality(m, 1)
+    got = read_input(m, s.image_path(m, 1), aerial_size=A, l2_source="ignored")
+    np.testing.assert_array_equal(got, want, err_msg=m)
+  assert get_dataset("treesat").read_input is read_input
+  with pytest.raises(DataError, match="expected 3 bands"):
+    read_input("s1", s.image_path("aerial", 1), aerial_size=A)
+
+
 def test_error_missing_label_entry(copy):
   labels = json.loads((copy / LABELS).read_text())
   name = _names(copy)[3]

@@ -6,6 +6,7 @@ the data present; a model that takes S2 as an input is refused such a root in on
 
 import json
 import os
+import re
 import shutil
 import subprocess
 
@@ -57,6 +58,28 @@ def deployed(tmp_path_factory):
   )
   exported = _run(work, "--mode=export")
   return work, root, moved, after, exported
+
+
+@pytest.fixture(scope="module")
+def new_inputs(deployed):
+  """The model on inputs without labels: a copy of the root without `s2/`, its split lists and
+  labels JSON (predicted whole), and a table of some test patches' files (an extra column kept)."""
+  import csv
+
+  work, root, *_ = deployed
+  bare = root.parent / "bare_root"
+  shutil.copytree(root, bare, ignore=lambda d, names: [n for n in names if n.endswith(".lst")])
+  (bare / "labels" / "TreeSatBA_v9_60m_multi_labels.json").unlink()
+  with open(work / "predict" / "root-new_root-test" / "predictions.csv") as f:
+    names = [r["name"] for r in csv.DictReader(f)][::3]
+  rows = [
+    f"p{k},{n},new_root/aerial/60m/{n},new_root/s1/60m/{n},{k * 10}" for k, n in enumerate(names)
+  ]
+  (root.parent / "new.csv").write_text("\n".join(["id,patch,aerial,s1,site", *rows]) + "\n")
+  flags = ("--mode=predict", f"--config.predict.root={bare}")
+  unlabelled = _run(work, *flags)
+  table = _run(work, "--mode=predict", f"--config.predict.manifest={root.parent / 'new.csv'}")
+  return bare, names, unlabelled, table
 
 
 def test_the_s2_variants():
@@ -179,3 +202,74 @@ def test_the_training_root_is_not_checked_for_predict_and_export():
     c.data.root = "/nowhere/TreeSatAI"
   assert any("config.data.root" in p for p in configlib.problems(c))
   assert configlib.problems(c, data_paths=False) == []
+
+
+def _predictions(folder):
+  import csv
+
+  with open(folder / "predictions.csv") as f:
+    rows = list(csv.DictReader(f))
+  return rows, dict(np.load(folder / "predictions.npz"))
+
+
+def test_a_root_without_lists_or_labels_predicts_all_its_patches(deployed, new_inputs):
+  work, root, *_ = deployed
+  bare, _, unlabelled, _ = new_inputs
+  _ok(unlabelled)
+  assert (
+    not list(bare.glob("*.lst"))
+    and not (bare / "labels" / "TreeSatBA_v9_60m_multi_labels.json").exists()
+  )
+  patches = sorted(p.name for p in (bare / "aerial" / "60m").glob("*.tif"))
+  assert len(patches) == 80  # 48 + 32: every patch, not split
+  assert "has no split lists: all 80 patches" in unlabelled.stderr
+  rows, b = _predictions(work / "predict" / "root-bare_root-all")
+  assert [r["name"] for r in rows] == patches
+  test_rows, a = _predictions(work / "predict" / "root-new_root-test")
+  at = [patches.index(r["name"]) for r in test_rows]  # the labelled root's test split
+  for k in ("l3/prob", "s2/value", "age/value", "l2/members"):
+    np.testing.assert_allclose(b[k][at], a[k], rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+def test_a_table_of_new_files_predicts_as_the_root(deployed, new_inputs):
+  work, *_ = deployed
+  _, names, _, table = new_inputs
+  _ok(table)
+  rows, b = _predictions(work / "predict" / "manifest-new")
+  assert (
+    [r["id"] for r in rows] == [r["name"] for r in rows] == [f"p{k}" for k in range(len(names))]
+  )
+  assert [r["patch"] for r in rows] == names and [r["site"] for r in rows][1] == "10"
+  assert list(rows[0])[:6] == ["name", "index", "id", "patch", "aerial", "s1"]
+  root_rows, a = _predictions(work / "predict" / "root-new_root-test")
+  at = [[r["name"] for r in root_rows].index(n) for n in names]
+  for k in ("l3/prob", "s2/value", "age/value", "l3/mutual_information"):
+    np.testing.assert_allclose(b[k], a[k][at], rtol=1e-5, atol=1e-6, err_msg=k)
+  assert [r["l3"] for r in rows] == [root_rows[i]["l3"] for i in at]
+
+
+def test_bad_tables_are_one_line_errors(deployed, new_inputs, tmp_path):
+  """A table without a column for an input, naming a missing file, or holding an S1 file of
+  the wrong band count: one `error:` line each, naming the table, its line and column."""
+  import tifffile
+
+  work, root, *_ = deployed
+  _, names, *_ = new_inputs
+  a, s1 = root / "aerial" / "60m" / names[0], root / "s1" / "60m" / names[0]
+  tifffile.imwrite(tmp_path / "two.tif", np.zeros((6, 6, 2), np.float32))
+  tables = {
+    "no_s1": ("id,aerial", f"x,{a}", r"no column 's1' for the model's input 's1'; the model "
+              r"reads \['aerial', 's1'\]"),
+    "missing": ("id,aerial,s1", f"x,{a},s1/nowhere.tif", r"line 2, column 's1': "
+                r"s1/nowhere.tif: no such file"),
+    "bands": ("id,aerial,s1", f"x,{a},two.tif", r"line 2, column 's1': .*two.tif: expected 3 "
+              r"bands of 6×6 float32, found \(6, 6, 2\)"),
+  }  # fmt: skip
+  assert s1.exists()
+  for name, (header, row, pattern) in tables.items():  # (one at a time: the workdir's lock)
+    (tmp_path / f"{name}.csv").write_text(f"{header}\n{row}\n")
+    res = _run(work, "--mode=predict", f"--config.predict.manifest={tmp_path / name}.csv")
+    err = res.stderr
+    assert res.returncode == 2 and err.count("\n") == 1 and err.startswith("error: "), (name, err)
+    assert re.search(pattern, err) and f"{name}.csv" in err, (name, err)
+  assert not (work / "predict" / "manifest-no_s1").exists()

@@ -129,11 +129,14 @@ def predict_config() -> ml_collections.ConfigDict:
   exports (docs/use-a-trained-model.md)."""
   return ml_collections.ConfigDict(
     {
-      # The inputs: a data root of the config's dataset (`root`) or a prepared folder
-      # (`prepared`), its split `split`; both empty = split `split` of the workdir's dataset.
+      # The inputs: a data root of the config's dataset (`root`; opened for the inputs alone: a
+      # TreeSAT root without split lists or labels is every patch, unsplit) or a prepared folder
+      # (`prepared`), its split `split`; all empty = split `split` of the workdir's dataset.
       "root": "",
       "prepared": "",
-      # A table of new inputs of a manifest run (its input columns; no labels or split needed).
+      # A table of new inputs (CSV/JSON Lines, no labels or split): a manifest run's input
+      # columns, or for a registered dataset one column per input of the model, a path read as
+      # its reader reads that modality (numbers for a vector input); other columns are kept.
       "manifest": "",
       "split": "test",
       # Outputs go to <workdir>/predict/<name>/ ("" = named after the inputs).

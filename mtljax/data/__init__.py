@@ -11,7 +11,9 @@ the real on-disk layout with planted truth) and its extras; beside them, shared 
 * ``synthetic.py``: a generator's declaration (``Generator``: cache key, parameter defaults) and
   writing a synthetic folder once with its marker (``write_once``, ``MARKER``);
 * ``pipeline/``: the dataset-agnostic grain pipeline; ``build.py``: ``make_sources(config,
-  workdir)``, config → one source per split.
+  workdir)``, config → one source per split;
+* ``new_inputs.py``: a table of new inputs for a trained model of a registered dataset, each
+  file read with the entry's ``read_input`` (predict mode).
 
 Each dataset package exports one registry entry, a ``Dataset`` record (below), and ``DATASETS``
 lists them once by name. ``get_dataset(name)`` imports the package on first use, so
@@ -69,6 +71,15 @@ class Dataset:
       kinds, class counts, encoders; the manifest's schema) before the config is checked
       (``configlib.problems``); ``kinds`` is the task registry's ``{name: (target, dense)}``.
       Raises ``DataError`` for the data's problems. None = the config says everything.
+    read_input: optional, ``(modality, path, **source_kwargs) -> float32 [H, W, C]``: one file
+      of an input modality read as the reader reads its own (its checks, nodata, resampling;
+      ``source_kwargs``: the reader's keyword arguments, ``source_kwargs(config,
+      inputs_only=True)`` and ``max_image_side``, all passed, so it takes ``**_``). A table of
+      new inputs for a trained model (``mtljax.data.new_inputs``) reads its files with it; None
+      = those files hold the input as the model takes it (``manifest.rasters.read``).
+    inputs_only_reader: the reader takes ``inputs_only=True`` from ``source_kwargs(config,
+      inputs_only=True)``: opened for new data, it reads a root without the labels (and
+      without split lists) that training needs.
   """
 
   name: str
@@ -83,11 +94,14 @@ class Dataset:
   pictures_fn: Callable[..., Any] | None = None
   label_hierarchy: Callable[[str, str], Any] | None = None
   complete_config: Callable[..., None] | None = None
+  read_input: Callable[..., Any] | None = None
+  inputs_only_reader: bool = False
 
   def source_kwargs(self, config, *, inputs_only: bool = False) -> dict[str, Any]:
     """The reader's keyword arguments read from ``config``; ``inputs_only``: without the
     ``used`` entries of section ``"tasks"`` (the reader's default applies: no target is read
-    from files the model does not take as inputs)."""
+    from files the model does not take as inputs), and ``inputs_only=True`` for a reader that
+    takes it (``inputs_only_reader``)."""
     d = config.data
     kwargs = {k: _frozen(d[k]) for k in self.source_keys}
     kwargs.update({k: _frozen(d[k]) for k in self.source_keys_if_set if d.get(k)})
@@ -95,6 +109,8 @@ class Dataset:
       used = tuple(n for n in names if n in config[section])
       if section != "tasks" or (used and not inputs_only):
         kwargs[k] = used
+    if inputs_only and self.inputs_only_reader:
+      kwargs["inputs_only"] = True
     return kwargs
 
   def synthetic_kwargs(self, config) -> dict[str, Any]:

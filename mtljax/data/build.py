@@ -57,17 +57,25 @@ def make_sources(
     from mtljax.data import prepared
 
     return {s: v for s, v in prepared.open_sources(config).items() if s in splits}, None
-  source_kwargs, synthetic_kwargs = spec.source_kwargs, spec.synthetic_kwargs
   root, synthetic_root = config.data.root or None, None
   if not root and spec.write_synthetic is not None:
     root = config.data.synthetic.dir or os.path.join(workdir, "synthetic_data")
-    synthetic_root = str(spec.write_synthetic(root, **synthetic_kwargs(config)))
+    synthetic_root = str(spec.write_synthetic(root, **spec.synthetic_kwargs(config)))
     root = synthetic_root
+  kwargs = reader_kwargs(config, spec, inputs_only=inputs_only)
+  return {split: spec.source_cls(root, split, **kwargs) for split in splits}, synthetic_root
+
+
+def reader_kwargs(config: ml_collections.ConfigDict, spec, *, inputs_only: bool = False) -> dict:
+  """The keyword arguments `config` gives the reader of `spec` (a `Dataset` entry): its
+  `source_kwargs` (`inputs_only`: for new data, where the entry's `source_kwargs` takes it) and
+  the bound on image sides for a reader that takes it. Also what the entry's `read_input` is
+  given (`mtljax.data.new_inputs`)."""
   # (an entry whose own `source_kwargs` takes no `inputs_only` reads what it always reads)
-  only = inputs_only and "inputs_only" in inspect.signature(source_kwargs).parameters
-  kwargs = source_kwargs(config, inputs_only=True) if only else source_kwargs(config)
+  only = inputs_only and "inputs_only" in inspect.signature(spec.source_kwargs).parameters
+  kwargs = spec.source_kwargs(config, inputs_only=True) if only else spec.source_kwargs(config)
   # The bound on image sides (read from each file's header before decoding), for a reader that
   # takes it; not a reader option of the dataset's identity (a prepared dataset's check).
   if "max_image_side" in inspect.signature(spec.source_cls).parameters:
     kwargs["max_image_side"] = values.max_image_side(config)
-  return {split: spec.source_cls(root, split, **kwargs) for split in splits}, synthetic_root
+  return kwargs

@@ -1,10 +1,13 @@
 """Where predict mode's inputs come from, each opened as one `Source` of examples.
 
 `open_inputs(config, s)` reads `config.predict`: `root` (a data root of the workdir's registered
-dataset, its split `split`), `prepared` (a prepared folder, `python -m mtljax.prepare`),
-`manifest` (a table of new inputs of a manifest run: only its input columns are needed, read
-with the run's recorded schema; the table's own columns go first in the predictions' CSV), or,
-when all are empty, split `split` of the workdir's own dataset. A new kind of input is one more
+dataset, its split `split`; opened for the inputs alone, a TreeSAT root needs neither its split
+lists, then every patch is predicted, nor its labels JSON), `prepared` (a prepared folder,
+`python -m mtljax.prepare`), `manifest` (a table of new inputs: for a manifest run, only its input
+columns, read with the run's recorded schema; for a registered dataset, one column per input of
+the model, each file read with the dataset's own reading of that modality,
+`mtljax.data.new_inputs`; the table's own columns go first in the predictions' CSV), or, when all
+are empty, split `split` of the workdir's own dataset. A new kind of input is one more
 `_OPENERS` entry: a function `(config, s, p) -> Source` and the name its outputs go under.
 Only the model's *input* modalities are read from the examples (`pipeline.eval_batches` with no
 task), and a data root is opened with its reader's input modalities alone (`make_sources(...,
@@ -69,6 +72,8 @@ def _root(config, s, p):
     raise DataError(f"config.predict.root={p.root!r} is not a folder")
   source = _one_split(config, s, p, root=p.root, prepared="")
   base = os.path.basename(os.path.normpath(p.root))
+  if getattr(source, "split", p.split) == "all":  # a root without split lists (new patches)
+    return source, f"root-{base}-all", f"every example of data root {p.root} (no split lists)"
   return source, f"root-{base}-{p.split}", f"split {p.split!r} of data root {p.root}"
 
 
@@ -82,21 +87,23 @@ def _prepared(config, s, p):
 
 
 def _manifest(config, s, p):
-  """A table of new inputs (a manifest without labels or split) read with the run's schema; the
-  table's own columns (an `id`, paths, anything else) are kept for the predictions' CSV."""
-  from mtljax.data import manifest
+  """A table of new inputs: for a manifest run, a manifest without labels or split read with the
+  run's schema; for a registered dataset, one column per input of the model, its files read as
+  the dataset's reader reads them (`mtljax.data.new_inputs`). The table's own columns (an `id`,
+  paths, anything else) are kept for the predictions' CSV."""
+  from mtljax.data import manifest, new_inputs
 
+  base = os.path.splitext(os.path.basename(p.manifest))[0]
+  name, what = f"manifest-{base}", f"manifest {p.manifest}"
   if config.data.name != "manifest":
-    raise DataError(
-      f"config.predict.manifest needs a workdir trained on a manifest "
-      f"(configs/manifest.py); this one was trained on {config.data.name!r}"
-    )
+    dataset = s.dataset or get_dataset(config.data.name)
+    src = new_inputs.open_table(config, dataset, p.manifest, s.input_fields, s.input_names)
+    return src, name, what, src.own_columns(skip=tuple(config.tasks))
   src = manifest.open_source(p.manifest, config.data.schema, s.input_names, grid=config.data.grid)
   table = src.table
   skip = {"name", "index", *config.tasks}  # a task's column is the prediction's
   own = {c: table.column(c, src.rows) for c in table.columns if c not in skip}
-  base = os.path.splitext(os.path.basename(p.manifest))[0]
-  return src, f"manifest-{base}", f"manifest {p.manifest}", own
+  return src, name, what, own
 
 
 # (config.predict key that selects it, opener); the first whose key is set wins, else the split.

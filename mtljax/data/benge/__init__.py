@@ -8,6 +8,7 @@ the layout); ``synthetic``: the generator with planted truth. ``DATASET`` is its
 from __future__ import annotations
 
 from mtljax.data import Dataset
+from mtljax.data.benge.files import read_input
 from mtljax.data.benge.reader import BenGeSource
 from mtljax.data.benge.synthetic import write_synthetic_benge
 
@@ -19,4 +20,5 @@ DATASET = Dataset(
   used={"modalities": ("inputs", ("s1", "s2", "elevation")),
         "dense_targets": ("tasks", ("lulc", "elevation"))},
   synthetic_keys=("num_patches", "seed", "size"), synthetic_data_keys=("prefix",),
+  read_input=read_input,  # a table of new inputs: patch folders and DEM files, read as here
 )  # fmt: skip

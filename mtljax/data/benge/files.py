@@ -1,5 +1,10 @@
 """BEN-GE files: the vocabularies (bands, land cover codes, climate zones, table columns), CSV
-reading with checks, the fallback split, and raster reading/resampling. The layout: ``reader``."""
+reading with checks, the fallback split, and raster reading/resampling. The layout: ``reader``.
+
+``read_input`` is the registry entry's hook for a table of new inputs (``mtljax.data.new_inputs``):
+a Sentinel-1 or Sentinel-2 cell names a patch's folder in the archive's layout (``<name>/`` holding
+``<name>_<band>.tif``, one file per band), an elevation cell its DEM file; each is read as the
+reader reads its own (``read_bands``, ``read_dem``)."""
 
 from __future__ import annotations
 
@@ -154,3 +159,48 @@ def check_raster(path: Path, *, integer: bool = False) -> None:
       f"raster {path} is truncated ({path.stat().st_size} bytes, its header points to pixel data "
       f"up to byte {end})"
     )
+
+
+def band_path(folder: Path, band: str) -> Path:
+  """A band's file in a patch folder of the archive: ``<folder>/<folder name>_<band>.tif``."""
+  return folder / f"{folder.name}_{band}.tif"
+
+
+def read_bands(folder: Path, bands: Sequence[str], size: int) -> np.ndarray:
+  """A patch folder's one-band files as float32 ``[size, size, len(bands)]``, each resampled to
+  ``size``; non-finite pixels NaN."""
+  out = []
+  for b in bands:
+    x = read_raster(band_path(Path(folder), b)).astype(np.float32)
+    x[~np.isfinite(x)] = np.nan
+    out.append(resample(x, size))
+  return np.stack(out, axis=-1)
+
+
+def read_dem(path: Path, size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Elevation in metres ``[size, size]`` and its mask (0 where nodata)."""
+  x = read_raster(Path(path)).astype(np.float32)
+  x[(x == DEM_NODATA) | ~np.isfinite(x)] = np.nan
+  x = resample(x, size)
+  ok = np.isfinite(x)
+  return np.where(ok, x, 0.0).astype(np.float32), ok.astype(np.float32)
+
+
+def read_input(modality: str, path, *, image_size: int = 120, stack_elevation=False, **_):
+  """One new input (module docstring) as float32 ``[S, S, C]``, ``S = image_size``: ``s1``/``s2``
+  from a patch folder, ``elevation`` from a DEM file (nodata NaN). ``**_``: the reader's other
+  options. Raises DataError naming the file or folder."""
+  path = Path(path)
+  if modality == "elevation":
+    dem, ok = read_dem(path, int(image_size))
+    return np.where(ok > 0, dem, np.nan)[..., None].astype(np.float32)
+  if modality not in ("s1", "s2"):
+    raise DataError(f"{path}: BEN-GE reads no file for the input {modality!r}")
+  if modality == "s2" and stack_elevation:
+    raise DataError(
+      f"{path}: a model with config.data.stack_elevation reads Sentinel-2 and the DEM as one "
+      "input; a table of new inputs cannot give it (train with an `elevation` input instead)"
+    )
+  if not path.is_dir():
+    raise DataError(f"{path}: expected a {modality} patch folder (<name>/<name>_<band>.tif)")
+  return read_bands(path, S2_BANDS if modality == "s2" else S1_BANDS, int(image_size))

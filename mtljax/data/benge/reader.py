@@ -48,7 +48,6 @@ import numpy as np
 from mtljax.data.annotations import Owner
 from mtljax.data.benge.files import (
   CLIMATE_ZONES,
-  DEM_NODATA,
   LULC_CODES,
   LULC_NAMES,
   META_COLUMNS,
@@ -57,10 +56,13 @@ from mtljax.data.benge.files import (
   SPLITS,
   WEATHER_INPUT,
   WEATHER_TARGET,
+  band_path,
   check_raster,
   csv_float,
   fallback_split,
+  read_bands,
   read_csv,
+  read_dem,
   read_raster,
   read_split,
   resample,
@@ -178,12 +180,10 @@ class BenGeSource:
 
   # ------------------------------------------------------------------------------------ files
   def s2_path(self, i: int, band: str) -> Path:
-    p = self.names[i]
-    return self.root / "sentinel-2" / p / f"{p}_{band}.tif"
+    return band_path(self.root / "sentinel-2" / self.names[i], band)
 
   def s1_path(self, i: int, band: str) -> Path:
-    p = self.s1_names[i]
-    return self.root / "sentinel-1" / p / f"{p}_{band}.tif"
+    return band_path(self.root / "sentinel-1" / self.s1_names[i], band)
 
   def lulc_path(self, i: int) -> Path:
     return self.root / "esaworldcover" / f"{self.names[i]}_esaworldcover.tif"
@@ -192,27 +192,14 @@ class BenGeSource:
     return self.root / "dem" / f"{self.names[i]}_dem.tif"
 
   def read_s2(self, i: int) -> np.ndarray:
-    bands = [
-      resample(read_raster(self.s2_path(i, b)).astype(np.float32), self.image_size)
-      for b in S2_BANDS
-    ]
-    return np.stack(bands, axis=-1)
+    return read_bands(self.root / "sentinel-2" / self.names[i], S2_BANDS, self.image_size)
 
   def read_s1(self, i: int) -> np.ndarray:
-    bands = []
-    for b in S1_BANDS:
-      x = read_raster(self.s1_path(i, b)).astype(np.float32)
-      x[~np.isfinite(x)] = np.nan
-      bands.append(resample(x, self.image_size))
-    return np.stack(bands, axis=-1)
+    return read_bands(self.root / "sentinel-1" / self.s1_names[i], S1_BANDS, self.image_size)
 
   def read_dem(self, i: int) -> tuple[np.ndarray, np.ndarray]:
     """Elevation in metres ``[S, S]`` and its mask (0 where nodata)."""
-    x = read_raster(self.dem_path(i)).astype(np.float32)
-    x[(x == DEM_NODATA) | ~np.isfinite(x)] = np.nan
-    x = resample(x, self.image_size)
-    ok = np.isfinite(x)
-    return np.where(ok, x, 0.0).astype(np.float32), ok.astype(np.float32)
+    return read_dem(self.dem_path(i), self.image_size)
 
   def read_lulc(self, i: int) -> tuple[np.ndarray, np.ndarray]:
     """Class indices ``[S, S]`` int32 and mask (0 where the code is not a WorldCover class)."""

@@ -12,6 +12,7 @@ from mtljax.data import Dataset
 from mtljax.data.treesat.archive import label_hierarchy
 from mtljax.data.treesat.reader import TreeSatAISource
 from mtljax.data.treesat.synthetic import write_synthetic_treesat
+from mtljax.data.treesat.tiff import read_input
 
 DATASET = Dataset(
   "treesat", TreeSatAISource, write_synthetic_treesat,
@@ -24,4 +25,6 @@ DATASET = Dataset(
         "target_modalities": ("tasks", ("s2",))},
   synthetic_keys=("num_train", "num_test", "seed"), synthetic_data_keys=("aerial_size",),
   label_hierarchy=label_hierarchy,
+  # New data: a table's patch files read as the archive's; a root without lists or labels opens.
+  read_input=read_input, inputs_only_reader=True,
 )  # fmt: skip

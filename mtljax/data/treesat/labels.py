@@ -15,6 +15,8 @@ from mtljax.data.source import DataError, inside_root
 from mtljax.data.treesat.archive import (
   GENERA,
   GENUS_INDEX,
+  GENUS_L1,
+  GENUS_L2,
   L2_INDEX,
   SPECIES_INDEX,
   STAND_TYPES,
@@ -33,6 +35,14 @@ def read_list(root: Path, path: Path, folders: Sequence[Path]) -> list[str]:
       for folder in folders:
         inside_root(root, folder, names[-1], f"{path}, line {n}")
   return names
+
+
+def patch_names(folders: Sequence[Path]) -> list[str]:
+  """The ``*.tif`` names present in every one of ``folders``, sorted: the patches of a root that
+  has no split lists (new data read for its inputs only)."""
+  found = [{p.name for p in Path(f).iterdir() if p.suffix.lower() in (".tif", ".tiff")}
+           for f in folders]  # fmt: skip
+  return sorted(set.intersection(*found)) if found else []
 
 
 def read_labels_json(
@@ -140,3 +150,27 @@ def species_and_age(names: Sequence[str]):
     if token is not None:
       age[i], age_mask[i] = token, 1.0
   return species, species_mask, age, age_mask, sorted(unknown)
+
+
+def targets_and_masks(names, l3, l3_multi, csv_l2=None, csv_age=None):
+  """Every task's targets and masks ``({task: [N, ...]}, {task: float32 [N]}, unknown)`` of
+  ``names`` from the labels JSON's ``l3`` and ``l3_multi`` (None: a root without labels, whose
+  every target is 0 with mask 0), the names (species, age) and, where given, the side CSV's
+  ``(values, mask)`` pairs; ``unknown``: the names' species prefixes not in ``SPECIES``."""
+  n = len(names)
+  ones = np.ones(n, np.float32)
+  if l3 is None:  # no labels: nothing is a label, not even what a new patch's name may say
+    zero = np.zeros(n, np.float32)
+    l3, l3_multi = np.zeros(n, np.int32), np.zeros((n, len(GENERA)), np.float32)
+    targets = {"l3": l3, "l2": l3.copy(), "l1": l3.copy(), "age": zero, "species": l3.copy(),
+               "l3_multi": l3_multi}  # fmt: skip
+    return targets, {k: zero.copy() for k in targets}, []
+  species, species_mask, age, age_mask, unknown = species_and_age(names)
+  l2, l2_mask = csv_l2 if csv_l2 is not None else (GENUS_L2[l3], ones)
+  if csv_age is not None:
+    age, age_mask = csv_age
+  targets = {"l3": l3, "l2": l2.astype(np.int32), "l1": GENUS_L1[l3],
+             "age": age.astype(np.float32), "species": species, "l3_multi": l3_multi}  # fmt: skip
+  masks = {"l3": ones, "l2": l2_mask.astype(np.float32), "l1": ones,
+           "age": age_mask.astype(np.float32), "species": species_mask, "l3_multi": ones}  # fmt: skip
+  return targets, masks, unknown

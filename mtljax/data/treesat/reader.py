@@ -34,6 +34,11 @@ Unconfirmed facts about the real archive are configurable rather than hard-coded
   file name (``Picea_abies_3_46636_WEFL_NLF.tif`` -> 3). The archive's naming *seems* to carry an age
   class there, but this is unconfirmed. ``"csv"`` reads the ``age`` column of the side CSV.
 * ``labels_file``: the labels JSON, ``{resolution}`` is substituted (the 200 m name is a guess).
+
+New data (``inputs_only=True``, what predict mode opens): a root without split lists is every patch
+found in all the opened modality folders, and a root without the labels JSON has no labels
+(every target 0 with mask 0). ``tiff.read_input`` reads one patch file as the source reads its own (the
+registry entry's hook for a table of new inputs, ``mtljax.data.new_inputs``).
 """
 
 from __future__ import annotations
@@ -48,23 +53,24 @@ import numpy as np
 
 from mtljax.data.source import DataError, check_option, example_index, split_test_list
 from mtljax.data.treesat.archive import (
-  AERIAL_SIZES,
   GENERA,
-  GENUS_L1,
-  GENUS_L2,
   LABELS_FILE,
   LEAF_TYPES,
   MODALITIES,
-  S1_NODATA,
-  S_SIZES,
   SIDE_CSV,
   SPECIES,
   SPLIT_LISTS,
   SPLITS,
   STAND_TYPES,
 )
-from mtljax.data.treesat.labels import read_labels_json, read_list, read_side_csv, species_and_age
-from mtljax.data.treesat.tiff import area_resize, band_means, check_image, read_image
+from mtljax.data.treesat.labels import (
+  patch_names,
+  read_labels_json,
+  read_list,
+  read_side_csv,
+  targets_and_masks,
+)
+from mtljax.data.treesat.tiff import band_means, check_image, patch_side, read_input
 from mtljax.data.values import DEFAULT_MAX_IMAGE_SIDE
 
 log = logging.getLogger(__name__)
@@ -112,6 +118,9 @@ class TreeSatAISource:
     aerial_resize: read aerial files of any square size, area-averaged to ``aerial_size``.
     max_image_side: with ``aerial_resize``, the largest side read (from the header, before
       decoding; ``config.data.max_image_side``).
+    inputs_only: opened for the inputs alone (new data): without its split list the split is
+      ``"all"``, every patch in all the opened folders, sorted (one warning says so); without the labels
+      JSON (or the side CSV) the labels are absent (mask 0) instead of an error.
 
   Raises:
     DataError: the archive does not look like TreeSatAI (see messages).
@@ -136,6 +145,7 @@ class TreeSatAISource:
     s_size: int | None = None,
     aerial_resize: bool = False,
     max_image_side: int = DEFAULT_MAX_IMAGE_SIDE,
+    inputs_only: bool = False,
   ):
     self.root = Path(root).expanduser()
     check_option("split", split, SPLITS)
@@ -163,10 +173,10 @@ class TreeSatAISource:
       raise DataError(f"TreeSatAI root {self.root} does not exist or is not a directory")
 
     # Image geometry.
-    self.s_size = int(s_size) if s_size is not None else S_SIZES.get(resolution)
+    self.s_size = patch_side("s1", resolution, s_size=s_size)
     if self.s_size is None and ({"s1", "s2"} & set(self._folders)):
       raise DataError(f"unknown Sentinel patch size for resolution {resolution!r}: pass s_size")
-    self.aerial_size = int(aerial_size) if aerial_size is not None else AERIAL_SIZES.get(resolution)
+    self.aerial_size = patch_side("aerial", resolution, aerial_size)
     if self.aerial_size is None and "aerial" in self.modalities:
       raise DataError(f"unknown aerial patch size for resolution {resolution!r}: pass aerial_size")
     for m in self._folders:
@@ -176,79 +186,52 @@ class TreeSatAISource:
 
     # Names of this split.
     list_path = self.root / SPLIT_LISTS[split]
-    if not list_path.is_file():
-      raise DataError(f"split list {list_path} does not exist")
-    names = read_list(self.root, list_path, [self.root / m / resolution for m in self._folders])
-    if split != "train":
-      val_pos, test_pos = split_test_list(names, val_fraction, split_seed)
-      names = [names[i] for i in (val_pos if split == "val" else test_pos)]
-    self.names: list[str] = names
-
-    # Labels.
-    labels_path = self._resolve(str(labels_file).format(resolution=resolution))
-    self._labels_path = labels_path
-    self._labels = self._load_labels(labels_path, names)
-    if "csv" in (l2_source, age_source):
-      self._load_side_csv(self._resolve(side_csv))
+    folders = [self.root / m / resolution for m in self._folders]
+    if list_path.is_file():
+      names = read_list(self.root, list_path, folders)
+      if split != "train":
+        val_pos, test_pos = split_test_list(names, val_fraction, split_seed)
+        names = [names[i] for i in (val_pos if split == "val" else test_pos)]
+    elif inputs_only:  # new patches: every one present in all the folders read, split "all"
+      names, self.split = patch_names(folders), "all"
+      where = ", ".join(str(f.relative_to(self.root)) for f in folders)
+      log.warning("TreeSatAI root %s has no split lists: all %d patches in %s are read (no "
+                  "split)", self.root, len(names), where)  # fmt: skip
     else:
-      self._build_targets()
+      raise DataError(f"split list {list_path} does not exist")
+    self.names: list[str] = names
+    self._load_labels(labels_file, side_csv, inputs_only)
 
   # ---------------------------------------------------------------------------------- labels
   def _resolve(self, p: str | os.PathLike) -> Path:
     p = Path(p).expanduser()
     return p if p.is_absolute() else self.root / p
 
-  def _load_labels(self, path: Path, names: list[str]) -> dict[str, np.ndarray]:
-    l3, multi, shares = read_labels_json(path, names, self.multi_threshold)
-    #: float32 [N, 15]: genus area shares of every example, as in the labels JSON.
-    self.shares = shares
-    return {"l3": l3, "l3_multi": multi}
-
-  def _build_targets(self, csv_l2=None, csv_age=None) -> None:
-    """Fill ``self._targets`` / ``self._masks`` ({task: [N, ...]}) from the labels, the names
-    and, where given, the side CSV's (values, mask) pairs."""
-    l3 = self._labels["l3"]
-    species, species_mask, age, age_mask, unknown = species_and_age(self.names)
+  def _load_labels(self, labels_file, side_csv, inputs_only: bool) -> None:
+    """``self._targets`` / ``self._masks`` ({task: [N, ...]}) from the labels JSON, the names and
+    the side CSV (with ``l2_source``/``age_source="csv"``); for ``inputs_only`` a missing file
+    is no labels (mask 0) rather than an error."""
+    path = self._labels_path = self._resolve(str(labels_file).format(resolution=self.resolution))
+    n, labelled = len(self.names), path.is_file() or not inputs_only
+    l3 = multi = None
+    #: float32 [N, 15]: genus area shares of every example, as in the labels JSON (0: no labels).
+    self.shares = np.zeros((n, len(GENERA)), np.float32)
+    if labelled:
+      l3, multi, self.shares = read_labels_json(path, self.names, self.multi_threshold)
+    side, csv_l2, csv_age = self._resolve(side_csv), None, None
+    if labelled and "csv" in (self.l2_source, self.age_source):
+      if side.is_file() or not inputs_only:
+        l2, l2_mask, age, age_mask, absent = read_side_csv(side, self.names)
+      else:  # new data without its side CSV: those labels are absent (mask 0)
+        (l2, l2_mask, age, age_mask), absent = (np.zeros(n, np.float32) for _ in range(4)), 0
+      if absent:
+        log.warning("side CSV %s has no row for %d of %d %s names (masked)", side, absent, n,
+                    self.split)  # fmt: skip
+      csv_l2 = (l2, l2_mask) if self.l2_source == "csv" else None
+      csv_age = (age, age_mask) if self.age_source == "csv" else None
+    self._targets, self._masks, unknown = targets_and_masks(self.names, l3, multi, csv_l2, csv_age)
     if unknown:
       log.warning("TreeSatAI %s: unknown species prefixes (masked): %s", self.split, unknown)
-    ones = np.ones(len(self.names), np.float32)
-    if csv_l2 is not None:
-      l2, l2_mask = csv_l2
-    else:
-      l2, l2_mask = GENUS_L2[l3], ones
-    if csv_age is not None:
-      age, age_mask = csv_age
-    self._targets = {
-      "l3": l3,
-      "l2": l2.astype(np.int32),
-      "l1": GENUS_L1[l3],
-      "age": age.astype(np.float32),
-      "species": species,
-      "l3_multi": self._labels["l3_multi"],
-    }
-    self._masks = {
-      "l3": ones,
-      "l2": l2_mask.astype(np.float32),
-      "l1": ones,
-      "age": age_mask.astype(np.float32),
-      "species": species_mask,
-      "l3_multi": ones,
-    }
-
-  def _load_side_csv(self, path: Path) -> None:
-    l2, l2_mask, age, age_mask, absent = read_side_csv(path, self.names)
-    if absent:
-      log.warning(
-        "side CSV %s has no row for %d of %d %s names (masked)",
-        path,
-        absent,
-        len(self.names),
-        self.split,
-      )
-    self._build_targets(
-      csv_l2=(l2, l2_mask) if self.l2_source == "csv" else None,
-      csv_age=(age, age_mask) if self.age_source == "csv" else None,
-    )
 
   # -------------------------------------------------------------------------------- contract
   @property
@@ -338,17 +321,10 @@ class TreeSatAISource:
     return self.root / modality / self.resolution / name
 
   def read_modality(self, modality: str, index: int) -> np.ndarray:
-    """One image as float32 [H, W, C]; S1 nodata (-9999, NaN, inf) becomes NaN."""
-    spec = MODALITIES[modality]
-    size = self.aerial_size if modality == "aerial" else self.s_size
-    any_size = modality == "aerial" and self.aerial_resize
-    path = self.image_path(modality, index)
-    kw = dict(bands=len(spec["bands"]), dtype=spec["dtype"], max_side=self.max_image_side)
-    arr = read_image(path, size=None if any_size else size, **kw)
-    arr = area_resize(arr, size) if any_size else arr.astype(np.float32)
-    if modality == "s1":
-      arr[(arr == S1_NODATA) | ~np.isfinite(arr)] = np.nan
-    return arr
+    """One image as float32 [H, W, C] (``read_input``); S1 nodata (-9999, NaN, inf) NaN."""
+    return read_input(modality, self.image_path(modality, index), resolution=self.resolution,
+                      aerial_size=self.aerial_size, s_size=self.s_size,
+                      aerial_resize=self.aerial_resize, max_image_side=self.max_image_side)  # fmt: skip
 
   def __len__(self) -> int:
     return len(self.names)

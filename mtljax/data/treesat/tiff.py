@@ -1,4 +1,6 @@
-"""GeoTIFF reading for the TreeSatAI archive (square multi-band patches, checked)."""
+"""GeoTIFF reading for the TreeSatAI archive (square multi-band patches, checked); ``read_input``:
+one patch file of a modality as the reader gives it (the registry entry's ``read_input``, which
+reads a table of new inputs, ``mtljax.data.new_inputs``, as the archive is read)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,8 @@ import numpy as np
 
 from mtljax.data.checks import tiff_data_end
 from mtljax.data.source import DataError
+from mtljax.data.treesat.archive import AERIAL_SIZES, MODALITIES, S1_NODATA, S_SIZES
+from mtljax.data.values import DEFAULT_MAX_IMAGE_SIDE
 
 
 def _to_hwc(arr: np.ndarray, axes: str, bands: int, size: int) -> np.ndarray | None:
@@ -183,3 +187,46 @@ def band_means(image: np.ndarray) -> tuple[np.ndarray, np.float32]:
   means = image.reshape(-1, image.shape[-1]).astype(np.float64).mean(0).astype(np.float32)
   ok = bool(np.isfinite(means).all())
   return (means if ok else np.zeros_like(means)), np.float32(ok)
+
+
+def patch_side(modality: str, resolution: str, aerial_size=None, s_size=None) -> int | None:
+  """The side of ``modality``'s patches: ``aerial_size`` / ``s_size`` when given, else the
+  resolution's (``AERIAL_SIZES``, ``S_SIZES``); None when unknown."""
+  if modality == "aerial":
+    return int(aerial_size) if aerial_size is not None else AERIAL_SIZES.get(resolution)
+  return int(s_size) if s_size is not None else S_SIZES.get(resolution)
+
+
+def read_input(
+  modality: str,
+  path: str | os.PathLike,
+  *,
+  resolution: str = "60m",
+  aerial_size: int | None = None,
+  s_size: int | None = None,
+  aerial_resize: bool = False,
+  max_image_side: int = DEFAULT_MAX_IMAGE_SIDE,
+  **_,
+) -> np.ndarray:
+  """One patch file of ``modality`` (``aerial``, ``s1``, ``s2``) as float32 [H, W, C], read as the
+  source reads its own: band count, on-disk dtype and side (``patch_side``) checked, an aerial
+  file of any square size area-averaged to ``aerial_size`` with ``aerial_resize`` (up to
+  ``max_image_side``), S1 nodata (-9999, NaN, inf) NaN. ``**_``: the reader's other options,
+  unused here (the registry entry's ``read_input`` is given them all).
+
+  Raises:
+    DataError: naming the file: missing, unreadable, or other bands / side / dtype.
+  """
+  if modality not in MODALITIES:
+    raise DataError(f"{path}: TreeSatAI has no image modality {modality!r} ({tuple(MODALITIES)})")
+  spec = MODALITIES[modality]
+  size = patch_side(modality, resolution, aerial_size, s_size)
+  if size is None:
+    raise DataError(f"unknown {modality} patch size for resolution {resolution!r}: set its size")
+  any_size = modality == "aerial" and bool(aerial_resize)
+  kw = dict(bands=len(spec["bands"]), dtype=spec["dtype"], max_side=int(max_image_side))
+  arr = read_image(path, size=None if any_size else size, **kw)
+  arr = area_resize(arr, size) if any_size else arr.astype(np.float32)
+  if modality == "s1":
+    arr[(arr == S1_NODATA) | ~np.isfinite(arr)] = np.nan
+  return arr
