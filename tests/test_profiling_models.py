@@ -192,3 +192,19 @@ def test_attribution_profile_puts_each_op_in_a_category(tmp_path):
     assert "oneDNN bwd_weights" not in jax_ms  # an input gradient: the kernel's is never computed
     assert row["jax"]["onednn"]["problems"] == 6 and row["jax"]["onednn"]["plan_misses"] == 0
   assert captum_ms["convolution (mkldnn)"] > 0
+
+
+def test_attribution_crossover_times_both_strategies(tmp_path, capsys):
+  """The measurement behind "auto": vmap and the loop timed on one case, and the share it picks
+  by (a 3-conv CNN's parameters are a small share of its Saliency's work)."""
+  from profiling.benchmarks import attribution_crossover
+
+  argv = "--conv onednn --cases cnn:saliency:2 --members 2 --size 16 --repeats 1".split()
+  payload = _bench_conv_onednn(
+    attribution_crossover.main, argv + ["--out", str(tmp_path / "x.json")], capsys
+  )
+  if payload is None:
+    return
+  (row,) = payload["rows"]
+  assert row["vmap_s"] > 0 and row["loop_s"] > 0 and 0 < row["param_share"] < 1
+  assert row["auto_picks"] == ("vmap" if row["param_share"] >= 0.015 else "loop")

@@ -64,7 +64,7 @@ def measure(case: str, a) -> dict:
   return row
 
 
-def main():
+def main(argv=None):
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--cases", nargs="+", default=list(DEFAULT_CASES))
   ap.add_argument("--members", type=int, default=11)
@@ -76,7 +76,7 @@ def main():
   ap.add_argument("--repeats", type=int, default=2)
   ap.add_argument("--out", default="profiling/results/attribution_crossover.json")
   common.add_conv_option(ap)
-  a = ap.parse_args()
+  a = ap.parse_args(argv)
   if a.conv == "auto":
     a.conv = "onednn"  # the rule is about oneDNN's convolutions
   with common.conv_backend(a.conv):
