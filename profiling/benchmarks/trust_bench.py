@@ -10,8 +10,9 @@ also has runs with the same settings on both sides (the numbers agree:
 `tests/test_trust_quantus.py`):
 
   pixel_flipping       `--steps` steps (H*W/steps pixels each; Quantus: 3x as many features, the
-                       map broadcast over the channels), black/min baseline
-  faithfulness_corr    `--runs` runs of `--subset` pixels
+                       map broadcast over the channels), black/min baseline; `--chunk` steps per
+                       model call (the explain run's `config.explain.trust.chunk`, default 8)
+  faithfulness_corr    `--runs` runs of `--subset` pixels, `--chunk` runs per model call
   road                 5 percentages, noisy linear imputation
   max_sensitivity      `--samples` uniform perturbations, re-explained by Saliency
   local_lipschitz      `--samples` Gaussian perturbations, re-explained by Saliency
@@ -46,6 +47,12 @@ def main(argv=None):
   ap.add_argument("--samples", type=int, default=8)
   ap.add_argument("--repeats", type=int, default=3)
   ap.add_argument("--metrics", default="all")
+  ap.add_argument(
+    "--chunk",
+    type=int,
+    default=8,
+    help="perturbation steps per model call of the faithfulness metrics (config.explain.trust.chunk)",
+  )
   ap.add_argument("--out", default="")
   common.add_conv_option(ap)
   args = ap.parse_args(argv)
@@ -115,10 +122,10 @@ def run(args, payload, ap):
 
   ours = {
     "pixel_flipping": lambda v, xj, mj: faithfulness.pixel_flipping(
-      score, v, xj, mj, features_in_step=step, baseline="min", chunk=16
+      score, v, xj, mj, features_in_step=step, baseline="min", chunk=args.chunk
     ),
     "faithfulness_correlation": lambda v, xj, mj: faithfulness.faithfulness_correlation(
-      score, v, xj, mj, subsets, baseline="min", chunk=16
+      score, v, xj, mj, subsets, baseline="min", chunk=args.chunk
     ),
     # ROAD on one grey channel repeated into the model's 3 (Quantus's ROAD indexes pixels of a
     # one-channel explanation: with 3 channels it indexes past the image).
