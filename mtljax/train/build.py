@@ -30,7 +30,7 @@ from mtljax.data.statistics import regression_target_stats
 from mtljax.models.multitask import build_model
 from mtljax.train import data_fields, selection
 from mtljax.train.evaluation import metric_directions
-from mtljax.train.state import abstract_ensemble, create_optimizer, ensemble_size
+from mtljax.train.state import abstract_ensemble, create_optimizer, ensemble_mesh, ensemble_size
 from mtljax.train.steps import make_eval_step, on_device_inputs
 
 
@@ -272,8 +272,7 @@ def setup(
       configlib.check_resume(reference, config, where)
 
   # ------------------------------------------------------------------ batch sizes
-  size = ensemble_size(config)
-  mesh = parallel.make_mesh(ensemble=int(config.ensemble.get("devices", 1)) if size > 1 else 1)
+  mesh = ensemble_mesh(config)
   batch_size = int(config.train.batch_size)
   try:
     parallel.check_batch_size(batch_size, mesh)
@@ -314,28 +313,20 @@ def setup(
   )
   target_stats = {t: tuple(v) for t, v in stats["targets"].items() if t in config.tasks}
 
-  # ------------------------------------------------------------------ model, optimizer, objective
-  model = build_model(config)
-  objective = objective_lib.build(config)
-  transform = hierarchy.output_transform(config, dataset)
-  tx, lr_fn = create_optimizer(config, steps_per_epoch)
-
+  # ------------------------------------------------------------------ model, eval step
   first = next(
     pipeline.eval_batches(
       train_src, input_names=input_names, task_names=task_names, stats=stats["inputs"], batch_size=1
     )
   )
   example_inputs = jax.tree.map(jnp.zeros_like, first["inputs"])
-
-  # ------------------------------------------------------------------ abstract state, eval step
-  abstract_state, state_shardings = abstract_ensemble(
-    model, tx, example_inputs, size, objective, parallel.ensemble_sharded(mesh)
+  part = model_part(config, dataset, mesh, steps_per_epoch, example_inputs)
+  eval_step = make_eval_step(
+    part["model"], config, target_stats, transform=part["output_transform"]
   )
   p_eval_step = jax.jit(
-    on_device_inputs(
-      make_eval_step(model, config, target_stats, transform=transform), stats["inputs"]
-    ),
-    in_shardings=(state_shardings, parallel.data_sharded(mesh)),
+    on_device_inputs(eval_step, stats["inputs"]),
+    in_shardings=(part["state_shardings"], parallel.data_sharded(mesh)),
     out_shardings=parallel.data_sharded(mesh),
   )
   record = None
@@ -350,26 +341,41 @@ def setup(
     sources=sources,
     stats=stats,
     target_stats=target_stats,
+    p_eval_step=p_eval_step,
+    main_key=main_key,
+    larger_better=larger_better,
+    select=select,
+    dataset=dataset,
+    fields=record,
+    input_fields=train_src.input_fields,
+    target_fields=train_src.target_fields,
+    **part,
+  )
+
+
+def model_part(config, dataset, mesh, steps_per_epoch: int, example_inputs) -> dict:
+  """The `Setup` fields built from the config and one example's shape alone (model, objective,
+  output transform, optimizer, abstract ensemble state on `mesh`, sorted input and task names):
+  `setup` and `inference.setup_for_inference` (a workdir from its record) build them alike."""
+  model = build_model(config)
+  objective = objective_lib.build(config)
+  tx, lr_fn = create_optimizer(config, steps_per_epoch)
+  abstract_state, state_shardings = abstract_ensemble(
+    model, tx, example_inputs, ensemble_size(config), objective, parallel.ensemble_sharded(mesh)
+  )
+  return dict(
     mesh=mesh,
     model=model,
+    objective=objective,
+    output_transform=hierarchy.output_transform(config, dataset),
     tx=tx,
     lr_fn=lr_fn,
     steps_per_epoch=steps_per_epoch,
     example_inputs=example_inputs,
     abstract_state=abstract_state,
     state_shardings=state_shardings,
-    p_eval_step=p_eval_step,
-    main_key=main_key,
-    larger_better=larger_better,
-    input_names=input_names,
-    task_names=task_names,
-    select=select,
-    dataset=dataset,
-    objective=objective,
-    output_transform=transform,
-    fields=record,
-    input_fields=train_src.input_fields,
-    target_fields=train_src.target_fields,
+    input_names=tuple(sorted(config.inputs)),
+    task_names=tuple(sorted(config.tasks)),
   )
 
 

@@ -16,12 +16,10 @@ import os
 
 import ml_collections
 
-from mtljax import configlib, hierarchy, parallel
-from mtljax import objective as objective_lib
+from mtljax import configlib
 from mtljax.data import get_dataset
-from mtljax.models.multitask import build_model
 from mtljax.train import build, data_fields
-from mtljax.train.state import abstract_ensemble, create_optimizer, ensemble_size
+from mtljax.train.state import ensemble_mesh
 
 
 def setup_for_inference(
@@ -47,40 +45,27 @@ def setup_for_inference(
   with open(stats_path) as f:
     stats = json.load(f)
   target_stats = {t: tuple(v) for t, v in stats["targets"].items() if t in config.tasks}
-  size = ensemble_size(config)
-  mesh = parallel.make_mesh(ensemble=int(config.ensemble.get("devices", 1)) if size > 1 else 1)
-  dataset = get_dataset(config.data.name)
-  model = build_model(config)
-  objective = objective_lib.build(config)
-  tx, lr_fn = create_optimizer(config, int(record["steps_per_epoch"]))
-  example_inputs = data_fields.example_inputs(record)
-  abstract_state, state_shardings = abstract_ensemble(
-    model, tx, example_inputs, size, objective, parallel.ensemble_sharded(mesh)
-  )
   main_key, larger_better = build._main_metric(config)
+  dataset = get_dataset(config.data.name)
+  part = build.model_part(
+    config,
+    dataset,
+    ensemble_mesh(config),
+    int(record["steps_per_epoch"]),
+    data_fields.example_inputs(record),
+  )
   return build.Setup(
     config=config,
     workdir=workdir,
     sources={},
     stats=stats,
     target_stats=target_stats,
-    mesh=mesh,
-    model=model,
-    tx=tx,
-    lr_fn=lr_fn,
-    steps_per_epoch=int(record["steps_per_epoch"]),
-    example_inputs=example_inputs,
-    abstract_state=abstract_state,
-    state_shardings=state_shardings,
     p_eval_step=None,
     main_key=main_key,
     larger_better=larger_better,
-    input_names=tuple(sorted(config.inputs)),
-    task_names=tuple(sorted(config.tasks)),
     dataset=dataset,
-    objective=objective,
-    output_transform=hierarchy.output_transform(config, dataset),
     fields=record,
     input_fields=input_fields,
     target_fields=target_fields,
+    **part,
   )

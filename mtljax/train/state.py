@@ -16,7 +16,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from mtljax import configlib
+from mtljax import configlib, parallel
 from mtljax.models import pretrained
 
 
@@ -91,6 +91,13 @@ def init_state(
 # ============================================================================ ensembles
 def ensemble_size(config: ml_collections.ConfigDict) -> int:
   return int(config.ensemble.size) if "ensemble" in config else 1
+
+
+def ensemble_mesh(config: ml_collections.ConfigDict):
+  """The device mesh of a run: `config.ensemble.devices` along the ensemble axis when there is
+  more than one member, the data axis across the rest."""
+  size = ensemble_size(config)
+  return parallel.make_mesh(ensemble=int(config.ensemble.get("devices", 1)) if size > 1 else 1)
 
 
 def member_map(fn: Callable, size: int, in_axes: tuple) -> Callable:
