@@ -58,17 +58,32 @@ PREDICT_FLAGS = (
 PREDICT_CONFIG = "configs/treesat.py:tiny,size=3"
 
 
+def predict_sized(config):
+  """`config` changed in process as `PREDICT_FLAGS` change it on the command line."""
+  for flag in PREDICT_FLAGS:
+    key, value = flag[len("--config.") :].split("=")
+    *path, last = key.split(".")
+    node = config
+    for p in path:
+      node = node[p]
+    node[last] = int(value)
+  return config
+
+
+def predict_config(variant: str = PREDICT_CONFIG.split(":", 1)[1]):
+  """configs/treesat.py:<variant> as `PREDICT_FLAGS` train it (the config the workdirs of these
+  tests were made with, for reading their data in process)."""
+  from configs import treesat
+
+  return predict_sized(treesat.get_config(variant))
+
+
 @pytest.fixture(scope="session")
 def predict_workdir(tmp_path_factory):
   """A trained tiny TreeSAT ensemble of 3 (one epoch) for the predict and export tests."""
-  import subprocess
-
-  from helpers.commands import main_command
+  from helpers.commands import run_main
 
   work = tmp_path_factory.mktemp("predict") / "run"
-  cmd = main_command(work, *PREDICT_FLAGS, config=PREDICT_CONFIG)
-  res = subprocess.run(
-    cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True
-  )
+  res = run_main(work, *PREDICT_FLAGS, config=PREDICT_CONFIG, timeout=None)
   assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
   return work

@@ -8,25 +8,18 @@ import json
 import os
 import re
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
-from conftest import PREDICT_CONFIG, PREDICT_FLAGS, ROOT
-from helpers.commands import main_command
+from conftest import PREDICT_CONFIG, PREDICT_FLAGS, predict_config
+from helpers.commands import run_main
 
 CONFIG = "configs/treesat.py:tiny,s2=target"
-FLAGS = (
-  "--config.train.num_epochs=1",
-  "--config.data.synthetic.num_train=48",
-  "--config.data.synthetic.num_test=32",
-)
+FLAGS = PREDICT_FLAGS  # trained as the shared predict workdir is
 
 
-def _run(work, *flags, config=CONFIG, base=FLAGS):
-  cmd = main_command(work, *base, *flags, config=config)
-  env = dict(os.environ, PYTHONPATH=ROOT)
-  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+def _run(work, *flags, config=CONFIG):
+  return run_main(work, *FLAGS, *flags, config=config)
 
 
 def _ok(res):
@@ -34,11 +27,7 @@ def _ok(res):
 
 
 def _config():
-  from configs import treesat
-
-  c = treesat.get_config("tiny,s2=target")
-  c.train.num_epochs, c.data.synthetic.num_train, c.data.synthetic.num_test = 1, 48, 32
-  return c
+  return predict_config(CONFIG.split(":", 1)[1])
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +158,7 @@ def test_a_workdir_without_the_record_opens_its_data(deployed):
 def test_a_model_with_s2_as_input_needs_s2(deployed, predict_workdir):
   _, root, *_ = deployed
   flags = ("--mode=predict", f"--config.predict.root={root}", "--config.predict.name=no-s2")
-  res = _run(predict_workdir, *flags, config=PREDICT_CONFIG, base=PREDICT_FLAGS)
+  res = _run(predict_workdir, *flags, config=PREDICT_CONFIG)
   assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr[-2000:]
   assert res.stderr.startswith("error: ") and "'s2'" in res.stderr
 

@@ -8,8 +8,8 @@ import subprocess
 import sys
 
 import numpy as np
-from conftest import PREDICT_CONFIG, PREDICT_FLAGS, ROOT
-from helpers.commands import main_command
+from conftest import PREDICT_CONFIG, PREDICT_FLAGS, predict_config
+from helpers.commands import run_main
 
 _FRESH = """
 import sys
@@ -27,13 +27,10 @@ np.savez(sys.argv[3], **{k: np.concatenate([first[k], rest[k]]) for k in first})
 
 
 def _run(work, *flags):
-  cmd = main_command(work, *PREDICT_FLAGS, *flags, config=PREDICT_CONFIG)
-  env = dict(os.environ, PYTHONPATH=ROOT)
-  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  return run_main(work, *PREDICT_FLAGS, *flags, config=PREDICT_CONFIG)
 
 
 def test_the_export_runs_without_mtljax_and_matches_predict(predict_workdir, tmp_path):
-  from configs import treesat
   from mtljax.data import build
 
   for mode in ("export", "predict"):
@@ -46,8 +43,7 @@ def test_the_export_runs_without_mtljax_and_matches_predict(predict_workdir, tmp
   assert description["ensemble_size"] == 3 and "cpu" in description["platforms"]
   assert len(description["tasks"]["l3"]["class_names"]) == 15
   # Raw inputs, as the reader gives them (not standardised): the artifact standardises them.
-  c = treesat.get_config("tiny,size=3")
-  c.train.num_epochs, c.data.synthetic.num_train, c.data.synthetic.num_test = 1, 48, 32
+  c = predict_config()
   source = build.make_sources(c, str(predict_workdir))[0]["test"]
   raw = {m: np.stack([source[i]["inputs"][m] for i in range(len(source))]) for m in c.inputs}
   np.savez(tmp_path / "raw.npz", **raw)

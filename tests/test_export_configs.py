@@ -16,7 +16,7 @@ import sys
 import jax
 import numpy as np
 import pytest
-from conftest import PREDICT_CONFIG
+from conftest import PREDICT_CONFIG, predict_sized
 from helpers import manifest_tables
 
 from mtljax import train
@@ -70,8 +70,7 @@ def _config(case: str, base):
       node = node[p]
     node[last] = value
   if module == "treesat":  # as conftest.PREDICT_FLAGS trained it
-    c.train.num_epochs, c.data.synthetic.num_train, c.data.synthetic.num_test = 1, 48, 32
-    return c
+    return predict_sized(c)
   c.train.num_epochs, c.train.batch_size, c.eval.batch_size = 1, 8, 8
   c.eval.prediction_splits = ()
   if module == "manifest":

@@ -9,25 +9,15 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import PREDICT_CONFIG, PREDICT_FLAGS, ROOT
-from helpers.commands import main_command
+from conftest import PREDICT_CONFIG, PREDICT_FLAGS, ROOT, predict_config
+from helpers.commands import run_main
 
 from mtljax import faults, tasks
 from mtljax.data.source import DataError
 
 
 def _run(work, *flags, env=None):
-  cmd = main_command(work, *PREDICT_FLAGS, *flags, config=PREDICT_CONFIG)
-  env = dict(os.environ, PYTHONPATH=ROOT, **(env or {}))
-  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
-
-
-def _config():
-  from configs import treesat
-
-  c = treesat.get_config("tiny,size=3")
-  c.train.num_epochs, c.data.synthetic.num_train, c.data.synthetic.num_test = 1, 48, 32
-  return c
+  return run_main(work, *PREDICT_FLAGS, *flags, config=PREDICT_CONFIG, env=env)
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +30,7 @@ def predicted(predict_workdir):
 def test_predictions_reproduce_the_eval_metrics(predicted, predict_workdir):
   from mtljax.data import build
 
-  config = _config()
+  config = predict_config()
   source = build.make_sources(config, str(predict_workdir))[0]["test"]
   with open(predicted / "predictions.csv") as f:
     rows = list(csv.DictReader(f))

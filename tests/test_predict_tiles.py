@@ -3,13 +3,9 @@ blended map equals each tile's own prediction where one tile covers a pixel and 
 mean inside the overlaps; end to end on a tiny façades model, a synthetic GeoTIFF scene comes
 back as maps with its georeferencing, and a scene of the wrong band count is one `error:` line."""
 
-import os
-import subprocess
-
 import numpy as np
 import pytest
-from conftest import ROOT
-from helpers.commands import main_command
+from helpers.commands import run_main
 
 from mtljax.predict import tiles
 
@@ -63,9 +59,7 @@ def test_blending_keeps_each_tile_alone_and_averages_the_overlaps():
 
 
 def _run(work, *flags):
-  cmd = main_command(work, *_FLAGS, *flags, config=_CONFIG)
-  env = dict(os.environ, PYTHONPATH=ROOT)
-  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  return run_main(work, *_FLAGS, *flags, config=_CONFIG)
 
 
 def _scene(path, shape, geo=True):

@@ -24,6 +24,14 @@ def main_command(workdir, *flags: str, config: str = TINY_TREESAT) -> list[str]:
   ]
 
 
+def run_main(workdir, *flags: str, config: str = TINY_TREESAT, env=None, timeout=600):
+  """`main_command(...)` run from ROOT with this checkout on PYTHONPATH (and `env` added): its
+  `subprocess.CompletedProcess`, output captured as text."""
+  env = dict(os.environ, PYTHONPATH=ROOT, **(env or {}))
+  cmd = main_command(workdir, *flags, config=config)
+  return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def device_check(script: str, *args, devices: int = 4) -> dict:
   """Runs tests/helpers/<script> with `args` on `devices` simulated CPU devices and returns the
   JSON it prints after `RESULT ` (the script's own process: XLA reads the device count once)."""
