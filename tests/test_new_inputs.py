@@ -53,7 +53,7 @@ def test_files_and_numbers_read_as_the_model_takes_them(files):
   np.testing.assert_array_equal(ex["inputs"]["weather"], [2.0, 1.5, np.nan])  # empty: NaN
   assert ex["inputs"]["age"].tolist() == [5.0] and ex["inputs"]["image"].dtype == np.float32
   # The table's own columns, in order (the source's `name` is its own column).
-  own = table.own_columns()
+  own = table.table.own_columns()
   assert list(own) == ["image", "t", "u", "v", "series", "age", "site"]
   assert own["site"] == ["here"] * 3
 

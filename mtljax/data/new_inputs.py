@@ -175,12 +175,6 @@ class InputTable:
     }
     return {"inputs": inputs, "targets": {}, "mask": {}, "meta": {"index": np.asarray(i, np.int32)}}
 
-  def own_columns(self, skip: Sequence[str] = ()) -> dict[str, list[str]]:
-    """The table's columns, in order, but `name`, `index` and `skip` (a task's column is its
-    prediction's): the inputs' own columns of the predictions' CSV."""
-    drop = {"name", "index", *skip}
-    return {c: self.table.column(c) for c in self.table.columns if c not in drop}
-
 
 def open_table(config, dataset, path, fields: Mapping, inputs: Sequence[str]) -> InputTable:
   """The table at `path` read for a model of `config` (its dataset's registry entry `dataset`):

@@ -98,12 +98,11 @@ def _manifest(config, s, p):
   if config.data.name != "manifest":
     dataset = s.dataset or get_dataset(config.data.name)
     src = new_inputs.open_table(config, dataset, p.manifest, s.input_fields, s.input_names)
-    return src, name, what, src.own_columns(skip=tuple(config.tasks))
-  src = manifest.open_source(p.manifest, config.data.schema, s.input_names, grid=config.data.grid)
-  table = src.table
-  skip = {"name", "index", *config.tasks}  # a task's column is the prediction's
-  own = {c: table.column(c, src.rows) for c in table.columns if c not in skip}
-  return src, name, what, own
+    rows = None  # every row of the table
+  else:
+    src = manifest.open_source(p.manifest, config.data.schema, s.input_names, grid=config.data.grid)
+    rows = src.rows
+  return src, name, what, src.table.own_columns(rows, skip=tuple(config.tasks))
 
 
 # (config.predict key that selects it, opener); the first whose key is set wins, else the split.

@@ -47,6 +47,13 @@ class Table:
     idx = range(len(self.rows)) if rows is None else rows
     return [self.rows[i].get(name, "") for i in idx]
 
+  def own_columns(self, rows: Sequence[int] | None = None, skip: Sequence[str] = ()) -> dict:
+    """``{column: cells of rows}`` of every column, in order, but ``name``, ``index`` and
+    ``skip`` (a task's column is its prediction's): the inputs' own columns of the
+    predictions' CSV."""
+    drop = {"name", "index", *skip}
+    return {c: self.column(c, rows) for c in self.columns if c not in drop}
+
   def resolve(self, cell: str) -> Path:
     """A path cell as a path (relative to ``base``)."""
     p = Path(cell)
